@@ -1,0 +1,32 @@
+# One virtual environment serves every target; it is rebuilt when the
+# project's metadata or the torch pin changes.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: demo test test-triton bench docs clean
+
+$(STAMP): setup.py pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[all]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash demos/run_all.sh
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-triton: $(STAMP)
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -m triton
+
+bench: $(STAMP)
+	bash benchmarks/run_all.sh
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
+
+clean:
+	rm -rf $(VENV) site out

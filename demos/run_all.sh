@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `make demo`: every main job of the library, end to end, on data that ships
+# with the project or its dependencies. Outputs go to out/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p out
+step() { printf '\n=== %s ===\n' "$1"; }
+
+step "Gaussian mixture: fit with missing values, exact conditionals"
+python demos/gmm.py

@@ -1,0 +1,35 @@
+from setuptools import find_packages, setup
+
+EXTRAS = {
+    "mpi": ["mpi4py", "mpich"],
+    "gpu": ["triton"],
+    "test": ["pytest", "hypothesis", "triton", "scikit-learn"],
+    "bench": ["scikit-learn", "scikit-image", "imagecodecs", "matplotlib", "spflow"],
+    "docs": ["mkdocs-material", "mkdocstrings[python]"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+setup(
+    name="probmod",
+    version="0.1.0",
+    description="Probabilistic modeling: tensorized probabilistic circuits, "
+    "probabilistic sparse coding and Distribution Transformers.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["probcirc*", "sparsecoding*", "amortized*"]),
+    install_requires=[
+        # torch is pinned only through constraints.txt, never here.
+        "torch",
+        "numpy",
+        "scipy",
+        "numba",
+        "h5py",
+        "constriction",
+        "tqdm",
+        "pillow",
+        "matplotlib",
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["probcirc=probcirc.cli:main"]},
+)
