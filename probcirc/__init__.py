@@ -1,7 +1,8 @@
 """probcirc: probabilistic circuits and the Distribution interface shared by probmod."""
 
-from . import io
+from . import inputs, io, nodes, queries
+from .circuit import TensorCircuit, compile
 from .distribution import Distribution
 from .gmm import ConditionalMixture, GaussianMixture
 
-__all__ = ["Distribution", "GaussianMixture", "ConditionalMixture", "io"]
+__all__ = ["Distribution", "GaussianMixture", "ConditionalMixture", "TensorCircuit", "compile", "io", "nodes", "inputs", "queries"]

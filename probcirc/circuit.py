@@ -1,0 +1,109 @@
+"""TensorCircuit: a compiled circuit with the Distribution interface, and ``compile``."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import io, queries
+from .compile import CompiledCircuit
+from .distribution import Distribution, _sample_shape
+from .nodes import NodeGroup
+
+
+@io.register
+class TensorCircuit(CompiledCircuit, Distribution):
+    """A probabilistic circuit compiled into layers, usable as a ``torch.nn.Module``.
+
+    Every query is exact and batched. ``mask[b, d] = True`` marks variable d
+    of sample b as missing. Build one with :func:`compile`.
+
+    Example:
+        >>> import torch, probcirc
+        >>> from probcirc.nodes import inputs, multiply, summate
+        >>> from probcirc.inputs import Bernoulli
+        >>> prods = [multiply(inputs(0, 1, Bernoulli()), inputs(1, 1, Bernoulli())) for _ in range(3)]
+        >>> pc = probcirc.compile(summate(*prods, num_nodes=1), dtype=torch.float64)
+        >>> x = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
+        >>> float(pc.log_prob(x).exp().sum())
+        1.0
+        >>> pc.log_prob(torch.tensor([[1, 0]]), torch.tensor([[False, True]])).shape
+        torch.Size([1])
+    """
+
+    def __init__(self, layers: list, num_slots: int, num_vars: int):
+        super().__init__(layers, num_slots, num_vars)
+        self.event_shape = torch.Size([num_vars])
+        self.batch_shape = torch.Size()
+
+    @property
+    def support(self) -> str:
+        return "per-variable, given by the leaf families"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return queries.log_prob(self, x, mask)
+
+    def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x_observed) per sample, ``(B,)``; missing entries are summed out exactly."""
+        return queries.log_prob(self, x, mask)
+
+    def sample(self, sample_shape: int | Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
+        """Unconditional samples of shape ``sample_shape + (num_vars,)``."""
+        shape = _sample_shape(sample_shape)
+        n = int(np.prod(shape)) if shape else 1
+        return queries.sample(self, n, generator=generator).reshape(*shape, self.num_vars)
+
+    def sample_conditional(self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Complete each sample's missing entries with an exact draw from p(x_missing | x_observed)."""
+        return queries.sample(self, x=x, mask=mask, generator=generator)
+
+    def conditional(self, x: torch.Tensor, mask: torch.Tensor | None, targets: Sequence[int]) -> torch.Tensor:
+        """P(X_t = v | x_observed) for every target t and value v, ``(B, T, V)``."""
+        return queries.conditional(self, x, mask, targets)
+
+    def mpe(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Most probable completion under the joint with the latent (sum-node) variables."""
+        return queries.mpe(self, x, mask)
+
+    def condition(self, x: torch.Tensor, mask: torch.Tensor):
+        raise NotImplementedError(
+            "a circuit's posterior is another circuit; use conditional() for per-variable "
+            "distributions or sample_conditional() for joint draws"
+        )
+
+    # ------------------------------------------------------------------ io
+    def _state(self) -> tuple[dict, dict]:
+        attrs, arrays = self._layer_state()
+        attrs["dtype"] = str(self.dtype).removeprefix("torch.")
+        return attrs, arrays
+
+    @classmethod
+    def _from_state(cls, attrs: dict, arrays: dict) -> "TensorCircuit":
+        layers, num_slots, num_vars = cls._layers_from_state(attrs, arrays)
+        return cls(layers, num_slots, num_vars).to(getattr(torch, attrs["dtype"]))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the structure and parameters: equal fingerprints mean equal models."""
+        attrs, arrays = self._state()
+        h = hashlib.sha256(repr(sorted(attrs.items())).encode())
+        for name in sorted(arrays):
+            a = np.ascontiguousarray(arrays[name])
+            h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+        return h.hexdigest()
+
+
+def compile(root: NodeGroup, seed: int = 0, dtype: torch.dtype = torch.float32) -> TensorCircuit:
+    """Compile a symbolic circuit into a layered :class:`TensorCircuit`.
+
+    Node groups are layered by depth (inputs at 0, products one above their
+    deepest child, sums at their children's level) and each layer gets padded
+    index tensors. Parameters not given on the groups are drawn with ``seed``.
+
+    Raises:
+        ValueError: if the root has more than one node or does not cover variables 0..D-1.
+    """
+    base = CompiledCircuit.from_root(root, seed, dtype)
+    return TensorCircuit(list(base.layers), base.num_slots, base.num_vars)

@@ -1,0 +1,172 @@
+"""Discrete leaves: categorical, Bernoulli and binomial."""
+
+from __future__ import annotations
+
+
+import torch
+
+from .base import InputDist, check_integers
+
+
+class Categorical(InputDist):
+    """A categorical leaf over ``{0, ..., num_cats - 1}``; parameters are the probabilities.
+
+    Example:
+        >>> import torch
+        >>> d = Categorical(3)
+        >>> d.log_prob(torch.tensor([[0.2, 0.3, 0.5]]), torch.tensor([[2.0, 0.0]])).exp()
+        tensor([[0.5000, 0.2000]])
+    """
+
+    def __init__(self, num_cats: int):
+        if not isinstance(num_cats, int) or num_cats < 2:
+            raise ValueError(f"num_cats must be an integer >= 2, got {num_cats!r}")
+        self.num_cats = self.num_params = self.num_values = num_cats
+
+    def _hyper(self) -> tuple:
+        return (self.num_cats,)
+
+    def init_params(self, n, generator):
+        p = torch.rand(n, self.num_cats, generator=generator, dtype=torch.float64) + 0.5
+        return p / p.sum(-1, keepdim=True)
+
+    def check_params(self, params):
+        _check_simplex(params, "Categorical probabilities")
+
+    def check_values(self, x):
+        check_integers(x, 0, self.num_cats - 1, "Categorical")
+
+    def log_prob(self, params, x):
+        # log of the gathered entry: exact zeros give -inf, never NaN.
+        return torch.log(params.reshape(-1)[self._flat_index(params, x)])
+
+    def mode(self, params):
+        return params.argmax(-1).to(params.dtype)
+
+    def sample(self, params, generator):
+        return torch.multinomial(params, 1, generator=generator).squeeze(-1).to(params.dtype)
+
+    def stats(self, params, x, observed, flows):
+        counts = torch.zeros_like(params)
+        counts.view(-1).index_add_(0, self._flat_index(params, x).reshape(-1), (flows * observed).reshape(-1))
+        return counts + (flows * ~observed).sum(1)[:, None] * params
+
+    def _flat_index(self, params, x):
+        offsets = torch.arange(params.shape[0], device=x.device)[:, None] * self.num_cats
+        return offsets + x.long().clamp(0, self.num_cats - 1)
+
+    def m_step(self, stats, params, pseudocount):
+        return (stats + pseudocount / self.num_cats) / (stats.sum(-1, keepdim=True) + pseudocount)
+
+    def pmf(self, params):
+        return params
+
+    def to_unconstrained(self, params):
+        return params.log()
+
+    def from_unconstrained(self, free):
+        return torch.softmax(free, -1)
+
+
+class Bernoulli(InputDist):
+    """A Bernoulli leaf over ``{0, 1}``; the parameter is P(x = 1)."""
+
+    num_params = 1
+    num_values = 2
+
+    def init_params(self, n, generator):
+        return torch.rand(n, 1, generator=generator, dtype=torch.float64) * 0.6 + 0.2
+
+    def check_params(self, params):
+        _check_unit(params, "Bernoulli probability")
+
+    def check_values(self, x):
+        check_integers(x, 0, 1, "Bernoulli")
+
+    def log_prob(self, params, x):
+        p = params[:, :1]
+        return torch.where(x > 0.5, torch.log(p), torch.log1p(-p))
+
+    def mode(self, params):
+        return (params[:, 0] > 0.5).to(params.dtype)
+
+    def sample(self, params, generator):
+        return torch.bernoulli(params[:, 0], generator=generator)
+
+    def stats(self, params, x, observed, flows):
+        ones = torch.where(observed, x, params[:, :1])
+        return torch.stack([(flows * ones).sum(1), flows.sum(1)], -1)
+
+    def m_step(self, stats, params, pseudocount):
+        return ((stats[:, 0] + pseudocount / 2) / (stats[:, 1] + pseudocount))[:, None]
+
+    def to_unconstrained(self, params):
+        return torch.logit(params)
+
+    def from_unconstrained(self, free):
+        return torch.sigmoid(free)
+
+
+class Binomial(InputDist):
+    """A binomial leaf with ``total_count`` trials; the parameter is the success probability."""
+
+    num_params = 1
+
+    def __init__(self, total_count: int):
+        if not isinstance(total_count, int) or total_count < 1:
+            raise ValueError(f"total_count must be a positive integer, got {total_count!r}")
+        self.total_count = total_count
+        self.num_values = total_count + 1
+
+    def _hyper(self) -> tuple:
+        return (self.total_count,)
+
+    def init_params(self, n, generator):
+        return torch.rand(n, 1, generator=generator, dtype=torch.float64) * 0.6 + 0.2
+
+    def check_params(self, params):
+        _check_unit(params, "Binomial probability")
+
+    def check_values(self, x):
+        check_integers(x, 0, self.total_count, "Binomial")
+
+    def log_prob(self, params, x):
+        p, n = params[:, :1], self.total_count
+        log_choose = torch.lgamma(torch.tensor(n + 1.0, dtype=x.dtype)) - torch.lgamma(x + 1) - torch.lgamma(n - x + 1)
+        # xlogy keeps 0·log 0 = 0 at the boundary probabilities.
+        return log_choose + torch.xlogy(x, p) + torch.xlogy(n - x, 1 - p)
+
+    def mode(self, params):
+        return torch.floor((self.total_count + 1) * params[:, 0]).clamp(max=self.total_count)
+
+    def sample(self, params, generator):
+        count = torch.full_like(params[:, 0], float(self.total_count))
+        return torch.binomial(count, params[:, 0], generator=generator)
+
+    def stats(self, params, x, observed, flows):
+        successes = torch.where(observed, x, self.total_count * params[:, :1])
+        return torch.stack([(flows * successes).sum(1), flows.sum(1) * self.total_count], -1)
+
+    def m_step(self, stats, params, pseudocount):
+        return ((stats[:, 0] + pseudocount / 2) / (stats[:, 1] + pseudocount))[:, None]
+
+    def to_unconstrained(self, params):
+        return torch.logit(params)
+
+    def from_unconstrained(self, free):
+        return torch.sigmoid(free)
+
+
+def _check_simplex(params, what):
+    if bool((params < 0).any()) or not bool(torch.isfinite(params).all()):
+        raise ValueError(f"{what} must be finite and non-negative")
+    total = params.sum(-1)
+    if not torch.allclose(total, torch.ones_like(total), atol=1e-4):
+        raise ValueError(f"{what} must sum to 1 per node, got sums like {total[0].item():.6g}")
+
+
+def _check_unit(params, what):
+    if params.shape[-1] != 1 or bool(((params < 0) | (params > 1)).any()):
+        raise ValueError(f"{what} must be one number in [0, 1] per node")
+
+

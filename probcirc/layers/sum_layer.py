@@ -1,0 +1,100 @@
+"""Sum layer: node groups of one shape, computed as batched log-einsum-exp."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SumLayer(nn.Module):
+    """G sum groups of ``n_out`` nodes, each mixing its own ``n_in`` children.
+
+    ``weight`` is ``(G, n_out, n_in)`` in linear space, zero where an edge is
+    absent (block-sparse groups carry ``edge_mask``). The forward pass takes
+    each group's per-sample maximum, exponentiates, multiplies by the weights
+    (one batched matrix product) and returns to log space, so only
+    ``G·n_in·B`` exponentials are needed, not one per edge.
+    """
+
+    def __init__(self, child_idx: torch.Tensor, weight: torch.Tensor, edge_mask: torch.Tensor | None, start: int):
+        super().__init__()
+        self.start = start
+        self.register_buffer("child_idx", child_idx.long())
+        self.register_buffer("weight", weight)
+        self.register_buffer("edge_mask", edge_mask)
+
+    @property
+    def stop(self) -> int:
+        g, n_out, _ = self.weight.shape
+        return self.start + g * n_out
+
+    def _inputs(self, mars: torch.Tensor) -> torch.Tensor:
+        g, n_in = self.child_idx.shape
+        return mars.index_select(0, self.child_idx.reshape(-1)).view(g, n_in, -1)  # (G, n_in, B)
+
+    def _scaled_inputs(self, mars: torch.Tensor):
+        xin = self._inputs(mars)
+        top = xin.amax(1, keepdim=True)
+        # A group whose children are all impossible has top = -inf; 0 keeps exp finite.
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        return (xin - top).exp(), top
+
+    def forward(self, mars: torch.Tensor, max_mode: bool = False) -> None:
+        if max_mode:
+            out = self._max_children(mars)
+        else:
+            e, top = self._scaled_inputs(mars)
+            out = torch.bmm(self.weight, e).log() + top
+        mars[self.start : self.stop] = out.reshape(-1, mars.shape[1])
+
+    def backward(self, mars: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+        """Pass flows to the children; return the weights' gradient ``(G, n_out, n_in)``.
+
+        The flow of edge (o, i) is ``F_o · w_oi · exp(m_i) / exp(m_o)``, formed as
+        ``(F_o / y_o) · w_oi · e_i`` with the forward's scaled values recomputed.
+        The returned ``Σ_b (F_o / y_o) · e_i`` is the gradient of ``Σ_b F_root · log p``
+        with respect to the weights; times the weights it gives the edge flows.
+        """
+        g, n_out, n_in = self.weight.shape
+        e, _ = self._scaled_inputs(mars)
+        y = torch.bmm(self.weight, e)  # (G, n_out, B)
+        f_out = flows[self.start : self.stop].view(g, n_out, -1)
+        ratio = torch.where(y > 0, f_out / torch.where(y > 0, y, torch.ones_like(y)), torch.zeros_like(y))
+        f_in = e * torch.bmm(self.weight.mT, ratio)
+        flows.index_add_(0, self.child_idx.reshape(-1), f_in.reshape(g * n_in, -1))
+        return torch.bmm(ratio, e.mT)
+
+    def _max_children(self, mars: torch.Tensor) -> torch.Tensor:
+        """max over children of ``log w + child``, ``(G, n_out, B)``, in chunks to bound memory."""
+        g, n_out, n_in = self.weight.shape
+        logw = self.weight.log()[..., None]  # (G, n_out, n_in, 1)
+        xin = self._inputs(mars)[:, None]  # (G, 1, n_in, B)
+        step = max(1, int(2**25 // max(1, g * n_out * n_in)))
+        return torch.cat([(xin[..., s : s + step] + logw).amax(2) for s in range(0, mars.shape[1], step)], -1)
+
+    def down(self, active: torch.Tensor, mars: torch.Tensor, choose: str, generator) -> None:
+        """Activate one child per active node: drawn by posterior weight, or the max-product argmax."""
+        g, n_out, n_in = self.weight.shape
+        node, b = active[self.start : self.stop].nonzero(as_tuple=True)
+        if b.numel() == 0:
+            return
+        grp, o = node // n_out, node % n_out
+        children = self.child_idx[grp]  # (A, n_in)
+        scores = self.weight[grp, o].log() + mars[children, b[:, None]]
+        if choose == "sample":
+            probs = (scores - scores.amax(-1, keepdim=True)).exp()
+            pick = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            pick = scores.argmax(-1)
+        active[children.gather(1, pick[:, None]).squeeze(1), b] = True
+
+    def em_update(self, edge_flows: torch.Tensor, step_size: float, pseudocount: float) -> None:
+        """θ_new = (F + α/|ch|) / (ΣF + α), mixed in with step size s; F = weight · gradient."""
+        n_children = self.edge_mask.sum(-1, keepdim=True) if self.edge_mask is not None else self.weight.shape[-1]
+        smoothed = edge_flows + pseudocount / n_children
+        if self.edge_mask is not None:
+            smoothed = smoothed * self.edge_mask
+        total = smoothed.sum(-1, keepdim=True)
+        # A node that received no flow and no pseudocount keeps its weights.
+        new = torch.where(total > 0, smoothed / torch.where(total > 0, total, torch.ones_like(total)), self.weight)
+        self.weight.mul_(1 - step_size).add_(step_size * new)

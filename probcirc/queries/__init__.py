@@ -1,0 +1,7 @@
+"""Exact queries on a compiled circuit, as plain functions."""
+
+from .conditional import conditional
+from .marginal import log_prob, parameters
+from .sampling import max_log_prob, mpe, sample
+
+__all__ = ["log_prob", "conditional", "sample", "mpe", "max_log_prob", "parameters"]

@@ -1,0 +1,140 @@
+"""Exact queries against brute-force enumeration and an independent recursive evaluator, in float64."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from .circuits import FAMILIES, all_assignments, compiled, reference, structures
+
+CASES = [(fam, name) for fam in FAMILIES for name, _ in structures(FAMILIES[fam])]
+
+
+def build(fam, name, seed=0, **kw):
+    dist = FAMILIES[fam]
+    root = dict(structures(dist, seed))[name]
+    return root, compiled(root, seed, **kw), dist.num_values
+
+
+@pytest.mark.parametrize("fam,name", CASES)
+def test_probabilities_sum_to_one_and_match_reference(fam, name):
+    root, pc, v = build(fam, name)
+    X = all_assignments(pc.num_vars, v)
+    p = pc.log_prob(torch.tensor(X)).exp()
+    assert abs(float(p.sum()) - 1.0) < 1e-10
+    ref = np.array([reference(root, x) for x in X[::7]])
+    np.testing.assert_allclose(p[::7].numpy(), ref, rtol=1e-10)
+
+
+@pytest.mark.parametrize("fam,name", CASES)
+def test_masked_log_prob_is_the_enumerated_sum(fam, name):
+    root, pc, v = build(fam, name, seed=1)
+    X = all_assignments(pc.num_vars, v)
+    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    rng = np.random.default_rng(2)
+    x = X[rng.integers(0, len(X), 16)]
+    mask = rng.random(x.shape) < 0.5
+    ours = pc.log_prob(torch.tensor(x), torch.tensor(mask)).exp().numpy()
+    for xi, mi, oi in zip(x, mask, ours):
+        index = tuple(slice(None) if m else int(val) for val, m in zip(xi, mi))
+        assert abs(joint[index].sum() - oi) < 1e-12
+        assert abs(reference(root, xi, mi) - oi) < 1e-12
+
+
+@pytest.mark.parametrize("fam,name", CASES)
+def test_conditional_is_the_enumerated_ratio(fam, name):
+    root, pc, v = build(fam, name, seed=3)
+    X = all_assignments(pc.num_vars, v)
+    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    rng = np.random.default_rng(4)
+    x = X[rng.integers(0, len(X), 8)]
+    mask = rng.random(x.shape) < 0.3
+    targets = [0, 2]
+    cond = pc.conditional(torch.tensor(x), torch.tensor(mask), targets).numpy()
+    assert cond.shape == (8, 2, v)
+    for b in range(8):
+        hidden = mask[b].copy()
+        hidden[targets] = True
+        for ti, t in enumerate(targets):
+            index = tuple(slice(None) if (hidden[d] or d == t) else int(x[b, d]) for d in range(pc.num_vars))
+            table = joint[index]
+            keep = tuple(i for i in range(table.ndim) if i != sum(hidden[:t] | (np.arange(t) == t)))
+            axis_t = int(np.sum(hidden[:t]))
+            marg = table.sum(axis=tuple(i for i in range(table.ndim) if i != axis_t))
+            np.testing.assert_allclose(cond[b, ti], marg / marg.sum(), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("fam,name", CASES)
+def test_sample_frequencies_match_probabilities(fam, name):
+    _, pc, v = build(fam, name, seed=5)
+    X = all_assignments(pc.num_vars, v)
+    probs = pc.log_prob(torch.tensor(X)).exp().numpy()
+    n = 20000
+    s = pc.sample(n, generator=torch.Generator().manual_seed(0)).numpy().astype(int)
+    codes = np.ravel_multi_index(s.T, (v,) * pc.num_vars)
+    counts = np.bincount(codes, minlength=len(X))
+    expected = probs * n
+    big = expected >= 5  # pool rare outcomes so the chi-square approximation holds
+    obs = np.append(counts[big], counts[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    obs, exp = obs[exp > 0], exp[exp > 0]
+    assert stats.chisquare(obs, exp).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("name", ["hclt", "dag"])
+def test_conditional_sample_frequencies(name):
+    _, pc, v = build("categorical", name, seed=6)
+    x = torch.tensor([[2.0, 0.0, 1.0, 0.0]])
+    mask = torch.tensor([[False, True, False, True]])
+    n = 20000
+    draws = pc.sample_conditional(x.expand(n, -1), mask.expand(n, -1), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(draws[:, [0, 2]], x[:, [0, 2]].expand(n, -1))
+    grid = torch.tensor([[2.0, a, 1.0, b] for a in range(v) for b in range(v)])
+    probs = pc.log_prob(grid).exp().numpy()
+    probs /= probs.sum()
+    codes = (draws[:, 1] * v + draws[:, 3]).long().numpy()
+    counts = np.bincount(codes, minlength=v * v)
+    assert stats.chisquare(counts, probs * n).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("fam,name", CASES)
+def test_mpe_attains_the_enumerated_maximum(fam, name):
+    root, pc, v = build(fam, name, seed=7)
+    X = all_assignments(pc.num_vars, v)
+    rng = np.random.default_rng(8)
+    x = X[rng.integers(0, len(X), 6)]
+    mask = rng.random(x.shape) < 0.6
+    best = pc.mpe(torch.tensor(x), torch.tensor(mask)).numpy()
+    for xi, mi, bi in zip(x, mask, best):
+        assert np.array_equal(bi[~mi], xi[~mi])
+        candidates = [c for c in X if np.array_equal(c[~mi], xi[~mi])]
+        brute = max(reference(root, c, max_product=True) for c in candidates)
+        assert reference(root, bi, max_product=True) == pytest.approx(brute, rel=1e-12)
+        assert reference(root, xi, mi, max_product=True) == pytest.approx(brute, rel=1e-12)
+
+
+@pytest.mark.parametrize("fam,name", CASES)
+def test_mpe_on_full_evidence_returns_the_evidence(fam, name):
+    _, pc, v = build(fam, name)
+    X = torch.tensor(all_assignments(pc.num_vars, v)[:20])
+    assert torch.equal(pc.mpe(X, torch.zeros_like(X, dtype=torch.bool)), X)
+
+
+def test_gradients_match_finite_differences():
+    _, pc, _ = build("categorical", "dag", seed=9)
+    from probcirc.queries import parameters
+
+    params = parameters(pc)
+    x = torch.tensor(all_assignments(4, 3)[::5])
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.3
+
+    def f(*ps):
+        for layer, p in zip(pc.sum_layers + pc.input_layers, ps):
+            if hasattr(layer, "weight"):
+                layer.weight = p
+            else:
+                layer.params = p
+        return pc.log_prob(x, mask)
+
+    inputs = tuple(p.detach().clone().requires_grad_(True) for p in params)
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, fast_mode=True)
