@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -142,9 +145,8 @@ class CompiledCircuit(nn.Module):
                     arrays[p + name] = buf.detach().cpu().numpy()
             if isinstance(layer, InputLayer):
                 key = layer.dist.key()
-                arrays[p + "family"] = key[0]
-                arrays[p + "hyper"] = list(key[1:]) or [0.0]
-                arrays[p + "n_hyper"] = len(key) - 1
+                arrays[p + "family"] = np.bytes_(key[0])
+                arrays[p + "hyper"] = np.bytes_(json.dumps(list(key[1:])))
         return attrs, arrays
 
     @classmethod
@@ -155,11 +157,10 @@ class CompiledCircuit(nn.Module):
             start = int(arrays[p + "start"])
             t = lambda k: torch.from_numpy(arrays[p + k])  # noqa: E731
             if p + "family" in arrays:
-                name = arrays[p + "family"].decode() if isinstance(arrays[p + "family"], bytes) else str(arrays[p + "family"])
+                name = bytes(arrays[p + "family"]).decode()
                 if name not in FAMILIES:
                     raise ValueError(f"unknown input family {name!r}")
-                hyper = arrays[p + "hyper"].tolist()[: int(arrays[p + "n_hyper"])]
-                hyper = [int(h) if float(h).is_integer() and name != "Gaussian" else float(h) for h in hyper]
+                hyper = json.loads(bytes(arrays[p + "hyper"]).decode())
                 layers.append(InputLayer(FAMILIES[name](*hyper), t("node_var"), t("params"), start))
             elif p + "weight" in arrays:
                 mask = t("edge_mask") if p + "edge_mask" in arrays else None

@@ -88,6 +88,11 @@ class InputDist(abc.ABC):
         return f"{type(self).__name__}({hyper})"
 
 
+def keep_where_empty(new: torch.Tensor, old: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """An M-step result, except for nodes that saw no data and no pseudocount: those keep ``old``."""
+    return torch.where(total.reshape(-1, 1) > 0, new.nan_to_num(0.0), old)
+
+
 def check_integers(x: torch.Tensor, low: int, high: int, what: str) -> None:
     """Shared support check for discrete families: integers in [low, high]."""
     if x.numel() == 0:

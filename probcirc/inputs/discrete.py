@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import InputDist, check_integers
+from .base import InputDist, check_integers, keep_where_empty
 
 
 class Categorical(InputDist):
@@ -56,7 +56,8 @@ class Categorical(InputDist):
         return offsets + x.long().clamp(0, self.num_cats - 1)
 
     def m_step(self, stats, params, pseudocount):
-        return (stats + pseudocount / self.num_cats) / (stats.sum(-1, keepdim=True) + pseudocount)
+        total = stats.sum(-1, keepdim=True) + pseudocount
+        return keep_where_empty((stats + pseudocount / self.num_cats) / total, params, total)
 
     def pmf(self, params):
         return params
@@ -98,7 +99,8 @@ class Bernoulli(InputDist):
         return torch.stack([(flows * ones).sum(1), flows.sum(1)], -1)
 
     def m_step(self, stats, params, pseudocount):
-        return ((stats[:, 0] + pseudocount / 2) / (stats[:, 1] + pseudocount))[:, None]
+        total = stats[:, 1] + pseudocount
+        return keep_where_empty(((stats[:, 0] + pseudocount / 2) / total)[:, None], params, total)
 
     def to_unconstrained(self, params):
         return torch.logit(params)
@@ -148,7 +150,8 @@ class Binomial(InputDist):
         return torch.stack([(flows * successes).sum(1), flows.sum(1) * self.total_count], -1)
 
     def m_step(self, stats, params, pseudocount):
-        return ((stats[:, 0] + pseudocount / 2) / (stats[:, 1] + pseudocount))[:, None]
+        total = stats[:, 1] + pseudocount
+        return keep_where_empty(((stats[:, 0] + pseudocount / 2) / total)[:, None], params, total)
 
     def to_unconstrained(self, params):
         return torch.logit(params)

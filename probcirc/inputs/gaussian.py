@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .base import InputDist
+from .base import InputDist, keep_where_empty
 
 
 class Gaussian(InputDist):
@@ -61,7 +61,7 @@ class Gaussian(InputDist):
         mean = (stats[:, 1] + pseudocount * params[:, 0]) / n
         second = (stats[:, 2] + pseudocount * (params[:, 0] ** 2 + params[:, 1] ** 2)) / n
         std = (second - mean**2).clamp_min(0).sqrt().clamp_min(self.min_std)
-        return torch.stack([mean, std], -1)
+        return keep_where_empty(torch.stack([mean, std], -1), params, n)
 
     def to_unconstrained(self, params):
         return torch.stack([params[:, 0], params[:, 1].log()], -1)

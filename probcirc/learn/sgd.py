@@ -63,7 +63,7 @@ def sgd(
                     if f.grad is not None:
                         f.grad.nan_to_num_(0.0)
                 opt.step()
-                total += float(ll.sum())
+                total += float(ll.detach().sum())
                 seen += len(idx)
                 bar.set_postfix(ll=f"{total / seen:.3f}")
             history.append(total / seen)

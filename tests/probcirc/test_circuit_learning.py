@@ -1,0 +1,131 @@
+"""EM, SGD, numerics at the edges, save/load, and errors that name the problem."""
+
+import numpy as np
+import pytest
+import torch
+
+import probcirc
+from probcirc import io
+from probcirc.inputs import Bernoulli, Categorical, Gaussian
+from probcirc.learn import em, sgd
+from probcirc.nodes import inputs, multiply, summate
+from probcirc.structures import HCLT, PD
+
+from .circuits import compiled, dag, randomize
+
+
+def data_from(pc, n, seed=0):
+    return pc.sample(n, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.3])
+def test_full_batch_em_never_lowers_the_likelihood(missing):
+    teacher = compiled(dag(Categorical(3)), seed=1)
+    data = data_from(teacher, 400)
+    mask = torch.rand(data.shape, generator=torch.Generator().manual_seed(2)) < missing
+    student = compiled(dag(Categorical(3)), seed=3)
+    history = em(student, data, epochs=0, full_batch_epochs=12, batch_size=64, pseudocount=0.1, mask=mask, progress=False)
+    # The pseudocount makes EM maximise a posterior; with α = 0 it is the plain likelihood.
+    plain = compiled(dag(Categorical(3)), seed=3)
+    history = em(plain, data, epochs=0, full_batch_epochs=12, batch_size=64, pseudocount=0.0, mask=mask, progress=False)
+    for before, after in zip(history, history[1:]):
+        assert after >= before - 1e-6 * abs(before)
+    assert history[-1] > history[0] + 0.05
+
+
+def test_mini_batch_em_learns_towards_the_teacher():
+    teacher = compiled(HCLT(np.random.default_rng(0).integers(0, 3, (100, 6)), 3, input_dist=Categorical(3)), seed=4)
+    train, test = data_from(teacher, 3000, 1), data_from(teacher, 1000, 2)
+    student = probcirc.compile(HCLT(train.numpy(), 4, input_dist=Categorical(3)), dtype=torch.float64)
+    before = float(student.log_prob(test).mean())
+    em(student, train, epochs=4, batch_size=256, step_size=0.2, full_batch_epochs=2, progress=False)
+    after, best = float(student.log_prob(test).mean()), float(teacher.log_prob(test).mean())
+    assert after > before + 0.1
+    assert after > best - 0.05
+
+
+def test_sgd_raises_the_likelihood():
+    teacher = compiled(dag(Bernoulli()), seed=5)
+    data = data_from(teacher, 1000)
+    student = compiled(dag(Bernoulli()), seed=6)
+    before = float(student.log_prob(data).mean())
+    sgd(student, data, epochs=15, batch_size=100, lr=0.05, progress=False)
+    after = float(student.log_prob(data).mean())
+    assert after > before + 0.02
+    p = student.log_prob(torch.tensor(np.array(np.meshgrid(*[[0, 1]] * 4)).reshape(4, -1).T, dtype=torch.float64)).exp()
+    assert abs(float(p.sum()) - 1) < 1e-9  # still a normalised distribution
+
+
+def test_gaussian_leaves_integrate_to_one_and_fit():
+    from scipy import integrate
+
+    root = randomize(summate(multiply(inputs(0, 2, Gaussian()), inputs(1, 2, Gaussian())), num_nodes=1), 0)
+    pc = probcirc.compile(root, dtype=torch.float64)
+    f = lambda a, b: float(pc.log_prob(torch.tensor([[a, b]], dtype=torch.float64)).exp())
+    total, _ = integrate.dblquad(f, -12, 12, -12, 12, epsabs=1e-9)
+    assert abs(total - 1) < 1e-6
+    x = torch.tensor([[0.3, 0.0]], dtype=torch.float64)
+    marg, _ = integrate.quad(lambda b: f(0.3, b), -12, 12)
+    assert float(pc.log_prob(x, torch.tensor([[False, True]])).exp()) == pytest.approx(marg, rel=1e-8)
+    data = torch.cat([torch.randn(500, 2) * 0.5 - 2, torch.randn(500, 2) * 0.5 + 2]).double()
+    history = em(pc, data, epochs=0, full_batch_epochs=15, pseudocount=0.0, progress=False)
+    assert all(b >= a - 1e-9 * abs(a) for a, b in zip(history, history[1:]))
+    assert history[-1] > -2.8
+
+
+def test_zero_parameters_and_extreme_inputs_stay_finite():
+    pc = compiled(dag(Categorical(3)), seed=7, zero_fraction=0.5)
+    X = torch.tensor(np.array(np.meshgrid(*[range(3)] * 4)).reshape(4, -1).T, dtype=torch.float64)
+    lp = pc.log_prob(X)
+    assert not torch.isnan(lp).any()
+    assert torch.isinf(lp).any(), "some assignments should be impossible with zeroed parameters"
+    assert abs(float(lp.exp().sum()) - 1) < 1e-10
+    history = em(pc, X, epochs=2, full_batch_epochs=2, batch_size=20, pseudocount=0.0, progress=False)
+    assert all(np.isfinite(h) or h == -np.inf for h in history)
+    for layer in pc.sum_layers:
+        assert torch.isfinite(layer.weight).all()
+    for layer in pc.input_layers:
+        assert torch.isfinite(layer.params).all()
+    # float32 with long chains: no NaN even where every value underflows.
+    deep = probcirc.compile(PD((3, 4), 2, input_dist=Categorical(256)))
+    x = torch.full((4, 12), 255.0)
+    assert torch.isfinite(deep.log_prob(x)).all()
+    flows, _ = deep.backward_pass(deep.forward_pass(*deep.prepare(x, None)), torch.ones(4))
+    assert torch.isfinite(flows).all()
+
+
+def test_save_and_load_give_identical_likelihoods(tmp_path):
+    pc = compiled(dag(Categorical(3)), seed=8)
+    pc_g = probcirc.compile(randomize(summate(inputs(0, 3, Gaussian()), num_nodes=1), 1))
+    x = torch.tensor([[0.0, 1.0, 2.0, 1.0], [2.0, 2.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[False, True, False, False], [False] * 4])
+    io.save(pc, tmp_path / "pc.h5")
+    io.save(pc_g, tmp_path / "g.h5")
+    back = io.load(tmp_path / "pc.h5", kind=probcirc.TensorCircuit)
+    assert torch.equal(back.log_prob(x, mask), pc.log_prob(x, mask))
+    assert back.fingerprint() == pc.fingerprint()
+    y = torch.randn(5, 1)
+    assert torch.equal(io.load(tmp_path / "g.h5").log_prob(y), pc_g.log_prob(y))
+
+
+def test_bad_input_names_the_problem():
+    pc = compiled(dag(Categorical(3)), seed=9)
+    with pytest.raises(ValueError, match=r"out of range \[0, 2\]"):
+        pc.log_prob(torch.tensor([[0, 1, 3, 0]]))
+    with pytest.raises(ValueError, match="4 variables"):
+        pc.log_prob(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="mask has shape"):
+        pc.log_prob(torch.zeros(2, 4), torch.zeros(2, 3, dtype=torch.bool))
+    # an out-of-range value under the mask is ignored: it is missing
+    assert torch.isfinite(pc.log_prob(torch.tensor([[0, 1, 7, 0]]), torch.tensor([[False, False, True, False]]))).all()
+    a, b = inputs(0, 2, Bernoulli()), inputs(0, 2, Bernoulli(), name="x0_again")
+    with pytest.raises(ValueError, match="not decomposable.*x0_again"):
+        multiply(a, b)
+    with pytest.raises(ValueError, match="not smooth"):
+        summate(inputs(0, 2, Bernoulli()), inputs(1, 2, Bernoulli()), num_nodes=1)
+    with pytest.raises(ValueError, match="exactly one node"):
+        probcirc.compile(summate(inputs(0, 2, Bernoulli()), num_nodes=2))
+    with pytest.raises(ValueError, match="lacks"):
+        probcirc.compile(summate(inputs(1, 2, Bernoulli()), num_nodes=1))
+    with pytest.raises(ValueError, match="targets"):
+        pc.conditional(torch.zeros(1, 4), None, [5])
