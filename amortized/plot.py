@@ -1,0 +1,86 @@
+"""Pictures of one problem: prior, exact posterior and model posterior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import _gmm
+from .tasks import Task
+from .transformer import DistributionTransformer
+
+
+def plot_problem(model: DistributionTransformer, task: Task, path: str | Path, seed: int = 3, n_obs: int = 3) -> None:
+    """Draw prior / exact posterior / model posterior for one simulated problem to a PNG.
+
+    2-D latents are drawn as contour panels; 1-D latents as overlaid densities.
+    The problem is the first of ``seed``'s draws with ``n_obs`` observations
+    (or the most available).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gen = torch.Generator().manual_seed(seed)
+    problems = task.sample(256, gen)
+    counts = (~problems.obs_mask).sum(-1)
+    want = min(n_obs, int(counts.max()))
+    p = problems[int((counts == want).nonzero()[0, 0])]
+    exact = task.posterior(p.prior, p.observations, p.obs_mask)
+    with torch.inference_mode():
+        f32 = p.to(torch.float32)
+        q = model(f32.prior, f32.observations, f32.obs_mask)
+    dists = [("prior", p.prior), ("exact posterior", exact), ("transformer posterior", q)]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if task.dim == 2:
+        _contours(plt, dists, p, path)
+    elif task.dim == 1:
+        _lines(plt, dists, p, path, task.name)
+    else:
+        raise ValueError(f"can only plot 1-D or 2-D latents, this task has dim={task.dim}")
+
+
+def _extent(p, exact) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, cov = _gmm.mean_cov(p.prior.to(torch.float64))
+    sd = torch.sqrt(torch.diagonal(cov, dim1=-2, dim2=-1))[0]
+    return mean[0] - 3.5 * sd, mean[0] + 3.5 * sd
+
+
+def _contours(plt, dists, p, path) -> None:
+    lo, hi = _extent(p, dists[1][1])
+    xs = [torch.linspace(float(lo[i]), float(hi[i]), 200, dtype=torch.float64) for i in range(2)]
+    gx, gy = torch.meshgrid(*xs, indexing="xy")
+    pts = torch.stack([gx, gy], -1).reshape(-1, 1, 2)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharex=True, sharey=True)
+    for ax, (title, dist) in zip(axes, dists):
+        dens = dist.to(torch.float64).log_prob(pts)[:, 0].exp().reshape(gx.shape)
+        ax.contourf(gx.numpy(), gy.numpy(), dens.numpy(), levels=14, cmap="viridis")
+        z = p.observations[0][~p.obs_mask[0]]
+        if title != "prior" and z.shape[-1] == 2:
+            ax.scatter(z[:, 0], z[:, 1], c="white", marker="x", s=30, label="observations")
+        ax.scatter(*p.latent[0].tolist(), c="red", marker="*", s=90, label="true latent")
+        ax.set_title(title)
+        ax.set_xlabel("x₁")
+    axes[0].set_ylabel("x₂")
+    axes[-1].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _lines(plt, dists, p, path, name) -> None:
+    exact = dists[1][1]
+    lo, hi = _extent(p, exact)
+    x = torch.linspace(float(lo[0]), float(hi[0]), 1000, dtype=torch.float64)[:, None, None]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (title, dist), style in zip(dists, [":", "-", "--"]):
+        d = dist.to(torch.float64) if hasattr(dist, "to") else dist
+        ax.plot(x[:, 0, 0].numpy(), d.log_prob(x)[:, 0].exp().numpy(), style, label=title)
+    ax.axvline(float(p.latent[0, 0]), color="red", lw=1, label="true latent")
+    ax.set_title(name)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

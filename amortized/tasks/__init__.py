@@ -1,0 +1,35 @@
+"""Task families: a prior sampler, a simulator and an exact or reference posterior each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Problems, Task
+from .gp_hyperprior import GPHyperprior
+from .grid import GridPosterior
+from .linear import linear_gaussian_update, linear_predict
+from .linear_gaussian import LinearGaussian
+from .lti_filter import LTIFilter
+from .two_level_quantum import TwoLevelQuantum
+
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls for cls in (LinearGaussian, LTIFilter, GPHyperprior, TwoLevelQuantum)
+}
+
+__all__ = ["TASKS", "Task", "Problems", "GridPosterior", "LinearGaussian", "LTIFilter", "GPHyperprior",
+           "TwoLevelQuantum", "make_task", "linear_gaussian_update", "linear_predict"]
+
+
+def make_task(name: str, **config: Any) -> Task:
+    """The task family ``name`` with the given settings (as stored by a trained model).
+
+    Example:
+        >>> make_task("linear_gaussian", dim=2, n_components=4).obs_dim
+        2
+    """
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    try:
+        return TASKS[name](**config)
+    except TypeError as err:
+        raise ValueError(f"bad settings for task {name}: {err}") from None
