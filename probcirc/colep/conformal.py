@@ -1,0 +1,320 @@
+"""Split conformal prediction: COLEP, and the standard-CP (APS, LAC) and RSCP baselines.
+
+All three follow one pattern (MAPIE / TorchCP habits)::
+
+    cp = COLEP(sensors, knowledge).calibrate(X_cal, y_cal, alpha=0.1)
+    sets = cp.predict_set(X_test)          # torch.bool (n, num_classes)
+    coverage(sets, y_test), set_size(sets)
+
+Every threshold is the conservative order statistic: the ⌈(n+1)(1-α)⌉-th
+smallest of n calibration scores (no interpolation), +inf when that index
+exceeds n.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .knowledge import Knowledge
+from .reasoning import Reasoner
+from .sensors import as_probabilities, predict_proba
+from .smoothing import bounds_from_counts, smoothed_counts
+
+__all__ = ["conformal_quantile", "quantile_index", "coverage", "set_size", "SplitCP", "COLEP", "RSCP", "CertifiedSets"]
+
+
+def quantile_index(n: int, alpha: float) -> int:
+    """The 1-based rank ⌈(n+1)(1-α)⌉ of the conformal threshold among n sorted scores."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    # round() strips binary noise such as 90.00000000000001 before the ceiling.
+    return int(math.ceil(round((n + 1) * (1 - alpha), 9)))
+
+
+def conformal_quantile(scores, alpha: float) -> float:
+    """The ⌈(n+1)(1-α)⌉-th smallest score, or +inf if that rank exceeds n.
+
+    Example:
+        >>> conformal_quantile([0.1, 0.5, 0.2, 0.9], alpha=0.2)   # ⌈5·0.8⌉ = 4th smallest
+        0.9
+        >>> conformal_quantile([0.1, 0.5, 0.2], alpha=0.2)        # ⌈4·0.8⌉ = 4 > 3
+        inf
+    """
+    s = np.sort(np.asarray(scores, dtype=float).ravel())
+    k = quantile_index(len(s), alpha)
+    return float(s[k - 1]) if k <= len(s) else math.inf
+
+
+def coverage(sets: torch.Tensor, y) -> float:
+    """Fraction of samples whose set contains the label."""
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    return float(sets[torch.arange(len(y)), y].double().mean())
+
+
+def set_size(sets: torch.Tensor) -> float:
+    """Mean number of classes per set."""
+    return float(sets.double().sum(1).mean())
+
+
+def _labels(y, num_classes: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and (y.min() < 0 or y.max() >= num_classes)):
+        raise ValueError(f"y must be a 1-D array of integer class labels in [0, {num_classes})")
+    return y.astype(int)
+
+
+def lac_scores(p: torch.Tensor) -> torch.Tensor:
+    """LAC (least ambiguous set) score of every class: 1 - p_y."""
+    return 1 - p
+
+
+def aps_scores(p: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+    """APS score of every class: mass of the classes more probable than y, plus p_y (times u if randomised)."""
+    above = (p[:, None, :] > p[:, :, None]).to(p.dtype)  # [b, y, j] = p_j > p_y
+    mass = (above * p[:, None, :]).sum(-1)
+    return mass + (p if u is None else u * p)
+
+
+class SplitCP:
+    """Standard split conformal prediction on one multiclass model (``model(X) -> (n, K)`` probabilities).
+
+    ``score`` is ``"aps"`` (adaptive prediction sets; ``randomized`` uses the
+    uniform tie-breaking term) or ``"lac"`` (1 - p_y).
+    """
+
+    def __init__(self, model: Callable, score: str = "aps", randomized: bool = False, seed: int = 0):
+        if score not in ("aps", "lac"):
+            raise ValueError(f"score must be 'aps' or 'lac', got {score!r}")
+        self.model, self.score, self.randomized = model, score, randomized
+        self.generator = torch.Generator().manual_seed(seed)
+        self.q: float | None = None
+
+    def scores(self, X) -> torch.Tensor:
+        p = predict_proba(self.model, X)
+        if self.score == "lac":
+            return lac_scores(p)
+        u = torch.rand(p.shape[0], 1, generator=self.generator, dtype=p.dtype) if self.randomized else None
+        return aps_scores(p, u)
+
+    def calibrate(self, X, y, alpha: float) -> "SplitCP":
+        s = self.scores(X)
+        y = _labels(y, s.shape[1])
+        self.alpha = alpha
+        self.q = conformal_quantile(s[torch.arange(len(y)), torch.as_tensor(y)].numpy(), alpha)
+        return self
+
+    def predict_set(self, X) -> torch.Tensor:
+        if self.q is None:
+            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before predict_set")
+        return self.scores(X) <= self.q
+
+
+@dataclass
+class CertifiedSets:
+    """Prediction sets of a smoothed model at inputs X, and their certificates for radius ``delta``.
+
+    ``sets``: the smoothed model's own sets at X (point estimates).
+    ``certified``: a superset of the sets of every x' with ||x' - x|| ≤ delta,
+    i.e. the robust set to report when X may have been attacked.
+    ``certain``: the classes that are in the set of every such x'. A label in
+    ``certain`` stays covered under any attack of radius delta.
+    ``lower``/``upper``: the bounds behind them (corrected class
+    probabilities for COLEP, class scores for RSCP).
+    Bounds hold simultaneously per sample with probability ≥ 1 - alpha_mc.
+    """
+
+    delta: float
+    sets: torch.Tensor
+    certified: torch.Tensor
+    certain: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+    def certified_coverage(self, y) -> float:
+        """Fraction of samples whose label is certified to stay in the set under any δ-perturbation."""
+        return coverage(self.certain, y)
+
+
+class COLEP:
+    """Learning-reasoning conformal prediction (Kang et al., ICLR 2024).
+
+    ``sensors(X)`` gives the probability of every class and concept (see
+    :mod:`probcirc.colep.sensors`); the knowledge's reasoning circuits correct
+    them, mixed with weights β. The score of class j is 1 - π̃_j.
+
+    ``mode="per_class"`` (default) calibrates each class sensor on the
+    calibration samples of that class (split conformal per sensor, Mondrian):
+    P(y ∈ C(x) | y = j) ≥ 1 - α for every j, hence also marginally.
+    ``mode="marginal"`` uses one threshold over all samples' true-class scores.
+
+    β is fitted on a random ``beta_fraction`` of the calibration data and the
+    thresholds on the rest, so the conformal scores stay exchangeable with
+    the test scores.
+
+    Example:
+        >>> import torch
+        >>> from probcirc.colep import COLEP, Knowledge
+        >>> kb = Knowledge.from_concept_classes(["a", "b"], {"c": ["a"]})
+        >>> sensors = lambda X: torch.as_tensor(X, dtype=torch.float64)   # X holds the readings
+        >>> X = torch.rand(200, 3); y = (X[:, 1] > X[:, 0]).long().numpy()
+        >>> cp = COLEP(sensors, kb).calibrate(X, y, alpha=0.1)
+        >>> cp.predict_set(X[:5]).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(self, sensors: Callable, knowledge: Knowledge, mode: str = "per_class", beta_fraction: float = 0.2,
+                 fit_beta: bool = True, include_sensor: bool = True, seed: int = 0):
+        if mode not in ("per_class", "marginal"):
+            raise ValueError(f"mode must be 'per_class' or 'marginal', got {mode!r}")
+        if not 0 <= beta_fraction < 1:
+            raise ValueError(f"beta_fraction must be in [0, 1), got {beta_fraction}")
+        self.sensors, self.knowledge, self.mode = sensors, knowledge, mode
+        self.beta_fraction, self.fit_beta, self.seed = beta_fraction, fit_beta, seed
+        self.reasoner = Reasoner(knowledge, include_sensor=include_sensor)
+        self.q: torch.Tensor | None = None
+        self._smooth_cache: dict = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.knowledge.num_classes
+
+    def sensor_probabilities(self, X) -> torch.Tensor:
+        return as_probabilities(self.sensors, X, self.knowledge.num_classes, self.knowledge.num_concepts)
+
+    def probabilities(self, X) -> torch.Tensor:
+        """Corrected, β-mixed probabilities of every class and concept, ``(n, K + C)``."""
+        return self.reasoner(self.sensor_probabilities(X))
+
+    def _thresholds(self, pi_classes: torch.Tensor, y: np.ndarray, alpha: float) -> torch.Tensor:
+        s = (1 - pi_classes[np.arange(len(y)), y]).numpy()
+        if self.mode == "marginal":
+            return torch.full((self.num_classes,), conformal_quantile(s, alpha), dtype=torch.float64)
+        return torch.tensor([conformal_quantile(s[y == j], alpha) for j in range(self.num_classes)], dtype=torch.float64)
+
+    def calibrate(self, X, y, alpha: float) -> "COLEP":
+        """Fit β (on a held-out part) and the per-sensor thresholds; returns self."""
+        p = self.sensor_probabilities(X)
+        y = _labels(y, self.num_classes)
+        n = len(y)
+        idx = np.random.default_rng(self.seed).permutation(n)
+        n_beta = int(round(self.beta_fraction * n)) if self.fit_beta and self.reasoner.circuits else 0
+        beta_idx, conf_idx = idx[:n_beta], np.sort(idx[n_beta:])
+        if n_beta:
+            self.reasoner.fit_beta(p[beta_idx], y[beta_idx])
+        self.alpha = alpha
+        self._X_conf = X[conf_idx] if not isinstance(X, (list, tuple)) else [X[i] for i in conf_idx]
+        self._y_conf = y[conf_idx]
+        self._smooth_cache = {}
+        pi = self.reasoner(p[conf_idx])[:, : self.num_classes]
+        self.q = self._thresholds(pi, y[conf_idx], alpha)
+        return self
+
+    def _sets(self, pi_classes: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return (1 - pi_classes) <= q[None, :]
+
+    def predict_set(self, X) -> torch.Tensor:
+        """Boolean ``(n, num_classes)``: class j is in the set iff 1 - π̃_j(x) ≤ q_j."""
+        if self.q is None:
+            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before predict_set")
+        return self._sets(self.probabilities(X)[:, : self.num_classes], self.q)
+
+    # ------------------------------------------------------- certification
+    def _sensor_fn(self):
+        k, c = self.knowledge.num_classes, self.knowledge.num_concepts
+        return lambda x: as_probabilities(self.sensors, x, k, c)
+
+    def _smoothed_thresholds(self, sigma: float, n_samples: int, seed: int) -> torch.Tensor:
+        key = (float(sigma), int(n_samples), int(seed))
+        if key not in self._smooth_cache:
+            k = smoothed_counts(self._sensor_fn(), self._X_conf, sigma, n_samples, seed=seed + 1)
+            pi = self.reasoner(torch.from_numpy(k / n_samples))[:, : self.num_classes]
+            self._smooth_cache[key] = self._thresholds(pi, self._y_conf, self.alpha)
+        return self._smooth_cache[key]
+
+    def certify(self, X, delta: float | Sequence[float], sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001,
+                seed: int = 0) -> CertifiedSets | list[CertifiedSets]:
+        """Certified prediction sets of the Gaussian-smoothed COLEP at ``X`` for L2 radius ``delta``.
+
+        Each sensor is smoothed with N(0, σ²I) noise; Clopper-Pearson bounds
+        (Bonferroni over sensors, total level ``alpha_mc``) widened by the
+        Gaussian-smoothing bound give a box that holds every sensor's smoothed
+        reading at every x' within ``delta``. The box is pushed through the
+        reasoning circuits exactly (vertex enumeration per cluster) and through
+        the β-mixture soundly. Thresholds are recalibrated on the stored
+        calibration split with the same smoothing. Pass a list of radii to
+        reuse one Monte Carlo run; a list of results comes back.
+        """
+        if self.q is None:
+            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before certify")
+        q = self._smoothed_thresholds(sigma, n_samples, seed)
+        counts = smoothed_counts(self._sensor_fn(), X, sigma, n_samples, seed=seed + 2)
+        deltas = [delta] if np.isscalar(delta) else list(delta)
+        out = []
+        for d in deltas:
+            p, lo, hi = bounds_from_counts(counts, n_samples, alpha_mc, float(d), sigma)
+            pi = self.reasoner(p)[:, : self.num_classes]
+            plo, phi = self.reasoner.bounds(lo, hi)
+            plo, phi = plo[:, : self.num_classes], phi[:, : self.num_classes]
+            out.append(CertifiedSets(float(d), self._sets(pi, q), self._sets(phi, q), self._sets(plo, q), plo, phi))
+        return out[0] if np.isscalar(delta) else out
+
+    def certified_coverage(self, X, y, delta: float, sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001, seed: int = 0) -> float:
+        """Fraction of labelled samples whose label provably stays in the set under any L2 perturbation ≤ delta."""
+        return self.certify(X, delta, sigma, n_samples, alpha_mc, seed).certified_coverage(_labels(y, self.num_classes))
+
+
+class RSCP:
+    """Randomised-smoothing conformal prediction (Gendler et al., ICLR 2022) on one multiclass model.
+
+    The score (``"lac"`` or non-randomised ``"aps"``, both in [0, 1]) is
+    smoothed with N(0, σ²I) noise and estimated with the same Bernoulli /
+    Clopper-Pearson machinery as COLEP's sensors. Sets at X use the point
+    estimate; ``certify`` bounds the smoothed score over the δ-ball with the
+    1/σ-Lipschitz bound on Φ⁻¹ of the smoothed score.
+    """
+
+    def __init__(self, model: Callable, sigma: float = 0.25, n_samples: int = 1000, score: str = "lac", seed: int = 0):
+        if score not in ("aps", "lac"):
+            raise ValueError(f"score must be 'aps' or 'lac', got {score!r}")
+        self.model, self.sigma, self.n_samples, self.score, self.seed = model, sigma, n_samples, score, seed
+        self.q: float | None = None
+
+    def _score_fn(self):
+        def f(x):
+            p = predict_proba(self.model, x)
+            return lac_scores(p) if self.score == "lac" else aps_scores(p).clamp(0, 1)
+        return f
+
+    def calibrate(self, X, y, alpha: float) -> "RSCP":
+        k = smoothed_counts(self._score_fn(), X, self.sigma, self.n_samples, seed=self.seed + 1)
+        s = k / self.n_samples
+        y = _labels(y, s.shape[1])
+        self.alpha = alpha
+        self.q = conformal_quantile(s[np.arange(len(y)), y], alpha)
+        return self
+
+    def predict_set(self, X) -> torch.Tensor:
+        return self.certify(X, 0.0).sets
+
+    def certify(self, X, delta: float | Sequence[float], sigma: float | None = None, n_samples: int | None = None,
+                alpha_mc: float = 0.001, seed: int | None = None) -> CertifiedSets | list[CertifiedSets]:
+        if self.q is None:
+            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before certify")
+        if (sigma is not None and sigma != self.sigma) or (n_samples is not None and n_samples != self.n_samples):
+            raise ValueError("RSCP is calibrated for its own sigma and n_samples; build a new RSCP to change them")
+        seed = self.seed if seed is None else seed
+        counts = smoothed_counts(self._score_fn(), X, self.sigma, self.n_samples, seed=seed + 2)
+        deltas = [delta] if np.isscalar(delta) else list(delta)
+        out = []
+        for d in deltas:
+            s, lo, hi = bounds_from_counts(counts, self.n_samples, alpha_mc, float(d), self.sigma)
+            out.append(CertifiedSets(float(d), s <= self.q, lo <= self.q, hi <= self.q, lo, hi))
+        return out[0] if np.isscalar(delta) else out
+
+    def certified_coverage(self, X, y, delta: float, alpha_mc: float = 0.001) -> float:
+        return self.certify(X, delta, alpha_mc=alpha_mc).certified_coverage(y)

@@ -1,0 +1,207 @@
+"""Reasoning circuits: each knowledge cluster compiled into an exact probabilistic circuit.
+
+For a cluster over variables μ = (μ_1..μ_m) ∈ {0,1}^m with rules h of weight w_h,
+
+    F(μ) = Π_j π_j^μ_j (1-π_j)^(1-μ_j) · exp(Σ_h w_h 1[μ ⊨ h]),
+    π̃_j = Σ_{μ: μ_j=1} F(μ) / Σ_μ F(μ).
+
+The circuit is a root sum over one product per joint state μ (2^m products,
+each a product of m indicator leaves, so it is smooth, decomposable and
+deterministic). The root's weights are the rule factor normalised over the
+states, w_μ = exp(Σ_h w_h 1[μ ⊨ h]) / Z. The sensors' readings enter as soft
+(virtual) evidence: leaf n over variable j with Bernoulli parameter θ_n takes
+the value θ_n π_j + (1-θ_n)(1-π_j), which for an indicator of μ_j is exactly
+π_j^μ_j (1-π_j)^(1-μ_j). The root then equals Σ_μ F(μ)/Z, and one backward
+pass gives every leaf's flow, the posterior mass of the states that use it;
+summing the flows of variable j's leaves weighted by their share of value 1
+gives π̃_j for all j at once (1/Z cancels). No approximation is involved.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+import probcirc
+from probcirc.inputs import Bernoulli
+from probcirc.layers import InputLayer
+from probcirc.nodes import inputs, multiply, summate
+
+from .knowledge import Cluster, Knowledge
+
+__all__ = ["ClusterCircuit", "Reasoner", "soft_evidence_posteriors"]
+
+
+def soft_evidence_posteriors(pc, q: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior P(X_j = 1) of every variable of a circuit with Bernoulli leaves, under soft evidence.
+
+    ``q`` is ``(B, num_vars)``: the probability that each variable is 1 under
+    each sample's independent evidence. Returns ``(posteriors (B, V), log Z (B,))``
+    where ``Z = Σ_x p(x) Π_j q_j^x_j (1-q_j)^(1-x_j)``. Exact for any smooth,
+    decomposable circuit whose leaves are all Bernoulli.
+    """
+    for layer in pc.input_layers:
+        if not isinstance(layer.dist, Bernoulli):
+            raise TypeError(f"soft evidence needs Bernoulli leaves, found {layer.dist!r}")
+    q = torch.as_tensor(q, dtype=pc.dtype)
+    if q.dim() != 2 or q.shape[1] != pc.num_vars:
+        raise ValueError(f"q must have shape (batch, {pc.num_vars}), got {tuple(q.shape)}")
+    b = q.shape[0]
+    chunk = chunk or max(1, int(2**22 // max(1, pc.num_slots)))
+    posts, logz = [], []
+    with torch.no_grad():
+        for s in range(0, b, chunk):
+            qn = q[s : s + chunk].T.contiguous()  # (V, b) node-major, like the engine's buffers
+            nb = qn.shape[1]
+            mars = torch.empty(pc.num_slots, nb, dtype=pc.dtype)
+            mars[0] = 0.0
+            shares = []
+            for layer in pc.layers:
+                if isinstance(layer, InputLayer):
+                    theta = layer.params[:, :1]
+                    qv = qn.index_select(0, layer.node_var)
+                    one = theta * qv
+                    val = one + (1 - theta) * (1 - qv)
+                    mars[layer.start : layer.stop] = val.log()
+                    shares.append((layer, torch.where(val > 0, one / torch.where(val > 0, val, torch.ones_like(val)), torch.zeros_like(val))))
+                else:
+                    layer(mars)
+            flows, _ = pc.backward_pass(mars, torch.ones(nb, dtype=pc.dtype))
+            num = torch.zeros(pc.num_vars, nb, dtype=pc.dtype)
+            den = torch.zeros(pc.num_vars, nb, dtype=pc.dtype)
+            for layer, share in shares:
+                f = flows[layer.start : layer.stop]
+                num.index_add_(0, layer.node_var, f * share)
+                den.index_add_(0, layer.node_var, f)
+            posts.append((num / den).T)
+            logz.append(mars[-1].clone())
+    return torch.cat(posts), torch.cat(logz)
+
+
+class ClusterCircuit:
+    """The compiled reasoning circuit of one cluster (see the module docstring).
+
+    ``corrected(p)`` maps sensor probabilities ``(B, m)`` of the cluster's
+    variables (in ``cluster.variables`` order) to the corrected ``(B, m)``.
+    """
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.variables = cluster.variables
+        m = len(self.variables)
+        local = {v: i for i, v in enumerate(self.variables)}
+        states = torch.tensor(list(itertools.product([0, 1], repeat=m)), dtype=torch.float64)  # (S, m)
+        self.states = states
+        log_factor = torch.zeros(len(states), dtype=torch.float64)
+        for r in cluster.rules:
+            b = states[:, local[r.body.var]] if r.body.positive else 1 - states[:, local[r.body.var]]
+            h = states[:, local[r.head.var]] if r.head.positive else 1 - states[:, local[r.head.var]]
+            log_factor += r.weight * (1 - b * (1 - h))
+        self.log_factor = log_factor
+        weights = torch.softmax(log_factor, 0)[None, :]
+        leaves = [inputs(i, len(states), Bernoulli(), params=states[:, i : i + 1].clone(), name=f"{cluster.name}/x{i}") for i in range(m)]
+        root = summate(multiply(*leaves), num_nodes=1, params=weights, name=f"{cluster.name}/root")
+        self.pc = probcirc.compile(root, dtype=torch.float64)
+
+    def corrected(self, p: torch.Tensor) -> torch.Tensor:
+        return soft_evidence_posteriors(self.pc, p)[0]
+
+    def corrected_bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact min and max of π̃ over the box ``[lo, hi]`` (``(B, m)`` each), by its 2^m vertices.
+
+        π̃_j is, in each coordinate π_k with the others fixed, a ratio of two
+        affine functions with a positive denominator, hence monotone in π_k;
+        so its extremes over a box are attained at vertices (docs/colep.md).
+        """
+        m = len(self.variables)
+        corners = torch.tensor(list(itertools.product([0, 1], repeat=m)), dtype=torch.bool)  # (2^m, m)
+        lo, hi = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
+        qv = torch.where(corners[None], hi[:, None, :], lo[:, None, :])  # (B, 2^m, m)
+        vals = self.corrected(qv.reshape(-1, m)).reshape(lo.shape[0], len(corners), m)
+        return vals.amin(1), vals.amax(1)
+
+
+class Reasoner:
+    """All clusters of a knowledge base, mixed with weights β.
+
+    Component 0 is the sensors' own reading; component r ≥ 1 is cluster r's
+    reasoning circuit, which passes through the variables outside the
+    cluster unchanged. The corrected probability of variable j is
+    ``Σ_r β_r π̃_j^(r)``. ``beta`` starts uniform over the clusters (β_0 = 0)
+    and :meth:`fit_beta` estimates it on labelled data.
+    """
+
+    def __init__(self, knowledge: Knowledge, include_sensor: bool = True):
+        self.knowledge = knowledge
+        self.circuits = [ClusterCircuit(c) for c in knowledge.compiled_clusters]
+        self.include_sensor = include_sensor
+        r = len(self.circuits)
+        beta = torch.zeros(r + 1, dtype=torch.float64)
+        if r:
+            beta[1:] = 1.0 / r
+        else:
+            beta[0] = 1.0
+        self.beta = beta
+
+    @property
+    def num_components(self) -> int:
+        return len(self.circuits) + 1
+
+    def components(self, p: torch.Tensor) -> torch.Tensor:
+        """Every component's corrected probabilities, ``(B, R+1, V)``."""
+        p = torch.as_tensor(p, dtype=torch.float64)
+        out = p[:, None, :].repeat(1, self.num_components, 1)
+        for r, c in enumerate(self.circuits):
+            idx = torch.tensor(c.variables)
+            out[:, r + 1, idx] = c.corrected(p[:, idx])
+        return out
+
+    def __call__(self, p: torch.Tensor) -> torch.Tensor:
+        """Mixed corrected probabilities ``(B, V)``."""
+        return torch.einsum("brv,r->bv", self.components(p), self.beta)
+
+    def bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sound bounds ``(B, V)`` on the mixed corrected probabilities over the sensor box ``[lo, hi]``.
+
+        Each component's bounds are exact (vertex enumeration); the mixture's
+        bound is Σ_r β_r bound_r, sound because β ≥ 0 (it can be loose, since
+        the components share sensors).
+        """
+        lo = torch.as_tensor(lo, dtype=torch.float64)
+        hi = torch.as_tensor(hi, dtype=torch.float64)
+        clo = lo[:, None, :].repeat(1, self.num_components, 1)
+        chi = hi[:, None, :].repeat(1, self.num_components, 1)
+        for r, c in enumerate(self.circuits):
+            idx = torch.tensor(c.variables)
+            a, b = c.corrected_bounds(lo[:, idx], hi[:, idx])
+            clo[:, r + 1, idx] = a
+            chi[:, r + 1, idx] = b
+        return torch.einsum("brv,r->bv", clo, self.beta), torch.einsum("brv,r->bv", chi, self.beta)
+
+    def fit_beta(self, p: torch.Tensor, y, steps: int = 200, lr: float = 0.05) -> torch.Tensor:
+        """β minimising the binary cross-entropy of the corrected class probabilities.
+
+        ``p`` are sensor probabilities ``(n, V)``, ``y`` class labels. β lives
+        on the simplex (softmax parametrisation); with ``include_sensor=False``
+        β_0 stays 0.
+        """
+        comp = self.components(p)[:, :, : self.knowledge.num_classes].detach()
+        y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        target = torch.zeros(len(y), self.knowledge.num_classes, dtype=torch.float64)
+        target[torch.arange(len(y)), y] = 1.0
+        logits = torch.zeros(self.num_components, dtype=torch.float64, requires_grad=True)
+        keep = torch.ones(self.num_components, dtype=torch.bool)
+        if not self.include_sensor and self.num_components > 1:
+            keep[0] = False
+        opt = torch.optim.Adam([logits], lr=lr)
+        for _ in range(steps):
+            beta = torch.softmax(logits.masked_fill(~keep, -torch.inf), 0)
+            mix = torch.einsum("brk,r->bk", comp, beta).clamp(1e-12, 1 - 1e-12)
+            loss = torch.nn.functional.binary_cross_entropy(mix, target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        self.beta = torch.softmax(logits.detach().masked_fill(~keep, -torch.inf), 0)
+        return self.beta

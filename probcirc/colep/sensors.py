@@ -1,0 +1,131 @@
+"""Sensors: anything that maps inputs to per-class and per-concept probabilities; a small torch trainer.
+
+A COLEP sensor set is any callable ``sensors(X)`` returning either one array
+``(n, K + C)`` (classes first, then concepts, in the knowledge's order), a pair
+``(class_probs (n, K), concept_probs (n, C))``, or a dict with keys
+``"classes"`` and ``"concepts"``. Values must lie in [0, 1]; each is the
+probability that the corresponding binary variable is 1.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["as_probabilities", "MLPSensors", "MLPClassifier", "train_sensors", "train_classifier", "predict_proba"]
+
+
+def as_probabilities(sensors: Callable, X, num_classes: int, num_concepts: int) -> torch.Tensor:
+    """Call ``sensors(X)`` and return its readings as a validated float64 tensor ``(n, K + C)``."""
+    with torch.no_grad():
+        out = sensors(X)
+    if isinstance(out, dict):
+        if set(out) != {"classes", "concepts"}:
+            raise ValueError(f"a sensors dict needs exactly the keys 'classes' and 'concepts', got {sorted(out)}")
+        out = (out["classes"], out["concepts"])
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise ValueError(f"sensors returned {len(out)} arrays; expected (class_probs, concept_probs)")
+        a, b = (torch.as_tensor(np.asarray(o) if not torch.is_tensor(o) else o, dtype=torch.float64) for o in out)
+        if b.dim() == 1 and b.numel() == 0:
+            b = b.reshape(a.shape[0], 0)
+        out = torch.cat([a, b], 1)
+    p = torch.as_tensor(np.asarray(out) if not torch.is_tensor(out) else out).detach().to(torch.float64).cpu()
+    want = num_classes + num_concepts
+    if p.dim() != 2 or p.shape[1] != want:
+        raise ValueError(f"sensors must return (n, {want}) probabilities ({num_classes} classes then {num_concepts} concepts), got {tuple(p.shape)}")
+    if not bool(torch.isfinite(p).all()) or bool(((p < 0) | (p > 1)).any()):
+        raise ValueError("sensor readings must be probabilities in [0, 1]")
+    return p
+
+
+def _mlp(d_in: int, d_out: int, hidden: Sequence[int]) -> nn.Sequential:
+    layers, d = [], d_in
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.ReLU()]
+        d = h
+    layers.append(nn.Linear(d, d_out))
+    return nn.Sequential(*layers)
+
+
+class MLPSensors(nn.Module):
+    """Independent sigmoid outputs, one per class and per concept (``hidden=()`` is logistic regression)."""
+
+    def __init__(self, d_in: int, num_outputs: int, hidden: Sequence[int] = (64,)):
+        super().__init__()
+        self.net = _mlp(d_in, num_outputs, hidden)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.as_tensor(x, dtype=torch.float32))
+
+    def forward(self, x) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
+
+
+class MLPClassifier(nn.Module):
+    """A softmax classifier, the single multiclass model behind the standard CP and RSCP baselines."""
+
+    def __init__(self, d_in: int, num_classes: int, hidden: Sequence[int] = (64,)):
+        super().__init__()
+        self.net = _mlp(d_in, num_classes, hidden)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.as_tensor(x, dtype=torch.float32))
+
+    def forward(self, x) -> torch.Tensor:
+        return torch.softmax(self.logits(x), -1)
+
+
+def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: float, batch_size: int, noise_sigma: float, weight_decay: float, seed: int, clip=None):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n = X.shape[0]
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for s in range(0, n, batch_size):
+            idx = perm[s : s + batch_size]
+            xb = X[idx]
+            if noise_sigma > 0:
+                xb = xb + noise_sigma * torch.randn(xb.shape, generator=g)
+            loss = loss_fn(model.logits(xb), targets[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+def train_sensors(X, y, knowledge, hidden: Sequence[int] = (64,), epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
+                  noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0) -> MLPSensors:
+    """Train one network with a sigmoid output per class and per concept (binary cross-entropy).
+
+    Concept targets come from ``knowledge.concept_classes``. ``noise_sigma > 0``
+    adds Gaussian noise to every training batch (augmentation for randomised
+    smoothing). Example::
+
+        sensors = train_sensors(X_train, y_train, digits_knowledge(), hidden=(64,), noise_sigma=0.25)
+    """
+    targets = torch.as_tensor(knowledge.labels(y), dtype=torch.float32)
+    model = MLPSensors(np.asarray(X).shape[1], knowledge.num_variables, hidden)
+    return _fit(model, X, targets, nn.functional.binary_cross_entropy_with_logits, epochs, lr, batch_size, noise_sigma, weight_decay, seed)
+
+
+def train_classifier(X, y, num_classes: int, hidden: Sequence[int] = (64,), epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
+                     noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0) -> MLPClassifier:
+    """Train a softmax classifier (cross-entropy), optionally with Gaussian-noise augmentation."""
+    targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    model = MLPClassifier(np.asarray(X).shape[1], num_classes, hidden)
+    return _fit(model, X, targets, nn.functional.cross_entropy, epochs, lr, batch_size, noise_sigma, weight_decay, seed)
+
+
+def predict_proba(model: Callable, X, batch_size: int = 4096) -> torch.Tensor:
+    """``model(X)`` in float64, batched and without gradients."""
+    X = torch.as_tensor(np.asarray(X) if not torch.is_tensor(X) else X, dtype=torch.float32)
+    with torch.no_grad():
+        return torch.cat([torch.as_tensor(model(X[s : s + batch_size])).to(torch.float64) for s in range(0, len(X), batch_size)])

@@ -1,0 +1,305 @@
+"""COLEP: reasoning circuits against brute-force enumeration, conformal validity, certification, knowledge."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+import probcirc
+from probcirc.colep import (
+    COLEP, RSCP, ClusterCircuit, Knowledge, KnowledgeError, Reasoner, SplitCP, as_probabilities, clopper_pearson,
+    conformal_quantile, coverage, digits_knowledge, gaussian_shift, pgd_l2, quantile_index, soft_evidence_posteriors,
+)
+from probcirc.colep.knowledge import Cluster, Literal, Rule
+from probcirc.inputs import Bernoulli
+from probcirc.nodes import inputs, multiply, summate
+
+
+# --------------------------------------------------------------- references
+def brute_force(q: np.ndarray, rules: list[tuple[int, bool, int, bool, float]]) -> np.ndarray:
+    """π̃_j = Σ_{μ_j=1} F(μ) / Σ_μ F(μ) by enumerating μ, in plain numpy (shares no code with colep)."""
+    m = q.shape[1]
+    out = np.zeros_like(q)
+    for b in range(q.shape[0]):
+        num, den = np.zeros(m), 0.0
+        for mu in itertools.product([0, 1], repeat=m):
+            f = 1.0
+            for j in range(m):
+                f *= q[b, j] if mu[j] else 1 - q[b, j]
+            log_r = 0.0
+            for body, bpos, head, hpos, w in rules:
+                bv = mu[body] if bpos else 1 - mu[body]
+                hv = mu[head] if hpos else 1 - mu[head]
+                if (not bv) or hv:
+                    log_r += w
+            f *= math.exp(log_r)
+            den += f
+            num += f * np.array(mu)
+        out[b] = num / den
+    return out
+
+
+def random_cluster(rng, m: int, n_rules: int):
+    rules = []
+    for _ in range(n_rules):
+        a, c = rng.choice(m, 2, replace=False)
+        rules.append((int(a), bool(rng.random() < 0.7), int(c), bool(rng.random() < 0.7), float(rng.uniform(0, 3))))
+    cl = Cluster("c", tuple(Rule(Literal(a, ap), Literal(c, cp), w) for a, ap, c, cp, w in rules), tuple(range(m)))
+    return cl, rules
+
+
+# ------------------------------------------------------------- reasoning
+@pytest.mark.parametrize("seed", range(6))
+def test_cluster_circuit_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(2, 6))
+    cl, rules = random_cluster(rng, m, int(rng.integers(1, 2 * m)))
+    q = rng.uniform(0, 1, size=(7, m))
+    q[0, 0], q[1, -1] = 0.0, 1.0  # hard evidence, log 0 in the leaves
+    got = ClusterCircuit(cl).corrected(torch.tensor(q)).numpy()
+    np.testing.assert_allclose(got, brute_force(q, rules), rtol=1e-10, atol=1e-12)
+
+
+def test_published_example_0667():
+    """One sensor at 0.9, one rule of weight 1.5: 0.9 / (0.1·e^1.5 + 0.9) ≈ 0.6676.
+
+    Which variable is it? Take the rule A ⇒ B (weight w = 1.5), the sensor of
+    A at π_A = 0.9, and B known false (π_B = 0). Only the states with μ_B = 0
+    have mass: F(μ_A=1, μ_B=0) = 0.9·1·1 (rule violated, factor e^0) and
+    F(μ_A=0, μ_B=0) = 0.1·1·e^w (rule satisfied). So the corrected
+    probability of the *body* A is 0.9 / (0.9 + 0.1·e^1.5) = 0.6676: a class
+    whose implied concept is absent loses belief. (Equivalently, with A known
+    true, π_A = 1, and the sensor of B at 0.1, the corrected P(μ_B = 0) is the
+    same 0.6676: the rule lifts the head.) The uncorrected value would be 0.9.
+    """
+    expected = 0.9 / (0.1 * math.exp(1.5) + 0.9)
+    assert expected == pytest.approx(0.6676, abs=1e-4)
+    kb = Knowledge(["A"], ["B"], [{"if": "A", "then": "B", "weight": 1.5}], [{"name": "c", "rules": [0]}])
+    circuit = ClusterCircuit(kb.compiled_clusters[0])
+    got = circuit.corrected(torch.tensor([[0.9, 0.0], [1.0, 0.1]], dtype=torch.float64))
+    assert float(got[0, 0]) == pytest.approx(expected, abs=1e-12)
+    assert 1 - float(got[1, 1]) == pytest.approx(expected, abs=1e-12)
+    # the full reasoner with β all on this cluster gives the same
+    r = Reasoner(kb, include_sensor=False)
+    assert float(r(torch.tensor([[0.9, 0.0]], dtype=torch.float64))[0, 0]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_soft_evidence_on_general_bernoulli_circuit():
+    """Soft evidence through a non-deterministic circuit with non-indicator leaves, vs enumeration of log_prob."""
+    g = torch.Generator().manual_seed(0)
+    prods = [multiply(*[inputs(v, 3, Bernoulli(), params=torch.rand(3, 1, generator=g, dtype=torch.float64)) for v in range(3)]) for _ in range(2)]
+    w = torch.rand(1, 6, generator=g, dtype=torch.float64)
+    pc = probcirc.compile(summate(*prods, num_nodes=1, params=w / w.sum()), dtype=torch.float64)
+    xs = torch.tensor(list(itertools.product([0, 1], repeat=3)))
+    px = pc.log_prob(xs).exp()
+    q = torch.rand(5, 3, generator=g, dtype=torch.float64)
+    like = torch.prod(torch.where(xs[None].bool(), q[:, None], 1 - q[:, None]), -1) * px[None]  # (5, 8)
+    want = (like[:, :, None] * xs[None]).sum(1) / like.sum(1, keepdim=True)
+    post, logz = soft_evidence_posteriors(pc, q)
+    torch.testing.assert_close(post, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(logz, like.sum(1).log(), rtol=1e-10, atol=1e-12)
+
+
+def test_reasoner_mixture_and_passthrough():
+    kb = Knowledge(["a", "b", "c"], ["k"], [{"if": "a", "then": "k", "weight": 2.0}, {"if": "b", "then": "not k", "weight": 1.0}],
+                   [{"name": "x", "rules": [0]}, {"name": "y", "rules": [1]}])
+    r = Reasoner(kb)
+    r.beta = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    p = torch.tensor([[0.7, 0.4, 0.3, 0.2]], dtype=torch.float64)
+    c1 = brute_force(p[:, [0, 3]].numpy(), [(0, True, 1, True, 2.0)])
+    c2 = brute_force(p[:, [1, 3]].numpy(), [(0, True, 1, False, 1.0)])
+    got = r(p)[0].numpy()
+    pn = p[0].numpy()
+    assert got[0] == pytest.approx(0.2 * pn[0] + 0.5 * c1[0, 0] + 0.3 * pn[0])
+    assert got[1] == pytest.approx(0.2 * pn[1] + 0.5 * pn[1] + 0.3 * c2[0, 0])
+    assert got[2] == pytest.approx(pn[2])  # in no cluster: untouched
+    assert got[3] == pytest.approx(0.2 * pn[3] + 0.5 * c1[0, 1] + 0.3 * c2[0, 1])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_vertex_bounds_are_exact_over_the_box(seed):
+    """Extremes over a box sit at vertices: no dense interior/edge point escapes, and vertices attain them."""
+    rng = np.random.default_rng(100 + seed)
+    m = 3
+    cl, rules = random_cluster(rng, m, 4)
+    circ = ClusterCircuit(cl)
+    lo = rng.uniform(0, 0.6, size=(1, m))
+    hi = np.minimum(1, lo + rng.uniform(0.05, 0.4, size=(1, m)))
+    blo, bhi = circ.corrected_bounds(torch.tensor(lo), torch.tensor(hi))
+    grid = np.stack(np.meshgrid(*[np.linspace(lo[0, j], hi[0, j], 9) for j in range(m)], indexing="ij"), -1).reshape(-1, m)
+    grid = np.concatenate([grid, lo + (hi - lo) * rng.uniform(size=(500, m))])
+    vals = circ.corrected(torch.tensor(grid)).numpy()
+    assert (vals >= blo.numpy() - 1e-12).all() and (vals <= bhi.numpy() + 1e-12).all()
+    np.testing.assert_allclose(vals.min(0), blo[0].numpy(), atol=1e-12)  # the grid includes the vertices
+    np.testing.assert_allclose(vals.max(0), bhi[0].numpy(), atol=1e-12)
+
+
+def test_mixture_bounds_are_sound():
+    kb = digits_knowledge()
+    r = Reasoner(kb)
+    rng = np.random.default_rng(3)
+    r.beta = torch.tensor(rng.dirichlet(np.ones(5)))
+    lo = rng.uniform(0, 0.7, size=(2, 14))
+    hi = np.minimum(1, lo + 0.2)
+    blo, bhi = r.bounds(torch.tensor(lo), torch.tensor(hi))
+    pts = lo[:, None] + (hi - lo)[:, None] * rng.uniform(size=(2, 200, 14))
+    vals = r(torch.tensor(pts.reshape(-1, 14))).reshape(2, 200, 14)
+    assert bool((vals >= blo[:, None] - 1e-12).all()) and bool((vals <= bhi[:, None] + 1e-12).all())
+
+
+# ------------------------------------------------------------- conformal
+@pytest.mark.parametrize("n,alpha,k", [(9, 0.1, 9), (8, 0.1, 9), (99, 0.1, 90), (19, 0.05, 19), (100, 0.1, 91), (4, 0.2, 4)])
+def test_quantile_index(n, alpha, k):
+    exact = math.ceil((n + 1) * (1 - Fraction(str(alpha))))
+    assert quantile_index(n, alpha) == k == exact
+    s = np.random.default_rng(n).permutation(n).astype(float)  # scores 0..n-1, shuffled
+    assert conformal_quantile(s, alpha) == (k - 1 if k <= n else math.inf)
+
+
+def _synthetic(rng, n, k=3):
+    """Exchangeable data: noisy sensor readings for 3 classes and concept 'c' (carried by class 0)."""
+    y = rng.integers(0, k, n)
+    cls = np.clip(0.5 * np.eye(k)[y] + rng.uniform(0, 0.5, (n, k)), 0, 1)
+    con = np.clip(0.5 * (y == 0) + rng.uniform(0, 0.5, n), 0, 1)
+    return np.concatenate([cls, con[:, None]], 1), y
+
+
+@pytest.mark.parametrize("mode", ["per_class", "marginal"])
+def test_colep_coverage_over_random_splits(mode):
+    rng = np.random.default_rng(0)
+    table, y = _synthetic(rng, 600)
+    sensors = lambda idx: torch.as_tensor(table[np.asarray(idx)])  # noqa: E731 - X holds row indices
+    kb = Knowledge.from_concept_classes(["0", "1", "2"], {"c": ["0"]})
+    alpha, covs = 0.1, []
+    for split in range(60):
+        perm = np.random.default_rng(split).permutation(600)
+        cal, test = perm[:300], perm[300:]
+        cp = COLEP(sensors, kb, mode=mode, fit_beta=split % 10 == 0, seed=split).calibrate(cal, y[cal], alpha)
+        covs.append(coverage(cp.predict_set(test), y[test]))
+    # E[coverage] ≥ 1 - α exactly; 60 splits × 300 test points leave a standard error ≈ 0.003.
+    assert np.mean(covs) >= 1 - alpha - 0.012
+    assert np.mean(covs) <= 1 - alpha + 0.06  # conservative, not vacuous
+
+
+@pytest.mark.parametrize("score", ["aps", "lac"])
+def test_split_cp_coverage_over_random_splits(score):
+    rng = np.random.default_rng(1)
+    table, y = _synthetic(rng, 600)
+    probs = table[:, :3] / table[:, :3].sum(1, keepdims=True)
+    model = lambda idx: torch.as_tensor(probs[np.asarray(idx, dtype=int)])  # noqa: E731
+    covs = []
+    for split in range(60):
+        perm = np.random.default_rng(split).permutation(600)
+        cp = SplitCP(model, score, randomized=score == "aps", seed=split).calibrate(perm[:300], y[perm[:300]], 0.1)
+        covs.append(coverage(cp.predict_set(perm[300:]), y[perm[300:]]))
+    assert np.mean(covs) >= 0.9 - 0.012
+
+
+def _toy_problem():
+    rng = np.random.default_rng(4)
+    centers = rng.normal(0, 1.5, (3, 5))
+    y = rng.integers(0, 3, 240)
+    X = (centers[y] + rng.normal(0, 0.7, (240, 5))).astype(np.float32)
+    kb = Knowledge.from_concept_classes(["0", "1", "2"], {"c": ["0", "1"]})
+    torch.manual_seed(0)
+    from probcirc.colep import train_classifier, train_sensors
+    sensors = train_sensors(X[:120], y[:120], kb, hidden=(), epochs=20, lr=0.05, noise_sigma=0.2)
+    clf = train_classifier(X[:120], y[:120], 3, hidden=(), epochs=20, lr=0.05)
+    return X, y, kb, sensors, clf
+
+
+def test_certified_sets_contain_clean_sets():
+    X, y, kb, sensors, clf = _toy_problem()
+    cp = COLEP(sensors, kb).calibrate(X[120:180], y[120:180], 0.1)
+    res = cp.certify(X[180:], [0.0, 0.1, 0.3], sigma=0.25, n_samples=64)
+    for a, b in zip(res, res[1:]):
+        assert bool((a.certified <= b.certified).all()) and bool((b.certain <= a.certain).all())  # monotone in δ
+    for r in res:
+        assert bool((r.certain <= r.sets).all()) and bool((r.sets <= r.certified).all())
+        assert bool((r.lower <= r.upper).all())
+    assert res[-1].certified_coverage(y[180:]) <= coverage(res[-1].certified, y[180:])
+    rs = RSCP(clf, sigma=0.25, n_samples=64).calibrate(X[120:180], y[120:180], 0.1)
+    for r in rs.certify(X[180:], [0.0, 0.3]):
+        assert bool((r.certain <= r.sets).all()) and bool((r.sets <= r.certified).all())
+
+
+def test_pgd_stays_in_ball_and_raises_loss():
+    X, y, kb, sensors, clf = _toy_problem()
+    from probcirc.colep import classifier_loss, sensor_loss
+    for loss in (sensor_loss(sensors, kb), classifier_loss(clf)):
+        x = torch.as_tensor(X[:50])
+        adv = pgd_l2(loss, x, y[:50], eps=0.5, steps=10, clip=None)
+        assert float((adv - x).norm(dim=1).max()) <= 0.5 + 1e-5
+        with torch.no_grad():
+            assert float(loss(adv, torch.as_tensor(y[:50])).mean()) > float(loss(x, torch.as_tensor(y[:50])).mean())
+
+
+def test_clopper_pearson_and_gaussian_shift():
+    lo, hi = clopper_pearson(np.array([0, 5, 10]), 10, 0.05)
+    assert lo[0] == 0 and hi[2] == 1
+    assert hi[0] == pytest.approx(1 - 0.025 ** (1 / 10))
+    assert lo[2] == pytest.approx(0.025 ** (1 / 10))
+    assert lo[1] < 0.5 < hi[1]
+    a, b = gaussian_shift(lo, hi, 0.5, 0.25)
+    assert (a <= lo).all() and (b >= hi).all()
+
+
+def test_as_probabilities_forms_and_errors():
+    a, c = torch.full((2, 3), 0.5), torch.full((2, 1), 0.2)
+    for out in (torch.cat([a, c], 1), (a, c), {"classes": a, "concepts": c}, np.concatenate([a.numpy(), c.numpy()], 1)):
+        assert as_probabilities(lambda X, o=out: o, None, 3, 1).shape == (2, 4)
+    with pytest.raises(ValueError, match="must return"):
+        as_probabilities(lambda X: a, None, 3, 1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        as_probabilities(lambda X: torch.full((2, 4), 1.5), None, 3, 1)
+
+
+# ------------------------------------------------------------- knowledge
+def test_knowledge_json_round_trip(tmp_path):
+    kb = digits_knowledge()
+    path = tmp_path / "kb.json"
+    kb.to_json(path)
+    back = Knowledge.from_json(path)
+    assert back == kb and back.to_dict() == kb.to_dict()
+    assert Knowledge.from_json(kb.to_json()) == kb
+    assert [c.variables for c in back.compiled_clusters] == [c.variables for c in kb.compiled_clusters]
+    assert kb.labels([0, 7]).tolist()[1] == [0] * 7 + [1, 0, 0] + [0, 0, 1, 1]
+
+
+def _kb(**over):
+    d = {"classes": ["a", "b"], "concepts": ["k"], "rules": [{"if": "a", "then": "k", "weight": 1.5}], "clusters": [{"name": "c", "rules": [0]}]}
+    d.update(over)
+    return d
+
+
+@pytest.mark.parametrize("over,msg", [
+    ({"rules": [{"if": "a", "then": "zzz"}]}, "unknown class or concept 'zzz'"),
+    ({"rules": [{"if": "not q", "then": "k"}]}, "unknown class or concept 'q'"),
+    ({"rules": [{"if": "a", "then": "k", "weight": -1}]}, "weight must be a finite number"),
+    ({"rules": [{"if": "a", "then": "a"}]}, "same variable"),
+    ({"rules": [{"if": "a", "then": "k", "wieght": 1}]}, "expected keys"),
+    ({"clusters": [{"name": "c", "rules": [3]}]}, "out of range"),
+    ({"clusters": []}, "belong to no cluster"),
+    ({"clusters": [{"name": "c", "rules": [0]}, {"name": "d", "rules": [0]}]}, "each rule belongs to one cluster"),
+    ({"concepts": ["a"]}, "unique"),
+    ({"concept_classes": {"k": ["nope"]}}, "unknown class 'nope'"),
+    ({"extra": 1}, "unknown knowledge keys"),
+])
+def test_knowledge_validation_errors(over, msg):
+    with pytest.raises(KnowledgeError, match=msg):
+        Knowledge.from_dict(_kb(**over))
+
+
+def test_knowledge_cluster_too_large():
+    classes = [str(i) for i in range(20)]
+    with pytest.raises(KnowledgeError, match="cluster 'big' has 21 variables.*max_cluster_size=12"):
+        Knowledge(classes, ["k"], [{"if": c, "then": "k"} for c in classes], [{"name": "big", "rules": list(range(20))}])
+    with pytest.raises(KnowledgeError, match="not valid JSON"):
+        Knowledge.from_json("{not json")
+    json.loads(digits_knowledge().to_json())
