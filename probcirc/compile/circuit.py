@@ -81,8 +81,7 @@ class CompiledCircuit(nn.Module):
         missing = missing.T.contiguous()
         x.masked_fill_(missing, 0.0)
         for layer in self.input_layers:
-            xv, observed = layer.values(x, missing)
-            layer.dist.check_values(xv[observed])
+            layer.check(x, missing)
         return x, missing
 
     # --------------------------------------------------------------- passes

@@ -1,9 +1,10 @@
 """The contract every leaf family fulfils.
 
-A family describes a univariate distribution; a compiled input layer holds
-one parameter row per leaf node, shape ``(n, num_params)``. Values arrive
-node-major as a float tensor ``(n, B)``: the value of each node's variable in
-each sample, matching the compiled circuit's ``(num_slots, B)`` buffers.
+A family describes a univariate distribution. Every method broadcasts over
+leading dimensions: parameters have shape ``(..., num_params)`` and values
+``(..., B)``, node-major like the compiled circuit's ``(num_slots, B)``
+buffers. A compiled input layer passes parameters ``(V, k, P)`` and values
+``(V, 1, B)`` (k leaves per variable), so no value is copied per leaf.
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ class InputDist(abc.ABC):
 
     @abc.abstractmethod
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Log density or mass of values ``x`` ``(n, B)`` under each node's distribution."""
+        """Log density or mass of values ``x`` ``(..., B)`` under each node's distribution ``(..., B)``."""
 
     @abc.abstractmethod
     def mode(self, params: torch.Tensor) -> torch.Tensor:
-        """The most probable value per node, shape ``(n,)``."""
+        """The most probable value per node, shape ``(...,)``."""
 
     @abc.abstractmethod
     def sample(self, params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -54,7 +55,7 @@ class InputDist(abc.ABC):
 
     @abc.abstractmethod
     def stats(self, params: torch.Tensor, x: torch.Tensor, observed: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
-        """Expected sufficient statistics ``(n, S)`` from per-sample node flows ``(n, B)``.
+        """Expected sufficient statistics ``(..., S)`` from per-sample node flows ``(..., B)``.
 
         A missing value contributes its expectation under the node's current
         distribution, which is the exact E-step for missing data.
@@ -74,7 +75,7 @@ class InputDist(abc.ABC):
 
     def mode_log_prob(self, params: torch.Tensor) -> torch.Tensor:
         """log p(mode) per node: a missing variable's value in max-product."""
-        return self.log_prob(params, self.mode(params)[:, None]).squeeze(1)
+        return self.log_prob(params, self.mode(params)[..., None]).squeeze(-1)
 
     def pmf(self, params: torch.Tensor) -> torch.Tensor:
         """Probabilities of every value, ``(n, num_values)``; discrete families only."""
@@ -90,7 +91,7 @@ class InputDist(abc.ABC):
 
 def keep_where_empty(new: torch.Tensor, old: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     """An M-step result, except for nodes that saw no data and no pseudocount: those keep ``old``."""
-    return torch.where(total.reshape(-1, 1) > 0, new.nan_to_num(0.0), old)
+    return torch.where(total[..., None] > 0, new.nan_to_num(0.0), old)
 
 
 def check_integers(x: torch.Tensor, low: int, high: int, what: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from .base import InputDist, check_integers, keep_where_empty
@@ -36,9 +35,13 @@ class Categorical(InputDist):
     def check_values(self, x):
         check_integers(x, 0, self.num_cats - 1, "Categorical")
 
+    def _index(self, params, x):
+        # An expanded (not copied) index: one row of values serves every leaf of a variable.
+        return x.long().clamp(0, self.num_cats - 1).expand(*params.shape[:-1], x.shape[-1])
+
     def log_prob(self, params, x):
-        # log of the gathered entry: exact zeros give -inf, never NaN.
-        return torch.log(params.reshape(-1)[self._flat_index(params, x)])
+        # The log of the table, then a gather: exact zeros give -inf, never NaN.
+        return params.log().gather(-1, self._index(params, x))
 
     def mode(self, params):
         return params.argmax(-1).to(params.dtype)
@@ -48,16 +51,15 @@ class Categorical(InputDist):
 
     def stats(self, params, x, observed, flows):
         counts = torch.zeros_like(params)
-        counts.view(-1).index_add_(0, self._flat_index(params, x).reshape(-1), (flows * observed).reshape(-1))
-        return counts + (flows * ~observed).sum(1)[:, None] * params
-
-    def _flat_index(self, params, x):
-        offsets = torch.arange(params.shape[0], device=x.device)[:, None] * self.num_cats
-        return offsets + x.long().clamp(0, self.num_cats - 1)
+        all_observed = bool(observed.all())
+        counts.scatter_add_(-1, self._index(params, x), flows if all_observed else flows * observed)
+        if all_observed:
+            return counts
+        return counts + (flows * ~observed).sum(-1, keepdim=True) * params
 
     def m_step(self, stats, params, pseudocount):
-        total = stats.sum(-1, keepdim=True) + pseudocount
-        return keep_where_empty((stats + pseudocount / self.num_cats) / total, params, total)
+        total = stats.sum(-1) + pseudocount
+        return keep_where_empty((stats + pseudocount / self.num_cats) / total[..., None], params, total)
 
     def pmf(self, params):
         return params
@@ -69,38 +71,28 @@ class Categorical(InputDist):
         return torch.softmax(free, -1)
 
 
-class Bernoulli(InputDist):
-    """A Bernoulli leaf over ``{0, 1}``; the parameter is P(x = 1)."""
+class _OneProbability(InputDist):
+    """Shared parts of families with one success probability per node."""
 
     num_params = 1
-    num_values = 2
 
     def init_params(self, n, generator):
         return torch.rand(n, 1, generator=generator, dtype=torch.float64) * 0.6 + 0.2
 
     def check_params(self, params):
-        _check_unit(params, "Bernoulli probability")
+        if params.shape[-1] != 1 or bool(((params < 0) | (params > 1)).any()):
+            raise ValueError(f"{type(self).__name__} parameters must be one probability in [0, 1] per node")
 
-    def check_values(self, x):
-        check_integers(x, 0, 1, "Bernoulli")
-
-    def log_prob(self, params, x):
-        p = params[:, :1]
-        return torch.where(x > 0.5, torch.log(p), torch.log1p(-p))
-
-    def mode(self, params):
-        return (params[:, 0] > 0.5).to(params.dtype)
-
-    def sample(self, params, generator):
-        return torch.bernoulli(params[:, 0], generator=generator)
+    def _trials(self) -> int:
+        return 1
 
     def stats(self, params, x, observed, flows):
-        ones = torch.where(observed, x, params[:, :1])
-        return torch.stack([(flows * ones).sum(1), flows.sum(1)], -1)
+        successes = torch.where(observed, x, self._trials() * params[..., :1])
+        return torch.stack([(flows * successes).sum(-1), flows.sum(-1) * self._trials()], -1)
 
     def m_step(self, stats, params, pseudocount):
-        total = stats[:, 1] + pseudocount
-        return keep_where_empty(((stats[:, 0] + pseudocount / 2) / total)[:, None], params, total)
+        total = stats[..., 1] + pseudocount
+        return keep_where_empty(((stats[..., 0] + pseudocount / 2) / total)[..., None], params, total)
 
     def to_unconstrained(self, params):
         return torch.logit(params)
@@ -109,10 +101,27 @@ class Bernoulli(InputDist):
         return torch.sigmoid(free)
 
 
-class Binomial(InputDist):
-    """A binomial leaf with ``total_count`` trials; the parameter is the success probability."""
+class Bernoulli(_OneProbability):
+    """A Bernoulli leaf over ``{0, 1}``; the parameter is P(x = 1)."""
 
-    num_params = 1
+    num_values = 2
+
+    def check_values(self, x):
+        check_integers(x, 0, 1, "Bernoulli")
+
+    def log_prob(self, params, x):
+        p = params[..., :1]
+        return torch.where(x > 0.5, torch.log(p), torch.log1p(-p))
+
+    def mode(self, params):
+        return (params[..., 0] > 0.5).to(params.dtype)
+
+    def sample(self, params, generator):
+        return torch.bernoulli(params[..., 0], generator=generator)
+
+
+class Binomial(_OneProbability):
+    """A binomial leaf with ``total_count`` trials; the parameter is the success probability."""
 
     def __init__(self, total_count: int):
         if not isinstance(total_count, int) or total_count < 1:
@@ -123,41 +132,24 @@ class Binomial(InputDist):
     def _hyper(self) -> tuple:
         return (self.total_count,)
 
-    def init_params(self, n, generator):
-        return torch.rand(n, 1, generator=generator, dtype=torch.float64) * 0.6 + 0.2
-
-    def check_params(self, params):
-        _check_unit(params, "Binomial probability")
+    def _trials(self) -> int:
+        return self.total_count
 
     def check_values(self, x):
         check_integers(x, 0, self.total_count, "Binomial")
 
     def log_prob(self, params, x):
-        p, n = params[:, :1], self.total_count
+        p, n = params[..., :1], self.total_count
         log_choose = torch.lgamma(torch.tensor(n + 1.0, dtype=x.dtype)) - torch.lgamma(x + 1) - torch.lgamma(n - x + 1)
         # xlogy keeps 0·log 0 = 0 at the boundary probabilities.
         return log_choose + torch.xlogy(x, p) + torch.xlogy(n - x, 1 - p)
 
     def mode(self, params):
-        return torch.floor((self.total_count + 1) * params[:, 0]).clamp(max=self.total_count)
+        return torch.floor((self.total_count + 1) * params[..., 0]).clamp(max=self.total_count)
 
     def sample(self, params, generator):
-        count = torch.full_like(params[:, 0], float(self.total_count))
-        return torch.binomial(count, params[:, 0], generator=generator)
-
-    def stats(self, params, x, observed, flows):
-        successes = torch.where(observed, x, self.total_count * params[:, :1])
-        return torch.stack([(flows * successes).sum(1), flows.sum(1) * self.total_count], -1)
-
-    def m_step(self, stats, params, pseudocount):
-        total = stats[:, 1] + pseudocount
-        return keep_where_empty(((stats[:, 0] + pseudocount / 2) / total)[:, None], params, total)
-
-    def to_unconstrained(self, params):
-        return torch.logit(params)
-
-    def from_unconstrained(self, free):
-        return torch.sigmoid(free)
+        count = torch.full_like(params[..., 0], float(self.total_count))
+        return torch.binomial(count, params[..., 0], generator=generator)
 
 
 def _check_simplex(params, what):
@@ -165,11 +157,4 @@ def _check_simplex(params, what):
         raise ValueError(f"{what} must be finite and non-negative")
     total = params.sum(-1)
     if not torch.allclose(total, torch.ones_like(total), atol=1e-4):
-        raise ValueError(f"{what} must sum to 1 per node, got sums like {total[0].item():.6g}")
-
-
-def _check_unit(params, what):
-    if params.shape[-1] != 1 or bool(((params < 0) | (params > 1)).any()):
-        raise ValueError(f"{what} must be one number in [0, 1] per node")
-
-
+        raise ValueError(f"{what} must sum to 1 per node, got sums like {total.flatten()[0].item():.6g}")

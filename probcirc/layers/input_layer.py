@@ -11,42 +11,61 @@ from ..inputs import InputDist
 class InputLayer(nn.Module):
     """Leaves of one family; node j reads variable ``node_var[j]`` and owns slot ``start + j``.
 
-    Buffers of node values are node-major, ``(num_slots, B)``, so that a layer
-    reads and writes whole rows.
+    When the leaves come in equal runs of k per variable (every structure
+    here builds them so), parameters are viewed as ``(V, k, P)`` and each
+    variable's row of values is broadcast to its k leaves instead of copied.
+    Otherwise k = 1 and every leaf is its own run.
     """
 
     def __init__(self, dist: InputDist, node_var: torch.Tensor, params: torch.Tensor, start: int):
         super().__init__()
         self.dist = dist
         self.start = start
-        self.register_buffer("node_var", node_var.long())
+        node_var = node_var.long()
+        k = _run_length(node_var)
+        self.k = k
+        self.register_buffer("node_var", node_var)
+        self.register_buffer("run_var", node_var[::k].clone())
         self.register_buffer("params", params)
 
     @property
     def stop(self) -> int:
         return self.start + self.node_var.numel()
 
-    def values(self, x: torch.Tensor, missing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each node's variable value per sample and whether it is observed, both ``(n, B)``.
+    def _grouped(self, params: torch.Tensor) -> torch.Tensor:
+        return params.reshape(-1, self.k, params.shape[-1])
 
-        ``x`` and ``missing`` arrive node-major too, ``(num_vars, B)``.
-        """
-        return x.index_select(0, self.node_var), ~missing.index_select(0, self.node_var)
+    def values(self, x: torch.Tensor, missing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values and observed flags per run of leaves, ``(V, 1, B)``, from node-major ``(num_vars, B)``."""
+        return x.index_select(0, self.run_var)[:, None], ~missing.index_select(0, self.run_var)[:, None]
+
+    def log_values(self, params: torch.Tensor, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+        """log p of each leaf ``(n, B)``, with missing variables summed out (log 1 = 0)."""
+        xv, observed = self.values(x, missing)
+        logp = self.dist.log_prob(self._grouped(params), xv)
+        if not bool(observed.all()):
+            logp = logp.masked_fill(~observed, 0.0)
+        return logp.reshape(-1, x.shape[1])
+
+    def check(self, x: torch.Tensor, missing: torch.Tensor) -> None:
+        xv, observed = self.values(x, missing)
+        self.dist.check_values(xv[observed])
 
     def forward(self, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, max_mode: bool = False) -> None:
+        if not max_mode:
+            mars[self.start : self.stop] = self.log_values(self.params, x, missing)
+            return
+        # In max-product a missing variable takes its best value.
         xv, observed = self.values(x, missing)
-        out = mars[self.start : self.stop]
-        out.copy_(self.dist.log_prob(self.params, xv))
-        if max_mode:
-            # A missing variable is maximised out in max-product...
-            out.copy_(torch.where(observed, out, self.dist.mode_log_prob(self.params)[:, None]))
-        elif not bool(observed.all()):
-            # ...and summed out (log 1 = 0) otherwise.
-            out.masked_fill_(~observed, 0.0)
+        grouped = self._grouped(self.params)
+        logp = torch.where(observed, self.dist.log_prob(grouped, xv), self.dist.mode_log_prob(grouped)[..., None])
+        mars[self.start : self.stop] = logp.reshape(-1, x.shape[1])
 
     def em_stats(self, flows: torch.Tensor, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
         xv, observed = self.values(x, missing)
-        return self.dist.stats(self.params, xv, observed, flows[self.start : self.stop])
+        node_flows = flows[self.start : self.stop].reshape(-1, self.k, x.shape[1])
+        stats = self.dist.stats(self._grouped(self.params), xv, observed, node_flows)
+        return stats.reshape(self.node_var.numel(), -1)
 
     def down(self, active: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, choose: str, generator) -> None:
         """Fill the missing variables of the active leaves: drawn (``sample``) or the mode (``argmax``)."""
@@ -58,3 +77,13 @@ class InputLayer(nn.Module):
             x[var, b] = self.dist.sample(self.params[j], generator).to(x.dtype)
         else:
             x[var, b] = self.dist.mode(self.params)[j].to(x.dtype)
+
+
+def _run_length(node_var: torch.Tensor) -> int:
+    """k if node_var is V runs of k equal entries, else 1."""
+    n = node_var.numel()
+    change = (node_var[1:] != node_var[:-1]).nonzero()
+    k = int(change[0]) + 1 if len(change) else n
+    if n % k == 0 and bool((node_var.view(-1, k) == node_var.view(-1, k)[:, :1]).all()):
+        return k
+    return 1

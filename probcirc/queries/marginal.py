@@ -28,8 +28,7 @@ class _LogProb(torch.autograd.Function):
         for layer in circuit.input_layers:
             with torch.enable_grad():
                 params = layer.params.detach().requires_grad_(True)
-                xv, observed = layer.values(x, missing)
-                logp = torch.where(observed, layer.dist.log_prob(params, xv), torch.zeros_like(xv))
+                logp = layer.log_values(params, x, missing)
                 (g,) = torch.autograd.grad(logp, params, flows[layer.start : layer.stop])
             grads.append(g)
         return (None, None, None, *grads)
