@@ -1,0 +1,16 @@
+"""Lossless image compression with probabilistic circuits (Liu, Mandt, Van den Broeck, ICLR 2022).
+
+``Codec(circuit)`` codes 8-bit grey and RGB images of any size into ``.pcz``
+bytes and back, bit for bit. See ``docs/codec.md`` for the design (exact
+deterministic conditionals, integer quantisation, the file format).
+"""
+
+from .codec import BLOCK, Codec, CodecError, CodecModel, ModelMismatchError
+from .container import PczFormatError
+from .engine import PRECISION, PmfEngine
+from .images import ImageModeError
+from .program import UnsupportedCircuit
+from .train import train_codec
+
+__all__ = ["Codec", "CodecModel", "CodecError", "ModelMismatchError", "PczFormatError", "ImageModeError",
+           "UnsupportedCircuit", "PmfEngine", "PRECISION", "BLOCK", "train_codec"]

@@ -1,0 +1,338 @@
+"""``Codec``: lossless image coding with a probabilistic circuit and a range coder."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import constriction
+import numpy as np
+import torch
+
+from .. import io
+from . import container
+from .container import Entry, Header, PczFormatError
+from .engine import PRECISION, PmfEngine
+from .images import MODE_NAMES, MODES, ImageModeError, check_image, from_planes, tile, to_planes, untile
+from .program import build_program
+
+#: patches per range-coded block; fixed by the format so that batching never changes a stream
+BLOCK = 64
+
+
+class CodecError(ValueError):
+    """Base class of the codec's errors (all have one-line messages)."""
+
+
+class ModelMismatchError(CodecError):
+    """The file was made with another model (the fingerprints differ)."""
+
+
+@io.register
+class CodecModel:
+    """A circuit together with the patch shape it was trained on; saved with :func:`probcirc.io.save`."""
+
+    def __init__(self, circuit, patch: tuple[int, int]):
+        ph, pw = int(patch[0]), int(patch[1])
+        if ph * pw != circuit.num_vars:
+            raise ValueError(f"patch {ph}x{pw} has {ph * pw} pixels but the circuit has {circuit.num_vars} variables")
+        self.circuit = circuit
+        self.patch = (ph, pw)
+
+    def _state(self):
+        attrs, arrays = self.circuit._state()
+        attrs = dict(attrs, patch_h=self.patch[0], patch_w=self.patch[1])
+        return attrs, arrays
+
+    @classmethod
+    def _from_state(cls, attrs, arrays):
+        from ..circuit import TensorCircuit
+
+        circuit = TensorCircuit._from_state(attrs, arrays)
+        return cls(circuit, (int(attrs["patch_h"]), int(attrs["patch_w"])))
+
+
+def _bytes_to_words(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype="<u4").astype(np.uint32)
+
+
+def _trim(b: bytes) -> bytes:
+    """Drop up to 3 trailing zero bytes (inside the last 32-bit word); :func:`_untrim` restores them."""
+    n = len(b)
+    while n > len(b) - 3 and n > 0 and b[n - 1] == 0:
+        n -= 1
+    return b[:n]
+
+
+def _untrim(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 4)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(b: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        if pos >= len(b) or shift > 56:
+            raise PczFormatError("corrupt .pcz file (bad block table)")
+        byte = b[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return n, pos
+
+
+class Codec:
+    """Lossless coder for 8-bit grey and RGB images of any size.
+
+    Images are cut into the model's patch shape (edge patches padded; padded
+    pixels are treated as missing and never coded), RGB goes through modular
+    YCoCg-R and each plane is coded like a grey image. Each patch's pixels are
+    coded in raster order; pixel i uses the circuit's exact conditional
+    ``P(X_i | x_<i)``, computed by :class:`~probcirc.compress.engine.PmfEngine`
+    in a fixed order of IEEE operations, quantised to integers that sum to
+    2**24, and range-coded with ``constriction``. The encoder and the decoder
+    call the same function, so the decoder rebuilds the same integers whatever
+    the batch size or thread count.
+
+    Args:
+        circuit: a compiled :class:`~probcirc.TensorCircuit` with Categorical leaves, or a
+            :class:`CodecModel` (which carries its patch shape).
+        patch: ``(height, width)`` with ``height * width == num_vars``; default square.
+        mode: ``"incremental"`` (cached, default) or ``"naive"`` (whole circuit per pixel).
+        batch_size: patches evaluated together (memory grows with it; results do not change).
+        threads: numba threads to use (results do not change).
+
+    Example:
+        >>> import numpy as np, torch, probcirc
+        >>> from probcirc.structures import HCLT
+        >>> from probcirc.inputs import Categorical
+        >>> data = np.random.default_rng(0).integers(0, 256, (50, 16))
+        >>> pc = probcirc.compile(HCLT(data, 4, Categorical(256), num_bins=4))
+        >>> codec = Codec(pc)
+        >>> img = np.arange(30, dtype=np.uint8).reshape(5, 6)
+        >>> blob = codec.encode([img])
+        >>> bool((codec.decode(blob)[0] == img).all())
+        True
+    """
+
+    def __init__(self, circuit, patch: tuple[int, int] | None = None, mode: str = "incremental",
+                 batch_size: int = 64, threads: int | None = None):
+        if isinstance(circuit, CodecModel):
+            patch = patch or circuit.patch
+            circuit = circuit.circuit
+        d = int(circuit.num_vars)
+        if patch is None:
+            s = math.isqrt(d)
+            if s * s != d:
+                raise ValueError(f"the circuit has {d} variables, not a square; pass patch=(h, w)")
+            patch = (s, s)
+        if int(patch[0]) * int(patch[1]) != d:
+            raise ValueError(f"patch {patch[0]}x{patch[1]} does not match the circuit's {d} variables")
+        if mode not in ("incremental", "naive"):
+            raise ValueError(f"mode must be 'incremental' or 'naive', got {mode!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.circuit = circuit
+        self.patch = (int(patch[0]), int(patch[1]))
+        self.mode = mode
+        self.batch_size = int(batch_size)
+        self.threads = threads
+        self.program = build_program(circuit)
+        if self.program.num_values < 256:
+            raise ValueError(f"the circuit's leaves have {self.program.num_values} values; 8-bit images need 256 "
+                             "(train with input_dist=Categorical(256))")
+        self.fingerprint = bytes.fromhex(circuit.fingerprint())
+        self._family = constriction.stream.model.Categorical(perfect=False)
+
+    # ------------------------------------------------------------------ units
+    def _blocks(self, planes_per_image: list[list[np.ndarray]]):
+        """Per image, its blocks: lists of (patch values, valid mask) of at most BLOCK patches."""
+        ph, pw = self.patch
+        out = []
+        for planes in planes_per_image:
+            vals, valid = [], []
+            for plane in planes:
+                v, m = tile(plane, ph, pw)
+                vals.append(v)
+                valid.append(m)
+            vals, valid = np.concatenate(vals), np.concatenate(valid)
+            out.append([(vals[s : s + BLOCK], valid[s : s + BLOCK]) for s in range(0, len(vals), BLOCK)])
+        return out
+
+    def _batches(self, blocks: list[list]):
+        """Group (image, block) pairs into batches of about batch_size patches."""
+        batch, rows = [], 0
+        for img, bl in enumerate(blocks):
+            for k, (v, _) in enumerate(bl):
+                if batch and rows + len(v) > self.batch_size:
+                    yield batch
+                    batch, rows = [], 0
+                batch.append((img, k))
+                rows += len(v)
+        if batch:
+            yield batch
+
+    def _run(self, batch, blocks, coders, encode: bool, progress=None):
+        """Code one batch of blocks, variable by variable; fills the patch values when decoding."""
+        sizes = [len(blocks[i][k][0]) for i, k in batch]
+        X = np.concatenate([blocks[i][k][0] for i, k in batch]).astype(np.int64)
+        VALID = np.concatenate([blocks[i][k][1] for i, k in batch])
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        engine = PmfEngine(self.program, len(X), self.mode)
+        V = self.program.num_values
+        for i in range(X.shape[1]):
+            act = VALID[:, i]
+            if not act.any():
+                continue
+            freq = engine.pmfs(i, act)
+            g = (freq - 1).astype(np.float64)
+            for j, (img, k) in enumerate(batch):
+                r0, r1 = bounds[j], bounds[j + 1]
+                sel = np.flatnonzero(act[r0:r1]) + r0
+                if not len(sel):
+                    continue
+                coder = coders[(img, k)]
+                if encode:
+                    coder.encode(X[sel, i].astype(np.int32), self._family, g[sel])
+                else:
+                    X[sel, i] = coder.decode(self._family, g[sel])
+            if not encode and (X[act, i] >= V).any():  # pragma: no cover - constriction never returns these
+                raise PczFormatError("corrupt stream (decoded value out of range)")
+            engine.observe(i, X[:, i], act)
+        if not encode:
+            for j, (img, k) in enumerate(batch):
+                blocks[img][k] = (X[bounds[j] : bounds[j + 1]], blocks[img][k][1])
+        if progress is not None:
+            progress(len(X))
+
+    def _with_threads(self):
+        import numba
+
+        class _Ctx:
+            def __enter__(ctx):
+                ctx.old = numba.get_num_threads()
+                if self.threads:
+                    numba.set_num_threads(max(1, min(int(self.threads), numba.config.NUMBA_NUM_THREADS)))
+
+            def __exit__(ctx, *exc):
+                numba.set_num_threads(ctx.old)
+
+        return _Ctx()
+
+    # ----------------------------------------------------------------- public
+    def encode_streams(self, images: Sequence[np.ndarray], progress=None) -> tuple[list[tuple[int, int, int]], list[bytes]]:
+        """Per image ``(height, width, mode code)`` and its independent stream."""
+        checked = [check_image(img) for img in images]
+        planes = [to_planes(a, m) for a, m in checked]
+        blocks = self._blocks(planes)
+        coders = {(i, k): constriction.stream.queue.RangeEncoder() for i, bl in enumerate(blocks) for k in range(len(bl))}
+        with self._with_threads():
+            for batch in self._batches(blocks):
+                self._run(batch, blocks, coders, True, progress)
+        streams = []
+        for i, bl in enumerate(blocks):
+            parts = [_trim(coders[(i, k)].get_compressed().astype("<u4").tobytes()) for k in range(len(bl))]
+            streams.append(b"".join(_varint(len(p)) for p in parts[:-1]) + b"".join(parts))
+        meta = [(a.shape[0], a.shape[1], MODES[m]) for a, m in checked]
+        return meta, streams
+
+    def encode(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None,
+               sources: Sequence[int] | None = None, progress=None) -> bytes:
+        """Compress a sequence of 8-bit grey ``(H, W)`` or RGB ``(H, W, 3)`` uint8 arrays into ``.pcz`` bytes.
+
+        Raises:
+            ImageModeError: for other dtypes or shapes (16-bit, palette, alpha: convert first).
+        """
+        images = list(images)
+        meta, streams = self.encode_streams(images, progress)
+        names = list(names) if names is not None else [""] * len(images)
+        sources = list(sources) if sources is not None else [0] * len(images)
+        header = Header(self.fingerprint, self.patch[0], self.patch[1], self.program.num_values, PRECISION, BLOCK,
+                        [Entry(h, w, m, s, n) for (h, w, m), s, n in zip(meta, sources, names)])
+        return container.pack(header, streams)
+
+    def read_header(self, data: bytes, verify_payload: bool = True) -> tuple[Header, memoryview]:
+        """Parse ``data`` and check it was made with this codec's model.
+
+        Raises:
+            PczFormatError: foreign, truncated or corrupt file.
+            ModelMismatchError: another model made the file.
+        """
+        header, payload = container.unpack(data, verify_payload)
+        if header.fingerprint != self.fingerprint:
+            raise ModelMismatchError(f"the file was made with another model (fingerprint {header.fingerprint.hex()[:12]}..., "
+                                     f"this model is {self.fingerprint.hex()[:12]}...)")
+        if (header.patch_h, header.patch_w) != self.patch or header.num_values != self.program.num_values \
+                or header.precision != PRECISION or header.block != BLOCK:
+            raise PczFormatError("the file's patch shape, alphabet, precision or block size does not match this codec")
+        for e in header.entries:
+            if e.mode not in MODE_NAMES or e.height < 1 or e.width < 1:
+                raise PczFormatError(f"corrupt .pcz header (image mode {e.mode}, size {e.height}x{e.width})")
+        return header, payload
+
+    def decode(self, data: bytes, index: int | Sequence[int] | None = None, progress=None) -> list[np.ndarray]:
+        """Decompress ``.pcz`` bytes: every image, or only those at ``index`` (decoded alone)."""
+        header, payload = self.read_header(data, verify_payload=index is None)
+        indices = range(len(header.entries)) if index is None else ([index] if isinstance(index, int) else list(index))
+        return self.decode_entries(header, payload, indices, progress)
+
+    def decode_entries(self, header: Header, payload, indices, progress=None) -> list[np.ndarray]:
+        ph, pw = self.patch
+        entries = [header.entries[i] for i in indices]
+        shapes = []
+        for e in entries:
+            nplanes = 1 if MODE_NAMES[e.mode] == "L" else 3
+            shapes.append([np.zeros((e.height, e.width), np.uint8)] * nplanes)
+        blocks = self._blocks(shapes)
+        coders = {}
+        for j, idx in enumerate(indices):
+            s = container.stream(header, payload, idx)
+            n_blocks = len(blocks[j])
+            pos, lengths = 0, []
+            for _ in range(n_blocks - 1):
+                ln, pos = _read_varint(s, pos)
+                lengths.append(ln)
+            lengths.append(len(s) - pos - sum(lengths))
+            if lengths[-1] < 0:
+                raise PczFormatError(f"corrupt .pcz file (image {idx}'s block table is inconsistent)")
+            for k in range(n_blocks):
+                coders[(j, k)] = constriction.stream.queue.RangeDecoder(_bytes_to_words(_untrim(s[pos : pos + lengths[k]])))
+                pos += lengths[k]
+        with self._with_threads():
+            for batch in self._batches(blocks):
+                self._run(batch, blocks, coders, False, progress)
+        out = []
+        for j, e in enumerate(entries):
+            vals = np.concatenate([v for v, _ in blocks[j]])
+            nplanes = len(shapes[j])
+            per = len(vals) // nplanes
+            planes = [untile(vals[p * per : (p + 1) * per], e.height, e.width, ph, pw) for p in range(nplanes)]
+            out.append(from_planes(planes, MODE_NAMES[e.mode]))
+        return out
+
+    # ------------------------------------------------------------- analysis
+    def model_bits(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The model's ideal code length ``-log2 p`` per image (float64 engine query), in bits."""
+        planes = [to_planes(*check_image(img)) for img in images]
+        bits = np.zeros(len(planes))
+        ph, pw = self.patch
+        c64 = copy.deepcopy(self.circuit).to(torch.float64)
+        for j, pl in enumerate(planes):
+            for plane in pl:
+                v, m = tile(plane, ph, pw)
+                lp = c64.log_prob(torch.from_numpy(v), torch.from_numpy(~m))
+                bits[j] += float(-lp.sum()) / math.log(2)
+        return bits
+
+
+__all__ = ["Codec", "CodecModel", "CodecError", "ModelMismatchError", "ImageModeError", "PczFormatError", "BLOCK"]

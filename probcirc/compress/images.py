@@ -1,0 +1,94 @@
+"""Image planes, the reversible colour transform and patch tiling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: image modes the codec stores; the value is the code written in a .pcz file
+MODES = {"L": 0, "RGB": 1}
+MODE_NAMES = {v: k for k, v in MODES.items()}
+
+
+class ImageModeError(ValueError):
+    """The image is not 8-bit grey or 8-bit RGB."""
+
+
+def check_image(img) -> tuple[np.ndarray, str]:
+    """Return ``(array, mode)`` for an 8-bit grey ``(H, W)`` or RGB ``(H, W, 3)`` array.
+
+    Raises:
+        ImageModeError: naming what is wrong and what to do instead.
+    """
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        if a.dtype.kind in "iu" and a.size and (a.min() < 0 or a.max() > 255):
+            raise ImageModeError(f"values must be 8-bit (0..255), got {a.dtype} in [{a.min()}, {a.max()}]; 16-bit images are not supported")
+        if a.dtype.kind not in "iub":
+            raise ImageModeError(f"images must be integer 8-bit arrays, got dtype {a.dtype}")
+        a = a.astype(np.uint8)
+    if a.ndim == 2:
+        mode = "L"
+    elif a.ndim == 3 and a.shape[2] == 3:
+        mode = "RGB"
+    else:
+        raise ImageModeError(f"images must be (H, W) grey or (H, W, 3) RGB, got shape {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ImageModeError(f"empty image of shape {a.shape}")
+    if a.shape[0] >= 2**31 or a.shape[1] >= 2**31:
+        raise ImageModeError(f"image too large: {a.shape}")
+    return np.ascontiguousarray(a), mode
+
+
+def rgb_to_planes(rgb: np.ndarray) -> list[np.ndarray]:
+    """YCoCg-R lifting in modular 8-bit arithmetic, chroma centred on 128; exactly invertible.
+
+    ``co = R - B``, ``t = B + (co >> 1)``, ``cg = G - t``, ``y = t + (cg >> 1)``, with co and cg
+    wrapped to [-128, 127] and stored as ``+128``. Every step is a lifting step mod 256, so
+    :func:`planes_to_rgb` undoes it exactly for every input.
+    """
+    r, g, b = (rgb[..., c].astype(np.int64) for c in range(3))
+    co = (r - b + 128) & 255
+    t = (b + ((co - 128) >> 1)) & 255
+    cg = (g - t + 128) & 255
+    y = (t + ((cg - 128) >> 1)) & 255
+    return [y.astype(np.uint8), co.astype(np.uint8), cg.astype(np.uint8)]
+
+
+def planes_to_rgb(planes: list[np.ndarray]) -> np.ndarray:
+    y, co, cg = (p.astype(np.int64) for p in planes)
+    t = (y - ((cg - 128) >> 1)) & 255
+    g = (cg - 128 + t) & 255
+    b = (t - ((co - 128) >> 1)) & 255
+    r = (b + co - 128) & 255
+    return np.stack([r, g, b], -1).astype(np.uint8)
+
+
+def to_planes(img: np.ndarray, mode: str) -> list[np.ndarray]:
+    return [img] if mode == "L" else rgb_to_planes(img)
+
+
+def from_planes(planes: list[np.ndarray], mode: str) -> np.ndarray:
+    return planes[0] if mode == "L" else planes_to_rgb(planes)
+
+
+def tile(plane: np.ndarray, ph: int, pw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a plane into row-major patches ``(n, ph*pw)`` and a validity mask of the same shape.
+
+    Edge patches are padded; padded pixels are marked invalid and are never coded
+    (the codec treats them as missing, so the model marginalises them out exactly).
+    """
+    h, w = plane.shape
+    nh, nw = -(-h // ph), -(-w // pw)
+    padded = np.zeros((nh * ph, nw * pw), dtype=np.int64)
+    valid = np.zeros((nh * ph, nw * pw), dtype=bool)
+    padded[:h, :w] = plane
+    valid[:h, :w] = True
+    def cut(a):
+        return a.reshape(nh, ph, nw, pw).transpose(0, 2, 1, 3).reshape(nh * nw, ph * pw)
+    return cut(padded), cut(valid)
+
+
+def untile(patches: np.ndarray, h: int, w: int, ph: int, pw: int) -> np.ndarray:
+    nh, nw = -(-h // ph), -(-w // pw)
+    full = patches.reshape(nh, nw, ph, pw).transpose(0, 2, 1, 3).reshape(nh * ph, nw * pw)
+    return full[:h, :w].astype(np.uint8)

@@ -1,0 +1,248 @@
+"""Deterministic exact kernels: conditional PMFs and their integer quantisation.
+
+Every value is an *extended float* ``m · 2**e``: a float64 mantissa ``m`` kept
+in [2**-256, 2**256] by ``frexp`` whenever it leaves that range (or exactly
+0) and an int64 exponent ``e``, so that probabilities of
+thousands of pixels never underflow. The kernels use only ``+``, ``*``,
+comparisons, ``frexp`` and ``ldexp``: the first two are correctly rounded by
+IEEE-754 and the last two are exact, so a value depends only on its inputs
+and on the fixed order of the loops, never on the batch size, the thread count
+or the CPU (no ``exp``/``log``, no BLAS, no reductions whose order a library
+chooses). Each image (row ``b`` of the state) is computed alone; ``prange``
+only decides which thread computes which row.
+
+The kernels are compiled with numba (``fastmath`` off: no reassociation and
+no fused multiply-add). ``tests/probcirc/test_codec.py`` runs the same
+functions as plain Python (``.py_func``) and checks bit-equality.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+ZERO_E = -(1 << 40)  # exponent of an exact zero
+MIN_SHIFT = -1100  # ldexp(m, s) is 0 for any s below this
+CONST, LEAF, PROD, SUM = 0, 1, 2, 3
+
+
+LO = 2.0**-256  # mantissas are renormalised (frexp) only when they leave [LO, HI]
+HI = 2.0**256
+
+
+@njit(cache=True)
+def _norm(m, e):
+    if m == 0.0:
+        return 0.0, ZERO_E
+    if LO <= m <= HI:
+        return m, e
+    f, d = math.frexp(m)
+    return f, e + d
+
+
+@njit(cache=True)
+def _shift(m, s):
+    if s == 0:
+        return m
+    return math.ldexp(m, max(s, MIN_SHIFT))
+
+
+@njit(cache=True)
+def _inside_node(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs):
+    k = kind[n]
+    if k == LEAF:
+        v = leaf_var[n]
+        if obs[v]:
+            m, e = _norm(table[leaf_row[n], x[v]], 0)
+        else:
+            m, e = 0.5, 1
+    elif k == PROD:
+        m, e = 0.5, 1
+        for j in range(ch_ptr[n], ch_ptr[n + 1]):
+            c = ch_idx[j]
+            if M[c] == 0.0:
+                m, e = 0.0, ZERO_E
+                break
+            m, e = _norm(m * M[c], e + E[c])
+    elif k == SUM:
+        emax = ZERO_E
+        for j in range(ch_ptr[n], ch_ptr[n + 1]):
+            c = ch_idx[j]
+            if M[c] != 0.0 and E[c] > emax:
+                emax = E[c]
+        if emax == ZERO_E:
+            m, e = 0.0, ZERO_E
+        else:
+            acc = 0.0
+            for j in range(ch_ptr[n], ch_ptr[n + 1]):
+                c = ch_idx[j]
+                if M[c] != 0.0:
+                    acc = acc + ch_w[j] * _shift(M[c], E[c] - emax)
+            m, e = _norm(acc, emax)
+    else:
+        m, e = 0.5, 1
+    M[n] = m
+    E[n] = e
+
+
+@njit(cache=True)
+def _outside_node(n, root, kind, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te):
+    """DM/DE[n] = d root / d n, summed over n's parents in ascending order."""
+    if n == root:
+        DM[n] = 0.5
+        DE[n] = 1
+        return
+    cnt = 0
+    emax = ZERO_E
+    for j in range(par_ptr[n], par_ptr[n + 1]):
+        q = par_node[j]
+        edge = par_edge[j]
+        if DM[q] == 0.0:
+            m, e = 0.0, ZERO_E
+        elif kind[q] == SUM:
+            m, e = _norm(DM[q] * ch_w[edge], DE[q])
+        else:
+            m, e = DM[q], DE[q]
+            for jj in range(ch_ptr[q], ch_ptr[q + 1]):
+                if jj != edge:
+                    c = ch_idx[jj]
+                    if M[c] == 0.0:
+                        m, e = 0.0, ZERO_E
+                        break
+                    m, e = _norm(m * M[c], e + E[c])
+        tm[cnt] = m
+        te[cnt] = e
+        if m != 0.0 and e > emax:
+            emax = e
+        cnt += 1
+    if emax == ZERO_E:
+        DM[n] = 0.0
+        DE[n] = ZERO_E
+        return
+    acc = 0.0
+    for t in range(cnt):
+        if tm[t] != 0.0:
+            acc = acc + _shift(tm[t], te[t] - emax)
+    m, e = _norm(acc, emax)
+    DM[n] = m
+    DE[n] = e
+
+
+@njit(cache=True)
+def _pmf(i, var_ptr, var_leaf, leaf_row, table, DM, DE, out):
+    """out[v] ∝ p(x_observed, X_i = v), scaled by a power of two."""
+    emax = ZERO_E
+    for j in range(var_ptr[i], var_ptr[i + 1]):
+        l = var_leaf[j]
+        if DM[l] != 0.0 and DE[l] > emax:
+            emax = DE[l]
+    for v in range(out.shape[0]):
+        out[v] = 0.0
+    if emax == ZERO_E:
+        return
+    for j in range(var_ptr[i], var_ptr[i + 1]):
+        l = var_leaf[j]
+        if DM[l] != 0.0:
+            a = _shift(DM[l], DE[l] - emax)
+            row = leaf_row[l]
+            for v in range(out.shape[0]):
+                out[v] = out[v] + a * table[row, v]
+
+
+@njit(cache=True)
+def quantize(p, precision, freq):
+    """Integer frequencies ``freq`` (≥ 1 each, summing to exactly 2**precision) from ``p`` ≥ 0.
+
+    1. Fixed point: ``w_v = floor(p_v · 2**(32 - ex))`` with ``2**ex`` just above max p, so
+       ``w`` < 2**32 (exact: a power-of-two scaling and a floor). All zero → uniform.
+    2. Integers only: ``f_v = 1 + (w_v · R) // T`` with ``R = 2**precision - V``, ``T = Σ w``.
+    3. The remainder ``2**precision - Σ f`` (< V) goes to the first most frequent symbol.
+    """
+    V = p.shape[0]
+    pmax = 0.0
+    for v in range(V):
+        if p[v] > pmax:
+            pmax = p[v]
+    total = np.int64(0)
+    if pmax > 0.0:
+        _, ex = math.frexp(pmax)
+        for v in range(V):
+            freq[v] = np.int64(math.floor(math.ldexp(p[v], 32 - ex)))
+            total += freq[v]
+    else:
+        for v in range(V):
+            freq[v] = 1
+        total = np.int64(V)
+    R = (np.int64(1) << precision) - V
+    s = np.int64(0)
+    best = 0
+    for v in range(V):
+        freq[v] = 1 + (freq[v] * R) // total
+        s += freq[v]
+        if freq[v] > freq[best]:
+            best = v
+    freq[best] += (np.int64(1) << precision) - s
+
+
+@njit(cache=True)
+def _init_row(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs):
+    for n in range(kind.shape[0]):
+        _inside_node(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
+
+
+@njit(cache=True, parallel=True)
+def init_state(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, X, OBS):
+    for b in prange(M.shape[0]):
+        _init_row(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b])
+
+
+@njit(cache=True)
+def _step_row(i, full, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
+              par_ptr, par_node, par_edge, var_ptr, var_leaf, anc_ptr, anc,
+              M, E, DM, DE, x, obs, tm, te, pbuf, freq):
+    S = kind.shape[0]
+    root = S - 1
+    if full:
+        # naive path: the whole circuit, inside then outside, for every variable
+        for n in range(1, S):
+            _inside_node(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
+        for n in range(S - 1, 0, -1):
+            _outside_node(n, root, kind, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te)
+    else:
+        # incremental path: inside values are kept up to date by observe(); the
+        # derivative is needed only on the ancestors of variable i's leaves.
+        for j in range(anc_ptr[i + 1] - 1, anc_ptr[i] - 1, -1):
+            _outside_node(anc[j], root, kind, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te)
+    _pmf(i, var_ptr, var_leaf, leaf_row, table, DM, DE, pbuf)
+    quantize(pbuf, precision, freq)
+
+
+@njit(cache=True, parallel=True)
+def step(i, full, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
+         par_ptr, par_node, par_edge, var_ptr, var_leaf, anc_ptr, anc,
+         M, E, DM, DE, X, OBS, active, max_par, FREQ):
+    """Quantised P(X_i | x_observed) for every active row into FREQ (B, V)."""
+    V = table.shape[1]
+    for b in prange(M.shape[0]):
+        if active[b]:
+            tm = np.empty(max_par, dtype=np.float64)
+            te = np.empty(max_par, dtype=np.int64)
+            pbuf = np.empty(V, dtype=np.float64)
+            _step_row(i, full, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
+                      par_ptr, par_node, par_edge, var_ptr, var_leaf, anc_ptr, anc,
+                      M[b], E[b], DM[b], DE[b], X[b], OBS[b], tm, te, pbuf, FREQ[b])
+
+
+@njit(cache=True, parallel=True)
+def observe(i, full, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_ptr, anc,
+            M, E, X, OBS, active, values):
+    """Set X_i = values[b] on the active rows and refresh the inside values that depend on it."""
+    for b in prange(M.shape[0]):
+        if active[b]:
+            X[b, i] = values[b]
+            OBS[b, i] = True
+            if not full:
+                for j in range(anc_ptr[i], anc_ptr[i + 1]):
+                    _inside_node(anc[j], kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b])

@@ -1,0 +1,186 @@
+"""A compiled circuit flattened into plain integer/float64 arrays for the codec's kernels.
+
+The codec never evaluates the circuit through torch: torch's batched matrix
+products and its vectorised ``exp``/``log`` are free to change their order of
+arithmetic with the batch size, the thread count or the CPU. Instead the
+layers are read once into a node-level program (children and parents as CSR
+lists in a fixed order) that :mod:`probcirc.compress.kernels` walks with
+scalar IEEE-754 operations only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numba import njit
+
+from ..inputs import Bernoulli, Categorical
+from ..layers import InputLayer, ProductLayer, SumLayer
+
+CONST, LEAF, PROD, SUM = 0, 1, 2, 3
+
+
+class UnsupportedCircuit(ValueError):
+    """The circuit cannot drive the codec (continuous leaves, mixed alphabets, ...)."""
+
+
+@dataclass
+class Program:
+    """Node-level view of a compiled circuit; slot order is topological (children first)."""
+
+    kind: np.ndarray  # (S,) int8: CONST / LEAF / PROD / SUM
+    leaf_var: np.ndarray  # (S,) int64, -1 for inner nodes
+    leaf_row: np.ndarray  # (S,) int64 row of ``table``, -1 for inner nodes
+    table: np.ndarray  # (L, V) float64 leaf probability tables
+    ch_ptr: np.ndarray  # (S+1,) int64
+    ch_idx: np.ndarray  # (nnz,) int64 child slots, in the layer's edge order
+    ch_w: np.ndarray  # (nnz,) float64 sum weights (1.0 for product edges)
+    par_ptr: np.ndarray  # (S+1,) int64
+    par_node: np.ndarray  # (nnz,) int64 parent slots, ascending
+    par_edge: np.ndarray  # (nnz,) int64 index of the edge into ch_idx / ch_w
+    var_ptr: np.ndarray  # (D+1,) int64
+    var_leaf: np.ndarray  # leaves of each variable, ascending slots
+    anc_ptr: np.ndarray  # (D+1,) int64
+    anc: np.ndarray  # ancestors of each variable's leaves (leaves included), ascending slots
+    num_vars: int
+    num_values: int
+
+    @property
+    def num_slots(self) -> int:
+        return len(self.kind)
+
+    @property
+    def max_parents(self) -> int:
+        return int(np.diff(self.par_ptr).max(initial=1))
+
+
+@njit(cache=True)
+def _ancestors(var_ptr, var_leaf, par_ptr, par_node, S):
+    """CSR of the ancestors of each variable's leaves (leaves included), ascending slots."""
+    D = var_ptr.shape[0] - 1
+    stamp = np.full(S, -1, dtype=np.int64)
+    stack = np.empty(S, dtype=np.int64)
+    counts = np.zeros(D, dtype=np.int64)
+    for rep in range(2):
+        if rep == 1:
+            ptr = np.zeros(D + 1, dtype=np.int64)
+            for v in range(D):
+                ptr[v + 1] = ptr[v] + counts[v]
+            out = np.empty(ptr[D], dtype=np.int64)
+            stamp[:] = -1
+        for v in range(D):
+            top = 0
+            cnt = 0
+            for j in range(var_ptr[v], var_ptr[v + 1]):
+                n = var_leaf[j]
+                stamp[n] = v
+                stack[top] = n
+                top += 1
+            while top > 0:
+                top -= 1
+                n = stack[top]
+                if rep == 1:
+                    out[ptr[v] + cnt] = n
+                cnt += 1
+                for j in range(par_ptr[n], par_ptr[n + 1]):
+                    q = par_node[j]
+                    if stamp[q] != v:
+                        stamp[q] = v
+                        stack[top] = q
+                        top += 1
+            if rep == 0:
+                counts[v] = cnt
+            else:
+                out[ptr[v] : ptr[v + 1]] = np.sort(out[ptr[v] : ptr[v + 1]])
+    return ptr, out
+
+
+def build_program(circuit) -> Program:
+    """Flatten ``circuit`` (a compiled :class:`~probcirc.TensorCircuit`).
+
+    Raises:
+        UnsupportedCircuit: for leaves other than Categorical/Bernoulli, or when the
+            variables' leaves do not all have the same number of values.
+    """
+    S, D = int(circuit.num_slots), int(circuit.num_vars)
+    kind = np.zeros(S, dtype=np.int8)
+    leaf_var = np.full(S, -1, dtype=np.int64)
+    leaf_row = np.full(S, -1, dtype=np.int64)
+    edges_p: list[np.ndarray] = []
+    edges_c: list[np.ndarray] = []
+    edges_w: list[np.ndarray] = []
+    tables: list[np.ndarray] = []
+    num_values = None
+    rows = 0
+    for layer in circuit.layers:
+        if isinstance(layer, InputLayer):
+            dist = layer.dist
+            params = layer.params.detach().cpu().to(torch.float64).numpy()
+            if isinstance(dist, Categorical):
+                tab = params.copy()
+            elif isinstance(dist, Bernoulli):
+                tab = np.concatenate([1.0 - params[:, :1], params[:, :1]], axis=1)
+            else:
+                raise UnsupportedCircuit(f"the codec needs Categorical or Bernoulli leaves, this circuit has {dist!r}")
+            if num_values is None:
+                num_values = tab.shape[1]
+            elif tab.shape[1] != num_values:
+                raise UnsupportedCircuit(f"all leaves must share one alphabet; found {num_values} and {tab.shape[1]} values")
+            if not np.isfinite(tab).all() or (tab < 0).any():
+                raise UnsupportedCircuit("leaf probabilities must be finite and non-negative")
+            n = layer.node_var.numel()
+            slots = np.arange(layer.start, layer.start + n)
+            kind[slots] = LEAF
+            leaf_var[slots] = layer.node_var.cpu().numpy()
+            leaf_row[slots] = rows + np.arange(n)
+            rows += n
+            tables.append(tab)
+        elif isinstance(layer, ProductLayer):
+            kind[layer.start : layer.stop] = PROD
+            edges_p.append(layer.parent_idx.cpu().numpy().astype(np.int64) + layer.start)
+            edges_c.append(layer.child_idx.cpu().numpy().astype(np.int64))
+            edges_w.append(np.ones(len(edges_c[-1])))
+        elif isinstance(layer, SumLayer):
+            w = layer.weight.detach().cpu().to(torch.float64).numpy()
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise UnsupportedCircuit("sum weights must be finite and non-negative")
+            g, n_out, n_in = w.shape
+            kind[layer.start : layer.stop] = SUM
+            cidx = layer.child_idx.cpu().numpy().astype(np.int64)
+            node = layer.start + np.arange(g * n_out).reshape(g, n_out)
+            keep = np.ones(w.shape, dtype=bool) if layer.edge_mask is None else layer.edge_mask.cpu().numpy().astype(bool)
+            edges_p.append(np.broadcast_to(node[:, :, None], w.shape)[keep])
+            edges_c.append(np.broadcast_to(cidx[:, None, :], w.shape)[keep])
+            edges_w.append(w[keep])
+        else:  # pragma: no cover - the engine has three layer kinds
+            raise UnsupportedCircuit(f"unknown layer {type(layer).__name__}")
+    ep = np.concatenate(edges_p) if edges_p else np.zeros(0, np.int64)
+    ec = np.concatenate(edges_c) if edges_c else np.zeros(0, np.int64)
+    ew = np.concatenate(edges_w) if edges_w else np.zeros(0)
+    if (ec >= ep).any():
+        raise UnsupportedCircuit("slot order is not topological; the engine's layout changed")
+    # children: grouped by parent, in each layer's own edge order (stable sort)
+    order = np.argsort(ep, kind="stable")
+    ch_idx, ch_w = ec[order], ew[order]
+    ch_ptr = np.zeros(S + 1, dtype=np.int64)
+    ch_ptr[1:] = np.cumsum(np.bincount(ep, minlength=S))
+    # parents: grouped by child, ascending parent slot
+    edge_id = np.arange(len(ch_idx), dtype=np.int64)
+    porder = np.lexsort((np.repeat(np.arange(S), np.diff(ch_ptr)), ch_idx))
+    par_node = np.repeat(np.arange(S, dtype=np.int64), np.diff(ch_ptr))[porder]
+    par_edge = edge_id[porder]
+    par_ptr = np.zeros(S + 1, dtype=np.int64)
+    par_ptr[1:] = np.cumsum(np.bincount(ch_idx, minlength=S))
+    leaves = np.flatnonzero(kind == LEAF)
+    lv = leaf_var[leaves]
+    if len(np.unique(lv)) != D:
+        raise UnsupportedCircuit("every variable needs at least one leaf")
+    var_leaf = leaves[np.argsort(lv, kind="stable")].astype(np.int64)
+    var_ptr = np.zeros(D + 1, dtype=np.int64)
+    var_ptr[1:] = np.cumsum(np.bincount(lv, minlength=D))
+    anc_ptr, anc = _ancestors(var_ptr, var_leaf, par_ptr, par_node, S)
+    table = np.ascontiguousarray(np.concatenate(tables)) if tables else np.zeros((0, 2))
+    return Program(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge,
+                   var_ptr, var_leaf, anc_ptr, anc, D, int(num_values))

@@ -1,0 +1,53 @@
+"""Training a codec model: HCLT on patches, mini-batch then full-batch EM."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..inputs import Categorical
+from .codec import CodecModel
+from .images import check_image, tile, to_planes
+
+
+def patches_from_images(images, patch: tuple[int, int], max_patches: int | None = None, seed: int = 0) -> np.ndarray:
+    """All complete (unpadded) patches ``(N, ph*pw)`` of the images' planes (RGB: YCoCg-R planes).
+
+    Images smaller than the patch contribute their padded patch with missing pixels
+    dropped; at least one full patch is needed overall.
+    """
+    ph, pw = patch
+    rows = []
+    for img in images:
+        a, mode = check_image(img)
+        for plane in to_planes(a, mode):
+            v, m = tile(plane, ph, pw)
+            rows.append(v[m.all(1)])
+    data = np.concatenate(rows) if rows else np.zeros((0, ph * pw), np.int64)
+    if len(data) < 2:
+        raise ValueError(f"need at least 2 complete {ph}x{pw} patches to train, got {len(data)}; use a smaller --patch")
+    if max_patches is not None and len(data) > max_patches:
+        data = data[np.random.default_rng(seed).choice(len(data), max_patches, replace=False)]
+    return data
+
+
+def train_codec(images, patch: tuple[int, int] = (28, 28), latents: int = 32, epochs: int = 2,
+                full_batch_epochs: int = 1, batch_size: int = 512, step_size: float = 0.1,
+                pseudocount: float = 0.1, num_bins: int = 4, max_patches: int | None = None,
+                seed: int = 0, progress: bool = True) -> CodecModel:
+    """Fit an HCLT with ``Categorical(256)`` leaves on the images' patches; return a :class:`CodecModel`.
+
+    The Chow-Liu structure uses mutual information on ``num_bins`` grey levels
+    (from at most 5,000 patches), then EM fits the parameters.
+    """
+    import probcirc
+    from ..learn import em
+    from ..structures import HCLT
+
+    data = patches_from_images(images, patch, max_patches, seed)
+    root = HCLT(data, latents, input_dist=Categorical(256), num_bins=num_bins, seed=seed)
+    pc = probcirc.compile(root, seed=seed, dtype=torch.float32)
+    x = torch.from_numpy(data.astype(np.int64))
+    em(pc, x, epochs=epochs, batch_size=batch_size, step_size=step_size, pseudocount=pseudocount,
+       full_batch_epochs=full_batch_epochs, seed=seed, progress=progress)
+    return CodecModel(pc, patch)
