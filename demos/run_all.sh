@@ -8,3 +8,6 @@ step() { printf '\n=== %s ===\n' "$1"; }
 
 step "Gaussian mixture: fit with missing values, exact conditionals"
 python demos/gmm.py
+
+step "Probabilistic circuit: HCLT on 8x8 digits, samples and inpainting"
+python demos/pc_digits.py
