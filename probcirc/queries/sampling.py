@@ -35,10 +35,11 @@ def sample(
         mask = torch.ones_like(x, dtype=torch.bool)
     elif mask is None:
         raise ValueError("conditional sampling needs a mask (True = entry to sample)")
+    dtype = _result_dtype(x, circuit)
     x, missing = circuit.prepare(x, mask)
     with torch.no_grad():
         mars = circuit.forward_pass(x, missing)
-        return circuit.down(mars, x, missing, "sample", generator)
+        return circuit.down(mars, x, missing, "sample", generator).to(dtype)
 
 
 def mpe(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -61,10 +62,11 @@ def mpe(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = N
     """
     if mask is None:
         mask = torch.zeros(torch.as_tensor(x).shape, dtype=torch.bool)
+    dtype = _result_dtype(x, circuit)
     x, missing = circuit.prepare(x, mask)
     with torch.no_grad():
         mars = circuit.forward_pass(x, missing, max_mode=True)
-        return circuit.down(mars, x, missing, "argmax")
+        return circuit.down(mars, x, missing, "argmax").to(dtype)
 
 
 def max_log_prob(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,3 +74,8 @@ def max_log_prob(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor |
     x, missing = circuit.prepare(x, mask)
     with torch.no_grad():
         return circuit.forward_pass(x, missing, max_mode=True)[-1].clone()
+
+
+def _result_dtype(x, circuit: CompiledCircuit) -> torch.dtype:
+    """Completions come back in the evidence's dtype (integers stay integers)."""
+    return torch.as_tensor(x).dtype if x is not None else circuit.dtype
