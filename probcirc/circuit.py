@@ -10,7 +10,7 @@ import torch
 
 from . import io, queries
 from .compile import CompiledCircuit
-from .distribution import Distribution, _sample_shape
+from .distribution import Distribution, _sample_shape, check_mask
 from .nodes import NodeGroup
 
 
@@ -68,6 +68,10 @@ class TensorCircuit(CompiledCircuit, Distribution):
         """Most probable completion under the joint with the latent (sum-node) variables."""
         return queries.mpe(self, x, mask)
 
+    def marginal(self, vars: Sequence[int]) -> "MarginalCircuit":
+        """The exact marginal over ``vars`` (in that order): the other variables are summed out."""
+        return MarginalCircuit(self, vars)
+
     def condition(self, x: torch.Tensor, mask: torch.Tensor):
         raise NotImplementedError(
             "a circuit's posterior is another circuit; use conditional() for per-variable "
@@ -93,6 +97,44 @@ class TensorCircuit(CompiledCircuit, Distribution):
             a = np.ascontiguousarray(arrays[name])
             h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
         return h.hexdigest()
+
+
+class MarginalCircuit(Distribution):
+    """A circuit's marginal over some of its variables; every query is still exact.
+
+    Example:
+        >>> import torch, probcirc
+        >>> from probcirc.nodes import inputs, multiply, summate
+        >>> from probcirc.inputs import Bernoulli
+        >>> pc = probcirc.compile(summate(multiply(inputs(0, 2, Bernoulli()), inputs(1, 2, Bernoulli())), num_nodes=1))
+        >>> m = pc.marginal([1])
+        >>> float(m.log_prob(torch.tensor([[0.0], [1.0]])).exp().sum())  # doctest: +ELLIPSIS
+        1.0...
+    """
+
+    def __init__(self, circuit: TensorCircuit, vars: Sequence[int]):
+        vars = [int(v) for v in vars]
+        if not vars or len(set(vars)) != len(vars) or min(vars) < 0 or max(vars) >= circuit.num_vars:
+            raise ValueError(f"vars must be distinct indices in [0, {circuit.num_vars}), got {vars}")
+        self.circuit = circuit
+        self.vars = torch.tensor(vars, device=circuit.device)
+        self.event_shape = torch.Size([len(vars)])
+
+    def _embed(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(x, device=self.circuit.device)
+        if x.dim() != 2 or x.shape[1] != len(self.vars):
+            raise ValueError(f"x must have shape (batch, {len(self.vars)}), got {tuple(x.shape)}")
+        full = torch.zeros(x.shape[0], self.circuit.num_vars, dtype=x.dtype, device=x.device)
+        full[:, self.vars] = x
+        hidden = torch.ones(full.shape, dtype=torch.bool, device=x.device)
+        hidden[:, self.vars] = False if mask is None else check_mask(x, mask)
+        return full, hidden
+
+    def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.circuit.log_prob(*self._embed(x, mask))
+
+    def sample(self, sample_shape: int | Sequence[int] = ()) -> torch.Tensor:
+        return self.circuit.sample(sample_shape)[..., self.vars]
 
 
 def compile(root: NodeGroup, seed: int = 0, dtype: torch.dtype = torch.float32) -> TensorCircuit:

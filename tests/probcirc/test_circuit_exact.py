@@ -138,3 +138,15 @@ def test_gradients_match_finite_differences():
 
     inputs = tuple(p.detach().clone().requires_grad_(True) for p in params)
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_marginal_distribution_is_the_enumerated_sum():
+    _, pc, v = build("categorical", "pd", seed=10)
+    X = all_assignments(pc.num_vars, v)
+    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    marg = pc.marginal([3, 1])
+    pairs = torch.tensor(all_assignments(2, v))
+    ours = marg.log_prob(pairs).exp().numpy()
+    expected = joint.sum(axis=(0, 2)).T.reshape(-1)  # axes (x1, x3) -> order (x3, x1)
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+    assert marg.sample(4).shape == (4, 2)
