@@ -17,6 +17,7 @@ def HCLT(
     num_bins: int | None = None,
     max_structure_samples: int = 5000,
     seed: int = 0,
+    init: str = "clusters",
 ) -> NodeGroup:
     """Build the symbolic HCLT of ``data`` ``(N, D)``, discrete values.
 
@@ -26,6 +27,13 @@ def HCLT(
     centre): P(z_child | z_parent) is a ``num_latents x num_latents`` sum group.
     The structure is learned from at most ``max_structure_samples`` rows,
     binned into ``num_bins`` levels when given.
+
+    ``init="clusters"`` (categorical leaves only) starts EM from a k-means
+    clustering of those rows into ``num_latents`` clusters: latent state j of
+    every variable gets cluster j's smoothed histogram, and the tree's
+    transitions favour staying in the same cluster, so training starts from
+    a mixture of products fitted to the data instead of from noise.
+    ``init="random"`` leaves the parameters to :func:`probcirc.compile`.
 
     Example:
         >>> import torch, probcirc
@@ -48,13 +56,43 @@ def HCLT(
     for v, p in enumerate(parent):
         if p >= 0:
             children[p].append(v)
+    if init not in ("clusters", "random"):
+        raise ValueError(f"init must be 'clusters' or 'random', got {init!r}")
     k = num_latents
+    leaf_params = transition = root_params = None
+    if init == "clusters" and isinstance(dist, Categorical):
+        leaf_params, root_params = _cluster_init(x, k, dist.num_cats, seed)
+        transition = torch.full((k, k), 0.2 / k, dtype=torch.float64) + 0.8 * torch.eye(k, dtype=torch.float64)
     latent: dict[int, NodeGroup] = {}
     for v in _post_order(children, root):
-        leaf = inputs(v, k, dist)
-        ups = [summate(latent[c], num_nodes=k) for c in children[v]]
+        leaf = inputs(v, k, dist, params=None if leaf_params is None else leaf_params[v])
+        ups = [summate(latent[c], num_nodes=k, params=transition) for c in children[v]]
         latent[v] = multiply(leaf, *ups) if ups else leaf
-    return summate(latent[root], num_nodes=1)
+    return summate(latent[root], num_nodes=1, params=root_params)
+
+
+def _cluster_init(x: np.ndarray, k: int, num_cats: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-variable, per-cluster smoothed histograms ``(D, k, C)`` and cluster weights ``(1, k)``."""
+    gen = torch.Generator().manual_seed(seed)
+    pts = torch.as_tensor(x, dtype=torch.float32)
+    centres = pts[torch.randperm(len(pts), generator=gen)[:k]].clone()
+    for _ in range(10):
+        assign = torch.cdist(pts, centres).argmin(1)
+        for j in range(k):
+            members = pts[assign == j]
+            if len(members):
+                centres[j] = members.mean(0)
+    assign = torch.cdist(pts, centres).argmin(1)
+    n, d = x.shape
+    counts = torch.zeros(d, k, num_cats, dtype=torch.float64)
+    values = torch.as_tensor(x, dtype=torch.long).clamp(0, num_cats - 1)
+    index = (assign[:, None] * num_cats + values).T  # (D, N): cluster-major category index per variable
+    counts.view(d, -1).scatter_add_(1, index, torch.ones(d, n, dtype=torch.float64))
+    # Smooth towards the variable's overall histogram so unseen values keep some mass.
+    overall = counts.sum(1, keepdim=True) / n
+    leaf = counts + 1.0 * overall + 0.01
+    sizes = torch.bincount(assign, minlength=k).double() + 1.0
+    return leaf / leaf.sum(-1, keepdim=True), (sizes / sizes.sum())[None]
 
 
 def _post_order(children: list[list[int]], root: int) -> list[int]:
