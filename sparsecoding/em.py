@@ -1,0 +1,209 @@
+"""The EM driver: annealing schedule, truncated E-step per chunk, reduction across ranks, M-step.
+
+One EM step ``t`` (0-based) runs at temperature ``T_t``; its row in the
+history holds the parameters *after* the step's M-step, ``T_t``, the number
+of data points used (``N_use``), the mean truncated log-likelihood per data
+point of the parameters *before* the step (evaluated at ``T = 1``) and the
+step's wall time in seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .parallel import SerialComm, bcast_params, chunked_sum, n_chunks
+from .truncation import Block, n_use
+
+__all__ = ["parse_anneal", "Schedule", "run_em", "EMResult", "data_moments"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Temperature ``T0 -> T1`` linearly over the first ``frac`` of the steps, then ``T1``."""
+
+    T0: float = 1.0
+    T1: float = 1.0
+    frac: float = 0.0
+
+    def __call__(self, step: int, steps: int) -> float:
+        end = self.frac * steps
+        if end <= 0 or step >= end:
+            return self.T1
+        return self.T0 + (self.T1 - self.T0) * step / end
+
+
+_ANNEAL = re.compile(r"^\s*([0-9.eE+-]+)\s*(?::\s*([0-9.eE+-]+)\s*@\s*([0-9.eE+-]+)\s*)?$")
+
+
+def parse_anneal(spec: str | float | Schedule) -> Schedule:
+    """Parse ``"T0:T1@frac"`` (e.g. ``"5:1@0.8"``) or a constant ``"T"``.
+
+    Raises:
+        ValueError: for a malformed spec, a temperature below 1 or ``frac`` outside [0, 1].
+
+    Example:
+        >>> s = parse_anneal("5:1@0.8")
+        >>> [s(t, 10) for t in (0, 4, 8, 9)]
+        [5.0, 3.0, 1.0, 1.0]
+    """
+    if isinstance(spec, Schedule):
+        return spec
+    m = _ANNEAL.match(str(spec))
+    if not m:
+        raise ValueError(f"anneal must look like '5:1@0.8' (T from 5 to 1 over the first 80% of steps) or '1'; got {spec!r}")
+    try:
+        if m.group(2) is None:
+            T0 = T1 = float(m.group(1))
+            frac = 0.0
+        else:
+            T0, T1, frac = float(m.group(1)), float(m.group(2)), float(m.group(3))
+    except ValueError:
+        raise ValueError(f"anneal {spec!r}: not a number; use e.g. '5:1@0.8'") from None
+    if T0 < 1 or T1 < 1:
+        raise ValueError(f"anneal {spec!r}: temperatures must be >= 1")
+    if not 0 <= frac <= 1:
+        raise ValueError(f"anneal {spec!r}: the fraction after '@' must lie in [0, 1]")
+    return Schedule(T0, T1, frac)
+
+
+@dataclass
+class EMResult:
+    params: dict[str, np.ndarray]
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _flatten(d: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(d[k], dtype=np.float64).ravel() for k in sorted(d)])
+
+
+def _unflatten(v: np.ndarray, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out, i = {}, 0
+    for k in sorted(like):
+        shape = np.shape(like[k])
+        n = int(np.prod(shape))
+        out[k] = v[i : i + n].reshape(shape)
+        i += n
+    return out
+
+
+def data_moments(chunks: dict[int, np.ndarray], N: int, D: int, chunk_size: int, comm) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and variance of the data, summed in chunk order."""
+    per = {c: np.concatenate([Y.sum(axis=0), (Y**2).sum(axis=0)]) for c, Y in chunks.items()}
+    tot = chunked_sum(per, n_chunks(N, chunk_size), 2 * D, comm)
+    mean = tot[:D] / N
+    var = np.maximum(tot[D:] / N - mean**2, 1e-12)
+    return mean, var
+
+
+def run_em(
+    model,
+    chunks: dict[int, np.ndarray],
+    *,
+    N: int,
+    D: int,
+    steps: int,
+    anneal: str | Schedule = "1",
+    Ncut_factor: float = 0.0,
+    seed: int = 0,
+    comm=None,
+    params: dict[str, np.ndarray] | None = None,
+    start_step: int = 0,
+    history: dict[str, list] | None = None,
+    on_step: Callable[[int, dict, dict], None] | None = None,
+    progress: bool = False,
+) -> EMResult:
+    """Run truncated EM steps ``start_step .. steps-1`` on this rank's ``chunks``.
+
+    Args:
+        model: a :class:`~sparsecoding.models.base.SparseCodingModel` (its
+            ``H, Hprime, gamma, chunk_size`` are used).
+        chunks: ``{global chunk id: rows}`` held by this rank.
+        N, D: global data size.
+        params: starting parameters (all ranks must pass the same); drawn
+            from ``seed`` when None.
+        history: rows of earlier steps (lists per key) when resuming.
+        on_step: called on every rank as ``on_step(step, params, row)`` after each step.
+    """
+    comm = comm or SerialComm()
+    schedule = parse_anneal(anneal)
+    et = model.engine()
+    H = int(model.H)
+    C = n_chunks(N, int(model.chunk_size))
+    if params is None:
+        mean, var = data_moments(chunks, N, D, int(model.chunk_size), comm)
+        params = model.init_params(D, mean, var, np.random.default_rng(seed))
+    params = bcast_params({k: np.asarray(v, dtype=np.float64) for k, v in params.items()}, comm)
+    history = {k: list(v) for k, v in (history or {}).items()}
+
+    bar = None
+    if progress and comm.rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, initial=start_step, desc=f"{model.name} EM", unit="step", dynamic_ncols=True)
+
+    for t in range(start_step, steps):
+        t0 = time.perf_counter()
+        T = schedule(t, steps)
+        like_stats = model.new_stats(params, D)
+        like_common = {"n_active": np.zeros(()), "value_counts": np.zeros(len(et.values)), "loglik": np.zeros(())}
+        like = {**{"m_" + k: v for k, v in like_stats.items()}, **{"c_" + k: v for k, v in like_common.items()}}
+
+        def chunk_stats(Y, blocks, logZ, used=None):
+            post = et.posterior(blocks, T)
+            if used is not None:
+                Y = Y[used]
+                post = [p[used] for p in post]
+                blocks = [Block(None if b.idx is None else b.idx[used], b.vals, b.logjoint[used]) for b in blocks]
+            st = model.new_stats(params, D)
+            model.accumulate(params, Y, blocks, post, st, T)
+            com = et.common_stats(blocks, post)
+            com["loglik"] = np.array(float(np.sum(logZ)))
+            return _flatten({**{"m_" + k: v for k, v in st.items()}, **{"c_" + k: v for k, v in com.items()}})
+
+        per_chunk: dict[int, np.ndarray] = {}
+        if Ncut_factor > 0:
+            N_use = n_use(N, float(params["pi"]), H, et.gamma, Ncut_factor)
+            cache = {}
+            allZ = np.zeros(N)
+            for c, Y in chunks.items():
+                blocks = et.blocks(params, Y)
+                logZ = et.log_marginal(blocks)
+                cache[c] = (blocks, logZ)
+                start = c * int(model.chunk_size)
+                allZ[start : start + len(Y)] = logZ
+            allZ = comm.allreduce_sum(allZ) if comm.size > 1 else allZ
+            order = np.lexsort((np.arange(N), -allZ))  # best explained first, ties by index
+            used_all = np.zeros(N, dtype=bool)
+            used_all[order[:N_use]] = True
+            for c, Y in chunks.items():
+                start = c * int(model.chunk_size)
+                blocks, logZ = cache.pop(c)
+                per_chunk[c] = chunk_stats(Y, blocks, logZ, used_all[start : start + len(Y)])
+        else:
+            N_use = N
+            for c, Y in chunks.items():
+                blocks = et.blocks(params, Y)
+                per_chunk[c] = chunk_stats(Y, blocks, et.log_marginal(blocks))
+        total = _unflatten(chunked_sum(per_chunk, C, len(_flatten(like)), comm), like)
+        stats = {k[2:]: v for k, v in total.items() if k.startswith("m_")}
+        common = {k[2:]: v for k, v in total.items() if k.startswith("c_")}
+        new = model.m_step(params, stats, common, N_use, T)
+        params = bcast_params({k: np.asarray(v, dtype=np.float64) for k, v in new.items()}, comm)
+        row = {"step": t, "T": T, "N_use": N_use, "loglik": float(common["loglik"]) / N,
+               "wall_time": time.perf_counter() - t0, **params}
+        for k, v in row.items():
+            history.setdefault(k, []).append(np.array(v))
+        if bar is not None:
+            bar.set_postfix(T=f"{T:.2f}", ll=f"{row['loglik']:.3f}", pi=f"{float(params['pi']):.3f}",
+                            sigma=f"{float(params['sigma']):.3f}")
+            bar.update(1)
+        if on_step is not None:
+            on_step(t, params, row)
+    if bar is not None:
+        bar.close()
+    return EMResult(params, {k: np.stack(v) for k, v in history.items()})

@@ -1,0 +1,160 @@
+"""MPI helpers (mpi4py) with a serial fallback.
+
+Data are split into fixed-size *chunks* of consecutive rows (chunk ``c`` holds
+rows ``c*B .. (c+1)*B - 1``); each rank owns a contiguous run of chunks and
+reads only those rows. Sufficient statistics are computed per chunk, placed in
+a global ``(n_chunks, length)`` array at the chunk's row (each row filled by
+exactly one rank), combined with ``Allreduce`` on that numpy buffer, and then
+summed over chunks in chunk order. The sum is therefore the same, to the last
+bit, whatever the number of ranks. Nothing is ever pickled: only numpy
+buffers travel (``Allreduce`` and ``Bcast``, the upper-case mpi4py calls).
+
+Without mpi4py, or with one rank, everything runs serially.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SerialComm",
+    "MPIComm",
+    "get_comm",
+    "as_comm",
+    "n_chunks",
+    "rank_chunks",
+    "rank_rows",
+    "local_chunks_from_array",
+    "chunked_sum",
+    "bcast_params",
+]
+
+
+class SerialComm:
+    """A one-rank stand-in for an MPI communicator."""
+
+    rank = 0
+    size = 1
+    is_mpi = False
+
+    def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
+        return buf
+
+    def bcast(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
+        return buf
+
+    def barrier(self) -> None:
+        pass
+
+    def abort(self, code: int = 1) -> None:
+        raise SystemExit(code)
+
+
+class MPIComm:
+    """Thin wrapper over an mpi4py communicator using buffer (non-pickling) calls only."""
+
+    is_mpi = True
+
+    def __init__(self, comm: Any):
+        from mpi4py import MPI
+
+        self._MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+
+    def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
+        buf = np.ascontiguousarray(buf, dtype=np.float64)
+        out = np.empty_like(buf)
+        self.comm.Allreduce(buf, out, op=self._MPI.SUM)
+        return out
+
+    def bcast(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
+        buf = np.ascontiguousarray(buf)
+        self.comm.Bcast(buf, root=root)
+        return buf
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        self.comm.Abort(code)
+
+
+def get_comm(use_mpi: bool = True) -> SerialComm | MPIComm:
+    """``MPI.COMM_WORLD`` wrapped, or a :class:`SerialComm` when mpi4py is absent or disabled.
+
+    Set ``SPARSECODING_NO_MPI=1`` to force the serial path.
+    """
+    if not use_mpi or os.environ.get("SPARSECODING_NO_MPI"):
+        return SerialComm()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return SerialComm()
+    return MPIComm(MPI.COMM_WORLD)
+
+
+def as_comm(comm: Any) -> SerialComm | MPIComm:
+    """Accept ``None``, one of our wrappers, or a raw mpi4py communicator."""
+    if comm is None:
+        return SerialComm()
+    if isinstance(comm, (SerialComm, MPIComm)):
+        return comm
+    return MPIComm(comm)
+
+
+def n_chunks(N: int, chunk_size: int) -> int:
+    return max(1, math.ceil(N / chunk_size))
+
+
+def rank_chunks(N: int, chunk_size: int, rank: int, size: int) -> range:
+    """The contiguous chunk ids owned by ``rank``."""
+    C = n_chunks(N, chunk_size)
+    return range(rank * C // size, (rank + 1) * C // size)
+
+
+def rank_rows(N: int, chunk_size: int, rank: int, size: int) -> tuple[int, int]:
+    """The rows ``[start, stop)`` that ``rank`` reads."""
+    ch = rank_chunks(N, chunk_size, rank, size)
+    if len(ch) == 0:
+        return 0, 0
+    return ch.start * chunk_size, min(ch.stop * chunk_size, N)
+
+
+def local_chunks_from_array(Y: np.ndarray, chunk_size: int, rank: int = 0, size: int = 1,
+                            row_offset: int = 0, N: int | None = None) -> dict[int, np.ndarray]:
+    """Split this rank's rows into ``{chunk_id: rows}``.
+
+    ``Y`` holds global rows ``row_offset .. row_offset + len(Y)``; ``N`` is
+    the global number of rows (default: ``len(Y)``, i.e. ``Y`` is all data).
+    """
+    N = len(Y) if N is None else N
+    out = {}
+    for c in rank_chunks(N, chunk_size, rank, size):
+        a, b = c * chunk_size - row_offset, min((c + 1) * chunk_size, N) - row_offset
+        out[c] = np.ascontiguousarray(Y[a:b], dtype=np.float64)
+    return out
+
+
+def chunked_sum(per_chunk: dict[int, np.ndarray], total_chunks: int, length: int, comm) -> np.ndarray:
+    """Sum per-chunk vectors over all ranks in chunk order, independent of the rank count."""
+    table = np.zeros((total_chunks, length))
+    for c, v in per_chunk.items():
+        table[c] = v
+    table = comm.allreduce_sum(table) if comm.size > 1 else table
+    out = np.zeros(length)
+    for c in range(total_chunks):  # fixed order, chunk by chunk
+        out += table[c]
+    return out
+
+
+def bcast_params(params: dict[str, np.ndarray], comm, root: int = 0) -> dict[str, np.ndarray]:
+    """Make every rank hold rank ``root``'s parameters (same keys and shapes on all ranks)."""
+    if comm.size == 1:
+        return params
+    return {k: comm.bcast(np.array(params[k], dtype=np.float64), root).copy() for k in sorted(params)}
