@@ -68,15 +68,17 @@ class MPIComm:
         self.size = comm.Get_size()
 
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
-        buf = np.ascontiguousarray(buf, dtype=np.float64)
-        out = np.empty_like(buf)
-        self.comm.Allreduce(buf, out, op=self._MPI.SUM)
-        return out
+        shape = np.shape(buf)
+        flat = np.ascontiguousarray(buf, dtype=np.float64).reshape(-1)
+        out = np.empty_like(flat)
+        self.comm.Allreduce(flat, out, op=self._MPI.SUM)
+        return out.reshape(shape)
 
     def bcast(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
-        buf = np.ascontiguousarray(buf)
-        self.comm.Bcast(buf, root=root)
-        return buf
+        shape = np.shape(buf)
+        flat = np.array(buf, order="C").reshape(-1)
+        self.comm.Bcast(flat, root=root)
+        return flat.reshape(shape)
 
     def barrier(self) -> None:
         self.comm.Barrier()
