@@ -71,3 +71,24 @@ def index(gmm: GaussianMixture, idx) -> GaussianMixture:
 def cat(gmms: list[GaussianMixture]) -> GaussianMixture:
     """Concatenate mixtures of equal K along the first batch axis."""
     return make(*(torch.cat(t, 0) for t in zip(*(params(g) for g in gmms))))
+
+
+def log_prob_shared_scale(gmm: GaussianMixture, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """:func:`log_prob` for mixtures whose components share one covariance per mixture (a KDE).
+
+    Whitening once by the shared factor turns every distance into one batched
+    matrix product, which makes thousand-component kernel estimates cheap to score.
+    """
+    logits, means, tril = params(gmm)
+    d = means.shape[-1]
+    L = tril[..., 0, :, :]  # (B, D, D)
+    centres = torch.linalg.solve_triangular(L, means.mT, upper=False).mT  # (B, K, D)
+    const = logits - 0.5 * d * _LOG_2PI - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)[..., None]
+    c2 = (centres**2).sum(-1)  # (B, K)
+    out = []
+    for xs in x.to(means.dtype).split(chunk, dim=0):
+        w = torch.linalg.solve_triangular(L, xs.permute(1, 2, 0), upper=False)  # (B, D, s)
+        cross = torch.bmm(w.mT, centres.mT)  # (B, s, K)
+        sq = (w**2).sum(1)[..., None] + c2[:, None, :] - 2 * cross
+        out.append(torch.logsumexp(const[:, None, :] - 0.5 * sq.clamp_min(0), -1).T)
+    return torch.cat(out, 0)

@@ -7,6 +7,7 @@ status 2; nothing is overwritten without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def _train(a) -> None:
     ckpt = str(a.output) + ".ckpt.h5"
     losses = train(model, task, a.steps, a.batch_size, a.lr, a.weight_decay, seed=a.seed, start_step=start,
                    progress=not a.no_progress, checkpoint=ckpt, checkpoint_every=a.checkpoint_every)
-    model.training_info["command"] = " ".join(["python -m amortized", *sys.argv[1:]])
+    model.training_info["command"] = "python -m amortized " + shlex.join(a.argv)
     io.save(model, a.output, overwrite=a.overwrite)
     if Path(ckpt).exists():
         Path(ckpt).unlink()
@@ -167,7 +168,9 @@ def _plot(a) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     try:

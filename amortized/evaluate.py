@@ -60,6 +60,8 @@ def draw(posterior: Distribution, n: int, generator: torch.Generator) -> torch.T
 def score(q: GaussianMixture, x: torch.Tensor) -> torch.Tensor:
     """``log q(x)`` in chunks small enough for mixtures of a thousand components."""
     b, k, d = q.means.shape
+    if k > 64 and torch.equal(q.scale_tril, q.scale_tril[:, :1].expand_as(q.scale_tril)):
+        return _gmm.log_prob_shared_scale(q.to(torch.float64), x.double())
     chunk = max(1, int(2e7 // max(1, b * k * d)))
     return _gmm.log_prob(q.to(torch.float64), x.double(), chunk=chunk)
 
