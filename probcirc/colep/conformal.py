@@ -87,7 +87,7 @@ class SplitCP:
     uniform tie-breaking term) or ``"lac"`` (1 - p_y).
     """
 
-    def __init__(self, model: Callable, score: str = "aps", randomized: bool = False, seed: int = 0):
+    def __init__(self, model: Callable, score: str = "aps", randomized: bool = True, seed: int = 0):
         if score not in ("aps", "lac"):
             raise ValueError(f"score must be 'aps' or 'lac', got {score!r}")
         self.model, self.score, self.randomized = model, score, randomized

@@ -78,7 +78,7 @@ class Knowledge:
 
     Example:
         >>> kb = Knowledge.from_concept_classes(["0", "1", "2", "3"], {"even": ["0", "2"]}, weight=1.5)
-        >>> kb.num_classes, kb.num_concepts, [c.name for c in kb.clusters]
+        >>> kb.num_classes, kb.num_concepts, [c.name for c in kb.compiled_clusters]
         (4, 1, ['even'])
         >>> Knowledge.from_json(kb.to_json()) == kb
         True

@@ -5,16 +5,18 @@ For a cluster over variables μ = (μ_1..μ_m) ∈ {0,1}^m with rules h of weigh
     F(μ) = Π_j π_j^μ_j (1-π_j)^(1-μ_j) · exp(Σ_h w_h 1[μ ⊨ h]),
     π̃_j = Σ_{μ: μ_j=1} F(μ) / Σ_μ F(μ).
 
-The circuit is a root sum over one product per joint state μ (2^m products,
-each a product of m indicator leaves, so it is smooth, decomposable and
-deterministic). The root's weights are the rule factor normalised over the
-states, w_μ = exp(Σ_h w_h 1[μ ⊨ h]) / Z. The sensors' readings enter as soft
-(virtual) evidence: leaf n over variable j with Bernoulli parameter θ_n takes
-the value θ_n π_j + (1-θ_n)(1-π_j), which for an indicator of μ_j is exactly
-π_j^μ_j (1-π_j)^(1-μ_j). The root then equals Σ_μ F(μ)/Z, and one backward
-pass gives every leaf's flow, the posterior mass of the states that use it;
-summing the flows of variable j's leaves weighted by their share of value 1
-gives π̃_j for all j at once (1/Z cancels). No approximation is involved.
+The rule factor R(μ) = exp(Σ_h w_h 1[μ ⊨ h]) is compiled into a smooth,
+decomposable circuit over indicator leaves whose root computes R(μ)/Z for
+every complete μ (Z = Σ_μ R(μ); see :class:`ClusterCircuit` for the two
+structures, flat enumeration and vertex-cover conditioning). The sensors'
+readings enter as soft (virtual) evidence: leaf n over variable j with
+Bernoulli parameter θ_n takes the value θ_n π_j + (1-θ_n)(1-π_j), which for an
+indicator of μ_j is π_j^μ_j (1-π_j)^(1-μ_j). Because the circuit is smooth and
+decomposable, its value is then multilinear in the leaves and equals
+Σ_μ (R(μ)/Z) Π_j π_j^μ_j (1-π_j)^(1-μ_j) = Σ_μ F(μ)/Z. One backward pass gives
+every leaf's flow (its share of that sum); summing the flows of variable j's
+leaves weighted by their share of value 1 gives π̃_j for all j at once (1/Z
+cancels). No approximation is involved.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from probcirc.nodes import inputs, multiply, summate
 
 from .knowledge import Cluster, Knowledge
 
-__all__ = ["ClusterCircuit", "Reasoner", "soft_evidence_posteriors"]
+__all__ = ["ClusterCircuit", "Reasoner", "soft_evidence_posteriors", "min_vertex_cover"]
 
 
 def soft_evidence_posteriors(pc, q: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,29 +82,69 @@ def soft_evidence_posteriors(pc, q: torch.Tensor, chunk: int | None = None) -> t
     return torch.cat(posts), torch.cat(logz)
 
 
+def min_vertex_cover(num_vars: int, edges: list[tuple[int, int]]) -> tuple[int, ...]:
+    """A smallest set of variables touching every edge (brute force by increasing size; m is small)."""
+    for k in range(num_vars + 1):
+        for cover in itertools.combinations(range(num_vars), k):
+            cs = set(cover)
+            if all(a in cs or b in cs for a, b in edges):
+                return cover
+    return tuple(range(num_vars))
+
+
 class ClusterCircuit:
     """The compiled reasoning circuit of one cluster (see the module docstring).
 
     ``corrected(p)`` maps sensor probabilities ``(B, m)`` of the cluster's
     variables (in ``cluster.variables`` order) to the corrected ``(B, m)``.
+
+    ``structure="cover"`` (default) conditions on a minimum vertex cover K of
+    the rule graph: given an assignment κ of K, every rule touches at most one
+    free variable, so the free variables are independent and each becomes one
+    sum node over its two indicator leaves, with weights ∝ its rules' factor
+    given κ. The root mixes the 2^|K| branches with weights ∝ the rules inside
+    K times the branch's free normalisers. Size O(2^|K|·m) instead of
+    O(2^m·m); a star of class ⇒ concept rules has |K| = 1.
+    ``structure="enumerate"`` builds one product per joint state (2^m).
+    Both represent the same normalised distribution ∝ exp(Σ_h w_h 1[μ ⊨ h]).
     """
 
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, structure: str = "cover"):
+        if structure not in ("cover", "enumerate"):
+            raise ValueError(f"structure must be 'cover' or 'enumerate', got {structure!r}")
         self.cluster = cluster
         self.variables = cluster.variables
+        self.structure = structure
         m = len(self.variables)
         local = {v: i for i, v in enumerate(self.variables)}
-        states = torch.tensor(list(itertools.product([0, 1], repeat=m)), dtype=torch.float64)  # (S, m)
-        self.states = states
-        log_factor = torch.zeros(len(states), dtype=torch.float64)
-        for r in cluster.rules:
-            b = states[:, local[r.body.var]] if r.body.positive else 1 - states[:, local[r.body.var]]
-            h = states[:, local[r.head.var]] if r.head.positive else 1 - states[:, local[r.head.var]]
-            log_factor += r.weight * (1 - b * (1 - h))
-        self.log_factor = log_factor
-        weights = torch.softmax(log_factor, 0)[None, :]
-        leaves = [inputs(i, len(states), Bernoulli(), params=states[:, i : i + 1].clone(), name=f"{cluster.name}/x{i}") for i in range(m)]
-        root = summate(multiply(*leaves), num_nodes=1, params=weights, name=f"{cluster.name}/root")
+        # rules as (body, body_positive, head, head_positive, weight) in local indices
+        self.rules = [(local[r.body.var], r.body.positive, local[r.head.var], r.head.positive, r.weight) for r in cluster.rules]
+        cover = tuple(range(m)) if structure == "enumerate" else min_vertex_cover(m, [(a, c) for a, _, c, _, _ in self.rules])
+        self.cover = cover
+        free = [j for j in range(m) if j not in cover]
+        branches = torch.tensor(list(itertools.product([0, 1], repeat=len(cover))), dtype=torch.float64).reshape(-1, len(cover))
+        nb = branches.shape[0]
+
+        def score(mu: dict[int, torch.Tensor]) -> torch.Tensor:
+            """Σ w·1[rule satisfied] over the rules whose variables are all in ``mu``."""
+            total = torch.zeros(nb, dtype=torch.float64)
+            for a, ap, c, cp, w in self.rules:
+                if a in mu and c in mu:
+                    body = mu[a] if ap else 1 - mu[a]
+                    head = mu[c] if cp else 1 - mu[c]
+                    total = total + w * (1 - body * (1 - head))
+            return total
+
+        kappa = {v: branches[:, i] for i, v in enumerate(cover)}
+        base = score(kappa)  # rules inside the cover
+        log_root = base.clone()
+        children = [inputs(v, nb, Bernoulli(), params=branches[:, i : i + 1].clone(), name=f"{cluster.name}/k{v}") for i, v in enumerate(cover)]
+        for j in free:
+            lf = torch.stack([score({**kappa, j: torch.full((nb,), float(val), dtype=torch.float64)}) - base for val in (0, 1)], 1)
+            log_root = log_root + torch.logsumexp(lf, 1)
+            leaf = inputs(j, 2, Bernoulli(), params=torch.tensor([[0.0], [1.0]], dtype=torch.float64), name=f"{cluster.name}/x{j}")
+            children.append(summate(leaf, num_nodes=nb, params=torch.softmax(lf, 1), name=f"{cluster.name}/s{j}"))
+        root = summate(multiply(*children), num_nodes=1, params=torch.softmax(log_root, 0)[None, :], name=f"{cluster.name}/root")
         self.pc = probcirc.compile(root, dtype=torch.float64)
 
     def corrected(self, p: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,6 @@ class MLPClassifier(nn.Module):
 
 def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: float, batch_size: int, noise_sigma: float, weight_decay: float, seed: int, clip=None):
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = X.shape[0]
@@ -112,7 +111,9 @@ def train_sensors(X, y, knowledge, hidden: Sequence[int] = (64,), epochs: int = 
         sensors = train_sensors(X_train, y_train, digits_knowledge(), hidden=(64,), noise_sigma=0.25)
     """
     targets = torch.as_tensor(knowledge.labels(y), dtype=torch.float32)
-    model = MLPSensors(np.asarray(X).shape[1], knowledge.num_variables, hidden)
+    with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed only; global RNG untouched
+        torch.manual_seed(seed)
+        model = MLPSensors(np.asarray(X).shape[1], knowledge.num_variables, hidden)
     return _fit(model, X, targets, nn.functional.binary_cross_entropy_with_logits, epochs, lr, batch_size, noise_sigma, weight_decay, seed)
 
 
@@ -120,7 +121,9 @@ def train_classifier(X, y, num_classes: int, hidden: Sequence[int] = (64,), epoc
                      noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0) -> MLPClassifier:
     """Train a softmax classifier (cross-entropy), optionally with Gaussian-noise augmentation."""
     targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    model = MLPClassifier(np.asarray(X).shape[1], num_classes, hidden)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLPClassifier(np.asarray(X).shape[1], num_classes, hidden)
     return _fit(model, X, targets, nn.functional.cross_entropy, epochs, lr, batch_size, noise_sigma, weight_decay, seed)
 
 

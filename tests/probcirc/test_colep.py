@@ -55,15 +55,26 @@ def random_cluster(rng, m: int, n_rules: int):
 
 
 # ------------------------------------------------------------- reasoning
+@pytest.mark.parametrize("structure", ["cover", "enumerate"])
 @pytest.mark.parametrize("seed", range(6))
-def test_cluster_circuit_matches_brute_force(seed):
+def test_cluster_circuit_matches_brute_force(seed, structure):
     rng = np.random.default_rng(seed)
-    m = int(rng.integers(2, 6))
+    m = int(rng.integers(2, 7))
     cl, rules = random_cluster(rng, m, int(rng.integers(1, 2 * m)))
     q = rng.uniform(0, 1, size=(7, m))
     q[0, 0], q[1, -1] = 0.0, 1.0  # hard evidence, log 0 in the leaves
-    got = ClusterCircuit(cl).corrected(torch.tensor(q)).numpy()
+    circuit = ClusterCircuit(cl, structure)
+    got = circuit.corrected(torch.tensor(q)).numpy()
     np.testing.assert_allclose(got, brute_force(q, rules), rtol=1e-10, atol=1e-12)
+    covered = set(circuit.cover)
+    assert all(a in covered or c in covered for a, _, c, _, _ in rules)
+
+
+def test_cover_circuit_is_small_for_star_clusters():
+    for cl in digits_knowledge().compiled_clusters:
+        circuit = ClusterCircuit(cl)
+        assert len(circuit.cover) == 1  # the concept
+        assert circuit.pc.num_slots < 4 * len(cl.variables) + 4
 
 
 def test_published_example_0667():
@@ -303,3 +314,15 @@ def test_knowledge_cluster_too_large():
     with pytest.raises(KnowledgeError, match="not valid JSON"):
         Knowledge.from_json("{not json")
     json.loads(digits_knowledge().to_json())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_circuit_distribution_is_the_normalised_rule_factor(seed):
+    """With hard inputs the compiled circuit is p(μ) = exp(Σ_h w_h 1[μ ⊨ h]) / Z, checked on every μ."""
+    rng = np.random.default_rng(50 + seed)
+    cl, rules = random_cluster(rng, 5, 6)
+    pc = ClusterCircuit(cl).pc
+    mus = np.array(list(itertools.product([0, 1], repeat=5)))
+    log_r = np.array([sum(w for a, ap, c, cp, w in rules if not (mu[a] == ap) or (mu[c] == cp)) for mu in mus])
+    want = np.exp(log_r - log_r.max())
+    np.testing.assert_allclose(pc.log_prob(torch.tensor(mus)).exp().numpy(), want / want.sum(), rtol=1e-10)
