@@ -12,8 +12,29 @@ Example:
     torch.Size([16])
 """
 
+from pathlib import Path
+
 from .rollout import roll_forward
 from .tasks import TASKS, make_task
 from .transformer import DistributionTransformer
 
-__all__ = ["DistributionTransformer", "roll_forward", "TASKS", "make_task"]
+__all__ = ["DistributionTransformer", "roll_forward", "TASKS", "make_task", "load", "MODELS"]
+
+#: Folder of the small trained models shipped with the package (see its README.md).
+MODELS = Path(__file__).parent / "models"
+
+
+def load(path: str | Path) -> DistributionTransformer:
+    """Load a model saved with ``probcirc.io.save`` (or by ``python -m amortized train``).
+
+    Importing :mod:`amortized` registers :class:`DistributionTransformer` with
+    :mod:`probcirc.io`; ``probcirc.io.load`` works too once that import has run.
+
+    Example:
+        >>> model = load(MODELS / "linear_gaussian_d2_k4.h5")  # doctest: +SKIP
+        >>> model.task
+        'linear_gaussian'
+    """
+    from probcirc import io
+
+    return io.load(path, kind=DistributionTransformer)

@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-baselines", action="store_true")
     e.add_argument("--seed", type=int, default=1234)
     e.add_argument("--threads", type=_positive(int), default=None)
+    e.add_argument("--sequences", type=_positive(int), default=200, help="lti_filter: trajectories to roll out")
+    e.add_argument("--seq-steps", type=_positive(int), default=30, help="lti_filter: steps per trajectory")
     e.add_argument("--plot", metavar="PNG", help="also draw prior / exact / model contours to PNG")
     e.add_argument("--overwrite", action="store_true", help="replace the PNG if it exists")
 
@@ -151,6 +153,12 @@ def _evaluate(a) -> None:
     report = evaluate(model, task, n_problems=a.problems, kl_samples=a.kl_samples, baselines=not a.no_baselines,
                       vi_steps=a.vi_steps, is_samples=a.is_samples, seed=a.seed)
     print(format_table(report))
+    if model.task == "lti_filter":
+        from .filtering import evaluate_filter, format_filter_table
+
+        rows = evaluate_filter(model, task, a.sequences, a.seq_steps, min(a.kl_samples, 2000), seed=a.seed)
+        print()
+        print(format_filter_table(rows, a.sequences, a.seq_steps))
     if a.plot:
         from .plot import plot_problem
 
