@@ -129,6 +129,23 @@ def run_em(
         history: rows of earlier steps (lists per key) when resuming.
         on_step: called on every rank as ``on_step(step, params, row)`` after each step.
     """
+    try:  # small matrix products: one BLAS thread is faster than several (and ranks add parallelism)
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:
+        limiter = None
+    try:
+        return _run_em(model, chunks, N=N, D=D, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, seed=seed,
+                       comm=comm, params=params, start_step=start_step, history=history, on_step=on_step,
+                       progress=progress)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
+def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, comm, params, start_step, history, on_step,
+            progress) -> EMResult:
     comm = comm or SerialComm()
     schedule = parse_anneal(anneal)
     et = model.engine()

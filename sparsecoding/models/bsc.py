@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._kernels import active_lists, linear_moments, linear_sq_err
 from ..truncation import gather_mat, gather_vec, scatter_sum_mat, scatter_vec
 from .base import SparseCodingModel
 
@@ -39,6 +40,10 @@ class LinearGaussian(SparseCodingModel):
     def log_lik(self, params, Y, obs, idx, vals):
         b, yy, G, Dn = self._moments(params, Y, obs)
         s2 = float(params["sigma"]) ** 2
+        if obs is None and idx is not None:  # candidate block: numba over active slots only
+            act, val = active_lists(vals)
+            err = linear_sq_err(b, yy, G, np.ascontiguousarray(idx, dtype=np.int64), act, val)
+            return -0.5 * Dn * (LOG2PI + np.log(s2)) - err / (2.0 * s2)
         bc = gather_vec(b, idx)  # (n, k)
         Gc = gather_mat(G, idx)  # (k, k) or (n, k, k)
         lin = bc @ vals.T  # (n, M)
@@ -56,6 +61,13 @@ class LinearGaussian(SparseCodingModel):
         H = params["W"].shape[1]
         Es = np.zeros((Y.shape[0], H))
         for b, p in zip(blocks, post):
+            if b.idx is not None:
+                act, val = active_lists(b.vals)
+                es, ss = linear_moments(np.ascontiguousarray(p), np.ascontiguousarray(b.idx, dtype=np.int64),
+                                        act, val, H)
+                Es += es
+                stats["SS"] += ss
+                continue
             Es += scatter_vec(p @ b.vals, b.idx, H)
             k = b.vals.shape[1]
             VV = (b.vals[:, :, None] * b.vals[:, None, :]).reshape(len(b.vals), k * k)
