@@ -170,15 +170,18 @@ class GaussianMixture(Distribution):
             out.view(-1)[idx] = torch.logsumexp(logits + comp, dim=-1)
         return out
 
-    def sample(self, sample_shape: int | Sequence[int] = ()) -> torch.Tensor:
-        """Draw samples of shape ``(*sample_shape, *B, D)``."""
+    def sample(self, sample_shape: int | Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw samples of shape ``(*sample_shape, *B, D)``, reproducibly when given a ``generator``."""
         shape = _sample_shape(sample_shape) + self.batch_shape
-        comp = torch.distributions.Categorical(logits=self.logits).sample(shape[: len(shape) - len(self.batch_shape)])
+        probs = self.logits.exp().reshape(-1, self.n_components)
+        n = int(np.prod(shape[: len(shape) - len(self.batch_shape)])) if len(shape) > len(self.batch_shape) else 1
+        draws = torch.multinomial(probs, n, replacement=True, generator=generator)  # (prod B, n)
+        comp = draws.T.reshape(shape)
         index = comp[..., None, None].expand(*comp.shape, 1, self.dim)
         mean = self.means.expand(*shape, *self.means.shape[-2:]).gather(-2, index).squeeze(-2)
         tril_index = comp[..., None, None, None].expand(*comp.shape, 1, self.dim, self.dim)
         tril = self.scale_tril.expand(*shape, *self.scale_tril.shape[-3:]).gather(-3, tril_index).squeeze(-3)
-        eps = torch.randn(*shape, self.dim, dtype=self.dtype, device=self.means.device)
+        eps = torch.randn(*shape, self.dim, dtype=self.dtype, device=self.means.device, generator=generator)
         return mean + (tril @ eps[..., None]).squeeze(-1)
 
     def marginal(self, vars: Sequence[int]) -> "GaussianMixture":
