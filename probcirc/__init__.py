@@ -1,8 +1,9 @@
 """probcirc: probabilistic circuits and the Distribution interface shared by probmod."""
 
 from . import inputs, io, nodes, queries
+from .backend import set_backend
 from .circuit import TensorCircuit, compile
 from .distribution import Distribution
 from .gmm import ConditionalMixture, GaussianMixture
 
-__all__ = ["Distribution", "GaussianMixture", "ConditionalMixture", "TensorCircuit", "compile", "io", "nodes", "inputs", "queries"]
+__all__ = ["Distribution", "GaussianMixture", "ConditionalMixture", "TensorCircuit", "compile", "io", "nodes", "inputs", "queries", "set_backend"]

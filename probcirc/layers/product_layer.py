@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import backend
+
 
 class ProductLayer(nn.Module):
     """Products of one depth, given as edges ``(parent_idx[e], child_idx[e])``.
@@ -27,11 +29,19 @@ class ProductLayer(nn.Module):
         return self.start + self.num_nodes
 
     def forward(self, mars: torch.Tensor, max_mode: bool = False) -> None:
+        if backend.use_triton(mars):
+            from ..kernels import product_forward
+
+            return product_forward(self, mars)
         out = mars.new_zeros(self.num_nodes, mars.shape[1])
         out.index_add_(0, self.parent_idx, mars.index_select(0, self.child_idx))
         mars[self.start : self.stop] = out
 
     def backward(self, mars: torch.Tensor, flows: torch.Tensor) -> None:
+        if backend.use_triton(flows):
+            from ..kernels import product_backward
+
+            return product_backward(self, mars, flows)
         flows.index_add_(0, self.child_idx, flows[self.start : self.stop].index_select(0, self.parent_idx))
 
     def down(self, active: torch.Tensor, mars: torch.Tensor, choose: str, generator) -> None:

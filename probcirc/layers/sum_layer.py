@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import backend
+
 
 class SumLayer(nn.Module):
     """G sum groups of ``n_out`` nodes, each mixing its own ``n_in`` children.
@@ -40,6 +42,10 @@ class SumLayer(nn.Module):
         return (xin - top).exp(), top
 
     def forward(self, mars: torch.Tensor, max_mode: bool = False) -> None:
+        if not max_mode and backend.use_triton(mars):
+            from ..kernels import sum_forward
+
+            return sum_forward(self, mars, backend.matmul_precision())
         if max_mode:
             out = self._max_children(mars)
         else:
@@ -55,6 +61,10 @@ class SumLayer(nn.Module):
         The returned ``Σ_b (F_o / y_o) · e_i`` is the gradient of ``Σ_b F_root · log p``
         with respect to the weights; times the weights it gives the edge flows.
         """
+        if backend.use_triton(mars):
+            from ..kernels import sum_backward
+
+            return sum_backward(self, mars, flows, backend.matmul_precision())
         g, n_out, n_in = self.weight.shape
         e, _ = self._scaled_inputs(mars)
         y = torch.bmm(self.weight, e)  # (G, n_out, B)
@@ -90,6 +100,10 @@ class SumLayer(nn.Module):
 
     def em_update(self, edge_flows: torch.Tensor, step_size: float, pseudocount: float) -> None:
         """θ_new = (F + α/|ch|) / (ΣF + α), mixed in with step size s; F = weight · gradient."""
+        if backend.use_triton(self.weight):
+            from ..kernels import em_update
+
+            return em_update(self, edge_flows, step_size, pseudocount)
         n_children = self.edge_mask.sum(-1, keepdim=True) if self.edge_mask is not None else self.weight.shape[-1]
         smoothed = edge_flows + pseudocount / n_children
         if self.edge_mask is not None:

@@ -1,0 +1,115 @@
+"""Shared helpers: block sizes, per-layer caches of index metadata, argument checks."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+#: Tests set this so every buffer a kernel should fill starts as NaN (catches unwritten elements).
+POISON = False
+
+PRECISION_CODES = {"ieee": 0, "tf32": 1, "bf16": 2}
+
+
+def alloc(shape, like: torch.Tensor) -> torch.Tensor:
+    """An output buffer: uninitialised, or NaN-filled when :data:`POISON` is set."""
+    if POISON:
+        return torch.full(shape, float("nan"), dtype=torch.float32, device=like.device)
+    return torch.empty(shape, dtype=torch.float32, device=like.device)
+
+
+def precision_code(precision: str) -> int:
+    if precision not in PRECISION_CODES:
+        raise ValueError(f"precision must be one of {tuple(PRECISION_CODES)}, got {precision!r}")
+    from ..backend import interpreting
+
+    if precision == "bf16" and interpreting():
+        return 3  # the interpreter's bf16 tl.dot is wrong (Triton 3.9): round to bf16, multiply in float32
+    return PRECISION_CODES[precision]
+
+
+@triton.jit
+def mm(a, b, acc, PRECISION: tl.constexpr):
+    """acc + a @ b with float32 accumulation: exact float32 products (0), tf32 (1), bf16 inputs (2),
+    or bf16-rounded inputs multiplied in float32 (3, for the interpreter)."""
+    if PRECISION == 3:
+        out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), acc, input_precision="ieee")
+    elif PRECISION == 2:
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif PRECISION == 1:
+        out = tl.dot(a, b, acc, input_precision="tf32")
+    else:
+        out = tl.dot(a, b, acc, input_precision="ieee")
+    return out
+
+
+def pow2(n: int, low: int = 16, high: int = 64) -> int:
+    """The next power of two of n, clamped to [low, high] (``tl.dot`` needs blocks of at least 16)."""
+    return max(low, min(high, triton.next_power_of_2(max(int(n), 1))))
+
+
+def cached(layer, key: tuple, build):
+    """``build()`` once per layer and key; keys name the index tensors by pointer and device,
+    so a circuit moved with ``.to(device)`` rebuilds its metadata there."""
+    cache = layer.__dict__.setdefault("_kernel_cache", {})
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
+
+
+def tensor_key(*tensors: torch.Tensor | None) -> tuple:
+    return tuple((None if t is None else (t.data_ptr(), str(t.device), tuple(t.shape))) for t in tensors)
+
+
+def check_buffer(name: str, t: torch.Tensor) -> None:
+    if t.dtype != torch.float32:
+        raise ValueError(f"{name} must be float32 for the Triton kernels, got {t.dtype}")
+    if t.dim() != 2 or t.stride(1) != 1:
+        raise ValueError(f"{name} must be a row-major (num_slots, B) buffer with unit stride along the batch")
+
+
+def csr(keys: torch.Tensor, values: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """values grouped by key (stable, so sums keep edge order) and the segment offsets (num_segments + 1)."""
+    order = torch.argsort(keys, stable=True)
+    ptr = torch.zeros(num_segments + 1, dtype=torch.int64, device=keys.device)
+    ptr[1:] = torch.cumsum(torch.bincount(keys, minlength=num_segments), 0)
+    return values[order].contiguous(), ptr
+
+
+@triton.jit
+def segment_sum_kernel(
+    src_ptr, src_rows_ptr, seg_ptr, dst_ptr, dst_rows_ptr, B, src_stride, dst_stride,
+    ACCUMULATE: tl.constexpr, BLOCK_B: tl.constexpr,
+):
+    """dst[dst_rows[n], b] (+)= sum over e in segment n of src[src_rows[e], b], in edge order.
+
+    Each program owns one destination row and one block of the batch, so no
+    two programs write the same element: deterministic, no atomics.
+    """
+    n = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    bmask = offs < B
+    lo = tl.load(seg_ptr + n)
+    hi = tl.load(seg_ptr + n + 1)
+    drow = tl.load(dst_rows_ptr + n).to(tl.int64)
+    if ACCUMULATE:
+        acc = tl.load(dst_ptr + drow * dst_stride + offs, mask=bmask, other=0.0)
+    else:
+        acc = tl.zeros([BLOCK_B], dtype=tl.float32)
+    for e in range(lo, hi):
+        row = tl.load(src_rows_ptr + e).to(tl.int64)
+        acc += tl.load(src_ptr + row * src_stride + offs, mask=bmask, other=0.0)
+    tl.store(dst_ptr + drow * dst_stride + offs, acc, mask=bmask)
+
+
+def segment_sum(src, src_rows, seg, dst, dst_rows, accumulate: bool, block_b: int = 128) -> None:
+    n = dst_rows.numel()
+    if n == 0 or dst.shape[1] == 0:
+        return
+    B = dst.shape[1]
+    bb = pow2(B, 16, block_b)
+    segment_sum_kernel[(n, triton.cdiv(B, bb))](
+        src, src_rows, seg, dst, dst_rows, B, src.stride(0), dst.stride(0), ACCUMULATE=accumulate, BLOCK_B=bb
+    )

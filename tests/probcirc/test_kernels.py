@@ -1,0 +1,306 @@
+"""Triton kernels vs the torch path, on the CPU through the Triton interpreter.
+
+Every test draws fresh random shapes and values (the seed is in the failure
+message), poisons the buffers a kernel should fill with NaN, and compares in
+float32: log-values within 1e-5 relative (to max(1, |ref|)), -inf exactly
+where the torch path has -inf.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The interpreter must be chosen before Triton is imported.
+os.environ["TRITON_INTERPRET"] = "1"
+
+import random  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import probcirc  # noqa: E402
+from probcirc import backend  # noqa: E402
+from probcirc.inputs import Categorical  # noqa: E402
+from probcirc.layers import InputLayer, ProductLayer, SumLayer  # noqa: E402
+
+pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore:divide by zero encountered in log:RuntimeWarning")]
+
+try:
+    from probcirc import kernels
+
+    kernels.require_triton()
+    from probcirc.kernels import _common
+except Exception as exc:  # pragma: no cover - depends on the environment
+    pytest.skip(f"Triton cannot run in interpreter mode here: {exc}", allow_module_level=True)
+
+INF = float("inf")
+RTOL = 1e-5
+
+
+@pytest.fixture
+def rng(request):
+    seed = random.SystemRandom().randrange(2**31)
+    request.node.user_properties.append(("seed", seed))
+    g = torch.Generator().manual_seed(seed)
+    return g
+
+
+@pytest.fixture(autouse=True)
+def poisoned():
+    """Kernel-allocated outputs start as NaN; the backend is restored afterwards."""
+    old = _common.POISON
+    _common.POISON = True
+    yield
+    _common.POISON = old
+    probcirc.set_backend("auto")
+
+
+def run(name, fn, *args):
+    probcirc.set_backend(name)
+    try:
+        return fn(*args)
+    finally:
+        probcirc.set_backend("auto")
+
+
+def close(got, ref, what, seed, rtol=RTOL):
+    """Equal -inf patterns, no NaN, and |got - ref| <= rtol · max(1, |ref|) elsewhere."""
+    assert got.shape == ref.shape, what
+    assert not torch.isnan(got).any(), f"{what}: NaN (unwritten or invalid) elements, seed {seed}"
+    assert torch.equal(torch.isinf(got), torch.isinf(ref)), f"{what}: -inf pattern differs, seed {seed}"
+    fin = torch.isfinite(ref)
+    err = ((got[fin] - ref[fin]).abs() / ref[fin].abs().clamp_min(1.0)).max() if fin.any() else torch.tensor(0.0)
+    assert err <= rtol, f"{what}: max relative error {float(err):.2e} > {rtol}, seed {seed}"
+
+
+def randint(rng, lo, hi):
+    return int(torch.randint(lo, hi + 1, (1,), generator=rng))
+
+
+def random_mars(rng, slots, B, p_inf=0.1):
+    mars = torch.randn(slots, B, generator=rng) * 3 - 2
+    mars[torch.rand(slots, B, generator=rng) < p_inf] = -INF
+    mars[0] = 0.0
+    return mars
+
+
+def sum_layer(rng, sparse: bool, shared: bool):
+    """A random sum layer reading from slots [1, num_children]; returns (layer, num_slots)."""
+    G, n_out = randint(rng, 1, 3), randint(rng, 1, 20)
+    n_in = randint(rng, 66, 90) if sparse else randint(rng, 1, 70)  # > 64: several blocks of children
+    pool = G * n_in if not shared else max(n_in, G * n_in // 2)
+    if shared:
+        child = torch.stack([torch.randperm(pool, generator=rng)[:n_in] for _ in range(G)]) + 1
+    else:
+        child = torch.randperm(pool, generator=rng).view(G, n_in) + 1
+    w = torch.rand(G, n_out, n_in, generator=rng) + 0.1
+    w[torch.rand(G, n_out, n_in, generator=rng) < 0.15] = 0.0  # zero weights on existing edges
+    mask = None
+    if sparse:
+        mask = torch.rand(G, n_out, n_in, generator=rng) < 0.5
+        mask[:, :, : n_in // 2] = False  # whole empty blocks of children
+        mask[:, :, -1] = True
+        w = w * mask
+        w[:, :, -1] += 0.1
+    w = w / w.sum(-1, keepdim=True)
+    return SumLayer(child, w, mask, pool + 1), pool + 1 + G * n_out
+
+
+def impossible_group(mars, layer, b):
+    """Make every child of group 0 -inf in sample b (the all-impossible case)."""
+    mars[layer.child_idx[0], b] = -INF
+
+
+# ------------------------------------------------------------------ sum layer
+@pytest.mark.parametrize("sparse,shared", [(False, False), (True, False), (False, True)])
+def test_sum_layer_forward_backward(rng, sparse, shared):
+    seed = rng.initial_seed()
+    layer, slots = sum_layer(rng, sparse, shared)
+    B = randint(rng, 1, 70)
+    mars = random_mars(rng, slots, B)
+    impossible_group(mars, layer, 0)
+
+    ref = mars.clone()
+    run("torch", layer, ref)
+    got = mars.clone()
+    got[layer.start : layer.stop] = float("nan")
+    run("triton", layer, got)
+    close(got, ref, "sum forward", seed)
+    assert torch.isneginf(got[layer.start : layer.start + layer.weight.shape[1], 0]).all()
+
+    flows = torch.zeros(slots, B)
+    flows[layer.start : layer.stop] = torch.rand(layer.stop - layer.start, B, generator=rng)
+    flows[1 : layer.start] = torch.rand(layer.start - 1, B, generator=rng)  # flows from other layers
+    f_ref, f_got = flows.clone(), flows.clone()
+    g_ref = run("torch", layer.backward, ref, f_ref)
+    g_got = run("triton", layer.backward, ref, f_got)
+    close(f_got, f_ref, "child flows", seed)
+    on = layer.edge_mask if layer.edge_mask is not None else torch.ones_like(g_ref, dtype=torch.bool)
+    scale = g_ref.abs().max().clamp_min(1e-30)
+    assert not torch.isnan(g_got).any(), f"unwritten gradient, seed {seed}"
+    assert ((g_got - g_ref).abs()[on] / scale).max() <= RTOL, f"weight gradient, seed {seed}"
+    assert (g_got[~on] == 0).all(), f"gradient off the edge mask must be 0, seed {seed}"
+    e_ref, e_got = layer.weight * g_ref, layer.weight * g_got
+    assert ((e_got - e_ref).abs() / e_ref.abs().max().clamp_min(1e-30)).max() <= RTOL, f"edge flows, seed {seed}"
+
+
+def test_sum_layer_all_impossible_and_empty_batch(rng):
+    layer, slots = sum_layer(rng, sparse=False, shared=False)
+    mars = torch.full((slots, 5), -INF)
+    mars[0] = 0.0
+    run("triton", layer, mars)
+    assert torch.isneginf(mars[layer.start : layer.stop]).all()
+    flows = torch.zeros(slots, 5)
+    flows[layer.start : layer.stop] = 1.0
+    g = run("triton", layer.backward, mars, flows)
+    assert not torch.isnan(flows).any() and (flows[: layer.start] == 0).all() and (g == 0).all()
+    run("triton", layer, torch.zeros(slots, 0))
+
+
+@pytest.mark.parametrize("mode", ["tf32", "bf16"])
+def test_sum_layer_approximate_modes(rng, mode):
+    """The fast modes run and stay near the exact result; exact() switches them off."""
+    layer, slots = sum_layer(rng, sparse=False, shared=False)
+    mars = random_mars(rng, slots, 20, p_inf=0.0)
+    ref = mars.clone()
+    run("torch", layer, ref)
+    got = mars.clone()
+    with backend.approximate(mode):
+        assert backend.matmul_precision() == mode
+        run("triton", layer, got)
+        with backend.exact():
+            assert backend.matmul_precision() == "ieee"
+    close(got, ref, f"{mode} forward", rng.initial_seed(), rtol=5e-2)
+
+
+def test_em_update(rng):
+    seed = rng.initial_seed()
+    for sparse in (False, True):
+        layer, _ = sum_layer(rng, sparse, shared=False)
+        flows = torch.rand(layer.weight.shape, generator=rng) * 3
+        flows[0, 0] = 0.0  # a node without flow: with pseudocount 0 it keeps its weights
+        if layer.edge_mask is not None:
+            flows = flows * layer.edge_mask
+        for alpha in (0.0, 0.1):
+            a, b = SumLayer(layer.child_idx, layer.weight.clone(), layer.edge_mask, layer.start), SumLayer(layer.child_idx, layer.weight.clone(), layer.edge_mask, layer.start)
+            run("torch", a.em_update, flows, 0.3, alpha)
+            run("triton", b.em_update, flows, 0.3, alpha)
+            assert torch.allclose(b.weight, a.weight, rtol=RTOL, atol=1e-7), f"em update sparse={sparse} alpha={alpha}, seed {seed}"
+            if layer.edge_mask is not None:
+                assert (b.weight[~layer.edge_mask] == 0).all()
+
+
+# -------------------------------------------------------------- product layer
+def test_product_layer(rng):
+    seed = rng.initial_seed()
+    n_children, n_prod = randint(rng, 5, 40), randint(rng, 1, 30)
+    parents, kids = [], []
+    for p in range(n_prod):  # shared children, varying arity (some products have one child)
+        k = randint(rng, 1, min(6, n_children))
+        parents.append(torch.full((k,), p))
+        kids.append(torch.randperm(n_children, generator=rng)[:k] + 1)
+    perm = torch.randperm(sum(len(k) for k in kids), generator=rng)  # edges in no particular order
+    parent_idx, child_idx = torch.cat(parents)[perm], torch.cat(kids)[perm]
+    layer = ProductLayer(parent_idx, child_idx, n_prod, n_children + 1)
+    B = randint(rng, 1, 150)
+    mars = random_mars(rng, n_children + 1 + n_prod, B)
+    ref = mars.clone()
+    run("torch", layer, ref)
+    got = mars.clone()
+    got[layer.start :] = float("nan")
+    run("triton", layer, got)
+    close(got, ref, "product forward", seed)
+
+    flows = torch.rand(mars.shape, generator=rng)
+    f_ref, f_got = flows.clone(), flows.clone()
+    run("torch", layer.backward, ref, f_ref)
+    run("triton", layer.backward, ref, f_got)
+    close(f_got, f_ref, "product backward", seed)
+    again = flows.clone()
+    run("triton", layer.backward, ref, again)
+    assert torch.equal(again, f_got), "product backward must be deterministic"
+
+
+# ---------------------------------------------------------------- input layer
+def test_categorical_input(rng):
+    seed = rng.initial_seed()
+    V, k, C, B = randint(rng, 1, 5), randint(rng, 1, 20), randint(rng, 2, 40), randint(rng, 1, 90)
+    params = torch.rand(V * k, C, generator=rng)
+    params[torch.rand(V * k, C, generator=rng) < 0.2] = 0.0  # exact zeros: log 0 = -inf
+    params[:, 0] += 0.01
+    params = params / params.sum(-1, keepdim=True)
+    node_var = torch.arange(V).repeat_interleave(k)
+    layer = InputLayer(Categorical(C), node_var, params, 1)
+    x = torch.randint(0, C, (V, B), generator=rng).float()
+    missing = torch.rand(V, B, generator=rng) < 0.2
+    x[missing] = 0.0
+    mars = torch.zeros(1 + V * k, B)
+    ref = mars.clone()
+    ref[1:] = layer.log_values(layer.params, x, missing)
+    got = mars.clone()
+    got[1:] = float("nan")
+    kernels.categorical_forward(layer, got, x, missing)
+    close(got, ref, "categorical forward", seed)
+
+    flows = torch.rand(1 + V * k, B, generator=rng)
+    s_ref = layer.em_stats(flows, x, missing)
+    s_got = kernels.categorical_stats(layer, flows, x, missing)
+    torch.testing.assert_close(s_got, s_ref, rtol=RTOL, atol=1e-6, msg=lambda m: f"counts, seed {seed}: {m}")
+
+    s_ref[0] = 0.0  # a leaf without data
+    for alpha in (0.0, 0.1):
+        n_ref = layer.dist.m_step(s_ref, layer.params, alpha)
+        n_got = kernels.categorical_m_step(s_ref, layer.params, alpha)
+        torch.testing.assert_close(n_got, n_ref, rtol=RTOL, atol=1e-7, msg=lambda m: f"m-step, seed {seed}: {m}")
+
+
+# ------------------------------------------------------------- whole circuits
+def test_whole_circuit_passes(rng):
+    """Forward, backward and one EM step of compiled circuits: both backends agree."""
+    from .circuits import dag, randomize
+    from probcirc.structures import PD
+
+    seed = rng.initial_seed()
+    for root in (dag(Categorical(3)), PD((2, 2), num_latents=3, input_dist=Categorical(3))):
+        pc = probcirc.compile(randomize(root, seed % 1000, zero_fraction=0.2), dtype=torch.float32)
+        B = randint(rng, 1, 40)
+        data = torch.randint(0, 3, (B, pc.num_vars), generator=rng)
+        mask = torch.rand(B, pc.num_vars, generator=rng) < 0.2
+        x, missing = pc.prepare(data, mask)
+        m_ref = run("torch", pc.forward_pass, x, missing)
+        m_got = run("triton", pc.forward_pass, x, missing)
+        close(m_got, m_ref, "circuit forward", seed)
+        root_flow = torch.ones(B)
+        f_ref, g_ref = run("torch", pc.backward_pass, m_ref, root_flow)
+        f_got, g_got = run("triton", pc.backward_pass, m_ref, root_flow)
+        close(f_got, f_ref, "circuit flows", seed)
+        for layer, a, b in zip(pc.sum_layers, g_ref, g_got):
+            ea, eb = layer.weight * a, layer.weight * b
+            assert ((ea - eb).abs() / ea.abs().max().clamp_min(1e-30)).max() <= RTOL, f"circuit edge flows, seed {seed}"
+        lp_ref = run("torch", pc.log_prob, data, mask)
+        lp_got = run("triton", pc.log_prob, data, mask)
+        close(lp_got, lp_ref, "log_prob", seed)
+
+
+def test_backend_selection():
+    assert backend.get_backend() == "auto"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        probcirc.set_backend("cuda")
+    t = torch.zeros(2, 2)
+    probcirc.set_backend("auto")
+    assert not backend.use_triton(t)  # CPU tensors take the torch path under "auto"
+    probcirc.set_backend("triton")
+    assert backend.use_triton(t)  # allowed here: the interpreter is on
+    with pytest.raises(ValueError, match="float32"):
+        backend.use_triton(t.double())
+    os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+            backend.use_triton(t)
+    finally:
+        os.environ["TRITON_INTERPRET"] = "1"
+    probcirc.set_backend("torch")
+    assert not backend.use_triton(t)
+    with pytest.raises(ValueError, match="precision"):
+        with backend.approximate("fp8"):
+            pass
