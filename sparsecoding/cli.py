@@ -26,11 +26,12 @@ import numpy as np
 
 __all__ = ["main"]
 
-DEFAULTS = {"Hprime": None, "gamma": None, "steps": 100, "anneal": "2:1@0.6", "Ncut_factor": 0.0, "seed": 0,
+DEFAULTS = {"Hprime": None, "gamma": None, "steps": 100, "anneal": "2:1@0.6", "Ncut_factor": 0.0, "W_noise": 0.0,
+            "seed": 0,
             "chunk_size": 256, "checkpoint_every": 10, "key": "y", "values": "0,1", "psi_full": False}
 #: options that define a run; on --resume any that is given must match the checkpoint
-RUN_KEYS = ("model", "data", "key", "H", "Hprime", "gamma", "steps", "anneal", "Ncut_factor", "seed", "chunk_size",
-            "values", "psi_full")
+RUN_KEYS = ("model", "data", "key", "H", "Hprime", "gamma", "steps", "anneal", "Ncut_factor", "W_noise", "seed",
+            "chunk_size", "values", "psi_full")
 OUR_FILES = ("results.h5", "checkpoint.h5", "config.json", "dictionary.png", "curves.png")
 
 
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=None, help="EM steps (default: 100)")
     t.add_argument("--anneal", default=None, help="temperature schedule T0:T1@fraction (default: 2:1@0.6)")
     t.add_argument("--Ncut-factor", dest="Ncut_factor", type=float, default=None, help="data truncation in [0, 1]")
+    t.add_argument("--W-noise", dest="W_noise", type=float, default=None,
+                   help="std of noise added to W while annealing, falling to 0 (default 0)")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--chunk-size", dest="chunk_size", type=int, default=None, help="rows per reduction chunk (256)")
     t.add_argument("--values", default=None, help="DSC state values, comma-separated, starting with 0 (e.g. 0,1,2)")
@@ -122,7 +125,7 @@ def make_model(config: dict[str, Any]):
     from .models import MODELS
 
     kwargs = dict(steps=config["steps"], anneal=config["anneal"], Ncut_factor=config["Ncut_factor"],
-                  chunk_size=config["chunk_size"], seed=config["seed"])
+                  W_noise=config.get("W_noise", 0.0), chunk_size=config["chunk_size"], seed=config["seed"])
     name = config["model"]
     if name == "dsc":
         kwargs["values"] = _parse_values(config["values"])
@@ -168,7 +171,7 @@ def _train_config(args) -> tuple[dict[str, Any], bool]:
         model.check_hyper()
     except ValueError as err:
         msg = str(err)
-        for name in ("Hprime", "gamma", "steps", "chunk_size", "Ncut_factor"):  # speak in option names
+        for name in ("Hprime", "gamma", "steps", "chunk_size", "Ncut_factor", "W_noise"):  # speak in option names
             msg = msg.replace(f"choose {name}", f"choose --{name.replace('_', '-')}")
         raise CLIError(msg) from None
     config["Hprime"], config["gamma"] = model._Hprime, model._gamma
@@ -241,7 +244,8 @@ def cmd_train(args) -> int:
             os.kill(os.getpid(), signal.SIGKILL)
 
     result = run_em(model, chunks, N=N, D=D, steps=steps, anneal=config["anneal"],
-                    Ncut_factor=float(config["Ncut_factor"]), seed=int(config["seed"]), comm=comm,
+                    Ncut_factor=float(config["Ncut_factor"]), seed=int(config["seed"]),
+                    W_noise=float(config.get("W_noise", 0.0)), comm=comm,
                     params=params, start_step=start, history=history, on_step=on_step,
                     progress=not args.quiet)
     if comm.rank == 0:

@@ -30,6 +30,11 @@ class Schedule:
     T1: float = 1.0
     frac: float = 0.0
 
+    def progress_left(self, step: int, steps: int) -> float:
+        """1 at the start of annealing, falling linearly to 0 where annealing ends."""
+        end = self.frac * steps
+        return 0.0 if end <= 0 or step >= end else 1.0 - step / end
+
     def __call__(self, step: int, steps: int) -> float:
         end = self.frac * steps
         if end <= 0 or step >= end:
@@ -110,6 +115,7 @@ def run_em(
     anneal: str | Schedule = "1",
     Ncut_factor: float = 0.0,
     seed: int = 0,
+    W_noise: float = 0.0,
     comm=None,
     params: dict[str, np.ndarray] | None = None,
     start_step: int = 0,
@@ -128,6 +134,9 @@ def run_em(
             from ``seed`` when None.
         history: rows of earlier steps (lists per key) when resuming.
         on_step: called on every rank as ``on_step(step, params, row)`` after each step.
+        W_noise: standard deviation of Gaussian noise added to W after each
+            M-step while annealing, falling linearly to 0 where annealing ends
+            (drawn from ``(seed, step)``, so it is the same on every rank and on resume).
     """
     try:  # small matrix products: one BLAS thread is faster than several (and ranks add parallelism)
         from threadpoolctl import threadpool_limits
@@ -137,6 +146,7 @@ def run_em(
         limiter = None
     try:
         return _run_em(model, chunks, N=N, D=D, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, seed=seed,
+                       W_noise=W_noise,
                        comm=comm, params=params, start_step=start_step, history=history, on_step=on_step,
                        progress=progress)
     finally:
@@ -144,8 +154,8 @@ def run_em(
             limiter.restore_original_limits()
 
 
-def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, comm, params, start_step, history, on_step,
-            progress) -> EMResult:
+def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, W_noise, comm, params, start_step, history,
+            on_step, progress) -> EMResult:
     comm = comm or SerialComm()
     schedule = parse_anneal(anneal)
     et = model.engine()
@@ -210,6 +220,9 @@ def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, comm, para
         stats = {k[2:]: v for k, v in total.items() if k.startswith("m_")}
         common = {k[2:]: v for k, v in total.items() if k.startswith("c_")}
         new = model.m_step(params, stats, common, N_use, T)
+        noise = W_noise * schedule.progress_left(t, steps)
+        if noise > 0:  # annealed parameter noise, drawn from (seed, step): the same on every rank and on resume
+            new = model.perturb(new, noise, np.random.default_rng([seed, t]))
         params = bcast_params({k: np.asarray(v, dtype=np.float64) for k, v in new.items()}, comm)
         row = {"step": t, "T": T, "N_use": N_use, "loglik": float(common["loglik"]) / N,
                "wall_time": time.perf_counter() - t0, **params}

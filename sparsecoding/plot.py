@@ -49,8 +49,7 @@ def plot_dictionary(W: np.ndarray, path: str | os.PathLike, patch_shape: Sequenc
 
     img = dictionary_image(np.asarray(W), patch_shape)
     fig, ax = plt.subplots(figsize=(6, 6 * img.shape[0] / max(img.shape[1], 1) + 0.5))
-    cmap = matplotlib.colormaps["RdBu_r"].copy()
-    cmap.set_bad("white")
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
     ax.imshow(img, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     if title:

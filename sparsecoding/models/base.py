@@ -46,6 +46,8 @@ class SparseCodingModel(Distribution):
         Ncut_factor: data truncation in [0, 1]: keep the
             ``N (1 - (1 - A) Ncut_factor)`` points best explained by their
             truncated state sets (``A = P(|s| <= gamma)`` under the prior).
+        W_noise: std of noise added to W after each M-step while annealing,
+            decreasing linearly to 0 where annealing ends (helps escape local optima).
         chunk_size: data points per chunk; statistics are summed per chunk in a
             fixed order, so results do not depend on the number of MPI ranks.
         seed: seed of the parameter initialisation.
@@ -69,6 +71,7 @@ class SparseCodingModel(Distribution):
         steps: int = 50,
         anneal: str = "1",
         Ncut_factor: float = 0.0,
+        W_noise: float = 0.0,
         chunk_size: int = 256,
         seed: int = 0,
         **params: Any,
@@ -79,6 +82,7 @@ class SparseCodingModel(Distribution):
         self.steps = steps
         self.anneal = anneal
         self.Ncut_factor = Ncut_factor
+        self.W_noise = W_noise
         self.chunk_size = chunk_size
         self.seed = seed
         unknown = set(params) - set(self.param_names)
@@ -152,6 +156,12 @@ class SparseCodingModel(Distribution):
         """Draw ``(states, data)`` from the generative model."""
         raise NotImplementedError
 
+    def perturb(self, params: dict, scale: float, rng: np.random.Generator) -> dict:
+        """Add Gaussian noise of std ``scale`` to W (annealed parameter noise)."""
+        out = dict(params)
+        out["W"] = params["W"] + scale * rng.standard_normal(params["W"].shape)
+        return out
+
     # -- shared M-step pieces ---------------------------------------------------
     def update_pi(self, params: dict, common: dict, N_use: int) -> float:
         """``pi = E * <|s|> / (N_use H)`` with the truncation correction ``E``."""
@@ -183,6 +193,8 @@ class SparseCodingModel(Distribution):
             raise ValueError(f"gamma={self._gamma} exceeds Hprime={self._Hprime}; choose gamma <= Hprime")
         if not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if float(self.W_noise) < 0:
+            raise ValueError(f"W_noise must be >= 0, got {self.W_noise!r}")
         if not 0.0 <= float(self.Ncut_factor) <= 1.0:
             raise ValueError(f"Ncut_factor must lie in [0, 1], got {self.Ncut_factor!r}")
         if not isinstance(self.chunk_size, (int, np.integer)) or self.chunk_size < 1:
@@ -243,6 +255,7 @@ class SparseCodingModel(Distribution):
             anneal=self.anneal,
             Ncut_factor=float(self.Ncut_factor),
             seed=int(self.seed),
+            W_noise=float(self.W_noise),
             comm=comm,
             params=params,
             progress=progress,

@@ -64,7 +64,20 @@ class GSC(SparseCodingModel):
 
     # -- E-step ------------------------------------------------------------------
     def _gauss(self, params, Y, obs, idx, vals):
-        """Per state: ``log p(y|s)`` (n, M), and the posterior mean and covariance of the active slab."""
+        """Per state: ``log p(y|s)`` (n, M), and the posterior mean and covariance of the active slab.
+
+        The last result is reused when the E-step's statistics ask for the same block again.
+        """
+        key = (id(Y), Y.shape, id(obs), id(idx), id(vals), hash(params["W"].tobytes()),
+               hash(params["Psi"].tobytes()), hash(params["mu"].tobytes()), float(params["sigma"]))
+        cached = self.__dict__.get("_gauss_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out = self._gauss_compute(params, Y, obs, idx, vals)
+        self.__dict__["_gauss_cache"] = (key, out)
+        return out
+
+    def _gauss_compute(self, params, Y, obs, idx, vals):
         b, yy, G, Dn = self._moments(params, Y, obs)
         s2 = float(params["sigma"]) ** 2
         Dn = np.asarray(Dn)
@@ -81,12 +94,19 @@ class GSC(SparseCodingModel):
         k = vals.shape[1]
         P = mm[:, :, None] & mm[:, None, :]  # (M, k, k)
         eye = np.eye(k)
-        Psis = np.where(P, Psic[..., None, :, :], eye)  # (M|n,M, k, k)
-        Psis_inv = np.linalg.inv(Psis)
-        logdet_psi = np.linalg.slogdet(Psis)[1]
+        if np.count_nonzero(Psi - np.diag(np.diagonal(Psi))) == 0:  # diagonal slab covariance: no inversion
+            psid = np.diagonal(Psic, axis1=-2, axis2=-1)[..., None, :]  # (1|n, 1, k)
+            psis = np.where(mm, psid, 1.0)  # (M|n,M, k)
+            logdet_psi = np.log(psis).sum(axis=-1)
+            Psis_inv = eye * (1.0 / psis)[..., None, :]
+        else:
+            Psis = np.where(P, Psic[..., None, :, :], eye)  # (M|n,M, k, k)
+            Psis_inv = np.linalg.inv(Psis)
+            logdet_psi = np.linalg.slogdet(Psis)[1]
         Lam_inv = Psis_inv + np.where(P, Gc[..., None, :, :] / s2, 0.0)
+        chol = np.linalg.cholesky(Lam_inv)
+        logdet_lam_inv = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
         Lam = np.linalg.inv(Lam_inv)
-        logdet_lam_inv = np.linalg.slogdet(Lam_inv)[1]
         mus = np.broadcast_to(np.where(mm, muc[..., None, :], 0.0), (n,) + mm.shape)  # (n, M, k)
         Gc3 = Gc if Gc.ndim == 3 else Gc[None]
         Gmu = np.matmul(mus, Gc3)  # (n, M, k)

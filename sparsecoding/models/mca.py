@@ -117,6 +117,11 @@ class MCA(SparseCodingModel):
     def _project(W):
         return np.maximum(W, 0.0)
 
+    def perturb(self, params, scale, rng):
+        out = super().perturb(params, scale, rng)
+        out["W"] = self._project(out["W"])
+        return out
+
     def init_params(self, D, mean, var, rng):
         H = int(self.H)
         W = mean[:, None] + 0.25 * np.sqrt(var)[:, None] * np.abs(rng.standard_normal((D, H)))

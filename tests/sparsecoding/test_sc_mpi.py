@@ -1,0 +1,57 @@
+"""mpiexec runs: results independent of the rank count, and resume after a killed run."""
+
+import numpy as np
+import pytest
+from sc_helpers import run_cli
+
+from sparsecoding.io import load_results
+
+pytestmark = pytest.mark.mpi
+
+TRAIN = ["train", "--model", "bsc", "--H", "10", "--Hprime", "8", "--gamma", "5", "--steps", "10",
+         "--anneal", "2:1@0.5", "--Ncut-factor", "0.5", "--chunk-size", "96", "--checkpoint-every", "4",
+         "--quiet", "--no-plot"]
+
+
+@pytest.fixture(scope="module")
+def bars(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mpi") / "bars.h5"
+    r = run_cli(["data", "bars", "--out", str(path), "--N", "1000", "--seed", "3"])
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(bars):
+    out = bars.parent / "r1"
+    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out)], ranks=1)
+    assert r.returncode == 0, r.stderr
+    return load_results(out)
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_rank_count_does_not_change_results(bars, reference, ranks):
+    out = bars.parent / f"r{ranks}"
+    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out)], ranks=ranks)
+    assert r.returncode == 0, r.stderr
+    assert f"ranks={ranks}" in r.stdout
+    res = load_results(out)
+    assert res["N_use"].tolist() == reference["N_use"].tolist()
+    assert res["N_use"].min() < 1000  # data truncation was active
+    for k in ("W", "pi", "sigma", "loglik", "T"):
+        np.testing.assert_allclose(res[k], reference[k], rtol=0, atol=1e-8, err_msg=k)
+
+
+def test_killed_run_resumes_to_the_same_result(bars, reference):
+    out = bars.parent / "killed"
+    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out)], ranks=2,
+                env={"SPARSECODING_KILL_AFTER_STEP": "6"})
+    assert r.returncode != 0  # rank 0 died from SIGKILL after step 6; last checkpoint is after step 4
+    partial = load_results(out)
+    assert len(partial["step"]) == 6
+    r = run_cli(["train", "--out", str(out), "--resume", "--quiet", "--no-plot"], ranks=2)
+    assert r.returncode == 0, r.stderr
+    res = load_results(out)
+    assert res["step"].tolist() == list(range(10))
+    for k in ("W", "pi", "sigma", "loglik", "N_use"):
+        np.testing.assert_allclose(res[k], reference[k], rtol=0, atol=1e-8, err_msg=k)

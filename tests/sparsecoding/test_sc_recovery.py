@@ -1,0 +1,70 @@
+"""Learning: the bars test for each model (data drawn from that model's own generative process).
+
+The truth is the bars dictionary from ``bars_data``; recovery is judged by
+greedy matching of learned and true columns (mean absolute error < 0.5).
+"""
+
+import numpy as np
+import pytest
+
+from sparsecoding import BSC, DSC, GSC, MCA, MMCA, TSC, bars_data, greedy_match
+
+
+def assert_recovered(W, W_true, up_to_sign=False, tol=0.5):
+    match, mae = greedy_match(W, W_true, up_to_sign=up_to_sign)
+    assert np.all(mae < tol), f"bar errors {np.round(mae, 3)}"
+    assert len(set(match.tolist())) == W_true.shape[1]
+
+
+def test_bsc_bars_test_full_spec():
+    # H = 10 bars on 5x5, W = 10 * bars, pi = 0.2, sigma = 2, N = 1000; H' = 8, gamma = 5
+    d = bars_data(N=1000, size=5, pi=0.2, sigma=2.0, amplitude=10.0, model="bsc", seed=0)
+    steps, anneal = 60, "2:1@0.6"
+    m = BSC(H=10, Hprime=8, gamma=5, steps=steps, anneal=anneal, seed=0).fit(d["Y"])
+    assert_recovered(m.W, d["W"])
+    assert m.pi == pytest.approx(0.2, rel=0.15)
+    assert m.sigma == pytest.approx(2.0, rel=0.15)
+    # after annealing ends the truncated log-likelihood does not decrease
+    ll = m.history_["loglik"]
+    T = m.history_["T"]
+    after = ll[np.argmax(T == 1.0) + 1:]
+    assert np.all(np.diff(after) >= -1e-6 * np.abs(after[:-1])), np.diff(after).min()
+    # the history has one row per step
+    assert m.history_["W"].shape == (steps, 25, 10)
+    # codes: MAP states of the generating data match the true states mostly
+    S_map = m.transform(d["Y"][:200], kind="map")
+    match = greedy_match(m.W, d["W"])[0]
+    assert np.mean(S_map[:, match] == d["S"][:200]) > 0.95
+
+
+@pytest.mark.parametrize(
+    "cls, name, kw",
+    [
+        (MCA, "mca", dict(Hprime=8, gamma=5, steps=40)),
+        (MMCA, "mmca", dict(Hprime=8, gamma=5, steps=40)),
+        (DSC, "dsc", dict(Hprime=6, gamma=3, steps=40, Ncut_factor=1.0, values=(0, 1, 2))),
+    ],
+)
+def test_bars_recovery_other_models(cls, name, kw):
+    d = bars_data(N=1000, model=name, seed=0)
+    m = cls(H=10, anneal="2:1@0.6", seed=0, **kw).fit(d["Y"])
+    assert_recovered(m.W, d["W"])
+    assert m.pi == pytest.approx(0.2, rel=0.15)
+    assert m.sigma == pytest.approx(2.0, rel=0.15)
+    if name == "dsc":
+        np.testing.assert_allclose(m.prior, d["prior"], rtol=0.15)
+
+
+def test_tsc_bars_recovery_up_to_sign():
+    d = bars_data(N=1000, model="tsc", seed=0)
+    m = TSC(H=10, Hprime=6, gamma=3, steps=60, anneal="2:1@0.6", Ncut_factor=1.0, W_noise=1.0, seed=0).fit(d["Y"])
+    assert_recovered(m.W, d["W"], up_to_sign=True)
+    assert m.pi == pytest.approx(0.2, rel=0.15)
+    assert m.sigma == pytest.approx(2.0, rel=0.15)
+
+
+def test_gsc_recovers_bars_on_its_own_data():
+    d = bars_data(N=1000, model="gsc", seed=0)
+    m = GSC(H=10, Hprime=6, gamma=3, steps=30, anneal="2:1@0.6", seed=0).fit(d["Y"])
+    # W and the slab trade scale per cause: compare W * mu
+    assert_recovered(m.W * m.mu, d["W"] * d["mu"])
