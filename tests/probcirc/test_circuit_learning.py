@@ -36,12 +36,14 @@ def test_full_batch_em_never_lowers_the_likelihood(missing):
 def test_mini_batch_em_learns_towards_the_teacher():
     teacher = compiled(HCLT(np.random.default_rng(0).integers(0, 3, (100, 6)), 3, input_dist=Categorical(3)), seed=4)
     train, test = data_from(teacher, 3000, 1), data_from(teacher, 1000, 2)
-    student = probcirc.compile(HCLT(train.numpy(), 4, input_dist=Categorical(3)), dtype=torch.float64)
+    student = probcirc.compile(HCLT(train.numpy(), 4, input_dist=Categorical(3), init="random"), dtype=torch.float64)
     before = float(student.log_prob(test).mean())
     em(student, train, epochs=4, batch_size=256, step_size=0.2, full_batch_epochs=2, progress=False)
     after, best = float(student.log_prob(test).mean()), float(teacher.log_prob(test).mean())
     assert after > before + 0.1
     assert after > best - 0.05
+    clustered = probcirc.compile(HCLT(train.numpy(), 4, input_dist=Categorical(3)), dtype=torch.float64)
+    assert float(clustered.log_prob(test).mean()) > before + 0.1, "the clustering start beats a random one"
 
 
 def test_sgd_raises_the_likelihood():
