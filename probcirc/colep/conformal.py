@@ -228,16 +228,18 @@ class COLEP:
         k, c = self.knowledge.num_classes, self.knowledge.num_concepts
         return lambda x: as_probabilities(self.sensors, x, k, c)
 
-    def _smoothed_thresholds(self, sigma: float, n_samples: int, seed: int) -> torch.Tensor:
-        key = (float(sigma), int(n_samples), int(seed))
+    def _smoothed_thresholds(self, sigma: float, n_samples: int, seed: int, n_calibration: int | None) -> torch.Tensor:
+        key = (float(sigma), int(n_samples), int(seed), n_calibration)
         if key not in self._smooth_cache:
-            k = smoothed_counts(self._sensor_fn(), self._X_conf, sigma, n_samples, seed=seed + 1)
+            n = len(self._y_conf)
+            sub = np.arange(n) if n_calibration is None or n_calibration >= n else np.sort(np.random.default_rng(seed).choice(n, n_calibration, replace=False))
+            k = smoothed_counts(self._sensor_fn(), self._X_conf[sub], sigma, n_samples, seed=seed + 1)
             pi = self.reasoner(torch.from_numpy(k / n_samples))[:, : self.num_classes]
-            self._smooth_cache[key] = self._thresholds(pi, self._y_conf, self.alpha)
+            self._smooth_cache[key] = self._thresholds(pi, self._y_conf[sub], self.alpha)
         return self._smooth_cache[key]
 
     def certify(self, X, delta: float | Sequence[float], sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001,
-                seed: int = 0) -> CertifiedSets | list[CertifiedSets]:
+                seed: int = 0, n_calibration: int | None = None) -> CertifiedSets | list[CertifiedSets]:
         """Certified prediction sets of the Gaussian-smoothed COLEP at ``X`` for L2 radius ``delta``.
 
         Each sensor is smoothed with N(0, σ²I) noise; Clopper-Pearson bounds
@@ -248,10 +250,12 @@ class COLEP:
         the β-mixture soundly. Thresholds are recalibrated on the stored
         calibration split with the same smoothing. Pass a list of radii to
         reuse one Monte Carlo run; a list of results comes back.
+        ``n_calibration`` recalibrates on a random subset of that split, to
+        save Monte Carlo time (the thresholds are cached per setting).
         """
         if self.q is None:
             raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before certify")
-        q = self._smoothed_thresholds(sigma, n_samples, seed)
+        q = self._smoothed_thresholds(sigma, n_samples, seed, n_calibration)
         counts = smoothed_counts(self._sensor_fn(), X, sigma, n_samples, seed=seed + 2)
         deltas = [delta] if np.isscalar(delta) else list(delta)
         out = []
