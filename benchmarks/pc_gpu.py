@@ -1,0 +1,476 @@
+"""probcirc's Triton kernels on one GPU: correctness checks, then timings next to PyJuice.
+
+For HCLT and Poon-Domingos circuits on MNIST-shaped synthetic data (784
+variables, 256 categories) from about 2 million to about 100 million edges:
+
+1. checks the kernels against the torch path on the same GPU (log-values,
+   flows, edge flows) and the root log-likelihoods against a float64 CPU
+   reference;
+2. times forward, backward and one EM update at the largest power-of-two
+   batch (up to ``--max-batch``) that fits, and reports seconds per epoch of
+   60,000 samples, peak GPU memory and achieved FLOP/s of the sum layers
+   against the card's measured float32 matrix rate;
+3. runs PyJuice (``pyjuice``, the published Triton-based PC library) on its
+   own HCLT/PD of the same width, with the same batch, or says why it could not.
+
+The last line is exactly ``speedup_vs_peer=<x> max_rel_err=<y>``: x is the
+smallest ratio (PyJuice epoch seconds / ours) over the sizes both ran, y the
+largest relative error (|a - b| / max(1, |b|), log space) of the exact
+kernels against the float64 reference. Either is ``nan`` when not measured.
+
+    python benchmarks/pc_gpu.py                 # every size, about 5-8 minutes on an H100
+    python benchmarks/pc_gpu.py --quick         # the ~2M-edge circuits only
+    python benchmarks/pc_gpu.py --no-peer       # skip PyJuice
+
+Needs a CUDA device and Triton >= 3.6; without them it says so and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import math
+import sys
+import time
+import traceback
+
+import numpy as np
+import torch
+
+import probcirc
+from probcirc import backend
+from probcirc.inputs import Categorical
+from probcirc.layers import InputLayer, SumLayer
+from probcirc.structures import HCLT, PD
+
+EPOCH = 60_000
+SHAPE = (28, 28)
+CATS = 256
+# num_latents per structure and nominal size: HCLT has about 783·k² + 1568·k edges,
+# PD (split step 7) about 55,000·k² + 110,000·k.
+SIZES = {"hclt": {"2M": 48, "13M": 128, "100M": 352}, "pd": {"2M": 5, "12M": 14, "100M": 42}}
+PD_STEP = 7
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def final(speedup: float, err: float, code: int = 0):
+    print(f"speedup_vs_peer={speedup:.3g} max_rel_err={err:.3g}", flush=True)
+    sys.exit(code)
+
+
+# ------------------------------------------------------------------ helpers
+DEV = "cuda"  # "cpu" only for --smoke (the Triton interpreter, tiny circuits: checks this script, not speed)
+
+
+def sync():
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak():
+    if DEV == "cuda":
+        reset_peak()
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if DEV == "cuda" else math.nan
+
+
+def empty_cache():
+    if DEV == "cuda":
+        empty_cache()
+
+
+def timed(fn, reps: int = 3) -> float:
+    """Median wall seconds of fn() on the device, after one warm-up call."""
+    fn()
+    sync()
+    out = []
+    for _ in range(1 if DEV == "cpu" else reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append(time.perf_counter() - t0)
+    return float(np.median(out))
+
+
+def matmul_rate(tf32: bool) -> float:
+    """Measured FLOP/s of an 8192² float32 matrix product (tf32 tensor cores or exact)."""
+    if DEV == "cpu":
+        return math.nan
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        a = torch.randn(8192, 8192, device=DEV)
+        t = timed(lambda: a @ a, reps=5)
+        return 2 * 8192**3 / t
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |got - ref| / max(1, |ref|) over finite ref; inf if the -inf patterns differ or got has NaN."""
+    got, ref = got.double().cpu(), ref.double().cpu()
+    if torch.isnan(got).any() or not torch.equal(torch.isinf(got), torch.isinf(ref)):
+        return math.inf
+    fin = torch.isfinite(ref)
+    if not fin.any():
+        return 0.0
+    return float(((got[fin] - ref[fin]).abs() / ref[fin].abs().clamp_min(1.0)).max())
+
+
+def scaled_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |got - ref| / max |ref| (flows and edge flows, which are >= 0)."""
+    got, ref = got.double().cpu(), ref.double().cpu()
+    if torch.isnan(got).any():
+        return math.inf
+    return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-300))
+
+
+def build(structure: str, k: int, data_np: np.ndarray):
+    if structure == "hclt":
+        root = HCLT(data_np[:5000], k, input_dist=Categorical(CATS), num_bins=4, init="random")
+    else:
+        root = PD(SHAPE, k, input_dist=Categorical(CATS), split_step=PD_STEP)
+    return probcirc.compile(root, dtype=torch.float32)
+
+
+def sum_edges(pc) -> int:
+    return sum(int(l.edge_mask.sum()) if l.edge_mask is not None else l.weight.numel() for l in pc.sum_layers)
+
+
+# ------------------------------------------------------- our passes on the GPU
+def forward(pc, x, missing):
+    """Forward pass; categorical input layers through the kernels when the backend is Triton."""
+    from probcirc import kernels
+
+    mars = torch.empty(pc.num_slots, x.shape[1], dtype=torch.float32, device=x.device)
+    mars[0] = 0.0
+    tri = backend.use_triton(mars)
+    for layer in pc.layers:
+        if isinstance(layer, InputLayer):
+            if tri and isinstance(layer.dist, Categorical):
+                kernels.categorical_forward(layer, mars, x, missing)
+            else:
+                layer(mars, x, missing)
+        else:
+            layer(mars)
+    return mars
+
+
+def em_step(pc, mars, flows, grads, x, missing, step=0.1, alpha=0.1):
+    from probcirc import kernels
+
+    tri = backend.use_triton(mars)
+    for layer, g in zip(pc.sum_layers, grads):
+        layer.em_update(layer.weight * g, step, alpha)
+    for layer in pc.input_layers:
+        if tri and isinstance(layer.dist, Categorical):
+            new = kernels.categorical_m_step(kernels.categorical_stats(layer, flows, x, missing), layer.params, alpha)
+        else:
+            new = layer.dist.m_step(layer.em_stats(flows, x, missing), layer.params, alpha)
+        layer.params.mul_(1 - step).add_(step * new)
+
+
+def check(pc_cpu, pc, data, n_check: int) -> dict:
+    """Kernels vs the torch path on the GPU, and root log-likelihoods vs float64 on the CPU."""
+    out = {}
+    sub = data[:n_check]
+    x, missing = pc.prepare(sub, None)
+    probcirc.set_backend("torch")
+    m_ref = forward(pc, x, missing)
+    f_ref, g_ref = pc.backward_pass(m_ref, torch.ones(x.shape[1], device=DEV))
+    probcirc.set_backend("triton")
+    m_got = forward(pc, x, missing)
+    f_got, g_got = pc.backward_pass(m_ref, torch.ones(x.shape[1], device=DEV))
+    out["mars_vs_torch"] = rel_err(m_got, m_ref)
+    out["flows_vs_torch"] = scaled_err(f_got, f_ref)
+    out["edge_flows_vs_torch"] = max(scaled_err(l.weight * a, l.weight * b) for l, a, b in zip(pc.sum_layers, g_got, g_ref))
+    pc64 = copy.deepcopy(pc_cpu).to(torch.float64)
+    probcirc.set_backend("torch")
+    with torch.no_grad():
+        ll64 = pc64.log_prob(sub.cpu())
+    del pc64
+    out["ll_vs_f64"] = rel_err(m_got[-1], ll64)
+    out["torch_ll_vs_f64"] = rel_err(m_ref[-1], ll64)
+    with backend.approximate("tf32"):
+        probcirc.set_backend("triton")
+        out["tf32_ll_vs_f64"] = rel_err(forward(pc, x, missing)[-1], ll64)
+    probcirc.set_backend("auto")
+    return out
+
+
+def largest_batch(try_batch, cap: int) -> tuple[int, object]:
+    """The largest power of two <= cap for which try_batch(B) runs without running out of memory."""
+    b = cap
+    while b >= 1:
+        try:
+            res = try_batch(b)
+            return b, res
+        except torch.cuda.OutOfMemoryError:
+            gc.collect()
+            empty_cache()
+            b //= 2
+    raise RuntimeError("out of memory even at batch 1")
+
+
+def run_ours(pc, data, cap: int, name: str) -> dict:
+    probcirc.set_backend("triton")
+    try:
+        return _run_ours(pc, data, cap)
+    finally:
+        probcirc.set_backend("auto")
+
+
+def _run_ours(pc, data, cap: int) -> dict:
+    def attempt(B):
+        x, missing = pc.prepare(data[:B], None)
+        reset_peak()
+        mars = forward(pc, x, missing)
+        flows, grads = pc.backward_pass(mars, torch.ones(B, device=DEV))
+        em_step(pc, mars, flows, grads, x, missing)
+        sync()
+        return x, missing
+
+    B, (x, missing) = largest_batch(attempt, cap)
+    peak = peak_gib()
+    state: dict = {}
+
+    def fwd():
+        state["mars"] = forward(pc, x, missing)
+
+    def bwd():
+        state["flows"], state["grads"] = pc.backward_pass(state["mars"], torch.ones(B, device=DEV))
+
+    def em():
+        em_step(pc, state["mars"], state["flows"], state["grads"], x, missing)
+
+    t_f = timed(fwd)
+    t_b = timed(bwd)
+    t_e = timed(em)
+    with backend.approximate("tf32"):
+        t_f32 = timed(fwd)
+    state.clear()
+    return {"batch": B, "fwd": t_f, "bwd": t_b, "em": t_e, "fwd_tf32": t_f32, "peak_gib": peak}
+
+
+def run_torch_path(pc, data, B: int) -> dict:
+    """The torch path on the same GPU and batch (halving on out-of-memory)."""
+    probcirc.set_backend("torch")
+    try:
+        def attempt(b):
+            x, missing = pc.prepare(data[:b], None)
+            reset_peak()
+            mars = forward(pc, x, missing)
+            pc.backward_pass(mars, torch.ones(b, device=DEV))
+            sync()
+            return x, missing
+
+        b, (x, missing) = largest_batch(attempt, B)
+        peak = peak_gib()
+        st = {}
+        t_f = timed(lambda: st.__setitem__("m", forward(pc, x, missing)))
+        t_b = timed(lambda: pc.backward_pass(st["m"], torch.ones(b, device=DEV)))
+        st.clear()
+        return {"batch": b, "fwd": t_f, "bwd": t_b, "peak_gib": peak}
+    finally:
+        probcirc.set_backend("auto")
+
+
+# ------------------------------------------------------------------ the peer
+def peer_import():
+    try:
+        import pyjuice  # noqa: F401
+
+        return pyjuice, None
+    except Exception as exc:
+        return None, (
+            f"pyjuice does not import ({type(exc).__name__}: {exc}); install its wheel on this machine "
+            "(pip install --no-deps pyjuice-*.whl) to compare"
+        )
+
+
+def run_peer(juice, structure: str, k: int, data: torch.Tensor, B: int) -> dict:
+    if structure == "hclt":
+        ns = juice.structures.HCLT(data[:5000].float(), num_latents=k)
+    else:
+        ns = juice.structures.PD(data_shape=SHAPE, num_latents=k, split_intervals=PD_STEP)
+    t0 = time.perf_counter()
+    pc = juice.compile(ns).to(DEV)
+    compile_s = time.perf_counter() - t0
+
+    def attempt(b):
+        xb = data[:b]
+        reset_peak()
+        pc(xb)
+        pc.backward(xb, flows_memory=0.0)
+        pc.mini_batch_em(step_size=0.1, pseudocount=0.1)
+        sync()
+        return xb
+
+    b, xb = largest_batch(attempt, B)
+    peak = peak_gib()
+    with torch.no_grad():
+        t_f = timed(lambda: pc(xb))
+    t_fb = timed(lambda: (pc(xb), pc.backward(xb, flows_memory=0.0)))
+    t_e = timed(lambda: pc.mini_batch_em(step_size=0.1, pseudocount=0.1))
+    edges = getattr(pc, "num_edges", None)
+    del pc
+    return {"batch": b, "fwd": t_f, "bwd": max(t_fb - t_f, 0.0), "em": t_e, "peak_gib": peak, "compile_s": compile_s, "edges": edges}
+
+
+def epoch_seconds(r: dict) -> float:
+    return math.ceil(EPOCH / r["batch"]) * (r["fwd"] + r["bwd"] + r.get("em", 0.0))
+
+
+# -------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="only the ~2M-edge circuits")
+    ap.add_argument("--structures", default="hclt,pd")
+    ap.add_argument("--sizes", default=None, help="comma list of size labels (e.g. 2M,13M); default all")
+    ap.add_argument("--max-batch", type=int, default=4096)
+    ap.add_argument("--check-batch", type=int, default=64, help="samples in the correctness checks")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--budget", type=float, default=480.0, help="seconds; no new size starts after this")
+    ap.add_argument("--smoke", action="store_true", help="run this script's logic on the CPU (Triton interpreter, 4x4 images); no timings worth reading")
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    global DEV, SHAPE, CATS, SIZES
+    if args.smoke:
+        import os
+
+        os.environ["TRITON_INTERPRET"] = "1"
+        DEV, SHAPE, CATS = "cpu", (4, 4), 4
+        SIZES = {"hclt": {"tiny": 3}, "pd": {"tiny": 2}}
+        args.max_batch, args.check_batch = 16, 8
+    elif not torch.cuda.is_available():
+        log("pc_gpu: no CUDA device is visible (torch.cuda.is_available() is False); this benchmark needs one GPU.")
+        log("        The kernels themselves are tested on the CPU: TRITON_INTERPRET=1 pytest -m triton")
+        final(math.nan, math.nan, 2)
+    from probcirc import kernels
+
+    if not kernels.available():
+        log(f"pc_gpu: {kernels._probe()}")
+        final(math.nan, math.nan, 2)
+    import triton
+
+    dev = torch.cuda.get_device_name() if DEV == "cuda" else "cpu (Triton interpreter, --smoke)"
+    log(f"device: {dev}; torch {torch.__version__}; triton {triton.__version__}; CUDA {torch.version.cuda}")
+    fp32_rate, tf32_rate = matmul_rate(False), matmul_rate(True)
+    log(f"measured matmul rate: {fp32_rate / 1e12:.1f} TFLOP/s float32 (exact), {tf32_rate / 1e12:.1f} TFLOP/s tf32")
+
+    gen = torch.Generator().manual_seed(0)
+    data_cpu = torch.randint(0, CATS, (max(args.max_batch, 500 if args.smoke else 5000), SHAPE[0] * SHAPE[1]), generator=gen)
+    # Some structure for the Chow-Liu tree: each pixel copies its left neighbour a third of the time.
+    copy_mask = torch.rand(data_cpu.shape, generator=gen) < 1 / 3
+    data_cpu[:, 1:] = torch.where(copy_mask[:, 1:], data_cpu[:, :-1], data_cpu[:, 1:])
+    data = data_cpu.to(DEV)
+    juice, peer_why = (None, "skipped (--no-peer)") if args.no_peer else peer_import()
+    if peer_why:
+        log(f"peer: {peer_why}")
+
+    rows, max_err, ratios = [], 0.0, []
+    structures = [s.strip() for s in args.structures.split(",") if s.strip()]
+    for structure in structures:
+        labels = list(SIZES[structure])
+        if args.quick:
+            labels = labels[:1]
+        elif args.sizes:
+            labels = [l for l in labels if l in args.sizes.split(",")]
+        for label in labels:
+            if time.perf_counter() - t_start > args.budget:
+                log(f"{structure} {label}: skipped, past the --budget of {args.budget:.0f} s")
+                continue
+            k = SIZES[structure][label]
+            row = {"structure": structure, "label": label, "k": k}
+            try:
+                t0 = time.perf_counter()
+                pc_cpu = build(structure, k, data_cpu.numpy())
+                row["edges"] = pc_cpu.num_edges
+                row["compile_s"] = time.perf_counter() - t0
+                pc = copy.deepcopy(pc_cpu).to(DEV)
+                row["check"] = check(pc_cpu, pc, data, args.check_batch)
+                max_err = max(max_err, row["check"]["ll_vs_f64"])
+                del pc_cpu
+                gc.collect()
+                row["ours"] = run_ours(pc, data, args.max_batch, structure)
+                flops = 2 * sum_edges(pc) * row["ours"]["batch"]
+                row["ours"]["fwd_tflops"] = flops / row["ours"]["fwd"] / 1e12
+                row["ours"]["bwd_tflops"] = 3 * flops / row["ours"]["bwd"] / 1e12
+                row["torch"] = run_torch_path(pc, data, row["ours"]["batch"])
+                del pc
+            except Exception as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+            gc.collect()
+            empty_cache()
+            if juice is not None and "ours" in row:
+                try:
+                    row["peer"] = run_peer(juice, structure, k, data, row["ours"]["batch"])
+                    ratios.append(epoch_seconds(row["peer"]) / epoch_seconds(row["ours"]))
+                except Exception as exc:
+                    row["peer_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                gc.collect()
+                empty_cache()
+            rows.append(row)
+            report_row(row, fp32_rate)
+
+    log("")
+    log(f"summary on {dev} (epoch = {EPOCH} samples; time = fwd + bwd + EM per batch x batches)")
+    log(f"{'circuit':<12}{'edges':>12}{'batch':>7}{'ours s/ep':>11}{'torch s/ep':>11}{'peer s/ep':>11}{'ratio':>7}{'ours GiB':>9}{'peer GiB':>9}{'fwd TF/s':>9}{'% fp32':>7}")
+    for r in rows:
+        if "ours" not in r:
+            log(f"{r['structure'] + ' ' + r['label']:<12} failed: {r.get('error')}")
+            continue
+        o, t, p = r["ours"], r.get("torch"), r.get("peer")
+        t_ep = math.ceil(EPOCH / t["batch"]) * (t["fwd"] + t["bwd"]) if t else math.nan
+        p_ep = epoch_seconds(p) if p else math.nan
+        log(
+            f"{r['structure'] + ' ' + r['label']:<12}{r['edges']:>12,}{o['batch']:>7}{epoch_seconds(o):>11.2f}{t_ep:>11.2f}{p_ep:>11.2f}"
+            f"{p_ep / epoch_seconds(o):>7.2f}{o['peak_gib']:>9.2f}{(p['peak_gib'] if p else math.nan):>9.2f}"
+            f"{o['fwd_tflops']:>9.2f}{100 * o['fwd_tflops'] * 1e12 / fp32_rate:>7.1f}"
+        )
+        if "peer_error" in r:
+            log(f"{'':<12} peer failed: {r['peer_error']}")
+    if juice is None:
+        log(f"peer not run: {peer_why}")
+    speedup = min(ratios) if ratios else math.nan
+    final(speedup, max_err if rows and any("check" in r for r in rows) else math.nan)
+
+
+def report_row(row: dict, fp32_rate: float) -> None:
+    name = f"{row['structure']} {row['label']} (k={row['k']})"
+    if "error" in row and "ours" not in row:
+        log(f"{name}: failed: {row['error']}")
+        return
+    c, o = row["check"], row["ours"]
+    log(
+        f"{name}: {row['edges']:,} edges, compiled in {row['compile_s']:.1f} s; checks: mars vs torch {c['mars_vs_torch']:.1e}, "
+        f"flows {c['flows_vs_torch']:.1e}, edge flows {c['edge_flows_vs_torch']:.1e}, ll vs float64 {c['ll_vs_f64']:.1e} "
+        f"(torch path {c['torch_ll_vs_f64']:.1e}, tf32 mode {c['tf32_ll_vs_f64']:.1e})"
+    )
+    log(
+        f"  ours  B={o['batch']}: fwd {o['fwd'] * 1e3:.1f} ms ({o['fwd_tflops']:.2f} TFLOP/s, {100 * o['fwd_tflops'] * 1e12 / fp32_rate:.0f}% of fp32 matmul), "
+        f"bwd {o['bwd'] * 1e3:.1f} ms ({o['bwd_tflops']:.2f} TFLOP/s), EM {o['em'] * 1e3:.1f} ms, fwd tf32 {o['fwd_tf32'] * 1e3:.1f} ms; "
+        f"peak {o['peak_gib']:.2f} GiB; {epoch_seconds(o):.2f} s/epoch"
+    )
+    if "torch" in row:
+        t = row["torch"]
+        log(f"  torch B={t['batch']}: fwd {t['fwd'] * 1e3:.1f} ms, bwd {t['bwd'] * 1e3:.1f} ms, peak {t['peak_gib']:.2f} GiB")
+    if "peer" in row:
+        p = row["peer"]
+        log(
+            f"  peer  B={p['batch']}: fwd {p['fwd'] * 1e3:.1f} ms, bwd {p['bwd'] * 1e3:.1f} ms, EM {p['em'] * 1e3:.1f} ms, "
+            f"peak {p['peak_gib']:.2f} GiB, compile {p['compile_s']:.1f} s, edges {p['edges']}; {epoch_seconds(p):.2f} s/epoch"
+        )
+    elif "peer_error" in row:
+        log(f"  peer failed: {row['peer_error']}")
+
+
+if __name__ == "__main__":
+    main()
