@@ -94,6 +94,14 @@ class SplitCP:
         self.generator = torch.Generator().manual_seed(seed)
         self.q: float | None = None
 
+    def fit(self, X, y, num_classes: int | None = None, **train_kwargs) -> "SplitCP":
+        """Train an MLP classifier (:func:`train_classifier`), replacing ``model``."""
+        from .sensors import train_classifier
+
+        self.model = train_classifier(X, y, num_classes or int(np.max(y)) + 1, **train_kwargs)
+        self.q = None
+        return self
+
     def scores(self, X) -> torch.Tensor:
         p = predict_proba(self.model, X)
         if self.score == "lac":
@@ -167,7 +175,7 @@ class COLEP:
         torch.Size([5, 2])
     """
 
-    def __init__(self, sensors: Callable, knowledge: Knowledge, mode: str = "per_class", beta_fraction: float = 0.2,
+    def __init__(self, sensors: Callable | None, knowledge: Knowledge, mode: str = "per_class", beta_fraction: float = 0.2,
                  fit_beta: bool = True, include_sensor: bool = True, seed: int = 0):
         if mode not in ("per_class", "marginal"):
             raise ValueError(f"mode must be 'per_class' or 'marginal', got {mode!r}")
@@ -183,7 +191,17 @@ class COLEP:
     def num_classes(self) -> int:
         return self.knowledge.num_classes
 
+    def fit(self, X, y, **train_kwargs) -> "COLEP":
+        """Train MLP sensors for every class and concept (:func:`train_sensors`), replacing ``sensors``."""
+        from .sensors import train_sensors
+
+        self.sensors = train_sensors(X, y, self.knowledge, **train_kwargs)
+        self.q = None
+        return self
+
     def sensor_probabilities(self, X) -> torch.Tensor:
+        if self.sensors is None:
+            raise RuntimeError("no sensors: pass a sensors callable to COLEP(...) or call fit(X, y) first")
         return as_probabilities(self.sensors, X, self.knowledge.num_classes, self.knowledge.num_concepts)
 
     def probabilities(self, X) -> torch.Tensor:
@@ -267,9 +285,10 @@ class COLEP:
             out.append(CertifiedSets(float(d), self._sets(pi, q), self._sets(phi, q), self._sets(plo, q), plo, phi))
         return out[0] if np.isscalar(delta) else out
 
-    def certified_coverage(self, X, y, delta: float, sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001, seed: int = 0) -> float:
+    def certified_coverage(self, X, y, delta: float, sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001, seed: int = 0,
+                           n_calibration: int | None = None) -> float:
         """Fraction of labelled samples whose label provably stays in the set under any L2 perturbation ≤ delta."""
-        return self.certify(X, delta, sigma, n_samples, alpha_mc, seed).certified_coverage(_labels(y, self.num_classes))
+        return self.certify(X, delta, sigma, n_samples, alpha_mc, seed, n_calibration).certified_coverage(_labels(y, self.num_classes))
 
 
 class RSCP:

@@ -326,3 +326,19 @@ def test_circuit_distribution_is_the_normalised_rule_factor(seed):
     log_r = np.array([sum(w for a, ap, c, cp, w in rules if not (mu[a] == ap) or (mu[c] == cp)) for mu in mus])
     want = np.exp(log_r - log_r.max())
     np.testing.assert_allclose(pc.log_prob(torch.tensor(mus)).exp().numpy(), want / want.sum(), rtol=1e-10)
+
+
+def test_fit_calibrate_predict_pipeline():
+    rng = np.random.default_rng(7)
+    centers = rng.normal(0, 2, (3, 4))
+    y = rng.integers(0, 3, 300)
+    X = (centers[y] + rng.normal(0, 0.5, (300, 4))).astype(np.float32)
+    kb = Knowledge.from_concept_classes(["0", "1", "2"], {"c": ["0"]})
+    with pytest.raises(RuntimeError, match="fit"):
+        COLEP(None, kb).calibrate(X, y, 0.1)
+    cp = COLEP(None, kb).fit(X[:150], y[:150], hidden=(), epochs=10, lr=0.05).calibrate(X[150:225], y[150:225], 0.1)
+    sets = cp.predict_set(X[225:])
+    assert sets.dtype == torch.bool and sets.shape == (75, 3)
+    assert coverage(sets, y[225:]) >= 0.7
+    base = SplitCP(None, "lac").fit(X[:150], y[:150], hidden=(), epochs=10, lr=0.05).calibrate(X[150:225], y[150:225], 0.1)
+    assert base.predict_set(X[225:]).shape == (75, 3)
