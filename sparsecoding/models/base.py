@@ -231,20 +231,20 @@ class SparseCodingModel(Distribution):
     def fit(self, Y: Any, comm=None, progress: bool = False) -> "SparseCodingModel":
         """Learn the parameters from data ``Y`` (N, D) with truncated EM.
 
-        Parameters already set (constructor keywords or an earlier fit) are the
-        starting point; otherwise they are initialised from ``seed``.
-        ``comm`` may be an mpi4py communicator when each rank passes its own
-        contiguous share of the data (see :mod:`sparsecoding.parallel`); by
-        default the fit runs serially.
+        When all parameters are already set (constructor keywords or an earlier
+        fit) they are the starting point; otherwise they are initialised from
+        ``seed``. ``comm`` may be an mpi4py communicator: every rank passes the
+        same full ``Y`` and works on its own chunks (the command line instead
+        reads one slice per rank); by default the fit runs serially.
         """
         from ..em import run_em
-        from ..parallel import SerialComm, local_chunks_from_array
+        from ..parallel import as_comm, local_chunks_from_array
 
         self.check_hyper()
         Y = self._check_data(Y)
-        comm = comm or SerialComm()
+        comm = as_comm(comm)
         N, D = Y.shape
-        chunks = local_chunks_from_array(Y, self.chunk_size)
+        chunks = local_chunks_from_array(Y, self.chunk_size, comm.rank, comm.size)
         params = dict(self.params) if all(k in self.params for k in self.param_names) else None
         result = run_em(
             self,

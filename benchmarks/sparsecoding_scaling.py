@@ -1,0 +1,90 @@
+"""Sparse coding timings: BSC seconds per EM iteration and MPI strong scaling.
+
+1. BSC on the bars test (N=1000, H=10, H'=8, gamma=5), one rank, in process.
+2. BSC on whitened 12x12 natural-image patches (H=100, H'=10, gamma=4,
+   N=50,000) through ``mpiexec -n 1`` and ``-n 2``; strong-scaling efficiency
+   ``t1 / (2 t2)``.
+
+Per-iteration times are medians of the per-step wall times recorded in the
+results (start-up and data loading excluded). Both runs use one BLAS thread
+per rank. The last line is exactly
+``bars_s_per_iter=<x> patches_s_per_iter_1rank=<y> scaling_efficiency_2ranks=<z>``.
+
+Usage:  python benchmarks/sparsecoding_scaling.py [--steps 4] [--N 50000] [--bars-steps 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def bars_timing(steps: int) -> tuple[float, float]:
+    from sparsecoding import BSC, bars_data
+
+    d = bars_data(N=1000, seed=0)
+    BSC(H=10, Hprime=8, gamma=5, steps=2).fit(d["Y"])  # compile the numba kernels
+    m = BSC(H=10, Hprime=8, gamma=5, steps=steps, anneal="2:1@0.6")
+    c0 = time.process_time()
+    m.fit(d["Y"])
+    cpu = (time.process_time() - c0) / steps
+    return float(np.median(m.history_["wall_time"])), cpu
+
+
+def patches_timing(path: Path, ranks: int, steps: int, out: Path) -> float:
+    from sparsecoding.io import load_results
+
+    exe = Path(sys.executable).parent / "mpiexec"
+    cmd = [str(exe) if exe.exists() else "mpiexec", "-n", str(ranks), sys.executable, "-m", "sparsecoding", "train",
+           "--model", "bsc", "--data", str(path), "--H", "100", "--Hprime", "10", "--gamma", "4", "--steps",
+           str(steps), "--anneal", "1", "--out", str(out), "--force", "--quiet", "--no-plot",
+           "--checkpoint-every", str(steps)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"patches run with {ranks} ranks failed:\n{r.stderr[-2000:]}")
+    t = load_results(out)["wall_time"]
+    return float(np.median(t[1:] if len(t) > 1 else t))  # the first step also compiles kernels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bars-steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=4, help="EM steps per patches run")
+    ap.add_argument("--N", type=int, default=50000, help="number of patches")
+    args = ap.parse_args()
+
+    bars_wall, bars_cpu = bars_timing(args.bars_steps)
+    print(f"BSC bars (N=1000, H=10, H'=8, gamma=5), 1 rank: {bars_wall * 1e3:.2f} ms/iter wall "
+          f"(median), {bars_cpu * 1e3:.2f} ms/iter CPU; reference Python library about 150 ms")
+
+    from sparsecoding.data import image_patches
+    from sparsecoding.io import write_data
+
+    with tempfile.TemporaryDirectory(prefix="sc_bench_") as tmp:
+        tmp = Path(tmp)
+        data = tmp / "patches.h5"
+        t0 = time.perf_counter()
+        write_data(data, image_patches(args.N, 12, seed=0), attrs={"patch_shape": (12, 12)})
+        print(f"patches: {args.N} whitened 12x12 patches from scikit-image images in {time.perf_counter() - t0:.1f} s")
+        t1 = patches_timing(data, 1, args.steps, tmp / "r1")
+        t2 = patches_timing(data, 2, args.steps, tmp / "r2")
+    eff = t1 / (2 * t2)
+    print(f"BSC patches (N={args.N}, H=100, H'=10, gamma=4): 1 rank {t1:.3f} s/iter, 2 ranks {t2:.3f} s/iter, "
+          f"strong-scaling efficiency {eff:.2f} (cpus on this machine: {os.cpu_count()})")
+    print(f"bars_s_per_iter={bars_wall:.5f} patches_s_per_iter_1rank={t1:.4f} scaling_efficiency_2ranks={eff:.3f}")
+
+
+if __name__ == "__main__":
+    main()
