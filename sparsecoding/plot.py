@@ -23,8 +23,8 @@ def dictionary_image(W: np.ndarray, patch_shape: Sequence[int] | None = None, pa
     """Tile the columns of ``W`` (D, H) into one 2-D array, each tile scaled to [-1, 1] by its max |value|.
 
     Example:
-        >>> dictionary_image(np.ones((4, 3))).shape
-        (5, 7)
+        >>> dictionary_image(np.ones((4, 3))).shape   # three 2x2 tiles on a 2x2 grid, 1-pixel gaps
+        (5, 5)
     """
     D, H = W.shape
     h, w = _patch_shape(D, patch_shape)

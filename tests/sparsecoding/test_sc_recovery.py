@@ -57,7 +57,7 @@ def test_bars_recovery_other_models(cls, name, kw):
 
 def test_tsc_bars_recovery_up_to_sign():
     d = bars_data(N=1000, model="tsc", seed=0)
-    m = TSC(H=10, Hprime=6, gamma=3, steps=60, anneal="2:1@0.6", Ncut_factor=1.0, W_noise=1.0, seed=0).fit(d["Y"])
+    m = TSC(H=10, Hprime=7, gamma=3, steps=80, anneal="3:1@0.7", Ncut_factor=1.0, W_noise=2.0, seed=0).fit(d["Y"])
     assert_recovered(m.W, d["W"], up_to_sign=True)
     assert m.pi == pytest.approx(0.2, rel=0.15)
     assert m.sigma == pytest.approx(2.0, rel=0.15)

@@ -1,0 +1,16 @@
+"""The runnable examples in the public docstrings."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["sparsecoding", "sparsecoding.truncation", "sparsecoding.em", "sparsecoding.data", "sparsecoding.plot",
+           "sparsecoding.models.bsc", "sparsecoding.models.tsc", "sparsecoding.models.dsc", "sparsecoding.models.mca",
+           "sparsecoding.models.mmca", "sparsecoding.models.gsc"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
