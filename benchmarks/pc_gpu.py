@@ -51,6 +51,7 @@ CATS = 256
 # PD (split step 7) about 55,000·k² + 110,000·k.
 SIZES = {"hclt": {"2M": 48, "13M": 128, "100M": 352}, "pd": {"2M": 5, "12M": 14, "100M": 42}}
 PD_STEP = 7
+APPROX = ("tf32x3", "tf32")  # approximate matmul modes timed next to the exact one (see probcirc.backend.approximate)
 
 
 def log(*a):
@@ -197,9 +198,10 @@ def check(pc_cpu, pc, data, n_check: int) -> dict:
     del pc64
     out["ll_vs_f64"] = rel_err(m_got[-1], ll64)
     out["torch_ll_vs_f64"] = rel_err(m_ref[-1], ll64)
-    with backend.approximate("tf32"):
-        probcirc.set_backend("triton")
-        out["tf32_ll_vs_f64"] = rel_err(forward(pc, x, missing)[-1], ll64)
+    probcirc.set_backend("triton")
+    for mode in APPROX:
+        with backend.approximate(mode):
+            out[f"{mode}_ll_vs_f64"] = rel_err(forward(pc, x, missing)[-1], ll64)
     probcirc.set_backend("auto")
     return out
 
@@ -252,10 +254,12 @@ def _run_ours(pc, data, cap: int) -> dict:
     t_f = timed(fwd)
     t_b = timed(bwd)
     t_e = timed(em)
-    with backend.approximate("tf32"):
-        t_f32 = timed(fwd)
+    modes = {}
+    for mode in APPROX:
+        with backend.approximate(mode):
+            modes[mode] = {"batch": B, "fwd": timed(fwd), "bwd": timed(bwd), "em": t_e}
     state.clear()
-    return {"batch": B, "fwd": t_f, "bwd": t_b, "em": t_e, "fwd_tf32": t_f32, "peak_gib": peak}
+    return {"batch": B, "fwd": t_f, "bwd": t_b, "em": t_e, "modes": modes, "peak_gib": peak}
 
 
 def run_torch_path(pc, data, B: int) -> dict:
@@ -376,53 +380,56 @@ def main() -> None:
 
     rows, max_err, ratios = [], 0.0, []
     structures = [s.strip() for s in args.structures.split(",") if s.strip()]
-    for structure in structures:
-        labels = list(SIZES[structure])
-        if args.quick:
-            labels = labels[:1]
-        elif args.sizes:
-            labels = [l for l in labels if l in args.sizes.split(",")]
-        for label in labels:
-            if time.perf_counter() - t_start > args.budget:
-                log(f"{structure} {label}: skipped, past the --budget of {args.budget:.0f} s")
-                continue
-            k = SIZES[structure][label]
-            row = {"structure": structure, "label": label, "k": k}
+    plan = []  # smallest sizes of every structure first, so a short budget still covers both
+    for i in range(max(len(SIZES[s]) for s in structures)):
+        for structure in structures:
+            labels = list(SIZES[structure])
+            if i < len(labels) and not (args.quick and i > 0) and (not args.sizes or labels[i] in args.sizes.split(",")):
+                plan.append((structure, labels[i]))
+    for structure, label in plan:
+        if time.perf_counter() - t_start > args.budget:
+            log(f"{structure} {label}: skipped, past the --budget of {args.budget:.0f} s")
+            continue
+        k = SIZES[structure][label]
+        row = {"structure": structure, "label": label, "k": k}
+        try:
+            t0 = time.perf_counter()
+            pc_cpu = build(structure, k, data_cpu.numpy())
+            row["edges"] = pc_cpu.num_edges
+            row["compile_s"] = time.perf_counter() - t0
+            pc = copy.deepcopy(pc_cpu).to(DEV)
+            row["check"] = check(pc_cpu, pc, data, args.check_batch)
+            max_err = max(max_err, row["check"]["ll_vs_f64"])
+            del pc_cpu
+            gc.collect()
+            row["ours"] = run_ours(pc, data, args.max_batch, structure)
+            flops = 2 * sum_edges(pc) * row["ours"]["batch"]
+            row["ours"]["fwd_tflops"] = flops / row["ours"]["fwd"] / 1e12
+            row["ours"]["bwd_tflops"] = 3 * flops / row["ours"]["bwd"] / 1e12
+            row["torch"] = run_torch_path(pc, data, row["ours"]["batch"])
+            del pc
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        gc.collect()
+        empty_cache()
+        if juice is not None and "ours" in row and time.perf_counter() - t_start > args.budget:
+            row["peer_error"] = f"skipped, past the --budget of {args.budget:.0f} s"
+        elif juice is not None and "ours" in row:
             try:
-                t0 = time.perf_counter()
-                pc_cpu = build(structure, k, data_cpu.numpy())
-                row["edges"] = pc_cpu.num_edges
-                row["compile_s"] = time.perf_counter() - t0
-                pc = copy.deepcopy(pc_cpu).to(DEV)
-                row["check"] = check(pc_cpu, pc, data, args.check_batch)
-                max_err = max(max_err, row["check"]["ll_vs_f64"])
-                del pc_cpu
-                gc.collect()
-                row["ours"] = run_ours(pc, data, args.max_batch, structure)
-                flops = 2 * sum_edges(pc) * row["ours"]["batch"]
-                row["ours"]["fwd_tflops"] = flops / row["ours"]["fwd"] / 1e12
-                row["ours"]["bwd_tflops"] = 3 * flops / row["ours"]["bwd"] / 1e12
-                row["torch"] = run_torch_path(pc, data, row["ours"]["batch"])
-                del pc
+                row["peer"] = run_peer(juice, structure, k, data, row["ours"]["batch"])
+                ratios.append(epoch_seconds(row["peer"]) / epoch_seconds(row["ours"]))
             except Exception as exc:
-                row["error"] = f"{type(exc).__name__}: {exc}"
-                traceback.print_exc()
+                row["peer_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             gc.collect()
             empty_cache()
-            if juice is not None and "ours" in row:
-                try:
-                    row["peer"] = run_peer(juice, structure, k, data, row["ours"]["batch"])
-                    ratios.append(epoch_seconds(row["peer"]) / epoch_seconds(row["ours"]))
-                except Exception as exc:
-                    row["peer_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-                gc.collect()
-                empty_cache()
-            rows.append(row)
-            report_row(row, fp32_rate)
+        rows.append(row)
+        report_row(row, fp32_rate)
 
     log("")
     log(f"summary on {dev} (epoch = {EPOCH} samples; time = fwd + bwd + EM per batch x batches)")
-    log(f"{'circuit':<12}{'edges':>12}{'batch':>7}{'ours s/ep':>11}{'torch s/ep':>11}{'peer s/ep':>11}{'ratio':>7}{'ours GiB':>9}{'peer GiB':>9}{'fwd TF/s':>9}{'% fp32':>7}")
+    log(f"{'circuit':<12}{'edges':>12}{'batch':>7}{'ours s/ep':>11}{'torch s/ep':>11}{'peer s/ep':>11}{'ratio':>7}{'ours GiB':>9}{'peer GiB':>9}{'fwd TF/s':>9}{'% fp32':>7}"
+        + "".join(f"{m + ' s/ep':>13}{'ratio':>7}" for m in APPROX))
     for r in rows:
         if "ours" not in r:
             log(f"{r['structure'] + ' ' + r['label']:<12} failed: {r.get('error')}")
@@ -434,11 +441,13 @@ def main() -> None:
             f"{r['structure'] + ' ' + r['label']:<12}{r['edges']:>12,}{o['batch']:>7}{epoch_seconds(o):>11.2f}{t_ep:>11.2f}{p_ep:>11.2f}"
             f"{p_ep / epoch_seconds(o):>7.2f}{o['peak_gib']:>9.2f}{(p['peak_gib'] if p else math.nan):>9.2f}"
             f"{o['fwd_tflops']:>9.2f}{100 * o['fwd_tflops'] * 1e12 / fp32_rate:>7.1f}"
+            + "".join(f"{epoch_seconds(o['modes'][m]):>13.2f}{p_ep / epoch_seconds(o['modes'][m]):>7.2f}" for m in APPROX)
         )
         if "peer_error" in r:
             log(f"{'':<12} peer failed: {r['peer_error']}")
     if juice is None:
         log(f"peer not run: {peer_why}")
+    log("ratio = peer epoch seconds / ours (>= 1 means faster than the peer); the last line uses the exact (ieee) mode")
     speedup = min(ratios) if ratios else math.nan
     final(speedup, max_err if rows and any("check" in r for r in rows) else math.nan)
 
@@ -452,12 +461,14 @@ def report_row(row: dict, fp32_rate: float) -> None:
     log(
         f"{name}: {row['edges']:,} edges, compiled in {row['compile_s']:.1f} s; checks: mars vs torch {c['mars_vs_torch']:.1e}, "
         f"flows {c['flows_vs_torch']:.1e}, edge flows {c['edge_flows_vs_torch']:.1e}, ll vs float64 {c['ll_vs_f64']:.1e} "
-        f"(torch path {c['torch_ll_vs_f64']:.1e}, tf32 mode {c['tf32_ll_vs_f64']:.1e})"
+        f"(torch path {c['torch_ll_vs_f64']:.1e}; "
+        + ", ".join(f"{m} mode {c[m + '_ll_vs_f64']:.1e}" for m in APPROX) + ")"
     )
     log(
         f"  ours  B={o['batch']}: fwd {o['fwd'] * 1e3:.1f} ms ({o['fwd_tflops']:.2f} TFLOP/s, {100 * o['fwd_tflops'] * 1e12 / fp32_rate:.0f}% of fp32 matmul), "
-        f"bwd {o['bwd'] * 1e3:.1f} ms ({o['bwd_tflops']:.2f} TFLOP/s), EM {o['em'] * 1e3:.1f} ms, fwd tf32 {o['fwd_tf32'] * 1e3:.1f} ms; "
-        f"peak {o['peak_gib']:.2f} GiB; {epoch_seconds(o):.2f} s/epoch"
+        f"bwd {o['bwd'] * 1e3:.1f} ms ({o['bwd_tflops']:.2f} TFLOP/s), EM {o['em'] * 1e3:.1f} ms; "
+        + "".join(f"{m}: fwd {o['modes'][m]['fwd'] * 1e3:.1f} ms, bwd {o['modes'][m]['bwd'] * 1e3:.1f} ms; " for m in APPROX)
+        + f"peak {o['peak_gib']:.2f} GiB; {epoch_seconds(o):.2f} s/epoch (exact)"
     )
     if "torch" in row:
         t = row["torch"]

@@ -10,7 +10,7 @@ import triton.language as tl
 #: Tests set this so every buffer a kernel should fill starts as NaN (catches unwritten elements).
 POISON = False
 
-PRECISION_CODES = {"ieee": 0, "tf32": 1, "bf16": 2}
+PRECISION_CODES = {"ieee": 0, "tf32": 1, "bf16": 2, "tf32x3": 4}
 
 
 def alloc(shape, like: torch.Tensor) -> torch.Tensor:
@@ -32,9 +32,11 @@ def precision_code(precision: str) -> int:
 
 @triton.jit
 def mm(a, b, acc, PRECISION: tl.constexpr):
-    """acc + a @ b with float32 accumulation: exact float32 products (0), tf32 (1), bf16 inputs (2),
+    """acc + a @ b with float32 accumulation: exact float32 products (0), tf32 (1), bf16 inputs (2), three-pass tf32 (4),
     or bf16-rounded inputs multiplied in float32 (3, for the interpreter)."""
-    if PRECISION == 3:
+    if PRECISION == 4:
+        out = tl.dot(a, b, acc, input_precision="tf32x3")
+    elif PRECISION == 3:
         out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), acc, input_precision="ieee")
     elif PRECISION == 2:
         out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)

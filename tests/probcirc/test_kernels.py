@@ -157,7 +157,7 @@ def test_sum_layer_all_impossible_and_empty_batch(rng):
     run("triton", layer, torch.zeros(slots, 0))
 
 
-@pytest.mark.parametrize("mode", ["tf32", "bf16"])
+@pytest.mark.parametrize("mode", ["tf32x3", "tf32", "bf16"])
 def test_sum_layer_approximate_modes(rng, mode):
     """The fast modes run and stay near the exact result; exact() switches them off."""
     layer, slots = sum_layer(rng, sparse=False, shared=False)
