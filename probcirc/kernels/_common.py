@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import triton
 import triton.language as tl
@@ -52,17 +54,33 @@ def pow2(n: int, low: int = 16, high: int = 64) -> int:
     return max(low, min(high, triton.next_power_of_2(max(int(n), 1))))
 
 
-def cached(layer, key: tuple, build):
-    """``build()`` once per layer and key; keys name the index tensors by pointer and device,
-    so a circuit moved with ``.to(device)`` rebuilds its metadata there."""
-    cache = layer.__dict__.setdefault("_kernel_cache", {})
-    if key not in cache:
-        cache[key] = build()
-    return cache[key]
+class _Cache(dict):
+    """Per-layer kernel metadata; never pickled or deep-copied (it is rebuilt on demand)."""
+
+    def __reduce__(self):
+        return (_Cache, ())
+
+    def __deepcopy__(self, memo):
+        return _Cache()
 
 
-def tensor_key(*tensors: torch.Tensor | None) -> tuple:
-    return tuple((None if t is None else (t.data_ptr(), str(t.device), tuple(t.shape))) for t in tensors)
+def cached(layer, name: str, tensors: tuple, build):
+    """``build()`` once per layer while ``tensors`` (the layer's index buffers) stay the same objects.
+
+    Entries hold weak references, so a circuit moved with ``.to(device)``
+    (new buffer objects) rebuilds its metadata there and frees the old copy.
+    """
+    cache = layer.__dict__.get("_kernel_cache")
+    if cache is None:
+        cache = layer.__dict__["_kernel_cache"] = _Cache()
+    entry = cache.get(name)
+    if entry is not None:
+        refs, value = entry
+        if len(refs) == len(tensors) and all((r is None and t is None) or (r is not None and r() is t) for r, t in zip(refs, tensors)):
+            return value
+    value = build()
+    cache[name] = (tuple(None if t is None else weakref.ref(t) for t in tensors), value)
+    return value
 
 
 def check_buffer(name: str, t: torch.Tensor) -> None:

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import alloc, cached, pow2, tensor_key
+from ._common import alloc, cached, pow2
 
 
 @triton.jit
@@ -71,7 +71,7 @@ def em_update(layer, edge_flows: torch.Tensor, step_size: float, pseudocount: fl
         mask = layer.edge_mask.to(torch.bool)
         return mask.to(torch.int8).reshape(g * n_out, n_in).contiguous(), mask.sum(-1).reshape(-1).to(torch.float32)
 
-    mask, nch = cached(layer, ("em", *tensor_key(layer.edge_mask), tuple(w.shape), str(w.device)), build)
+    mask, nch = cached(layer, "em", (layer.edge_mask, layer.child_idx), build)
     theta = w.view(g * n_out, n_in)
     _launch(theta, edge_flows.to(torch.float32).reshape(g * n_out, n_in).contiguous(), mask, nch, theta, step_size, pseudocount)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import cached, check_buffer, csr, segment_sum, tensor_key
+from ._common import cached, check_buffer, csr, segment_sum
 
 
 def _by_parent(layer):
@@ -19,7 +19,7 @@ def _by_parent(layer):
         dst = torch.arange(layer.start, layer.stop, dtype=torch.int64, device=layer.parent_idx.device)
         return rows, ptr, dst
 
-    return cached(layer, ("by_parent", *tensor_key(layer.parent_idx, layer.child_idx)), build)
+    return cached(layer, "by_parent", (layer.parent_idx, layer.child_idx), build)
 
 
 def _by_child(layer):
@@ -28,7 +28,7 @@ def _by_child(layer):
         rows, ptr = csr(inverse, layer.parent_idx + layer.start, uniq.numel())
         return rows, ptr, uniq.contiguous()
 
-    return cached(layer, ("by_child", *tensor_key(layer.parent_idx, layer.child_idx)), build)
+    return cached(layer, "by_child", (layer.parent_idx, layer.child_idx), build)
 
 
 def product_forward(layer, mars: torch.Tensor) -> None:

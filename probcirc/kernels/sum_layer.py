@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import alloc, cached, check_buffer, csr, mm, pow2, precision_code, segment_sum, tensor_key
+from ._common import alloc, cached, check_buffer, csr, mm, pow2, precision_code, segment_sum
 
 
 @triton.jit
@@ -193,7 +193,7 @@ class _Meta:
 
 
 def _meta(layer) -> _Meta:
-    return cached(layer, ("sum", *tensor_key(layer.child_idx, layer.edge_mask), tuple(layer.weight.shape)), lambda: _Meta(layer))
+    return cached(layer, "sum", (layer.child_idx, layer.edge_mask), lambda: _Meta(layer))
 
 
 def _block_b(B: int) -> int:
