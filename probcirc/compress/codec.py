@@ -97,7 +97,7 @@ class Codec:
     Images are cut into the model's patch shape (edge patches padded; padded
     pixels are treated as missing and never coded), RGB goes through modular
     YCoCg-R and each plane is coded like a grey image. Each patch's pixels are
-    coded in raster order; pixel i uses the circuit's exact conditional
+    coded in the model's order (depth-first from the circuit's root); pixel i uses the circuit's exact conditional
     ``P(X_i | x_<i)``, computed by :class:`~probcirc.compress.engine.PmfEngine`
     in a fixed order of IEEE operations, quantised to integers that sum to
     2**24, and range-coded with ``constriction``. The encoder and the decoder
@@ -108,7 +108,8 @@ class Codec:
         circuit: a compiled :class:`~probcirc.TensorCircuit` with Categorical leaves, or a
             :class:`CodecModel` (which carries its patch shape).
         patch: ``(height, width)`` with ``height * width == num_vars``; default square.
-        mode: ``"incremental"`` (cached, default) or ``"naive"`` (whole circuit per pixel).
+        mode: ``"incremental"`` (lazy caching, default), ``"ancestors"`` or ``"naive"``
+            (whole circuit per pixel); see :class:`PmfEngine`. The bytes do not depend on it.
         batch_size: patches evaluated together (memory grows with it; results do not change).
         threads: numba threads to use (results do not change).
 
@@ -138,8 +139,8 @@ class Codec:
             patch = (s, s)
         if int(patch[0]) * int(patch[1]) != d:
             raise ValueError(f"patch {patch[0]}x{patch[1]} does not match the circuit's {d} variables")
-        if mode not in ("incremental", "naive"):
-            raise ValueError(f"mode must be 'incremental' or 'naive', got {mode!r}")
+        if mode not in PmfEngine.MODES:
+            raise ValueError(f"mode must be one of {sorted(PmfEngine.MODES)}, got {mode!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.circuit = circuit
@@ -190,7 +191,7 @@ class Codec:
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         engine = PmfEngine(self.program, len(X), self.mode)
         V = self.program.num_values
-        for i in range(X.shape[1]):
+        for i in self.program.order:
             act = VALID[:, i]
             if not act.any():
                 continue

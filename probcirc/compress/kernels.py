@@ -49,7 +49,7 @@ def _shift(m, s):
     return math.ldexp(m, max(s, MIN_SHIFT))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _inside_node(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs):
     k = kind[n]
     if k == LEAF:
@@ -87,8 +87,8 @@ def _inside_node(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E,
     E[n] = e
 
 
-@njit(cache=True)
-def _outside_node(n, root, kind, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te):
+@njit(cache=True, inline="always")
+def _outside_node(n, root, kind, ch_ptr, ch_idx, par_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te):
     """DM/DE[n] = d root / d n, summed over n's parents in ascending order."""
     if n == root:
         DM[n] = 0.5
@@ -102,7 +102,7 @@ def _outside_node(n, root, kind, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_ed
         if DM[q] == 0.0:
             m, e = 0.0, ZERO_E
         elif kind[q] == SUM:
-            m, e = _norm(DM[q] * ch_w[edge], DE[q])
+            m, e = _norm(DM[q] * par_w[j], DE[q])
         else:
             m, e = DM[q], DE[q]
             for jj in range(ch_ptr[q], ch_ptr[q + 1]):
@@ -192,57 +192,145 @@ def _init_row(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, ob
         _inside_node(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def init_state(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, X, OBS):
-    for b in prange(M.shape[0]):
+    for b in range(M.shape[0]):
         _init_row(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b])
 
 
+NAIVE, ANCESTORS, LAZY = 0, 1, 2
+
+
 @njit(cache=True)
-def _step_row(i, full, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
-              par_ptr, par_node, par_edge, var_ptr, var_leaf, anc_ptr, anc,
-              M, E, DM, DE, x, obs, tm, te, pbuf, freq):
+def _ensure_inside(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs, ok, stack):
+    """Recompute the stale inside values under ``n``.
+
+    The stale nodes reachable from ``n`` are collected first (each once: ``ok`` is 2 while
+    collected), then recomputed in ascending slot order, which is topological, so every
+    child is fresh before its parents whatever the shape of the DAG.
+    """
+    if ok[n] == 1:
+        return
+    S = kind.shape[0]
+    ok[n] = 2
+    stack[0] = n
+    top, cnt = 1, 0
+    while top > 0:
+        top -= 1
+        u = stack[top]
+        stack[S - cnt] = u  # collected nodes fill the stack's far end
+        cnt += 1
+        if kind[u] == PROD or kind[u] == SUM:
+            for j in range(ch_ptr[u], ch_ptr[u + 1]):
+                c = ch_idx[j]
+                if ok[c] == 0:
+                    ok[c] = 2
+                    stack[top] = c
+                    top += 1
+    todo = np.sort(stack[S - cnt + 1 : S + 1])
+    for t in range(cnt):
+        u = todo[t]
+        _inside_node(u, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
+        ok[u] = 1
+
+
+@njit(cache=True)
+def _step_row(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
+              par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
+              M, E, DM, DE, ok, sout, x, obs, tm, te, stack, pbuf, freq):
     S = kind.shape[0]
     root = S - 1
-    if full:
-        # naive path: the whole circuit, inside then outside, for every variable
+    if mode == NAIVE:
+        # the whole circuit, inside then outside, for every variable
         for n in range(1, S):
             _inside_node(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
         for n in range(S - 1, 0, -1):
-            _outside_node(n, root, kind, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te)
-    else:
-        # incremental path: inside values are kept up to date by observe(); the
-        # derivative is needed only on the ancestors of variable i's leaves.
+            _outside_node(n, root, kind, ch_ptr, ch_idx, par_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te)
+    elif mode == ANCESTORS:
+        # inside values are refreshed by observe(); derivatives on every ancestor of X_i's leaves
         for j in range(anc_ptr[i + 1] - 1, anc_ptr[i] - 1, -1):
-            _outside_node(anc[j], root, kind, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te)
+            _outside_node(anc[j], root, kind, ch_ptr, ch_idx, par_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te)
+    else:
+        # lazy: a derivative d root / d n depends only on variables outside n's scope, so it
+        # is reused when every variable coded since it was computed lies inside that scope
+        # (scopes are position intervals [lo, hi] in the coding order); stale inside values
+        # are recomputed only when a derivative needs them.
+        for j in range(anc_ptr[i + 1] - 1, anc_ptr[i] - 1, -1):
+            n = anc[j]
+            if sout[n] >= now or (contig[n] and sout[n] >= lo[n] and now - 1 <= hi[n]):
+                continue
+            for jp in range(par_ptr[n], par_ptr[n + 1]):
+                q = par_node[jp]
+                if kind[q] == PROD:
+                    for jj in range(ch_ptr[q], ch_ptr[q + 1]):
+                        c = ch_idx[jj]
+                        if c != n and ok[c] != 1:  # (a call costs more than the check)
+                            _ensure_inside(c, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs, ok, stack)
+            _outside_node(n, root, kind, ch_ptr, ch_idx, par_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te)
+            sout[n] = now
     _pmf(i, var_ptr, var_leaf, leaf_row, table, DM, DE, pbuf)
     quantize(pbuf, precision, freq)
 
 
 @njit(cache=True, parallel=True)
-def step(i, full, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
-         par_ptr, par_node, par_edge, var_ptr, var_leaf, anc_ptr, anc,
-         M, E, DM, DE, X, OBS, active, max_par, FREQ):
-    """Quantised P(X_i | x_observed) for every active row into FREQ (B, V)."""
+def step(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
+         par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
+         M, E, DM, DE, OK, SOUT, STACK, X, OBS, active, max_par, FREQ):
+    """Quantised P(X_i | x_observed) for every active row into FREQ (B, V); ``now`` is i's position."""
     V = table.shape[1]
     for b in prange(M.shape[0]):
         if active[b]:
             tm = np.empty(max_par, dtype=np.float64)
             te = np.empty(max_par, dtype=np.int64)
             pbuf = np.empty(V, dtype=np.float64)
-            _step_row(i, full, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
-                      par_ptr, par_node, par_edge, var_ptr, var_leaf, anc_ptr, anc,
-                      M[b], E[b], DM[b], DE[b], X[b], OBS[b], tm, te, pbuf, FREQ[b])
+            _step_row(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
+                      par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
+                      M[b], E[b], DM[b], DE[b], OK[b], SOUT[b], X[b], OBS[b], tm, te, STACK[b], pbuf, FREQ[b])
 
 
 @njit(cache=True, parallel=True)
-def observe(i, full, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_ptr, anc,
-            M, E, X, OBS, active, values):
-    """Set X_i = values[b] on the active rows and refresh the inside values that depend on it."""
+def observe(i, mode, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_ptr, anc,
+            M, E, OK, X, OBS, active, values):
+    """Set X_i = values[b] on the active rows; refresh (ANCESTORS) or mark stale (LAZY) what depends on it."""
     for b in prange(M.shape[0]):
         if active[b]:
             X[b, i] = values[b]
             OBS[b, i] = True
-            if not full:
+            if mode == ANCESTORS:
                 for j in range(anc_ptr[i], anc_ptr[i + 1]):
                     _inside_node(anc[j], kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b])
+            elif mode == LAZY:
+                for j in range(anc_ptr[i], anc_ptr[i + 1]):
+                    OK[b, anc[j]] = 0
+
+
+@njit(cache=True)
+def step_serial(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
+         par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
+         M, E, DM, DE, OK, SOUT, STACK, X, OBS, active, max_par, FREQ):
+    """Quantised P(X_i | x_observed) for every active row into FREQ (B, V); ``now`` is i's position."""
+    V = table.shape[1]
+    for b in range(M.shape[0]):
+        if active[b]:
+            tm = np.empty(max_par, dtype=np.float64)
+            te = np.empty(max_par, dtype=np.int64)
+            pbuf = np.empty(V, dtype=np.float64)
+            _step_row(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
+                      par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
+                      M[b], E[b], DM[b], DE[b], OK[b], SOUT[b], X[b], OBS[b], tm, te, STACK[b], pbuf, FREQ[b])
+
+
+@njit(cache=True)
+def observe_serial(i, mode, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_ptr, anc,
+            M, E, OK, X, OBS, active, values):
+    """Set X_i = values[b] on the active rows; refresh (ANCESTORS) or mark stale (LAZY) what depends on it."""
+    for b in range(M.shape[0]):
+        if active[b]:
+            X[b, i] = values[b]
+            OBS[b, i] = True
+            if mode == ANCESTORS:
+                for j in range(anc_ptr[i], anc_ptr[i + 1]):
+                    _inside_node(anc[j], kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b])
+            elif mode == LAZY:
+                for j in range(anc_ptr[i], anc_ptr[i + 1]):
+                    OK[b, anc[j]] = 0

@@ -40,12 +40,18 @@ class Program:
     par_ptr: np.ndarray  # (S+1,) int64
     par_node: np.ndarray  # (nnz,) int64 parent slots, ascending
     par_edge: np.ndarray  # (nnz,) int64 index of the edge into ch_idx / ch_w
+    par_w: np.ndarray  # (nnz,) float64 = ch_w[par_edge], stored parent-list order for locality
     var_ptr: np.ndarray  # (D+1,) int64
     var_leaf: np.ndarray  # leaves of each variable, ascending slots
     anc_ptr: np.ndarray  # (D+1,) int64
     anc: np.ndarray  # ancestors of each variable's leaves (leaves included), ascending slots
     num_vars: int
     num_values: int
+    order: np.ndarray = None  # (D,) coding order of the variables
+    pos: np.ndarray = None  # (D,) position of each variable in ``order``
+    lo: np.ndarray = None  # (S,) first position of each node's scope
+    hi: np.ndarray = None  # (S,) last position of each node's scope
+    contig: np.ndarray = None  # (S,) bool: the scope is exactly the positions lo..hi
 
     @property
     def num_slots(self) -> int:
@@ -54,6 +60,61 @@ class Program:
     @property
     def max_parents(self) -> int:
         return int(np.diff(self.par_ptr).max(initial=1))
+
+
+@njit(cache=True)
+def _preorder(kind, leaf_var, ch_ptr, ch_idx, D):
+    """Variables in the order a depth-first pre-order walk from the root first reaches their leaves."""
+    S = kind.shape[0]
+    seen = np.zeros(S, dtype=np.bool_)
+    have = np.zeros(D, dtype=np.bool_)
+    order = np.empty(D, dtype=np.int64)
+    stack = np.empty(ch_idx.shape[0] + 1, dtype=np.int64)
+    stack[0] = S - 1
+    top, cnt = 1, 0
+    while top > 0:
+        top -= 1
+        n = stack[top]
+        if seen[n]:
+            continue
+        seen[n] = True
+        if kind[n] == 1:
+            v = leaf_var[n]
+            if not have[v]:
+                have[v] = True
+                order[cnt] = v
+                cnt += 1
+        for j in range(ch_ptr[n + 1] - 1, ch_ptr[n] - 1, -1):
+            if not seen[ch_idx[j]]:
+                stack[top] = ch_idx[j]
+                top += 1
+    return order[:cnt]
+
+
+@njit(cache=True)
+def _intervals(kind, leaf_var, ch_ptr, ch_idx, pos):
+    S = kind.shape[0]
+    lo = np.zeros(S, dtype=np.int64)
+    hi = np.zeros(S, dtype=np.int64)
+    size = np.zeros(S, dtype=np.int64)
+    for n in range(S):
+        if kind[n] == 1:
+            lo[n] = hi[n] = pos[leaf_var[n]]
+            size[n] = 1
+        elif kind[n] == 2 or kind[n] == 3:
+            lo[n] = 1 << 60
+            hi[n] = -1
+            for j in range(ch_ptr[n], ch_ptr[n + 1]):
+                c = ch_idx[j]
+                lo[n] = min(lo[n], lo[c])
+                hi[n] = max(hi[n], hi[c])
+                if kind[n] == 2:
+                    size[n] += size[c]
+                elif j == ch_ptr[n]:
+                    size[n] = size[c]
+        else:
+            lo[n], hi[n], size[n] = 1 << 60, -1, 0
+    return lo, hi, (hi - lo + 1) == size
 
 
 @njit(cache=True)
@@ -182,5 +243,23 @@ def build_program(circuit) -> Program:
     var_ptr[1:] = np.cumsum(np.bincount(lv, minlength=D))
     anc_ptr, anc = _ancestors(var_ptr, var_leaf, par_ptr, par_node, S)
     table = np.ascontiguousarray(np.concatenate(tables)) if tables else np.zeros((0, 2))
-    return Program(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge,
-                   var_ptr, var_leaf, anc_ptr, anc, D, int(num_values))
+    prog = Program(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge,
+                   np.ascontiguousarray(ch_w[par_edge]), var_ptr, var_leaf, anc_ptr, anc, D, int(num_values))
+    set_order(prog, _preorder(kind, leaf_var, ch_ptr, ch_idx, D))
+    return prog
+
+
+def set_order(prog: Program, order) -> None:
+    """Fix the coding order (a permutation of the variables) and the scope intervals it implies.
+
+    The default, set by :func:`build_program`, is the depth-first pre-order of the circuit
+    from its root: for a tree-shaped circuit (HCLT) every node's scope is then a contiguous
+    run of positions, which is what lets the lazy engine reuse derivatives.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    if sorted(order.tolist()) != list(range(prog.num_vars)):
+        raise ValueError("order must be a permutation of the variables")
+    pos = np.empty(prog.num_vars, dtype=np.int64)
+    pos[order] = np.arange(prog.num_vars)
+    prog.order, prog.pos = order, pos
+    prog.lo, prog.hi, prog.contig = _intervals(prog.kind, prog.leaf_var, prog.ch_ptr, prog.ch_idx, pos)
