@@ -98,7 +98,8 @@ def linear_moments(post, idx, act, val, H):
     n, M = post.shape
     g = act.shape[1]
     Es = np.zeros((n, H))
-    SS = np.zeros((H, H))
+    low = np.zeros((H, H))  # pairs a > c, mirrored at the end
+    diag = np.zeros(H)
     for i in range(n):
         for m in range(M):
             w = post[i, m]
@@ -111,9 +112,10 @@ def linear_moments(post, idx, act, val, H):
                 ha = idx[i, ja]
                 wa = w * val[m, a]
                 Es[i, ha] += wa
-                for c in range(g):
-                    jc = act[m, c]
-                    if jc < 0:
-                        break
-                    SS[ha, idx[i, jc]] += wa * val[m, c]
+                diag[ha] += wa * val[m, a]
+                for c in range(a):
+                    low[ha, idx[i, act[m, c]]] += wa * val[m, c]
+    SS = low + low.T
+    for h in range(H):
+        SS[h, h] += diag[h]
     return Es, SS

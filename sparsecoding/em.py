@@ -180,8 +180,11 @@ def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, W_noise, c
         like_common = {"n_active": np.zeros(()), "value_counts": np.zeros(len(et.values)), "loglik": np.zeros(())}
         like = {**{"m_" + k: v for k, v in like_stats.items()}, **{"c_" + k: v for k, v in like_common.items()}}
 
-        def chunk_stats(Y, blocks, logZ, used=None):
-            post = et.posterior(blocks, T)
+        def chunk_stats(Y, blocks, logZ=None, used=None):
+            if logZ is None:
+                post, logZ = et.posterior_and_log_marginal(blocks, T)
+            else:
+                post = et.posterior(blocks, T)
             if used is not None:
                 Y = Y[used]
                 post = [p[used] for p in post]
@@ -214,8 +217,7 @@ def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, W_noise, c
         else:
             N_use = N
             for c, Y in chunks.items():
-                blocks = et.blocks(params, Y)
-                per_chunk[c] = chunk_stats(Y, blocks, et.log_marginal(blocks))
+                per_chunk[c] = chunk_stats(Y, et.blocks(params, Y))
         total = _unflatten(chunked_sum(per_chunk, C, len(_flatten(like)), comm), like)
         stats = {k[2:]: v for k, v in total.items() if k.startswith("m_")}
         common = {k[2:]: v for k, v in total.items() if k.startswith("c_")}

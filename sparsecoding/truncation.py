@@ -222,6 +222,24 @@ class ExpectationTruncation:
             start += b.vals.shape[0]
         return out
 
+    @staticmethod
+    def posterior_and_log_marginal(blocks: list[Block], T: float = 1.0) -> tuple[list[np.ndarray], np.ndarray]:
+        """:meth:`posterior` at ``T`` and :meth:`log_marginal` (at T = 1), sharing the work when T = 1."""
+        L = np.concatenate([b.logjoint for b in blocks], axis=1)
+        m = np.max(L, axis=1, keepdims=True)
+        P = np.exp(L - m)
+        Z = P.sum(axis=1, keepdims=True)
+        logZ = (np.log(Z) + m)[:, 0]
+        if T != 1.0:
+            P = np.exp((L - m) / T)
+            Z = P.sum(axis=1, keepdims=True)
+        P /= Z
+        out, start = [], 0
+        for b in blocks:
+            out.append(P[:, start : start + b.vals.shape[0]])
+            start += b.vals.shape[0]
+        return out, logZ
+
     def common_stats(self, blocks: list[Block], post: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Expected number of active causes and expected counts of each non-zero value (summed over n)."""
         n_active = 0.0
