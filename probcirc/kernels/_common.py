@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import weakref
 
 import torch
 import triton
 import triton.language as tl
 
+
+def _tuning() -> dict:
+    """Launch parameters, overridable for tuning on a new card without code changes:
+    ``PROBCIRC_TRITON_TUNE="block_b=128,max_block=64,num_warps=8,seg_block_b=256"``."""
+    tune = {"block_b": 64, "max_block": 64, "num_warps": 4, "seg_block_b": 128}
+    spec = os.environ.get("PROBCIRC_TRITON_TUNE", "").strip()
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, value = item.partition("=")
+        if key not in tune or not value.isdigit() or int(value) & (int(value) - 1) or int(value) < (1 if key == "num_warps" else 16):
+            raise ValueError(f"PROBCIRC_TRITON_TUNE: bad entry {item!r}; keys {sorted(tune)}, values powers of two (blocks >= 16)")
+        tune[key] = int(value)
+    return tune
+
+
+TUNE = _tuning()
 
 #: Tests set this so every buffer a kernel should fill starts as NaN (catches unwritten elements).
 POISON = False
@@ -124,12 +140,13 @@ def segment_sum_kernel(
     tl.store(dst_ptr + drow * dst_stride + offs, acc, mask=bmask)
 
 
-def segment_sum(src, src_rows, seg, dst, dst_rows, accumulate: bool, block_b: int = 128) -> None:
+def segment_sum(src, src_rows, seg, dst, dst_rows, accumulate: bool) -> None:
     n = dst_rows.numel()
     if n == 0 or dst.shape[1] == 0:
         return
     B = dst.shape[1]
-    bb = pow2(B, 16, block_b)
+    bb = pow2(B, 16, TUNE["seg_block_b"])
     segment_sum_kernel[(n, triton.cdiv(B, bb))](
-        src, src_rows, seg, dst, dst_rows, B, src.stride(0), dst.stride(0), ACCUMULATE=accumulate, BLOCK_B=bb
+        src, src_rows, seg, dst, dst_rows, B, src.stride(0), dst.stride(0), ACCUMULATE=accumulate, BLOCK_B=bb,
+        num_warps=TUNE["num_warps"],
     )

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import alloc, cached, check_buffer, csr, mm, pow2, precision_code, segment_sum
+from ._common import TUNE, alloc, cached, check_buffer, csr, mm, pow2, precision_code, segment_sum
 
 
 @triton.jit
@@ -169,7 +169,7 @@ class _Meta:
 
     def __init__(self, layer):
         g, n_out, n_in = layer.weight.shape
-        self.BO, self.BK = pow2(n_out), pow2(n_in)
+        self.BO, self.BK = pow2(n_out, 16, TUNE["max_block"]), pow2(n_in, 16, TUNE["max_block"])
         self.nob, self.nkb = triton.cdiv(n_out, self.BO), triton.cdiv(n_in, self.BK)
         child = layer.child_idx.reshape(-1)
         self.child_idx = layer.child_idx.contiguous()
@@ -197,7 +197,7 @@ def _meta(layer) -> _Meta:
 
 
 def _block_b(B: int) -> int:
-    return pow2(B, 16, 64)
+    return pow2(B, 16, TUNE["block_b"])
 
 
 def sum_forward(layer, mars: torch.Tensor, precision: str = "ieee") -> None:
@@ -214,7 +214,7 @@ def sum_forward(layer, mars: torch.Tensor, precision: str = "ieee") -> None:
         mars, meta.child_idx, w, blk, mars, w, w,
         B, mars.stride(0), n_in, n_out, layer.start, meta.nob, meta.nkb,
         SPARSE=meta.sparse, BACKWARD=False, PRECISION=precision_code(precision),
-        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb,
+        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
     )
 
 
@@ -243,14 +243,14 @@ def sum_backward(layer, mars: torch.Tensor, flows: torch.Tensor, precision: str 
         mars, meta.child_idx, w, blk, flows, ratio, top,
         B, mars.stride(0), n_in, n_out, layer.start, meta.nob, meta.nkb,
         SPARSE=meta.sparse, BACKWARD=True, PRECISION=code,
-        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb,
+        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
     )
     dst = flows if meta.direct else alloc((g * n_in, B), mars)
     _sum_bwd_in_kernel[(g, meta.nkb, triton.cdiv(B, bb))](
         mars, meta.child_idx, w, blk, ratio, top, dst,
         B, mars.stride(0), dst.stride(0), n_in, n_out, meta.nob, meta.nkb,
         SPARSE=meta.sparse, DIRECT=meta.direct, PRECISION=code,
-        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb,
+        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
     )
     if not meta.direct:
         segment_sum(dst, meta.src_rows, meta.seg, flows, meta.dst_rows, accumulate=True)
@@ -258,6 +258,6 @@ def sum_backward(layer, mars: torch.Tensor, flows: torch.Tensor, precision: str 
         mars, meta.child_idx, blk, meta.mask if meta.sparse else blk, ratio, top, grad,
         B, mars.stride(0), n_in, n_out, meta.nob, meta.nkb,
         SPARSE=meta.sparse, PRECISION=code,
-        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb,
+        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
     )
     return grad
