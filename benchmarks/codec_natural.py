@@ -1,0 +1,85 @@
+"""Natural images: a patch codec trained on scikit-image samples, against PNG, WebP and JPEG-XL.
+
+Trains an HCLT on 16x16 patches of some scikit-image sample images (grey
+images and the YCoCg-R planes of colour ones), then codes held-out images,
+including colour ones, and checks the round trip. Never run by ``make test``.
+
+    python benchmarks/codec_natural.py [--patch 16] [--latents 16] [--max-patches 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from probcirc.compress import Codec, train_codec  # noqa: E402
+
+TRAIN = ["camera", "moon", "coins", "text", "page", "clock", "grass", "brick", "chelsea", "rocket"]
+TEST = ["cell", "gravel", "coffee", "astronaut"]
+
+
+def sizes(img: np.ndarray) -> dict[str, int]:
+    from PIL import Image
+
+    out = {}
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", optimize=True)
+    out["PNG"] = buf.tell()
+    try:
+        import imagecodecs
+
+        rgb = img if img.ndim == 3 else np.repeat(img[..., None], 3, -1)
+        out["WebP"] = len(imagecodecs.webp_encode(rgb, lossless=True, level=100, method=6))
+        out["JPEG-XL"] = len(imagecodecs.jpegxl_encode(img, lossless=True, effort=7))
+    except Exception:  # noqa: BLE001 - optional codecs
+        pass
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patch", type=int, default=16)
+    ap.add_argument("--latents", type=int, default=16)
+    ap.add_argument("--max-patches", type=int, default=20000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    import skimage.data
+
+    train = [getattr(skimage.data, n)() for n in TRAIN]
+    test = {n: getattr(skimage.data, n)() for n in TEST}
+    t = time.time()
+    model = train_codec(train, patch=(args.patch, args.patch), latents=args.latents, epochs=args.epochs,
+                        full_batch_epochs=1, max_patches=args.max_patches, progress=False)
+    print(f"trained on {len(train)} images ({', '.join(TRAIN)}), {args.patch}x{args.patch} patches, "
+          f"{args.latents} latents, {time.time() - t:.0f} s")
+    codec = Codec(model, threads=args.threads)
+    print(f"{'image':12s} {'shape':>14s} {'PC codec':>9s} {'model':>7s} {'PNG':>7s} {'WebP':>7s} {'JPEG-XL':>8s}  (bits/dim)  enc s  dec s  exact")
+    total = {}
+    for name, img in test.items():
+        t = time.time()
+        blob = codec.encode([img])
+        te = time.time() - t
+        t = time.time()
+        back = codec.decode(blob)[0]
+        td = time.time() - t
+        dims = img.size
+        row = {"PC codec": 8 * len(blob) / dims, "model": codec.model_bits([img])[0] / dims}
+        row.update({k: 8 * v / dims for k, v in sizes(img).items()})
+        for k, v in row.items():
+            total.setdefault(k, []).append(v)
+        print(f"{name:12s} {str(img.shape):>14s} {row['PC codec']:9.3f} {row['model']:7.3f} {row.get('PNG', np.nan):7.3f} "
+              f"{row.get('WebP', np.nan):7.3f} {row.get('JPEG-XL', np.nan):8.3f}  {'':10s} {te:6.1f} {td:6.1f}  {np.array_equal(back, img)}")
+    print("mean bits/dim: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in total.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
