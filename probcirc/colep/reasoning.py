@@ -160,9 +160,14 @@ class ClusterCircuit:
         m = len(self.variables)
         corners = torch.tensor(list(itertools.product([0, 1], repeat=m)), dtype=torch.bool)  # (2^m, m)
         lo, hi = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
-        qv = torch.where(corners[None], hi[:, None, :], lo[:, None, :])  # (B, 2^m, m)
-        vals = self.corrected(qv.reshape(-1, m)).reshape(lo.shape[0], len(corners), m)
-        return vals.amin(1), vals.amax(1)
+        step = max(1, 2**18 // len(corners))  # bound the (samples × vertices) batch
+        mins, maxs = [], []
+        for s in range(0, lo.shape[0], step):
+            qv = torch.where(corners[None], hi[s : s + step, None, :], lo[s : s + step, None, :])  # (b, 2^m, m)
+            vals = self.corrected(qv.reshape(-1, m)).reshape(qv.shape[0], len(corners), m)
+            mins.append(vals.amin(1))
+            maxs.append(vals.amax(1))
+        return torch.cat(mins), torch.cat(maxs)
 
 
 class Reasoner:
