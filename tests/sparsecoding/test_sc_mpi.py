@@ -55,3 +55,34 @@ def test_killed_run_resumes_to_the_same_result(bars, reference):
     assert res["step"].tolist() == list(range(10))
     for k in ("W", "pi", "sigma", "loglik", "N_use"):
         np.testing.assert_allclose(res[k], reference[k], rtol=0, atol=1e-8, err_msg=k)
+
+
+def test_fit_api_with_mpi_communicator(tmp_path):
+    # the estimator API under mpiexec: every rank passes the full data, each works on its own chunks
+    script = tmp_path / "fit_mpi.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        "from mpi4py import MPI\n"
+        "from sparsecoding import BSC, bars_data\n"
+        "d = bars_data(N=600, seed=2)\n"
+        "m = BSC(H=10, Hprime=6, gamma=3, steps=6, chunk_size=50).fit(d['Y'], comm=MPI.COMM_WORLD)\n"
+        "if MPI.COMM_WORLD.Get_rank() == 0:\n"
+        "    np.save(sys.argv[1], np.concatenate([m.W.ravel(), [m.pi, m.sigma]]))\n"
+    )
+    import subprocess
+    import sys
+
+    from sc_helpers import REPO, mpiexec
+
+    exe = mpiexec()
+    if exe is None:
+        pytest.skip("mpiexec not found")
+    out = tmp_path / "w.npy"
+    r = subprocess.run([exe, "-n", "3", sys.executable, str(script), str(out)], cwd=REPO, capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    from sparsecoding import BSC, bars_data
+
+    d = bars_data(N=600, seed=2)
+    m = BSC(H=10, Hprime=6, gamma=3, steps=6, chunk_size=50).fit(d["Y"])
+    np.testing.assert_allclose(np.load(out), np.concatenate([m.W.ravel(), [m.pi, m.sigma]]), rtol=0, atol=1e-10)
