@@ -31,9 +31,9 @@ def load(path: str | Path) -> DistributionTransformer:
     :mod:`probcirc.io`; ``probcirc.io.load`` works too once that import has run.
 
     Example:
-        >>> model = load(MODELS / "linear_gaussian_d2_k4.h5")  # doctest: +SKIP
-        >>> model.task
-        'linear_gaussian'
+        >>> model = load(MODELS / "linear_gaussian_d2_k4.h5")
+        >>> model.task, model.dim, model.n_components
+        ('linear_gaussian', 2, 4)
     """
     from probcirc import io
 

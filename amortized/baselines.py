@@ -58,6 +58,8 @@ def gmm_vi(task: Task, problems: Problems, steps: int = 500, lr: float = 0.05, n
     logdiag = torch.log(torch.diagonal(tril0, dim1=-2, dim2=-1)).clone().requires_grad_()
     off = tril0[..., rows, cols].clone().requires_grad_()
     opt = torch.optim.Adam([logits, means, logdiag, off], lr=lr)
+    # Cosine decay: at a constant step size the ELBO's sampling noise keeps q jittering around the optimum.
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.01 * lr)
     obs, mask = problems.observations.double(), problems.obs_mask
     for _ in range(steps):
         tril = _unpack(logdiag, off, rows, cols)
@@ -71,6 +73,7 @@ def gmm_vi(task: Task, problems: Problems, steps: int = 500, lr: float = 0.05, n
         opt.zero_grad(set_to_none=True)
         (-elbo.sum()).backward()
         opt.step()
+        sched.step()
     with torch.no_grad():
         return _gmm.make(logits.detach().clone(), means.detach().clone(), _unpack(logdiag, off, rows, cols).detach())
 
