@@ -14,8 +14,10 @@ Layout (all integers little-endian)::
         payload_sha   32 bytes  SHA-256 of the whole payload
         payload_len   u64
         n_images      u32
-        n_images x { height u32, width u32, mode u8 (0 L, 1 RGB), source u8 (0 image file,
-                     1 array element), name_len u16, name (UTF-8), stream_len u64, stream_crc32 u32 }
+        n_images x { height varint, width varint, kind u8 (mode: low 4 bits, 0 L / 1 RGB;
+                     source: high 4 bits, 0 image file / 1 array element), name_len varint,
+                     name (UTF-8), stream_len varint, stream_crc32 u32 }
+    (varint = unsigned LEB128: 7 bits per byte, low first, high bit set on all but the last)
     header_crc   u32      CRC-32 of version, header_len and header
     payload      the image streams, concatenated in order
 
@@ -74,8 +76,28 @@ class Header:
 
 
 _FIXED = struct.Struct("<32sHHHBH32sQI")
-_ENTRY = struct.Struct("<IIBBH")
-_TAIL = struct.Struct("<QI")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(b, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        if pos >= len(b) or shift > 63:
+            raise struct.error("bad varint")
+        byte = b[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return n, pos
 
 
 def pack(header: Header, streams: list[bytes]) -> bytes:
@@ -89,7 +111,8 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
                          header.block, header.payload_sha, header.payload_len, len(header.entries))]
     for e in header.entries:
         name = e.name.encode("utf-8")[:65535]
-        parts.append(_ENTRY.pack(e.height, e.width, e.mode, e.source, len(name)) + name + _TAIL.pack(e.stream_len, e.crc32))
+        parts.append(_varint(e.height) + _varint(e.width) + bytes([e.mode | (e.source << 4)]) + _varint(len(name)) + name
+                     + _varint(e.stream_len) + struct.pack("<I", e.crc32))
     body = b"".join(parts)
     lead = struct.pack("<HI", VERSION, len(body))
     return MAGIC + lead + body + struct.pack("<I", zlib.crc32(lead + body)) + payload
@@ -122,13 +145,23 @@ def unpack(data: bytes, verify_payload: bool = True) -> tuple[Header, memoryview
         off = _FIXED.size
         entries = []
         for _ in range(n):
-            h, w, mode, source, nlen = _ENTRY.unpack_from(body, off)
-            off += _ENTRY.size
+            h, off = _read_varint(body, off)
+            w, off = _read_varint(body, off)
+            if off >= len(body):
+                raise struct.error("header cut off")
+            kind = body[off]
+            off += 1
+            nlen, off = _read_varint(body, off)
+            if off + nlen > len(body):
+                raise struct.error("header cut off")
             name = bytes(body[off : off + nlen]).decode("utf-8")
             off += nlen
-            slen, scrc = _TAIL.unpack_from(body, off)
-            off += _TAIL.size
-            entries.append(Entry(h, w, mode, source, name, slen, scrc))
+            slen, off = _read_varint(body, off)
+            (scrc,) = struct.unpack_from("<I", body, off)
+            off += 4
+            entries.append(Entry(h, w, kind & 15, kind >> 4, name, slen, scrc))
+        if off != len(body):
+            raise struct.error(f"{len(body) - off} unexplained header bytes")
     except (struct.error, UnicodeDecodeError) as err:
         raise PczFormatError(f"corrupt .pcz header ({err})") from None
     header = Header(fp, ph, pw, nv, prec, block, entries, sha, plen)
