@@ -24,7 +24,10 @@ def variants():
             continue
         sig = dict(mars_ptr=f, child_ptr=i64, w_ptr=f, blk_ptr=i32 if sparse else f, flows_ptr=f, ratio_ptr=f, top_ptr=f,
                    B="i32", stride="i32", n_in="i32", n_out="i32", start="i32", nob="i32", nkb="i32")
-        yield sum_layer._sum_fwd_kernel, sig, dict(SPARSE=sparse, BACKWARD=bwd, PRECISION=prec, BLOCK_O=bo, BLOCK_K=bk, BLOCK_B=64)
+        for top in (False, True):
+            yield sum_layer._sum_fwd_kernel, sig, dict(SPARSE=sparse, BACKWARD=bwd, TOP_GIVEN=top, PRECISION=prec, BLOCK_O=bo, BLOCK_K=bk, BLOCK_B=64)
+    sig = dict(mars_ptr=f, child_ptr=i64, top_ptr=f, B="i32", stride="i32", n_in="i32")
+    yield sum_layer._group_max_kernel, sig, dict(BLOCK_K=64, BLOCK_B=64)
     for sparse, direct, prec in itertools.product((False, True), (False, True), (0, 1, 2, 4)):
         sig = dict(mars_ptr=f, child_ptr=i64, w_ptr=f, blk_ptr=i32 if sparse else f, ratio_ptr=f, top_ptr=f, dst_ptr=f,
                    B="i32", stride="i32", dst_stride="i32", n_in="i32", n_out="i32", nob="i32", nkb="i32")

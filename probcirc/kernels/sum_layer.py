@@ -6,7 +6,8 @@ Layout (as :class:`probcirc.layers.SumLayer`): ``child_idx (G, n_in)``,
 
 One program owns a tile ``(BLOCK_O outputs, BLOCK_B samples)`` of one group.
 It takes each sample's maximum over the group's children (as the torch path
-does, so the scaled values ``e`` are the same numbers), then accumulates
+does, so the scaled values ``e`` are the same numbers; in a separate pass
+when the group has several output blocks), then accumulates
 ``W[o-block, k-block] @ exp(x[k-block] - top)`` with ``tl.dot`` over the
 blocks of children, and returns ``log(acc) + top``. Groups whose children are
 all -inf use top = 0 and give -inf, never NaN. With an ``edge_mask`` the
@@ -53,10 +54,20 @@ def _scaled(mars_ptr, child_ptr, g, offs_k, kmask, offs_b, bmask, top, stride, n
 
 
 @triton.jit
+def _group_max_kernel(mars_ptr, child_ptr, top_ptr, B, stride, n_in, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr):
+    """top[g, b]: the per-sample maxima, once per group, for layers with several output blocks."""
+    g = tl.program_id(0).to(tl.int64)
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    bmask = offs_b < B
+    top = _group_max(mars_ptr, child_ptr, g, offs_b, bmask, stride, n_in, BLOCK_K, BLOCK_B)
+    tl.store(top_ptr + g * B + offs_b, top, mask=bmask)
+
+
+@triton.jit
 def _sum_fwd_kernel(
     mars_ptr, child_ptr, w_ptr, blk_ptr, flows_ptr, ratio_ptr, top_ptr,
     B, stride, n_in, n_out, start, nob, nkb,
-    SPARSE: tl.constexpr, BACKWARD: tl.constexpr, PRECISION: tl.constexpr,
+    SPARSE: tl.constexpr, BACKWARD: tl.constexpr, TOP_GIVEN: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
     g = tl.program_id(0).to(tl.int64)
@@ -65,7 +76,10 @@ def _sum_fwd_kernel(
     bmask = offs_b < B
     offs_o = po * BLOCK_O + tl.arange(0, BLOCK_O)
     omask = offs_o < n_out
-    top = _group_max(mars_ptr, child_ptr, g, offs_b, bmask, stride, n_in, BLOCK_K, BLOCK_B)
+    if TOP_GIVEN:
+        top = tl.load(top_ptr + g * B + offs_b, mask=bmask, other=0.0)
+    else:
+        top = _group_max(mars_ptr, child_ptr, g, offs_b, bmask, stride, n_in, BLOCK_K, BLOCK_B)
     acc = tl.zeros([BLOCK_O, BLOCK_B], dtype=tl.float32)
     for kb in range(0, nkb):
         if SPARSE:
@@ -85,8 +99,9 @@ def _sum_fwd_kernel(
         pos = acc > 0
         ratio = tl.where(pos, f / tl.where(pos, acc, 1.0), 0.0)
         tl.store(ratio_ptr + (g * n_out + offs_o[:, None]) * B + offs_b[None, :], ratio, mask=m)
-        if po == 0:
-            tl.store(top_ptr + g * B + offs_b, top, mask=bmask)
+        if not TOP_GIVEN:
+            if po == 0:
+                tl.store(top_ptr + g * B + offs_b, top, mask=bmask)
     else:
         tl.store(mars_ptr + rows[:, None] * stride + offs_b[None, :], tl.log(acc) + top[None, :], mask=m)
 
@@ -196,6 +211,16 @@ def _meta(layer) -> _Meta:
     return cached(layer, "sum", (layer.child_idx, layer.edge_mask), lambda: _Meta(layer))
 
 
+def _maxima(meta: _Meta, mars: torch.Tensor, g: int, n_in: int, bb: int) -> torch.Tensor:
+    """Per-group, per-sample maxima ``(G, B)`` in their own pass (read by every output block)."""
+    B = mars.shape[1]
+    top = alloc((g, B), mars)
+    _group_max_kernel[(g, triton.cdiv(B, bb))](
+        mars, meta.child_idx, top, B, mars.stride(0), n_in, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"]
+    )
+    return top
+
+
 def _block_b(B: int) -> int:
     return pow2(B, 16, TUNE["block_b"])
 
@@ -210,10 +235,11 @@ def sum_forward(layer, mars: torch.Tensor, precision: str = "ieee") -> None:
     meta, w = _meta(layer), layer.weight.contiguous()
     bb = _block_b(B)
     blk = meta.blk if meta.sparse else w
+    top = _maxima(meta, mars, g, n_in, bb) if meta.nob > 1 else w
     _sum_fwd_kernel[(g, meta.nob, triton.cdiv(B, bb))](
-        mars, meta.child_idx, w, blk, mars, w, w,
+        mars, meta.child_idx, w, blk, mars, w, top,
         B, mars.stride(0), n_in, n_out, layer.start, meta.nob, meta.nkb,
-        SPARSE=meta.sparse, BACKWARD=False, PRECISION=precision_code(precision),
+        SPARSE=meta.sparse, BACKWARD=False, TOP_GIVEN=meta.nob > 1, PRECISION=precision_code(precision),
         BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
     )
 
@@ -238,11 +264,11 @@ def sum_backward(layer, mars: torch.Tensor, flows: torch.Tensor, precision: str 
     blk = meta.blk if meta.sparse else w
     code = precision_code(precision)
     ratio = alloc((g, n_out, B), mars)
-    top = alloc((g, B), mars)
+    top = _maxima(meta, mars, g, n_in, bb) if meta.nob > 1 else alloc((g, B), mars)
     _sum_fwd_kernel[(g, meta.nob, triton.cdiv(B, bb))](
         mars, meta.child_idx, w, blk, flows, ratio, top,
         B, mars.stride(0), n_in, n_out, layer.start, meta.nob, meta.nkb,
-        SPARSE=meta.sparse, BACKWARD=True, PRECISION=code,
+        SPARSE=meta.sparse, BACKWARD=True, TOP_GIVEN=meta.nob > 1, PRECISION=code,
         BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
     )
     dst = flows if meta.direct else alloc((g * n_in, B), mars)
