@@ -13,9 +13,9 @@ echo "=== bars test data: H=10 bars on 5x5, W=10*bars, pi=0.2, sigma=2, N=1000 =
 python -m sparsecoding data bars --out "$out/bars.h5" --N 1000 --size 5 --pi 0.2 --sigma 2 --seed 0 --force
 
 echo
-echo "=== BSC, H'=8, gamma=5, 60 EM steps, T annealed 2 -> 1, on $ranks MPI ranks ==="
+echo "=== BSC, H'=8, gamma=5, 60 EM steps, T annealed 2 -> 1 with W noise, on $ranks MPI ranks ==="
 mpiexec -n "$ranks" python -m sparsecoding train --model bsc --data "$out/bars.h5" --H 10 --Hprime 8 --gamma 5 \
-    --steps 60 --anneal 2:1@0.6 --checkpoint-every 10 --out "$out/run" --force
+    --steps 60 --anneal 2:1@0.6 --W-noise 1 --checkpoint-every 10 --out "$out/run" --force
 
 echo
 echo "=== recovered bars (greedy matching, mean absolute error < 0.5) ==="

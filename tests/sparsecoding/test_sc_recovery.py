@@ -28,7 +28,7 @@ def test_bsc_bars_test_full_spec():
     # H = 10 bars on 5x5, W = 10 * bars, pi = 0.2, sigma = 2, N = 1000; H' = 8, gamma = 5
     d = bars_data(N=1000, size=5, pi=0.2, sigma=2.0, amplitude=10.0, model="bsc", seed=0)
     steps, anneal = 60, "2:1@0.6"
-    m = BSC(H=10, Hprime=8, gamma=5, steps=steps, anneal=anneal, seed=0).fit(d["Y"])
+    m = BSC(H=10, Hprime=8, gamma=5, steps=steps, anneal=anneal, W_noise=1.0, seed=0).fit(d["Y"])
     assert_recovered(m.W, d["W"])
     assert m.pi == pytest.approx(0.2, rel=0.15)
     assert m.sigma == pytest.approx(2.0, rel=0.15)
