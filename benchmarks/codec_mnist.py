@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=2, help="mini-batch EM epochs")
     ap.add_argument("--full-epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64, help="images coded together")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="numba threads (2 uses both cores of an idle machine)")
     args = ap.parse_args(argv)
     try:
         train, _ = load_mnist("train")
