@@ -11,3 +11,6 @@ python demos/gmm.py
 
 step "Probabilistic circuit: HCLT on 8x8 digits, samples and inpainting"
 python demos/pc_digits.py
+
+step "Sparse coding: BSC on the bars test with mpirun, HDF5 results, dictionary plot"
+bash demos/sparsecoding.sh
