@@ -32,6 +32,10 @@ try:
     kernels.require_triton()
     from probcirc.kernels import _common
 except Exception as exc:  # pragma: no cover - depends on the environment
+    if _PREVIOUS_INTERPRET is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = _PREVIOUS_INTERPRET
     pytest.skip(f"Triton cannot run in interpreter mode here: {exc}", allow_module_level=True)
 
 INF = float("inf")
