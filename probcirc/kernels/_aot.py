@@ -38,8 +38,8 @@ def variants():
                    B="i32", stride="i32", n_in="i32", n_out="i32", nob="i32", nkb="i32")
         yield sum_layer._sum_grad_kernel, sig, dict(SPARSE=sparse, PRECISION=prec, BLOCK_O=32, BLOCK_K=64, BLOCK_B=64)
     for acc in (False, True):
-        sig = dict(src_ptr=f, src_rows_ptr=i64, seg_ptr=i64, dst_ptr=f, dst_rows_ptr=i64, B="i32", src_stride="i32", dst_stride="i32")
-        yield _common.segment_sum_kernel, sig, dict(ACCUMULATE=acc, BLOCK_B=128)
+        sig = dict(src_ptr=f, src_rows_ptr=i64, seg_ptr=i64, dst_ptr=f, dst_rows_ptr=i64, N="i32", B="i32", src_stride="i32", dst_stride="i32")
+        yield _common.segment_sum_kernel, sig, dict(ACCUMULATE=acc, BLOCK_N=8, BLOCK_B=128)
     sig = dict(params_ptr=f, node_var_ptr=i64, x_ptr=f, miss_ptr=i8, mars_ptr=f, n="i32", C="i32", B="i32", x_stride="i32", stride="i32", start="i32")
     yield categorical._cat_fwd_kernel, sig, dict(BLOCK_N=16, BLOCK_B=128)
     sig = dict(params_ptr=f, run_var_ptr=i64, x_ptr=f, miss_ptr=i8, flows_ptr=f, out_ptr=f, k="i32", C="i32", B="i32", x_stride="i32", stride="i32", start="i32")

@@ -12,12 +12,12 @@ import triton.language as tl
 
 def _tuning() -> dict:
     """Launch parameters, overridable for tuning on a new card without code changes:
-    ``PROBCIRC_TRITON_TUNE="block_b=128,max_block=64,num_warps=8,seg_block_b=256"``."""
-    tune = {"block_b": 64, "max_block": 64, "num_warps": 4, "seg_block_b": 128}
+    ``PROBCIRC_TRITON_TUNE="block_b=128,max_block=64,num_warps=8,seg_block_b=256,seg_block_n=4"``."""
+    tune = {"block_b": 64, "max_block": 64, "num_warps": 4, "seg_block_b": 128, "seg_block_n": 8}
     spec = os.environ.get("PROBCIRC_TRITON_TUNE", "").strip()
     for item in filter(None, (p.strip() for p in spec.split(","))):
         key, _, value = item.partition("=")
-        if key not in tune or not value.isdigit() or int(value) & (int(value) - 1) or int(value) < (1 if key == "num_warps" else 16):
+        if key not in tune or not value.isdigit() or int(value) & (int(value) - 1) or int(value) < (16 if key.startswith(("block", "max", "seg_block_b")) else 1):
             raise ValueError(f"PROBCIRC_TRITON_TUNE: bad entry {item!r}; keys {sorted(tune)}, values powers of two (blocks >= 16)")
         tune[key] = int(value)
     return tune
@@ -116,28 +116,33 @@ def csr(keys: torch.Tensor, values: torch.Tensor, num_segments: int) -> tuple[to
 
 @triton.jit
 def segment_sum_kernel(
-    src_ptr, src_rows_ptr, seg_ptr, dst_ptr, dst_rows_ptr, B, src_stride, dst_stride,
-    ACCUMULATE: tl.constexpr, BLOCK_B: tl.constexpr,
+    src_ptr, src_rows_ptr, seg_ptr, dst_ptr, dst_rows_ptr, N, B, src_stride, dst_stride,
+    ACCUMULATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
     """dst[dst_rows[n], b] (+)= sum over e in segment n of src[src_rows[e], b], in edge order.
 
-    Each program owns one destination row and one block of the batch, so no
-    two programs write the same element: deterministic, no atomics.
+    Each program owns BLOCK_N destination rows and one block of the batch, so
+    no two programs write the same element: deterministic, no atomics. Rows
+    with shorter segments are masked while the longest one finishes.
     """
-    n = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    bmask = offs < B
-    lo = tl.load(seg_ptr + n)
-    hi = tl.load(seg_ptr + n + 1)
-    drow = tl.load(dst_rows_ptr + n).to(tl.int64)
+    offs_n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = offs_n < N
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    bmask = offs_b < B
+    lo = tl.load(seg_ptr + offs_n, mask=nmask, other=0)
+    count = tl.load(seg_ptr + offs_n + 1, mask=nmask, other=0) - lo
+    drow = tl.load(dst_rows_ptr + offs_n, mask=nmask, other=0).to(tl.int64)
+    m = nmask[:, None] & bmask[None, :]
+    dptrs = dst_ptr + drow[:, None] * dst_stride + offs_b[None, :]
     if ACCUMULATE:
-        acc = tl.load(dst_ptr + drow * dst_stride + offs, mask=bmask, other=0.0)
+        acc = tl.load(dptrs, mask=m, other=0.0)
     else:
-        acc = tl.zeros([BLOCK_B], dtype=tl.float32)
-    for e in range(lo, hi):
-        row = tl.load(src_rows_ptr + e).to(tl.int64)
-        acc += tl.load(src_ptr + row * src_stride + offs, mask=bmask, other=0.0)
-    tl.store(dst_ptr + drow * dst_stride + offs, acc, mask=bmask)
+        acc = tl.zeros([BLOCK_N, BLOCK_B], dtype=tl.float32)
+    for j in range(0, tl.max(count, axis=0)):
+        emask = nmask & (j < count)
+        row = tl.load(src_rows_ptr + lo + j, mask=emask, other=0).to(tl.int64)
+        acc += tl.load(src_ptr + row[:, None] * src_stride + offs_b[None, :], mask=emask[:, None] & bmask[None, :], other=0.0)
+    tl.store(dptrs, acc, mask=m)
 
 
 def segment_sum(src, src_rows, seg, dst, dst_rows, accumulate: bool) -> None:
@@ -146,7 +151,8 @@ def segment_sum(src, src_rows, seg, dst, dst_rows, accumulate: bool) -> None:
         return
     B = dst.shape[1]
     bb = pow2(B, 16, TUNE["seg_block_b"])
-    segment_sum_kernel[(n, triton.cdiv(B, bb))](
-        src, src_rows, seg, dst, dst_rows, B, src.stride(0), dst.stride(0), ACCUMULATE=accumulate, BLOCK_B=bb,
+    bn = TUNE["seg_block_n"]
+    segment_sum_kernel[(triton.cdiv(n, bn), triton.cdiv(B, bb))](
+        src, src_rows, seg, dst, dst_rows, n, B, src.stride(0), dst.stride(0), ACCUMULATE=accumulate, BLOCK_N=bn, BLOCK_B=bb,
         num_warps=TUNE["num_warps"],
     )
