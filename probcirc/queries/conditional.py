@@ -6,9 +6,11 @@ from typing import Sequence
 
 import torch
 
+from .. import backend
 from ..compile import CompiledCircuit
 
 
+@backend.exact()
 def conditional(
     circuit: CompiledCircuit,
     x: torch.Tensor,

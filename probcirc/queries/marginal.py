@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import backend
 from ..compile import CompiledCircuit
 
 
@@ -34,6 +35,7 @@ class _LogProb(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
+@backend.exact()
 def log_prob(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x_o) per sample, shape ``(B,)``; entries where ``mask`` is True are summed out.
 

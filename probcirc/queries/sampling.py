@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from .. import backend
 from ..compile import CompiledCircuit
 
 
+@backend.exact()
 def sample(
     circuit: CompiledCircuit,
     num_samples: int | None = None,
@@ -42,6 +44,7 @@ def sample(
         return circuit.down(mars, x, missing, "sample", generator).to(dtype)
 
 
+@backend.exact()
 def mpe(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """The most probable completion under the joint of observed, missing and latent variables.
 
@@ -69,6 +72,7 @@ def mpe(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = N
         return circuit.down(mars, x, missing, "argmax").to(dtype)
 
 
+@backend.exact()
 def max_log_prob(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``max over (x_missing, z) of log p(x_observed, x_missing, z)``, the value :func:`mpe` attains."""
     x, missing = circuit.prepare(x, mask)
