@@ -19,8 +19,10 @@ JSON schema (all keys required unless marked optional)::
 A literal is a class or concept name, optionally prefixed with ``"not "``.
 Weights are finite and non-negative (a weight of 0 leaves the rule inert).
 Every rule belongs to exactly one cluster. A cluster's variables are the
-classes and concepts its rules mention; reasoning enumerates their 2^m joint
-states exactly, so a cluster may hold at most ``max_cluster_size`` variables.
+classes and concepts its rules mention. Exact handling enumerates up to 2^m
+cases per cluster (the vertex cover's branches in the circuit, and the 2^m
+vertices of the sensor box in certification), so a cluster may hold at most
+``max_cluster_size`` variables.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-#: Default bound on the number of variables in one cluster (2^m states are enumerated).
+#: Default bound on the number of variables in one cluster (certification enumerates 2^m box vertices).
 MAX_CLUSTER_SIZE = 12
 
 
@@ -215,7 +217,7 @@ class Knowledge:
             variables = tuple(sorted({v for r in crules for v in (r.body.var, r.head.var)}))
             if len(variables) > self.max_cluster_size:
                 raise KnowledgeError(
-                    f"cluster {name!r} has {len(variables)} variables; exact reasoning enumerates 2^m states and is "
+                    f"cluster {name!r} has {len(variables)} variables; exact reasoning and certification enumerate up to 2^m cases and are "
                     f"limited to max_cluster_size={self.max_cluster_size}. Split the cluster or raise max_cluster_size."
                 )
             compiled.append(Cluster(name, tuple(crules), variables))
