@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import probcirc
+from probcirc import backend
 from probcirc.inputs import Bernoulli
 from probcirc.layers import InputLayer
 from probcirc.nodes import inputs, multiply, summate
@@ -53,7 +54,7 @@ def soft_evidence_posteriors(pc, q: torch.Tensor, chunk: int | None = None) -> t
     b = q.shape[0]
     chunk = chunk or max(1, int(2**22 // max(1, pc.num_slots)))
     posts, logz = [], []
-    with torch.no_grad():
+    with torch.no_grad(), backend.exact():  # exact products even inside backend.approximate()
         for s in range(0, b, chunk):
             qn = q[s : s + chunk].T.contiguous()  # (V, b) node-major, like the engine's buffers
             nb = qn.shape[1]
