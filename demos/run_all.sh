@@ -14,3 +14,6 @@ python demos/pc_digits.py
 
 step "Sparse coding: BSC on the bars test with mpirun, HDF5 results, dictionary plot"
 bash demos/sparsecoding.sh
+
+step "COLEP: knowledge-corrected conformal sets, attack, certification"
+python demos/colep.py
