@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("plot", help="prior, exact posterior and model posterior for one problem, to PNG")
     q.add_argument("model")
     q.add_argument("-o", "--output", required=True)
-    q.add_argument("--seed", type=int, default=3)
+    q.add_argument("--seed", type=int, default=5)
     q.add_argument("--overwrite", action="store_true")
     return p
 

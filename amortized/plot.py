@@ -11,7 +11,7 @@ from .tasks import Task
 from .transformer import DistributionTransformer
 
 
-def plot_problem(model: DistributionTransformer, task: Task, path: str | Path, seed: int = 3, n_obs: int = 3) -> None:
+def plot_problem(model: DistributionTransformer, task: Task, path: str | Path, seed: int = 5, n_obs: int = 3) -> None:
     """Draw prior / exact posterior / model posterior for one simulated problem to a PNG.
 
     2-D latents are drawn as contour panels; 1-D latents as overlaid densities.
@@ -42,28 +42,32 @@ def plot_problem(model: DistributionTransformer, task: Task, path: str | Path, s
         raise ValueError(f"can only plot 1-D or 2-D latents, this task has dim={task.dim}")
 
 
-def _extent(p, exact) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, cov = _gmm.mean_cov(p.prior.to(torch.float64))
+def _extent(gmm, width: float = 3.5) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, cov = _gmm.mean_cov(gmm.to(torch.float64))
     sd = torch.sqrt(torch.diagonal(cov, dim1=-2, dim2=-1))[0]
-    return mean[0] - 3.5 * sd, mean[0] + 3.5 * sd
+    return mean[0] - width * sd, mean[0] + width * sd
 
 
 def _contours(plt, dists, p, path) -> None:
-    lo, hi = _extent(p, dists[1][1])
-    xs = [torch.linspace(float(lo[i]), float(hi[i]), 200, dtype=torch.float64) for i in range(2)]
-    gx, gy = torch.meshgrid(*xs, indexing="xy")
-    pts = torch.stack([gx, gy], -1).reshape(-1, 1, 2)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharex=True, sharey=True)
+    # The prior panel shows the prior's extent; the posterior panels zoom in on the exact posterior.
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     for ax, (title, dist) in zip(axes, dists):
+        lo, hi = _extent(p.prior if title == "prior" else dists[1][1], 3.5 if title == "prior" else 4.0)
+        xs = [torch.linspace(float(lo[i]), float(hi[i]), 200, dtype=torch.float64) for i in range(2)]
+        gx, gy = torch.meshgrid(*xs, indexing="xy")
+        pts = torch.stack([gx, gy], -1).reshape(-1, 1, 2)
         dens = dist.to(torch.float64).log_prob(pts)[:, 0].exp().reshape(gx.shape)
         ax.contourf(gx.numpy(), gy.numpy(), dens.numpy(), levels=14, cmap="viridis")
         z = p.observations[0][~p.obs_mask[0]]
         if title != "prior" and z.shape[-1] == 2:
             ax.scatter(z[:, 0], z[:, 1], c="white", marker="x", s=30, label="observations")
         ax.scatter(*p.latent[0].tolist(), c="red", marker="*", s=90, label="true latent")
+        ax.set_xlim(float(lo[0]), float(hi[0]))
+        ax.set_ylim(float(lo[1]), float(hi[1]))
         ax.set_title(title)
         ax.set_xlabel("x₁")
-    axes[0].set_ylabel("x₂")
+    for ax in axes:
+        ax.set_ylabel("x₂")
     axes[-1].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -71,8 +75,7 @@ def _contours(plt, dists, p, path) -> None:
 
 
 def _lines(plt, dists, p, path, name) -> None:
-    exact = dists[1][1]
-    lo, hi = _extent(p, exact)
+    lo, hi = _extent(p.prior)
     x = torch.linspace(float(lo[0]), float(hi[0]), 1000, dtype=torch.float64)[:, None, None]
     fig, ax = plt.subplots(figsize=(7, 4))
     for (title, dist), style in zip(dists, [":", "-", "--"]):
