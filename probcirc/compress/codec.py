@@ -191,6 +191,7 @@ class Codec:
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         engine = PmfEngine(self.program, len(X), self.mode)
         V = self.program.num_values
+        pending: dict = {}
         for i in self.program.order:
             act = VALID[:, i]
             if not act.any():
@@ -203,14 +204,19 @@ class Codec:
                 if not len(sel):
                     continue
                 coder = coders[(img, k)]
-                if encode:
-                    coder.encode(X[sel, i].astype(np.int32), self._family, g[sel])
+                if encode:  # buffered: one constriction call per block (same bytes, fewer calls)
+                    pending.setdefault((img, k), ([], []))
+                    pending[(img, k)][0].append(X[sel, i].astype(np.int32))
+                    pending[(img, k)][1].append(g[sel])
                 else:
                     X[sel, i] = coder.decode(self._family, g[sel])
             if not encode and (X[act, i] >= V).any():  # pragma: no cover - constriction never returns these
                 raise PczFormatError("corrupt stream (decoded value out of range)")
             engine.observe(i, X[:, i], act)
-        if not encode:
+        if encode:
+            for key, (syms, probs) in pending.items():
+                coders[key].encode(np.concatenate(syms), self._family, np.concatenate(probs))
+        else:
             for j, (img, k) in enumerate(batch):
                 blocks[img][k] = (X[bounds[j] : bounds[j + 1]], blocks[img][k][1])
         if progress is not None:
