@@ -17,3 +17,6 @@ bash demos/sparsecoding.sh
 
 step "COLEP: knowledge-corrected conformal sets, attack, certification"
 python demos/colep.py
+
+step "Amortized inference: Distribution Transformer posterior vs exact, VI and importance sampling"
+bash demos/amortized.sh
