@@ -112,8 +112,8 @@ def evaluate(model: DistributionTransformer, task: Task, n_problems: int = 200, 
         >>> task = LinearGaussian(dim=1, n_components=2)
         >>> model = build_model(task, d_model=16, n_layers=1, n_heads=2)
         >>> r = evaluate(model, task, n_problems=4, kl_samples=100, vi_steps=5, is_samples=50, timing_batch=8, timing_repeats=2)
-        >>> [row.method for row in r.rows]
-        ['prior', 'exact', 'transformer', 'gmm-vi', 'snis']
+        >>> ", ".join(row.method for row in r.rows)
+        'prior, exact, transformer, gmm-vi, snis'
     """
     if model.task is not None and model.task != task.name:
         raise ValueError(f"model was trained on task {model.task!r}, not {task.name!r}")
