@@ -20,3 +20,6 @@ python demos/colep.py
 
 step "Amortized inference: Distribution Transformer posterior vs exact, VI and importance sampling"
 bash demos/amortized.sh
+
+step "Lossless image codec: train on digits, compress, decompress, verify bit for bit"
+bash demos/codec.sh

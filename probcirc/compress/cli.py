@@ -335,7 +335,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--patch", type=_parse_patch, default=None, help="only for a bare circuit file without a patch shape")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1, help="numba threads (default 1; results never depend on it)")
+    p.add_argument("--threads", type=int, default=None, help="numba threads (default: every core; results never depend on it)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_compress)
 
@@ -344,7 +344,7 @@ def register(sub) -> None:
     p.add_argument("-m", "--model", required=True)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1, help="numba threads (default 1; results never depend on it)")
+    p.add_argument("--threads", type=int, default=None, help="numba threads (default: every core; results never depend on it)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_decompress)
 
