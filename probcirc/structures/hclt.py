@@ -10,6 +10,10 @@ from ..learn.chow_liu import chow_liu_tree, mutual_information
 from ..nodes import NodeGroup, inputs, multiply, summate
 
 
+#: Most entries of the (D·levels)² joint-count table built for mutual information.
+_MI_TABLE_LIMIT = 4e7
+
+
 def HCLT(
     data: torch.Tensor | np.ndarray,
     num_latents: int,
@@ -26,7 +30,9 @@ def HCLT(
     (pairwise mutual information, maximum spanning tree, rooted at its
     centre): P(z_child | z_parent) is a ``num_latents x num_latents`` sum group.
     The structure is learned from at most ``max_structure_samples`` rows,
-    binned into ``num_bins`` levels when given.
+    binned into ``num_bins`` levels when given. By default the values are
+    binned only when the pairwise tables would not fit in memory (for MNIST's
+    784 pixels of 256 levels: 8 bins).
 
     ``init="clusters"`` (categorical leaves only) starts EM from a k-means
     clustering of those rows into ``num_latents`` clusters: latent state j of
@@ -51,6 +57,10 @@ def HCLT(
         rows = np.random.default_rng(seed).choice(len(x), max_structure_samples, replace=False)
         x = x[rows]
     dist = input_dist or Categorical(max(2, int(np.asarray(data).max()) + 1))
+    levels = int(x.max()) + 1
+    if num_bins is None and (x.shape[1] * levels) ** 2 > _MI_TABLE_LIMIT:
+        # The pairwise joint tables grow as (D·levels)²; bin so they stay in memory.
+        num_bins = max(2, int(np.sqrt(_MI_TABLE_LIMIT)) // x.shape[1])
     parent, root = chow_liu_tree(mutual_information(x, num_bins))
     children: list[list[int]] = [[] for _ in parent]
     for v, p in enumerate(parent):
