@@ -58,7 +58,6 @@ def test_conditional_is_the_enumerated_ratio(fam, name):
         for ti, t in enumerate(targets):
             index = tuple(slice(None) if (hidden[d] or d == t) else int(x[b, d]) for d in range(pc.num_vars))
             table = joint[index]
-            keep = tuple(i for i in range(table.ndim) if i != sum(hidden[:t] | (np.arange(t) == t)))
             axis_t = int(np.sum(hidden[:t]))
             marg = table.sum(axis=tuple(i for i in range(table.ndim) if i != axis_t))
             np.testing.assert_allclose(cond[b, ti], marg / marg.sum(), rtol=1e-10, atol=1e-13)
