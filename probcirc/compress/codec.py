@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import struct
 from typing import Sequence
 
 import constriction
@@ -12,7 +13,7 @@ import torch
 
 from .. import io
 from . import container
-from .container import Entry, Header, PczFormatError
+from .container import Entry, Header, PczFormatError, _read_varint, _varint
 from .engine import PRECISION, PmfEngine
 from .images import MODE_NAMES, MODES, ImageModeError, check_image, from_planes, tile, to_planes, untile
 from .program import build_program
@@ -67,28 +68,6 @@ def _trim(b: bytes) -> bytes:
 
 def _untrim(b: bytes) -> bytes:
     return b + b"\0" * (-len(b) % 4)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(b: bytes, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        if pos >= len(b) or shift > 56:
-            raise PczFormatError("corrupt .pcz file (bad block table)")
-        byte = b[pos]
-        pos += 1
-        n |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return n, pos
 
 
 class Codec:
@@ -306,9 +285,12 @@ class Codec:
             s = container.stream(header, payload, idx)
             n_blocks = len(blocks[j])
             pos, lengths = 0, []
-            for _ in range(n_blocks - 1):
-                ln, pos = _read_varint(s, pos)
-                lengths.append(ln)
+            try:
+                for _ in range(n_blocks - 1):
+                    ln, pos = _read_varint(s, pos)
+                    lengths.append(ln)
+            except struct.error:
+                raise PczFormatError(f"corrupt .pcz file (image {idx}'s block table is cut off)") from None
             lengths.append(len(s) - pos - sum(lengths))
             if lengths[-1] < 0:
                 raise PczFormatError(f"corrupt .pcz file (image {idx}'s block table is inconsistent)")
