@@ -180,3 +180,18 @@ def test_bad_construction(kwargs):
     args = dict(dim=2, n_components=3, obs_dim=2, d_model=32, n_layers=1, n_heads=4) | kwargs
     with pytest.raises(ValueError):
         DistributionTransformer(**args)
+
+
+def test_lean_decoder_layer_matches_torch_module(gen):
+    """Our dispatch-free layer computes exactly what nn.TransformerDecoderLayer computes with the same weights."""
+    from amortized.transformer import _decoder_layer
+
+    layer = torch.nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+    for p in layer.parameters():  # away from the zero-bias initialisation, so every term matters
+        torch.nn.init.normal_(p, std=0.3, generator=gen)
+    x, mem = torch.randn(3, 5, 16, generator=gen), torch.randn(3, 7, 16, generator=gen)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[0, 3:], pad[2, 1:] = True, True
+    want = layer(x, mem, memory_key_padding_mask=pad)
+    got = _decoder_layer(layer, x, mem, pad.logical_not()[:, None, None, :])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
