@@ -242,53 +242,75 @@ class COLEP:
         return self._sets(self.probabilities(X)[:, : self.num_classes], self.q)
 
     # ------------------------------------------------------- certification
-    def _sensor_fn(self):
+    def _smoothed_fn(self, method: str):
+        """The [0, 1]-valued function whose Gaussian smoothing ``method`` certifies."""
         k, c = self.knowledge.num_classes, self.knowledge.num_concepts
-        return lambda x: as_probabilities(self.sensors, x, k, c)
+        if method == "sensors":
+            return lambda x: as_probabilities(self.sensors, x, k, c)
+        return lambda x: self.reasoner(as_probabilities(self.sensors, x, k, c))[:, :k]
 
-    def _smoothed_thresholds(self, sigma: float, n_samples: int, seed: int, n_calibration: int | None) -> torch.Tensor:
-        key = (float(sigma), int(n_samples), int(seed), n_calibration)
+    def _smoothed_classes(self, counts: np.ndarray, n_samples: int, method: str) -> torch.Tensor:
+        """Corrected class probabilities of the smoothed model from its Monte Carlo counts."""
+        p = torch.from_numpy(counts / n_samples)
+        return self.reasoner(p)[:, : self.num_classes] if method == "sensors" else p
+
+    def _smoothed_thresholds(self, sigma: float, n_samples: int, seed: int, n_calibration: int | None, method: str) -> torch.Tensor:
+        key = (float(sigma), int(n_samples), int(seed), n_calibration, method)
         if key not in self._smooth_cache:
             n = len(self._y_conf)
             sub = np.arange(n) if n_calibration is None or n_calibration >= n else np.sort(np.random.default_rng(seed).choice(n, n_calibration, replace=False))
-            k = smoothed_counts(self._sensor_fn(), self._X_conf[sub], sigma, n_samples, seed=seed + 1)
-            pi = self.reasoner(torch.from_numpy(k / n_samples))[:, : self.num_classes]
-            self._smooth_cache[key] = self._thresholds(pi, self._y_conf[sub], self.alpha)
+            k = smoothed_counts(self._smoothed_fn(method), self._X_conf[sub], sigma, n_samples, seed=seed + 1)
+            self._smooth_cache[key] = self._thresholds(self._smoothed_classes(k, n_samples, method), self._y_conf[sub], self.alpha)
         return self._smooth_cache[key]
 
     def certify(self, X, delta: float | Sequence[float], sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001,
-                seed: int = 0, n_calibration: int | None = None) -> CertifiedSets | list[CertifiedSets]:
-        """Certified prediction sets of the Gaussian-smoothed COLEP at ``X`` for L2 radius ``delta``.
+                seed: int = 0, n_calibration: int | None = None, method: str = "sensors") -> CertifiedSets | list[CertifiedSets]:
+        """Certified prediction sets of a Gaussian-smoothed COLEP at ``X`` for L2 radius ``delta``.
 
-        Each sensor is smoothed with N(0, σ²I) noise; Clopper-Pearson bounds
-        (Bonferroni over sensors, total level ``alpha_mc``) widened by the
-        Gaussian-smoothing bound give a box that holds every sensor's smoothed
-        reading at every x' within ``delta``. The box is pushed through the
-        reasoning circuits exactly (vertex enumeration per cluster) and through
-        the β-mixture soundly. Thresholds are recalibrated on the stored
-        calibration split with the same smoothing. Pass a list of radii to
-        reuse one Monte Carlo run; a list of results comes back.
-        ``n_calibration`` recalibrates on a random subset of that split, to
-        save Monte Carlo time (the thresholds are cached per setting).
+        ``method="sensors"`` (the COLEP paper's route) smooths each sensor
+        with N(0, σ²I) noise; Clopper-Pearson bounds (Bonferroni over
+        sensors, total level ``alpha_mc``) widened by the Gaussian-smoothing
+        bound give a box that holds every sensor's smoothed reading at every
+        x' within ``delta``. The box is pushed through the reasoning circuits
+        exactly (vertex enumeration per cluster) and through the β-mixture
+        soundly. The model is reasoning(E[sensors(x + ε)]).
+
+        ``method="pipeline"`` smooths the corrected class probabilities
+        themselves, E[reasoning(sensors(x + ε))], and bounds each with the
+        same Clopper-Pearson and Gaussian-smoothing argument (the lemma needs
+        only a [0, 1]-valued function, and reasoning ∘ sensors is one). It
+        does not pay for the box's worst case, in which every sensor moves
+        to its own extreme at once, so it certifies more (docs/colep.md).
+
+        Thresholds are recalibrated on the stored calibration split with the
+        same smoothing. Pass a list of radii to reuse one Monte Carlo run; a
+        list of results comes back. ``n_calibration`` recalibrates on a
+        random subset of that split, to save Monte Carlo time (the thresholds
+        are cached per setting).
         """
         if self.q is None:
             raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before certify")
-        q = self._smoothed_thresholds(sigma, n_samples, seed, n_calibration)
-        counts = smoothed_counts(self._sensor_fn(), X, sigma, n_samples, seed=seed + 2)
+        if method not in ("sensors", "pipeline"):
+            raise ValueError(f"method must be 'sensors' or 'pipeline', got {method!r}")
+        q = self._smoothed_thresholds(sigma, n_samples, seed, n_calibration, method)
+        counts = smoothed_counts(self._smoothed_fn(method), X, sigma, n_samples, seed=seed + 2)
         deltas = [delta] if np.isscalar(delta) else list(delta)
         out = []
         for d in deltas:
             p, lo, hi = bounds_from_counts(counts, n_samples, alpha_mc, float(d), sigma)
-            pi = self.reasoner(p)[:, : self.num_classes]
-            plo, phi = self.reasoner.bounds(lo, hi)
-            plo, phi = plo[:, : self.num_classes], phi[:, : self.num_classes]
+            pi = self._smoothed_classes(counts, n_samples, method)
+            if method == "sensors":
+                plo, phi = self.reasoner.bounds(lo, hi, range(self.num_classes))
+            else:
+                plo, phi = lo, hi
             out.append(CertifiedSets(float(d), self._sets(pi, q), self._sets(phi, q), self._sets(plo, q), plo, phi))
         return out[0] if np.isscalar(delta) else out
 
     def certified_coverage(self, X, y, delta: float, sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001, seed: int = 0,
-                           n_calibration: int | None = None) -> float:
+                           n_calibration: int | None = None, method: str = "sensors") -> float:
         """Fraction of labelled samples whose label provably stays in the set under any L2 perturbation ≤ delta."""
-        return self.certify(X, delta, sigma, n_samples, alpha_mc, seed, n_calibration).certified_coverage(_labels(y, self.num_classes))
+        res = self.certify(X, delta, sigma, n_samples, alpha_mc, seed, n_calibration, method)
+        return res.certified_coverage(_labels(y, self.num_classes))
 
 
 class RSCP:

@@ -13,7 +13,8 @@ JSON schema (all keys required unless marked optional)::
       ],
       "clusters": [                                      # each cluster: rule indices into "rules"
         {"name": "even", "rules": [0, ...]}              #   (its variables are those its rules mention)
-      ]
+      ],
+      "exclusive_classes": true                          # optional (default false): exactly one class holds
     }
 
 A literal is a class or concept name, optionally prefixed with ``"not "``.
@@ -23,6 +24,13 @@ classes and concepts its rules mention. Exact handling enumerates up to 2^m
 cases per cluster (the vertex cover's branches in the circuit, and the 2^m
 vertices of the sensor box in certification), so a cluster may hold at most
 ``max_cluster_size`` variables.
+
+With ``exclusive_classes`` the classes are mutually exclusive and exhaustive
+(F(μ) = 0 unless exactly one class variable is 1), as for a multiclass label.
+Every cluster then spans all classes, so knowledge about a concept moves
+probability between classes: a class whose concepts the concept sensors deny
+loses mass to the classes they confirm. The classes cost only K one-hot
+states, so ``max_cluster_size`` then counts a cluster's concepts only.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ class Cluster:
     name: str
     rules: tuple[Rule, ...]
     variables: tuple[int, ...]  # sorted global variable indices
+    one_hot: tuple[int, ...] = ()  # global indices of which exactly one is 1 (the classes, if exclusive)
 
 
 @dataclass
@@ -92,6 +101,7 @@ class Knowledge:
     clusters: list[dict]
     concept_classes: dict[str, list[str]] | None = None
     max_cluster_size: int = MAX_CLUSTER_SIZE
+    exclusive_classes: bool = False
     _compiled: list[Cluster] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -170,6 +180,8 @@ class Knowledge:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise KnowledgeError(f"class and concept names must be unique; repeated: {dup}")
+        if not isinstance(self.exclusive_classes, bool):
+            raise KnowledgeError(f"exclusive_classes must be true or false, got {self.exclusive_classes!r}")
         if not isinstance(self.max_cluster_size, int) or self.max_cluster_size < 1:
             raise KnowledgeError(f"max_cluster_size must be a positive integer, got {self.max_cluster_size!r}")
         if self.concept_classes is not None:
@@ -214,13 +226,19 @@ class Knowledge:
                     raise KnowledgeError(f"rule {j} is in clusters {seen[j]!r} and {name!r}; each rule belongs to one cluster")
                 seen[j] = name
                 crules.append(rules[j])
-            variables = tuple(sorted({v for r in crules for v in (r.body.var, r.head.var)}))
-            if len(variables) > self.max_cluster_size:
+            variables = {v for r in crules for v in (r.body.var, r.head.var)}
+            if self.exclusive_classes:
+                variables |= set(range(self.num_classes))
+            variables = tuple(sorted(variables))
+            counted = [v for v in variables if not (self.exclusive_classes and v < self.num_classes)]
+            if len(counted) > self.max_cluster_size:
+                kind = "concepts" if self.exclusive_classes else "variables"
                 raise KnowledgeError(
-                    f"cluster {name!r} has {len(variables)} variables; exact reasoning and certification enumerate up to 2^m cases and are "
+                    f"cluster {name!r} has {len(counted)} {kind}; exact reasoning and certification enumerate up to 2^m cases and are "
                     f"limited to max_cluster_size={self.max_cluster_size}. Split the cluster or raise max_cluster_size."
                 )
-            compiled.append(Cluster(name, tuple(crules), variables))
+            one_hot = tuple(range(self.num_classes)) if self.exclusive_classes else ()
+            compiled.append(Cluster(name, tuple(crules), variables, one_hot))
         orphans = [j for j in range(len(rules)) if j not in seen]
         if orphans:
             raise KnowledgeError(f"rules {orphans} belong to no cluster; list each rule index in one cluster")
@@ -233,6 +251,8 @@ class Knowledge:
             d["concept_classes"] = {k: list(v) for k, v in self.concept_classes.items()}
         if self.max_cluster_size != MAX_CLUSTER_SIZE:
             d["max_cluster_size"] = self.max_cluster_size
+        if self.exclusive_classes:
+            d["exclusive_classes"] = True
         return d
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -247,7 +267,7 @@ class Knowledge:
     def from_dict(cls, d: Mapping) -> "Knowledge":
         if not isinstance(d, Mapping):
             raise KnowledgeError(f"knowledge must be a JSON object, got {type(d).__name__}")
-        allowed = {"classes", "concepts", "rules", "clusters", "concept_classes", "max_cluster_size"}
+        allowed = {"classes", "concepts", "rules", "clusters", "concept_classes", "max_cluster_size", "exclusive_classes"}
         extra = set(d) - allowed
         if extra:
             raise KnowledgeError(f"unknown knowledge keys {sorted(extra)}; allowed: {sorted(allowed)}")
@@ -260,6 +280,7 @@ class Knowledge:
         return cls(
             classes=d["classes"], concepts=d.get("concepts", []), rules=d["rules"], clusters=d["clusters"],
             concept_classes=d.get("concept_classes"), max_cluster_size=d.get("max_cluster_size", MAX_CLUSTER_SIZE),
+            exclusive_classes=d.get("exclusive_classes", False),
         )
 
     @classmethod
@@ -283,11 +304,13 @@ class Knowledge:
         weight: float = 1.5,
         negative_weight: float | None = None,
         max_cluster_size: int = MAX_CLUSTER_SIZE,
+        exclusive_classes: bool = False,
     ) -> "Knowledge":
         """One cluster per concept with rules ``class => concept`` for each class carrying it.
 
         With ``negative_weight`` the cluster also holds ``class => not concept``
         for the other classes (a cluster then spans every class).
+        ``exclusive_classes`` declares exactly one class true (a multiclass label).
         """
         classes = [str(c) for c in classes]
         concepts = [str(c) for c in concept_classes]
@@ -303,15 +326,22 @@ class Knowledge:
                     idx.append(len(rules))
                     rules.append({"if": k, "then": f"not {c}", "weight": negative_weight})
             clusters.append({"name": str(c), "rules": idx})
-        return cls(classes, concepts, rules, clusters, {str(c): [str(m) for m in v] for c, v in concept_classes.items()}, max_cluster_size)
+        return cls(classes, concepts, rules, clusters, {str(c): [str(m) for m in v] for c, v in concept_classes.items()}, max_cluster_size,
+                   exclusive_classes)
 
 
-def digits_knowledge(weight: float = 1.5) -> Knowledge:
-    """Knowledge about the ten digits: even, has a closed loop, >= 5, straight strokes only."""
+def digits_knowledge(weight: float = 1.5, negative_weight: float | None = None, exclusive_classes: bool = True) -> Knowledge:
+    """Knowledge about the ten digits: even, has a closed loop, >= 5, straight strokes only.
+
+    A digit has exactly one class, so the classes are exclusive by default.
+    ``negative_weight`` adds ``class => not concept`` for the classes without
+    the concept, so a present concept also counts against them.
+    """
     concepts = {
         "even": [0, 2, 4, 6, 8],
         "loop": [0, 6, 8, 9],
         "ge5": [5, 6, 7, 8, 9],
         "straight": [1, 4, 7],
     }
-    return Knowledge.from_concept_classes([str(i) for i in range(10)], {k: [str(v) for v in vs] for k, vs in concepts.items()}, weight=weight)
+    return Knowledge.from_concept_classes([str(i) for i in range(10)], {k: [str(v) for v in vs] for k, vs in concepts.items()}, weight=weight,
+                                          negative_weight=negative_weight, exclusive_classes=exclusive_classes)

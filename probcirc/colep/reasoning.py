@@ -118,12 +118,26 @@ class ClusterCircuit:
         self.structure = structure
         m = len(self.variables)
         local = {v: i for i, v in enumerate(self.variables)}
+        self.one_hot = tuple(local[v] for v in cluster.one_hot)
         # rules as (body, body_positive, head, head_positive, weight) in local indices
         self.rules = [(local[r.body.var], r.body.positive, local[r.head.var], r.head.positive, r.weight) for r in cluster.rules]
-        cover = tuple(range(m)) if structure == "enumerate" else min_vertex_cover(m, [(a, c) for a, _, c, _, _ in self.rules])
+        # The one-hot group is always conditioned on (K states, not 2^K); the cover handles the other rules.
+        rest = [j for j in range(m) if j not in self.one_hot]
+        if structure == "enumerate":
+            cover = tuple(rest)
+        else:
+            pos = {v: i for i, v in enumerate(rest)}
+            edges = [(pos[a], pos[c]) for a, _, c, _, _ in self.rules if a in pos and c in pos]
+            cover = tuple(rest[i] for i in min_vertex_cover(len(rest), edges))
         self.cover = cover
-        free = [j for j in range(m) if j not in cover]
-        branches = torch.tensor(list(itertools.product([0, 1], repeat=len(cover))), dtype=torch.float64).reshape(-1, len(cover))
+        conditioned = self.one_hot + cover
+        free = [j for j in range(m) if j not in conditioned]
+        cover_states = torch.tensor(list(itertools.product([0, 1], repeat=len(cover))), dtype=torch.float64).reshape(2 ** len(cover), len(cover))
+        if self.one_hot:
+            hot = torch.eye(len(self.one_hot), dtype=torch.float64)
+            branches = torch.cat([hot.repeat_interleave(len(cover_states), 0), cover_states.repeat(len(hot), 1)], 1)
+        else:
+            branches = cover_states
         nb = branches.shape[0]
 
         def score(mu: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -136,10 +150,11 @@ class ClusterCircuit:
                     total = total + w * (1 - body * (1 - head))
             return total
 
-        kappa = {v: branches[:, i] for i, v in enumerate(cover)}
-        base = score(kappa)  # rules inside the cover
+        kappa = {v: branches[:, i] for i, v in enumerate(conditioned)}
+        base = score(kappa)  # rules among the conditioned variables
         log_root = base.clone()
-        children = [inputs(v, nb, Bernoulli(), params=branches[:, i : i + 1].clone(), name=f"{cluster.name}/k{v}") for i, v in enumerate(cover)]
+        children = [inputs(v, nb, Bernoulli(), params=branches[:, i : i + 1].clone(), name=f"{cluster.name}/k{v}")
+                    for i, v in enumerate(conditioned)]
         for j in free:
             lf = torch.stack([score({**kappa, j: torch.full((nb,), float(val), dtype=torch.float64)}) - base for val in (0, 1)], 1)
             log_root = log_root + torch.logsumexp(lf, 1)
@@ -151,20 +166,49 @@ class ClusterCircuit:
     def corrected(self, p: torch.Tensor) -> torch.Tensor:
         return soft_evidence_posteriors(self.pc, p)[0]
 
-    def corrected_bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact min and max of π̃ over the box ``[lo, hi]`` (``(B, m)`` each), by its 2^m vertices.
+    def corrected_bounds(self, lo: torch.Tensor, hi: torch.Tensor, targets=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact min and max of π̃ over the box ``[lo, hi]`` (``(B, m)`` each), for local ``targets`` (default all).
 
-        π̃_j is, in each coordinate π_k with the others fixed, a ratio of two
-        affine functions with a positive denominator, hence monotone in π_k;
-        so its extremes over a box are attained at vertices (docs/colep.md).
+        π̃_t is, in each coordinate π_k with the others fixed, a ratio of two
+        affine functions with a positive denominator, hence monotone in π_k,
+        so its extremes over a box lie at vertices (docs/colep.md). For a
+        one-hot target the directions of the one-hot coordinates are known
+        (π̃_t rises with π_t and falls with every other class's reading), so
+        only the 2^f vertices of the f remaining coordinates are visited.
+        Otherwise all 2^m vertices are.
         """
         m = len(self.variables)
-        corners = torch.tensor(list(itertools.product([0, 1], repeat=m)), dtype=torch.bool)  # (2^m, m)
+        targets = list(range(m)) if targets is None else list(targets)
         lo, hi = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
+        hot = [t for t in targets if t in self.one_hot]
+        rest = [t for t in targets if t not in self.one_hot]
+        bmin = torch.empty(lo.shape[0], len(targets), dtype=torch.float64)
+        bmax = torch.empty_like(bmin)
+        if rest:
+            a, b = self._vertex_extremes(lo, hi, list(range(m)), {})
+            cols = [targets.index(t) for t in rest]
+            bmin[:, cols], bmax[:, cols] = a[:, rest], b[:, rest]
+        free = [j for j in range(m) if j not in self.one_hot]
+        for t in hot:
+            # minimum: own reading low, rival classes high; maximum: the reverse
+            down = {k: (k != t) for k in self.one_hot}
+            a, _ = self._vertex_extremes(lo, hi, free, down)
+            _, b = self._vertex_extremes(lo, hi, free, {k: not v for k, v in down.items()})
+            bmin[:, targets.index(t)], bmax[:, targets.index(t)] = a[:, t], b[:, t]
+        return bmin, bmax
+
+    def _vertex_extremes(self, lo: torch.Tensor, hi: torch.Tensor, free: list[int], fixed_high: dict[int, bool]):
+        """Min and max of every π̃ over the vertices that vary ``free`` and pin ``fixed_high`` (True: upper end)."""
+        m = len(self.variables)
+        corners = torch.zeros(2 ** len(free), m, dtype=torch.bool)
+        if free:
+            corners[:, free] = torch.tensor(list(itertools.product([False, True], repeat=len(free))))
+        for k, high in fixed_high.items():
+            corners[:, k] = high
         step = max(1, 2**18 // len(corners))  # bound the (samples × vertices) batch
         mins, maxs = [], []
         for s in range(0, lo.shape[0], step):
-            qv = torch.where(corners[None], hi[s : s + step, None, :], lo[s : s + step, None, :])  # (b, 2^m, m)
+            qv = torch.where(corners[None], hi[s : s + step, None, :], lo[s : s + step, None, :])
             vals = self.corrected(qv.reshape(-1, m)).reshape(qv.shape[0], len(corners), m)
             mins.append(vals.amin(1))
             maxs.append(vals.amax(1))
@@ -210,22 +254,31 @@ class Reasoner:
         """Mixed corrected probabilities ``(B, V)``."""
         return torch.einsum("brv,r->bv", self.components(p), self.beta)
 
-    def bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sound bounds ``(B, V)`` on the mixed corrected probabilities over the sensor box ``[lo, hi]``.
+    def bounds(self, lo: torch.Tensor, hi: torch.Tensor, variables=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sound bounds ``(B, len(variables))`` on the mixed corrected probabilities over the sensor box ``[lo, hi]``.
 
-        Each component's bounds are exact (vertex enumeration); the mixture's
-        bound is Σ_r β_r bound_r, sound because β ≥ 0 (it can be loose, since
-        the components share sensors).
+        ``variables`` are global indices (default: all). Each component's
+        bounds are exact; the mixture's bound is Σ_r β_r bound_r, sound because
+        β ≥ 0. It is also exact for classes when the classes are exclusive and
+        no concept sits in two clusters: every component is then extreme at the
+        same class readings (own low, rivals high) and the concept readings
+        separate by cluster.
         """
         lo = torch.as_tensor(lo, dtype=torch.float64)
         hi = torch.as_tensor(hi, dtype=torch.float64)
-        clo = lo[:, None, :].repeat(1, self.num_components, 1)
-        chi = hi[:, None, :].repeat(1, self.num_components, 1)
+        variables = list(range(lo.shape[1])) if variables is None else [int(v) for v in variables]
+        sel = torch.tensor(variables, dtype=torch.long)
+        clo = lo[:, None, sel].repeat(1, self.num_components, 1)
+        chi = hi[:, None, sel].repeat(1, self.num_components, 1)
         for r, c in enumerate(self.circuits):
+            local = {v: i for i, v in enumerate(c.variables)}
+            cols = [i for i, v in enumerate(variables) if v in local]
+            if not cols:
+                continue
             idx = torch.tensor(c.variables)
-            a, b = c.corrected_bounds(lo[:, idx], hi[:, idx])
-            clo[:, r + 1, idx] = a
-            chi[:, r + 1, idx] = b
+            a, b = c.corrected_bounds(lo[:, idx], hi[:, idx], [local[variables[i]] for i in cols])
+            clo[:, r + 1, cols] = a
+            chi[:, r + 1, cols] = b
         return torch.einsum("brv,r->bv", clo, self.beta), torch.einsum("brv,r->bv", chi, self.beta)
 
     def fit_beta(self, p: torch.Tensor, y, steps: int = 200, lr: float = 0.05) -> torch.Tensor:

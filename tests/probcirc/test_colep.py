@@ -22,13 +22,18 @@ from probcirc.nodes import inputs, multiply, summate
 
 
 # --------------------------------------------------------------- references
-def brute_force(q: np.ndarray, rules: list[tuple[int, bool, int, bool, float]]) -> np.ndarray:
-    """π̃_j = Σ_{μ_j=1} F(μ) / Σ_μ F(μ) by enumerating μ, in plain numpy (shares no code with colep)."""
+def brute_force(q: np.ndarray, rules: list[tuple[int, bool, int, bool, float]], one_hot=()) -> np.ndarray:
+    """π̃_j = Σ_{μ_j=1} F(μ) / Σ_μ F(μ) by enumerating μ, in plain numpy (shares no code with colep).
+
+    F(μ) = 0 unless exactly one variable of ``one_hot`` is 1 (when given).
+    """
     m = q.shape[1]
     out = np.zeros_like(q)
     for b in range(q.shape[0]):
         num, den = np.zeros(m), 0.0
         for mu in itertools.product([0, 1], repeat=m):
+            if one_hot and sum(mu[k] for k in one_hot) != 1:
+                continue
             f = 1.0
             for j in range(m):
                 f *= q[b, j] if mu[j] else 1 - q[b, j]
@@ -45,36 +50,44 @@ def brute_force(q: np.ndarray, rules: list[tuple[int, bool, int, bool, float]]) 
     return out
 
 
-def random_cluster(rng, m: int, n_rules: int):
+def random_cluster(rng, m: int, n_rules: int, n_hot: int = 0):
+    """Random rules over m variables; the first ``n_hot`` are one-hot (exclusive classes)."""
     rules = []
     for _ in range(n_rules):
         a, c = rng.choice(m, 2, replace=False)
         rules.append((int(a), bool(rng.random() < 0.7), int(c), bool(rng.random() < 0.7), float(rng.uniform(0, 3))))
-    cl = Cluster("c", tuple(Rule(Literal(a, ap), Literal(c, cp), w) for a, ap, c, cp, w in rules), tuple(range(m)))
+    cl = Cluster("c", tuple(Rule(Literal(a, ap), Literal(c, cp), w) for a, ap, c, cp, w in rules), tuple(range(m)), tuple(range(n_hot)))
     return cl, rules
 
 
 # ------------------------------------------------------------- reasoning
 @pytest.mark.parametrize("structure", ["cover", "enumerate"])
+@pytest.mark.parametrize("n_hot", [0, 2, 3])
 @pytest.mark.parametrize("seed", range(6))
-def test_cluster_circuit_matches_brute_force(seed, structure):
+def test_cluster_circuit_matches_brute_force(seed, n_hot, structure):
     rng = np.random.default_rng(seed)
-    m = int(rng.integers(2, 7))
-    cl, rules = random_cluster(rng, m, int(rng.integers(1, 2 * m)))
+    m = int(rng.integers(n_hot + 1, 7))
+    cl, rules = random_cluster(rng, m, int(rng.integers(1, 2 * m)), n_hot)
     q = rng.uniform(0, 1, size=(7, m))
     q[0, 0], q[1, -1] = 0.0, 1.0  # hard evidence, log 0 in the leaves
     circuit = ClusterCircuit(cl, structure)
     got = circuit.corrected(torch.tensor(q)).numpy()
-    np.testing.assert_allclose(got, brute_force(q, rules), rtol=1e-10, atol=1e-12)
-    covered = set(circuit.cover)
+    np.testing.assert_allclose(got, brute_force(q, rules, tuple(range(n_hot))), rtol=1e-10, atol=1e-12)
+    covered = set(circuit.cover) | set(circuit.one_hot)
     assert all(a in covered or c in covered for a, _, c, _, _ in rules)
 
 
-def test_cover_circuit_is_small_for_star_clusters():
-    for cl in digits_knowledge().compiled_clusters:
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_cover_circuit_is_small_for_star_clusters(exclusive):
+    for cl in digits_knowledge(exclusive_classes=exclusive).compiled_clusters:
         circuit = ClusterCircuit(cl)
-        assert len(circuit.cover) == 1  # the concept
-        assert circuit.pc.num_slots < 4 * len(cl.variables) + 4
+        m = len(cl.variables)
+        if exclusive:  # ten one-hot branches, each a product over the 11 variables: linear, not 2^m
+            assert circuit.cover == () and m == 11
+            assert circuit.pc.num_slots < 3 * 10 * m
+        else:
+            assert len(circuit.cover) == 1  # the concept
+            assert circuit.pc.num_slots < 4 * m + 4
 
 
 def test_published_example_0667():
@@ -133,12 +146,18 @@ def test_reasoner_mixture_and_passthrough():
     assert got[3] == pytest.approx(0.2 * pn[3] + 0.5 * c1[0, 1] + 0.3 * c2[0, 1])
 
 
+@pytest.mark.parametrize("n_hot", [0, 2])
 @pytest.mark.parametrize("seed", range(3))
-def test_vertex_bounds_are_exact_over_the_box(seed):
-    """Extremes over a box sit at vertices: no dense interior/edge point escapes, and vertices attain them."""
+def test_vertex_bounds_are_exact_over_the_box(seed, n_hot):
+    """Extremes over a box sit at vertices: no dense interior/edge point escapes, and vertices attain them.
+
+    With a one-hot group the bounds visit only some vertices (the one-hot
+    directions are fixed by the monotonicity argument); the grid checks that
+    argument too.
+    """
     rng = np.random.default_rng(100 + seed)
     m = 3
-    cl, rules = random_cluster(rng, m, 4)
+    cl, rules = random_cluster(rng, m, 4, n_hot)
     circ = ClusterCircuit(cl)
     lo = rng.uniform(0, 0.6, size=(1, m))
     hi = np.minimum(1, lo + rng.uniform(0.05, 0.4, size=(1, m)))
@@ -151,8 +170,9 @@ def test_vertex_bounds_are_exact_over_the_box(seed):
     np.testing.assert_allclose(vals.max(0), bhi[0].numpy(), atol=1e-12)
 
 
-def test_mixture_bounds_are_sound():
-    kb = digits_knowledge()
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_mixture_bounds_are_sound(exclusive):
+    kb = digits_knowledge(exclusive_classes=exclusive)
     r = Reasoner(kb)
     rng = np.random.default_rng(3)
     r.beta = torch.tensor(rng.dirichlet(np.ones(5)))
@@ -162,6 +182,21 @@ def test_mixture_bounds_are_sound():
     pts = lo[:, None] + (hi - lo)[:, None] * rng.uniform(size=(2, 200, 14))
     vals = r(torch.tensor(pts.reshape(-1, 14))).reshape(2, 200, 14)
     assert bool((vals >= blo[:, None] - 1e-12).all()) and bool((vals <= bhi[:, None] + 1e-12).all())
+
+
+def test_mixture_class_bounds_are_exact_with_exclusive_classes():
+    """The class bounds equal the extremes of the whole mixture over all 2^14 vertices of the box."""
+    kb = digits_knowledge(exclusive_classes=True)
+    r = Reasoner(kb)
+    rng = np.random.default_rng(4)
+    r.beta = torch.tensor(rng.dirichlet(np.ones(5)))
+    lo = rng.uniform(0, 0.7, size=(1, 14))
+    hi = np.minimum(1, lo + rng.uniform(0.05, 0.3, size=(1, 14)))
+    blo, bhi = r.bounds(torch.tensor(lo), torch.tensor(hi), range(10))
+    corners = np.array(list(itertools.product([0, 1], repeat=14)), dtype=bool)
+    vals = r(torch.tensor(np.where(corners, hi, lo)))[:, :10]
+    np.testing.assert_allclose(blo[0].numpy(), vals.amin(0).numpy(), atol=1e-12)
+    np.testing.assert_allclose(bhi[0].numpy(), vals.amax(0).numpy(), atol=1e-12)
 
 
 # ------------------------------------------------------------- conformal
@@ -225,10 +260,11 @@ def _toy_problem():
     return X, y, kb, sensors, clf
 
 
-def test_certified_sets_contain_clean_sets():
+@pytest.mark.parametrize("method", ["sensors", "pipeline"])
+def test_certified_sets_contain_clean_sets(method):
     X, y, kb, sensors, clf = _toy_problem()
     cp = COLEP(sensors, kb).calibrate(X[120:180], y[120:180], 0.1)
-    res = cp.certify(X[180:], [0.0, 0.1, 0.3], sigma=0.25, n_samples=64)
+    res = cp.certify(X[180:], [0.0, 0.1, 0.3], sigma=0.25, n_samples=64, method=method)
     for a, b in zip(res, res[1:]):
         assert bool((a.certified <= b.certified).all()) and bool((b.certain <= a.certain).all())  # monotone in δ
     for r in res:
@@ -238,6 +274,32 @@ def test_certified_sets_contain_clean_sets():
     rs = RSCP(clf, sigma=0.25, n_samples=64).calibrate(X[120:180], y[120:180], 0.1)
     for r in rs.certify(X[180:], [0.0, 0.3]):
         assert bool((r.certain <= r.sets).all()) and bool((r.sets <= r.certified).all())
+
+
+@pytest.mark.parametrize("certified_delta,holds", [(0.3, True), (0.0, False)])
+def test_pipeline_bounds_hold_at_perturbed_inputs(certified_delta, holds):
+    """The smoothed corrected probabilities at x' = x + δ·(worst direction) lie inside bounds certified for δ.
+
+    Bounds certified for radius 0 must miss them (the check can fail).
+    """
+    from probcirc.colep.smoothing import smoothed_counts
+
+    kb = Knowledge.from_concept_classes(["0", "1", "2"], {"c": ["0", "1"]}, exclusive_classes=True)
+    w = torch.tensor([[4.0, -4.0, 0.0, 3.0], [0.0, 4.0, -4.0, 3.0]])
+    sensors = lambda x: torch.sigmoid(torch.as_tensor(x, dtype=torch.float32) @ w)  # noqa: E731  steep on purpose
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2)).astype(np.float32)
+    y = as_probabilities(sensors, X, 3, 1)[:, :3].argmax(1).numpy()
+    cp = COLEP(sensors, kb).calibrate(X[:150], y[:150], 0.1)
+    delta, sigma = 0.3, 0.25
+    x = torch.as_tensor(X[150:170])
+    res = cp.certify(x, certified_delta, sigma=sigma, n_samples=4000, method="pipeline")
+    x_far = x - delta * w[:, 0] / w[:, 0].norm()  # lowers class 0, raises class 1
+    big = 40000
+    est = smoothed_counts(cp._smoothed_fn("pipeline"), x_far, sigma, big, seed=9) / big
+    slack = 4 * np.sqrt(0.25 / big)
+    inside = (est >= res.lower.numpy() - slack).all() and (est <= res.upper.numpy() + slack).all()
+    assert bool(inside) == holds
 
 
 def test_pgd_stays_in_ball_and_raises_loss():
@@ -281,6 +343,7 @@ def test_knowledge_json_round_trip(tmp_path):
     assert Knowledge.from_json(kb.to_json()) == kb
     assert [c.variables for c in back.compiled_clusters] == [c.variables for c in kb.compiled_clusters]
     assert kb.labels([0, 7]).tolist()[1] == [0] * 7 + [1, 0, 0] + [0, 0, 1, 1]
+    assert back.exclusive_classes and not Knowledge.from_json(digits_knowledge(exclusive_classes=False).to_json()).exclusive_classes
 
 
 def _kb(**over):
@@ -301,6 +364,7 @@ def _kb(**over):
     ({"concepts": ["a"]}, "unique"),
     ({"concept_classes": {"k": ["nope"]}}, "unknown class 'nope'"),
     ({"extra": 1}, "unknown knowledge keys"),
+    ({"exclusive_classes": "yes"}, "exclusive_classes must be true or false"),
 ])
 def test_knowledge_validation_errors(over, msg):
     with pytest.raises(KnowledgeError, match=msg):
