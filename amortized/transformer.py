@@ -30,33 +30,45 @@ def _mlp(n_in: int, d_model: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, d_model), nn.GELU(), nn.Linear(d_model, d_model))
 
 
-def _attend(layer: nn.MultiheadAttention, q_in: torch.Tensor, kv_in: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-    """``layer``'s attention (packed projections, batch first), computed with its own weights."""
-    d, h = layer.embed_dim, layer.num_heads
-    w, b = layer.in_proj_weight, layer.in_proj_bias
-    if q_in is kv_in:
-        q, k, v = nn.functional.linear(q_in, w, b).chunk(3, -1)
-    else:
-        q = nn.functional.linear(q_in, w[:d], b[:d])
-        k, v = nn.functional.linear(kv_in, w[d:], b[d:]).chunk(2, -1)
-    heads = lambda t: t.unflatten(-1, (h, d // h)).transpose(1, 2)  # noqa: E731
-    out = nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=allowed)
-    return nn.functional.linear(out.transpose(1, 2).flatten(2), layer.out_proj.weight, layer.out_proj.bias)
+def _mlp_weights(mlp: nn.Sequential) -> tuple[torch.Tensor, ...]:
+    return mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias
 
 
-def _decoder_layer(layer: nn.TransformerDecoderLayer, x: torch.Tensor, mem: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """``layer(x, mem, memory_key_padding_mask=~allowed)`` for a pre-norm, dropout-free GELU layer.
+def _layer_weights(layer: nn.TransformerDecoderLayer) -> tuple:
+    """The tensors of one pre-norm decoder layer, in the order :func:`_decoder_layer` reads them."""
+    d = layer.self_attn.embed_dim
+    sa, ca = layer.self_attn, layer.multihead_attn
+    return (layer.norm1.weight, layer.norm1.bias, layer.norm2.weight, layer.norm2.bias, layer.norm3.weight, layer.norm3.bias,
+            sa.in_proj_weight, sa.in_proj_bias, sa.out_proj.weight, sa.out_proj.bias,
+            ca.in_proj_weight[:d], ca.in_proj_bias[:d], ca.in_proj_weight[d:], ca.in_proj_bias[d:], ca.out_proj.weight, ca.out_proj.bias,
+            layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias, sa.num_heads, layer.norm1.eps)
 
-    The same arithmetic as torch's module, without its per-call dispatch,
-    which dominates the cost of one small posterior (half the batch-1 time).
-    """
+
+def _embed(w: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
     f = nn.functional
-    norm = lambda n, t: f.layer_norm(t, n.normalized_shape, n.weight, n.bias, n.eps)  # noqa: E731
-    y = norm(layer.norm1, x)
-    x = x + _attend(layer.self_attn, y, y, None)
-    x = x + _attend(layer.multihead_attn, norm(layer.norm2, x), mem, allowed)
-    hidden = f.gelu(f.linear(norm(layer.norm3, x), layer.linear1.weight, layer.linear1.bias))
-    return x + f.linear(hidden, layer.linear2.weight, layer.linear2.bias)
+    return f.linear(f.gelu(f.linear(x, w[0], w[1])), w[2], w[3])
+
+
+def _decoder_layer(w: tuple, x: torch.Tensor, mem: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """``layer(x, mem, memory_key_padding_mask=~allowed)`` for a pre-norm, dropout-free GELU layer, ``w = _layer_weights(layer)``.
+
+    The same arithmetic as torch's module without its per-module dispatch and
+    attribute lookups, which dominate the cost of one small posterior.
+    """
+    (n1w, n1b, n2w, n2b, n3w, n3b, sw, sb, sow, sob, qw, qb, kvw, kvb, cow, cob, l1w, l1b, l2w, l2b, h, eps) = w
+    f = nn.functional
+    n, lq, d = x.shape
+    lk = mem.shape[1]
+    # (n, L, parts·d) -> (parts, n, h, L, d/h): one view and one permute instead of a split per part
+    y = f.layer_norm(x, (d,), n1w, n1b, eps)
+    q, k, v = f.linear(y, sw, sb).view(n, lq, 3, h, d // h).permute(2, 0, 3, 1, 4)
+    x = x + f.linear(f.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, lq, d), sow, sob)
+    y = f.layer_norm(x, (d,), n2w, n2b, eps)
+    q = f.linear(y, qw, qb).view(n, lq, h, d // h).transpose(1, 2)
+    k, v = f.linear(mem, kvw, kvb).view(n, lk, 2, h, d // h).permute(2, 0, 3, 1, 4)
+    x = x + f.linear(f.scaled_dot_product_attention(q, k, v, attn_mask=allowed).transpose(1, 2).reshape(n, lq, d), cow, cob)
+    y = f.layer_norm(x, (d,), n3w, n3b, eps)
+    return x + f.linear(f.gelu(f.linear(y, l1w, l1b)), l2w, l2b)
 
 
 @io.register
@@ -185,12 +197,15 @@ class DistributionTransformer(nn.Module):
 
         dtype = self.head.weight.dtype
         logits = torch.log_softmax(logits, -1).clamp_min(_LOGIT_FLOOR)
-        h = self.embed_component(self._tokens(logits, means, tril).to(dtype))
-        mem = torch.cat([self.null_observation.expand(nb, 1, -1), self.embed_observation(obs.to(dtype))], 1)
-        allowed = torch.cat([pad.new_zeros(nb, 1), pad], 1).logical_not()[:, None, None, :]
-        for layer in self.layers:
-            h = _decoder_layer(layer, h, mem, allowed)
-        out = self.head(self.norm(h)).to(means.dtype)
+        w = self._weights()
+        h = _embed(w["component"], self._tokens(logits, means, tril).to(dtype))
+        mem = torch.cat([self.null_observation.expand(nb, 1, -1), _embed(w["observation"], obs.to(dtype))], 1)
+        # No mask at all when nothing is padded: the common real-time case, and cheaper.
+        allowed = torch.cat([pad.new_zeros(nb, 1), pad], 1).logical_not()[:, None, None, :] if bool(pad.any()) else None
+        for lw in w["layers"]:
+            h = _decoder_layer(lw, h, mem, allowed)
+        nw, nb_, hw, hb, eps = w["out"]
+        out = nn.functional.linear(nn.functional.layer_norm(h, (self.d_model,), nw, nb_, eps), hw, hb).to(means.dtype)
 
         d_logit, d_mean, d_logdiag, d_off = out.split([1, d, d, self.n_token - 1 - 2 * d], -1)
         new_logits = logits + d_logit.squeeze(-1)
@@ -203,6 +218,28 @@ class DistributionTransformer(nn.Module):
         new_tril = tril @ m
         shape = lambda t, n: t.reshape(*batch, *t.shape[-n:])  # noqa: E731
         return _gmm.make(shape(new_logits, 1), shape(new_means, 2), shape(new_tril, 3))
+
+    def _weights(self) -> dict:
+        """Every tensor the forward pass reads, gathered once.
+
+        Gathering costs about as much as the arithmetic of one small
+        posterior, so it is cached while gradients are off (inference); with
+        gradients on it is rebuilt per call so autograd sees the parameters.
+        ``_apply`` (``.to``, ``.double``, ...) drops the cache, since it may
+        swap the parameters' storage.
+        """
+        cached = self.__dict__.get("_weight_cache")
+        if cached is not None and not torch.is_grad_enabled():
+            return cached
+        w = {"component": _mlp_weights(self.embed_component), "observation": _mlp_weights(self.embed_observation),
+             "layers": [_layer_weights(layer) for layer in self.layers],
+             "out": (self.norm.weight, self.norm.bias, self.head.weight, self.head.bias, self.norm.eps)}
+        self.__dict__["_weight_cache"] = None if torch.is_grad_enabled() else w
+        return w
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__["_weight_cache"] = None
+        return super()._apply(fn, *args, **kwargs)
 
     def _tokens(self, logits: torch.Tensor, means: torch.Tensor, tril: torch.Tensor) -> torch.Tensor:
         log_diag = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1))

@@ -184,7 +184,7 @@ def test_bad_construction(kwargs):
 
 def test_lean_decoder_layer_matches_torch_module(gen):
     """Our dispatch-free layer computes exactly what nn.TransformerDecoderLayer computes with the same weights."""
-    from amortized.transformer import _decoder_layer
+    from amortized.transformer import _decoder_layer, _layer_weights
 
     layer = torch.nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
     for p in layer.parameters():  # away from the zero-bias initialisation, so every term matters
@@ -193,5 +193,28 @@ def test_lean_decoder_layer_matches_torch_module(gen):
     pad = torch.zeros(3, 7, dtype=torch.bool)
     pad[0, 3:], pad[2, 1:] = True, True
     want = layer(x, mem, memory_key_padding_mask=pad)
-    got = _decoder_layer(layer, x, mem, pad.logical_not()[:, None, None, :])
+    got = _decoder_layer(_layer_weights(layer), x, mem, pad.logical_not()[:, None, None, :])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_cached_weights_follow_parameter_updates(gen):
+    """Inference reuses gathered weights; in-place updates, load_state_dict and dtype changes must still show."""
+    m = _model()
+    p = _problems(gen=gen)
+    with torch.inference_mode():
+        before = m(p.prior, p.observations, p.obs_mask).means
+    with torch.no_grad():
+        m.head.bias.add_(0.5)  # in place, as an optimiser step does
+    with torch.inference_mode():
+        after = m(p.prior, p.observations, p.obs_mask).means
+    assert not torch.allclose(before, after)
+    fresh = _model(seed=1)
+    with torch.inference_mode():
+        fresh(p.prior, p.observations, p.obs_mask)  # caches fresh's own weights
+    fresh.load_state_dict(m.state_dict())  # copies in place into the cached tensors
+    with torch.inference_mode():
+        torch.testing.assert_close(fresh(p.prior, p.observations, p.obs_mask).means, after)
+    m64 = m.double()
+    with torch.inference_mode():
+        out = m64(p.prior.to(torch.float64), p.observations.double(), p.obs_mask)
+    torch.testing.assert_close(out.means.float(), after, rtol=1e-4, atol=1e-4)
