@@ -108,6 +108,9 @@ class ClusterCircuit:
     O(2^m·m); a star of class ⇒ concept rules has |K| = 1.
     ``structure="enumerate"`` builds one product per joint state (2^m).
     Both represent the same normalised distribution ∝ exp(Σ_h w_h 1[μ ⊨ h]).
+    A one-hot group (exclusive classes, ``cluster.one_hot``) is always
+    conditioned on, as its K admissible states rather than 2^K, which also
+    gives the other states their zero mass.
     """
 
     def __init__(self, cluster: Cluster, structure: str = "cover"):
