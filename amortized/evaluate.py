@@ -62,7 +62,8 @@ def score(q: GaussianMixture, x: torch.Tensor) -> torch.Tensor:
     b, k, d = q.means.shape
     if k > 64 and torch.equal(q.scale_tril, q.scale_tril[:, :1].expand_as(q.scale_tril)):
         return _gmm.log_prob_shared_scale(q.to(torch.float64), x.double())
-    chunk = max(1, int(2e7 // max(1, b * k * d)))
+    # A few MB per chunk: large temporaries go through mmap and page faults, which cost more than the loop.
+    chunk = max(1, 2**18 // max(1, b * k * d))
     return _gmm.log_prob(q.to(torch.float64), x.double(), chunk=chunk)
 
 
