@@ -147,34 +147,22 @@ def sum_edges(pc) -> int:
 
 # ------------------------------------------------------- our passes on the GPU
 def forward(pc, x, missing):
-    """Forward pass; categorical input layers through the kernels when the backend is Triton."""
-    from probcirc import kernels
-
+    """Forward pass; every layer (categorical leaves included) picks the kernels when the backend is Triton."""
     mars = torch.empty(pc.num_slots, x.shape[1], dtype=torch.float32, device=x.device)
     mars[0] = 0.0
-    tri = backend.use_triton(mars)
     for layer in pc.layers:
         if isinstance(layer, InputLayer):
-            if tri and isinstance(layer.dist, Categorical):
-                kernels.categorical_forward(layer, mars, x, missing)
-            else:
-                layer(mars, x, missing)
+            layer(mars, x, missing)
         else:
             layer(mars)
     return mars
 
 
 def em_step(pc, mars, flows, grads, x, missing, step=0.1, alpha=0.1):
-    from probcirc import kernels
-
-    tri = backend.use_triton(mars)
     for layer, g in zip(pc.sum_layers, grads):
         layer.em_update(layer.weight * g, step, alpha)
     for layer in pc.input_layers:
-        if tri and isinstance(layer.dist, Categorical):
-            new = kernels.categorical_m_step(kernels.categorical_stats(layer, flows, x, missing), layer.params, alpha)
-        else:
-            new = layer.dist.m_step(layer.em_stats(flows, x, missing), layer.params, alpha)
+        new = layer.m_step(layer.em_stats(flows, x, missing), alpha)
         layer.params.mul_(1 - step).add_(step * new)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..inputs import InputDist
+from .. import backend
+from ..inputs import Categorical, InputDist
 
 
 class InputLayer(nn.Module):
@@ -51,8 +52,16 @@ class InputLayer(nn.Module):
         xv, observed = self.values(x, missing)
         self.dist.check_values(xv[observed])
 
+    def _triton(self, t: torch.Tensor) -> bool:
+        """Whether this layer runs on the Triton kernels (categorical leaves only; others stay on torch)."""
+        return isinstance(self.dist, Categorical) and backend.use_triton(t)
+
     def forward(self, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, max_mode: bool = False) -> None:
         if not max_mode:
+            if self._triton(mars):
+                from ..kernels import categorical_forward
+
+                return categorical_forward(self, mars, x.contiguous(), missing.contiguous())
             mars[self.start : self.stop] = self.log_values(self.params, x, missing)
             return
         # In max-product a missing variable takes its best value.
@@ -62,10 +71,22 @@ class InputLayer(nn.Module):
         mars[self.start : self.stop] = logp.reshape(-1, x.shape[1])
 
     def em_stats(self, flows: torch.Tensor, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+        if self._triton(flows):
+            from ..kernels import categorical_stats
+
+            return categorical_stats(self, flows, x.contiguous(), missing.contiguous())
         xv, observed = self.values(x, missing)
         node_flows = flows[self.start : self.stop].reshape(-1, self.k, x.shape[1])
         stats = self.dist.stats(self._grouped(self.params), xv, observed, node_flows)
         return stats.reshape(self.node_var.numel(), -1)
+
+    def m_step(self, stats: torch.Tensor, pseudocount: float) -> torch.Tensor:
+        """New parameters from accumulated expected statistics (the leaves' M-step)."""
+        if self._triton(self.params):
+            from ..kernels import categorical_m_step
+
+            return categorical_m_step(stats, self.params, pseudocount)
+        return self.dist.m_step(stats, self.params, pseudocount)
 
     def down(self, active: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, choose: str, generator) -> None:
         """Fill the missing variables of the active leaves: drawn (``sample``) or the mode (``argmax``)."""

@@ -104,5 +104,5 @@ def _update(circuit: CompiledCircuit, edge_flows, stats, step_size: float, pseud
     for layer, f in zip(circuit.sum_layers, edge_flows):
         layer.em_update(f, step_size, pseudocount)
     for layer, s in zip(circuit.input_layers, stats):
-        new = layer.dist.m_step(s, layer.params, pseudocount)
+        new = layer.m_step(s, pseudocount)
         layer.params.mul_(1 - step_size).add_(step_size * new)
