@@ -428,7 +428,12 @@ def _sub_cov(tril: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torc
 def _component_log_prob(x: torch.Tensor, means: torch.Tensor, tril: torch.Tensor) -> torch.Tensor:
     """log N(x; μ_k, L_k L_kᵀ) for every component: ``(..., D)`` -> ``(..., K)``."""
     d = means.shape[-1]
-    diff = x[..., None, :] - means  # (..., K, D)
-    white = torch.linalg.solve_triangular(tril, diff[..., None], upper=False).squeeze(-1)
+    diff = x[..., None, :] - means  # (*S, *B, K, D)
+    # The samples become the right-hand sides of one solve per component, so
+    # the factors are never broadcast over the samples (memory S·D, not S·D²).
+    lead = diff.shape[: diff.dim() - means.dim()]
+    rhs = diff.reshape(-1, *diff.shape[len(lead) :]).movedim(0, -1)  # (*B, K, D, S)
+    white = torch.linalg.solve_triangular(tril, rhs, upper=False)
+    maha = white.square().sum(-2).movedim(-1, 0).reshape(*lead, *diff.shape[len(lead) : -1])
     half_logdet = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
-    return -0.5 * (d * _LOG_2PI + (white**2).sum(-1)) - half_logdet
+    return -0.5 * (d * _LOG_2PI + maha) - half_logdet
