@@ -3,5 +3,6 @@
 from .conditional import conditional
 from .marginal import log_prob, parameters
 from .sampling import max_log_prob, mpe, sample
+from .soft_evidence import soft_evidence
 
-__all__ = ["log_prob", "conditional", "sample", "mpe", "max_log_prob", "parameters"]
+__all__ = ["log_prob", "conditional", "sample", "mpe", "max_log_prob", "parameters", "soft_evidence"]

@@ -14,10 +14,11 @@ import torch
 import probcirc
 from probcirc.colep import (
     COLEP, RSCP, ClusterCircuit, Knowledge, KnowledgeError, Reasoner, SplitCP, as_probabilities, clopper_pearson,
-    conformal_quantile, coverage, digits_knowledge, gaussian_shift, pgd_l2, quantile_index, soft_evidence_posteriors,
+    conformal_quantile, coverage, digits_knowledge, gaussian_shift, pgd_l2, quantile_index,
 )
 from probcirc.colep.knowledge import Cluster, Literal, Rule
 from probcirc.inputs import Bernoulli
+from probcirc.queries import soft_evidence
 from probcirc.nodes import inputs, multiply, summate
 
 
@@ -125,7 +126,7 @@ def test_soft_evidence_on_general_bernoulli_circuit():
     q = torch.rand(5, 3, generator=g, dtype=torch.float64)
     like = torch.prod(torch.where(xs[None].bool(), q[:, None], 1 - q[:, None]), -1) * px[None]  # (5, 8)
     want = (like[:, :, None] * xs[None]).sum(1) / like.sum(1, keepdim=True)
-    post, logz = soft_evidence_posteriors(pc, q)
+    post, logz = soft_evidence(pc, q)
     torch.testing.assert_close(post, want, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(logz, like.sum(1).log(), rtol=1e-10, atol=1e-12)
 
