@@ -71,8 +71,9 @@ def _check(layer, x, missing):
         raise TypeError(f"the Triton input kernels handle Categorical leaves, not {layer.dist!r}")
     if x.dtype != torch.float32 or layer.params.dtype != torch.float32:
         raise ValueError("the Triton input kernels need float32 values and parameters")
-    if x.shape != missing.shape or x.stride(1) != 1 or missing.stride() != x.stride():
-        raise ValueError("x and missing must be node-major (num_vars, B) buffers of the same layout")
+    # is_contiguous ignores the strides of size-1 dimensions (a batch of one), which the kernels never step along
+    if x.shape != missing.shape or not (x.is_contiguous() and missing.is_contiguous()):
+        raise ValueError("x and missing must be contiguous node-major (num_vars, B) buffers of the same shape")
 
 
 def categorical_forward(layer, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor) -> None:

@@ -303,6 +303,19 @@ def test_whole_circuit_passes(rng):
         close(lp_got, lp_ref, "log_prob", seed)
 
 
+def test_batch_of_one(rng):
+    """A single sample: prepare() gives a (V, 1) view whose unused stride the kernels must not trip over."""
+    from .circuits import randomize
+    from probcirc.structures import PD
+
+    seed = rng.initial_seed()
+    pc = probcirc.compile(randomize(PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed % 1000), dtype=torch.float32)
+    data = torch.randint(0, 3, (1, pc.num_vars), generator=rng)
+    mask = torch.tensor([[False, True, False, False]])
+    x, missing = pc.prepare(data, mask)
+    close(run("triton", pc.forward_pass, x, missing), run("torch", pc.forward_pass, x, missing), "forward, batch of one", seed)
+
+
 def test_em_epoch_through_the_layers(rng):
     """A whole EM run dispatched through the layers (categorical leaves included): both backends agree."""
     import copy
