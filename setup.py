@@ -27,6 +27,7 @@ setup(
         "h5py",
         "constriction",
         "tqdm",
+        "threadpoolctl",
         "pillow",
         "matplotlib",
     ],

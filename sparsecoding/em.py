@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .parallel import SerialComm, bcast_params, chunked_sum, n_chunks
 from .truncation import Block, n_use
@@ -138,20 +139,15 @@ def run_em(
             M-step while annealing, falling linearly to 0 where annealing ends
             (drawn from ``(seed, step)``, so it is the same on every rank and on resume).
     """
-    try:  # small matrix products: one BLAS thread is faster than several (and ranks add parallelism)
-        from threadpoolctl import threadpool_limits
-
-        limiter = threadpool_limits(limits=1, user_api="blas")
-    except ImportError:
-        limiter = None
+    # small matrix products: one BLAS thread is faster than several (and ranks add parallelism)
+    limiter = threadpool_limits(limits=1, user_api="blas")
     try:
         return _run_em(model, chunks, N=N, D=D, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, seed=seed,
                        W_noise=W_noise,
                        comm=comm, params=params, start_step=start_step, history=history, on_step=on_step,
                        progress=progress)
     finally:
-        if limiter is not None:
-            limiter.restore_original_limits()
+        limiter.restore_original_limits()
 
 
 def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, W_noise, comm, params, start_step, history,
