@@ -41,17 +41,8 @@ def sample(gmm: GaussianMixture, n: int, generator: torch.Generator | None = Non
 
 
 def log_prob(gmm: GaussianMixture, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """log density of ``x`` ``(S, *B, D)`` -> ``(S, *B)``, computed ``chunk`` samples at a time."""
-    logits, means, tril = params(gmm)
-    d = means.shape[-1]
-    prec_tril = torch.linalg.solve_triangular(tril, torch.eye(d, dtype=tril.dtype).expand_as(tril), upper=False)
-    const = logits - 0.5 * d * _LOG_2PI - torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
-    out = []
-    for xs in x.to(means.dtype).split(chunk, dim=0):
-        diff = xs[..., None, :] - means  # (s, *B, K, D)
-        white = torch.einsum("...kij,s...kj->s...ki", prec_tril, diff)
-        out.append(torch.logsumexp(const - 0.5 * (white**2).sum(-1), dim=-1))
-    return torch.cat(out, 0)
+    """``gmm.log_prob`` of ``x`` ``(S, *B, D)`` -> ``(S, *B)``, ``chunk`` samples at a time to bound memory."""
+    return torch.cat([gmm.log_prob(xs) for xs in x.to(gmm.means.dtype).split(chunk, dim=0)], 0)
 
 
 def mean_cov(gmm: GaussianMixture) -> tuple[torch.Tensor, torch.Tensor]:

@@ -294,11 +294,11 @@ class COLEP:
             raise ValueError(f"method must be 'sensors' or 'pipeline', got {method!r}")
         q = self._smoothed_thresholds(sigma, n_samples, seed, n_calibration, method)
         counts = smoothed_counts(self._smoothed_fn(method), X, sigma, n_samples, seed=seed + 2)
+        pi = self._smoothed_classes(counts, n_samples, method)
         deltas = [delta] if np.isscalar(delta) else list(delta)
         out = []
         for d in deltas:
-            p, lo, hi = bounds_from_counts(counts, n_samples, alpha_mc, float(d), sigma)
-            pi = self._smoothed_classes(counts, n_samples, method)
+            _, lo, hi = bounds_from_counts(counts, n_samples, alpha_mc, float(d), sigma)
             if method == "sensors":
                 plo, phi = self.reasoner.bounds(lo, hi, range(self.num_classes))
             else:
