@@ -21,6 +21,10 @@ kernels against the float64 reference. Either is ``nan`` when not measured.
     python benchmarks/pc_gpu.py                 # every size, about 5-8 minutes on an H100
     python benchmarks/pc_gpu.py --quick         # the ~2M-edge circuits only
     python benchmarks/pc_gpu.py --no-peer       # skip PyJuice
+    python benchmarks/pc_gpu.py --tune 64:4:64,128:8:64 --json out.json   # sweep launch parameters, keep figures
+
+On a lent device machine use ``benchmarks/pc_gpu_device.sh`` (docs/gpu.md
+says how to split one short device session into two legs).
 
 Needs a CUDA device and Triton >= 3.6; without them it says so and exits 2.
 """
@@ -75,7 +79,7 @@ def sync():
 
 def reset_peak():
     if DEV == "cuda":
-        reset_peak()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def peak_gib() -> float:
@@ -84,15 +88,16 @@ def peak_gib() -> float:
 
 def empty_cache():
     if DEV == "cuda":
-        empty_cache()
+        torch.cuda.empty_cache()
 
 
-def timed(fn, reps: int = 3) -> float:
-    """Median wall seconds of fn() on the device, after one warm-up call."""
+def timed(fn, reps: int = 3, budget: float = 0.5, max_reps: int = 25) -> float:
+    """Median wall seconds of fn() on the device after one warm-up call: at least ``reps`` runs, more
+    (up to ``max_reps``) while they take under ``budget`` seconds in all."""
     fn()
     sync()
-    out = []
-    for _ in range(1 if DEV == "cpu" else reps):
+    out: list = []
+    while len(out) < (1 if DEV == "cpu" else max_reps) and (len(out) < reps or sum(out) < budget) and not (DEV == "cpu" and out):
         t0 = time.perf_counter()
         fn()
         sync()
@@ -108,7 +113,7 @@ def matmul_rate(tf32: bool) -> float:
     torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
         a = torch.randn(8192, 8192, device=DEV)
-        t = timed(lambda: a @ a, reps=5)
+        t = timed(lambda: a @ a, reps=5, budget=0.2)
         return 2 * 8192**3 / t
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
@@ -209,15 +214,35 @@ def largest_batch(try_batch, cap: int) -> tuple[int, object]:
     raise RuntimeError("out of memory even at batch 1")
 
 
-def run_ours(pc, data, cap: int, name: str) -> dict:
+def parse_tune(spec: str | None) -> dict:
+    """``"64:4:64,128:8:64,pd=64:4:32"`` -> {structure or "*": [(block_b, num_warps, max_block), ...]}."""
+    out: dict = {}
+    for item in filter(None, (p.strip() for p in (spec or "").split(","))):
+        key, _, combo = item.rpartition("=")
+        bb, nw, mb = (int(v) for v in combo.split(":"))
+        out.setdefault(key or "*", []).append((bb, nw, mb))
+    return out
+
+
+def set_launch(combo) -> None:
+    from probcirc.kernels import _common
+
+    _common.set_tuning(block_b=combo[0], num_warps=combo[1], max_block=combo[2])
+
+
+def run_ours(pc, data, cap: int, combos: list) -> dict:
+    from probcirc.kernels import _common
+
+    default = (_common.TUNE["block_b"], _common.TUNE["num_warps"], _common.TUNE["max_block"])
     probcirc.set_backend("triton")
     try:
-        return _run_ours(pc, data, cap)
+        return _run_ours(pc, data, cap, combos or [default])
     finally:
         probcirc.set_backend("auto")
+        set_launch(default)
 
 
-def _run_ours(pc, data, cap: int) -> dict:
+def _run_ours(pc, data, cap: int, combos: list) -> dict:
     def attempt(B):
         x, missing = pc.prepare(data[:B], None)
         reset_peak()
@@ -227,6 +252,7 @@ def _run_ours(pc, data, cap: int) -> dict:
         sync()
         return x, missing
 
+    set_launch(combos[0])
     B, (x, missing) = largest_batch(attempt, cap)
     peak = peak_gib()
     state: dict = {}
@@ -240,6 +266,19 @@ def _run_ours(pc, data, cap: int) -> dict:
     def em():
         em_step(pc, state["mars"], state["flows"], state["grads"], x, missing)
 
+    sweep = {}
+    if len(combos) > 1:  # launch parameters (block_b:num_warps:max_block), exact mode, fwd + bwd
+        for combo in combos:
+            set_launch(combo)
+            try:
+                sweep[combo] = timed(fwd, budget=0.3) + timed(bwd, budget=0.3)
+            except Exception as exc:  # e.g. out of shared memory for a large tile on this card
+                log(f"  launch {combo}: failed ({type(exc).__name__}: {str(exc)[:120]})")
+        log("  launch sweep (block_b:num_warps:max_block -> fwd+bwd ms): "
+            + ", ".join(f"{':'.join(map(str, c))} {1e3 * t:.2f}" for c, t in sorted(sweep.items(), key=lambda kv: kv[1])))
+    best = min(sweep, key=sweep.get) if sweep else combos[0]
+    set_launch(best)
+
     t_f = timed(fwd)
     t_b = timed(bwd)
     t_e = timed(em)
@@ -248,7 +287,8 @@ def _run_ours(pc, data, cap: int) -> dict:
         with backend.approximate(mode):
             modes[mode] = {"batch": B, "fwd": timed(fwd), "bwd": timed(bwd), "em": t_e}
     state.clear()
-    return {"batch": B, "fwd": t_f, "bwd": t_b, "em": t_e, "modes": modes, "peak_gib": peak}
+    return {"batch": B, "fwd": t_f, "bwd": t_b, "em": t_e, "modes": modes, "peak_gib": peak, "launch": ":".join(map(str, best)),
+            "sweep": {":".join(map(str, c)): t for c, t in sweep.items()}}
 
 
 def run_torch_path(pc, data, B: int) -> dict:
@@ -307,13 +347,20 @@ def run_peer(juice, structure: str, k: int, data: torch.Tensor, B: int) -> dict:
 
     b, xb = largest_batch(attempt, B)
     peak = peak_gib()
+    graphs = "yes"
+    try:  # PyJuice's own fast path: its layers replayed as CUDA graphs (recorded once per batch size)
+        pc(xb, record_cudagraph=True)
+        pc.backward(xb, flows_memory=0.0, record_cudagraph=True)
+        sync()
+    except Exception as exc:
+        graphs = f"no ({type(exc).__name__})"
     with torch.no_grad():
         t_f = timed(lambda: pc(xb))
     t_fb = timed(lambda: (pc(xb), pc.backward(xb, flows_memory=0.0)))
     t_e = timed(lambda: pc.mini_batch_em(step_size=0.1, pseudocount=0.1))
     edges = getattr(pc, "num_edges", None)
     del pc
-    return {"batch": b, "fwd": t_f, "bwd": max(t_fb - t_f, 0.0), "em": t_e, "peak_gib": peak, "compile_s": compile_s, "edges": edges}
+    return {"batch": b, "fwd": t_f, "bwd": max(t_fb - t_f, 0.0), "em": t_e, "peak_gib": peak, "compile_s": compile_s, "edges": edges, "cuda_graphs": graphs}
 
 
 def epoch_seconds(r: dict) -> float:
@@ -333,6 +380,10 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=560.0, help="seconds; stop whatever runs, print the summary and the last line")
     ap.add_argument("--final-mode", default="ieee", choices=("ieee", *APPROX),
                     help="our matmul mode behind speedup_vs_peer (PyJuice itself uses tf32 products)")
+    ap.add_argument("--tune", default=None,
+                    help="launch parameters block_b:num_warps:max_block, comma-separated; several are swept per circuit and the "
+                         "fastest used; prefix with 'hclt=' or 'pd=' for one structure (default: PROBCIRC_TRITON_TUNE or built-in)")
+    ap.add_argument("--json", default=None, help="also write every figure to this JSON file")
     ap.add_argument("--smoke", action="store_true", help="run this script's logic on the CPU (Triton interpreter, 4x4 images); no timings worth reading")
     args = ap.parse_args()
     t_start = time.perf_counter()
@@ -389,6 +440,11 @@ def main() -> None:
     signal.alarm(0)
     max_err = max([r["check"]["ll_vs_f64"] for r in rows if "check" in r], default=math.nan)
     _summary(rows, dev, fp32_rate, juice, peer_why, args)
+    if args.json:
+        import json
+
+        with open(args.json, "w") as fh:
+            json.dump({"device": dev, "torch": torch.__version__, "fp32_rate": fp32_rate, "tf32_rate": tf32_rate, "rows": rows}, fh, indent=1, default=str)
     picked = ratios[args.final_mode]
     final(min(picked) if picked else math.nan, max_err)
 
@@ -402,6 +458,7 @@ def _time_up(signum, frame):
 
 
 def _run_plan(plan, args, t_start, data_cpu, data, juice, fp32_rate, rows, ratios) -> None:
+    tune = parse_tune(args.tune)
     for structure, label in plan:
         if time.perf_counter() - t_start > args.budget:
             log(f"{structure} {label}: skipped, past the --budget of {args.budget:.0f} s")
@@ -417,7 +474,7 @@ def _run_plan(plan, args, t_start, data_cpu, data, juice, fp32_rate, rows, ratio
             row["check"] = check(pc_cpu, pc, data, args.check_batch)
             del pc_cpu
             gc.collect()
-            row["ours"] = run_ours(pc, data, args.max_batch, structure)
+            row["ours"] = run_ours(pc, data, args.max_batch, tune.get(structure, tune.get("*", [])))
             flops = 2 * sum_edges(pc) * row["ours"]["batch"]
             row["ours"]["fwd_tflops"] = flops / row["ours"]["fwd"] / 1e12
             row["ours"]["bwd_tflops"] = 3 * flops / row["ours"]["bwd"] / 1e12
@@ -487,7 +544,7 @@ def report_row(row: dict, fp32_rate: float) -> None:
     )
     log(
         f"  ours  B={o['batch']}: fwd {o['fwd'] * 1e3:.1f} ms ({o['fwd_tflops']:.2f} TFLOP/s, {100 * o['fwd_tflops'] * 1e12 / fp32_rate:.0f}% of fp32 matmul), "
-        f"bwd {o['bwd'] * 1e3:.1f} ms ({o['bwd_tflops']:.2f} TFLOP/s), EM {o['em'] * 1e3:.1f} ms; "
+        f"bwd {o['bwd'] * 1e3:.1f} ms ({o['bwd_tflops']:.2f} TFLOP/s), EM {o['em'] * 1e3:.1f} ms; launch {o['launch']}; "
         + "".join(f"{m}: fwd {o['modes'][m]['fwd'] * 1e3:.1f} ms, bwd {o['modes'][m]['bwd'] * 1e3:.1f} ms; " for m in APPROX)
         + f"peak {o['peak_gib']:.2f} GiB; {epoch_seconds(o):.2f} s/epoch (exact)"
     )
@@ -498,7 +555,8 @@ def report_row(row: dict, fp32_rate: float) -> None:
         p = row["peer"]
         log(
             f"  peer  B={p['batch']}: fwd {p['fwd'] * 1e3:.1f} ms, bwd {p['bwd'] * 1e3:.1f} ms, EM {p['em'] * 1e3:.1f} ms, "
-            f"peak {p['peak_gib']:.2f} GiB, compile {p['compile_s']:.1f} s, edges {p['edges']}; {epoch_seconds(p):.2f} s/epoch"
+            f"peak {p['peak_gib']:.2f} GiB, compile {p['compile_s']:.1f} s, edges {p['edges']}, CUDA graphs {p['cuda_graphs']}; "
+            f"{epoch_seconds(p):.2f} s/epoch"
         )
     elif "peer_error" in row:
         log(f"  peer failed: {row['peer_error']}")

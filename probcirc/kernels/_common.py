@@ -10,17 +10,41 @@ import triton
 import triton.language as tl
 
 
+_DEFAULT_TUNE = {"block_b": 64, "max_block": 64, "num_warps": 4, "seg_block_b": 128, "seg_block_n": 8}
+
+
+def _checked(key: str, value) -> int:
+    ok = key in _DEFAULT_TUNE and str(value).isdigit()
+    ok = ok and int(value) & (int(value) - 1) == 0 and int(value) >= (16 if key.startswith(("block", "max", "seg_block_b")) else 1)
+    if not ok:
+        raise ValueError(f"bad launch parameter {key}={value!r}: keys {sorted(_DEFAULT_TUNE)}, values powers of two (blocks >= 16)")
+    return int(value)
+
+
 def _tuning() -> dict:
     """Launch parameters, overridable for tuning on a new card without code changes:
     ``PROBCIRC_TRITON_TUNE="block_b=128,max_block=64,num_warps=8,seg_block_b=256,seg_block_n=4"``."""
-    tune = {"block_b": 64, "max_block": 64, "num_warps": 4, "seg_block_b": 128, "seg_block_n": 8}
+    tune = dict(_DEFAULT_TUNE)
     spec = os.environ.get("PROBCIRC_TRITON_TUNE", "").strip()
     for item in filter(None, (p.strip() for p in spec.split(","))):
         key, _, value = item.partition("=")
-        if key not in tune or not value.isdigit() or int(value) & (int(value) - 1) or int(value) < (16 if key.startswith(("block", "max", "seg_block_b")) else 1):
-            raise ValueError(f"PROBCIRC_TRITON_TUNE: bad entry {item!r}; keys {sorted(tune)}, values powers of two (blocks >= 16)")
-        tune[key] = int(value)
+        try:
+            tune[key] = _checked(key, value)
+        except ValueError as exc:
+            raise ValueError(f"PROBCIRC_TRITON_TUNE: {exc}") from None
     return tune
+
+
+def set_tuning(**values: int) -> dict:
+    """Change launch parameters in this process (as ``PROBCIRC_TRITON_TUNE`` does at import); returns the old ones.
+
+    Layers pick up a new ``max_block`` on their next call (their cached block
+    tables are keyed on it).
+    """
+    checked = {key: _checked(key, value) for key, value in values.items()}
+    old = {key: TUNE[key] for key in checked}
+    TUNE.update(checked)
+    return old
 
 
 TUNE = _tuning()

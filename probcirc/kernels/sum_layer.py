@@ -208,7 +208,7 @@ class _Meta:
 
 
 def _meta(layer) -> _Meta:
-    return cached(layer, "sum", (layer.child_idx, layer.edge_mask), lambda: _Meta(layer))
+    return cached(layer, f"sum{TUNE['max_block']}", (layer.child_idx, layer.edge_mask), lambda: _Meta(layer))
 
 
 def _maxima(meta: _Meta, mars: torch.Tensor, g: int, n_in: int, bb: int) -> torch.Tensor:

@@ -165,6 +165,30 @@ def test_sum_layer_forward_backward(rng, sparse, shared):
     assert ((e_got - e_ref).abs() / e_ref.abs().max().clamp_min(1e-30)).max() <= RTOL, f"edge flows, seed {seed}"
 
 
+def test_launch_parameters_change_in_process(rng):
+    """set_tuning takes effect on the next call (new tile sizes, same values) and rejects bad values by name."""
+    from probcirc.kernels.sum_layer import _meta
+
+    seed = rng.initial_seed()
+    layer, slots = sum_layer(rng, sparse=True, shared=False)
+    mars = random_mars(rng, slots, randint(rng, 17, 40))
+    ref = mars.clone()
+    run("torch", layer, ref)
+    old = _common.set_tuning(max_block=16, block_b=16, num_warps=2)
+    try:
+        assert _meta(layer).BK == 16, "a new max_block must rebuild the layer's block table"
+        got = mars.clone()
+        got[layer.start : layer.stop] = float("nan")
+        run("triton", layer, got)
+        close(got, ref, "sum forward with 16-wide tiles", seed)
+    finally:
+        _common.set_tuning(**old)
+    assert _meta(layer).BK == 64
+    for bad in ({"block_b": 24}, {"max_block": 8}, {"num_warp": 4}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            _common.set_tuning(**bad)
+
+
 def test_sum_layer_all_impossible_and_empty_batch(rng):
     layer, slots = sum_layer(rng, sparse=False, shared=False)
     mars = torch.full((slots, 5), -INF)
