@@ -15,6 +15,18 @@ from ._common import alloc, cached, pow2
 
 
 @triton.jit
+def _smoothed_flows(flow_ptr, mask_ptr, offs_r, rmask, k0, K, share, MASKED: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One (BLOCK_R, BLOCK_K) tile of F + α/|ch| (0 off the edge mask and outside the layer), and its offsets."""
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    m = rmask[:, None] & (offs_k < K)[None, :]
+    idx = offs_r[:, None] * K + offs_k[None, :]
+    s = tl.load(flow_ptr + idx, mask=m, other=0.0) + share[:, None]
+    if MASKED:
+        s = tl.where(tl.load(mask_ptr + idx, mask=m, other=0) != 0, s, 0.0)
+    return tl.where(m, s, 0.0), idx, m
+
+
+@triton.jit
 def _em_kernel(
     theta_ptr, flow_ptr, mask_ptr, nch_ptr, out_ptr, R, K, step, alpha,
     MASKED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -24,23 +36,13 @@ def _em_kernel(
     nch = tl.load(nch_ptr + offs_r, mask=rmask, other=1.0)
     share = alpha / tl.where(nch > 0, nch, 1.0)
     total = tl.zeros([BLOCK_R], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        m = rmask[:, None] & (offs_k < K)[None, :]
-        idx = offs_r[:, None] * K + offs_k[None, :]
-        s = tl.load(flow_ptr + idx, mask=m, other=0.0) + share[:, None]
-        if MASKED:
-            s = tl.where(tl.load(mask_ptr + idx, mask=m, other=0) != 0, s, 0.0)
-        total += tl.sum(tl.where(m, s, 0.0), axis=1)
+    for k0 in range(0, K, BLOCK_K):  # pass 1: the normaliser ΣF + α
+        s, idx, m = _smoothed_flows(flow_ptr, mask_ptr, offs_r, rmask, k0, K, share, MASKED, BLOCK_K)
+        total += tl.sum(s, axis=1)
     keep = (total > 0) & (nch > 0)
     safe = tl.where(keep, total, 1.0)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        m = rmask[:, None] & (offs_k < K)[None, :]
-        idx = offs_r[:, None] * K + offs_k[None, :]
-        s = tl.load(flow_ptr + idx, mask=m, other=0.0) + share[:, None]
-        if MASKED:
-            s = tl.where(tl.load(mask_ptr + idx, mask=m, other=0) != 0, s, 0.0)
+    for k0 in range(0, K, BLOCK_K):  # pass 2: the update
+        s, idx, m = _smoothed_flows(flow_ptr, mask_ptr, offs_r, rmask, k0, K, share, MASKED, BLOCK_K)
         theta = tl.load(theta_ptr + idx, mask=m, other=0.0)
         new = tl.where(keep[:, None], s / safe[:, None], theta)
         tl.store(out_ptr + idx, theta * (1.0 - step) + step * new, mask=m)
