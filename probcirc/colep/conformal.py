@@ -25,7 +25,8 @@ from .reasoning import Reasoner
 from .sensors import as_probabilities, predict_proba
 from .smoothing import bounds_from_counts, smoothed_counts
 
-__all__ = ["conformal_quantile", "quantile_index", "coverage", "set_size", "SplitCP", "COLEP", "RSCP", "CertifiedSets"]
+__all__ = ["conformal_quantile", "quantile_index", "coverage", "set_size", "colep_scores", "colep_score_bounds", "SplitCP", "COLEP", "RSCP",
+           "CertifiedSets"]
 
 
 def quantile_index(n: int, alpha: float) -> int:
@@ -80,6 +81,45 @@ def aps_scores(p: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
     return mass + (p if u is None else u * p)
 
 
+def colep_scores(pi: torch.Tensor, score: str) -> torch.Tensor:
+    """Nonconformity score of every class from corrected class probabilities ``(n, K)``.
+
+    ``"lac"``: 1 - π̃_j. ``"aps"``: the corrected probabilities normalised
+    over the classes, then the mass of the classes ranked above j,
+    Σ_{i: p_i > p_j} p_i: APS with the class that crosses the threshold
+    kept (its own-mass term dropped), so the top class scores 0 and sets are
+    never empty. It is deterministic, so it can be smoothed and bounded like
+    any [0, 1]-valued function, and a confidently ranked class sits near 0,
+    where the smoothing bound Φ(Φ⁻¹(s) + δ/σ) moves least.
+    """
+    if score == "lac":
+        return 1 - pi
+    p = pi / pi.sum(1, keepdim=True).clamp_min(torch.finfo(pi.dtype).tiny)
+    return aps_scores(p, torch.zeros(len(p), 1, dtype=p.dtype)).clamp(0, 1)
+
+
+def colep_score_bounds(lo: torch.Tensor, hi: torch.Tensor, score: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds on :func:`colep_scores` over every π̃ with ``lo <= π̃ <= hi`` (elementwise, ``(n, K)``).
+
+    For APS: each normalised p_j lies in [lo_j / (lo_j + Σ_{i≠j} hi_i),
+    hi_j / (hi_j + Σ_{i≠j} lo_i)]; class i can rank above j only if its upper
+    bound exceeds j's lower one, and surely does if its lower bound exceeds
+    j's upper one. Sound, not tight (the normalised p's are treated as free
+    within their intervals).
+    """
+    if score == "lac":
+        return 1 - hi, 1 - lo
+    others_hi, others_lo = hi.sum(1, keepdim=True) - hi, lo.sum(1, keepdim=True) - lo
+    p_lo = torch.where(lo > 0, lo / (lo + others_hi).clamp_min(torch.finfo(lo.dtype).tiny), 0.0)
+    p_hi = torch.where(hi > 0, hi / (hi + others_lo).clamp_min(torch.finfo(hi.dtype).tiny), 0.0).clamp(max=1.0)
+    off = ~torch.eye(lo.shape[1], dtype=torch.bool, device=lo.device)
+    may = (p_hi[:, None, :] > p_lo[:, :, None]) & off  # [n, j, i]: i may rank above j
+    must = (p_lo[:, None, :] > p_hi[:, :, None]) & off
+    s_hi = (may * p_hi[:, None, :]).sum(-1)
+    s_lo = (must * p_lo[:, None, :]).sum(-1)
+    return s_lo.clamp(0, 1), s_hi.clamp(0, 1)
+
+
 class SplitCP:
     """Standard split conformal prediction on one multiclass model (``model(X) -> (n, K)`` probabilities).
 
@@ -131,8 +171,9 @@ class CertifiedSets:
     i.e. the robust set to report when X may have been attacked.
     ``certain``: the classes that are in the set of every such x'. A label in
     ``certain`` stays covered under any attack of radius delta.
-    ``lower``/``upper``: the bounds behind them (corrected class
-    probabilities for COLEP, class scores for RSCP).
+    ``lower``/``upper``: the bounds on the class scores behind them;
+    ``scores``: the smoothed model's class scores at X (``sets`` is
+    ``scores <= q``), e.g. to recalibrate on other data.
     Bounds hold simultaneously per sample with probability ≥ 1 - alpha_mc.
     """
 
@@ -142,6 +183,7 @@ class CertifiedSets:
     certain: torch.Tensor
     lower: torch.Tensor
     upper: torch.Tensor
+    scores: torch.Tensor
 
     def certified_coverage(self, y) -> float:
         """Fraction of samples whose label is certified to stay in the set under any δ-perturbation."""
@@ -153,7 +195,10 @@ class COLEP:
 
     ``sensors(X)`` gives the probability of every class and concept (see
     :mod:`probcirc.colep.sensors`); the knowledge's reasoning circuits correct
-    them, mixed with weights β. The score of class j is 1 - π̃_j.
+    them, mixed with weights β. The score of class j is 1 - π̃_j
+    (``score="lac"``, the paper's) or the APS score of the corrected class
+    distribution (``score="aps"``, :func:`colep_scores`), which grows the set
+    where the corrected distribution is flat instead of emptying it.
 
     ``mode="per_class"`` (default) calibrates each class sensor on the
     calibration samples of that class (split conformal per sensor, Mondrian):
@@ -176,9 +221,12 @@ class COLEP:
     """
 
     def __init__(self, sensors: Callable | None, knowledge: Knowledge, mode: str = "per_class", beta_fraction: float = 0.2,
-                 fit_beta: bool = True, include_sensor: bool = True, seed: int = 0):
+                 fit_beta: bool = True, include_sensor: bool = True, seed: int = 0, score: str = "lac"):
         if mode not in ("per_class", "marginal"):
             raise ValueError(f"mode must be 'per_class' or 'marginal', got {mode!r}")
+        if score not in ("lac", "aps"):
+            raise ValueError(f"score must be 'lac' or 'aps', got {score!r}")
+        self.score = score
         if not 0 <= beta_fraction < 1:
             raise ValueError(f"beta_fraction must be in [0, 1), got {beta_fraction}")
         self.sensors, self.knowledge, self.mode = sensors, knowledge, mode
@@ -208,8 +256,8 @@ class COLEP:
         """Corrected, β-mixed probabilities of every class and concept, ``(n, K + C)``."""
         return self.reasoner(self.sensor_probabilities(X))
 
-    def _thresholds(self, pi_classes: torch.Tensor, y: np.ndarray, alpha: float) -> torch.Tensor:
-        s = (1 - pi_classes[np.arange(len(y)), y]).numpy()
+    def _thresholds(self, scores: torch.Tensor, y: np.ndarray, alpha: float) -> torch.Tensor:
+        s = scores[np.arange(len(y)), y].numpy()
         if self.mode == "marginal":
             return torch.full((self.num_classes,), conformal_quantile(s, alpha), dtype=torch.float64)
         return torch.tensor([conformal_quantile(s[y == j], alpha) for j in range(self.num_classes)], dtype=torch.float64)
@@ -228,18 +276,17 @@ class COLEP:
         self._X_conf = X[conf_idx] if not isinstance(X, (list, tuple)) else [X[i] for i in conf_idx]
         self._y_conf = y[conf_idx]
         self._smooth_cache = {}
-        pi = self.reasoner(p[conf_idx])[:, : self.num_classes]
-        self.q = self._thresholds(pi, y[conf_idx], alpha)
+        self.q = self._thresholds(self._scores(self.reasoner(p[conf_idx])), y[conf_idx], alpha)
         return self
 
-    def _sets(self, pi_classes: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return (1 - pi_classes) <= q[None, :]
+    def _scores(self, pi: torch.Tensor) -> torch.Tensor:
+        return colep_scores(pi[:, : self.num_classes], self.score)
 
     def predict_set(self, X) -> torch.Tensor:
-        """Boolean ``(n, num_classes)``: class j is in the set iff 1 - π̃_j(x) ≤ q_j."""
+        """Boolean ``(n, num_classes)``: class j is in the set iff its score at x is ≤ q_j."""
         if self.q is None:
             raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before predict_set")
-        return self._sets(self.probabilities(X)[:, : self.num_classes], self.q)
+        return self._scores(self.probabilities(X)) <= self.q[None, :]
 
     # ------------------------------------------------------- certification
     def _smoothed_fn(self, method: str):
@@ -247,12 +294,12 @@ class COLEP:
         k, c = self.knowledge.num_classes, self.knowledge.num_concepts
         if method == "sensors":
             return lambda x: as_probabilities(self.sensors, x, k, c)
-        return lambda x: self.reasoner(as_probabilities(self.sensors, x, k, c))[:, :k]
+        return lambda x: self._scores(self.reasoner(as_probabilities(self.sensors, x, k, c)))
 
-    def _smoothed_classes(self, counts: np.ndarray, n_samples: int, method: str) -> torch.Tensor:
-        """Corrected class probabilities of the smoothed model from its Monte Carlo counts."""
-        p = torch.from_numpy(counts / n_samples)
-        return self.reasoner(p)[:, : self.num_classes] if method == "sensors" else p
+    def _smoothed_scores(self, counts: np.ndarray, n_samples: int, method: str) -> torch.Tensor:
+        """Class scores of the smoothed model from its Monte Carlo counts."""
+        g = torch.from_numpy(counts / n_samples)
+        return self._scores(self.reasoner(g)) if method == "sensors" else g
 
     def _smoothed_thresholds(self, sigma: float, n_samples: int, seed: int, n_calibration: int | None, method: str) -> torch.Tensor:
         key = (float(sigma), int(n_samples), int(seed), n_calibration, method)
@@ -260,7 +307,7 @@ class COLEP:
             n = len(self._y_conf)
             sub = np.arange(n) if n_calibration is None or n_calibration >= n else np.sort(np.random.default_rng(seed).choice(n, n_calibration, replace=False))
             k = smoothed_counts(self._smoothed_fn(method), self._X_conf[sub], sigma, n_samples, seed=seed + 1)
-            self._smooth_cache[key] = self._thresholds(self._smoothed_classes(k, n_samples, method), self._y_conf[sub], self.alpha)
+            self._smooth_cache[key] = self._thresholds(self._smoothed_scores(k, n_samples, method), self._y_conf[sub], self.alpha)
         return self._smooth_cache[key]
 
     def certify(self, X, delta: float | Sequence[float], sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001,
@@ -294,16 +341,14 @@ class COLEP:
             raise ValueError(f"method must be 'sensors' or 'pipeline', got {method!r}")
         q = self._smoothed_thresholds(sigma, n_samples, seed, n_calibration, method)
         counts = smoothed_counts(self._smoothed_fn(method), X, sigma, n_samples, seed=seed + 2)
-        pi = self._smoothed_classes(counts, n_samples, method)
+        s = self._smoothed_scores(counts, n_samples, method)
         deltas = [delta] if np.isscalar(delta) else list(delta)
         out = []
         for d in deltas:
             _, lo, hi = bounds_from_counts(counts, n_samples, alpha_mc, float(d), sigma)
             if method == "sensors":
-                plo, phi = self.reasoner.bounds(lo, hi, range(self.num_classes))
-            else:
-                plo, phi = lo, hi
-            out.append(CertifiedSets(float(d), self._sets(pi, q), self._sets(phi, q), self._sets(plo, q), plo, phi))
+                lo, hi = colep_score_bounds(*self.reasoner.bounds(lo, hi, range(self.num_classes)), self.score)
+            out.append(CertifiedSets(float(d), s <= q, lo <= q, hi <= q, lo, hi, s))
         return out[0] if np.isscalar(delta) else out
 
     def certified_coverage(self, X, y, delta: float, sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001, seed: int = 0,
@@ -316,8 +361,8 @@ class COLEP:
 class RSCP:
     """Randomised-smoothing conformal prediction (Gendler et al., ICLR 2022) on one multiclass model.
 
-    The score (``"lac"`` or non-randomised ``"aps"``, both in [0, 1]) is
-    smoothed with N(0, σ²I) noise and estimated with the same Bernoulli /
+    The score (``"lac"``, or ``"aps"`` as in :func:`colep_scores`: the mass
+    of the classes ranked above y; both in [0, 1]) is smoothed with N(0, σ²I) noise and estimated with the same Bernoulli /
     Clopper-Pearson machinery as COLEP's sensors. Sets at X use the point
     estimate; ``certify`` bounds the smoothed score over the δ-ball with the
     1/σ-Lipschitz bound on Φ⁻¹ of the smoothed score.
@@ -332,7 +377,7 @@ class RSCP:
     def _score_fn(self):
         def f(x):
             p = predict_proba(self.model, x)
-            return lac_scores(p) if self.score == "lac" else aps_scores(p).clamp(0, 1)
+            return lac_scores(p) if self.score == "lac" else aps_scores(p, torch.zeros(len(p), 1, dtype=p.dtype)).clamp(0, 1)
         return f
 
     def calibrate(self, X, y, alpha: float) -> "RSCP":
@@ -358,7 +403,7 @@ class RSCP:
         out = []
         for d in deltas:
             s, lo, hi = bounds_from_counts(counts, self.n_samples, alpha_mc, float(d), self.sigma)
-            out.append(CertifiedSets(float(d), s <= self.q, lo <= self.q, hi <= self.q, lo, hi))
+            out.append(CertifiedSets(float(d), s <= self.q, lo <= self.q, hi <= self.q, lo, hi, s))
         return out[0] if np.isscalar(delta) else out
 
     def certified_coverage(self, X, y, delta: float, alpha_mc: float = 0.001) -> float:

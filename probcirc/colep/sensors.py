@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 __all__ = ["as_probabilities", "MLPSensors", "MLPClassifier", "train_sensors", "train_classifier", "predict_proba"]
 
@@ -85,7 +86,7 @@ def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: f
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = X.shape[0]
     model.train()
-    for _ in range(epochs):
+    for _ in tqdm(range(epochs), desc=f"train {type(model).__name__}", unit="epoch", disable=None, leave=False):
         perm = torch.randperm(n, generator=g)
         for s in range(0, n, batch_size):
             idx = perm[s : s + batch_size]

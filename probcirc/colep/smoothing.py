@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 from scipy import stats
+from tqdm.auto import tqdm
 
 __all__ = ["clopper_pearson", "smooth", "smoothed_counts", "bounds_from_counts", "gaussian_shift"]
 
@@ -52,7 +53,7 @@ def smoothed_counts(f: Callable, X, sigma: float, n_samples: int, seed: int = 0,
     per = max(1, max_rows // n_samples)
     counts = []
     with torch.no_grad():
-        for s in range(0, len(X), per):
+        for s in tqdm(range(0, len(X), per), desc=f"smoothing ({n_samples} draws)", unit="batch", disable=None, leave=False):
             xb = X[s : s + per]
             noisy = xb[:, None, :] + sigma * torch.randn(xb.shape[0], n_samples, xb.shape[1], generator=g)
             out = torch.as_tensor(f(noisy.reshape(-1, xb.shape[1]))).to(torch.float64)
