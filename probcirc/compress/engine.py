@@ -59,22 +59,17 @@ class PmfEngine:
         p = program
         kernels.init_state(p.kind, p.leaf_var, p.leaf_row, p.table, p.ch_ptr, p.ch_idx, p.ch_w, self.M, self.E, self.X, self.OBS)
 
-    def _parallel(self) -> bool:
-        # numba's parallel loops only pay off with several threads and rows; on one thread
-        # the serial kernels avoid the OpenMP workers spinning. Results are the same.
-        import numba
-
-        return len(self.M) > 1 and numba.get_num_threads() > 1
-
     def pmfs(self, i: int, active: np.ndarray) -> np.ndarray:
         """Integer frequencies ``(B, V)`` of variable ``i`` (rows where ``active``), each summing to 2**PRECISION."""
         p = self.p
         if p.pos[i] <= self._last:
             raise ValueError(f"variables must follow program.order: variable {i} comes before one already observed")
-        (kernels.step if self._parallel() else kernels.step_serial)(int(i), int(p.pos[i]), self.mode, PRECISION, p.kind, p.leaf_var, p.leaf_row, p.table,
-                     p.ch_ptr, p.ch_idx, p.ch_w, p.par_ptr, p.par_node, p.par_edge, p.par_w, p.var_ptr, p.var_leaf,
-                     p.anc_ptr, p.anc, p.lo, p.hi, p.contig, self.M, self.E, self.DM, self.DE, self.OK, self.SOUT, self.STACK,
-                     self.X, self.OBS, np.ascontiguousarray(active, dtype=np.bool_), self._max_par, self.FREQ)
+        kernels.step(
+            int(i), int(p.pos[i]), self.mode, PRECISION, p.kind, p.leaf_var, p.leaf_row, p.table,
+            p.ch_ptr, p.ch_idx, p.ch_w, p.par_ptr, p.par_node, p.par_edge, p.par_w, p.var_ptr, p.var_leaf,
+            p.anc_ptr, p.anc, p.lo, p.hi, p.contig, self.M, self.E, self.DM, self.DE, self.OK, self.SOUT, self.STACK,
+            self.X, self.OBS, np.ascontiguousarray(active, dtype=np.bool_), self._max_par, self.FREQ,
+        )
         return self.FREQ
 
     def observe(self, i: int, values: np.ndarray, active: np.ndarray) -> None:
@@ -82,6 +77,8 @@ class PmfEngine:
         if p.pos[i] < self._last:
             raise ValueError(f"variables must follow program.order: variable {i} comes before one already observed")
         self._last = int(p.pos[i])
-        (kernels.observe if self._parallel() else kernels.observe_serial)(int(i), self.mode, p.kind, p.leaf_var, p.leaf_row, p.table, p.ch_ptr, p.ch_idx, p.ch_w,
-                        p.anc_ptr, p.anc, self.M, self.E, self.OK, self.X, self.OBS,
-                        np.ascontiguousarray(active, dtype=np.bool_), np.ascontiguousarray(values, dtype=np.int64))
+        kernels.observe(
+            int(i), self.mode, p.kind, p.leaf_var, p.leaf_row, p.table, p.ch_ptr, p.ch_idx, p.ch_w,
+            p.anc_ptr, p.anc, self.M, self.E, self.OK, self.X, self.OBS,
+            np.ascontiguousarray(active, dtype=np.bool_), np.ascontiguousarray(values, dtype=np.int64),
+        )

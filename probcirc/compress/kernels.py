@@ -302,35 +302,3 @@ def observe(i, mode, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_
             elif mode == LAZY:
                 for j in range(anc_ptr[i], anc_ptr[i + 1]):
                     OK[b, anc[j]] = 0
-
-
-@njit(cache=True)
-def step_serial(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
-         par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
-         M, E, DM, DE, OK, SOUT, STACK, X, OBS, active, max_par, FREQ):
-    """Quantised P(X_i | x_observed) for every active row into FREQ (B, V); ``now`` is i's position."""
-    V = table.shape[1]
-    for b in range(M.shape[0]):
-        if active[b]:
-            tm = np.empty(max_par, dtype=np.float64)
-            te = np.empty(max_par, dtype=np.int64)
-            pbuf = np.empty(V, dtype=np.float64)
-            _step_row(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
-                      par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
-                      M[b], E[b], DM[b], DE[b], OK[b], SOUT[b], X[b], OBS[b], tm, te, STACK[b], pbuf, FREQ[b])
-
-
-@njit(cache=True)
-def observe_serial(i, mode, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_ptr, anc,
-            M, E, OK, X, OBS, active, values):
-    """Set X_i = values[b] on the active rows; refresh (ANCESTORS) or mark stale (LAZY) what depends on it."""
-    for b in range(M.shape[0]):
-        if active[b]:
-            X[b, i] = values[b]
-            OBS[b, i] = True
-            if mode == ANCESTORS:
-                for j in range(anc_ptr[i], anc_ptr[i + 1]):
-                    _inside_node(anc[j], kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b])
-            elif mode == LAZY:
-                for j in range(anc_ptr[i], anc_ptr[i + 1]):
-                    OK[b, anc[j]] = 0
