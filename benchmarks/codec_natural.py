@@ -4,7 +4,7 @@ Trains an HCLT on 16x16 patches of some scikit-image sample images (grey
 images and the YCoCg-R planes of colour ones), then codes held-out images,
 including colour ones, and checks the round trip. Never run by ``make test``.
 
-    python benchmarks/codec_natural.py [--patch 16] [--latents 16] [--max-patches 20000]
+    python benchmarks/codec_natural.py [--patch 16] [--latents 16] [--max-patches 20000] [--predictor auto|none|med]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-patches", type=int, default=20000)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--predictor", choices=("auto", "none", "med"), default="auto")
     args = ap.parse_args(argv)
     import skimage.data
 
@@ -57,9 +58,9 @@ def main(argv=None) -> int:
     test = {n: getattr(skimage.data, n)() for n in TEST}
     t = time.time()
     model = train_codec(train, patch=(args.patch, args.patch), latents=args.latents, epochs=args.epochs,
-                        full_batch_epochs=1, max_patches=args.max_patches, progress=False)
+                        full_batch_epochs=1, max_patches=args.max_patches, progress=False, predictor=args.predictor)
     print(f"trained on {len(train)} images ({', '.join(TRAIN)}), {args.patch}x{args.patch} patches, "
-          f"{args.latents} latents, {time.time() - t:.0f} s")
+          f"{args.latents} latents, predictor {model.predictor}, {time.time() - t:.0f} s")
     codec = Codec(model, threads=args.threads)
     print(f"{'image':12s} {'shape':>14s} {'PC codec':>9s} {'model':>7s} {'PNG':>7s} {'WebP':>7s} {'JPEG-XL':>8s}  (bits/dim)  enc s  dec s  exact")
     total = {}

@@ -180,7 +180,7 @@ def cmd_train(args) -> int:
     try:
         model = train_codec(images, patch=args.patch, latents=args.latents, epochs=args.epochs,
                             full_batch_epochs=args.full_epochs, batch_size=args.batch_size,
-                            max_patches=args.max_patches, seed=args.seed, progress=True)
+                            max_patches=args.max_patches, seed=args.seed, progress=True, predictor=args.predictor)
     except ImageModeError as e:
         raise _err(str(e), EXIT_INPUT) from None
     except ValueError as e:
@@ -189,8 +189,10 @@ def cmd_train(args) -> int:
         io.save(model, out, overwrite=args.force)
     except FileExistsError:
         raise _err(f"{out} exists; pass --force to replace it", EXIT_EXISTS) from None
-    print(f"trained codec model: {len(images)} images, patch {args.patch[0]}x{args.patch[1]}, "
-          f"{args.latents} latents, fingerprint {model.circuit.fingerprint()[:12]} -> {out}")
+    from .codec import file_fingerprint
+
+    print(f"trained codec model: {len(images)} images, patch {args.patch[0]}x{args.patch[1]}, {args.latents} latents, "
+          f"predictor {model.predictor}, fingerprint {file_fingerprint(model.circuit, model.predictor).hex()[:12]} -> {out}")
     return 0
 
 
@@ -324,6 +326,9 @@ def register(sub) -> None:
     p.add_argument("--full-epochs", type=int, default=1, help="full-batch EM epochs (default 1)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--max-patches", type=int, default=None, help="train on at most this many patches")
+    p.add_argument("--predictor", choices=("auto", "none", "med"), default="auto",
+                   help="model pixels (none) or JPEG-LS prediction residuals (med, better on photographs); "
+                        "auto picks by the training images' entropy (default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, help="model file (.h5)")
     p.add_argument("--force", action="store_true", help="replace an existing output")

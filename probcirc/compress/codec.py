@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import struct
 from typing import Sequence
@@ -16,6 +17,7 @@ from . import container
 from .container import Entry, Header, PczFormatError, _read_varint, _varint
 from .engine import PRECISION, PmfEngine
 from .images import MODE_NAMES, MODES, ImageModeError, check_image, from_planes, tile, to_planes, untile
+from .predict import PREDICTORS, check_predictor, residuals, restore
 from .program import build_program
 
 #: patches per range-coded block; fixed by the format so that batching never changes a stream
@@ -30,28 +32,43 @@ class ModelMismatchError(CodecError):
     """The file was made with another model (the fingerprints differ)."""
 
 
+def file_fingerprint(circuit, predictor: str = "none") -> bytes:
+    """The model fingerprint written in every ``.pcz`` file: the circuit's, mixed with the predictor's name
+    when there is one, so a file decodes only with the transform it was coded with."""
+    fp = bytes.fromhex(circuit.fingerprint())
+    return fp if predictor == "none" else hashlib.sha256(fp + f"predictor={predictor}".encode()).digest()
+
+
 @io.register
 class CodecModel:
-    """A circuit together with the patch shape it was trained on; saved with :func:`probcirc.io.save`."""
+    """A circuit with the patch shape and the spatial predictor it was trained on; saved with :func:`probcirc.io.save`.
 
-    def __init__(self, circuit, patch: tuple[int, int]):
+    ``predictor`` (:mod:`probcirc.compress.predict`): ``"none"`` (the circuit
+    models pixels) or ``"med"`` (it models JPEG-LS prediction residuals).
+    """
+
+    def __init__(self, circuit, patch: tuple[int, int], predictor: str = "none"):
         ph, pw = int(patch[0]), int(patch[1])
         if ph * pw != circuit.num_vars:
             raise ValueError(f"patch {ph}x{pw} has {ph * pw} pixels but the circuit has {circuit.num_vars} variables")
         self.circuit = circuit
         self.patch = (ph, pw)
+        self.predictor = check_predictor(predictor)
 
     def _state(self):
         attrs, arrays = self.circuit._state()
-        attrs = dict(attrs, patch_h=self.patch[0], patch_w=self.patch[1])
+        attrs = dict(attrs, patch_h=self.patch[0], patch_w=self.patch[1], predictor=self.predictor)
         return attrs, arrays
 
     @classmethod
     def _from_state(cls, attrs, arrays):
         from ..circuit import TensorCircuit
 
-        circuit = TensorCircuit._from_state(attrs, arrays)
-        return cls(circuit, (int(attrs["patch_h"]), int(attrs["patch_w"])))
+        predictor = str(attrs.get("predictor", "none"))  # models saved before predictors existed model pixels
+        if predictor not in PREDICTORS:
+            raise io.FormatError(f"unknown predictor {predictor!r} in the codec model (known: {', '.join(PREDICTORS)})")
+        circuit = TensorCircuit._from_state({k: v for k, v in attrs.items() if k != "predictor"}, arrays)
+        return cls(circuit, (int(attrs["patch_h"]), int(attrs["patch_w"])), predictor)
 
 
 def _bytes_to_words(b: bytes) -> np.ndarray:
@@ -73,9 +90,11 @@ def _untrim(b: bytes) -> bytes:
 class Codec:
     """Lossless coder for 8-bit grey and RGB images of any size.
 
-    Images are cut into the model's patch shape (edge patches padded; padded
-    pixels are treated as missing and never coded), RGB goes through modular
-    YCoCg-R and each plane is coded like a grey image. Each patch's pixels are
+    RGB goes through modular YCoCg-R and each plane is coded like a grey
+    image; with a spatial predictor (``predictor="med"``) the plane is first
+    replaced by its prediction residuals, a bijection undone after decoding.
+    Planes are cut into the model's patch shape (edge patches padded; padded
+    pixels are treated as missing and never coded). Each patch's pixels are
     coded in the model's order (depth-first from the circuit's root); pixel i uses the circuit's exact conditional
     ``P(X_i | x_<i)``, computed by :class:`~probcirc.compress.engine.PmfEngine`
     in a fixed order of IEEE operations, quantised to integers that sum to
@@ -91,6 +110,8 @@ class Codec:
             (whole circuit per pixel); see :class:`PmfEngine`. The bytes do not depend on it.
         batch_size: patches evaluated together (memory grows with it; results do not change).
         threads: numba threads to use (results do not change).
+        predictor: ``"none"`` or ``"med"``; taken from a :class:`CodecModel`, else ``"none"``.
+            It is part of the fingerprint written in each file.
 
     Example:
         >>> import numpy as np, torch, probcirc
@@ -106,10 +127,14 @@ class Codec:
     """
 
     def __init__(self, circuit, patch: tuple[int, int] | None = None, mode: str = "incremental",
-                 batch_size: int = 64, threads: int | None = None):
+                 batch_size: int = 64, threads: int | None = None, predictor: str | None = None):
         if isinstance(circuit, CodecModel):
+            if predictor is not None and predictor != circuit.predictor:
+                raise ValueError(f"the model was trained with predictor {circuit.predictor!r}, not {predictor!r}")
             patch = patch or circuit.patch
+            predictor = circuit.predictor
             circuit = circuit.circuit
+        self.predictor = check_predictor(predictor or "none")
         d = int(circuit.num_vars)
         if patch is None:
             s = math.isqrt(d)
@@ -131,7 +156,7 @@ class Codec:
         if self.program.num_values < 256:
             raise ValueError(f"the circuit's leaves have {self.program.num_values} values; 8-bit images need 256 "
                              "(train with input_dist=Categorical(256))")
-        self.fingerprint = bytes.fromhex(circuit.fingerprint())
+        self.fingerprint = file_fingerprint(circuit, self.predictor)
         self._family = constriction.stream.model.Categorical(perfect=False)
 
     # ------------------------------------------------------------------ units
@@ -219,7 +244,7 @@ class Codec:
     def encode_streams(self, images: Sequence[np.ndarray], progress=None) -> tuple[list[tuple[int, int, int]], list[bytes]]:
         """Per image ``(height, width, mode code)`` and its independent stream."""
         checked = [check_image(img) for img in images]
-        planes = [to_planes(a, m) for a, m in checked]
+        planes = [[residuals(p, self.predictor) for p in to_planes(a, m)] for a, m in checked]
         blocks = self._blocks(planes)
         coders = {(i, k): constriction.stream.queue.RangeEncoder() for i, bl in enumerate(blocks) for k in range(len(bl))}
         with self._with_threads():
@@ -305,14 +330,14 @@ class Codec:
             vals = np.concatenate([v for v, _ in blocks[j]])
             nplanes = len(shapes[j])
             per = len(vals) // nplanes
-            planes = [untile(vals[p * per : (p + 1) * per], e.height, e.width, ph, pw) for p in range(nplanes)]
+            planes = [restore(untile(vals[p * per : (p + 1) * per], e.height, e.width, ph, pw), self.predictor) for p in range(nplanes)]
             out.append(from_planes(planes, MODE_NAMES[e.mode]))
         return out
 
     # ------------------------------------------------------------- analysis
     def model_bits(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """The model's ideal code length ``-log2 p`` per image (float64 engine query), in bits."""
-        planes = [to_planes(*check_image(img)) for img in images]
+        planes = [[residuals(p, self.predictor) for p in to_planes(*check_image(img))] for img in images]
         bits = np.zeros(len(planes))
         ph, pw = self.patch
         c64 = copy.deepcopy(self.circuit).to(torch.float64)
@@ -324,4 +349,4 @@ class Codec:
         return bits
 
 
-__all__ = ["Codec", "CodecModel", "CodecError", "ModelMismatchError", "ImageModeError", "PczFormatError", "BLOCK"]
+__all__ = ["Codec", "CodecModel", "CodecError", "ModelMismatchError", "ImageModeError", "PczFormatError", "BLOCK", "file_fingerprint"]

@@ -8,21 +8,26 @@ import torch
 from ..inputs import Categorical
 from .codec import CodecModel
 from .images import check_image, tile, to_planes
+from .predict import check_predictor, choose, residuals
 
 
-def patches_from_images(images, patch: tuple[int, int], max_patches: int | None = None, seed: int = 0) -> np.ndarray:
-    """All complete (unpadded) patches ``(N, ph*pw)`` of the images' planes (RGB: YCoCg-R planes).
+def image_planes(images) -> list[np.ndarray]:
+    """Every plane of the images as the codec sees them before prediction (RGB: YCoCg-R planes)."""
+    return [plane for img in images for plane in to_planes(*check_image(img))]
+
+
+def patches_from_images(images, patch: tuple[int, int], max_patches: int | None = None, seed: int = 0,
+                        predictor: str = "none") -> np.ndarray:
+    """All complete (unpadded) patches ``(N, ph*pw)`` of the images' planes, after the predictor.
 
     Images smaller than the patch contribute their padded patch with missing pixels
     dropped; at least one full patch is needed overall.
     """
     ph, pw = patch
     rows = []
-    for img in images:
-        a, mode = check_image(img)
-        for plane in to_planes(a, mode):
-            v, m = tile(plane, ph, pw)
-            rows.append(v[m.all(1)])
+    for plane in image_planes(images):
+        v, m = tile(residuals(plane, predictor), ph, pw)
+        rows.append(v[m.all(1)])
     data = np.concatenate(rows) if rows else np.zeros((0, ph * pw), np.int64)
     if len(data) < 2:
         raise ValueError(f"need at least 2 complete {ph}x{pw} patches to train, got {len(data)}; use a smaller --patch")
@@ -34,20 +39,26 @@ def patches_from_images(images, patch: tuple[int, int], max_patches: int | None 
 def train_codec(images, patch: tuple[int, int] = (28, 28), latents: int = 32, epochs: int = 2,
                 full_batch_epochs: int = 1, batch_size: int = 512, step_size: float = 0.1,
                 pseudocount: float = 0.1, num_bins: int = 4, max_patches: int | None = None,
-                seed: int = 0, progress: bool = True) -> CodecModel:
+                seed: int = 0, progress: bool = True, predictor: str = "auto") -> CodecModel:
     """Fit an HCLT with ``Categorical(256)`` leaves on the images' patches; return a :class:`CodecModel`.
 
-    The Chow-Liu structure uses mutual information on ``num_bins`` grey levels
-    (from at most 5,000 patches), then EM fits the parameters.
+    ``predictor``: ``"none"`` models the pixels, ``"med"`` the JPEG-LS
+    prediction residuals (:mod:`probcirc.compress.predict`; far better on
+    photographs), ``"auto"`` picks the one whose values have the lower
+    order-0 entropy on these images. The Chow-Liu structure uses mutual
+    information on ``num_bins`` levels (from at most 5,000 patches), then EM
+    fits the parameters.
     """
     import probcirc
     from ..learn import em
     from ..structures import HCLT
 
-    data = patches_from_images(images, patch, max_patches, seed)
+    images = list(images)
+    predictor = choose(image_planes(images)) if predictor == "auto" else check_predictor(predictor)
+    data = patches_from_images(images, patch, max_patches, seed, predictor)
     root = HCLT(data, latents, input_dist=Categorical(256), num_bins=num_bins, seed=seed)
     pc = probcirc.compile(root, seed=seed, dtype=torch.float32)
     x = torch.from_numpy(data.astype(np.int64))
     em(pc, x, epochs=epochs, batch_size=batch_size, step_size=step_size, pseudocount=pseudocount,
        full_batch_epochs=full_batch_epochs, seed=seed, progress=progress)
-    return CodecModel(pc, patch)
+    return CodecModel(pc, patch, predictor)
