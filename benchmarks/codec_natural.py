@@ -1,10 +1,15 @@
 """Natural images: a patch codec trained on scikit-image samples, against PNG, WebP and JPEG-XL.
 
-Trains an HCLT on 16x16 patches of some scikit-image sample images (grey
+Trains an HCLT on 8x8 patches of some scikit-image sample images (grey
 images and the YCoCg-R planes of colour ones), then codes held-out images,
 including colour ones, and checks the round trip. Never run by ``make test``.
 
-    python benchmarks/codec_natural.py [--patch 16] [--latents 16] [--max-patches 20000] [--predictor auto|none|med]
+    python benchmarks/codec_natural.py [--patch 8] [--latents 16] [--max-patches 60000] [--predictor auto|none|med]
+
+The defaults were chosen on two of the training images (chelsea, rocket) held
+out from a model trained on the other eight, never on the test images: patch
+4/8/16 with 16 latents gave 2.955/2.902/3.073 bits/dim there (MED residuals),
+8x8 with 32 latents 2.911.
 """
 
 from __future__ import annotations
@@ -45,9 +50,9 @@ def sizes(img: np.ndarray) -> dict[str, int]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--patch", type=int, default=16)
+    ap.add_argument("--patch", type=int, default=8)
     ap.add_argument("--latents", type=int, default=16)
-    ap.add_argument("--max-patches", type=int, default=20000)
+    ap.add_argument("--max-patches", type=int, default=60000)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--predictor", choices=("auto", "none", "med"), default="auto")
