@@ -72,11 +72,9 @@ class TensorCircuit(CompiledCircuit, Distribution):
         """The exact marginal over ``vars`` (in that order): the other variables are summed out."""
         return MarginalCircuit(self, vars)
 
-    def condition(self, x: torch.Tensor, mask: torch.Tensor):
-        raise NotImplementedError(
-            "a circuit's posterior is another circuit; use conditional() for per-variable "
-            "distributions or sample_conditional() for joint draws"
-        )
+    def condition(self, x: torch.Tensor, mask: torch.Tensor) -> "ConditionalCircuit":
+        """Each sample's exact posterior over its missing entries given its observed ones."""
+        return ConditionalCircuit(self, x, mask)
 
     # ------------------------------------------------------------------ io
     def _state(self) -> tuple[dict, dict]:
@@ -135,6 +133,59 @@ class MarginalCircuit(Distribution):
 
     def sample(self, sample_shape: int | Sequence[int] = ()) -> torch.Tensor:
         return self.circuit.sample(sample_shape)[..., self.vars]
+
+
+class ConditionalCircuit:
+    """Per-sample posteriors p(x_missing | x_observed) of a circuit, returned by :meth:`TensorCircuit.condition`.
+
+    Like :class:`~probcirc.gmm.ConditionalMixture`, values live in the full
+    D-variable layout: observed entries are fixed to the evidence. Every query
+    is exact; the posterior is the circuit with the evidence plugged in, so
+    nothing is copied.
+
+    Example:
+        >>> import torch, probcirc
+        >>> from probcirc.nodes import inputs, multiply, summate
+        >>> from probcirc.inputs import Bernoulli
+        >>> prods = [multiply(inputs(0, 1, Bernoulli()), inputs(1, 1, Bernoulli())) for _ in range(3)]
+        >>> pc = probcirc.compile(summate(*prods, num_nodes=1), dtype=torch.float64)
+        >>> post = pc.condition(torch.tensor([[1, 0]]), torch.tensor([[False, True]]))   # x0 = 1 seen, x1 missing
+        >>> round(float(post.log_prob(torch.tensor([[1, 0]])).exp() + post.log_prob(torch.tensor([[1, 1]])).exp()), 12)
+        1.0
+    """
+
+    def __init__(self, circuit: TensorCircuit, x: torch.Tensor, mask: torch.Tensor):
+        x = torch.as_tensor(x, device=circuit.device)
+        if x.dim() != 2 or x.shape[1] != circuit.num_vars:
+            raise ValueError(f"x must have shape (batch, {circuit.num_vars}), got {tuple(x.shape)}")
+        mask = check_mask(x, mask)
+        if mask is None:
+            raise ValueError("condition needs a mask (True = missing) saying which entries to infer")
+        self.circuit, self.evidence, self.mask = circuit, x, mask
+        self.log_evidence = circuit.log_prob(x, mask)  # log p(x_observed), (B,)
+
+    def __len__(self) -> int:
+        return self.evidence.shape[0]
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_missing | x_observed) of completions ``x`` ``(B, D)``; their observed entries are ignored."""
+        x = torch.as_tensor(x, device=self.evidence.device)
+        if x.shape != self.evidence.shape:
+            raise ValueError(f"x must have the evidence's shape {tuple(self.evidence.shape)}, got {tuple(x.shape)}")
+        full = torch.where(self.mask, x.to(self.evidence.dtype), self.evidence)
+        return self.circuit.log_prob(full) - self.log_evidence
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One exact completion per sample, ``(B, D)``: observed entries kept, missing ones drawn."""
+        return self.circuit.sample_conditional(self.evidence, self.mask, generator=generator)
+
+    def marginals(self, targets: Sequence[int]) -> torch.Tensor:
+        """P(X_t = v | x_observed) for every target variable t and value v, ``(B, T, V)``."""
+        return self.circuit.conditional(self.evidence, self.mask, targets)
+
+    def mpe(self) -> torch.Tensor:
+        """The most probable completion under the joint with the latent variables (see :meth:`TensorCircuit.mpe`)."""
+        return self.circuit.mpe(self.evidence, self.mask)
 
 
 def compile(root: NodeGroup, seed: int = 0, dtype: torch.dtype = torch.float32) -> TensorCircuit:

@@ -149,3 +149,33 @@ def test_marginal_distribution_is_the_enumerated_sum():
     expected = joint.sum(axis=(0, 2)).T.reshape(-1)  # axes (x1, x3) -> order (x3, x1)
     np.testing.assert_allclose(ours, expected, rtol=1e-12)
     assert marg.sample(4).shape == (4, 2)
+
+
+@pytest.mark.parametrize("fam,name", CASES)
+def test_condition_is_the_enumerated_posterior(fam, name):
+    """pc.condition(x, mask): log p(x_missing | x_observed) equals joint / evidence by enumeration, and sums to 1."""
+    root, pc, v = build(fam, name, seed=7)
+    X = all_assignments(pc.num_vars, v)
+    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    rng = np.random.default_rng(8)
+    x = X[rng.integers(0, len(X), 6)]
+    mask = rng.random(x.shape) < 0.5
+    mask[:, 1] = True  # something to infer in every sample
+    post = pc.condition(torch.tensor(x), torch.tensor(mask))
+    assert len(post) == 6
+    for b in range(6):
+        evidence = joint[tuple(slice(None) if m else int(val) for val, m in zip(x[b], mask[b]))].sum()
+        completions = np.array([c for c in X if all(c[d] == x[b, d] for d in range(pc.num_vars) if not mask[b, d])])
+        noise = X[rng.integers(0, len(X), len(completions))]  # observed entries of the query are ignored
+        query = np.where(mask[b], completions, noise)
+        batch = np.repeat(x[b : b + 1], len(completions), 0)
+        sub = pc.condition(torch.tensor(batch), torch.tensor(np.repeat(mask[b : b + 1], len(completions), 0)))
+        got = sub.log_prob(torch.tensor(query)).exp().numpy()
+        want = np.array([joint[tuple(int(c) for c in comp)] for comp in completions]) / evidence
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+        assert abs(got.sum() - 1.0) < 1e-10
+    draws = post.sample(generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draws[torch.tensor(~mask)], torch.tensor(x, dtype=draws.dtype)[torch.tensor(~mask)])
+    assert post.marginals([1]).shape == (6, 1, v)
+    with pytest.raises(ValueError, match="needs a mask"):
+        pc.condition(torch.tensor(x), None)
