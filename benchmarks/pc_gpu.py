@@ -215,12 +215,21 @@ def largest_batch(try_batch, cap: int) -> tuple[int, object]:
 
 
 def parse_tune(spec: str | None) -> dict:
-    """``"64:4:64,128:8:64,pd=64:4:32"`` -> {structure or "*": [(block_b, num_warps, max_block), ...]}."""
+    """``"64:4:64,128:8:64,pd=64:4:32"`` -> {structure or "*": [(block_b, num_warps, max_block), ...]}.
+
+    Raises ValueError naming the bad entry (checked before any GPU work starts).
+    """
+    from probcirc.kernels._common import _checked
+
     out: dict = {}
     for item in filter(None, (p.strip() for p in (spec or "").split(","))):
         key, _, combo = item.rpartition("=")
-        bb, nw, mb = (int(v) for v in combo.split(":"))
-        out.setdefault(key or "*", []).append((bb, nw, mb))
+        parts = combo.split(":")
+        if key not in ("", "hclt", "pd") or len(parts) != 3 or not all(v.isdigit() for v in parts):
+            raise ValueError(f"--tune entry {item!r}: expected [hclt=|pd=]block_b:num_warps:max_block, e.g. 64:4:64")
+        for name, v in zip(("block_b", "num_warps", "max_block"), parts):
+            _checked(name, v)
+        out.setdefault(key or "*", []).append(tuple(int(v) for v in parts))
     return out
 
 
@@ -252,8 +261,7 @@ def _run_ours(pc, data, cap: int, combos: list) -> dict:
         sync()
         return x, missing
 
-    set_launch(combos[0])
-    B, (x, missing) = largest_batch(attempt, cap)
+    B, (x, missing) = largest_batch(attempt, cap)  # with the built-in launch parameters, which fit every card
     peak = peak_gib()
     state: dict = {}
 
@@ -269,15 +277,15 @@ def _run_ours(pc, data, cap: int, combos: list) -> dict:
     sweep = {}
     if len(combos) > 1:  # launch parameters (block_b:num_warps:max_block), exact mode, fwd + bwd
         for combo in combos:
-            set_launch(combo)
             try:
+                set_launch(combo)
                 sweep[combo] = timed(fwd, budget=0.3) + timed(bwd, budget=0.3)
             except Exception as exc:  # e.g. out of shared memory for a large tile on this card
                 log(f"  launch {combo}: failed ({type(exc).__name__}: {str(exc)[:120]})")
         log("  launch sweep (block_b:num_warps:max_block -> fwd+bwd ms): "
             + ", ".join(f"{':'.join(map(str, c))} {1e3 * t:.2f}" for c, t in sorted(sweep.items(), key=lambda kv: kv[1])))
     best = min(sweep, key=sweep.get) if sweep else combos[0]
-    set_launch(best)
+    set_launch(best)  # one given setting: used as is; a failure there fails the row, as it should
 
     t_f = timed(fwd)
     t_b = timed(bwd)
@@ -382,7 +390,8 @@ def main() -> None:
                     help="our matmul mode behind speedup_vs_peer (PyJuice itself uses tf32 products)")
     ap.add_argument("--tune", default=None,
                     help="launch parameters block_b:num_warps:max_block, comma-separated; several are swept per circuit and the "
-                         "fastest used; prefix with 'hclt=' or 'pd=' for one structure (default: PROBCIRC_TRITON_TUNE or built-in)")
+                         "fastest used; entries prefixed 'hclt=' or 'pd=' form that structure's own list, which replaces the "
+                         "unprefixed one (default: PROBCIRC_TRITON_TUNE or built-in)")
     ap.add_argument("--json", default=None, help="also write every figure to this JSON file")
     ap.add_argument("--smoke", action="store_true", help="run this script's logic on the CPU (Triton interpreter, 4x4 images); no timings worth reading")
     args = ap.parse_args()
@@ -401,6 +410,10 @@ def main() -> None:
         final(math.nan, math.nan, 2)
     from probcirc import kernels
 
+    try:  # after --smoke has switched the interpreter on: this imports the kernels' module
+        parse_tune(args.tune)
+    except ValueError as exc:
+        ap.error(str(exc))
     if not kernels.available():
         log(f"pc_gpu: {kernels._probe()}")
         final(math.nan, math.nan, 2)
@@ -444,7 +457,17 @@ def main() -> None:
         import json
 
         with open(args.json, "w") as fh:
-            json.dump({"device": dev, "torch": torch.__version__, "fp32_rate": fp32_rate, "tf32_rate": tf32_rate, "rows": rows}, fh, indent=1, default=str)
+            def plain(v):  # strict JSON: NaN/inf become null
+                if isinstance(v, float) and not math.isfinite(v):
+                    return None
+                if isinstance(v, dict):
+                    return {str(k): plain(u) for k, u in v.items()}
+                if isinstance(v, (list, tuple)):
+                    return [plain(u) for u in v]
+                return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+
+            json.dump(plain({"device": dev, "torch": torch.__version__, "fp32_rate": fp32_rate, "tf32_rate": tf32_rate, "rows": rows}),
+                      fh, indent=1, allow_nan=False)
     picked = ratios[args.final_mode]
     final(min(picked) if picked else math.nan, max_err)
 
@@ -458,7 +481,7 @@ def _time_up(signum, frame):
 
 
 def _run_plan(plan, args, t_start, data_cpu, data, juice, fp32_rate, rows, ratios) -> None:
-    tune = parse_tune(args.tune)
+    tune = parse_tune(args.tune)  # checked in main() already
     for structure, label in plan:
         if time.perf_counter() - t_start > args.budget:
             log(f"{structure} {label}: skipped, past the --budget of {args.budget:.0f} s")

@@ -95,7 +95,7 @@ def colep_scores(pi: torch.Tensor, score: str) -> torch.Tensor:
     if score == "lac":
         return 1 - pi
     p = pi / pi.sum(1, keepdim=True).clamp_min(torch.finfo(pi.dtype).tiny)
-    return aps_scores(p, torch.zeros(len(p), 1, dtype=p.dtype)).clamp(0, 1)
+    return aps_scores(p, torch.zeros(len(p), 1, dtype=p.dtype, device=p.device)).clamp(0, 1)
 
 
 def colep_score_bounds(lo: torch.Tensor, hi: torch.Tensor, score: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,10 +113,13 @@ def colep_score_bounds(lo: torch.Tensor, hi: torch.Tensor, score: str) -> tuple[
     p_lo = torch.where(lo > 0, lo / (lo + others_hi).clamp_min(torch.finfo(lo.dtype).tiny), 0.0)
     p_hi = torch.where(hi > 0, hi / (hi + others_lo).clamp_min(torch.finfo(hi.dtype).tiny), 0.0).clamp(max=1.0)
     off = ~torch.eye(lo.shape[1], dtype=torch.bool, device=lo.device)
-    may = (p_hi[:, None, :] > p_lo[:, :, None]) & off  # [n, j, i]: i may rank above j
-    must = (p_lo[:, None, :] > p_hi[:, :, None]) & off
-    s_hi = (may * p_hi[:, None, :]).sum(-1)
-    s_lo = (must * p_lo[:, None, :]).sum(-1)
+    # Rounding can split ties between equal bounds computed through different sums, so ranks are
+    # decided with a relative margin that errs toward "may" and away from "must".
+    slack = 1e3 * torch.finfo(lo.dtype).eps
+    may = (p_hi[:, None, :] > p_lo[:, :, None] * (1 - slack)) & off  # [n, j, i]: i may rank above j
+    must = (p_lo[:, None, :] > p_hi[:, :, None] * (1 + slack)) & off
+    s_hi = (may * p_hi[:, None, :]).sum(-1) * (1 + slack)
+    s_lo = (must * p_lo[:, None, :]).sum(-1) * (1 - slack)
     return s_lo.clamp(0, 1), s_hi.clamp(0, 1)
 
 
@@ -377,7 +380,7 @@ class RSCP:
     def _score_fn(self):
         def f(x):
             p = predict_proba(self.model, x)
-            return lac_scores(p) if self.score == "lac" else aps_scores(p, torch.zeros(len(p), 1, dtype=p.dtype)).clamp(0, 1)
+            return lac_scores(p) if self.score == "lac" else aps_scores(p, torch.zeros(len(p), 1, dtype=p.dtype, device=p.device)).clamp(0, 1)
         return f
 
     def calibrate(self, X, y, alpha: float) -> "RSCP":

@@ -282,7 +282,8 @@ class Codec:
         header, payload = container.unpack(data, verify_payload)
         if header.fingerprint != self.fingerprint:
             raise ModelMismatchError(f"the file was made with another model (fingerprint {header.fingerprint.hex()[:12]}..., "
-                                     f"this model is {self.fingerprint.hex()[:12]}...)")
+                                     f"this model is {self.fingerprint.hex()[:12]}... with predictor {self.predictor!r}; "
+                                     "the predictor is part of the fingerprint)")
         if (header.patch_h, header.patch_w) != self.patch or header.num_values != self.program.num_values \
                 or header.precision != PRECISION or header.block != BLOCK:
             raise PczFormatError("the file's patch shape, alphabet, precision or block size does not match this codec")

@@ -6,7 +6,7 @@ Layout (all integers little-endian)::
     version      u16      1
     header_len   u32      length of the header that follows
     header       header_len bytes:
-        fingerprint   32 bytes  SHA-256 of the model (TensorCircuit.fingerprint())
+        fingerprint   32 bytes  SHA-256 of the model (codec.file_fingerprint: the circuit's, mixed with its predictor)
         patch_h       u16, patch_w u16
         num_values    u16       alphabet size of the model (256 for 8-bit)
         precision     u8        log2 of every quantised PMF's total (24)

@@ -286,6 +286,16 @@ def test_colep_score_bounds_hold_over_the_box(score):
     point_lo, point_hi = colep_score_bounds(hi, hi, score)
     torch.testing.assert_close(point_lo, colep_scores(hi, score))
     torch.testing.assert_close(point_hi, colep_scores(hi, score))
+    # Touching boxes: class 1's upper bound is class 0's lower bound and the others are points, so at the
+    # shared corner the two tie exactly; rounding in the two normalisations must not invent a strict rank.
+    a = torch.as_tensor(rng.uniform(0.05, 1, 5000))
+    rest = torch.as_tensor(rng.uniform(0, 1, (5000, 3)))
+    t_lo = torch.cat([a[:, None], a[:, None] * 0.5, rest], 1)
+    t_hi = torch.cat([a[:, None] * 1.5, a[:, None], rest], 1)
+    b_lo, b_hi = colep_score_bounds(t_lo, t_hi, score)
+    tie = torch.cat([a[:, None], a[:, None], rest], 1)
+    s = colep_scores(tie, score)
+    assert bool((s >= b_lo).all()) and bool((s <= b_hi).all())
 
 
 def _toy_problem():
