@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import probcirc  # noqa: E402
 from probcirc.compress import Codec, train_codec  # noqa: E402
+from probcirc.compress.plot import bits_chart  # noqa: E402
 from probcirc.datasets import load_mnist  # noqa: E402
 
 
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--full-epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64, help="images coded together")
     ap.add_argument("--threads", type=int, default=1, help="numba threads (2 uses both cores of an idle machine)")
+    ap.add_argument("--plot", default="out/codec_mnist_bpd.png", help="bits-per-dimension chart (PNG)")
     args = ap.parse_args(argv)
     try:
         train, _ = load_mnist("train")
@@ -107,6 +109,10 @@ def main(argv=None) -> int:
     print(f"{'method':34s} {'mean bpd':>9s} {'median bpd':>11s}")
     for name, bpd in rows:
         print(f"{name:34s} {bpd.mean():9.4f} {np.median(bpd):11.4f}")
+    chart = {stat: {name.split(" (")[0].split(",")[0] if name.startswith("PC codec (") else name: float(f(bpd)) for name, bpd in rows
+                    if "whole" not in name} for stat, f in (("mean", np.mean), ("median", np.median))}
+    bits_chart(chart, args.plot, f"lossless, {n} MNIST test images")
+    print(f"chart -> {args.plot}")
     print(f"bit-exact round trip: {exact}; encode {n / enc_s:.1f} img/s, decode {n / dec_s:.1f} img/s "
           f"({args.threads} numba threads, batch {args.batch_size})")
     print(f"bpd={8 * lens.sum() / (n * dims):.4f} encode_img_per_s={n / enc_s:.2f} decode_img_per_s={n / dec_s:.2f}")

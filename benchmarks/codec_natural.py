@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probcirc.compress import Codec, train_codec  # noqa: E402
+from probcirc.compress.plot import bits_chart  # noqa: E402
 
 TRAIN = ["camera", "moon", "coins", "text", "page", "clock", "grass", "brick", "chelsea", "rocket"]
 TEST = ["cell", "gravel", "coffee", "astronaut"]
@@ -56,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--predictor", choices=("auto", "none", "med"), default="auto")
+    ap.add_argument("--plot", default="out/codec_natural_bpd.png", help="bits-per-dimension chart (PNG)")
     args = ap.parse_args(argv)
     import skimage.data
 
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
           f"{args.latents} latents, predictor {model.predictor}, {time.time() - t:.0f} s")
     codec = Codec(model, threads=args.threads)
     print(f"{'image':12s} {'shape':>14s} {'PC codec':>9s} {'model':>7s} {'PNG':>7s} {'WebP':>7s} {'JPEG-XL':>8s}  (bits/dim)  enc s  dec s  exact")
-    total = {}
+    total, chart = {}, {}
     for name, img in test.items():
         t = time.time()
         blob = codec.encode([img])
@@ -81,9 +83,13 @@ def main(argv=None) -> int:
         row.update({k: 8 * v / dims for k, v in sizes(img).items()})
         for k, v in row.items():
             total.setdefault(k, []).append(v)
+        chart[name] = {k: v for k, v in row.items() if k != "model"}
         print(f"{name:12s} {str(img.shape):>14s} {row['PC codec']:9.3f} {row['model']:7.3f} {row.get('PNG', np.nan):7.3f} "
               f"{row.get('WebP', np.nan):7.3f} {row.get('JPEG-XL', np.nan):8.3f}  {'':10s} {te:6.1f} {td:6.1f}  {np.array_equal(back, img)}")
     print("mean bits/dim: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in total.items()))
+    chart["mean"] = {k: float(np.mean(v)) for k, v in total.items() if k != "model"}
+    bits_chart(chart, args.plot, f"lossless, scikit-image photographs (PC codec: {model.predictor} predictor)")
+    print(f"chart -> {args.plot}")
     return 0
 
 

@@ -32,3 +32,4 @@ probcirc train-codec "$PHOTOS/train" --patch 8x8 --latents 16 --epochs 3 --full-
 probcirc compress "$PHOTOS/test" -m "$PHOTOS/model.h5" -o "$PHOTOS/test.pcz"
 probcirc decompress "$PHOTOS/test.pcz" -m "$PHOTOS/model.h5" -o "$PHOTOS/restored"
 check "$PHOTOS"
+python demos/codec_chart.py "$OUT"
