@@ -26,11 +26,11 @@ import numpy as np
 __all__ = ["main"]
 
 DEFAULTS = {"Hprime": None, "gamma": None, "steps": 100, "anneal": "2:1@0.6", "Ncut_factor": 0.0, "W_noise": 0.0,
-            "seed": 0,
+            "seed": 0, "restarts": 1,
             "chunk_size": 256, "checkpoint_every": 10, "key": "y", "values": "0,1", "psi_full": False}
 #: options that define a run; on --resume any that is given must match the checkpoint
 RUN_KEYS = ("model", "data", "key", "H", "Hprime", "gamma", "steps", "anneal", "Ncut_factor", "W_noise", "seed",
-            "chunk_size", "values", "psi_full")
+            "restarts", "chunk_size", "values", "psi_full")
 OUR_FILES = ("results.h5", "checkpoint.h5", "config.json", "dictionary.png", "curves.png")
 
 
@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--W-noise", dest="W_noise", type=float, default=None,
                    help="std of noise added to W while annealing, falling to 0 (default 0)")
     t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--restarts", type=int, default=None,
+                   help="run EM from this many initialisations (seeds seed, seed+1, ...) and keep the one with the "
+                        "highest final log-likelihood (default 1; the candidates are not resumable)")
     t.add_argument("--chunk-size", dest="chunk_size", type=int, default=None, help="rows per reduction chunk (256)")
     t.add_argument("--values", default=None, help="DSC state values, comma-separated, starting with 0 (e.g. 0,1,2)")
     t.add_argument("--psi-full", dest="psi_full", action="store_true", default=None, help="GSC: learn a full Psi")
@@ -177,6 +180,8 @@ def _train_config(args) -> tuple[dict[str, Any], bool]:
     config.update(N=N, D=D, patch_shape=attrs.get("patch_shape"))
     if config["chunk_size"] < 1:
         raise CLIError("--chunk-size must be at least 1")
+    if config["restarts"] < 1:
+        raise CLIError(f"--restarts must be at least 1, got {config['restarts']}")
     return config, False
 
 
@@ -242,11 +247,17 @@ def cmd_train(args) -> int:
         if kill_after is not None and t + 1 == int(kill_after):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    result = run_em(model, chunks, N=N, D=D, steps=steps, anneal=config["anneal"],
-                    Ncut_factor=float(config["Ncut_factor"]), seed=int(config["seed"]),
-                    W_noise=float(config.get("W_noise", 0.0)), comm=comm,
-                    params=params, start_step=start, history=history, on_step=on_step,
-                    progress=not args.quiet)
+    em_args = dict(N=N, D=D, steps=steps, anneal=config["anneal"], Ncut_factor=float(config["Ncut_factor"]),
+                   W_noise=float(config.get("W_noise", 0.0)), comm=comm, progress=not args.quiet)
+    if int(config.get("restarts", 1)) > 1 and not args.resume:
+        result, config = _best_of_restarts(model, chunks, config, em_args, comm)
+        if comm.rank == 0:  # the winner's run, written as if it had been the only one
+            ResultsWriter(out / RESULTS, config, result.history)
+            save_checkpoint(out, config, result.params, {k: list(v) for k, v in result.history.items()}, steps - 1)
+            _write_json(out / "config.json", config)
+    else:
+        result = run_em(model, chunks, seed=int(config["seed"]), params=params, start_step=start, history=history,
+                        on_step=on_step, **em_args)
     if comm.rank == 0:
         p = result.params
         if args.plot:
@@ -260,6 +271,27 @@ def cmd_train(args) -> int:
         print(f"done: {config['model']} H={config['H']} steps={steps} ranks={comm.size} "
               f"pi={float(p['pi']):.4f} sigma={float(p['sigma']):.4f} loglik={ll:.4f} -> {out / RESULTS}")
     return 0
+
+
+def _best_of_restarts(model, chunks, config: dict, em_args: dict, comm):
+    """Full EM runs from seeds seed .. seed+restarts-1; the highest final log-likelihood wins (the first on ties).
+
+    EM for these models can settle with two causes sharing one component; such runs end with a clearly lower
+    likelihood, so keeping the best of a few restarts recovers the dictionary far more often. The log-likelihood
+    is summed over all ranks, so every rank picks the same run.
+    """
+    from .em import run_em
+
+    base, best, logliks = int(config["seed"]), None, []
+    for r in range(int(config["restarts"])):
+        res = run_em(model, chunks, seed=base + r, **em_args)
+        logliks.append(float(res.history["loglik"][-1]))
+        if comm.rank == 0:
+            print(f"restart {r + 1}/{config['restarts']} (seed {base + r}): final loglik {logliks[-1]:.4f}", flush=True)
+        if best is None or logliks[-1] > logliks[best[0]]:
+            best = (r, res)
+    chosen = {**config, "seed": base + best[0], "restart_seed": base, "restart_logliks": logliks}
+    return best[1], chosen
 
 
 def _write_json(path: Path, obj: dict) -> None:
