@@ -64,7 +64,8 @@ def em(
             order = torch.arange(len(data)) if full else torch.randperm(len(data), generator=gen)
             acc = _Accumulator(circuit) if full else None
             ll_sum, seen = 0.0, 0
-            bar = tqdm(range(0, len(data), batch_size), desc=f"EM {'full' if full else 'mini'} epoch {epoch + 1}/{total}", disable=not progress, leave=False)
+            # disable=None: no bar when the output is not a terminal (logs keep the per-epoch lines)
+            bar = tqdm(range(0, len(data), batch_size), desc=f"EM {'full' if full else 'mini'} epoch {epoch + 1}/{total}", disable=None if progress else True, leave=False)
             for s in bar:
                 idx = order[s : s + batch_size]
                 x, missing = circuit.prepare(data[idx], None if mask is None else mask[idx])

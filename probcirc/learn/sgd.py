@@ -50,7 +50,8 @@ def sgd(
         for epoch in range(epochs):
             order = torch.randperm(len(data), generator=gen)
             total, seen = 0.0, 0
-            bar = tqdm(range(0, len(data), batch_size), desc=f"SGD epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+            # disable=None: no bar when the output is not a terminal (logs keep the per-epoch lines)
+            bar = tqdm(range(0, len(data), batch_size), desc=f"SGD epoch {epoch + 1}/{epochs}", disable=None if progress else True, leave=False)
             for s in bar:
                 idx = order[s : s + batch_size]
                 install(track=True)
