@@ -187,6 +187,14 @@ class ConditionalCircuit:
         """The most probable completion under the joint with the latent variables (see :meth:`TensorCircuit.mpe`)."""
         return self.circuit.mpe(self.evidence, self.mask)
 
+    def mean(self) -> torch.Tensor:
+        """The posterior mean, ``(B, D)``, equal to the evidence at observed entries (least-squares imputation)."""
+        return queries.posterior_moments(self.circuit, self.evidence, self.mask)[0]
+
+    def variance(self) -> torch.Tensor:
+        """The posterior variance of every entry, ``(B, D)``, 0 at observed entries."""
+        return queries.posterior_moments(self.circuit, self.evidence, self.mask)[1]
+
 
 def compile(root: NodeGroup, seed: int = 0, dtype: torch.dtype = torch.float32) -> TensorCircuit:
     """Compile a symbolic circuit into a layered :class:`TensorCircuit`.

@@ -84,6 +84,12 @@ class InputDist(abc.ABC):
         values = torch.arange(self.num_values, dtype=params.dtype, device=params.device)
         return self.log_prob(params, values[None, :].expand(params.shape[0], -1)).exp()
 
+    def moments(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """E[X] and E[X²] per node, ``(n,)`` each; discrete families from their table, values 0..V-1."""
+        p = self.pmf(params)
+        values = torch.arange(p.shape[-1], dtype=p.dtype, device=p.device)
+        return p @ values, p @ (values * values)
+
     def __repr__(self) -> str:
         hyper = ", ".join(map(str, self._hyper()))
         return f"{type(self).__name__}({hyper})"

@@ -45,6 +45,10 @@ class Gaussian(InputDist):
     def mode(self, params):
         return params[..., 0].clone()
 
+    def moments(self, params):
+        mean, std = params[..., 0], params[..., 1]
+        return mean.clone(), mean * mean + std * std
+
     def sample(self, params, generator):
         eps = torch.randn(params.shape[:-1], generator=generator, dtype=params.dtype, device=params.device)
         return params[..., 0] + params[..., 1] * eps

@@ -1,8 +1,8 @@
 """Exact queries on a compiled circuit, as plain functions."""
 
-from .conditional import conditional
+from .conditional import conditional, conditional_moments, posterior_moments
 from .marginal import log_prob, parameters
 from .sampling import max_log_prob, mpe, sample
 from .soft_evidence import soft_evidence
 
-__all__ = ["log_prob", "conditional", "sample", "mpe", "max_log_prob", "parameters", "soft_evidence"]
+__all__ = ["log_prob", "conditional", "conditional_moments", "posterior_moments", "sample", "mpe", "max_log_prob", "parameters", "soft_evidence"]

@@ -35,32 +35,99 @@ def conditional(
         >>> conditional(pc, torch.zeros(1, 1), None, [0])
         tensor([[[0.2000, 0.3000, 0.5000]]], dtype=torch.float64)
     """
+    for layer in _target_layers(circuit, targets)[2]:
+        if layer.dist.num_values is None:
+            raise NotImplementedError(f"conditional() needs discrete leaves; target leaves are {layer.dist!r}: "
+                                      "use conditional_moments() for continuous ones")
+    v = max(l.dist.num_values for l in _target_layers(circuit, targets)[2])
+    res = _leaf_flow_sums(circuit, x, mask, targets, lambda dist, params: dist.pmf(params), v, batch_chunk)
+    return res / res.sum(-1, keepdim=True)
+
+
+@backend.exact()
+def conditional_moments(
+    circuit: CompiledCircuit,
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    targets: Sequence[int],
+    batch_chunk: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """E[X_t | x_observed] and Var[X_t | x_observed] for every target, ``(B, T)`` each, for any leaf family.
+
+    The same linearity as :func:`conditional`: the flows of a target's
+    leaves weight their means and second moments. For Gaussian leaves this is
+    the exact posterior mean (the least-squares imputation) and variance.
+
+    Example:
+        >>> import torch, probcirc
+        >>> from probcirc.nodes import inputs, multiply, summate
+        >>> from probcirc.inputs import Gaussian
+        >>> a = inputs(0, 2, Gaussian(), params=torch.tensor([[-1.0, 0.5], [1.0, 0.5]]))
+        >>> b = inputs(1, 2, Gaussian(), params=torch.tensor([[-3.0, 1.0], [3.0, 1.0]]))
+        >>> pc = probcirc.compile(summate(multiply(a, b), num_nodes=1), dtype=torch.float64)  # two clusters
+        >>> mean, var = conditional_moments(pc, torch.tensor([[1.0, 0.0]]), torch.tensor([[False, True]]), [1])
+        >>> round(float(mean), 1), round(float(var), 1)       # x0 = 1 points at the second cluster
+        (3.0, 1.0)
+    """
+    res = _leaf_flow_sums(circuit, x, mask, targets, _moments, 2, batch_chunk)
+    mean = res[..., 0]
+    return mean, (res[..., 1] - mean * mean).clamp_min(0)
+
+
+@backend.exact()
+def posterior_moments(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor, batch_chunk: int = 256
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of every entry given each sample's observed ones, ``(B, D)`` each.
+
+    Unlike :func:`conditional_moments`, nothing beyond ``mask`` is summed out:
+    each missing entry is conditioned on all of its sample's observed
+    entries. Observed entries come back as they are, with variance 0.
+    """
+    x = torch.as_tensor(x, device=circuit.device)
+    res = _leaf_flow_sums(circuit, x, mask, range(circuit.num_vars), _moments, 2, batch_chunk, force_missing=False)
+    mean = torch.where(mask, res[..., 0], x.to(res.dtype))
+    return mean, torch.where(mask, (res[..., 1] - res[..., 0] ** 2).clamp_min(0), torch.zeros_like(mean))
+
+
+def _moments(dist, params):
+    m1, m2 = dist.moments(params)
+    return torch.stack([m1, m2], -1)
+
+
+def _target_layers(circuit: CompiledCircuit, targets: Sequence[int]):
     targets = [int(t) for t in targets]
     if not targets or min(targets) < 0 or max(targets) >= circuit.num_vars or len(set(targets)) != len(targets):
         raise ValueError(f"targets must be distinct variable indices in [0, {circuit.num_vars}), got {targets}")
-    x = torch.as_tensor(x, device=circuit.device)
-    mask = torch.zeros(x.shape, dtype=torch.bool, device=circuit.device) if mask is None else mask.clone()
-    if mask.shape == x.shape and x.dim() == 2:
-        mask[:, targets] = True
-    x, missing = circuit.prepare(x, mask)
     position = torch.full((circuit.num_vars,), -1, dtype=torch.long, device=circuit.device)
     position[torch.tensor(targets, device=circuit.device)] = torch.arange(len(targets), device=circuit.device)
-    layers = [l for l in circuit.input_layers if bool((position[l.node_var] >= 0).any())]
-    for layer in layers:
-        if layer.dist.num_values is None:
-            raise NotImplementedError(f"conditional() needs discrete leaves; target leaves are {layer.dist!r}")
-    v = max(l.dist.num_values for l in layers)
+    return targets, position, [l for l in circuit.input_layers if bool((position[l.node_var] >= 0).any())]
+
+
+def _leaf_flow_sums(circuit, x, mask, targets, per_leaf, width: int, batch_chunk: int, force_missing: bool = True) -> torch.Tensor:
+    """``Σ_n flow_n · per_leaf(n)`` over each target's leaves, ``(B, T, width)``.
+
+    A smooth and decomposable circuit is linear in the leaves of one variable,
+    and with that variable summed out its leaves' flows sum to 1 per sample.
+    ``force_missing`` sums the targets out in every sample; without it the
+    result means something only where the mask already sums a target out.
+    """
+    targets, position, layers = _target_layers(circuit, targets)
+    x = torch.as_tensor(x, device=circuit.device)
+    mask = torch.zeros(x.shape, dtype=torch.bool, device=circuit.device) if mask is None else mask.clone()
+    if force_missing and mask.shape == x.shape and x.dim() == 2:
+        mask[:, targets] = True
+    x, missing = circuit.prepare(x, mask)
     out = []
     with torch.no_grad():
         for s in range(0, x.shape[1], batch_chunk):
             xb, mb = x[:, s : s + batch_chunk], missing[:, s : s + batch_chunk]
             mars = circuit.forward_pass(xb, mb)
             flows, _ = circuit.backward_pass(mars, torch.ones(xb.shape[1], dtype=mars.dtype, device=mars.device))
-            res = torch.zeros(xb.shape[1], len(targets), v, dtype=mars.dtype, device=mars.device)
+            res = torch.zeros(xb.shape[1], len(targets), width, dtype=mars.dtype, device=mars.device)
             for layer in layers:
                 sel = (position[layer.node_var] >= 0).nonzero().squeeze(-1)
-                pmf = layer.dist.pmf(layer.params[sel])  # (n_sel, V_layer)
-                contrib = flows[layer.start + sel].T[:, :, None] * pmf
-                res[..., : pmf.shape[1]].index_add_(1, position[layer.node_var[sel]], contrib)
-            out.append(res / res.sum(-1, keepdim=True))
+                values = per_leaf(layer.dist, layer.params[sel])  # (n_sel, width of this family)
+                contrib = flows[layer.start + sel].T[:, :, None] * values
+                res[..., : values.shape[1]].index_add_(1, position[layer.node_var[sel]], contrib)
+            out.append(res)
     return torch.cat(out)

@@ -179,3 +179,59 @@ def test_condition_is_the_enumerated_posterior(fam, name):
     assert post.marginals([1]).shape == (6, 1, v)
     with pytest.raises(ValueError, match="needs a mask"):
         pc.condition(torch.tensor(x), None)
+
+
+@pytest.mark.parametrize("fam,name", CASES)
+def test_posterior_and_conditional_moments_are_the_enumerated_ones(fam, name):
+    """Means and variances of missing entries (each given its sample's evidence) and of forced targets, by enumeration."""
+    from probcirc.queries import conditional_moments
+
+    root, pc, v = build(fam, name, seed=9)
+    X = all_assignments(pc.num_vars, v)
+    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    rng = np.random.default_rng(10)
+    x = X[rng.integers(0, len(X), 5)]
+    mask = rng.random(x.shape) < 0.5
+    mask[:, 0] = True
+    post = pc.condition(torch.tensor(x), torch.tensor(mask))
+    mean, var = post.mean().numpy(), post.variance().numpy()
+    values = np.arange(v)
+    for b in range(5):
+        table = joint[tuple(slice(None) if m else int(val) for val, m in zip(x[b], mask[b]))]
+        hidden = np.flatnonzero(mask[b])
+        for axis, d in enumerate(hidden):
+            p = table.sum(axis=tuple(i for i in range(table.ndim) if i != axis))
+            p = p / p.sum()
+            np.testing.assert_allclose(mean[b, d], p @ values, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(var[b, d], p @ values**2 - (p @ values) ** 2, rtol=1e-9, atol=1e-12)
+        observed = ~mask[b]
+        np.testing.assert_array_equal(mean[b, observed], x[b, observed])
+        assert (var[b, observed] == 0).all()
+    cond = pc.conditional(torch.tensor(x), torch.tensor(mask), [0, 2]).numpy()  # targets summed out for everyone
+    m, s2 = (t.numpy() for t in conditional_moments(pc, torch.tensor(x), torch.tensor(mask), [0, 2]))
+    np.testing.assert_allclose(m, cond @ values, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(s2, cond @ values**2 - (cond @ values) ** 2, rtol=1e-9, atol=1e-12)
+
+
+def test_gaussian_posterior_moments_match_the_closed_form():
+    """A mixture of products of Gaussians: E[x1 | x0] and Var[x1 | x0] from the component posteriors, by hand."""
+    import probcirc
+    from probcirc.inputs import Gaussian
+    from probcirc.nodes import inputs, multiply, summate
+
+    mu0, s0 = np.array([-1.0, 0.5, 2.0]), np.array([0.7, 1.0, 0.4])
+    mu1, s1 = np.array([3.0, -2.0, 0.5]), np.array([1.0, 0.3, 2.0])
+    w = np.array([0.2, 0.5, 0.3])
+    a = inputs(0, 3, Gaussian(), params=torch.tensor(np.stack([mu0, s0], 1)))
+    b = inputs(1, 3, Gaussian(), params=torch.tensor(np.stack([mu1, s1], 1)))
+    pc = probcirc.compile(summate(multiply(a, b), num_nodes=1, params=torch.tensor(w)[None]), dtype=torch.float64)
+    x0 = np.array([-1.5, 0.0, 0.7, 2.2])
+    x = torch.tensor(np.stack([x0, np.full(4, np.nan)], 1))
+    post = pc.condition(x, torch.isnan(x))
+    lik = stats.norm.pdf(x0[:, None], mu0, s0) * w
+    r = lik / lik.sum(1, keepdims=True)
+    want_mean = r @ mu1
+    want_var = r @ (s1**2 + mu1**2) - want_mean**2
+    np.testing.assert_allclose(post.mean()[:, 1].numpy(), want_mean, rtol=1e-10)
+    np.testing.assert_allclose(post.variance()[:, 1].numpy(), want_var, rtol=1e-9)
+    np.testing.assert_allclose(post.mean()[:, 0].numpy(), x0)
