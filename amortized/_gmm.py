@@ -64,14 +64,19 @@ def cat(gmms: list[GaussianMixture]) -> GaussianMixture:
     return make(*(torch.cat(t, 0) for t in zip(*(params(g) for g in gmms))))
 
 
-def log_prob_shared_scale(gmm: GaussianMixture, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def log_prob_shared_scale(gmm: GaussianMixture, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """:func:`log_prob` for mixtures whose components share one covariance per mixture (a KDE).
 
     Whitening once by the shared factor turns every distance into one batched
     matrix product, which makes thousand-component kernel estimates cheap to score.
+    ``chunk`` samples are scored at a time; by default as many as keep each
+    ``(B, chunk, K)`` temporary near 4 MB, since larger ones are mapped and
+    unmapped by the allocator on every call and the page faults cost more than
+    the arithmetic.
     """
     logits, means, tril = params(gmm)
     d = means.shape[-1]
+    chunk = chunk or max(1, 2**19 // max(1, means.shape[0] * means.shape[1]))
     L = tril[..., 0, :, :]  # (B, D, D)
     centres = torch.linalg.solve_triangular(L, means.mT, upper=False).mT  # (B, K, D)
     const = logits - 0.5 * d * _LOG_2PI - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)[..., None]
