@@ -24,6 +24,19 @@ __all__ = ["BSC", "LinearGaussian"]
 LOG2PI = float(np.log(2 * np.pi))
 
 
+def regress_W_sigma(SS: np.ndarray, YS: np.ndarray, YY, N_use: int) -> tuple[np.ndarray, float]:
+    """The linear-Gaussian M-step from expected moments: W = <y sᵀ><s sᵀ>⁻¹ and the residual σ.
+
+    ``SS`` (H, H) is Σ<s sᵀ>, ``YS`` (D, H) Σ y<s>ᵀ and ``YY`` Σ|y|²; σ² is the
+    mean squared residual per dimension. A tiny ridge keeps unused causes solvable.
+    """
+    D, H = YS.shape
+    ridge = 1e-9 * max(1.0, float(np.trace(SS)) / H)
+    W = np.linalg.solve(SS + ridge * np.eye(H), YS.T).T
+    err = float(YY) - 2.0 * float(np.sum(W * YS)) + float(np.sum((W.T @ W) * SS))
+    return W, float(np.sqrt(max(err, 1e-12) / (N_use * D)))
+
+
 class LinearGaussian(SparseCodingModel):
     """``y = W s + N(0, sigma^2 I)`` with discrete states; the prior is set by the subclass."""
 
@@ -79,13 +92,7 @@ class LinearGaussian(SparseCodingModel):
         stats["YY"] += np.einsum("nd,nd->", Y, Y)
 
     def _update_W_sigma(self, params, stats, N_use):
-        D, H = params["W"].shape
-        SS, YS = stats["SS"], stats["YS"]
-        ridge = 1e-9 * max(1.0, float(np.trace(SS)) / H)
-        W = np.linalg.solve(SS + ridge * np.eye(H), YS.T).T
-        err = float(stats["YY"]) - 2.0 * float(np.sum(W * YS)) + float(np.sum((W.T @ W) * SS))
-        sigma = float(np.sqrt(max(err, 1e-12) / (N_use * D)))
-        return W, sigma
+        return regress_W_sigma(stats["SS"], stats["YS"], stats["YY"], N_use)
 
     def m_step(self, params, stats, common, N_use, T):
         W, sigma = self._update_W_sigma(params, stats, N_use)

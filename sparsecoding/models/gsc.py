@@ -25,7 +25,7 @@ import numpy as np
 
 from ..truncation import gather_mat, gather_vec, scatter_sum_mat, scatter_vec
 from .base import SparseCodingModel
-from .bsc import LinearGaussian
+from .bsc import LinearGaussian, regress_W_sigma
 
 __all__ = ["GSC"]
 
@@ -189,12 +189,8 @@ class GSC(SparseCodingModel):
         stats["YY"] += np.einsum("nd,nd->", Y, Y)
 
     def m_step(self, params, stats, common, N_use, T):
-        D, H = params["W"].shape
-        SZZ, YSZ = stats["SZZ"], stats["YSZ"]
-        ridge = 1e-9 * max(1.0, float(np.trace(SZZ)) / H)
-        W = np.linalg.solve(SZZ + ridge * np.eye(H), YSZ.T).T
-        err = float(stats["YY"]) - 2.0 * float(np.sum(W * YSZ)) + float(np.sum((W.T @ W) * SZZ))
-        sigma = float(np.sqrt(max(err, 1e-12) / (N_use * D)))
+        SZZ = stats["SZZ"]
+        W, sigma = regress_W_sigma(SZZ, stats["YSZ"], stats["YY"], N_use)  # the slab values z play the role of s
         S, SS, S_SZ = stats["S"], stats["SS"], stats["S_SZ"]
         ok = S > 1e-8
         mu = np.where(ok, stats["SZ"] / np.where(ok, S, 1.0), params["mu"])
