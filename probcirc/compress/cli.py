@@ -117,6 +117,17 @@ def _parse_patch(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"patch must look like 28x28, got {text!r}") from None
 
 
+def default_patch(images) -> tuple[int, int]:
+    """One patch per image when every training image has the same small size (up to 32x32, e.g. digits),
+    else 8x8: among 4x4, 8x8 and 16x16 it coded held-out photographs best (benchmarks/codec_natural.py)."""
+    shapes = {tuple(np.asarray(img).shape[:2]) for img in images}
+    if len(shapes) == 1:
+        (h, w), = shapes
+        if h <= 32 and w <= 32:
+            return h, w
+    return 8, 8
+
+
 def _check_out(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise _err(f"{path} exists; pass --force to replace it", EXIT_EXISTS)
@@ -177,6 +188,8 @@ def cmd_train(args) -> int:
         raise _err("no images given", EXIT_INPUT)
     from .images import ImageModeError
 
+    if args.patch is None:
+        args.patch = default_patch(images)
     try:
         model = train_codec(images, patch=args.patch, latents=args.latents, epochs=args.epochs,
                             full_batch_epochs=args.full_epochs, batch_size=args.batch_size,
@@ -320,7 +333,8 @@ def cmd_info(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("train-codec", help="train a lossless image codec (HCLT on patches)")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="PNG/PGM/BMP files, folders, .npy or idx(.gz) arrays")
-    p.add_argument("--patch", type=_parse_patch, default=(28, 28), help="patch shape HxW (default 28x28)")
+    p.add_argument("--patch", type=_parse_patch, default=None,
+                   help="patch shape HxW (default: the images' size when all share one up to 32x32, else 8x8)")
     p.add_argument("--latents", type=int, default=32, help="HCLT latent states per pixel (default 32)")
     p.add_argument("--epochs", type=int, default=2, help="mini-batch EM epochs (default 2)")
     p.add_argument("--full-epochs", type=int, default=1, help="full-batch EM epochs (default 1)")

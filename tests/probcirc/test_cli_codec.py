@@ -118,3 +118,11 @@ def test_usage_errors(capsys):
         main(["compress"])
     assert e.value.code == 2
     assert main([]) == 2
+
+
+def test_default_patch_follows_the_training_images():
+    from probcirc.compress.cli import default_patch
+
+    assert default_patch([np.zeros((28, 28), np.uint8)] * 3) == (28, 28)  # small, one size: one patch per image
+    assert default_patch([np.zeros((28, 28), np.uint8), np.zeros((20, 28), np.uint8)]) == (8, 8)
+    assert default_patch([np.zeros((512, 512, 3), np.uint8)]) == (8, 8)  # photographs
