@@ -369,17 +369,40 @@ class ConditionalMixture:
         mixed = (self.weights[..., None] * self.means).sum(-2)
         return torch.where(self.mask, mixed, self.means[:, 0])
 
-    def sample(self) -> torch.Tensor:
+    def variance(self) -> torch.Tensor:
+        """The posterior variance of every entry, shape ``(N, D)``, 0 at observed entries."""
+        second = (self.weights[..., None] * (torch.diagonal(self.covariances, dim1=-2, dim2=-1) + self.means**2)).sum(-2)
+        return torch.where(self.mask, (second - self.mean() ** 2).clamp_min(0), torch.zeros_like(second))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_missing | x_observed) of completions ``x`` ``(N, D)``; their observed entries are ignored.
+
+        Samples are grouped by mask pattern, so each group is one batched mixture.
+        """
+        x = torch.as_tensor(x, dtype=self.means.dtype, device=self.means.device)
+        if x.shape != self.mask.shape:
+            raise ValueError(f"x must have shape {tuple(self.mask.shape)}, got {tuple(x.shape)}")
+        out = torch.zeros(len(self), dtype=x.dtype, device=x.device)
+        patterns, inverse = torch.unique(self.mask, dim=0, return_inverse=True)
+        for p, pattern in enumerate(patterns):
+            rows, m = (inverse == p).nonzero().squeeze(-1), pattern.nonzero().squeeze(-1)
+            if len(m):
+                post = GaussianMixture(self.weights[rows], self.means[rows][..., m], self.covariances[rows][..., m[:, None], m],
+                                       validate=False)
+                out[rows] = post.log_prob(x[rows][:, m])
+        return out
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """One completion per sample, shape ``(N, D)``: observed entries kept, missing ones drawn."""
         n, k, d = self.means.shape
-        comp = torch.multinomial(self.weights, 1).squeeze(-1)
+        comp = torch.multinomial(self.weights, 1, generator=generator).squeeze(-1)
         mean = self.means[torch.arange(n), comp]
         cov = self.covariances[torch.arange(n), comp]
         # Observed rows are zero; a unit diagonal there keeps the factorisation
         # defined, and the mask zeroes their noise.
         eye = torch.diag_embed(self.mask.logical_not().to(cov.dtype))
         tril = torch.linalg.cholesky(cov + eye)
-        eps = torch.randn(n, d, dtype=mean.dtype, device=mean.device) * self.mask
+        eps = torch.randn(n, d, dtype=mean.dtype, device=mean.device, generator=generator) * self.mask
         return mean + (tril @ eps[..., None]).squeeze(-1)
 
 
