@@ -117,17 +117,6 @@ def _parse_patch(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"patch must look like 28x28, got {text!r}") from None
 
 
-def default_patch(images) -> tuple[int, int]:
-    """One patch per image when every training image has the same small size (up to 32x32, e.g. digits),
-    else 8x8: among 4x4, 8x8 and 16x16 it coded held-out photographs best (benchmarks/codec_natural.py)."""
-    shapes = {tuple(np.asarray(img).shape[:2]) for img in images}
-    if len(shapes) == 1:
-        (h, w), = shapes
-        if h <= 32 and w <= 32:
-            return h, w
-    return 8, 8
-
-
 def _check_out(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise _err(f"{path} exists; pass --force to replace it", EXIT_EXISTS)
@@ -189,6 +178,8 @@ def cmd_train(args) -> int:
     from .images import ImageModeError
 
     if args.patch is None:
+        from .train import default_patch
+
         args.patch = default_patch(images)
     try:
         model = train_codec(images, patch=args.patch, latents=args.latents, epochs=args.epochs,

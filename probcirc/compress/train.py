@@ -11,6 +11,17 @@ from .images import check_image, tile, to_planes
 from .predict import check_predictor, choose, residuals
 
 
+def default_patch(images) -> tuple[int, int]:
+    """One patch per image when every training image has the same small size (up to 32x32, e.g. digits),
+    else 8x8: among 4x4, 8x8 and 16x16 it coded held-out photographs best (benchmarks/codec_natural.py)."""
+    shapes = {tuple(np.asarray(img).shape[:2]) for img in images}
+    if len(shapes) == 1:
+        (h, w), = shapes
+        if h <= 32 and w <= 32:
+            return h, w
+    return 8, 8
+
+
 def image_planes(images) -> list[np.ndarray]:
     """Every plane of the images as the codec sees them before prediction (RGB: YCoCg-R planes)."""
     return [plane for img in images for plane in to_planes(*check_image(img))]
@@ -36,13 +47,13 @@ def patches_from_images(images, patch: tuple[int, int], max_patches: int | None 
     return data
 
 
-def train_codec(images, patch: tuple[int, int] = (28, 28), latents: int = 32, epochs: int = 2,
+def train_codec(images, patch: tuple[int, int] | None = None, latents: int = 32, epochs: int = 2,
                 full_batch_epochs: int = 1, batch_size: int = 512, step_size: float = 0.1,
                 pseudocount: float = 0.1, num_bins: int = 4, max_patches: int | None = None,
                 seed: int = 0, progress: bool = True, predictor: str = "auto") -> CodecModel:
     """Fit an HCLT with ``Categorical(256)`` leaves on the images' patches; return a :class:`CodecModel`.
 
-    ``predictor``: ``"none"`` models the pixels, ``"med"`` the JPEG-LS
+    ``patch``: default :func:`default_patch`. ``predictor``: ``"none"`` models the pixels, ``"med"`` the JPEG-LS
     prediction residuals (:mod:`probcirc.compress.predict`; far better on
     photographs), ``"auto"`` picks the one whose values have the lower
     order-0 entropy on these images. The Chow-Liu structure uses mutual
@@ -54,6 +65,7 @@ def train_codec(images, patch: tuple[int, int] = (28, 28), latents: int = 32, ep
     from ..structures import HCLT
 
     images = list(images)
+    patch = patch or default_patch(images)
     predictor = choose(image_planes(images)) if predictor == "auto" else check_predictor(predictor)
     data = patches_from_images(images, patch, max_patches, seed, predictor)
     root = HCLT(data, latents, input_dist=Categorical(256), num_bins=num_bins, seed=seed)

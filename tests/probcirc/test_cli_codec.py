@@ -121,7 +121,7 @@ def test_usage_errors(capsys):
 
 
 def test_default_patch_follows_the_training_images():
-    from probcirc.compress.cli import default_patch
+    from probcirc.compress.train import default_patch
 
     assert default_patch([np.zeros((28, 28), np.uint8)] * 3) == (28, 28)  # small, one size: one patch per image
     assert default_patch([np.zeros((28, 28), np.uint8), np.zeros((20, 28), np.uint8)]) == (8, 8)
