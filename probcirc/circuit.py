@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Sequence
 
@@ -187,13 +188,17 @@ class ConditionalCircuit:
         """The most probable completion under the joint with the latent variables (see :meth:`TensorCircuit.mpe`)."""
         return self.circuit.mpe(self.evidence, self.mask)
 
+    @functools.cached_property
+    def _moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return queries.posterior_moments(self.circuit, self.evidence, self.mask)  # one pass serves mean and variance
+
     def mean(self) -> torch.Tensor:
         """The posterior mean, ``(B, D)``, equal to the evidence at observed entries (least-squares imputation)."""
-        return queries.posterior_moments(self.circuit, self.evidence, self.mask)[0]
+        return self._moments[0]
 
     def variance(self) -> torch.Tensor:
         """The posterior variance of every entry, ``(B, D)``, 0 at observed entries."""
-        return queries.posterior_moments(self.circuit, self.evidence, self.mask)[1]
+        return self._moments[1]
 
 
 def compile(root: NodeGroup, seed: int = 0, dtype: torch.dtype = torch.float32) -> TensorCircuit:

@@ -95,7 +95,7 @@ def colep_scores(pi: torch.Tensor, score: str) -> torch.Tensor:
     if score == "lac":
         return 1 - pi
     p = pi / pi.sum(1, keepdim=True).clamp_min(torch.finfo(pi.dtype).tiny)
-    return aps_scores(p, torch.zeros(len(p), 1, dtype=p.dtype, device=p.device)).clamp(0, 1)
+    return aps_scores(p, p.new_zeros(())).clamp(0, 1)
 
 
 def colep_score_bounds(lo: torch.Tensor, hi: torch.Tensor, score: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -380,7 +380,7 @@ class RSCP:
     def _score_fn(self):
         def f(x):
             p = predict_proba(self.model, x)
-            return lac_scores(p) if self.score == "lac" else aps_scores(p, torch.zeros(len(p), 1, dtype=p.dtype, device=p.device)).clamp(0, 1)
+            return colep_scores(p, self.score)
         return f
 
     def calibrate(self, X, y, alpha: float) -> "RSCP":

@@ -177,10 +177,6 @@ def cmd_train(args) -> int:
         raise _err("no images given", EXIT_INPUT)
     from .images import ImageModeError
 
-    if args.patch is None:
-        from .train import default_patch
-
-        args.patch = default_patch(images)
     try:
         model = train_codec(images, patch=args.patch, latents=args.latents, epochs=args.epochs,
                             full_batch_epochs=args.full_epochs, batch_size=args.batch_size,
@@ -195,7 +191,7 @@ def cmd_train(args) -> int:
         raise _err(f"{out} exists; pass --force to replace it", EXIT_EXISTS) from None
     from .codec import file_fingerprint
 
-    print(f"trained codec model: {len(images)} images, patch {args.patch[0]}x{args.patch[1]}, {args.latents} latents, "
+    print(f"trained codec model: {len(images)} images, patch {model.patch[0]}x{model.patch[1]}, {args.latents} latents, "
           f"predictor {model.predictor}, fingerprint {file_fingerprint(model.circuit, model.predictor).hex()[:12]} -> {out}")
     return 0
 

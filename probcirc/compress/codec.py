@@ -160,6 +160,10 @@ class Codec:
         self._family = constriction.stream.model.Categorical(perfect=False)
 
     # ------------------------------------------------------------------ units
+    def _planes(self, img: np.ndarray, mode: str) -> list[np.ndarray]:
+        """The planes the circuit codes: grey, or YCoCg-R, each through the predictor."""
+        return [residuals(p, self.predictor) for p in to_planes(img, mode)]
+
     def _blocks(self, planes_per_image: list[list[np.ndarray]]):
         """Per image, its blocks: lists of (patch values, valid mask) of at most BLOCK patches."""
         ph, pw = self.patch
@@ -244,8 +248,7 @@ class Codec:
     def encode_streams(self, images: Sequence[np.ndarray], progress=None) -> tuple[list[tuple[int, int, int]], list[bytes]]:
         """Per image ``(height, width, mode code)`` and its independent stream."""
         checked = [check_image(img) for img in images]
-        planes = [[residuals(p, self.predictor) for p in to_planes(a, m)] for a, m in checked]
-        blocks = self._blocks(planes)
+        blocks = self._blocks([self._planes(a, m) for a, m in checked])
         coders = {(i, k): constriction.stream.queue.RangeEncoder() for i, bl in enumerate(blocks) for k in range(len(bl))}
         with self._with_threads():
             for batch in self._batches(blocks):
@@ -338,7 +341,7 @@ class Codec:
     # ------------------------------------------------------------- analysis
     def model_bits(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """The model's ideal code length ``-log2 p`` per image (float64 engine query), in bits."""
-        planes = [[residuals(p, self.predictor) for p in to_planes(*check_image(img))] for img in images]
+        planes = [self._planes(*check_image(img)) for img in images]
         bits = np.zeros(len(planes))
         ph, pw = self.patch
         c64 = copy.deepcopy(self.circuit).to(torch.float64)

@@ -27,17 +27,15 @@ def image_planes(images) -> list[np.ndarray]:
     return [plane for img in images for plane in to_planes(*check_image(img))]
 
 
-def patches_from_images(images, patch: tuple[int, int], max_patches: int | None = None, seed: int = 0,
-                        predictor: str = "none") -> np.ndarray:
-    """All complete (unpadded) patches ``(N, ph*pw)`` of the images' planes, after the predictor.
+def patches_from_planes(planes, patch: tuple[int, int], max_patches: int | None = None, seed: int = 0) -> np.ndarray:
+    """All complete (unpadded) patches ``(N, ph*pw)`` of the planes.
 
-    Images smaller than the patch contribute their padded patch with missing pixels
-    dropped; at least one full patch is needed overall.
+    Planes smaller than the patch contribute nothing; at least two full patches are needed overall.
     """
     ph, pw = patch
     rows = []
-    for plane in image_planes(images):
-        v, m = tile(residuals(plane, predictor), ph, pw)
+    for plane in planes:
+        v, m = tile(plane, ph, pw)
         rows.append(v[m.all(1)])
     data = np.concatenate(rows) if rows else np.zeros((0, ph * pw), np.int64)
     if len(data) < 2:
@@ -66,8 +64,9 @@ def train_codec(images, patch: tuple[int, int] | None = None, latents: int = 32,
 
     images = list(images)
     patch = patch or default_patch(images)
-    predictor = choose(image_planes(images)) if predictor == "auto" else check_predictor(predictor)
-    data = patches_from_images(images, patch, max_patches, seed, predictor)
+    planes = image_planes(images)
+    predictor = choose(planes) if predictor == "auto" else check_predictor(predictor)
+    data = patches_from_planes([residuals(p, predictor) for p in planes], patch, max_patches, seed)
     root = HCLT(data, latents, input_dist=Categorical(256), num_bins=num_bins, seed=seed)
     pc = probcirc.compile(root, seed=seed, dtype=torch.float32)
     x = torch.from_numpy(data.astype(np.int64))

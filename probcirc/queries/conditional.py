@@ -35,11 +35,12 @@ def conditional(
         >>> conditional(pc, torch.zeros(1, 1), None, [0])
         tensor([[[0.2000, 0.3000, 0.5000]]], dtype=torch.float64)
     """
-    for layer in _target_layers(circuit, targets)[2]:
+    layers = _target_layers(circuit, targets)[2]
+    for layer in layers:
         if layer.dist.num_values is None:
             raise NotImplementedError(f"conditional() needs discrete leaves; target leaves are {layer.dist!r}: "
                                       "use conditional_moments() for continuous ones")
-    v = max(l.dist.num_values for l in _target_layers(circuit, targets)[2])
+    v = max(l.dist.num_values for l in layers)
     res = _leaf_flow_sums(circuit, x, mask, targets, lambda dist, params: dist.pmf(params), v, batch_chunk)
     return res / res.sum(-1, keepdim=True)
 

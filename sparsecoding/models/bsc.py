@@ -91,11 +91,8 @@ class LinearGaussian(SparseCodingModel):
         stats["YS"] += Y.T @ Es
         stats["YY"] += np.einsum("nd,nd->", Y, Y)
 
-    def _update_W_sigma(self, params, stats, N_use):
-        return regress_W_sigma(stats["SS"], stats["YS"], stats["YY"], N_use)
-
     def m_step(self, params, stats, common, N_use, T):
-        W, sigma = self._update_W_sigma(params, stats, N_use)
+        W, sigma = regress_W_sigma(stats["SS"], stats["YS"], stats["YY"], N_use)
         return {"W": W, "pi": np.array(self.update_pi(params, common, N_use)), "sigma": np.array(sigma)}
 
     def init_params(self, D, mean, var, rng):

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .bsc import LinearGaussian
+from .bsc import LinearGaussian, regress_W_sigma
 
 __all__ = ["DSC"]
 
@@ -68,7 +68,7 @@ class DSC(LinearGaussian):
         return float(np.log(p[0])), np.log(p[1:])
 
     def m_step(self, params, stats, common, N_use, T):
-        W, sigma = self._update_W_sigma(params, stats, N_use)
+        W, sigma = regress_W_sigma(stats["SS"], stats["YS"], stats["YY"], N_use)
         pi = self.update_pi(params, common, N_use)
         counts = np.maximum(common["value_counts"], 1e-12)
         prior = np.concatenate([[1.0 - pi], pi * counts / counts.sum()])

@@ -16,6 +16,17 @@ def build(fam, name, seed=0, **kw):
     return root, compiled(root, seed, **kw), dist.num_values
 
 
+def enumerate_joint(pc, v):
+    """Every assignment ``X`` and the joint table ``p[x_0, ..., x_{D-1}]``, from full-evidence queries."""
+    X = all_assignments(pc.num_vars, v)
+    return X, pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+
+
+def evidence_slice(x, mask):
+    """Index into the joint table that fixes the observed entries and keeps an axis per missing one."""
+    return tuple(slice(None) if m else int(val) for val, m in zip(x, mask))
+
+
 @pytest.mark.parametrize("fam,name", CASES)
 def test_probabilities_sum_to_one_and_match_reference(fam, name):
     root, pc, v = build(fam, name)
@@ -29,14 +40,13 @@ def test_probabilities_sum_to_one_and_match_reference(fam, name):
 @pytest.mark.parametrize("fam,name", CASES)
 def test_masked_log_prob_is_the_enumerated_sum(fam, name):
     root, pc, v = build(fam, name, seed=1)
-    X = all_assignments(pc.num_vars, v)
-    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    X, joint = enumerate_joint(pc, v)
     rng = np.random.default_rng(2)
     x = X[rng.integers(0, len(X), 16)]
     mask = rng.random(x.shape) < 0.5
     ours = pc.log_prob(torch.tensor(x), torch.tensor(mask)).exp().numpy()
     for xi, mi, oi in zip(x, mask, ours):
-        index = tuple(slice(None) if m else int(val) for val, m in zip(xi, mi))
+        index = evidence_slice(xi, mi)
         assert abs(joint[index].sum() - oi) < 1e-12
         assert abs(reference(root, xi, mi) - oi) < 1e-12
 
@@ -44,8 +54,7 @@ def test_masked_log_prob_is_the_enumerated_sum(fam, name):
 @pytest.mark.parametrize("fam,name", CASES)
 def test_conditional_is_the_enumerated_ratio(fam, name):
     root, pc, v = build(fam, name, seed=3)
-    X = all_assignments(pc.num_vars, v)
-    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    X, joint = enumerate_joint(pc, v)
     rng = np.random.default_rng(4)
     x = X[rng.integers(0, len(X), 8)]
     mask = rng.random(x.shape) < 0.3
@@ -141,8 +150,7 @@ def test_gradients_match_finite_differences():
 
 def test_marginal_distribution_is_the_enumerated_sum():
     _, pc, v = build("categorical", "pd", seed=10)
-    X = all_assignments(pc.num_vars, v)
-    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    X, joint = enumerate_joint(pc, v)
     marg = pc.marginal([3, 1])
     pairs = torch.tensor(all_assignments(2, v))
     ours = marg.log_prob(pairs).exp().numpy()
@@ -155,8 +163,7 @@ def test_marginal_distribution_is_the_enumerated_sum():
 def test_condition_is_the_enumerated_posterior(fam, name):
     """pc.condition(x, mask): log p(x_missing | x_observed) equals joint / evidence by enumeration, and sums to 1."""
     root, pc, v = build(fam, name, seed=7)
-    X = all_assignments(pc.num_vars, v)
-    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    X, joint = enumerate_joint(pc, v)
     rng = np.random.default_rng(8)
     x = X[rng.integers(0, len(X), 6)]
     mask = rng.random(x.shape) < 0.5
@@ -164,7 +171,7 @@ def test_condition_is_the_enumerated_posterior(fam, name):
     post = pc.condition(torch.tensor(x), torch.tensor(mask))
     assert len(post) == 6
     for b in range(6):
-        evidence = joint[tuple(slice(None) if m else int(val) for val, m in zip(x[b], mask[b]))].sum()
+        evidence = joint[evidence_slice(x[b], mask[b])].sum()
         completions = np.array([c for c in X if all(c[d] == x[b, d] for d in range(pc.num_vars) if not mask[b, d])])
         noise = X[rng.integers(0, len(X), len(completions))]  # observed entries of the query are ignored
         query = np.where(mask[b], completions, noise)
@@ -187,8 +194,7 @@ def test_posterior_and_conditional_moments_are_the_enumerated_ones(fam, name):
     from probcirc.queries import conditional_moments
 
     root, pc, v = build(fam, name, seed=9)
-    X = all_assignments(pc.num_vars, v)
-    joint = pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
+    X, joint = enumerate_joint(pc, v)
     rng = np.random.default_rng(10)
     x = X[rng.integers(0, len(X), 5)]
     mask = rng.random(x.shape) < 0.5
@@ -197,7 +203,7 @@ def test_posterior_and_conditional_moments_are_the_enumerated_ones(fam, name):
     mean, var = post.mean().numpy(), post.variance().numpy()
     values = np.arange(v)
     for b in range(5):
-        table = joint[tuple(slice(None) if m else int(val) for val, m in zip(x[b], mask[b]))]
+        table = joint[evidence_slice(x[b], mask[b])]
         hidden = np.flatnonzero(mask[b])
         for axis, d in enumerate(hidden):
             p = table.sum(axis=tuple(i for i in range(table.ndim) if i != axis))
