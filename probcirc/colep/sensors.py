@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["as_probabilities", "MLPSensors", "MLPClassifier", "train_sensors", "train_classifier", "predict_proba"]
+__all__ = ["as_probabilities", "MLPSensors", "MLPClassifier", "random_affine", "train_sensors", "train_classifier", "predict_proba"]
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def as_probabilities(sensors: Callable, X, num_classes: int, num_concepts: int) -> torch.Tensor:
@@ -80,7 +82,40 @@ class MLPClassifier(nn.Module):
         return torch.softmax(self.logits(x), -1)
 
 
-def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: float, batch_size: int, noise_sigma: float, weight_decay: float, seed: int, clip=None):
+def random_affine(shape: tuple[int, int], degrees: float = 10.0, scale: float = 0.1, shift: float = 2.0) -> Augment:
+    """Augmentation that rotates, scales and shifts flattened ``shape`` images at random.
+
+    Each image gets its own rotation in ±``degrees``, zoom in 1 ± ``scale`` and
+    shift in ±``shift`` pixels per axis (bilinear, zero fill). For handwriting
+    these stand in for writers the training set lacks, so the sensors lean less
+    on the training writers' own style and score new writers' images as they
+    score the calibration images. Pass the result as ``augment=`` to
+    :func:`train_sensors` or :func:`train_classifier`::
+
+        sensors = train_sensors(X, y, kb, augment=random_affine((28, 28)))
+    """
+    h, w = shape
+    if h < 2 or w < 2:
+        raise ValueError(f"random_affine needs an image shape of at least 2x2, got {shape}")
+
+    def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if x.shape[1] != h * w:
+            raise ValueError(f"random_affine({shape}) got rows of {x.shape[1]} values; expected {h * w}")
+        n = x.shape[0]
+        u = torch.rand(n, 4, generator=g) * 2 - 1
+        angle = u[:, 0] * np.deg2rad(degrees)
+        zoom = 1 + u[:, 1] * scale
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # affine_grid maps output to input coordinates in [-1, 1]: a shift of s pixels is 2s/size
+        theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * shift / w], 1), torch.stack([sin, cos, u[:, 3] * 2 * shift / h], 1)], 1)
+        grid = nn.functional.affine_grid(theta, (n, 1, h, w), align_corners=False)
+        return nn.functional.grid_sample(x.reshape(n, 1, h, w), grid, align_corners=False).reshape(n, h * w)
+
+    return augment
+
+
+def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: float, batch_size: int, noise_sigma: float, weight_decay: float, seed: int,
+         augment: Augment | None = None):
     g = torch.Generator().manual_seed(seed)
     X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -91,6 +126,8 @@ def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: f
         for s in range(0, n, batch_size):
             idx = perm[s : s + batch_size]
             xb = X[idx]
+            if augment is not None:
+                xb = augment(xb, g)
             if noise_sigma > 0:
                 xb = xb + noise_sigma * torch.randn(xb.shape, generator=g)
             loss = loss_fn(model.logits(xb), targets[idx])
@@ -102,12 +139,13 @@ def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: f
 
 
 def train_sensors(X, y, knowledge, hidden: Sequence[int] = (64,), epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
-                  noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0) -> MLPSensors:
+                  noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0, augment: Augment | None = None) -> MLPSensors:
     """Train one network with a sigmoid output per class and per concept (binary cross-entropy).
 
     Concept targets come from ``knowledge.concept_classes``. ``noise_sigma > 0``
     adds Gaussian noise to every training batch (augmentation for randomised
-    smoothing). Example::
+    smoothing); ``augment(batch, generator)`` transforms every batch before
+    that, e.g. :func:`random_affine`. Example::
 
         sensors = train_sensors(X_train, y_train, digits_knowledge(), hidden=(64,), noise_sigma=0.25)
     """
@@ -115,17 +153,17 @@ def train_sensors(X, y, knowledge, hidden: Sequence[int] = (64,), epochs: int = 
     with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed only; global RNG untouched
         torch.manual_seed(seed)
         model = MLPSensors(np.asarray(X).shape[1], knowledge.num_variables, hidden)
-    return _fit(model, X, targets, nn.functional.binary_cross_entropy_with_logits, epochs, lr, batch_size, noise_sigma, weight_decay, seed)
+    return _fit(model, X, targets, nn.functional.binary_cross_entropy_with_logits, epochs, lr, batch_size, noise_sigma, weight_decay, seed, augment)
 
 
 def train_classifier(X, y, num_classes: int, hidden: Sequence[int] = (64,), epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
-                     noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0) -> MLPClassifier:
-    """Train a softmax classifier (cross-entropy), optionally with Gaussian-noise augmentation."""
+                     noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0, augment: Augment | None = None) -> MLPClassifier:
+    """Train a softmax classifier (cross-entropy), optionally with Gaussian noise and ``augment`` as in :func:`train_sensors`."""
     targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MLPClassifier(np.asarray(X).shape[1], num_classes, hidden)
-    return _fit(model, X, targets, nn.functional.cross_entropy, epochs, lr, batch_size, noise_sigma, weight_decay, seed)
+    return _fit(model, X, targets, nn.functional.cross_entropy, epochs, lr, batch_size, noise_sigma, weight_decay, seed, augment)
 
 
 def predict_proba(model: Callable, X, batch_size: int = 4096) -> torch.Tensor:

@@ -457,3 +457,37 @@ def test_fit_calibrate_predict_pipeline():
     assert coverage(sets, y[225:]) >= 0.7
     base = SplitCP(None, "lac").fit(X[:150], y[:150], hidden=(), epochs=10, lr=0.05).calibrate(X[150:225], y[150:225], 0.1)
     assert base.predict_set(X[225:]).shape == (75, 3)
+
+
+def _point_image(r: int, c: int, size: int = 15) -> torch.Tensor:
+    x = torch.zeros(1, size * size)
+    x[0, r * size + c] = 1.0
+    return x
+
+
+def _centroid(x: torch.Tensor, size: int = 15) -> torch.Tensor:
+    img = x.reshape(-1, size, size)
+    grid = torch.arange(size, dtype=img.dtype)
+    m = img.sum((1, 2))
+    return torch.stack([(img.sum(2) * grid).sum(1) / m, (img.sum(1) * grid).sum(1) / m], 1)
+
+
+def test_random_affine_identity_shift_and_rotation():
+    from probcirc.colep import random_affine
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 15 * 15)
+    assert torch.allclose(random_affine((15, 15), 0, 0, 0)(x, g), x, atol=1e-5)
+    # shifts alone move a centred point by at most `shift` pixels per axis, in both directions, keeping its mass
+    moved = random_affine((15, 15), 0, 0, 2.0)(_point_image(7, 7).repeat(400, 1), g)
+    d = _centroid(moved) - 7
+    assert float(d.abs().max()) <= 2.0 + 1e-4 and float(d.min()) < -1.5 and float(d.max()) > 1.5
+    assert torch.allclose(moved.sum(1), torch.ones(400), atol=1e-4)
+    # rotations alone keep a point's distance from the centre (7, 7) and spread its angle over ±degrees
+    turned = random_affine((15, 15), 60, 0, 0)(_point_image(7, 12).repeat(400, 1), g)
+    d = _centroid(turned) - 7
+    radius, angle = d.norm(dim=1), torch.rad2deg(torch.atan2(d[:, 0], d[:, 1]))
+    assert float((radius - 5).abs().max()) < 0.3
+    assert float(angle.abs().max()) <= 61 and float(angle.min()) < -45 and float(angle.max()) > 45
+    with pytest.raises(ValueError, match="784"):
+        random_affine((28, 28))(torch.zeros(2, 10), g)
