@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ DEFAULTS = {"Hprime": None, "gamma": None, "steps": 100, "anneal": "2:1@0.6", "N
 RUN_KEYS = ("model", "data", "key", "H", "Hprime", "gamma", "steps", "anneal", "Ncut_factor", "W_noise", "seed",
             "restarts", "chunk_size", "values", "psi_full")
 OUR_FILES = ("results.h5", "checkpoint.h5", "config.json", "dictionary.png", "curves.png")
+RESTARTS = "restarts"  # folder of the candidate runs of --restarts
 
 
 class CLIError(Exception):
@@ -57,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--restarts", type=int, default=None,
                    help="run EM from this many initialisations (seeds seed, seed+1, ...) and keep the one with the "
-                        "highest final log-likelihood (default 1; the candidates are not resumable)")
+                        "highest final log-likelihood (default 1; each candidate checkpoints under OUT/restarts/)")
     t.add_argument("--chunk-size", dest="chunk_size", type=int, default=None, help="rows per reduction chunk (256)")
     t.add_argument("--values", default=None, help="DSC state values, comma-separated, starting with 0 (e.g. 0,1,2)")
     t.add_argument("--psi-full", dest="psi_full", action="store_true", default=None, help="GSC: learn a full Psi")
@@ -147,11 +149,14 @@ def _train_config(args) -> tuple[dict[str, Any], bool]:
     if args.resume:
         if not out.exists():
             raise CLIError(f"run folder {out} does not exist; drop --resume to start a new run")
-        try:
-            config = load_checkpoint(out)[0]
-        except DataError as err:
-            raise CLIError(str(err)) from None
-        diff = [f"--{k}={given[k]} (run has {config.get(k)})" for k in given if given[k] != config.get(k)]
+        config = _restarting_config(out)
+        if config is None:
+            try:
+                config = load_checkpoint(out)[0]
+            except DataError as err:
+                raise CLIError(str(err)) from None
+        stored = {**config, "seed": config.get("restart_seed", config.get("seed"))}  # --seed names the first restart
+        diff = [f"--{k}={given[k]} (run has {stored.get(k)})" for k in given if given[k] != stored.get(k)]
         if diff:
             raise CLIError("--resume continues the stored run; these options differ from it: " + ", ".join(diff))
         return config, True
@@ -185,9 +190,21 @@ def _train_config(args) -> tuple[dict[str, Any], bool]:
     return config, False
 
 
+def _restarting_config(out: Path) -> dict | None:
+    """The configuration of a run in ``out`` that is still running its restarts (no checkpoint of its own yet)."""
+    from .io import CHECKPOINT
+
+    if (out / CHECKPOINT).exists() or not (out / "config.json").exists():
+        return None
+    try:
+        config = _read_json(out / "config.json")
+    except ValueError:
+        raise CLIError(f"{out / 'config.json'} is not valid JSON; start a new run with --force") from None
+    return config if int(config.get("restarts", 1)) > 1 else None
+
+
 def cmd_train(args) -> int:
-    from .em import run_em
-    from .io import RESULTS, ResultsWriter, load_checkpoint, read_rows, save_checkpoint
+    from .io import CHECKPOINT, RESULTS, ResultsWriter, read_rows, save_checkpoint
     from .parallel import get_comm, local_chunks_from_array, rank_rows
 
     comm = get_comm()
@@ -199,6 +216,7 @@ def cmd_train(args) -> int:
             if args.force and out.exists() and not resume:
                 for name in OUR_FILES:
                     (out / name).unlink(missing_ok=True)
+                shutil.rmtree(out / RESTARTS, ignore_errors=True)
             out.mkdir(parents=True, exist_ok=True)
             _write_json(out / "config.json", config)
         except CLIError as err:
@@ -209,12 +227,9 @@ def cmd_train(args) -> int:
             print(f"sparsecoding: error: {msg}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    params = history = None
-    start = 0
-    if args.resume:
-        config, params, history, start = load_checkpoint(out)
-    else:  # every rank reads the configuration rank 0 validated and wrote
-        config = _read_json(out / "config.json")
+    # a run with restarts has no checkpoint of its own until its candidates are done
+    config = _read_json(out / "config.json")  # every rank runs what rank 0 validated and wrote
+    restarting = int(config.get("restarts", 1)) > 1 and not (args.resume and (out / CHECKPOINT).exists())
     model = make_model(config)
     N, D, key = int(config["N"]), int(config["D"]), config["key"]
     a, b = rank_rows(N, int(config["chunk_size"]), comm.rank, comm.size)
@@ -228,36 +243,18 @@ def cmd_train(args) -> int:
         return 2
     chunks = local_chunks_from_array(Y, int(config["chunk_size"]), comm.rank, comm.size, row_offset=a, N=N)
 
-    writer = None
-    hist_lists: dict[str, list] = {k: list(v) for k, v in (history or {}).items()}
-    if comm.rank == 0:
-        writer = ResultsWriter(out / RESULTS, config, history)
-    kill_after = os.environ.get("SPARSECODING_KILL_AFTER_STEP")  # test hook: simulate a crash
-    every = int(config["checkpoint_every"])
-    steps = int(config["steps"])
-
-    def on_step(t: int, p: dict, row: dict) -> None:
-        if comm.rank != 0:
-            return
-        writer.append(row)
-        for k, v in row.items():
-            hist_lists.setdefault(k, []).append(np.asarray(v))
-        if (t + 1) % every == 0 or t + 1 == steps:
-            save_checkpoint(out, config, p, hist_lists, t)
-        if kill_after is not None and t + 1 == int(kill_after):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    em_args = dict(N=N, D=D, steps=steps, anneal=config["anneal"], Ncut_factor=float(config["Ncut_factor"]),
-                   W_noise=float(config.get("W_noise", 0.0)), comm=comm, progress=not args.quiet)
-    if int(config.get("restarts", 1)) > 1 and not args.resume:
-        result, config = _best_of_restarts(model, chunks, config, em_args, comm)
+    em_args = dict(N=N, D=D, steps=int(config["steps"]), anneal=config["anneal"],
+                   Ncut_factor=float(config["Ncut_factor"]), W_noise=float(config.get("W_noise", 0.0)), comm=comm,
+                   progress=not args.quiet)
+    if restarting:
+        result, config = _best_of_restarts(model, chunks, config, out, em_args, comm, args.resume)
         if comm.rank == 0:  # the winner's run, written as if it had been the only one
             ResultsWriter(out / RESULTS, config, result.history)
-            save_checkpoint(out, config, result.params, {k: list(v) for k, v in result.history.items()}, steps - 1)
+            save_checkpoint(out, config, result.params, {k: list(v) for k, v in result.history.items()},
+                            int(config["steps"]) - 1)
             _write_json(out / "config.json", config)
     else:
-        result = run_em(model, chunks, seed=int(config["seed"]), params=params, start_step=start, history=history,
-                        on_step=on_step, **em_args)
+        result = _checkpointed_run(model, chunks, config, out, em_args, comm, args.resume)
     if comm.rank == 0:
         p = result.params
         if args.plot:
@@ -268,26 +265,64 @@ def cmd_train(args) -> int:
             except ImportError as err:  # matplotlib missing: the run itself is fine
                 print(f"sparsecoding: warning: no plot ({err})", file=sys.stderr)
         ll = float(result.history["loglik"][-1]) if len(result.history.get("loglik", [])) else float("nan")
-        print(f"done: {config['model']} H={config['H']} steps={steps} ranks={comm.size} "
+        print(f"done: {config['model']} H={config['H']} steps={config['steps']} ranks={comm.size} "
               f"pi={float(p['pi']):.4f} sigma={float(p['sigma']):.4f} loglik={ll:.4f} -> {out / RESULTS}")
     return 0
 
 
-def _best_of_restarts(model, chunks, config: dict, em_args: dict, comm):
+def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, comm, resume: bool):
+    """EM for ``config["seed"]`` that keeps ``results.h5`` and ``checkpoint.h5`` in ``folder`` up to date.
+
+    With ``resume`` it continues from ``folder``'s checkpoint when there is one (a finished run just loads).
+    Every rank reads the checkpoint, so resumed runs are bit-identical to uninterrupted ones.
+    """
+    from .em import run_em
+    from .io import CHECKPOINT, RESULTS, ResultsWriter, load_checkpoint, save_checkpoint
+
+    params = history = None
+    start = 0
+    if resume and (folder / CHECKPOINT).exists():
+        _, params, history, start = load_checkpoint(folder)
+    steps, every = int(config["steps"]), int(config["checkpoint_every"])
+    hist_lists: dict[str, list] = {k: list(v) for k, v in (history or {}).items()}
+    writer = None
+    if comm.rank == 0 and start < steps:
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = ResultsWriter(folder / RESULTS, config, history)
+    kill_after = os.environ.get("SPARSECODING_KILL_AFTER_STEP")  # test hook: simulate a crash
+
+    def on_step(t: int, p: dict, row: dict) -> None:
+        if comm.rank != 0:
+            return
+        writer.append(row)
+        for k, v in row.items():
+            hist_lists.setdefault(k, []).append(np.asarray(v))
+        if (t + 1) % every == 0 or t + 1 == steps:
+            save_checkpoint(folder, config, p, hist_lists, t)
+        if kill_after is not None and t + 1 == int(kill_after):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return run_em(model, chunks, seed=int(config["seed"]), params=params, start_step=start, history=history,
+                  on_step=on_step, **em_args)
+
+
+def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, comm, resume: bool):
     """Full EM runs from seeds seed .. seed+restarts-1; the highest final log-likelihood wins (the first on ties).
 
     EM for these models can settle with two causes sharing one component; such runs end with a clearly lower
     likelihood, so keeping the best of a few restarts recovers the dictionary far more often. The log-likelihood
-    is summed over all ranks, so every rank picks the same run.
+    is summed over all ranks, so every rank picks the same run. Each candidate checkpoints in
+    ``out/restarts/seed-S/`` (kept afterwards), so ``--resume`` skips finished candidates and continues the
+    interrupted one.
     """
-    from .em import run_em
-
     base, best, logliks = int(config["seed"]), None, []
     for r in range(int(config["restarts"])):
-        res = run_em(model, chunks, seed=base + r, **em_args)
+        seed = base + r
+        candidate = {**config, "seed": seed, "restarts": 1}
+        res = _checkpointed_run(model, chunks, candidate, out / RESTARTS / f"seed-{seed}", em_args, comm, resume)
         logliks.append(float(res.history["loglik"][-1]))
         if comm.rank == 0:
-            print(f"restart {r + 1}/{config['restarts']} (seed {base + r}): final loglik {logliks[-1]:.4f}", flush=True)
+            print(f"restart {r + 1}/{config['restarts']} (seed {seed}): final loglik {logliks[-1]:.4f}", flush=True)
         if best is None or logliks[-1] > logliks[best[0]]:
             best = (r, res)
     chosen = {**config, "seed": base + best[0], "restart_seed": base, "restart_logliks": logliks}

@@ -57,6 +57,39 @@ def test_killed_run_resumes_to_the_same_result(bars, reference):
         np.testing.assert_allclose(res[k], reference[k], rtol=0, atol=1e-8, err_msg=k)
 
 
+def test_killed_restarts_resume_to_the_same_choice(bars):
+    """A run with --restarts killed in its first candidate, resumed, killed in its second and resumed again
+    writes exactly what an uninterrupted run writes; the finished candidate is not run twice."""
+    restarts = [*TRAIN, "--data", str(bars), "--restarts", "2", "--checkpoint-every", "3"]
+    whole = bars.parent / "restarts-whole"
+    r = run_cli([*restarts, "--out", str(whole)], ranks=2)
+    assert r.returncode == 0, r.stderr
+    out = bars.parent / "restarts-killed"
+    kill = {"SPARSECODING_KILL_AFTER_STEP": "6"}  # each candidate checkpoints after step 6, then dies
+    assert run_cli([*restarts, "--out", str(out)], ranks=2, env=kill).returncode != 0
+    assert load_results(out / "restarts" / "seed-0")["step"].tolist() == list(range(6))
+    resume = ["train", "--out", str(out), "--resume", "--quiet", "--no-plot"]
+    r = run_cli(resume, ranks=2, env=kill)  # seed 0 resumes after step 6 and finishes; seed 1 dies at step 6
+    assert r.returncode != 0 and "restart 1/2 (seed 0)" in r.stdout
+    assert not (out / "checkpoint.h5").exists()
+    finished = (out / "restarts" / "seed-0" / "results.h5").stat().st_mtime_ns
+    r = run_cli(resume, ranks=2)
+    assert r.returncode == 0, r.stderr
+    assert "restart 1/2" in r.stdout and "restart 2/2" in r.stdout
+    assert (out / "restarts" / "seed-0" / "results.h5").stat().st_mtime_ns == finished  # loaded, not rerun
+    a, b = load_results(whole), load_results(out)
+    assert a["config"]["restart_logliks"] == b["config"]["restart_logliks"] and a["config"]["seed"] == b["config"]["seed"]
+    for k in ("W", "pi", "sigma", "loglik", "N_use", "step"):
+        np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+    for seed in (0, 1):
+        np.testing.assert_array_equal(load_results(out / "restarts" / f"seed-{seed}")["W"],
+                                      load_results(whole / "restarts" / f"seed-{seed}")["W"])
+    r = run_cli(resume, ranks=2)  # a finished run resumes to itself
+    assert r.returncode == 0 and "restart 1/2" not in r.stdout, r.stderr
+    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out), "--force"], ranks=2)  # --force clears the candidates
+    assert r.returncode == 0 and not (out / "restarts").exists(), r.stderr
+
+
 def test_fit_api_with_mpi_communicator(tmp_path):
     # the estimator API under mpiexec: every rank passes the full data, each works on its own chunks
     script = tmp_path / "fit_mpi.py"
