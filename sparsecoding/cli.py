@@ -156,7 +156,8 @@ def _train_config(args) -> tuple[dict[str, Any], bool]:
             except DataError as err:
                 raise CLIError(str(err)) from None
         stored = {**config, "seed": config.get("restart_seed", config.get("seed"))}  # --seed names the first restart
-        diff = [f"--{k}={given[k]} (run has {stored.get(k)})" for k in given if given[k] != stored.get(k)]
+        diff = [f"--{k}={given[k]} (run has {stored.get(k)}{', the first of its restarts' * (k == 'seed' and 'restart_seed' in config)})"
+                for k in given if given[k] != stored.get(k)]
         if diff:
             raise CLIError("--resume continues the stored run; these options differ from it: " + ", ".join(diff))
         return config, True
@@ -190,25 +191,48 @@ def _train_config(args) -> tuple[dict[str, Any], bool]:
     return config, False
 
 
-def _restarting_config(out: Path) -> dict | None:
-    """The configuration of a run in ``out`` that is still running its restarts (no checkpoint of its own yet)."""
+def _still_restarting(config: dict, out: Path) -> bool:
+    """A run with --restarts that has not chosen its candidate yet; it has no checkpoint of its own until then."""
     from .io import CHECKPOINT
 
-    if (out / CHECKPOINT).exists() or not (out / "config.json").exists():
+    return int(config.get("restarts", 1)) > 1 and "restart_seed" not in config and not (out / CHECKPOINT).exists()
+
+
+def _restarting_config(out: Path) -> dict | None:
+    """The configuration of the run in ``out`` when it is still running its restarts, else None."""
+    from .io import CHECKPOINT, DataError, load_checkpoint
+
+    if not (out / "config.json").exists():
         return None
     try:
         config = _read_json(out / "config.json")
-    except ValueError:
-        raise CLIError(f"{out / 'config.json'} is not valid JSON; start a new run with --force") from None
-    return config if int(config.get("restarts", 1)) > 1 else None
+        if not (isinstance(config, dict) and _still_restarting(config, out)):
+            return None
+    except (ValueError, TypeError):
+        raise CLIError(f"{out / 'config.json'} is not a run configuration; start a new run with --force") from None
+    for r in range(int(config["restarts"])):  # a damaged candidate is reported here, not mid-run on every rank
+        folder = out / RESTARTS / f"seed-{int(config['seed']) + r}"
+        if (folder / CHECKPOINT).exists():
+            try:
+                load_checkpoint(folder)
+            except DataError as err:
+                raise CLIError(str(err)) from None
+    return config
+
+
+def _bcast_flag(flag: bool, comm) -> bool:
+    """Rank 0's decision on every rank, so that no rank takes a branch of its own."""
+    if comm.size == 1:
+        return bool(flag)
+    return bool(comm.bcast(np.array([1 if flag else 0], dtype=np.int64))[0])
 
 
 def cmd_train(args) -> int:
-    from .io import CHECKPOINT, RESULTS, ResultsWriter, read_rows, save_checkpoint
+    from .io import RESULTS, ResultsWriter, read_rows, save_checkpoint
     from .parallel import get_comm, local_chunks_from_array, rank_rows
 
     comm = get_comm()
-    msg, config, resume = "", None, False
+    msg, config, resume, restarting = "", None, False, False
     if comm.rank == 0:
         try:
             config, resume = _train_config(args)
@@ -219,6 +243,7 @@ def cmd_train(args) -> int:
                 shutil.rmtree(out / RESTARTS, ignore_errors=True)
             out.mkdir(parents=True, exist_ok=True)
             _write_json(out / "config.json", config)
+            restarting = _still_restarting(config, out)
         except CLIError as err:
             msg = str(err)
     msg = _bcast_message(msg, comm)
@@ -227,9 +252,8 @@ def cmd_train(args) -> int:
             print(f"sparsecoding: error: {msg}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    # a run with restarts has no checkpoint of its own until its candidates are done
     config = _read_json(out / "config.json")  # every rank runs what rank 0 validated and wrote
-    restarting = int(config.get("restarts", 1)) > 1 and not (args.resume and (out / CHECKPOINT).exists())
+    restarting = _bcast_flag(restarting, comm)
     model = make_model(config)
     N, D, key = int(config["N"]), int(config["D"]), config["key"]
     a, b = rank_rows(N, int(config["chunk_size"]), comm.rank, comm.size)
@@ -281,12 +305,12 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
 
     params = history = None
     start = 0
-    if resume and (folder / CHECKPOINT).exists():
+    if _bcast_flag(resume and (folder / CHECKPOINT).exists(), comm):
         _, params, history, start = load_checkpoint(folder)
     steps, every = int(config["steps"]), int(config["checkpoint_every"])
     hist_lists: dict[str, list] = {k: list(v) for k, v in (history or {}).items()}
     writer = None
-    if comm.rank == 0 and start < steps:
+    if comm.rank == 0:  # on resume, results.h5 is rewritten from the checkpoint's history
         folder.mkdir(parents=True, exist_ok=True)
         writer = ResultsWriter(folder / RESULTS, config, history)
     kill_after = os.environ.get("SPARSECODING_KILL_AFTER_STEP")  # test hook: simulate a crash
@@ -315,7 +339,7 @@ def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, com
     ``out/restarts/seed-S/`` (kept afterwards), so ``--resume`` skips finished candidates and continues the
     interrupted one.
     """
-    base, best, logliks = int(config["seed"]), None, []
+    base, best, logliks = int(config.get("restart_seed", config["seed"])), None, []
     for r in range(int(config["restarts"])):
         seed = base + r
         candidate = {**config, "seed": seed, "restarts": 1}

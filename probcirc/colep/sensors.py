@@ -83,31 +83,38 @@ class MLPClassifier(nn.Module):
 
 
 def random_affine(shape: tuple[int, int], degrees: float = 10.0, scale: float = 0.1, shift: float = 2.0) -> Augment:
-    """Augmentation that rotates, scales and shifts flattened ``shape`` images at random.
+    """Augmentation that rotates, zooms and shifts flattened ``shape`` images at random.
 
-    Each image gets its own rotation in ±``degrees``, zoom in 1 ± ``scale`` and
-    shift in ±``shift`` pixels per axis (bilinear, zero fill). For handwriting
-    these stand in for writers the training set lacks, so the sensors lean less
-    on the training writers' own style and score new writers' images as they
-    score the calibration images. Pass the result as ``augment=`` to
-    :func:`train_sensors` or :func:`train_classifier`::
+    Each image is turned about its centre by an angle in ±``degrees``, zoomed
+    by a factor in 1 ± ``scale`` and then moved by up to ±``shift`` pixels
+    along each axis (bilinear, zero fill). For handwriting these stand in for
+    writers the training set lacks, so the sensors lean less on the training
+    writers' own style. Pass the result as ``augment=`` to :func:`train_sensors`
+    or :func:`train_classifier`; it draws from the trainer's generator, so the
+    batches' order and noise change with it::
 
         sensors = train_sensors(X, y, kb, augment=random_affine((28, 28)))
     """
     h, w = shape
-    if h < 2 or w < 2:
-        raise ValueError(f"random_affine needs an image shape of at least 2x2, got {shape}")
+    if h < 1 or w < 1:
+        raise ValueError(f"random_affine needs a positive image shape, got {shape}")
 
     def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        if x.shape[1] != h * w:
-            raise ValueError(f"random_affine({shape}) got rows of {x.shape[1]} values; expected {h * w}")
+        if x.dim() != 2 or x.shape[1] != h * w:
+            raise ValueError(f"random_affine({shape}) needs rows of {h * w} values, got shape {tuple(x.shape)}")
         n = x.shape[0]
-        u = torch.rand(n, 4, generator=g) * 2 - 1
-        angle = u[:, 0] * np.deg2rad(degrees)
-        zoom = 1 + u[:, 1] * scale
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        # affine_grid maps output to input coordinates in [-1, 1]: a shift of s pixels is 2s/size
-        theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * shift / w], 1), torch.stack([sin, cos, u[:, 3] * 2 * shift / h], 1)], 1)
+        u = torch.rand(n, 4, generator=g, dtype=torch.float64) * 2 - 1
+        angle, zoom = u[:, 0] * np.deg2rad(degrees), 1 + u[:, 1] * scale
+        # A maps an output offset from the centre (pixels) to the input offset it samples: the inverse of turn + zoom
+        a = torch.stack([torch.stack([torch.cos(angle), torch.sin(angle)], 1),
+                         torch.stack([-torch.sin(angle), torch.cos(angle)], 1)], 1) / zoom[:, None, None]
+        t = torch.stack([u[:, 2], u[:, 3]], 1) * shift
+        # affine_grid works in [-1, 1] per axis, i.e. pixels scaled by S = diag(2/w, 2/h); sampling at
+        # A (o - t) moves the turned content by exactly t pixels
+        s_ = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float64)
+        lin = s_[None, :, None] * a / s_[None, None, :]
+        trans = -s_[None, :] * (a @ t[:, :, None])[:, :, 0]
+        theta = torch.cat([lin, trans[:, :, None]], 2).to(dtype=x.dtype, device=x.device)
         grid = nn.functional.affine_grid(theta, (n, 1, h, w), align_corners=False)
         return nn.functional.grid_sample(x.reshape(n, 1, h, w), grid, align_corners=False).reshape(n, h * w)
 

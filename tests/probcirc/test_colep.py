@@ -459,35 +459,43 @@ def test_fit_calibrate_predict_pipeline():
     assert base.predict_set(X[225:]).shape == (75, 3)
 
 
-def _point_image(r: int, c: int, size: int = 15) -> torch.Tensor:
-    x = torch.zeros(1, size * size)
-    x[0, r * size + c] = 1.0
-    return x
+def _blob(r: float, c: float, h: int, w: int, n: int) -> torch.Tensor:
+    """n copies of a small Gaussian spot at (r, c): smooth, so bilinear resampling keeps its centre of mass."""
+    rows, cols = torch.arange(h, dtype=torch.float64)[:, None], torch.arange(w, dtype=torch.float64)[None, :]
+    img = torch.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * 1.2**2))
+    return (img / img.sum()).reshape(1, h * w).repeat(n, 1)
 
 
-def _centroid(x: torch.Tensor, size: int = 15) -> torch.Tensor:
-    img = x.reshape(-1, size, size)
-    grid = torch.arange(size, dtype=img.dtype)
+def _centroid(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(row, column) centre of mass of every flattened image."""
+    img = x.reshape(-1, h, w)
     m = img.sum((1, 2))
-    return torch.stack([(img.sum(2) * grid).sum(1) / m, (img.sum(1) * grid).sum(1) / m], 1)
+    rows, cols = torch.arange(h, dtype=img.dtype), torch.arange(w, dtype=img.dtype)
+    return torch.stack([(img.sum(2) * rows).sum(1) / m, (img.sum(1) * cols).sum(1) / m], 1)
 
 
-def test_random_affine_identity_shift_and_rotation():
+@pytest.mark.parametrize("h,w", [(25, 25), (25, 33)])
+def test_random_affine_moves_points_as_promised(h, w):
     from probcirc.colep import random_affine
 
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(4, 15 * 15)
-    assert torch.allclose(random_affine((15, 15), 0, 0, 0)(x, g), x, atol=1e-5)
-    # shifts alone move a centred point by at most `shift` pixels per axis, in both directions, keeping its mass
-    moved = random_affine((15, 15), 0, 0, 2.0)(_point_image(7, 7).repeat(400, 1), g)
-    d = _centroid(moved) - 7
-    assert float(d.abs().max()) <= 2.0 + 1e-4 and float(d.min()) < -1.5 and float(d.max()) > 1.5
-    assert torch.allclose(moved.sum(1), torch.ones(400), atol=1e-4)
-    # rotations alone keep a point's distance from the centre (7, 7) and spread its angle over ±degrees
-    turned = random_affine((15, 15), 60, 0, 0)(_point_image(7, 12).repeat(400, 1), g)
-    d = _centroid(turned) - 7
+    centre = torch.tensor([(h - 1) / 2, (w - 1) / 2])
+    x = torch.rand(4, h * w)
+    assert torch.allclose(random_affine((h, w), 0, 0, 0)(x, g), x, atol=1e-5)
+    assert random_affine((h, w), 0, 0, 0)(x.double(), g).dtype == torch.float64
+    # the centre is fixed by turns and zooms, so it moves by the shift alone: at most 2 px per axis, both ways
+    moved = random_affine((h, w), 60, 0.2, 2.0)(_blob(*centre.tolist(), h, w, 400), g)
+    d = _centroid(moved, h, w) - centre
+    assert float(d.abs().max()) <= 2.0 + 1e-3 and float(d.min()) < -1.5 and float(d.max()) > 1.5
+    # turns keep a point's distance from the centre in pixels (also on non-square images) and spread its angle
+    turned = random_affine((h, w), 60, 0, 0)(_blob(centre[0], centre[1] + 5, h, w, 400), g)
+    d = _centroid(turned, h, w) - centre
     radius, angle = d.norm(dim=1), torch.rad2deg(torch.atan2(d[:, 0], d[:, 1]))
-    assert float((radius - 5).abs().max()) < 0.3
+    assert float((radius - 5).abs().max()) < 0.01
     assert float(angle.abs().max()) <= 61 and float(angle.min()) < -45 and float(angle.max()) > 45
-    with pytest.raises(ValueError, match="784"):
-        random_affine((28, 28))(torch.zeros(2, 10), g)
+    # zooms scale the distance by 1 ± scale and keep the direction
+    zoomed = random_affine((h, w), 0, 0.2, 0)(_blob(centre[0], centre[1] + 5, h, w, 400), g)
+    d = _centroid(zoomed, h, w) - centre
+    assert float(d[:, 0].abs().max()) < 1e-6 and 3.99 < float(d[:, 1].min()) < 4.3 and 5.7 < float(d[:, 1].max()) < 6.01
+    with pytest.raises(ValueError, match=str(h * w)):
+        random_affine((h, w))(torch.zeros(2, 10), g)

@@ -66,6 +66,31 @@ def test_existing_run_folder_needs_resume_or_force(tmp_path, bars_file, capsys):
     assert "differ" in _err(capsys)
 
 
+def test_damaged_restart_candidate_is_a_one_line_error(tmp_path, bars_file, capsys):
+    """Resuming a run that is still choosing among restarts checks every candidate's checkpoint first."""
+    import json
+
+    out = tmp_path / "run"
+    args = ["train", "--model", "bsc", "--data", str(bars_file), "--H", "10", "--Hprime", "4", "--gamma", "2",
+            "--steps", "2", "--restarts", "2", "--out", str(out), "--quiet", "--no-plot"]
+    assert main(args) == 0
+    capsys.readouterr()
+    # back to the state of a run killed in its second candidate: no choice made, no checkpoint of its own
+    config = json.loads((out / "config.json").read_text())
+    for k in ("restart_seed", "restart_logliks"):
+        del config[k]
+    config["seed"] = 0
+    (out / "config.json").write_text(json.dumps(config))
+    (out / "checkpoint.h5").unlink()
+    (out / "restarts" / "seed-1" / "checkpoint.h5").write_bytes(b"not hdf5")
+    resume = ["train", "--out", str(out), "--resume", "--quiet", "--no-plot"]
+    assert main(resume) == 2
+    assert "seed-1" in _err(capsys)
+    (out / "config.json").write_text("[1, 2]")
+    assert main(resume) == 2
+    assert "has no checkpoint.h5" in _err(capsys)
+
+
 @pytest.mark.parametrize(
     "change, expect",
     [
