@@ -91,9 +91,15 @@ def random_affine(shape: tuple[int, int], degrees: float = 10.0, scale: float = 
     writers the training set lacks, so the sensors lean less on the training
     writers' own style. Pass the result as ``augment=`` to :func:`train_sensors`
     or :func:`train_classifier`; it draws from the trainer's generator, so the
-    batches' order and noise change with it::
+    batches' order and noise change with it, e.g.
+    ``train_sensors(X, y, kb, augment=random_affine((28, 28)))``.
 
-        sensors = train_sensors(X, y, kb, augment=random_affine((28, 28)))
+    Example:
+        >>> import torch
+        >>> from probcirc.colep import random_affine
+        >>> augment = random_affine((28, 28), degrees=15)
+        >>> augment(torch.rand(5, 784), torch.Generator().manual_seed(0)).shape
+        torch.Size([5, 784])
     """
     h, w = shape
     if h < 1 or w < 1:
