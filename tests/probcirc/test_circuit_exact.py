@@ -22,6 +22,12 @@ def enumerate_joint(pc, v):
     return X, pc.log_prob(torch.tensor(X)).exp().numpy().reshape((v,) * pc.num_vars)
 
 
+def random_evidence(rng, X, n, p_missing):
+    """``n`` rows of ``X`` drawn at random, and a mask that marks each entry missing with probability ``p_missing``."""
+    x = X[rng.integers(0, len(X), n)]
+    return x, rng.random(x.shape) < p_missing
+
+
 def evidence_slice(x, mask):
     """Index into the joint table that fixes the observed entries and keeps an axis per missing one."""
     return tuple(slice(None) if m else int(val) for val, m in zip(x, mask))
@@ -42,8 +48,7 @@ def test_masked_log_prob_is_the_enumerated_sum(fam, name):
     root, pc, v = build(fam, name, seed=1)
     X, joint = enumerate_joint(pc, v)
     rng = np.random.default_rng(2)
-    x = X[rng.integers(0, len(X), 16)]
-    mask = rng.random(x.shape) < 0.5
+    x, mask = random_evidence(rng, X, 16, 0.5)
     ours = pc.log_prob(torch.tensor(x), torch.tensor(mask)).exp().numpy()
     for xi, mi, oi in zip(x, mask, ours):
         index = evidence_slice(xi, mi)
@@ -56,8 +61,7 @@ def test_conditional_is_the_enumerated_ratio(fam, name):
     root, pc, v = build(fam, name, seed=3)
     X, joint = enumerate_joint(pc, v)
     rng = np.random.default_rng(4)
-    x = X[rng.integers(0, len(X), 8)]
-    mask = rng.random(x.shape) < 0.3
+    x, mask = random_evidence(rng, X, 8, 0.3)
     targets = [0, 2]
     cond = pc.conditional(torch.tensor(x), torch.tensor(mask), targets).numpy()
     assert cond.shape == (8, 2, v)
@@ -110,8 +114,7 @@ def test_mpe_attains_the_enumerated_maximum(fam, name):
     root, pc, v = build(fam, name, seed=7)
     X = all_assignments(pc.num_vars, v)
     rng = np.random.default_rng(8)
-    x = X[rng.integers(0, len(X), 6)]
-    mask = rng.random(x.shape) < 0.6
+    x, mask = random_evidence(rng, X, 6, 0.6)
     best = pc.mpe(torch.tensor(x), torch.tensor(mask)).numpy()
     for xi, mi, bi in zip(x, mask, best):
         assert np.array_equal(bi[~mi], xi[~mi])
@@ -165,8 +168,7 @@ def test_condition_is_the_enumerated_posterior(fam, name):
     root, pc, v = build(fam, name, seed=7)
     X, joint = enumerate_joint(pc, v)
     rng = np.random.default_rng(8)
-    x = X[rng.integers(0, len(X), 6)]
-    mask = rng.random(x.shape) < 0.5
+    x, mask = random_evidence(rng, X, 6, 0.5)
     mask[:, 1] = True  # something to infer in every sample
     post = pc.condition(torch.tensor(x), torch.tensor(mask))
     assert len(post) == 6
@@ -196,8 +198,7 @@ def test_posterior_and_conditional_moments_are_the_enumerated_ones(fam, name):
     root, pc, v = build(fam, name, seed=9)
     X, joint = enumerate_joint(pc, v)
     rng = np.random.default_rng(10)
-    x = X[rng.integers(0, len(X), 5)]
-    mask = rng.random(x.shape) < 0.5
+    x, mask = random_evidence(rng, X, 5, 0.5)
     mask[:, 0] = True
     post = pc.condition(torch.tensor(x), torch.tensor(mask))
     mean, var = post.mean().numpy(), post.variance().numpy()
