@@ -9,14 +9,19 @@ Certification uses Gaussian smoothing (``--sigma``) with ``--n-smooth`` draws pe
 image. By default the smoothed models are recalibrated on all calibration
 images and certify all 10,000 test images (about an hour on 2 cores);
 ``--cert-cal 2000 --cert-test 2000`` takes random subsets (about 9 minutes).
+Every model is thresholded two ways, from the same scores: with the
+⌈(n+1)(1-α)⌉ rule (coverage ≥ 1-α on average over calibration draws) and
+with the training-conditional rule at ``--confidence`` (coverage ≥ 1-α for
+the calibration set at hand with that probability; rows marked ``c=``).
+
 The last line is
 ``clean_coverage=<x> attacked_coverage=<y> certified_coverage=<z>`` for the
 smoothed COLEP we recommend (one marginal threshold, APS score, pipeline
-certificate; ``--headline`` picks another row) at the larger radius, on the
-certified test images: clean = its sets at clean inputs; attacked = its
-robust (certified-for-that-radius) sets at PGD-attacked inputs; certified =
-fraction of test labels provably kept in the set under any L2 perturbation
-of that radius.
+certificate, training-conditional thresholds; ``--headline`` picks another
+row) at the larger radius, on the certified test images: clean = its sets
+at clean inputs; attacked = its robust (certified-for-that-radius) sets at
+PGD-attacked inputs; certified = fraction of test labels provably kept in
+the set under any L2 perturbation of that radius.
 
     python benchmarks/colep_digits.py [--quick]
 """
@@ -91,11 +96,16 @@ def main() -> None:
     ap.add_argument("--negative-weight", type=float, default=3.0, help="weight of class => not concept rules (<0: none)")
     ap.add_argument("--radii", type=float, nargs=2, default=[0.5, 1.0])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--headline", default="COLEP-m-aps/pipe", help="smoothed COLEP row behind the last line")
+    ap.add_argument("--confidence", type=float, default=0.9,
+                    help="confidence of the training-conditional thresholds (0: only the marginal rule)")
+    ap.add_argument("--headline", default="COLEP-m-aps/pipe c=", help="smoothed row behind the last line ('c=': conditional rule)")
     ap.add_argument("--quick", action="store_true", help="subsets and fewer draws, for a smoke run")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    rules = {"": None} | ({f" c={a.confidence:g}": a.confidence} if a.confidence else {})
+    if a.headline.endswith(" c="):  # the default: the conditional rule at --confidence, or the marginal one without it
+        a.headline = a.headline + f"{a.confidence:g}" if a.confidence else a.headline[:-3]
     if a.quick:
         a.n_smooth, a.cert_cal, a.cert_test, a.epochs = 100, 500, 300, 2
     t0 = time.time()
@@ -125,11 +135,13 @@ def main() -> None:
 
     yt = y[te]
     print(f"\nbase models, all {len(te)} test images (CP-*: standard classifier; CP-APS-n: the noise-trained one RSCP smooths)")
-    print(f"{'':11} {'clean':>15} " + " ".join(f"{'PGD r=' + str(r):>15}" for r in a.radii) + "   (coverage / mean set size)")
+    print(f"{'':18} {'clean':>15} " + " ".join(f"{'PGD r=' + str(r):>15}" for r in a.radii) + "   (coverage / mean set size)")
     adv = {(k, r): pgd_l2(loss, X[te], yt, r, steps=20) for k, loss in attack.items() for r in a.radii}
-    for k, m in models.items():
-        cells = [m.predict_set(X[te])] + [m.predict_set(adv[(target[k], r)]) for r in a.radii]
-        print(f"{k:11} " + " ".join(f"{coverage(s, yt):7.3f} / {set_size(s):5.2f}" for s in cells))
+    for k, base in models.items():
+        for rule, conf in rules.items():
+            m = base.recalibrated(a.alpha, conf)
+            cells = [m.predict_set(X[te])] + [m.predict_set(adv[(target[k], r)]) for r in a.radii]
+            print(f"{k + rule:18} " + " ".join(f"{coverage(s, yt):7.3f} / {set_size(s):5.2f}" for s in cells))
     if len(te) == 10000:  # MNIST: its test file holds two writer populations, 5,000 images each
         perm = np.random.default_rng(3).permutation(ca)
         a_, b_ = perm[: len(ca) // 2], perm[len(ca) // 2 :]
@@ -171,38 +183,52 @@ def main() -> None:
         m, method = smoothed[k]
         return m.certify(x, d, sigma=a.sigma, n_samples=a.n_smooth, n_calibration=n_cal, method=method)
 
+    def thresholds(k, conf):
+        """Smoothed thresholds under one rule, from the calibration scores certify() already drew."""
+        if k.startswith("RSCP"):
+            return rscp["aps" if k.endswith("aps") else "lac"].recalibrated(a.alpha, conf).q
+        m, method = smoothed[k]
+        return m.recalibrated(a.alpha, conf).smoothed_thresholds(a.sigma, a.n_smooth, n_calibration=n_cal, method=method)
+
     n_colep = len(models["COLEP"]._y_conf) if n_cal is None else min(n_cal, len(models["COLEP"]._y_conf))
     print(f"\nsmoothed models (sigma={a.sigma}, {a.n_smooth} draws, MC failure 0.001), {len(sub)} test images; thresholds "
           f"recalibrated on {n_colep} calibration images for COLEP (those not used for beta), {len(cal_sub)} for RSCP:")
     print("(box: per-sensor intervals pushed through the circuits; pipe: the class scores of the corrected probabilities smoothed;")
-    print(" -m: one marginal threshold; -aps: APS score, else LAC)")
-    print(f"{'':16} {'clean':>15} " + " ".join(f"{'robust@PGD ' + str(r):>17}" for r in a.radii) + " "
+    print(" -m: one marginal threshold; -aps: APS score, else LAC; c=: training-conditional thresholds)")
+    print(f"{'':23} {'clean':>15} " + " ".join(f"{'robust@PGD ' + str(r):>17}" for r in a.radii) + " "
           + " ".join(f"{'certified d=' + str(r):>15}" for r in a.radii))
     out, scores = {}, {}
     for k in list(smoothed) + ["RSCP", "RSCP-aps"]:
         res = certify(k, X[sub], deltas)
+        robust = {r: certify(k, adv[("COLEP" if k.startswith("COLEP") else "CP-n", r)][pos], r) for r in a.radii}
         scores[k] = res[0].scores
-        cells = [f"{coverage(res[0].sets, ys):7.3f} / {set_size(res[0].sets):5.2f}"]
-        out[k] = {"clean": coverage(res[0].sets, ys)}
-        for r in a.radii:
-            rob = certify(k, adv[("COLEP" if k.startswith("COLEP") else "CP-n", r)][pos], r)
-            out[k][("attacked", r)] = coverage(rob.certified, ys)
-            cells.append(f"{coverage(rob.certified, ys):7.3f} / {set_size(rob.certified):7.2f}")
-        for i, r in enumerate(a.radii, 1):
-            out[k][("certified", r)] = res[i].certified_coverage(ys)
-            cells.append(f"{res[i].certified_coverage(ys):15.3f}")
-        print(f"{k:16} " + " ".join(cells), flush=True)
+        for rule, conf in rules.items():
+            q = thresholds(k, conf)
+            clean = res[0].with_threshold(q).sets
+            cells = [f"{coverage(clean, ys):7.3f} / {set_size(clean):5.2f}"]
+            row = out[k + rule] = {"clean": coverage(clean, ys)}
+            for r in a.radii:
+                rob = robust[r].with_threshold(q).certified
+                row[("attacked", r)] = coverage(rob, ys)
+                cells.append(f"{coverage(rob, ys):7.3f} / {set_size(rob):7.2f}")
+            for i, r in enumerate(a.radii, 1):
+                row[("certified", r)] = res[i].with_threshold(q).certified_coverage(ys)
+                cells.append(f"{row[('certified', r)]:15.3f}")
+            print(f"{k + rule:23} " + " ".join(cells), flush=True)
     print("(robust = the smoothed model's set certified for radius r, at PGD inputs (PGD on the base sensors/classifier);")
     print(" it covers whenever the clean smoothed set covers, so the set size is its price)")
     print("(certified = fraction of labels provably kept in the standard set under every L2 perturbation <= d)")
-    within = []  # the headline's smoothed scores, calibrated and tested within the certified test images
-    for seed in range(200):
-        p_ = np.random.default_rng(100 + seed).permutation(len(sub))
-        c_, t_ = p_[: len(sub) // 2], p_[len(sub) // 2 :]
-        q = conformal_quantile(scores[a.headline][c_, ys[c_]].numpy(), a.alpha)
-        within.append(float((scores[a.headline][t_, ys[t_]] <= q).double().mean()))
-    print(f"exchangeable check, {a.headline}: thresholds from a random half of the {len(sub)} certified test images cover "
-          f"the other half at {np.mean(within):.3f} (mean of 200 splits; 5-95%: {np.percentile(within, 5):.3f}-{np.percentile(within, 95):.3f})")
+    name = a.headline.split(" ")[0]  # the headline's smoothed scores, calibrated and tested within the certified test images
+    for rule, conf in rules.items():
+        within = []
+        for seed in range(200):
+            p_ = np.random.default_rng(100 + seed).permutation(len(sub))
+            c_, t_ = p_[: len(sub) // 2], p_[len(sub) // 2 :]
+            q = conformal_quantile(scores[name][c_, ys[c_]].numpy(), a.alpha, conf)
+            within.append(float((scores[name][t_, ys[t_]] <= q).double().mean()))
+        print(f"exchangeable check, {name + rule}: thresholds from a random half of the {len(sub)} certified test images cover "
+              f"the other half at {np.mean(within):.3f} (mean of 200 splits; 5-95%: {np.percentile(within, 5):.3f}-"
+              f"{np.percentile(within, 95):.3f}; at least {1 - a.alpha:g} in {np.mean(np.array(within) >= 1 - a.alpha):.0%})")
     print(f"[{time.time() - t0:.0f}s]")
     r = a.radii[-1]
     best = out[a.headline]

@@ -6,19 +6,25 @@ All three follow one pattern (MAPIE / TorchCP habits)::
     sets = cp.predict_set(X_test)          # torch.bool (n, num_classes)
     coverage(sets, y_test), set_size(sets)
 
-Every threshold is the conservative order statistic: the ⌈(n+1)(1-α)⌉-th
-smallest of n calibration scores (no interpolation), +inf when that index
-exceeds n.
+Every threshold is an order statistic of the n calibration scores (no
+interpolation), +inf when its rank exceeds n. By default it is the
+⌈(n+1)(1-α)⌉-th smallest, so coverage is ≥ 1-α on average over the draw
+of the calibration data. ``calibrate(..., confidence=c)`` takes the rank
+that makes coverage ≥ 1-α hold for the calibration set at hand, with
+probability ≥ c over its draw (training-conditional, Vovk 2012): the
+guarantee to ask for when one calibrated model serves one test set.
 """
 
 from __future__ import annotations
 
 import math
+import copy
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from scipy.stats import binom
 
 from .knowledge import Knowledge
 from .reasoning import Reasoner
@@ -29,16 +35,38 @@ __all__ = ["conformal_quantile", "quantile_index", "coverage", "set_size", "cole
            "CertifiedSets"]
 
 
-def quantile_index(n: int, alpha: float) -> int:
-    """The 1-based rank ⌈(n+1)(1-α)⌉ of the conformal threshold among n sorted scores."""
+def quantile_index(n: int, alpha: float, confidence: float | None = None) -> int:
+    """The 1-based rank of the conformal threshold among n sorted scores.
+
+    ``confidence=None``: ⌈(n+1)(1-α)⌉, which covers with probability
+    ≥ 1-α over calibration and test draw together. ``confidence=c``: the
+    smallest k with P(Binomial(n, 1-α) ≥ k) ≤ 1-c. The coverage given the
+    calibration set, F(s_(k)), is distributed as the k-th of n uniform
+    order statistics, which falls below 1-α exactly when at least k of n
+    uniforms do; so it is ≥ 1-α with probability ≥ c.
+
+    Example:
+        >>> quantile_index(1000, alpha=0.1), quantile_index(1000, alpha=0.1, confidence=0.9)
+        (901, 913)
+    """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    # round() strips binary noise such as 90.00000000000001 before the ceiling.
-    return int(math.ceil(round((n + 1) * (1 - alpha), 9)))
+    if confidence is None:
+        # round() strips binary noise such as 90.00000000000001 before the ceiling.
+        return int(math.ceil(round((n + 1) * (1 - alpha), 9)))
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1) or None, got {confidence}")
+    k = int(binom.ppf(confidence, n, 1 - alpha)) + 1
+    # ppf inverts a floating-point cdf; step to the exact smallest rank that meets the bound.
+    while k > 1 and binom.sf(k - 2, n, 1 - alpha) <= 1 - confidence:
+        k -= 1
+    while k <= n and binom.sf(k - 1, n, 1 - alpha) > 1 - confidence:
+        k += 1
+    return k
 
 
-def conformal_quantile(scores, alpha: float) -> float:
-    """The ⌈(n+1)(1-α)⌉-th smallest score, or +inf if that rank exceeds n.
+def conformal_quantile(scores, alpha: float, confidence: float | None = None) -> float:
+    """The conformal threshold (:func:`quantile_index`-th smallest score), or +inf if that rank exceeds n.
 
     Example:
         >>> conformal_quantile([0.1, 0.5, 0.2, 0.9], alpha=0.2)   # ⌈5·0.8⌉ = 4th smallest
@@ -47,7 +75,7 @@ def conformal_quantile(scores, alpha: float) -> float:
         inf
     """
     s = np.sort(np.asarray(scores, dtype=float).ravel())
-    k = quantile_index(len(s), alpha)
+    k = quantile_index(len(s), alpha, confidence)
     return float(s[k - 1]) if k <= len(s) else math.inf
 
 
@@ -123,7 +151,25 @@ def colep_score_bounds(lo: torch.Tensor, hi: torch.Tensor, score: str) -> tuple[
     return s_lo.clamp(0, 1), s_hi.clamp(0, 1)
 
 
-class SplitCP:
+class _OneThreshold:
+    """One threshold q on the true-class calibration scores, which are kept so that it can be moved."""
+
+    q: float | None
+
+    def _calibrate_on(self, true_scores: torch.Tensor, alpha: float, confidence: float | None):
+        self._cal_scores = true_scores.numpy()
+        self.alpha, self.confidence = alpha, confidence
+        self.q = conformal_quantile(self._cal_scores, alpha, confidence)
+        return self
+
+    def recalibrated(self, alpha: float, confidence: float | None = None):
+        """A copy thresholded for another ``alpha`` or ``confidence`` on the same calibration scores (no model calls)."""
+        if self.q is None:
+            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before recalibrated")
+        return copy.copy(self)._calibrate_on(torch.from_numpy(self._cal_scores), alpha, confidence)
+
+
+class SplitCP(_OneThreshold):
     """Standard split conformal prediction on one multiclass model (``model(X) -> (n, K)`` probabilities).
 
     ``score`` is ``"aps"`` (adaptive prediction sets; ``randomized`` uses the
@@ -152,12 +198,10 @@ class SplitCP:
         u = torch.rand(p.shape[0], 1, generator=self.generator, dtype=p.dtype) if self.randomized else None
         return aps_scores(p, u)
 
-    def calibrate(self, X, y, alpha: float) -> "SplitCP":
+    def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "SplitCP":
+        """Threshold at the conformal quantile of the true-class scores (``confidence``: see :func:`quantile_index`)."""
         s = self.scores(X)
-        y = _labels(y, s.shape[1])
-        self.alpha = alpha
-        self.q = conformal_quantile(s[torch.arange(len(y)), torch.as_tensor(y)].numpy(), alpha)
-        return self
+        return self._calibrate_on(s[np.arange(len(y)), _labels(y, s.shape[1])], alpha, confidence)
 
     def predict_set(self, X) -> torch.Tensor:
         if self.q is None:
@@ -191,6 +235,16 @@ class CertifiedSets:
     def certified_coverage(self, y) -> float:
         """Fraction of samples whose label is certified to stay in the set under any δ-perturbation."""
         return coverage(self.certain, y)
+
+    def with_threshold(self, q: float | torch.Tensor) -> "CertifiedSets":
+        """The same certificates read against threshold ``q`` (a scalar or one per class), without new draws.
+
+        The score bounds hold whatever the threshold, so this is sound for
+        any q fixed without looking at these samples, e.g. the thresholds of
+        a :meth:`COLEP.recalibrated` model.
+        """
+        q = torch.as_tensor(q, dtype=self.scores.dtype)
+        return CertifiedSets(self.delta, self.scores <= q, self.lower <= q, self.upper <= q, self.lower, self.upper, self.scores)
 
 
 class COLEP:
@@ -259,14 +313,20 @@ class COLEP:
         """Corrected, β-mixed probabilities of every class and concept, ``(n, K + C)``."""
         return self.reasoner(self.sensor_probabilities(X))
 
-    def _thresholds(self, scores: torch.Tensor, y: np.ndarray, alpha: float) -> torch.Tensor:
+    def _thresholds(self, scores: torch.Tensor, y: np.ndarray) -> torch.Tensor:
         s = scores[np.arange(len(y)), y].numpy()
+        a, c = self.alpha, self.confidence
         if self.mode == "marginal":
-            return torch.full((self.num_classes,), conformal_quantile(s, alpha), dtype=torch.float64)
-        return torch.tensor([conformal_quantile(s[y == j], alpha) for j in range(self.num_classes)], dtype=torch.float64)
+            return torch.full((self.num_classes,), conformal_quantile(s, a, c), dtype=torch.float64)
+        return torch.tensor([conformal_quantile(s[y == j], a, c) for j in range(self.num_classes)], dtype=torch.float64)
 
-    def calibrate(self, X, y, alpha: float) -> "COLEP":
-        """Fit β (on a held-out part) and the per-sensor thresholds; returns self."""
+    def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "COLEP":
+        """Fit β (on a held-out part) and the per-sensor thresholds; returns self.
+
+        ``confidence=c`` makes each threshold's coverage hold for this
+        calibration set with probability ≥ c (:func:`quantile_index`); per
+        class, all K classes together hold with probability ≥ 1 - K(1 - c).
+        """
         p = self.sensor_probabilities(X)
         y = _labels(y, self.num_classes)
         n = len(y)
@@ -275,12 +335,36 @@ class COLEP:
         beta_idx, conf_idx = idx[:n_beta], np.sort(idx[n_beta:])
         if n_beta:
             self.reasoner.fit_beta(p[beta_idx], y[beta_idx])
-        self.alpha = alpha
+        self.alpha, self.confidence = alpha, confidence
         self._X_conf = X[conf_idx] if not isinstance(X, (list, tuple)) else [X[i] for i in conf_idx]
         self._y_conf = y[conf_idx]
+        self._conf_scores = self._scores(self.reasoner(p[conf_idx]))
         self._smooth_cache = {}
-        self.q = self._thresholds(self._scores(self.reasoner(p[conf_idx])), y[conf_idx], alpha)
+        self.q = self._thresholds(self._conf_scores, self._y_conf)
         return self
+
+    def recalibrated(self, alpha: float, confidence: float | None = None) -> "COLEP":
+        """A copy thresholded for another ``alpha`` or ``confidence``, on the same calibration scores.
+
+        β, the calibration split and the smoothed calibration scores already
+        drawn are kept, so no sensor runs again.
+
+        Example:
+            >>> import torch
+            >>> from probcirc.colep import COLEP, Knowledge
+            >>> kb = Knowledge.from_concept_classes(["a", "b"], {"c": ["a"]})
+            >>> X = torch.rand(500, 3); y = (X[:, 1] > X[:, 0]).long().numpy()
+            >>> cp = COLEP(lambda X: X.double(), kb).calibrate(X, y, alpha=0.1)
+            >>> strict = cp.recalibrated(0.1, confidence=0.9)
+            >>> bool((strict.q >= cp.q).all())
+            True
+        """
+        if self.q is None:
+            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before recalibrated")
+        out = copy.copy(self)
+        out.alpha, out.confidence = alpha, confidence
+        out.q = out._thresholds(self._conf_scores, self._y_conf)
+        return out
 
     def _scores(self, pi: torch.Tensor) -> torch.Tensor:
         return colep_scores(pi[:, : self.num_classes], self.score)
@@ -304,14 +388,25 @@ class COLEP:
         g = torch.from_numpy(counts / n_samples)
         return self._scores(self.reasoner(g)) if method == "sensors" else g
 
-    def _smoothed_thresholds(self, sigma: float, n_samples: int, seed: int, n_calibration: int | None, method: str) -> torch.Tensor:
+    def smoothed_thresholds(self, sigma: float, n_samples: int = 1000, seed: int = 0, n_calibration: int | None = None,
+                            method: str = "sensors") -> torch.Tensor:
+        """Per-class thresholds of the smoothed model, recalibrated on the stored calibration split.
+
+        The smoothed calibration scores are drawn once per setting and kept
+        (shared with :meth:`recalibrated` copies); ``n_calibration`` uses a
+        random subset of the split.
+        """
+        if self.q is None:
+            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before certify")
+        if method not in ("sensors", "pipeline"):
+            raise ValueError(f"method must be 'sensors' or 'pipeline', got {method!r}")
         key = (float(sigma), int(n_samples), int(seed), n_calibration, method)
         if key not in self._smooth_cache:
             n = len(self._y_conf)
             sub = np.arange(n) if n_calibration is None or n_calibration >= n else np.sort(np.random.default_rng(seed).choice(n, n_calibration, replace=False))
             k = smoothed_counts(self._smoothed_fn(method), self._X_conf[sub], sigma, n_samples, seed=seed + 1)
-            self._smooth_cache[key] = self._thresholds(self._smoothed_scores(k, n_samples, method), self._y_conf[sub], self.alpha)
-        return self._smooth_cache[key]
+            self._smooth_cache[key] = (self._smoothed_scores(k, n_samples, method), self._y_conf[sub])
+        return self._thresholds(*self._smooth_cache[key])
 
     def certify(self, X, delta: float | Sequence[float], sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001,
                 seed: int = 0, n_calibration: int | None = None, method: str = "sensors") -> CertifiedSets | list[CertifiedSets]:
@@ -338,11 +433,7 @@ class COLEP:
         random subset of that split, to save Monte Carlo time (the thresholds
         are cached per setting).
         """
-        if self.q is None:
-            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before certify")
-        if method not in ("sensors", "pipeline"):
-            raise ValueError(f"method must be 'sensors' or 'pipeline', got {method!r}")
-        q = self._smoothed_thresholds(sigma, n_samples, seed, n_calibration, method)
+        q = self.smoothed_thresholds(sigma, n_samples, seed, n_calibration, method)
         counts = smoothed_counts(self._smoothed_fn(method), X, sigma, n_samples, seed=seed + 2)
         s = self._smoothed_scores(counts, n_samples, method)
         deltas = [delta] if np.isscalar(delta) else list(delta)
@@ -361,7 +452,7 @@ class COLEP:
         return res.certified_coverage(_labels(y, self.num_classes))
 
 
-class RSCP:
+class RSCP(_OneThreshold):
     """Randomised-smoothing conformal prediction (Gendler et al., ICLR 2022) on one multiclass model.
 
     The score (``"lac"``, or ``"aps"`` as in :func:`colep_scores`: the mass
@@ -383,13 +474,11 @@ class RSCP:
             return colep_scores(p, self.score)
         return f
 
-    def calibrate(self, X, y, alpha: float) -> "RSCP":
+    def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "RSCP":
+        """Smooth the calibration scores and threshold them (``confidence``: see :func:`quantile_index`)."""
         k = smoothed_counts(self._score_fn(), X, self.sigma, self.n_samples, seed=self.seed + 1)
-        s = k / self.n_samples
-        y = _labels(y, s.shape[1])
-        self.alpha = alpha
-        self.q = conformal_quantile(s[np.arange(len(y)), y], alpha)
-        return self
+        s = torch.from_numpy(k / self.n_samples)
+        return self._calibrate_on(s[np.arange(len(y)), _labels(y, s.shape[1])], alpha, confidence)
 
     def predict_set(self, X) -> torch.Tensor:
         return self.certify(X, 0.0).sets
