@@ -40,6 +40,8 @@ from probcirc.colep import (
 )
 from probcirc.datasets import load_mnist
 
+SMOOTHED_ROWS = ("COLEP/box", "COLEP/pipe", "COLEP-m/box", "COLEP-m/pipe", "COLEP-m-aps/pipe", "RSCP", "RSCP-aps")
+
 
 def load(quick: bool):
     try:
@@ -103,9 +105,14 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if not 0 <= a.confidence < 1:
+        ap.error(f"--confidence must be in [0, 1), got {a.confidence}")
     rules = {"": None} | ({f" c={a.confidence:g}": a.confidence} if a.confidence else {})
     if a.headline.endswith(" c="):  # the default: the conditional rule at --confidence, or the marginal one without it
         a.headline = a.headline + f"{a.confidence:g}" if a.confidence else a.headline[:-3]
+    headline, _, rule = a.headline.partition(" ")
+    if headline not in SMOOTHED_ROWS or (rule and " " + rule not in rules):
+        ap.error(f"--headline must be one of {SMOOTHED_ROWS}, optionally followed by ' c={a.confidence:g}'; got {a.headline!r}")
     if a.quick:
         a.n_smooth, a.cert_cal, a.cert_test, a.epochs = 100, 500, 300, 2
     t0 = time.time()
@@ -169,7 +176,7 @@ def main() -> None:
             for score in ("lac", "aps")}
     n_cal = None if a.cert_cal == 0 else a.cert_cal
     deltas = [0.0] + list(a.radii)
-    smoothed = {  # name: (model, certification method)
+    smoothed = {  # row: (model, certification method), in SMOOTHED_ROWS's order
         "COLEP/box": (models["COLEP"], "sensors"),
         "COLEP/pipe": (models["COLEP"], "pipeline"),
         "COLEP-m/box": (models["COLEP-marg"], "sensors"),
@@ -198,7 +205,7 @@ def main() -> None:
     print(f"{'':23} {'clean':>15} " + " ".join(f"{'robust@PGD ' + str(r):>17}" for r in a.radii) + " "
           + " ".join(f"{'certified d=' + str(r):>15}" for r in a.radii))
     out, scores = {}, {}
-    for k in list(smoothed) + ["RSCP", "RSCP-aps"]:
+    for k in SMOOTHED_ROWS:
         res = certify(k, X[sub], deltas)
         robust = {r: certify(k, adv[("COLEP" if k.startswith("COLEP") else "CP-n", r)][pos], r) for r in a.radii}
         scores[k] = res[0].scores
@@ -218,15 +225,14 @@ def main() -> None:
     print("(robust = the smoothed model's set certified for radius r, at PGD inputs (PGD on the base sensors/classifier);")
     print(" it covers whenever the clean smoothed set covers, so the set size is its price)")
     print("(certified = fraction of labels provably kept in the standard set under every L2 perturbation <= d)")
-    name = a.headline.split(" ")[0]  # the headline's smoothed scores, calibrated and tested within the certified test images
-    for rule, conf in rules.items():
+    for rule, conf in rules.items():  # the headline's smoothed scores, calibrated and tested within the certified test images
         within = []
         for seed in range(200):
             p_ = np.random.default_rng(100 + seed).permutation(len(sub))
             c_, t_ = p_[: len(sub) // 2], p_[len(sub) // 2 :]
-            q = conformal_quantile(scores[name][c_, ys[c_]].numpy(), a.alpha, conf)
-            within.append(float((scores[name][t_, ys[t_]] <= q).double().mean()))
-        print(f"exchangeable check, {name + rule}: thresholds from a random half of the {len(sub)} certified test images cover "
+            q = conformal_quantile(scores[headline][c_, ys[c_]].numpy(), a.alpha, conf)
+            within.append(float((scores[headline][t_, ys[t_]] <= q).double().mean()))
+        print(f"exchangeable check, {headline + rule}: thresholds from a random half of the {len(sub)} certified test images cover "
               f"the other half at {np.mean(within):.3f} (mean of 200 splits; 5-95%: {np.percentile(within, 5):.3f}-"
               f"{np.percentile(within, 95):.3f}; at least {1 - a.alpha:g} in {np.mean(np.array(within) >= 1 - a.alpha):.0%})")
     print(f"[{time.time() - t0:.0f}s]")

@@ -17,10 +17,10 @@ guarantee to ask for when one calibrated model serves one test set.
 
 from __future__ import annotations
 
-import math
 import copy
+import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Self, Sequence
 
 import numpy as np
 import torch
@@ -40,10 +40,12 @@ def quantile_index(n: int, alpha: float, confidence: float | None = None) -> int
 
     ``confidence=None``: ⌈(n+1)(1-α)⌉, which covers with probability
     ≥ 1-α over calibration and test draw together. ``confidence=c``: the
-    smallest k with P(Binomial(n, 1-α) ≥ k) ≤ 1-c. The coverage given the
-    calibration set, F(s_(k)), is distributed as the k-th of n uniform
-    order statistics, which falls below 1-α exactly when at least k of n
-    uniforms do; so it is ≥ 1-α with probability ≥ c.
+    smallest k with P(Binomial(n, 1-α) ≥ k) ≤ 1-c, and never below
+    ⌈(n+1)(1-α)⌉, so the average guarantee holds as well (c < 0.5 would
+    otherwise lower it). The coverage given the calibration set, F(s_(k)),
+    is the k-th of n uniform order statistics (or larger, with ties), which
+    falls below 1-α only when at least k of n uniforms do; so it is ≥ 1-α
+    with probability ≥ c.
 
     Example:
         >>> quantile_index(1000, alpha=0.1), quantile_index(1000, alpha=0.1, confidence=0.9)
@@ -51,9 +53,10 @@ def quantile_index(n: int, alpha: float, confidence: float | None = None) -> int
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    # round() strips binary noise such as 90.00000000000001 before the ceiling.
+    marginal = int(math.ceil(round((n + 1) * (1 - alpha), 9)))
     if confidence is None:
-        # round() strips binary noise such as 90.00000000000001 before the ceiling.
-        return int(math.ceil(round((n + 1) * (1 - alpha), 9)))
+        return marginal
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1) or None, got {confidence}")
     k = int(binom.ppf(confidence, n, 1 - alpha)) + 1
@@ -62,7 +65,7 @@ def quantile_index(n: int, alpha: float, confidence: float | None = None) -> int
         k -= 1
     while k <= n and binom.sf(k - 1, n, 1 - alpha) > 1 - confidence:
         k += 1
-    return k
+    return max(k, marginal)
 
 
 def conformal_quantile(scores, alpha: float, confidence: float | None = None) -> float:
@@ -90,10 +93,12 @@ def set_size(sets: torch.Tensor) -> float:
     return float(sets.double().sum(1).mean())
 
 
-def _labels(y, num_classes: int) -> np.ndarray:
+def _labels(y, num_classes: int, n: int) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and (y.min() < 0 or y.max() >= num_classes)):
         raise ValueError(f"y must be a 1-D array of integer class labels in [0, {num_classes})")
+    if len(y) != n:
+        raise ValueError(f"y has {len(y)} labels for {n} samples")
     return y.astype(int)
 
 
@@ -154,19 +159,21 @@ def colep_score_bounds(lo: torch.Tensor, hi: torch.Tensor, score: str) -> tuple[
 class _OneThreshold:
     """One threshold q on the true-class calibration scores, which are kept so that it can be moved."""
 
-    q: float | None
+    q: float | None = None
+    alpha: float | None = None
+    confidence: float | None = None
 
-    def _calibrate_on(self, true_scores: torch.Tensor, alpha: float, confidence: float | None):
-        self._cal_scores = true_scores.numpy()
+    def _calibrate_on(self, true_scores: np.ndarray, alpha: float, confidence: float | None) -> Self:
+        self._cal_scores = true_scores
         self.alpha, self.confidence = alpha, confidence
-        self.q = conformal_quantile(self._cal_scores, alpha, confidence)
+        self.q = conformal_quantile(true_scores, alpha, confidence)
         return self
 
-    def recalibrated(self, alpha: float, confidence: float | None = None):
+    def recalibrated(self, alpha: float, confidence: float | None = None) -> Self:
         """A copy thresholded for another ``alpha`` or ``confidence`` on the same calibration scores (no model calls)."""
         if self.q is None:
             raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before recalibrated")
-        return copy.copy(self)._calibrate_on(torch.from_numpy(self._cal_scores), alpha, confidence)
+        return copy.copy(self)._calibrate_on(self._cal_scores, alpha, confidence)
 
 
 class SplitCP(_OneThreshold):
@@ -201,7 +208,14 @@ class SplitCP(_OneThreshold):
     def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "SplitCP":
         """Threshold at the conformal quantile of the true-class scores (``confidence``: see :func:`quantile_index`)."""
         s = self.scores(X)
-        return self._calibrate_on(s[np.arange(len(y)), _labels(y, s.shape[1])], alpha, confidence)
+        y = _labels(y, s.shape[1], s.shape[0])
+        return self._calibrate_on(s[np.arange(len(y)), y].numpy(), alpha, confidence)
+
+    def recalibrated(self, alpha: float, confidence: float | None = None) -> Self:
+        out = super().recalibrated(alpha, confidence)
+        # Its own tie-break stream, so copies do not move each other's draws.
+        out.generator = torch.Generator().set_state(self.generator.get_state())
+        return out
 
     def predict_set(self, X) -> torch.Tensor:
         if self.q is None:
@@ -290,6 +304,8 @@ class COLEP:
         self.beta_fraction, self.fit_beta, self.seed = beta_fraction, fit_beta, seed
         self.reasoner = Reasoner(knowledge, include_sensor=include_sensor)
         self.q: torch.Tensor | None = None
+        self.alpha: float | None = None
+        self.confidence: float | None = None
         self._smooth_cache: dict = {}
 
     @property
@@ -315,10 +331,10 @@ class COLEP:
 
     def _thresholds(self, scores: torch.Tensor, y: np.ndarray) -> torch.Tensor:
         s = scores[np.arange(len(y)), y].numpy()
-        a, c = self.alpha, self.confidence
+        alpha, confidence = self.alpha, self.confidence
         if self.mode == "marginal":
-            return torch.full((self.num_classes,), conformal_quantile(s, a, c), dtype=torch.float64)
-        return torch.tensor([conformal_quantile(s[y == j], a, c) for j in range(self.num_classes)], dtype=torch.float64)
+            return torch.full((self.num_classes,), conformal_quantile(s, alpha, confidence), dtype=torch.float64)
+        return torch.tensor([conformal_quantile(s[y == j], alpha, confidence) for j in range(self.num_classes)], dtype=torch.float64)
 
     def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "COLEP":
         """Fit β (on a held-out part) and the per-sensor thresholds; returns self.
@@ -328,7 +344,7 @@ class COLEP:
         class, all K classes together hold with probability ≥ 1 - K(1 - c).
         """
         p = self.sensor_probabilities(X)
-        y = _labels(y, self.num_classes)
+        y = _labels(y, self.num_classes, len(p))
         n = len(y)
         idx = np.random.default_rng(self.seed).permutation(n)
         n_beta = int(round(self.beta_fraction * n)) if self.fit_beta and self.reasoner.circuits else 0
@@ -362,6 +378,7 @@ class COLEP:
         if self.q is None:
             raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before recalibrated")
         out = copy.copy(self)
+        out.reasoner = copy.copy(self.reasoner)  # so that calibrating self again (a new β) leaves the copy's β alone
         out.alpha, out.confidence = alpha, confidence
         out.q = out._thresholds(self._conf_scores, self._y_conf)
         return out
@@ -397,7 +414,7 @@ class COLEP:
         random subset of the split.
         """
         if self.q is None:
-            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before certify")
+            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before smoothed_thresholds or certify")
         if method not in ("sensors", "pipeline"):
             raise ValueError(f"method must be 'sensors' or 'pipeline', got {method!r}")
         key = (float(sigma), int(n_samples), int(seed), n_calibration, method)
@@ -449,7 +466,7 @@ class COLEP:
                            n_calibration: int | None = None, method: str = "sensors") -> float:
         """Fraction of labelled samples whose label provably stays in the set under any L2 perturbation ≤ delta."""
         res = self.certify(X, delta, sigma, n_samples, alpha_mc, seed, n_calibration, method)
-        return res.certified_coverage(_labels(y, self.num_classes))
+        return res.certified_coverage(_labels(y, self.num_classes, len(res.sets)))
 
 
 class RSCP(_OneThreshold):
@@ -477,8 +494,9 @@ class RSCP(_OneThreshold):
     def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "RSCP":
         """Smooth the calibration scores and threshold them (``confidence``: see :func:`quantile_index`)."""
         k = smoothed_counts(self._score_fn(), X, self.sigma, self.n_samples, seed=self.seed + 1)
-        s = torch.from_numpy(k / self.n_samples)
-        return self._calibrate_on(s[np.arange(len(y)), _labels(y, s.shape[1])], alpha, confidence)
+        s = k / self.n_samples
+        y = _labels(y, s.shape[1], s.shape[0])
+        return self._calibrate_on(s[np.arange(len(y)), y], alpha, confidence)
 
     def predict_set(self, X) -> torch.Tensor:
         return self.certify(X, 0.0).sets
