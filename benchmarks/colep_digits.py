@@ -7,7 +7,7 @@ when the shared data is absent. alpha = 0.1.
 
 Certification uses Gaussian smoothing (``--sigma``) with ``--n-smooth`` draws per
 image. By default the smoothed models are recalibrated on all calibration
-images and certify all 10,000 test images (about an hour on 2 cores);
+images and certify all 10,000 test images (about 30 minutes on 2 cores);
 ``--cert-cal 2000 --cert-test 2000`` takes random subsets (about 9 minutes).
 Every model is thresholded two ways, from the same scores: with the
 ⌈(n+1)(1-α)⌉ rule (coverage ≥ 1-α on average over calibration draws) and
