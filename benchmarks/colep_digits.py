@@ -38,17 +38,15 @@ from probcirc.colep import (
     COLEP, RSCP, SplitCP, classifier_loss, conformal_quantile, coverage, digits_knowledge, pgd_l2, sensor_loss, set_size,
     train_classifier, train_sensors,
 )
-from probcirc.datasets import load_mnist
+
+from _mnist import mnist_rows
 
 SMOOTHED_ROWS = ("COLEP/box", "COLEP/pipe", "COLEP-m/box", "COLEP-m/pipe", "COLEP-m-aps/pipe", "RSCP", "RSCP-aps")
 
 
 def load(quick: bool):
     try:
-        xtr, ytr = load_mnist("train")
-        xte, yte = load_mnist("test")
-        X = np.concatenate([xtr, xte]).reshape(-1, 784).astype(np.float32) / 255.0
-        y = np.concatenate([ytr, yte]).astype(int)
+        X, y = mnist_rows()
         tr, ca, te = np.arange(50000), np.arange(50000, 60000), np.arange(60000, 70000)
         name = "MNIST"
         if quick:

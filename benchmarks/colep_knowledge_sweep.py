@@ -19,7 +19,8 @@ import torch
 from probcirc.colep import Reasoner, digits_knowledge, train_classifier, train_sensors
 from probcirc.colep.conformal import conformal_quantile
 from probcirc.colep.smoothing import bounds_from_counts, smoothed_counts
-from probcirc.datasets import load_mnist
+
+from _mnist import mnist_rows
 
 SIGMA, N, ALPHA, DELTAS = 1.0, 1000, 0.1, (0.5, 1.0)
 
@@ -37,13 +38,10 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
-        xtr, ytr = load_mnist("train")
-        xte, yte = load_mnist("test")
+        X, y = mnist_rows()
     except FileNotFoundError as e:
         print(f"skipped: {e}")
         return
-    X = np.concatenate([xtr, xte]).reshape(-1, 784).astype(np.float32) / 255.0
-    y = np.concatenate([ytr, yte]).astype(int)
     tr, ca, te = np.arange(50000), np.arange(50000, 60000, 5), np.arange(60000, 70000, 20)
     fit = dict(hidden=(256,), epochs=10, lr=1e-3, batch_size=128, noise_sigma=SIGMA)
     sensors = train_sensors(X[tr], y[tr], digits_knowledge(), **fit)
