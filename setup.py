@@ -17,7 +17,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["probcirc*", "sparsecoding*", "amortized*"]),
+    packages=find_packages(include=["probmod*", "probcirc*", "sparsecoding*", "amortized*"]),
     install_requires=[
         # torch is pinned only through constraints.txt, never here.
         "torch",
@@ -32,5 +32,6 @@ setup(
         "matplotlib",
     ],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["probcirc=probcirc.cli:main"]},
+    entry_points={"console_scripts": ["probcirc=probcirc.cli:main", "sparsecoding=sparsecoding.cli:main",
+                                      "amortized=amortized.cli:main"]},
 )
