@@ -53,7 +53,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text or "default" in text:
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if hidden or "%(default)" in text or "default" in text:
             return text
         return super()._get_help_string(action)
 

@@ -1,0 +1,165 @@
+"""Untrusted model files: links, external storage, FIFOs and size bombs are refused before any large read."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from probcirc import GaussianMixture
+from probmod import io
+from probmod.errors import FormatError, InputError, LimitError, ModelMismatchError, OutputExistsError
+
+
+@pytest.fixture
+def gmm_file(tmp_path):
+    path = tmp_path / "gmm.h5"
+    io.save(GaussianMixture(torch.tensor([0.5, 0.5]), torch.zeros(2, 1), torch.eye(1).expand(2, 1, 1)), path)
+    return path
+
+
+def _rewrite(src, dst, edit):
+    """Copy a saved file's attributes and arrays into ``dst``, letting ``edit(f, arrays)`` write the arrays."""
+    with h5py.File(src, "r") as f:
+        attrs = dict(f.attrs)
+        arrays = {k: f[k][()] for k in f}
+    with h5py.File(dst, "w") as g:
+        g.attrs.update(attrs)
+        edit(g, arrays)
+    return dst
+
+
+def test_external_storage_is_refused(gmm_file, tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x00" * 64)
+
+    def edit(g, arrays):
+        for k, v in arrays.items():
+            if k == "means":
+                g.create_dataset(k, shape=v.shape, dtype=v.dtype, external=[(str(secret), 0, v.nbytes)])
+            else:
+                g[k] = v
+
+    bad = _rewrite(gmm_file, tmp_path / "ext.h5", edit)
+    with pytest.raises(FormatError, match="outside the file"):
+        io.load(bad)
+
+
+def test_external_and_soft_links_are_refused(gmm_file, tmp_path):
+    for kind, link in (("ExternalLink", h5py.ExternalLink(str(gmm_file), "means")), ("SoftLink", h5py.SoftLink("/weights"))):
+        def edit(g, arrays, link=link):
+            for k, v in arrays.items():
+                g[k] = v if k != "means" else link
+        bad = _rewrite(gmm_file, tmp_path / f"{kind}.h5", edit)
+        with pytest.raises(FormatError, match=kind):
+            io.load(bad)
+
+
+def test_virtual_dataset_is_refused(gmm_file, tmp_path):
+    def edit(g, arrays):
+        for k, v in arrays.items():
+            if k == "means":
+                layout = h5py.VirtualLayout(shape=v.shape, dtype=v.dtype)
+                layout[...] = h5py.VirtualSource(str(gmm_file), "means", shape=v.shape)
+                g.create_virtual_dataset(k, layout)
+            else:
+                g[k] = v
+
+    bad = _rewrite(gmm_file, tmp_path / "vds.h5", edit)
+    with pytest.raises(FormatError, match="outside the file"):
+        io.load(bad)
+
+
+def test_fifo_does_not_hang(tmp_path):
+    fifo = tmp_path / "model.h5"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(InputError, match="not a regular file"):
+        io.load(fifo)
+    assert time.monotonic() - start < 2
+
+
+def test_unallocated_huge_dataset_fails_small_and_fast(gmm_file, tmp_path):
+    def edit(g, arrays):
+        for k, v in arrays.items():
+            g[k] = v
+        del g["means"]
+        g.create_dataset("means", shape=(20000, 20000), dtype="f8")  # declared 3.2 GB, never written
+
+    bad = _rewrite(gmm_file, tmp_path / "bomb.h5", edit)
+    assert bad.stat().st_size < 64 * 1024
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    with pytest.raises(FormatError, match="declares"):
+        io.load(bad)
+    assert time.monotonic() - start < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB on Linux
+
+
+def test_declared_total_over_limit_is_a_limit_error(gmm_file):
+    with pytest.raises(LimitError, match="max_bytes"):
+        io.load(gmm_file, max_bytes=8)
+
+
+def test_wrong_kind_is_a_mismatch(gmm_file):
+    class Other:
+        pass
+
+    io.register(Other)
+    with pytest.raises(ModelMismatchError, match="expected a Other"):
+        io.load(gmm_file, kind=Other)
+
+
+def test_bad_version_attribute_type(gmm_file):
+    with h5py.File(gmm_file, "r+") as f:
+        f.attrs["version"] = "one"
+    with pytest.raises(FormatError, match="version"):
+        io.load(gmm_file)
+
+
+def test_atomic_writes_respect_umask_and_never_overwrite(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with io.atomic_path(tmp_path / "a.bin") as tmp:
+            open(tmp, "wb").write(b"x")
+        assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        with io.atomic_path(tmp_path / "b.bin") as tmp:
+            open(tmp, "wb").write(b"x")
+        assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    with pytest.raises(OutputExistsError), io.atomic_path(tmp_path / "a.bin"):
+        pass
+    assert (tmp_path / "a.bin").read_bytes() == b"x"
+
+
+def test_interrupted_write_leaves_no_temporary(tmp_path):
+    with pytest.raises(KeyboardInterrupt), io.atomic_path(tmp_path / "c.bin") as tmp:
+        open(tmp, "wb").write(b"partial")
+        raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_output_catches_unwritable_places_before_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(io.OutputError if hasattr(io, "OutputError") else OSError, match="not a folder"):
+        io.check_output(blocker / "out.h5")
+    with pytest.raises(OSError, match="is a folder"):
+        io.check_output(tmp_path)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(OSError, match="not writable"):
+            io.check_output(locked / "x.h5")
+
+
+def test_round_trip_still_exact(gmm_file):
+    g = io.load(gmm_file)
+    assert np.array_equal(g.means.numpy(), np.zeros((2, 1)))
