@@ -156,7 +156,14 @@ def chunked_sum(per_chunk: dict[int, np.ndarray], total_chunks: int, length: int
 
 
 def bcast_params(params: dict[str, np.ndarray], comm, root: int = 0) -> dict[str, np.ndarray]:
-    """Make every rank hold rank ``root``'s parameters (same keys and shapes on all ranks)."""
+    """Make every rank hold rank ``root``'s parameters (same keys and shapes on all ranks), C-ordered float64.
+
+    The copy is C-ordered on one rank too: an M-step can return a transposed
+    (Fortran-ordered) ``W``, and BLAS takes another kernel, with other rounding,
+    for ``Y @ W`` on a Fortran-ordered ``W`` than on a C-ordered one; the result
+    would then depend on whether the parameters went through ``Bcast``.
+    """
+    params = {k: np.array(params[k], dtype=np.float64, order="C") for k in sorted(params)}
     if comm.size == 1:
         return params
-    return {k: comm.bcast(np.array(params[k], dtype=np.float64), root).copy() for k in sorted(params)}
+    return {k: comm.bcast(v, root).copy() for k, v in params.items()}

@@ -66,15 +66,17 @@ class GSC(SparseCodingModel):
     def _gauss(self, params, Y, obs, idx, vals):
         """Per state: ``log p(y|s)`` (n, M), and the posterior mean and covariance of the active slab.
 
-        The last result is reused when the E-step's statistics ask for the same block again.
+        The last result is reused when the E-step's statistics ask for the same block again. The
+        cache holds the arrays themselves and compares them by identity: an ``id`` alone could be
+        reused by the next chunk's arrays once this chunk's are freed.
         """
-        key = (id(Y), Y.shape, id(obs), id(idx), id(vals), hash(params["W"].tobytes()),
-               hash(params["Psi"].tobytes()), hash(params["mu"].tobytes()), float(params["sigma"]))
+        arrays = (Y, obs, idx, vals)
+        values = (params["W"].tobytes(), params["Psi"].tobytes(), params["mu"].tobytes(), float(params["sigma"]))
         cached = self.__dict__.get("_gauss_cache")
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if cached is not None and all(a is b for a, b in zip(cached[0], arrays)) and cached[1] == values:
+            return cached[2]
         out = self._gauss_compute(params, Y, obs, idx, vals)
-        self.__dict__["_gauss_cache"] = (key, out)
+        self.__dict__["_gauss_cache"] = (arrays, values, out)
         return out
 
     def _gauss_compute(self, params, Y, obs, idx, vals):
