@@ -26,13 +26,37 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from probmod.errors import UsageError
+from probmod.estimator import Estimator, NotFittedError, check_random_state
+
 from .knowledge import Knowledge
 from .reasoning import Reasoner
 from .sensors import as_probabilities, predict_proba
 from .smoothing import bounds_from_counts, smoothed_counts
 
 __all__ = ["conformal_quantile", "quantile_index", "coverage", "set_size", "colep_scores", "colep_score_bounds", "SplitCP", "COLEP", "RSCP",
-           "CertifiedSets"]
+           "CertifiedSets", "NotCalibratedError"]
+
+
+class NotCalibratedError(NotFittedError, RuntimeError):
+    """A method that needs thresholds was called before ``calibrate`` (still a ``RuntimeError``, as before)."""
+
+
+def _seed(random_state: None | int | np.random.Generator) -> int:
+    """An int seed from ``random_state``: the int itself, fresh entropy for None, a draw from a Generator."""
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        return int(random_state)
+    return int(check_random_state(random_state).integers(2**62))
+
+
+def _choice(name: str, value, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UsageError(f"{name} must be {' or '.join(repr(a) for a in allowed)}, got {value!r}")
+
+
+def _fitted_alias(name: str, doc: str) -> property:
+    """Read-only alias of the fitted attribute ``name`` (the pre-``_`` spelling; None before it is set)."""
+    return property(lambda self: getattr(self, name, None), doc=doc)
 
 
 def quantile_index(n: int, alpha: float, confidence: float | None = None) -> int:
@@ -52,13 +76,13 @@ def quantile_index(n: int, alpha: float, confidence: float | None = None) -> int
         (901, 913)
     """
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise UsageError(f"alpha must be in (0, 1), got {alpha}")
     # round() strips binary noise such as 90.00000000000001 before the ceiling.
     marginal = int(math.ceil(round((n + 1) * (1 - alpha), 9)))
     if confidence is None:
         return marginal
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1) or None, got {confidence}")
+        raise UsageError(f"confidence must be in (0, 1) or None, got {confidence}")
     k = int(binom.ppf(confidence, n, 1 - alpha)) + 1
     # ppf inverts a floating-point cdf; step to the exact smallest rank that meets the bound.
     while k > 1 and binom.sf(k - 2, n, 1 - alpha) <= 1 - confidence:
@@ -96,9 +120,9 @@ def set_size(sets: torch.Tensor) -> float:
 def _labels(y, num_classes: int, n: int) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and (y.min() < 0 or y.max() >= num_classes)):
-        raise ValueError(f"y must be a 1-D array of integer class labels in [0, {num_classes})")
+        raise UsageError(f"y must be a 1-D array of integer class labels in [0, {num_classes})")
     if len(y) != n:
-        raise ValueError(f"y has {len(y)} labels for {n} samples")
+        raise UsageError(f"y has {len(y)} labels for {n} samples")
     return y.astype(int)
 
 
@@ -156,23 +180,26 @@ def colep_score_bounds(lo: torch.Tensor, hi: torch.Tensor, score: str) -> tuple[
     return s_lo.clamp(0, 1), s_hi.clamp(0, 1)
 
 
-class _OneThreshold:
-    """One threshold q on the true-class calibration scores, which are kept so that it can be moved."""
+class _OneThreshold(Estimator):
+    """One threshold ``q_`` on the true-class calibration scores, which are kept so that it can be moved."""
 
-    q: float | None = None
-    alpha: float | None = None
-    confidence: float | None = None
+    q = _fitted_alias("q_", "The threshold ``q_`` (None before calibrate).")
+    alpha = _fitted_alias("alpha_", "The ``alpha`` of the last calibration (None before calibrate).")
+    confidence = _fitted_alias("confidence_", "The ``confidence`` of the last calibration.")
 
     def _calibrate_on(self, true_scores: np.ndarray, alpha: float, confidence: float | None) -> Self:
+        q = conformal_quantile(true_scores, alpha, confidence)  # validates alpha and confidence first
         self._cal_scores = true_scores
-        self.alpha, self.confidence = alpha, confidence
-        self.q = conformal_quantile(true_scores, alpha, confidence)
+        self.alpha_, self.confidence_, self.q_ = alpha, confidence, q
         return self
+
+    def _check_calibrated(self, method: str) -> None:
+        if getattr(self, "q_", None) is None:
+            raise NotCalibratedError(f"call calibrate(X_cal, y_cal, alpha) before {method}")
 
     def recalibrated(self, alpha: float, confidence: float | None = None) -> Self:
         """A copy thresholded for another ``alpha`` or ``confidence`` on the same calibration scores (no model calls)."""
-        if self.q is None:
-            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before recalibrated")
+        self._check_calibrated("recalibrated")
         return copy.copy(self)._calibrate_on(self._cal_scores, alpha, confidence)
 
 
@@ -180,33 +207,63 @@ class SplitCP(_OneThreshold):
     """Standard split conformal prediction on one multiclass model (``model(X) -> (n, K)`` probabilities).
 
     ``score`` is ``"aps"`` (adaptive prediction sets; ``randomized`` uses the
-    uniform tie-breaking term) or ``"lac"`` (1 - p_y).
+    uniform tie-breaking term) or ``"lac"`` (1 - p_y). ``random_state`` seeds
+    the tie-breaking draws and :meth:`fit`'s training (an int repeats them,
+    None draws fresh ones). Hyperparameters are checked when fitting or
+    calibrating; the fitted attributes are ``model_`` (after :meth:`fit`),
+    ``q_``, ``alpha_`` and ``confidence_``.
+
+    Example:
+        >>> import torch
+        >>> from sklearn.base import clone
+        >>> cp = SplitCP(lambda X: torch.softmax(torch.as_tensor(X, dtype=torch.float64), 1), "lac", random_state=0)
+        >>> X = torch.randn(100, 3); y = X.argmax(1).numpy()
+        >>> cp.calibrate(X, y, alpha=0.1).predict_set(X).shape, hasattr(clone(cp), "q_")
+        (torch.Size([100, 3]), False)
     """
 
-    def __init__(self, model: Callable, score: str = "aps", randomized: bool = True, seed: int = 0):
-        if score not in ("aps", "lac"):
-            raise ValueError(f"score must be 'aps' or 'lac', got {score!r}")
-        self.model, self.score, self.randomized = model, score, randomized
-        self.generator = torch.Generator().manual_seed(seed)
-        self.q: float | None = None
+    def __init__(self, model: Callable | None = None, score: str = "aps", randomized: bool = True,
+                 random_state: None | int | np.random.Generator = 0):
+        self.model = model
+        self.score = score
+        self.randomized = randomized
+        self.random_state = random_state
 
     def fit(self, X, y, num_classes: int | None = None, **train_kwargs) -> "SplitCP":
-        """Train an MLP classifier (:func:`train_classifier`), replacing ``model``."""
+        """Train an MLP classifier (:func:`train_classifier`) as ``model_``, used instead of ``model``."""
         from .sensors import train_classifier
 
-        self.model = train_classifier(X, y, num_classes or int(np.max(y)) + 1, **train_kwargs)
-        self.q = None
+        _choice("score", self.score, ("aps", "lac"))
+        train_kwargs.setdefault("seed", _seed(self.random_state))
+        self.model_ = train_classifier(X, y, num_classes or int(np.max(y)) + 1, **train_kwargs)
+        self.q_ = None
         return self
 
+    def _model(self) -> Callable:
+        model = getattr(self, "model_", None)
+        model = self.model if model is None else model
+        if model is None:
+            raise NotCalibratedError("no model: pass a model to SplitCP(...) or call fit(X, y) first")
+        return model
+
+    def _tie_breaker(self) -> torch.Generator:
+        """The tie-break stream, started from ``random_state`` at the first draw after construction or calibrate."""
+        if getattr(self, "generator_", None) is None:
+            self.generator_ = torch.Generator().manual_seed(_seed(self.random_state))
+        return self.generator_
+
     def scores(self, X) -> torch.Tensor:
-        p = predict_proba(self.model, X)
+        """Every class's nonconformity score at ``X``, ``(n, K)``."""
+        _choice("score", self.score, ("aps", "lac"))
+        p = predict_proba(self._model(), X)
         if self.score == "lac":
             return lac_scores(p)
-        u = torch.rand(p.shape[0], 1, generator=self.generator, dtype=p.dtype) if self.randomized else None
+        u = torch.rand(p.shape[0], 1, generator=self._tie_breaker(), dtype=p.dtype) if self.randomized else None
         return aps_scores(p, u)
 
     def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "SplitCP":
         """Threshold at the conformal quantile of the true-class scores (``confidence``: see :func:`quantile_index`)."""
+        self.generator_ = None
         s = self.scores(X)
         y = _labels(y, s.shape[1], s.shape[0])
         return self._calibrate_on(s[np.arange(len(y)), y].numpy(), alpha, confidence)
@@ -214,13 +271,13 @@ class SplitCP(_OneThreshold):
     def recalibrated(self, alpha: float, confidence: float | None = None) -> Self:
         out = super().recalibrated(alpha, confidence)
         # Its own tie-break stream, so copies do not move each other's draws.
-        out.generator = torch.Generator().set_state(self.generator.get_state())
+        out.generator_ = torch.Generator().set_state(self._tie_breaker().get_state())
         return out
 
     def predict_set(self, X) -> torch.Tensor:
-        if self.q is None:
-            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before predict_set")
-        return self.scores(X) <= self.q
+        """Boolean ``(n, K)``: class j is in the set iff its score is ≤ ``q_``."""
+        self._check_calibrated("predict_set")
+        return self.scores(X) <= self.q_
 
 
 @dataclass
@@ -261,7 +318,7 @@ class CertifiedSets:
         return CertifiedSets(self.delta, self.scores <= q, self.lower <= q, self.upper <= q, self.lower, self.upper, self.scores)
 
 
-class COLEP:
+class COLEP(Estimator):
     """Learning-reasoning conformal prediction (Kang et al., ICLR 2024).
 
     ``sensors(X)`` gives the probability of every class and concept (see
@@ -278,7 +335,14 @@ class COLEP:
 
     β is fitted on a random ``beta_fraction`` of the calibration data and the
     thresholds on the rest, so the conformal scores stay exchangeable with
-    the test scores.
+    the test scores. ``random_state`` draws that split and seeds :meth:`fit`'s
+    training (an int repeats them, None draws fresh ones).
+
+    As a scikit-learn estimator, ``__init__`` only stores its arguments; they
+    are checked by ``fit`` and ``calibrate``, which set ``sensors_`` (trained
+    sensors, used instead of ``sensors``), ``reasoner_`` (the circuits and the
+    fitted β), ``q_`` (one threshold per class), ``alpha_`` and
+    ``confidence_``. ``sklearn.base.clone`` gives an uncalibrated copy.
 
     Example:
         >>> import torch
@@ -291,39 +355,67 @@ class COLEP:
         torch.Size([5, 2])
     """
 
+    q = _fitted_alias("q_", "The per-class thresholds ``q_`` (None before calibrate).")
+    alpha = _fitted_alias("alpha_", "The ``alpha`` of the last calibration.")
+    confidence = _fitted_alias("confidence_", "The ``confidence`` of the last calibration.")
+
     def __init__(self, sensors: Callable | None, knowledge: Knowledge, mode: str = "per_class", beta_fraction: float = 0.2,
-                 fit_beta: bool = True, include_sensor: bool = True, seed: int = 0, score: str = "lac"):
-        if mode not in ("per_class", "marginal"):
-            raise ValueError(f"mode must be 'per_class' or 'marginal', got {mode!r}")
-        if score not in ("lac", "aps"):
-            raise ValueError(f"score must be 'lac' or 'aps', got {score!r}")
+                 fit_beta: bool = True, include_sensor: bool = True, random_state: None | int | np.random.Generator = 0,
+                 score: str = "lac"):
+        self.sensors = sensors
+        self.knowledge = knowledge
+        self.mode = mode
+        self.beta_fraction = beta_fraction
+        self.fit_beta = fit_beta
+        self.include_sensor = include_sensor
+        self.random_state = random_state
         self.score = score
-        if not 0 <= beta_fraction < 1:
-            raise ValueError(f"beta_fraction must be in [0, 1), got {beta_fraction}")
-        self.sensors, self.knowledge, self.mode = sensors, knowledge, mode
-        self.beta_fraction, self.fit_beta, self.seed = beta_fraction, fit_beta, seed
-        self.reasoner = Reasoner(knowledge, include_sensor=include_sensor)
-        self.q: torch.Tensor | None = None
-        self.alpha: float | None = None
-        self.confidence: float | None = None
-        self._smooth_cache: dict = {}
+
+    def _check_params(self) -> None:
+        _choice("mode", self.mode, ("per_class", "marginal"))
+        _choice("score", self.score, ("lac", "aps"))
+        if not isinstance(self.knowledge, Knowledge):
+            raise UsageError(f"knowledge must be a Knowledge (e.g. Knowledge.from_json(path)), got {type(self.knowledge).__name__}")
+        if isinstance(self.beta_fraction, bool) or not isinstance(self.beta_fraction, (int, float)) or not 0 <= self.beta_fraction < 1:
+            raise UsageError(f"beta_fraction must be in [0, 1), got {self.beta_fraction!r}")
 
     @property
     def num_classes(self) -> int:
         return self.knowledge.num_classes
 
+    @property
+    def reasoner(self) -> Reasoner:
+        """The reasoning circuits and their β (``reasoner_`` once calibrated; uniform β before)."""
+        r = getattr(self, "reasoner_", None)
+        if r is None or r.knowledge is not self.knowledge or r.include_sensor != self.include_sensor:
+            self._check_params()
+            r = self.reasoner_ = Reasoner(self.knowledge, include_sensor=self.include_sensor)
+        return r
+
     def fit(self, X, y, **train_kwargs) -> "COLEP":
-        """Train MLP sensors for every class and concept (:func:`train_sensors`), replacing ``sensors``."""
+        """Train MLP sensors for every class and concept (:func:`train_sensors`) as ``sensors_``, used instead of ``sensors``."""
         from .sensors import train_sensors
 
-        self.sensors = train_sensors(X, y, self.knowledge, **train_kwargs)
-        self.q = None
+        self._check_params()
+        train_kwargs.setdefault("seed", _seed(self.random_state))
+        self.sensors_ = train_sensors(X, y, self.knowledge, **train_kwargs)
+        self.q_ = None
         return self
 
+    def _sensors(self) -> Callable:
+        sensors = getattr(self, "sensors_", None)
+        sensors = self.sensors if sensors is None else sensors
+        if sensors is None:
+            raise NotCalibratedError("no sensors: pass a sensors callable to COLEP(...) or call fit(X, y) first")
+        return sensors
+
+    def _check_calibrated(self, method: str) -> None:
+        if getattr(self, "q_", None) is None:
+            raise NotCalibratedError(f"call calibrate(X_cal, y_cal, alpha) before {method}")
+
     def sensor_probabilities(self, X) -> torch.Tensor:
-        if self.sensors is None:
-            raise RuntimeError("no sensors: pass a sensors callable to COLEP(...) or call fit(X, y) first")
-        return as_probabilities(self.sensors, X, self.knowledge.num_classes, self.knowledge.num_concepts)
+        """The sensors' readings of every class and concept, validated, ``(n, K + C)``."""
+        return as_probabilities(self._sensors(), X, self.knowledge.num_classes, self.knowledge.num_concepts)
 
     def probabilities(self, X) -> torch.Tensor:
         """Corrected, β-mixed probabilities of every class and concept, ``(n, K + C)``."""
@@ -331,7 +423,7 @@ class COLEP:
 
     def _thresholds(self, scores: torch.Tensor, y: np.ndarray) -> torch.Tensor:
         s = scores[np.arange(len(y)), y].numpy()
-        alpha, confidence = self.alpha, self.confidence
+        alpha, confidence = self.alpha_, self.confidence_
         if self.mode == "marginal":
             return torch.full((self.num_classes,), conformal_quantile(s, alpha, confidence), dtype=torch.float64)
         return torch.tensor([conformal_quantile(s[y == j], alpha, confidence) for j in range(self.num_classes)], dtype=torch.float64)
@@ -342,21 +434,26 @@ class COLEP:
         ``confidence=c`` makes each threshold's coverage hold for this
         calibration set with probability ≥ c (:func:`quantile_index`); per
         class, all K classes together hold with probability ≥ 1 - K(1 - c).
+        The split between β and thresholds is drawn from ``random_state``.
         """
+        self._check_params()
+        quantile_index(1, alpha, confidence)  # a bad alpha fails before the sensors run
         p = self.sensor_probabilities(X)
         y = _labels(y, self.num_classes, len(p))
         n = len(y)
-        idx = np.random.default_rng(self.seed).permutation(n)
-        n_beta = int(round(self.beta_fraction * n)) if self.fit_beta and self.reasoner.circuits else 0
+        reasoner = self.reasoner.fresh()  # shares the compiled circuits, starts from the uniform β
+        idx = check_random_state(self.random_state).permutation(n)
+        n_beta = int(round(self.beta_fraction * n)) if self.fit_beta and reasoner.circuits else 0
         beta_idx, conf_idx = idx[:n_beta], np.sort(idx[n_beta:])
         if n_beta:
-            self.reasoner.fit_beta(p[beta_idx], y[beta_idx])
-        self.alpha, self.confidence = alpha, confidence
+            reasoner.fit_beta(p[beta_idx], y[beta_idx])
+        self.reasoner_ = reasoner
+        self.alpha_, self.confidence_ = alpha, confidence
         self._X_conf = X[conf_idx] if not isinstance(X, (list, tuple)) else [X[i] for i in conf_idx]
         self._y_conf = y[conf_idx]
-        self._conf_scores = self._scores(self.reasoner(p[conf_idx]))
+        self._conf_scores = self._scores(reasoner(p[conf_idx]))
         self._smooth_cache = {}
-        self.q = self._thresholds(self._conf_scores, self._y_conf)
+        self.q_ = self._thresholds(self._conf_scores, self._y_conf)
         return self
 
     def recalibrated(self, alpha: float, confidence: float | None = None) -> "COLEP":
@@ -372,15 +469,14 @@ class COLEP:
             >>> X = torch.rand(500, 3); y = (X[:, 1] > X[:, 0]).long().numpy()
             >>> cp = COLEP(lambda X: X.double(), kb).calibrate(X, y, alpha=0.1)
             >>> strict = cp.recalibrated(0.1, confidence=0.9)
-            >>> bool((strict.q >= cp.q).all())
+            >>> bool((strict.q_ >= cp.q_).all())
             True
         """
-        if self.q is None:
-            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before recalibrated")
+        self._check_calibrated("recalibrated")
         out = copy.copy(self)
-        out.reasoner = copy.copy(self.reasoner)  # so that calibrating self again (a new β) leaves the copy's β alone
-        out.alpha, out.confidence = alpha, confidence
-        out.q = out._thresholds(self._conf_scores, self._y_conf)
+        out.reasoner_ = copy.copy(self.reasoner_)  # so that calibrating self again (a new β) leaves the copy's β alone
+        out.alpha_, out.confidence_ = alpha, confidence
+        out.q_ = out._thresholds(self._conf_scores, self._y_conf)
         return out
 
     def _scores(self, pi: torch.Tensor) -> torch.Tensor:
@@ -388,22 +484,21 @@ class COLEP:
 
     def predict_set(self, X) -> torch.Tensor:
         """Boolean ``(n, num_classes)``: class j is in the set iff its score at x is ≤ q_j."""
-        if self.q is None:
-            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before predict_set")
-        return self._scores(self.probabilities(X)) <= self.q[None, :]
+        self._check_calibrated("predict_set")
+        return self._scores(self.probabilities(X)) <= self.q_[None, :]
 
     # ------------------------------------------------------- certification
     def _smoothed_fn(self, method: str):
         """The [0, 1]-valued function whose Gaussian smoothing ``method`` certifies."""
-        k, c = self.knowledge.num_classes, self.knowledge.num_concepts
+        k, c, sensors = self.knowledge.num_classes, self.knowledge.num_concepts, self._sensors()
         if method == "sensors":
-            return lambda x: as_probabilities(self.sensors, x, k, c)
-        return lambda x: self._scores(self.reasoner(as_probabilities(self.sensors, x, k, c)))
+            return lambda x: as_probabilities(sensors, x, k, c)
+        return lambda x: self._scores(self.reasoner_(as_probabilities(sensors, x, k, c)))
 
     def _smoothed_scores(self, counts: np.ndarray, n_samples: int, method: str) -> torch.Tensor:
         """Class scores of the smoothed model from its Monte Carlo counts."""
         g = torch.from_numpy(counts / n_samples)
-        return self._scores(self.reasoner(g)) if method == "sensors" else g
+        return self._scores(self.reasoner_(g)) if method == "sensors" else g
 
     def smoothed_thresholds(self, sigma: float, n_samples: int = 1000, seed: int = 0, n_calibration: int | None = None,
                             method: str = "sensors") -> torch.Tensor:
@@ -413,10 +508,8 @@ class COLEP:
         (shared with :meth:`recalibrated` copies); ``n_calibration`` uses a
         random subset of the split.
         """
-        if self.q is None:
-            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before smoothed_thresholds or certify")
-        if method not in ("sensors", "pipeline"):
-            raise ValueError(f"method must be 'sensors' or 'pipeline', got {method!r}")
+        self._check_calibrated("smoothed_thresholds or certify")
+        _choice("method", method, ("sensors", "pipeline"))
         key = (float(sigma), int(n_samples), int(seed), n_calibration, method)
         if key not in self._smooth_cache:
             n = len(self._y_conf)
@@ -458,7 +551,7 @@ class COLEP:
         for d in deltas:
             _, lo, hi = bounds_from_counts(counts, n_samples, alpha_mc, float(d), sigma)
             if method == "sensors":
-                lo, hi = colep_score_bounds(*self.reasoner.bounds(lo, hi, range(self.num_classes)), self.score)
+                lo, hi = colep_score_bounds(*self.reasoner_.bounds(lo, hi, range(self.num_classes)), self.score)
             out.append(CertifiedSets(float(d), s <= q, lo <= q, hi <= q, lo, hi, s))
         return out[0] if np.isscalar(delta) else out
 
@@ -476,14 +569,18 @@ class RSCP(_OneThreshold):
     of the classes ranked above y; both in [0, 1]) is smoothed with N(0, σ²I) noise and estimated with the same Bernoulli /
     Clopper-Pearson machinery as COLEP's sensors. Sets at X use the point
     estimate; ``certify`` bounds the smoothed score over the δ-ball with the
-    1/σ-Lipschitz bound on Φ⁻¹ of the smoothed score.
+    1/σ-Lipschitz bound on Φ⁻¹ of the smoothed score. ``random_state`` seeds
+    the Monte Carlo draws (an int repeats them, None draws fresh ones).
+    Fitted attributes: ``q_``, ``alpha_``, ``confidence_``, ``seed_``.
     """
 
-    def __init__(self, model: Callable, sigma: float = 0.25, n_samples: int = 1000, score: str = "lac", seed: int = 0):
-        if score not in ("aps", "lac"):
-            raise ValueError(f"score must be 'aps' or 'lac', got {score!r}")
-        self.model, self.sigma, self.n_samples, self.score, self.seed = model, sigma, n_samples, score, seed
-        self.q: float | None = None
+    def __init__(self, model: Callable, sigma: float = 0.25, n_samples: int = 1000, score: str = "lac",
+                 random_state: None | int | np.random.Generator = 0):
+        self.model = model
+        self.sigma = sigma
+        self.n_samples = n_samples
+        self.score = score
+        self.random_state = random_state
 
     def _score_fn(self):
         def f(x):
@@ -492,8 +589,18 @@ class RSCP(_OneThreshold):
         return f
 
     def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "RSCP":
-        """Smooth the calibration scores and threshold them (``confidence``: see :func:`quantile_index`)."""
-        k = smoothed_counts(self._score_fn(), X, self.sigma, self.n_samples, seed=self.seed + 1)
+        """Smooth the calibration scores and threshold them (``confidence``: see :func:`quantile_index`).
+
+        The Monte Carlo draws come from ``seed_``, an int taken from ``random_state``.
+        """
+        _choice("score", self.score, ("aps", "lac"))
+        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, (int, np.integer)) or self.n_samples < 1:
+            raise UsageError(f"n_samples must be a positive integer, got {self.n_samples!r}")
+        if not isinstance(self.sigma, (int, float)) or not self.sigma > 0:
+            raise UsageError(f"sigma must be a positive number, got {self.sigma!r}")
+        quantile_index(1, alpha, confidence)
+        self.seed_ = _seed(self.random_state)
+        k = smoothed_counts(self._score_fn(), X, self.sigma, self.n_samples, seed=self.seed_ + 1)
         s = k / self.n_samples
         y = _labels(y, s.shape[1], s.shape[0])
         return self._calibrate_on(s[np.arange(len(y)), y], alpha, confidence)
@@ -503,17 +610,16 @@ class RSCP(_OneThreshold):
 
     def certify(self, X, delta: float | Sequence[float], sigma: float | None = None, n_samples: int | None = None,
                 alpha_mc: float = 0.001, seed: int | None = None) -> CertifiedSets | list[CertifiedSets]:
-        if self.q is None:
-            raise RuntimeError("call calibrate(X_cal, y_cal, alpha) before certify")
+        self._check_calibrated("certify")
         if (sigma is not None and sigma != self.sigma) or (n_samples is not None and n_samples != self.n_samples):
-            raise ValueError("RSCP is calibrated for its own sigma and n_samples; build a new RSCP to change them")
-        seed = self.seed if seed is None else seed
+            raise UsageError("RSCP is calibrated for its own sigma and n_samples; build a new RSCP to change them")
+        seed = self.seed_ if seed is None else seed
         counts = smoothed_counts(self._score_fn(), X, self.sigma, self.n_samples, seed=seed + 2)
         deltas = [delta] if np.isscalar(delta) else list(delta)
         out = []
         for d in deltas:
             s, lo, hi = bounds_from_counts(counts, self.n_samples, alpha_mc, float(d), self.sigma)
-            out.append(CertifiedSets(float(d), s <= self.q, lo <= self.q, hi <= self.q, lo, hi, s))
+            out.append(CertifiedSets(float(d), s <= self.q_, lo <= self.q_, hi <= self.q_, lo, hi, s))
         return out[0] if np.isscalar(delta) else out
 
     def certified_coverage(self, X, y, delta: float, alpha_mc: float = 0.001) -> float:

@@ -21,6 +21,7 @@ cancels). No approximation is involved.
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -185,13 +186,22 @@ class Reasoner:
         self.knowledge = knowledge
         self.circuits = [ClusterCircuit(c) for c in knowledge.compiled_clusters]
         self.include_sensor = include_sensor
+        self.beta = self._uniform_beta()
+
+    def _uniform_beta(self) -> torch.Tensor:
         r = len(self.circuits)
         beta = torch.zeros(r + 1, dtype=torch.float64)
         if r:
             beta[1:] = 1.0 / r
         else:
             beta[0] = 1.0
-        self.beta = beta
+        return beta
+
+    def fresh(self) -> "Reasoner":
+        """A copy sharing the compiled circuits, with the initial (uniform) β."""
+        out = copy.copy(self)
+        out.beta = self._uniform_beta()
+        return out
 
     @property
     def num_components(self) -> int:

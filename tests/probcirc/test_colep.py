@@ -85,10 +85,10 @@ def test_cover_circuit_is_small_for_star_clusters(exclusive):
         m = len(cl.variables)
         if exclusive:  # ten one-hot branches, each a product over the 11 variables: linear, not 2^m
             assert circuit.cover == () and m == 11
-            assert circuit.pc.num_slots < 3 * 10 * m
+            assert circuit.pc.num_nodes < 3 * 10 * m
         else:
             assert len(circuit.cover) == 1  # the concept
-            assert circuit.pc.num_slots < 4 * m + 4
+            assert circuit.pc.num_nodes < 4 * m + 4
 
 
 def test_published_example_0667():
@@ -235,16 +235,16 @@ def test_training_conditional_coverage_of_uniform_scores():
 def test_recalibrated_matches_a_fresh_calibration():
     X, y, kb, sensors, clf = _toy_problem()
     cal, test = slice(120, 200), slice(200, None)
-    cp = COLEP(sensors, kb, mode="marginal", seed=3).calibrate(X[cal], y[cal], 0.2)
+    cp = COLEP(sensors, kb, mode="marginal", random_state=3).calibrate(X[cal], y[cal], 0.2)
     strict = cp.recalibrated(0.2, confidence=0.9)
-    torch.testing.assert_close(strict.q, COLEP(sensors, kb, mode="marginal", seed=3).calibrate(X[cal], y[cal], 0.2, confidence=0.9).q)
+    torch.testing.assert_close(strict.q, COLEP(sensors, kb, mode="marginal", random_state=3).calibrate(X[cal], y[cal], 0.2, confidence=0.9).q)
     assert bool((strict.q > cp.q).all()) and cp.confidence is None  # stricter, and the original is untouched
     assert bool((cp.predict_set(X[test]) <= strict.predict_set(X[test])).all())
-    per_class = COLEP(sensors, kb, seed=3).calibrate(X[cal], y[cal], 0.2)
+    per_class = COLEP(sensors, kb, random_state=3).calibrate(X[cal], y[cal], 0.2)
     assert bool((per_class.recalibrated(0.2, confidence=0.9).q >= per_class.q).all())
     with pytest.raises(ValueError, match="3 labels for 80 samples"):
         COLEP(sensors, kb).calibrate(X[cal], y[cal][:3], 0.2)
-    for make in (lambda: SplitCP(clf, "aps", seed=5), lambda: RSCP(clf, sigma=0.25, n_samples=32, seed=5)):
+    for make in (lambda: SplitCP(clf, "aps", random_state=5), lambda: RSCP(clf, sigma=0.25, n_samples=32, random_state=5)):
         moved = make().calibrate(X[cal], y[cal], 0.2).recalibrated(0.1, confidence=0.9)
         assert moved.q == make().calibrate(X[cal], y[cal], 0.1, confidence=0.9).q
     # Smoothed: re-reading the base model's certificates against the stricter thresholds is certifying with them.
@@ -273,7 +273,7 @@ def test_colep_coverage_over_random_splits(mode, score):
     for split in range(60):
         perm = np.random.default_rng(split).permutation(600)
         cal, test = perm[:300], perm[300:]
-        cp = COLEP(sensors, kb, mode=mode, fit_beta=split % 10 == 0, seed=split, score=score).calibrate(cal, y[cal], alpha)
+        cp = COLEP(sensors, kb, mode=mode, fit_beta=split % 10 == 0, random_state=split, score=score).calibrate(cal, y[cal], alpha)
         covs.append(coverage(cp.predict_set(test), y[test]))
         top1.append(float((cp.probabilities(test)[:, :3].argmax(1).numpy() == y[test]).mean()))
     # E[coverage] ≥ 1 - α exactly; 60 splits × 300 test points leave a standard error ≈ 0.003.
@@ -293,7 +293,7 @@ def test_split_cp_coverage_over_random_splits(score):
     covs = []
     for split in range(60):
         perm = np.random.default_rng(split).permutation(600)
-        cp = SplitCP(model, score, randomized=score == "aps", seed=split).calibrate(perm[:300], y[perm[:300]], 0.1)
+        cp = SplitCP(model, score, randomized=score == "aps", random_state=split).calibrate(perm[:300], y[perm[:300]], 0.1)
         covs.append(coverage(cp.predict_set(perm[300:]), y[perm[300:]]))
     assert np.mean(covs) >= 0.9 - 0.012
 
