@@ -1,33 +1,37 @@
 """The ``probcirc`` console script: a thin dispatcher over subcommands.
 
 A module joins by exposing ``register(subparsers)``, which adds its
-subcommands and sets ``func`` (``args -> exit code``) on each parser. Errors
-raised as :class:`CliError` end the program with their one-line message and
-exit code; nothing prints a traceback unless ``PROBCIRC_DEBUG=1``.
+subcommands (built with :func:`probmod.cli.subparser`) and sets ``func``
+(``args -> exit code``) on each parser. Errors are :mod:`probmod.errors`
+classes; :func:`probmod.cli.run` prints them as one line and returns their
+exit status (the table at the end of every ``--help``); a traceback is
+printed only for internal errors with ``PROBMOD_DEBUG=1``.
+
+Example:
+    >>> build_parser().parse_args(["info", "x.pcz"]).command
+    'info'
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from probmod.cli import make_parser, run
+from probmod.errors import ProbmodError
 
 #: modules whose ``register(subparsers)`` adds subcommands
 SUBCOMMAND_MODULES = ["probcirc.compress.cli"]
 
-
-class CliError(Exception):
-    """A user-facing failure: ``str(err)`` is the one-line message, ``code`` the exit status."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
+#: kept importable for code written against the old name; raise :mod:`probmod.errors` classes instead
+CliError = ProbmodError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``probcirc`` parser with every registered subcommand."""
     import importlib
 
-    parser = argparse.ArgumentParser(prog="probcirc", description="Probabilistic circuits from the command line.")
+    parser = make_parser("probcirc", "Probabilistic circuits from the command line.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -35,24 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``probcirc`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
-    try:
+
+    def dispatch(args: argparse.Namespace) -> int:
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
         return int(args.func(args) or 0)
-    except CliError as err:
-        print(f"probcirc {args.command}: error: {err}", file=sys.stderr)
-        return err.code
-    except KeyboardInterrupt:
-        print(f"probcirc {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - the promise is one line, never a traceback
-        if os.environ.get("PROBCIRC_DEBUG"):
-            raise
-        print(f"probcirc {args.command}: internal error: {type(err).__name__}: {err} (set PROBCIRC_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 1
+
+    return run("probcirc", dispatch, parser, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

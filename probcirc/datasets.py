@@ -22,22 +22,57 @@ def shared_data_dir() -> Path | None:
     return None
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+#: most bytes :func:`read_idx` reads from one file unless told otherwise (1 GiB; MNIST's training images are 47 MB)
+MAX_IDX_BYTES = 1 << 30
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an idx file (optionally gzipped), as used by MNIST.
 
+    The header's declared shape is checked against ``max_bytes`` before
+    anything is allocated, and a gzipped file is read only as far as the shape
+    declares, so a small crafted file cannot expand into gigabytes.
+
     Raises:
-        ValueError: if the header is not a valid idx header or the payload is truncated.
+        InputError: ``path`` is missing or not a regular file (a FIFO cannot hang the reader).
+        FormatError: not an unsigned-byte idx file, a truncated one, or trailing bytes (a ``ValueError``).
+        LimitError: the declared shape holds more than ``max_bytes`` bytes.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.idx")
+        >>> _ = open(path, "wb").write(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(6)))
+        >>> read_idx(path).tolist()
+        [[0, 1, 2], [3, 4, 5]]
     """
+    import zlib
+
+    from probmod.errors import FormatError, LimitError
+    from probmod.io import check_regular_file
+
+    path = check_regular_file(path, "idx file")
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte idx file")
-    ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
-    payload = raw[4 + 4 * ndim :]
-    if len(payload) != int(np.prod(dims)):
-        raise ValueError(f"{path}: truncated idx file ({len(payload)} bytes for shape {tuple(dims)})")
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\0\0\x08" or head[3] == 0:
+                raise FormatError(f"{path}: not an unsigned-byte idx file")
+            raw_dims = f.read(4 * head[3])
+            if len(raw_dims) < 4 * head[3]:
+                raise FormatError(f"{path}: truncated idx header")
+            dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
+            size = 1
+            for d in dims:
+                size *= d
+            if size > max_bytes:
+                raise LimitError(f"{path}: declares shape {dims} ({size} bytes), over the {max_bytes}-byte limit")
+            payload = f.read(size)
+            if len(payload) != size:
+                raise FormatError(f"{path}: truncated idx file ({len(payload)} bytes for shape {dims})")
+            if f.read(1):
+                raise FormatError(f"{path}: trailing bytes after the {size} bytes of shape {dims}")
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise FormatError(f"{path}: corrupt gzip stream ({err})") from None
     return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
 
 

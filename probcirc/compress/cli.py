@@ -1,67 +1,106 @@
 """``probcirc train-codec | compress | decompress | info``.
 
-Exit codes: 0 success, 1 internal error, 2 usage, 3 unreadable or unsupported
-input, 4 corrupt/truncated/foreign file, 5 model mismatch, 6 output exists
-(pass ``--force``).
+Exit codes follow :data:`probmod.errors.EXIT_CODES`: 2 usage, 3 an input
+cannot be read or is unsupported, 4 a corrupt, truncated or foreign file, 5 a
+model that does not match the file, 6 the output exists (pass ``--force``),
+7 a declared size over ``--max-values``, 9 an output cannot be written.
+
+Inputs are untrusted: declared image sizes are checked against
+``--max-values`` before any pixel is read, stored names are reduced to plain
+file names, and every output is checked before the work starts and written
+atomically.
 """
 
 from __future__ import annotations
 
+import argparse
 import io as _io
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-EXIT_INPUT, EXIT_FORMAT, EXIT_MISMATCH, EXIT_EXISTS = 3, 4, 5, 6
+from probmod.cli import add_force, add_output, add_quiet, add_seed, add_threads, set_threads, subparser
+from probmod.errors import FormatError, InputError, LimitError, ModelMismatchError, OutputError, ProbmodError, UsageError
+from probmod.io import atomic_path, check_output, check_regular_file
+from probmod.progress import Progress
+
+from .container import MAX_VALUES, MODEL, Entry, escape_name, safe_name
+
 IMAGE_EXTS = {".png", ".pgm", ".ppm", ".pnm", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 ARRAY_EXTS = (".npy", ".gz", ".idx", "-ubyte")
 
 
-def _err(msg: str, code: int):
-    from ..cli import CliError
-
-    return CliError(msg, code)
-
-
 # ------------------------------------------------------------------ reading
-def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _read_image(path: Path, max_values: int = MAX_VALUES) -> np.ndarray:
+    """An 8-bit L or RGB image, after checking its declared size against ``max_values`` (Pillow reads headers first)."""
+    from PIL import Image
 
+    check_regular_file(path, "image")
+    old = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as im:
-            mode = im.mode
-            if mode in ("L", "RGB"):
-                return np.asarray(im.convert(mode)).copy()
-            if mode == "P":
-                raise _err(f"{path}: palette image; convert it to RGB or L first (e.g. PIL: im.convert('RGB'))", EXIT_INPUT)
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise _err(f"{path}: {mode} ({'16-bit' if '16' in mode else '32-bit'}) images are not supported; only 8-bit L and RGB", EXIT_INPUT)
-            raise _err(f"{path}: image mode {mode} is not supported; only 8-bit L (grey) and RGB", EXIT_INPUT)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise _err(f"{path}: unreadable image ({e})", EXIT_INPUT) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max(max_values, 1)  # our limit, in values, is the stricter one
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h * len(im.getbands()) > max_values:
+                    raise LimitError(f"{path}: declares {w}x{h} pixels x {len(im.getbands())} channels, over the "
+                                     f"limit of {max_values} values; raise --max-values if the file is trusted")
+                return _as_l_or_rgb(im, path)
+    except ProbmodError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise LimitError(f"{path}: {e}; raise --max-values if the file is trusted") from None
+    except MemoryError:
+        raise LimitError(f"{path}: out of memory while decoding the image") from None
+    except Exception as e:  # noqa: BLE001 - any failure of the image parser means an unreadable input file
+        raise InputError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
 
 
-def _read_array(path: Path) -> np.ndarray:
+def _as_l_or_rgb(im, path: Path) -> np.ndarray:
+    mode = im.mode
+    if mode in ("L", "RGB"):
+        return np.asarray(im.convert(mode)).copy()
+    if mode == "P":
+        raise InputError(f"{path}: palette image; convert it to RGB or L first (e.g. PIL: im.convert('RGB'))")
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise InputError(f"{path}: {mode} ({'16-bit' if '16' in mode else '32-bit'}) images are not supported; "
+                         "only 8-bit L and RGB")
+    raise InputError(f"{path}: image mode {mode} is not supported; only 8-bit L (grey) and RGB")
+
+
+def _read_array(path: Path, max_values: int = MAX_VALUES) -> np.ndarray:
+    """Images ``(N, H, W)`` or ``(N, H, W, 3)`` from a .npy or idx(.gz) file, size checked before reading."""
     from ..datasets import read_idx
 
+    check_regular_file(path, "array file")
     try:
         if path.suffix == ".npy":
-            a = np.load(path, allow_pickle=False)
+            a = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only; the bytes must be there
+            if a.size > max_values:
+                raise LimitError(f"{path}: declares shape {a.shape}, over the limit of {max_values} values; "
+                                 "raise --max-values if the file is trusted")
+            a = np.array(a)
         else:
-            a = read_idx(path)
-    except (OSError, ValueError, EOFError) as e:
-        raise _err(f"{path}: unreadable array ({e})", EXIT_INPUT) from None
+            a = read_idx(path, max_bytes=max_values)
+    except LimitError:
+        raise
+    except (OSError, ValueError, EOFError, TypeError) as e:
+        raise InputError(f"{path}: unreadable array ({e})") from None
     if a.dtype != np.uint8:
         if a.dtype.kind in "iu" and a.size and a.min() >= 0 and a.max() <= 255:
             a = a.astype(np.uint8)
         else:
-            raise _err(f"{path}: arrays must hold 8-bit values (uint8), got {a.dtype}", EXIT_INPUT)
+            raise InputError(f"{path}: arrays must hold 8-bit values (uint8), got {a.dtype}")
     if a.ndim == 2:
         a = a[None]
-    if a.ndim not in (3, 4) or (a.ndim == 4 and a.shape[-1] != 3):
-        raise _err(f"{path}: arrays must be (N, H, W) grey or (N, H, W, 3) RGB, got shape {a.shape}", EXIT_INPUT)
+    if a.ndim not in (3, 4) or (a.ndim == 4 and a.shape[-1] != 3) or 0 in a.shape:
+        raise InputError(f"{path}: arrays must be non-empty (N, H, W) grey or (N, H, W, 3) RGB, got shape {a.shape}")
     return a
 
 
@@ -69,32 +108,62 @@ def _is_array(path: Path) -> bool:
     return path.suffix == ".npy" or path.name.endswith(ARRAY_EXTS)
 
 
-def collect(paths: list[str]) -> tuple[list[np.ndarray], list[str], list[int]]:
-    """Images, their names and sources (0 image file, 1 array element) from files and folders."""
+def _unique(base: str, ext: str, taken: set[str]) -> str:
+    """``base + ext``, or ``base-N + ext`` with the smallest free N; case-insensitive, so it is safe on any file system."""
+    name, n = base + ext, 0
+    while name.casefold() in taken:
+        n += 1
+        name = f"{base}-{n}{ext}"
+    taken.add(name.casefold())
+    return name
+
+
+def _input_files(paths: list[str]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and (f.suffix.lower() in IMAGE_EXTS or _is_array(f)))
             if not found:
-                raise _err(f"{p}: no images (PNG, PGM, BMP, ...) or arrays (.npy, idx) in this folder", EXIT_INPUT)
+                raise InputError(f"{p}: no images (PNG, PGM, BMP, ...) or arrays (.npy, idx) in this folder")
             files.extend(found)
-        elif p.is_file():
-            files.append(p)
         else:
-            raise _err(f"{p}: no such file or folder", EXIT_INPUT)
-    images, names, sources = [], [], []
-    for f in files:
+            files.append(check_regular_file(p, "image, array or folder"))
+    return files
+
+
+def collect(paths: list[str], max_values: int = MAX_VALUES) -> tuple[list[np.ndarray], list[str], list[int], list[str]]:
+    """Images, their names, sources (0 image file, 1 array element) and renaming notes, from files and folders.
+
+    Array files with the same stem (``a/x.npy``, ``b/x.npy``) get distinct names
+    (``x``, ``x-1``), so decompressing restores each as its own file.
+
+    Raises:
+        InputError: a missing, unreadable or unsupported input.
+        LimitError: the inputs declare more than ``max_values`` values in all.
+    """
+    images, names, sources, notes = [], [], [], []
+    array_stems: set[str] = set()
+    total = 0
+    for f in _input_files(paths):
         if _is_array(f):
-            arr = _read_array(f)
+            arr = _read_array(f, max_values - total)
             stem = f.name.removesuffix(".gz").removesuffix(".npy")
+            name = _unique(stem, "", array_stems)
+            if name != stem:
+                notes.append(f"{f}: another array is named {stem!r}; stored as {name!r}")
             images.extend(list(arr))
-            names.extend([stem] * len(arr))
+            names.extend([name] * len(arr))
             sources.extend([1] * len(arr))
+            total += arr.size
         else:
-            images.append(_read_image(f))
+            img = _read_image(f, max_values - total)
+            images.append(img)
             names.append(f.stem)
             sources.append(0)
-    return images, names, sources
+            total += img.size
+    if not images:
+        raise InputError("no images given")
+    return images, names, sources, notes
 
 
 def _png_bytes(img: np.ndarray) -> int:
@@ -106,8 +175,6 @@ def _png_bytes(img: np.ndarray) -> int:
 
 
 def _parse_patch(text: str) -> tuple[int, int]:
-    import argparse
-
     try:
         h, w = (int(t) for t in text.lower().split("x"))
         if h < 1 or w < 1:
@@ -117,102 +184,108 @@ def _parse_patch(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"patch must look like 28x28, got {text!r}") from None
 
 
-def _check_out(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise _err(f"{path} exists; pass --force to replace it", EXIT_EXISTS)
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _write_bytes(path: Path, data: bytes, force: bool) -> None:
-    from ..io import atomic_path
-
-    with atomic_path(path, overwrite=force) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-
-def _load_codec(model_path: str, patch, batch_size: int, threads):
+def _load_codec(args, file_patch: tuple[int, int] | None = None):
+    """The codec of ``args.model``; with ``file_patch`` (decoding), a model of another patch shape is a mismatch."""
     from .. import io
     from ..circuit import TensorCircuit
     from .codec import Codec, CodecModel
     from .program import UnsupportedCircuit
 
-    try:
-        model = io.load(model_path)
-    except FileNotFoundError:
-        raise _err(f"{model_path}: no such model file", EXIT_INPUT) from None
-    except io.FormatError as e:
-        raise _err(f"{model_path}: not a codec model ({e})", EXIT_FORMAT) from None
+    model = io.load(args.model)
     if not isinstance(model, (CodecModel, TensorCircuit)):
-        raise _err(f"{model_path}: holds a {type(model).__name__}, not a circuit or codec model", EXIT_FORMAT)
+        raise ModelMismatchError(f"{args.model}: holds a {type(model).__name__}, not a circuit or codec model")
+    patch = getattr(args, "patch", None)
+    if file_patch is not None:
+        circuit = model.circuit if isinstance(model, CodecModel) else model
+        has = model.patch if isinstance(model, CodecModel) else None
+        if (has is not None and has != file_patch) or circuit.num_vars != file_patch[0] * file_patch[1]:
+            shown = f"{has[0]}x{has[1]} patches" if has else f"{circuit.num_vars} variables"
+            raise ModelMismatchError(f"{args.input} was made with {file_patch[0]}x{file_patch[1]} patches but "
+                                     f"{args.model} codes {shown}; pass the model it was compressed with (-m)")
+        patch = file_patch
     try:
-        return Codec(model, patch=patch, batch_size=batch_size, threads=threads)
+        return Codec(model, patch=patch, batch_size=args.batch_size, threads=args.threads, max_values=args.max_values)
     except (ValueError, UnsupportedCircuit) as e:
-        raise _err(f"{model_path}: {e}", EXIT_INPUT) from None
+        raise ModelMismatchError(f"{args.model}: cannot code images: {e}") from None
 
 
-def _bar(total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="patch", disable=None, file=sys.stderr)
-
-
-def _num_patches(images, patch) -> int:
+def _num_patches(entries: list[Entry], patch: tuple[int, int]) -> int:
     ph, pw = patch
-    n = 0
-    for a in images:
-        planes = 3 if a.ndim == 3 else 1
-        n += planes * (-(-a.shape[0] // ph)) * (-(-a.shape[1] // pw))
-    return n
+    return sum((3 if e.mode == 1 else 1) * -(-e.height // ph) * -(-e.width // pw) for e in entries)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _note(args, text: str) -> None:
+    print(f"probcirc {args.command}: {text}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------ commands
 def cmd_train(args) -> int:
     from .. import io
+    from .codec import file_fingerprint
+    from .images import ImageModeError
     from .train import train_codec
 
-    out = Path(args.output)
-    _check_out(out, args.force)
-    images, _, _ = collect(args.images)
-    if not images:
-        raise _err("no images given", EXIT_INPUT)
-    from .images import ImageModeError
-
+    set_threads(args.threads)
+    out = check_output(args.output, args.force)
+    images, _, _, _ = collect(args.images, args.max_values)
     try:
         model = train_codec(images, patch=args.patch, latents=args.latents, epochs=args.epochs,
                             full_batch_epochs=args.full_epochs, batch_size=args.batch_size,
-                            max_patches=args.max_patches, seed=args.seed, progress=True, predictor=args.predictor)
-    except ImageModeError as e:
-        raise _err(str(e), EXIT_INPUT) from None
-    except ValueError as e:
-        raise _err(str(e), EXIT_INPUT) from None
-    try:
-        io.save(model, out, overwrite=args.force)
-    except FileExistsError:
-        raise _err(f"{out} exists; pass --force to replace it", EXIT_EXISTS) from None
-    from .codec import file_fingerprint
-
+                            max_patches=args.max_patches, seed=args.seed, progress=not args.quiet,
+                            predictor=args.predictor)
+    except ProbmodError:
+        raise
+    except (ImageModeError, ValueError) as e:
+        raise InputError(str(e)) from None
+    io.save(model, out, overwrite=args.force)
     print(f"trained codec model: {len(images)} images, patch {model.patch[0]}x{model.patch[1]}, {args.latents} latents, "
           f"predictor {model.predictor}, fingerprint {file_fingerprint(model.circuit, model.predictor).hex()[:12]} -> {out}")
     return 0
 
 
 def cmd_compress(args) -> int:
-    from .images import ImageModeError
+    from .codec import PoorFitWarning
+    from .images import ImageModeError, check_image
 
-    out = Path(args.output)
-    _check_out(out, args.force)
-    images, names, sources = collect(args.images)
-    if not images:
-        raise _err("no images given", EXIT_INPUT)
-    codec = _load_codec(args.model, args.patch, args.batch_size, args.threads)
-    bar = _bar(_num_patches(images, codec.patch), "compress")
+    set_threads(args.threads)
+    out = check_output(args.output, args.force)
+    model_file = check_regular_file(args.model, "model file")
+    if _same_file(out, model_file) or any(_same_file(out, Path(p)) for p in args.images):
+        raise UsageError(f"-o {out} names the model or an input; refusing to replace a file needed to decode")
+    images, names, sources, notes = collect(args.images, args.max_values)
+    codec = _load_codec(args)
     try:
-        blob = codec.encode(images, names, sources, progress=bar.update)
+        entries = [Entry(a.shape[0], a.shape[1], int(m == "RGB")) for a, m in map(check_image, images)]
     except ImageModeError as e:
-        raise _err(str(e), EXIT_INPUT) from None
-    finally:
-        bar.close()
-    _write_bytes(out, blob, args.force)
+        raise InputError(str(e)) from None
+    with Progress(_num_patches(entries, codec.patch), "compress", "patch", enabled=not args.quiet) as bar:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PoorFitWarning)
+            blob = codec.encode(images, names, sources, progress=bar.update)
+    with atomic_path(out, overwrite=args.force) as tmp:
+        Path(tmp).write_bytes(blob)
+    for text in notes + [str(w.message) for w in caught if issubclass(w.category, PoorFitWarning)]:
+        _note(args, f"warning: {text}")
     dims = sum(a.size for a in images)
     png = sum(_png_bytes(a) for a in images)
     print(f"{len(images)} images, {dims} values: {len(blob)} bytes, {8 * len(blob) / dims:.4f} bits/dim "
@@ -221,140 +294,156 @@ def cmd_compress(args) -> int:
 
 
 def _read_pcz(path: str) -> bytes:
-    p = Path(path)
-    if not p.is_file():
-        raise _err(f"{p}: no such file", EXIT_INPUT)
-    return p.read_bytes()
+    return check_regular_file(path, ".pcz file").read_bytes()
+
+
+def plan_outputs(entries: list[Entry]) -> tuple[list[tuple[str, list[int]]], list[str]]:
+    """File names for decoded entries and notes on every renaming; deterministic, never two alike.
+
+    Images become ``NAME.png``; consecutive elements of one array (same name,
+    same shape) become ``NAME.npy``. Stored names are reduced by
+    :func:`~probcirc.compress.container.safe_name`; a taken name gets ``-1``, ``-2``, ...
+
+    Example:
+        >>> plan, notes = plan_outputs([Entry(2, 2, 0, 0, "a"), Entry(2, 2, 0, 0, "a"), Entry(2, 2, 0, 0, "../x")])
+        >>> [name for name, _ in plan]
+        ['a.png', 'a-1.png', 'x.png']
+    """
+    plan: list[tuple[str, list[int]]] = []
+    notes: list[str] = []
+    taken: set[str] = set()
+    i = 0
+    while i < len(entries):
+        e, run = entries[i], [i]
+        if e.source == 1:
+            while run[-1] + 1 < len(entries) and _same_array(entries[run[-1] + 1], e):
+                run.append(run[-1] + 1)
+        base = safe_name(e.name) or f"image{i:05d}"
+        fname = _unique(base, ".npy" if e.source == 1 else ".png", taken)
+        if base != e.name and e.name:
+            notes.append(f"stored name '{escape_name(e.name)}' is not a plain file name; written as {fname}")
+        elif fname.rsplit(".", 1)[0] != base:
+            notes.append(f"{base}{fname[-4:]} is taken by an earlier image; written as {fname}")
+        plan.append((fname, run))
+        i = run[-1] + 1
+    return plan, notes
+
+
+def _same_array(e: Entry, first: Entry) -> bool:
+    return e.source == 1 and e.name == first.name and (e.height, e.width, e.mode) == (first.height, first.width, first.mode)
 
 
 def cmd_decompress(args) -> int:
     from PIL import Image
 
-    from ..io import atomic_path
-    from .codec import ModelMismatchError
-    from .container import PczFormatError
-
     from .container import unpack
 
+    set_threads(args.threads)
     data = _read_pcz(args.input)
-    try:
-        first, _ = unpack(data, verify_payload=False)
-    except PczFormatError as e:
-        raise _err(f"{args.input}: {e}", EXIT_FORMAT) from None
-    codec = _load_codec(args.model, (first.patch_h, first.patch_w), args.batch_size, args.threads)
-    try:
-        header, payload = codec.read_header(data)
-    except PczFormatError as e:
-        raise _err(f"{args.input}: {e}", EXIT_FORMAT) from None
-    except ModelMismatchError as e:
-        raise _err(f"{args.input}: {e}; pass the model it was compressed with (-m)", EXIT_MISMATCH) from None
+    first, _ = unpack(data, verify_payload=False, max_values=args.max_values)
+    codec = _load_codec(args, (first.patch_h, first.patch_w))
+    header, payload = codec.read_header(data)
     outdir = Path(args.output)
-    # plan the names first, refuse before decoding anything
-    plan: list[tuple[str, list[int]]] = []
-    used: dict[str, int] = {}
-    groups: dict[str, list[int]] = {}
-    for i, e in enumerate(header.entries):
-        base = e.name or f"image{i:05d}"
-        if e.source == 1:
-            groups.setdefault(base, []).append(i)
-            continue
-        n = used.get(base, 0)
-        used[base] = n + 1
-        plan.append((f"{base}.png" if n == 0 else f"{base}-{n}.png", [i]))
-    for base, idx in groups.items():
-        plan.append((f"{base}.npy", idx))
-    for fname, _ in plan:
-        _check_out(outdir / fname, args.force)
-    bar = _bar(sum(_num_patches([np.zeros((e.height, e.width) if e.mode == 0 else (e.height, e.width, 3))], codec.patch)
-                   for e in header.entries), "decompress")
-    try:
-        images = codec.decode_entries(header, payload, range(len(header.entries)), progress=bar.update)
-    except PczFormatError as e:
-        raise _err(f"{args.input}: {e}", EXIT_FORMAT) from None
-    except (RuntimeError, ValueError) as e:
-        raise _err(f"{args.input}: corrupt stream ({e})", EXIT_FORMAT) from None
-    finally:
-        bar.close()
-    outdir.mkdir(parents=True, exist_ok=True)
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"{outdir} is not a folder; -o names the folder to write the images into")
+    plan, notes = plan_outputs(header.entries)
+    for fname, _ in plan:  # refuse before decoding anything
+        check_output(outdir / fname, args.force)
+    coded = [e for e in header.entries if e.coding == MODEL]
+    with Progress(_num_patches(coded, codec.patch), "decompress", "patch", enabled=not args.quiet) as bar:
+        try:
+            images = codec.decode_entries(header, payload, range(len(header.entries)), progress=bar.update)
+        except (RuntimeError, ValueError) as e:
+            if isinstance(e, ProbmodError):
+                raise
+            raise FormatError(f"{args.input}: corrupt stream ({e})") from None
     for fname, idx in plan:
         with atomic_path(outdir / fname, overwrite=args.force) as tmp:
             if fname.endswith(".npy"):
-                arrs = [images[i] for i in idx]
-                if len({a.shape for a in arrs}) != 1:
-                    raise _err(f"{fname}: images of one array have different shapes", EXIT_FORMAT)
                 with open(tmp, "wb") as f:
-                    np.save(f, np.stack(arrs))
+                    np.save(f, np.stack([images[i] for i in idx]))
             else:
                 Image.fromarray(images[idx[0]]).save(tmp, format="PNG")
+    for text in notes:
+        _note(args, f"renamed: {text}")
     dims = sum(a.size for a in images)
     print(f"{len(images)} images, {dims} values, {8 * len(data) / max(dims, 1):.4f} bits/dim -> {outdir}/ ({len(plan)} files)")
     return 0
 
 
 def cmd_info(args) -> int:
-    from .container import PczFormatError, unpack
+    from .container import RAW, unpack
     from .images import MODE_NAMES
 
     data = _read_pcz(args.input)
-    try:
-        header, _ = unpack(data)
-    except PczFormatError as e:
-        raise _err(f"{args.input}: {e}", EXIT_FORMAT) from None
-    dims = 0
-    print(f"{args.input}: .pcz version 1, {len(data)} bytes, {len(header.entries)} images")
+    header, _ = unpack(data, max_values=None)  # describing allocates nothing, so no size limit
+    print(f"{args.input}: .pcz version {header.version}, {len(data)} bytes, {len(header.entries)} images")
     print(f"model fingerprint {header.fingerprint.hex()}, patch {header.patch_h}x{header.patch_w}, "
           f"{header.num_values} values, {header.precision}-bit PMFs, {header.block} patches per block")
     show = header.entries if args.all else header.entries[:20]
     for i, e in enumerate(show):
-        d = e.height * e.width * (3 if e.mode == 1 else 1)
-        print(f"  [{i}] {e.name or '-'} {e.width}x{e.height} {MODE_NAMES[e.mode]}: {e.stream_len} bytes, {8 * e.stream_len / d:.4f} bits/dim")
+        coding = "raw" if e.coding == RAW else "model"
+        print(f"  [{i}] {escape_name(e.name) or '-'} {e.width}x{e.height} {MODE_NAMES[e.mode]} {coding}: "
+              f"{e.stream_len} bytes, {8 * e.stream_len / e.values:.4f} bits/dim")
     if len(show) < len(header.entries):
         print(f"  ... {len(header.entries) - len(show)} more (--all)")
-    for e in header.entries:
-        dims += e.height * e.width * (3 if e.mode == 1 else 1)
+    dims = sum(e.values for e in header.entries)
     print(f"total: {dims} values, streams {8 * header.payload_len / max(dims, 1):.4f} bits/dim, "
           f"file {8 * len(data) / max(dims, 1):.4f} bits/dim")
     return 0
 
 
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-values", type=_count(1), default=MAX_VALUES,
+                   help="refuse inputs that declare more values (pixels x channels) in all; raise it for trusted files")
+
+
+def _add_codec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", required=True, help="codec model file (.h5, from train-codec)")
+    p.add_argument("--batch-size", type=_count(1), default=64, help="patches evaluated together (bytes never depend on it)")
+    add_threads(p)
+    add_quiet(p)
+    _add_limits(p)
+
+
 def register(sub) -> None:
-    p = sub.add_parser("train-codec", help="train a lossless image codec (HCLT on patches)")
+    """Add ``train-codec``, ``compress``, ``decompress`` and ``info`` to the ``probcirc`` subparsers."""
+    p = subparser(sub, "train-codec", "train a lossless image codec (HCLT on patches)")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="PNG/PGM/BMP files, folders, .npy or idx(.gz) arrays")
     p.add_argument("--patch", type=_parse_patch, default=None,
                    help="patch shape HxW (default: the images' size when all share one up to 32x32, else 8x8)")
-    p.add_argument("--latents", type=int, default=32, help="HCLT latent states per pixel (default 32)")
-    p.add_argument("--epochs", type=int, default=2, help="mini-batch EM epochs (default 2)")
-    p.add_argument("--full-epochs", type=int, default=1, help="full-batch EM epochs (default 1)")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--max-patches", type=int, default=None, help="train on at most this many patches")
+    p.add_argument("--latents", type=_count(1), default=32, help="HCLT latent states per pixel")
+    p.add_argument("--epochs", type=_count(0), default=2, help="mini-batch EM epochs")
+    p.add_argument("--full-epochs", type=_count(0), default=1, help="full-batch EM epochs")
+    p.add_argument("--batch-size", type=_count(1), default=512, help="patches per mini-batch")
+    p.add_argument("--max-patches", type=_count(2), default=None, help="train on at most this many patches (default: all)")
     p.add_argument("--predictor", choices=("auto", "none", "med"), default="auto",
                    help="model pixels (none) or JPEG-LS prediction residuals (med, better on photographs); "
-                        "auto picks by the training images' entropy (default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", required=True, help="model file (.h5)")
-    p.add_argument("--force", action="store_true", help="replace an existing output")
+                        "auto picks by the training images' entropy")
+    add_seed(p)
+    add_output(p, help="model file (.h5)")
+    add_force(p)
+    add_quiet(p)
+    add_threads(p)
+    _add_limits(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compress", help="compress images into a .pcz file")
-    p.add_argument("images", nargs="+", metavar="IMAGES")
-    p.add_argument("-m", "--model", required=True)
-    p.add_argument("-o", "--output", required=True)
+    p = subparser(sub, "compress", "compress images into a .pcz file")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="PNG/PGM/BMP files, folders, .npy or idx(.gz) arrays")
+    add_output(p, help=".pcz file to write")
     p.add_argument("--patch", type=_parse_patch, default=None, help="only for a bare circuit file without a patch shape")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None, help="numba threads (default: every core; results never depend on it)")
-    p.add_argument("--force", action="store_true")
+    _add_codec_options(p)
+    add_force(p)
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("decompress", help="restore the images of a .pcz file (PNG, or .npy for arrays)")
-    p.add_argument("input")
-    p.add_argument("-m", "--model", required=True)
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None, help="numba threads (default: every core; results never depend on it)")
-    p.add_argument("--force", action="store_true")
+    p = subparser(sub, "decompress", "restore the images of a .pcz file (PNG, or .npy for arrays)")
+    p.add_argument("input", help=".pcz file")
+    add_output(p, help="output folder")
+    _add_codec_options(p)
+    add_force(p, help="replace existing files in the output folder")
     p.set_defaults(func=cmd_decompress)
 
-    p = sub.add_parser("info", help="describe a .pcz file")
-    p.add_argument("input")
+    p = subparser(sub, "info", "describe a .pcz file")
+    p.add_argument("input", help=".pcz file")
     p.add_argument("--all", action="store_true", help="list every image")
     p.set_defaults(func=cmd_info)

@@ -6,17 +6,20 @@ import copy
 import hashlib
 import math
 import struct
+import warnings
 from typing import Sequence
 
 import constriction
 import numpy as np
 import torch
+from probmod import errors
 
 from .. import io
 from . import container
-from .container import Entry, Header, PczFormatError, _read_varint, _varint
+from .container import MAX_VALUES, MODEL, RAW, Entry, Header, PczFormatError, _read_varint, _varint
 from .engine import PRECISION, PmfEngine
-from .images import MODE_NAMES, MODES, ImageModeError, check_image, from_planes, tile, to_planes, untile
+from .images import (MODE_NAMES, MODES, ImageModeError, check_image, from_planes, pack_raw, tile, to_planes, unpack_raw,
+                     untile)
 from .predict import PREDICTORS, check_predictor, residuals, restore
 from .program import build_program
 
@@ -28,8 +31,12 @@ class CodecError(ValueError):
     """Base class of the codec's errors (all have one-line messages)."""
 
 
-class ModelMismatchError(CodecError):
-    """The file was made with another model (the fingerprints differ)."""
+class ModelMismatchError(CodecError, errors.ModelMismatchError):
+    """The file was made with another model (the fingerprints or patch shapes differ); exit status 5."""
+
+
+class PoorFitWarning(UserWarning):
+    """Some images cost fewer bytes stored raw than coded with the model: it fits them poorly."""
 
 
 def file_fingerprint(circuit, predictor: str = "none") -> bytes:
@@ -112,6 +119,12 @@ class Codec:
         threads: numba threads to use (results do not change).
         predictor: ``"none"`` or ``"med"``; taken from a :class:`CodecModel`, else ``"none"``.
             It is part of the fingerprint written in each file.
+        max_values: the most values (pixels x channels) a file to decode may declare in all
+            (:data:`~probcirc.compress.container.MAX_VALUES`; None: no limit). Raise it for trusted files only.
+
+    Each image is stored with the cheaper of the model's stream and a raw one
+    (at most 8 bits per value plus 2 bytes, :func:`~probcirc.compress.images.pack_raw`),
+    so coding never expands an image; :class:`PoorFitWarning` says when the raw one won.
 
     Example:
         >>> import numpy as np, torch, probcirc
@@ -127,7 +140,8 @@ class Codec:
     """
 
     def __init__(self, circuit, patch: tuple[int, int] | None = None, mode: str = "incremental",
-                 batch_size: int = 64, threads: int | None = None, predictor: str | None = None):
+                 batch_size: int = 64, threads: int | None = None, predictor: str | None = None,
+                 max_values: int | None = MAX_VALUES):
         if isinstance(circuit, CodecModel):
             if predictor is not None and predictor != circuit.predictor:
                 raise ValueError(f"the model was trained with predictor {circuit.predictor!r}, not {predictor!r}")
@@ -152,6 +166,7 @@ class Codec:
         self.mode = mode
         self.batch_size = int(batch_size)
         self.threads = threads
+        self.max_values = max_values
         self.program = build_program(circuit)
         if self.program.num_values < 256:
             raise ValueError(f"the circuit's leaves have {self.program.num_values} values; 8-bit images need 256 "
@@ -246,8 +261,10 @@ class Codec:
 
     # ----------------------------------------------------------------- public
     def encode_streams(self, images: Sequence[np.ndarray], progress=None) -> tuple[list[tuple[int, int, int]], list[bytes]]:
-        """Per image ``(height, width, mode code)`` and its independent stream."""
-        checked = [check_image(img) for img in images]
+        """Per image ``(height, width, mode code)`` and its independent stream, as the model codes it (no raw fallback)."""
+        return self._encode_checked([check_image(img) for img in images], progress)
+
+    def _encode_checked(self, checked, progress=None):
         blocks = self._blocks([self._planes(a, m) for a, m in checked])
         coders = {(i, k): constriction.stream.queue.RangeEncoder() for i, bl in enumerate(blocks) for k in range(len(bl))}
         with self._with_threads():
@@ -261,18 +278,32 @@ class Codec:
         return meta, streams
 
     def encode(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None,
-               sources: Sequence[int] | None = None, progress=None) -> bytes:
+               sources: Sequence[int] | None = None, progress=None, raw_fallback: bool = True) -> bytes:
         """Compress a sequence of 8-bit grey ``(H, W)`` or RGB ``(H, W, 3)`` uint8 arrays into ``.pcz`` bytes.
+
+        Each image is stored raw instead when that is shorter (``raw_fallback``, with a
+        :class:`PoorFitWarning`); ``raw_fallback=False`` always uses the model.
 
         Raises:
             ImageModeError: for other dtypes or shapes (16-bit, palette, alpha: convert first).
         """
-        images = list(images)
-        meta, streams = self.encode_streams(images, progress)
-        names = list(names) if names is not None else [""] * len(images)
-        sources = list(sources) if sources is not None else [0] * len(images)
+        checked = [check_image(img) for img in images]
+        meta, streams = self._encode_checked(checked, progress)
+        codings = []
+        for j, (a, _) in enumerate(checked):
+            raw = pack_raw(a)
+            codings.append(RAW if raw_fallback and len(raw) < len(streams[j]) else MODEL)
+            streams[j] = raw if codings[-1] == RAW else streams[j]
+        if RAW in codings:
+            bpd = 8 * sum(len(s) for s, c in zip(streams, codings) if c == RAW) / sum(
+                a.size for (a, _), c in zip(checked, codings) if c == RAW)
+            warnings.warn(f"{codings.count(RAW)} of {len(codings)} images are stored raw ({bpd:.2f} bits/dim): "
+                          "the model codes them in more bits; it fits them poorly (train it on similar images)",
+                          PoorFitWarning, stacklevel=2)
+        names = list(names) if names is not None else [""] * len(checked)
+        sources = list(sources) if sources is not None else [0] * len(checked)
         header = Header(self.fingerprint, self.patch[0], self.patch[1], self.program.num_values, PRECISION, BLOCK,
-                        [Entry(h, w, m, s, n) for (h, w, m), s, n in zip(meta, sources, names)])
+                        [Entry(h, w, m, s, n, coding=c) for (h, w, m), s, n, c in zip(meta, sources, names, codings)])
         return container.pack(header, streams)
 
     def read_header(self, data: bytes, verify_payload: bool = True) -> tuple[Header, memoryview]:
@@ -281,19 +312,28 @@ class Codec:
         Raises:
             PczFormatError: foreign, truncated or corrupt file.
             ModelMismatchError: another model made the file.
+            LimitError: the file declares more values than ``max_values``.
         """
-        header, payload = container.unpack(data, verify_payload)
+        header, payload = container.unpack(data, verify_payload, self.max_values)
+        self.check_header(header)
+        return header, payload
+
+    def check_header(self, header: Header) -> None:
+        """Refuse a file made with another model, patch shape, alphabet, precision or block size.
+
+        Raises:
+            ModelMismatchError: another model or patch shape made the file.
+            PczFormatError: the alphabet, precision or block size differs.
+        """
+        if (header.patch_h, header.patch_w) != self.patch:
+            raise ModelMismatchError(f"the file was made with {header.patch_h}x{header.patch_w} patches, this model "
+                                     f"codes {self.patch[0]}x{self.patch[1]} patches")
         if header.fingerprint != self.fingerprint:
             raise ModelMismatchError(f"the file was made with another model (fingerprint {header.fingerprint.hex()[:12]}..., "
                                      f"this model is {self.fingerprint.hex()[:12]}... with predictor {self.predictor!r}; "
                                      "the predictor is part of the fingerprint)")
-        if (header.patch_h, header.patch_w) != self.patch or header.num_values != self.program.num_values \
-                or header.precision != PRECISION or header.block != BLOCK:
-            raise PczFormatError("the file's patch shape, alphabet, precision or block size does not match this codec")
-        for e in header.entries:
-            if e.mode not in MODE_NAMES or e.height < 1 or e.width < 1:
-                raise PczFormatError(f"corrupt .pcz header (image mode {e.mode}, size {e.height}x{e.width})")
-        return header, payload
+        if header.num_values != self.program.num_values or header.precision != PRECISION or header.block != BLOCK:
+            raise PczFormatError("the file's alphabet, precision or block size does not match this codec")
 
     def decode(self, data: bytes, index: int | Sequence[int] | None = None, progress=None) -> list[np.ndarray]:
         """Decompress ``.pcz`` bytes: every image, or only those at ``index`` (decoded alone)."""
@@ -302,6 +342,25 @@ class Codec:
         return self.decode_entries(header, payload, indices, progress)
 
     def decode_entries(self, header: Header, payload, indices, progress=None) -> list[np.ndarray]:
+        """Decode the images at ``indices`` of a checked header (:meth:`read_header`) and its payload."""
+        indices = list(indices)
+        out: list = [None] * len(indices)
+        coded = []
+        for j, idx in enumerate(indices):
+            e = header.entries[idx]
+            if e.coding == RAW:
+                shape = (e.height, e.width) if MODE_NAMES[e.mode] == "L" else (e.height, e.width, 3)
+                try:
+                    out[j] = unpack_raw(container.stream(header, payload, idx), shape)
+                except ValueError as err:
+                    raise PczFormatError(f"corrupt .pcz file (image {idx}: {err})") from None
+            else:
+                coded.append(j)
+        for j, img in zip(coded, self._decode_model(header, payload, [indices[j] for j in coded], progress)):
+            out[j] = img
+        return out
+
+    def _decode_model(self, header: Header, payload, indices, progress=None) -> list[np.ndarray]:
         ph, pw = self.patch
         entries = [header.entries[i] for i in indices]
         shapes = []
@@ -353,4 +412,5 @@ class Codec:
         return bits
 
 
-__all__ = ["Codec", "CodecModel", "CodecError", "ModelMismatchError", "ImageModeError", "PczFormatError", "BLOCK", "file_fingerprint"]
+__all__ = ["Codec", "CodecModel", "CodecError", "ModelMismatchError", "PoorFitWarning", "ImageModeError", "PczFormatError",
+           "BLOCK", "file_fingerprint"]

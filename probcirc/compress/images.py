@@ -92,3 +92,36 @@ def untile(patches: np.ndarray, h: int, w: int, ph: int, pw: int) -> np.ndarray:
     nh, nw = -(-h // ph), -(-w // pw)
     full = patches.reshape(nh, nw, ph, pw).transpose(0, 2, 1, 3).reshape(nh * ph, nw * pw)
     return full[:h, :w].astype(np.uint8)
+
+
+def pack_raw(img: np.ndarray) -> bytes:
+    """The codec's raw fallback: one byte ``width`` (bits of the largest value, 1..8), then every value
+    (row-major, channels interleaved) in ``width`` bits, most significant first, zero-padded to a byte.
+
+    Example:
+        >>> img = np.array([[0, 1], [1, 0]], np.uint8)
+        >>> pack_raw(img).hex()               # width 1, bits 0110 then padding
+        '0160'
+        >>> bool((unpack_raw(pack_raw(img), img.shape) == img).all())
+        True
+    """
+    values = np.ascontiguousarray(img, dtype=np.uint8).reshape(-1)
+    width = max(1, int(values.max()).bit_length()) if values.size else 1
+    bits = np.unpackbits(values[:, None], axis=1)[:, 8 - width :]
+    return bytes([width]) + np.packbits(bits.reshape(-1)).tobytes()
+
+
+def unpack_raw(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Invert :func:`pack_raw` for an image of ``shape``.
+
+    Raises:
+        ValueError: the width byte is not 1..8 or the length does not match ``shape``.
+    """
+    n = int(np.prod(shape, dtype=np.int64))
+    width = data[0] if len(data) else 0
+    if not 1 <= width <= 8 or len(data) != 1 + (n * width + 7) // 8:
+        raise ValueError(f"raw stream of {len(data)} bytes with width {width} does not hold {n} values")
+    bits = np.unpackbits(np.frombuffer(data, np.uint8, offset=1), count=n * width).reshape(n, width)
+    full = np.zeros((n, 8), np.uint8)
+    full[:, 8 - width :] = bits
+    return np.packbits(full, axis=1).reshape(shape)

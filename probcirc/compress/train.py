@@ -48,7 +48,7 @@ def patches_from_planes(planes, patch: tuple[int, int], max_patches: int | None 
 def train_codec(images, patch: tuple[int, int] | None = None, latents: int = 32, epochs: int = 2,
                 full_batch_epochs: int = 1, batch_size: int = 512, step_size: float = 0.1,
                 pseudocount: float = 0.1, num_bins: int = 4, max_patches: int | None = None,
-                seed: int = 0, progress: bool = True, predictor: str = "auto") -> CodecModel:
+                seed: int = 0, progress: bool = False, predictor: str = "auto") -> CodecModel:
     """Fit an HCLT with ``Categorical(256)`` leaves on the images' patches; return a :class:`CodecModel`.
 
     ``patch``: default :func:`default_patch`. ``predictor``: ``"none"`` models the pixels, ``"med"`` the JPEG-LS
@@ -57,6 +57,7 @@ def train_codec(images, patch: tuple[int, int] | None = None, latents: int = 32,
     order-0 entropy on these images. The Chow-Liu structure uses mutual
     information on ``num_bins`` levels (from at most 5,000 patches), then EM
     fits the parameters.
+    ``progress=True`` shows EM's progress (off by default, as in scikit-learn; the CLI turns it on).
     """
     import probcirc
     from ..learn import em

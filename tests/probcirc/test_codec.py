@@ -133,7 +133,7 @@ def test_quantize_properties():
 @pytest.mark.parametrize("shape", [(4, 4), (1, 1), (5, 7), (9, 3), (13, 11)])
 def test_round_trip_random_and_odd_sizes(codec, shape):
     imgs = [RNG.integers(0, 256, shape).astype(np.uint8), np.zeros(shape, np.uint8), np.full(shape, 255, np.uint8)]
-    out = codec.decode(codec.encode(imgs))
+    out = codec.decode(codec.encode(imgs, raw_fallback=False))
     assert all(np.array_equal(a, b) and b.dtype == np.uint8 for a, b in zip(imgs, out))
 
 
@@ -143,7 +143,7 @@ def test_round_trip_rgb_and_ycocg(codec):
     every = np.array(list(itertools.product([0, 1, 127, 128, 254, 255], repeat=3)), np.uint8)[None]
     assert np.array_equal(planes_to_rgb(rgb_to_planes(every)), every)
     img = RNG.integers(0, 256, (6, 9, 3)).astype(np.uint8)
-    assert np.array_equal(codec.decode(codec.encode([img]))[0], img)
+    assert np.array_equal(codec.decode(codec.encode([img], raw_fallback=False))[0], img)
 
 
 def test_real_digits_round_trip_and_code_length(codec):
@@ -159,13 +159,13 @@ def test_real_digits_round_trip_and_code_length(codec):
 def test_determinism_across_batch_sizes_and_threads(model):
     imgs = [RNG.integers(0, 256, (9, 10)).astype(np.uint8) for _ in range(3)] + _smooth_images(4, 4, 4, RNG)
     enc = Codec(model, batch_size=1, threads=1)
-    blob = enc.encode(imgs)
+    blob = enc.encode(imgs, raw_fallback=False)
     for bs, threads in [(3, 2), (1000, 2), (7, 1)]:
         dec = Codec(model, batch_size=bs, threads=threads)
-        assert dec.encode(imgs) == blob
+        assert dec.encode(imgs, raw_fallback=False) == blob
         assert all(np.array_equal(a, b) for a, b in zip(imgs, dec.decode(blob)))
     naive = Codec(model, mode="naive", batch_size=2)
-    assert naive.encode(imgs[-2:]) == Codec(model).encode(imgs[-2:])
+    assert naive.encode(imgs[-2:], raw_fallback=False) == Codec(model).encode(imgs[-2:], raw_fallback=False)
     assert numba.get_num_threads() >= 1
 
 
@@ -173,7 +173,7 @@ def test_many_blocks_and_single_image_decode(codec):
     big = RNG.integers(0, 256, (4 * 9, 4 * 8)).astype(np.uint8)  # 72 patches: two blocks
     assert 72 > BLOCK
     small = np.zeros((3, 3), np.uint8)
-    blob = codec.encode([small, big, small])
+    blob = codec.encode([small, big, small], raw_fallback=False)
     assert np.array_equal(codec.decode(blob, index=1)[0], big)
     assert np.array_equal(codec.decode(blob)[1], big)
 
@@ -221,7 +221,7 @@ def test_model_file_round_trip(model, tmp_path):
     assert isinstance(back, CodecModel) and back.patch == (4, 4)
     assert back.circuit.fingerprint() == model.circuit.fingerprint()
     img = RNG.integers(0, 256, (6, 6)).astype(np.uint8)
-    assert Codec(back).encode([img]) == Codec(model).encode([img])
+    assert Codec(back).encode([img], raw_fallback=False) == Codec(model).encode([img], raw_fallback=False)
 
 
 def test_bits_per_dim_beats_uniform(codec):
