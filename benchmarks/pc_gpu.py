@@ -147,13 +147,13 @@ def build(structure: str, k: int, data_np: np.ndarray):
 
 
 def sum_edges(pc) -> int:
-    return sum(int(l.edge_mask.sum()) if l.edge_mask is not None else l.weight.numel() for l in pc.sum_layers)
+    return sum(int(l.edge_mask.sum()) if l.edge_mask is not None else l.weight.numel() for l in pc._sum_layers)
 
 
 # ------------------------------------------------------- our passes on the GPU
 def forward(pc, x, missing):
     """Forward pass; every layer (categorical leaves included) picks the kernels when the backend is Triton."""
-    mars = torch.empty(pc.num_slots, x.shape[1], dtype=torch.float32, device=x.device)
+    mars = torch.empty(pc._num_slots, x.shape[1], dtype=torch.float32, device=x.device)
     mars[0] = 0.0
     for layer in pc.layers:
         if isinstance(layer, InputLayer):
@@ -164,9 +164,9 @@ def forward(pc, x, missing):
 
 
 def em_step(pc, mars, flows, grads, x, missing, step=0.1, alpha=0.1):
-    for layer, g in zip(pc.sum_layers, grads):
+    for layer, g in zip(pc._sum_layers, grads):
         layer.em_update(layer.weight * g, step, alpha)
-    for layer in pc.input_layers:
+    for layer in pc._input_layers:
         new = layer.m_step(layer.em_stats(flows, x, missing), alpha)
         layer.params.mul_(1 - step).add_(step * new)
 
@@ -175,16 +175,16 @@ def check(pc_cpu, pc, data, n_check: int) -> dict:
     """Kernels vs the torch path on the GPU, and root log-likelihoods vs float64 on the CPU."""
     out = {}
     sub = data[:n_check]
-    x, missing = pc.prepare(sub, None)
+    x, missing = pc._prepare(sub, None)
     probcirc.set_backend("torch")
     m_ref = forward(pc, x, missing)
-    f_ref, g_ref = pc.backward_pass(m_ref, torch.ones(x.shape[1], device=DEV))
+    f_ref, g_ref = pc._backward_pass(m_ref, torch.ones(x.shape[1], device=DEV))
     probcirc.set_backend("triton")
     m_got = forward(pc, x, missing)
-    f_got, g_got = pc.backward_pass(m_ref, torch.ones(x.shape[1], device=DEV))
+    f_got, g_got = pc._backward_pass(m_ref, torch.ones(x.shape[1], device=DEV))
     out["mars_vs_torch"] = rel_err(m_got, m_ref)
     out["flows_vs_torch"] = scaled_err(f_got, f_ref)
-    out["edge_flows_vs_torch"] = max(scaled_err(l.weight * a, l.weight * b) for l, a, b in zip(pc.sum_layers, g_got, g_ref))
+    out["edge_flows_vs_torch"] = max(scaled_err(l.weight * a, l.weight * b) for l, a, b in zip(pc._sum_layers, g_got, g_ref))
     pc64 = copy.deepcopy(pc_cpu).to(torch.float64)
     probcirc.set_backend("torch")
     with torch.no_grad():
@@ -253,10 +253,10 @@ def run_ours(pc, data, cap: int, combos: list) -> dict:
 
 def _run_ours(pc, data, cap: int, combos: list) -> dict:
     def attempt(B):
-        x, missing = pc.prepare(data[:B], None)
+        x, missing = pc._prepare(data[:B], None)
         reset_peak()
         mars = forward(pc, x, missing)
-        flows, grads = pc.backward_pass(mars, torch.ones(B, device=DEV))
+        flows, grads = pc._backward_pass(mars, torch.ones(B, device=DEV))
         em_step(pc, mars, flows, grads, x, missing)
         sync()
         return x, missing
@@ -269,7 +269,7 @@ def _run_ours(pc, data, cap: int, combos: list) -> dict:
         state["mars"] = forward(pc, x, missing)
 
     def bwd():
-        state["flows"], state["grads"] = pc.backward_pass(state["mars"], torch.ones(B, device=DEV))
+        state["flows"], state["grads"] = pc._backward_pass(state["mars"], torch.ones(B, device=DEV))
 
     def em():
         em_step(pc, state["mars"], state["flows"], state["grads"], x, missing)
@@ -304,10 +304,10 @@ def run_torch_path(pc, data, B: int) -> dict:
     probcirc.set_backend("torch")
     try:
         def attempt(b):
-            x, missing = pc.prepare(data[:b], None)
+            x, missing = pc._prepare(data[:b], None)
             reset_peak()
             mars = forward(pc, x, missing)
-            pc.backward_pass(mars, torch.ones(b, device=DEV))
+            pc._backward_pass(mars, torch.ones(b, device=DEV))
             sync()
             return x, missing
 
@@ -315,7 +315,7 @@ def run_torch_path(pc, data, B: int) -> dict:
         peak = peak_gib()
         st = {}
         t_f = timed(lambda: st.__setitem__("m", forward(pc, x, missing)))
-        t_b = timed(lambda: pc.backward_pass(st["m"], torch.ones(b, device=DEV)))
+        t_b = timed(lambda: pc._backward_pass(st["m"], torch.ones(b, device=DEV)))
         st.clear()
         return {"batch": b, "fwd": t_f, "bwd": t_b, "peak_gib": peak}
     finally:

@@ -27,7 +27,7 @@ print(f"test log-likelihood per point: fitted {fit.log_prob(test).mean():.4f}, t
 
 x0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
 post = fit.condition(x0, torch.tensor([[False, True]]))
-print(f"p(x1 | x0 = 2): weights {post.weights[0].numpy().round(3)}, mean {post.mean()[0, 1]:.3f}")
+print(f"p(x1 | x0 = 2): weights {post.weights[0].numpy().round(3)}, mean {post.mean[0, 1]:.3f}")
 
 grid = torch.stack(torch.meshgrid(torch.linspace(-6, 6, 200), torch.linspace(-6, 6, 200), indexing="xy"), -1).double()
 density = fit.log_prob(grid.reshape(-1, 2)).exp().reshape(200, 200)

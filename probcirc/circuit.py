@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from probmod.errors import FormatError
+
 from . import io, queries
 from .compile import CompiledCircuit
 from .distribution import Distribution, _sample_shape, check_mask
@@ -51,11 +53,30 @@ class TensorCircuit(CompiledCircuit, Distribution):
         """log p(x_observed) per sample, ``(B,)``; missing entries are summed out exactly."""
         return queries.log_prob(self, x, mask)
 
+    @property
+    def is_discrete(self) -> bool:
+        """Whether every leaf family is discrete (then samples are integers)."""
+        return all(g.dist.num_values is not None for g in self.leaf_groups)
+
     def sample(self, sample_shape: int | Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
-        """Unconditional samples of shape ``sample_shape + (num_vars,)``."""
+        """Unconditional samples of shape ``sample_shape + (num_vars,)``.
+
+        Discrete circuits return ``torch.long``, others the circuit's dtype. With
+        ``generator`` every draw comes from it, never from torch's global generator.
+
+        Example:
+            >>> import torch, probcirc
+            >>> from probcirc.nodes import inputs, summate
+            >>> from probcirc.inputs import Bernoulli
+            >>> pc = probcirc.compile(summate(inputs(0, 2, Bernoulli()), num_nodes=1))
+            >>> draws = pc.sample((2, 3), generator=torch.Generator().manual_seed(0))
+            >>> draws.shape, draws.dtype
+            (torch.Size([2, 3, 1]), torch.int64)
+        """
         shape = _sample_shape(sample_shape)
         n = int(np.prod(shape)) if shape else 1
-        return queries.sample(self, n, generator=generator).reshape(*shape, self.num_vars)
+        draws = queries.sample(self, n, generator=generator).reshape(*shape, self.num_vars)
+        return draws.long() if self.is_discrete else draws
 
     def sample_conditional(self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Complete each sample's missing entries with an exact draw from p(x_missing | x_observed)."""
@@ -85,8 +106,11 @@ class TensorCircuit(CompiledCircuit, Distribution):
 
     @classmethod
     def _from_state(cls, attrs: dict, arrays: dict) -> "TensorCircuit":
+        dtype = {"float32": torch.float32, "float64": torch.float64}.get(attrs.get("dtype"))
+        if dtype is None:
+            raise FormatError(f"attribute dtype must be float32 or float64, got {attrs.get('dtype')!r}")
         layers, num_slots, num_vars = cls._layers_from_state(attrs, arrays)
-        return cls(layers, num_slots, num_vars).to(getattr(torch, attrs["dtype"]))
+        return cls(layers, num_slots, num_vars).to(dtype)
 
     def fingerprint(self) -> str:
         """SHA-256 of the structure and parameters: equal fingerprints mean equal models."""
@@ -132,17 +156,25 @@ class MarginalCircuit(Distribution):
     def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.circuit.log_prob(*self._embed(x, mask))
 
-    def sample(self, sample_shape: int | Sequence[int] = ()) -> torch.Tensor:
-        return self.circuit.sample(sample_shape)[..., self.vars]
+    def sample(self, sample_shape: int | Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
+        """Samples of shape ``sample_shape + (len(vars),)``: the circuit's draws, restricted to ``vars``."""
+        return self.circuit.sample(sample_shape, generator)[..., self.vars]
+
+    def mpe(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The most probable completion of ``x`` (shape ``(B, len(vars))``), jointly with the latents."""
+        full, hidden = self._embed(x, mask)
+        return self.circuit.mpe(full, hidden)[:, self.vars].to(torch.as_tensor(x).dtype)
 
 
 class ConditionalCircuit:
     """Per-sample posteriors p(x_missing | x_observed) of a circuit, returned by :meth:`TensorCircuit.condition`.
 
-    Like :class:`~probcirc.gmm.ConditionalMixture`, values live in the full
-    D-variable layout: observed entries are fixed to the evidence. Every query
-    is exact; the posterior is the circuit with the evidence plugged in, so
-    nothing is copied.
+    Like :class:`~probcirc.gmm.ConditionalMixture`, it follows the
+    :class:`~probmod.distribution.Conditional` protocol (``mean`` and
+    ``variance`` are properties) and values live in the full D-variable
+    layout: observed entries are fixed to the evidence. Every query is exact;
+    the posterior is the circuit with the evidence plugged in, so nothing is
+    copied.
 
     Example:
         >>> import torch, probcirc
@@ -153,6 +185,8 @@ class ConditionalCircuit:
         >>> post = pc.condition(torch.tensor([[1, 0]]), torch.tensor([[False, True]]))   # x0 = 1 seen, x1 missing
         >>> round(float(post.log_prob(torch.tensor([[1, 0]])).exp() + post.log_prob(torch.tensor([[1, 1]])).exp()), 12)
         1.0
+        >>> post.mean.shape, isinstance(post, probcirc.Conditional)
+        (torch.Size([1, 2]), True)
     """
 
     def __init__(self, circuit: TensorCircuit, x: torch.Tensor, mask: torch.Tensor):
@@ -192,10 +226,12 @@ class ConditionalCircuit:
     def _moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         return queries.posterior_moments(self.circuit, self.evidence, self.mask)  # one pass serves mean and variance
 
+    @property
     def mean(self) -> torch.Tensor:
         """The posterior mean, ``(B, D)``, equal to the evidence at observed entries (least-squares imputation)."""
         return self._moments[0]
 
+    @property
     def variance(self) -> torch.Tensor:
         """The posterior variance of every entry, ``(B, D)``, 0 at observed entries."""
         return self._moments[1]
@@ -212,4 +248,4 @@ def compile(root: NodeGroup, seed: int = 0, dtype: torch.dtype = torch.float32) 
         ValueError: if the root has more than one node or does not cover variables 0..D-1.
     """
     base = CompiledCircuit.from_root(root, seed, dtype)
-    return TensorCircuit(list(base.layers), base.num_slots, base.num_vars)
+    return TensorCircuit(list(base.layers), base._num_slots, base.num_vars)

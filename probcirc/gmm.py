@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from probmod.errors import UsageError
+
 from . import io
 from .distribution import Distribution, _sample_shape, check_mask
 
@@ -152,9 +154,14 @@ class GaussianMixture(Distribution):
         With a ``mask`` (True = missing, one per sample), the missing entries
         are integrated out exactly: each sample is scored under the marginal
         over its observed entries. A sample with everything missing scores 0.
+        NaN is allowed only where the mask marks an entry missing.
+
+        Raises:
+            UsageError: if an observed entry (mask False, or no mask) is NaN.
         """
         x = self._check_x(x)
         mask = check_mask(x, mask)
+        _check_observed(x, mask)
         if mask is None or not bool(mask.any()):
             return torch.logsumexp(self.logits + _component_log_prob(x, self.means, self.scale_tril), dim=-1)
         out = x.new_empty(x.shape[:-1])
@@ -220,6 +227,9 @@ class GaussianMixture(Distribution):
         if x.dim() != 2:
             raise ValueError(f"x must have shape (N, {self.dim}), got {tuple(x.shape)}")
         mask = check_mask(x, mask)
+        if mask is None:
+            raise UsageError("condition needs a mask (True = missing) saying which entries to infer")
+        _check_observed(x, mask)
         n, k, d = x.shape[0], self.n_components, self.dim
         logw = self.logits.expand(n, k).clone()
         means = torch.where(mask[:, None, :], self.means[None], x[:, None, :]).clone()
@@ -246,9 +256,36 @@ class GaussianMixture(Distribution):
             covs[idx[:, None, None], :, m[:, None], m] = post_cov.permute(1, 2, 0)
         return ConditionalMixture(logw.exp(), means, covs, mask)
 
-    def mpe(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Not exact for mixtures of Gaussians in closed form; raises NotImplementedError."""
-        raise NotImplementedError("the mode of a Gaussian mixture has no closed form")
+    def mpe(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The most probable completion under the joint with the component, ``(N, D)``.
+
+        Like a circuit's MPE (where sum nodes are the latents), this maximises
+        ``p(x_missing, k | x_observed)`` over the missing entries and the component
+        k; it is exact for that joint (see :meth:`ConditionalMixture.mpe`). The
+        mode of the marginal over x alone has no closed form.
+
+        Example:
+            >>> import torch
+            >>> g = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([[0.0, 0.0], [5.0, 5.0]]), torch.eye(2).repeat(2, 1, 1))
+            >>> g.mpe(torch.tensor([[4.0, 0.0]]), torch.tensor([[False, True]]))
+            tensor([[4., 5.]])
+        """
+        x = self._check_x(x)
+        if mask is None:
+            _check_observed(x, None)
+            return x.clone()
+        return self.condition(x, mask).mpe()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The mixture's mean, shape ``(*B, D)``."""
+        return (self.weights[..., None] * self.means).sum(-2)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """The mixture's per-dimension variance, shape ``(*B, D)``."""
+        second = (self.weights[..., None] * (self.scale_tril.square().sum(-1) + self.means.square())).sum(-2)
+        return (second - self.mean.square()).clamp_min(0)
 
     # ---------------------------------------------------------------- fitting
     @classmethod
@@ -260,7 +297,7 @@ class GaussianMixture(Distribution):
         tol: float = 1e-6,
         reg_covar: float = 1e-6,
         seed: int | None = 0,
-        progress: bool = True,
+        progress: bool = False,
     ) -> "GaussianMixture":
         """Fit a mixture to ``X`` (shape ``(N, D)``) by EM from a k-means++ start.
 
@@ -275,7 +312,7 @@ class GaussianMixture(Distribution):
             <...>
             >>> X = torch.cat([torch.randn(200, 2) - 4, torch.randn(200, 2) + 4]).double()
             >>> X[::7, 0] = float("nan")
-            >>> g = GaussianMixture.fit(X, 2, progress=False)
+            >>> g = GaussianMixture.fit(X, 2)
             >>> sorted(round(m) for m in g.means[:, 1].tolist())
             [-4, 4]
         """
@@ -364,15 +401,35 @@ class ConditionalMixture:
         cov = self.covariances[i][:, m[:, None], m]
         return GaussianMixture(self.weights[i], self.means[i][:, m], cov, validate=False)
 
+    @property
     def mean(self) -> torch.Tensor:
         """The posterior mean, shape ``(N, D)``, equal to ``x`` at observed entries."""
         mixed = (self.weights[..., None] * self.means).sum(-2)
         return torch.where(self.mask, mixed, self.means[:, 0])
 
+    @property
     def variance(self) -> torch.Tensor:
         """The posterior variance of every entry, shape ``(N, D)``, 0 at observed entries."""
         second = (self.weights[..., None] * (torch.diagonal(self.covariances, dim1=-2, dim2=-1) + self.means**2)).sum(-2)
-        return torch.where(self.mask, (second - self.mean() ** 2).clamp_min(0), torch.zeros_like(second))
+        return torch.where(self.mask, (second - self.mean**2).clamp_min(0), torch.zeros_like(second))
+
+    def mpe(self) -> torch.Tensor:
+        """The most probable completion under the joint with the component, ``(N, D)``.
+
+        ``max over (k, x_m) of w_k N(x_m; μ_k, Σ_k)`` is attained at ``x_m = μ_k`` for
+        the k with the largest ``log w_k - ½ log det Σ_k`` (missing block), so it is exact.
+        """
+        n = len(self)
+        if n == 0:
+            return self.means[:, 0].clone()
+        tril = torch.linalg.cholesky(self._padded_covariances())
+        score = self.weights.log() - torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+        best = score.argmax(-1)
+        return self.means[torch.arange(n, device=best.device), best]
+
+    def _padded_covariances(self) -> torch.Tensor:
+        """Covariances with a unit diagonal at observed entries: factorisable, and the missing block unchanged."""
+        return self.covariances + torch.diag_embed(self.mask.logical_not().to(self.covariances.dtype))[:, None]
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x_missing | x_observed) of completions ``x`` ``(N, D)``; their observed entries are ignored.
@@ -395,13 +452,14 @@ class ConditionalMixture:
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """One completion per sample, shape ``(N, D)``: observed entries kept, missing ones drawn."""
         n, k, d = self.means.shape
+        if n == 0:
+            return self.means[:, 0].clone()
         comp = torch.multinomial(self.weights, 1, generator=generator).squeeze(-1)
-        mean = self.means[torch.arange(n), comp]
-        cov = self.covariances[torch.arange(n), comp]
+        rows = torch.arange(n, device=comp.device)
+        mean = self.means[rows, comp]
         # Observed rows are zero; a unit diagonal there keeps the factorisation
         # defined, and the mask zeroes their noise.
-        eye = torch.diag_embed(self.mask.logical_not().to(cov.dtype))
-        tril = torch.linalg.cholesky(cov + eye)
+        tril = torch.linalg.cholesky(self._padded_covariances()[rows, comp])
         eps = torch.randn(n, d, dtype=mean.dtype, device=mean.device, generator=generator) * self.mask
         return mean + (tril @ eps[..., None]).squeeze(-1)
 
@@ -437,6 +495,15 @@ def _check_weights(weights: torch.Tensor) -> None:
     total = weights.sum(-1)
     if not torch.allclose(total, torch.ones_like(total), atol=tol * weights.shape[-1], rtol=0):
         raise ValueError(f"weights must sum to 1 over the last axis, got sums {total.flatten()[:4].tolist()}")
+
+
+def _check_observed(x: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """NaN means missing only where the mask says so; anywhere else it is a mistake worth naming."""
+    bad = torch.isnan(x) if mask is None else torch.isnan(x) & ~mask
+    if bool(bad.any()):
+        where = tuple(bad.nonzero()[0].tolist())
+        hint = "pass mask=torch.isnan(x)" if mask is None else "set the mask True there"
+        raise UsageError(f"x{list(where)} is NaN but observed; to treat it as missing, {hint}")
 
 
 def _sub(mat: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from probmod.progress import Progress
 
 
 def fit_em(cls, X, n_components: int, max_iter: int, tol: float, reg_covar: float, seed, progress: bool):
@@ -23,12 +24,12 @@ def fit_em(cls, X, n_components: int, max_iter: int, tol: float, reg_covar: floa
         raise ValueError("a column of X is entirely missing; drop it before fitting")
     if bool(torch.isinf(X).any()):
         raise ValueError("X contains infinite values")
-    gen = torch.Generator().manual_seed(0 if seed is None else seed)
+    gen = torch.Generator(device=X.device).manual_seed(0 if seed is None else seed)
     gmm = _init_kmeanspp(cls, X, missing, n_components, reg_covar, gen)
-    eye = reg_covar * torch.eye(d, dtype=X.dtype)
+    eye = reg_covar * torch.eye(d, dtype=X.dtype, device=X.device)
     prev = -float("inf")
-    bar = tqdm(range(max_iter), desc="GMM EM", disable=not progress, leave=False)
-    for _ in bar:
+    bar = Progress(max_iter, "GMM EM", "iter", enabled=progress)
+    for _ in range(max_iter):
         # The conditional gives, per sample and component, the responsibility, the
         # completed sample E[x | x_obs, k] and the covariance of its missing part.
         post = gmm.condition(X, missing)
@@ -40,7 +41,8 @@ def fit_em(cls, X, n_components: int, max_iter: int, tol: float, reg_covar: floa
         covs = scatter / nk[:, None, None] + eye
         gmm = cls(nk / nk.sum(), means, (covs + covs.mT) / 2)
         ll = float(gmm.log_prob(X, missing).mean())
-        bar.set_postfix(loglik=f"{ll:.4f}")
+        bar.update(1)
+        bar.set_postfix(f"loglik={ll:.4f}")
         if ll - prev < tol * max(1.0, abs(ll)):
             break
         prev = ll
@@ -53,7 +55,7 @@ def _init_kmeanspp(cls, X, missing, k, reg_covar, gen):
     col_mean = torch.nanmean(X, dim=0)
     Xf = torch.where(missing, col_mean, X)
     n, d = Xf.shape
-    centers = [Xf[torch.randint(n, (1,), generator=gen)].squeeze(0)]
+    centers = [Xf[torch.randint(n, (1,), generator=gen, device=X.device)].squeeze(0)]
     dist = ((Xf - centers[0]) ** 2).sum(1)
     for _ in range(1, k):
         probs = dist / dist.sum() if float(dist.sum()) > 0 else torch.full_like(dist, 1.0 / n)
@@ -69,8 +71,8 @@ def _init_kmeanspp(cls, X, missing, k, reg_covar, gen):
         if len(pts) > d:
             cov = torch.cov(pts.T).reshape(d, d)
         else:
-            cov = var * torch.eye(d, dtype=X.dtype)
-        covs.append(cov + reg_covar * torch.eye(d, dtype=X.dtype) + 1e-3 * var * torch.eye(d, dtype=X.dtype))
+            cov = var * torch.eye(d, dtype=X.dtype, device=X.device)
+        covs.append(cov + reg_covar * torch.eye(d, dtype=X.dtype, device=X.device) + 1e-3 * var * torch.eye(d, dtype=X.dtype, device=X.device))
         weights.append(max(len(pts), 1))
-    w = torch.tensor(weights, dtype=X.dtype)
+    w = torch.tensor(weights, dtype=X.dtype, device=X.device)
     return cls(w / w.sum(), centers, torch.stack(covs))

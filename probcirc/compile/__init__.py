@@ -1,6 +1,7 @@
-"""Symbolic circuit -> layered tensor circuit."""
+"""Symbolic circuit -> layered tensor circuit, and the public views applications use (graph, leaf passes)."""
 
 from .circuit import FAMILIES, CompiledCircuit
+from .graph import INPUT, PRODUCT, SUM, CircuitGraph, LeafGroup, LeafPass
 from .layering import build_layers, levels
 
-__all__ = ["CompiledCircuit", "build_layers", "levels", "FAMILIES"]
+__all__ = ["CompiledCircuit", "CircuitGraph", "LeafGroup", "LeafPass", "INPUT", "PRODUCT", "SUM", "build_layers", "levels", "FAMILIES"]

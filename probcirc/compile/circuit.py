@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,7 +13,9 @@ from ..distribution import check_mask
 from ..inputs import Bernoulli, Binomial, Categorical, Gaussian, InputDist
 from ..layers import InputLayer, ProductLayer, SumLayer
 from ..nodes import NodeGroup
+from .graph import INPUT, PRODUCT, SUM, CircuitGraph, LeafGroup, LeafPass
 from .layering import build_layers
+from .state import layers_from_state
 
 FAMILIES: dict[str, type[InputDist]] = {c.__name__: c for c in (Categorical, Bernoulli, Binomial, Gaussian)}
 
@@ -27,7 +30,7 @@ class CompiledCircuit(nn.Module):
     def __init__(self, layers: list, num_slots: int, num_vars: int):
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.num_slots = num_slots
+        self._num_slots = num_slots
         self.num_vars = num_vars
 
     @classmethod
@@ -42,34 +45,93 @@ class CompiledCircuit(nn.Module):
         return cls(layers, num_slots, num_vars)
 
     # ------------------------------------------------------------ structure
+    # Layers, slots and buffers are the engine's business: applications use
+    # graph(), leaf_groups and forward_with_leaves(), which hide the layout.
     @property
-    def input_layers(self) -> list[InputLayer]:
+    def _input_layers(self) -> list[InputLayer]:
         return [layer for layer in self.layers if isinstance(layer, InputLayer)]
 
     @property
-    def sum_layers(self) -> list[SumLayer]:
+    def _sum_layers(self) -> list[SumLayer]:
         return [layer for layer in self.layers if isinstance(layer, SumLayer)]
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.input_layers[0].params.dtype
+        return self._input_layers[0].params.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.input_layers[0].params.device
+        return self._input_layers[0].params.device
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes (inputs, products and sums)."""
+        return self._num_slots - 1
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
 
     @property
     def num_edges(self) -> int:
-        sums = sum(int(l.edge_mask.sum()) if l.edge_mask is not None else l.weight.numel() for l in self.sum_layers)
+        sums = sum(int(l.edge_mask.sum()) if l.edge_mask is not None else l.weight.numel() for l in self._sum_layers)
         prods = sum(l.child_idx.numel() for l in self.layers if isinstance(l, ProductLayer))
         return sums + prods
 
     @property
     def num_parameters(self) -> int:
-        return sum(l.weight.numel() for l in self.sum_layers) + sum(l.params.numel() for l in self.input_layers)
+        return sum(l.weight.numel() for l in self._sum_layers) + sum(l.params.numel() for l in self._input_layers)
+
+    @property
+    def leaf_groups(self) -> tuple[LeafGroup, ...]:
+        """The input nodes grouped by leaf family (see :class:`~probcirc.compile.graph.LeafGroup`)."""
+        return tuple(LeafGroup(l.dist, torch.arange(l.start - 1, l.stop - 1, device=l.node_var.device), l.node_var, l.params)
+                     for l in self._input_layers)
+
+    def graph(self) -> CircuitGraph:
+        """The circuit as plain nodes and weighted edges (see :class:`~probcirc.compile.graph.CircuitGraph`).
+
+        Example:
+            >>> import torch, probcirc
+            >>> from probcirc.nodes import inputs, summate
+            >>> from probcirc.inputs import Bernoulli
+            >>> pc = probcirc.compile(summate(inputs(0, 2, Bernoulli()), num_nodes=1, params=torch.tensor([[0.25, 0.75]])))
+            >>> g = pc.graph()
+            >>> g.num_nodes, g.children(2).tolist(), g.weight.tolist()
+            (3, [0, 1], [0.25, 0.75])
+        """
+        dev, n = self.device, self.num_nodes
+        kind = torch.zeros(n, dtype=torch.int8, device=dev)
+        var = torch.full((n,), -1, dtype=torch.long, device=dev)
+        parents, kids, weights = [], [], []
+        for layer in self.layers:
+            # node id = slot - 1: slot 0 is the engine's constant
+            if isinstance(layer, InputLayer):
+                kind[layer.start - 1 : layer.stop - 1] = INPUT
+                var[layer.start - 1 : layer.stop - 1] = layer.node_var
+            elif isinstance(layer, ProductLayer):
+                kind[layer.start - 1 : layer.stop - 1] = PRODUCT
+                parents.append(layer.parent_idx + layer.start - 1)
+                kids.append(layer.child_idx - 1)
+                weights.append(torch.ones(layer.child_idx.numel(), dtype=self.dtype, device=dev))
+            else:
+                g, n_out, n_in = layer.weight.shape
+                kind[layer.start - 1 : layer.stop - 1] = SUM
+                node = (layer.start - 1 + torch.arange(g * n_out, device=dev)).view(g, n_out, 1).expand(g, n_out, n_in)
+                child = (layer.child_idx - 1).view(g, 1, n_in).expand(g, n_out, n_in)
+                keep = layer.weight.new_ones(layer.weight.shape, dtype=torch.bool) if layer.edge_mask is None else layer.edge_mask.bool()
+                parents.append(node[keep])
+                kids.append(child[keep])
+                weights.append(layer.weight.detach()[keep])
+        ep, ec, ew = (torch.cat(t) if t else torch.zeros(0, dtype=d, device=dev)
+                      for t, d in ((parents, torch.long), (kids, torch.long), (weights, self.dtype)))
+        order = torch.sort(ep, stable=True).indices  # grouped by parent, each in its layer's edge order
+        child_ptr = torch.zeros(n + 1, dtype=torch.long, device=dev)
+        child_ptr[1:] = torch.cumsum(torch.bincount(ep, minlength=n), 0)
+        return CircuitGraph(kind, child_ptr, ec[order], ew[order], var, self.leaf_groups, self.num_vars)
 
     # ------------------------------------------------------------- checking
-    def prepare(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prepare(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate a batch ``(B, num_vars)``; return it node-major ``(num_vars, B)`` as floats
         with missing entries zeroed, and the node-major missing mask."""
         x = torch.as_tensor(x, device=self.device)
@@ -80,15 +142,62 @@ class CompiledCircuit(nn.Module):
         x = x.to(self.dtype).T.contiguous()
         missing = missing.T.contiguous()
         x.masked_fill_(missing, 0.0)
-        for layer in self.input_layers:
+        for layer in self._input_layers:
             layer.check(x, missing)
         return x, missing
 
     # --------------------------------------------------------------- passes
-    def forward_pass(self, x: torch.Tensor, missing: torch.Tensor, max_mode: bool = False) -> torch.Tensor:
-        """Log-values of every node, ``(num_slots, B)``; the root is the last slot."""
-        mars = torch.empty(self.num_slots, x.shape[1], dtype=self.dtype, device=self.device)
+    def forward_with_leaves(self, leaf_fn: Callable[[LeafGroup], torch.Tensor | None], x: torch.Tensor | None = None,
+                            mask: torch.Tensor | None = None, flows: bool = False) -> LeafPass:
+        """One upward pass with leaf log-values supplied by ``leaf_fn``; optionally the leaves' flows.
+
+        ``leaf_fn(group)`` gets each :class:`~probcirc.compile.graph.LeafGroup` in
+        turn and returns the log-values of its nodes, ``(n, B)`` in the group's
+        order, or ``None`` to evaluate them at the evidence ``x`` (with ``mask``)
+        as :meth:`log_prob` would. Soft evidence, virtual evidence and the codec
+        plug in here; everything above the leaves is the engine's own pass.
+
+        Example:
+            >>> import torch, probcirc
+            >>> from probcirc.nodes import inputs, summate
+            >>> from probcirc.inputs import Bernoulli
+            >>> pc = probcirc.compile(summate(inputs(0, 2, Bernoulli()), num_nodes=1, params=torch.tensor([[0.25, 0.75]])))
+            >>> out = pc.forward_with_leaves(lambda g: torch.zeros(len(g.nodes), 1), flows=True)   # every leaf = 1
+            >>> out.log_value, out.leaf_flows[0].flatten()
+            (tensor([0.]), tensor([0.2500, 0.7500]))
+        """
+        if x is not None:
+            x, missing = self._prepare(x, mask)
+        values = [leaf_fn(g) for g in self.leaf_groups]
+        given = [v for v in values if v is not None]
+        if x is None and len(given) < len(values):
+            raise ValueError("leaf_fn returned None for a leaf group, so x (the evidence to evaluate it at) is needed")
+        b = x.shape[1] if x is not None else given[0].shape[-1]
+        mars = torch.empty(self._num_slots, b, dtype=self.dtype, device=self.device)
         mars[0] = 0.0
+        inputs = iter(values)
+        for layer in self.layers:
+            if not isinstance(layer, InputLayer):
+                layer(mars)
+                continue
+            v = next(inputs)
+            if v is None:
+                layer(mars, x, missing)
+            elif tuple(v.shape) != (layer.stop - layer.start, b):
+                raise ValueError(f"leaf_fn must return ({layer.stop - layer.start}, {b}) log-values for {layer.dist!r}, got {tuple(v.shape)}")
+            else:
+                mars[layer.start : layer.stop] = v
+        if not flows:
+            return LeafPass(mars[-1].clone())
+        f, _ = self._backward_pass(mars, torch.ones(b, dtype=self.dtype, device=self.device))
+        return LeafPass(mars[-1].clone(), tuple(f[l.start : l.stop] for l in self._input_layers))
+
+    def _forward_pass(self, x: torch.Tensor, missing: torch.Tensor, max_mode: bool = False) -> torch.Tensor:
+        """Log-values of every node, ``(num_slots, B)``; the root is the last slot."""
+        mars = torch.empty(self._num_slots, x.shape[1], dtype=self.dtype, device=self.device)
+        mars[0] = 0.0
+        if x.shape[1] == 0:  # an empty batch: nothing to compute (and no kernel launch on 0 columns)
+            return mars
         for layer in self.layers:
             if isinstance(layer, InputLayer):
                 layer(mars, x, missing, max_mode)
@@ -96,7 +205,7 @@ class CompiledCircuit(nn.Module):
                 layer(mars, max_mode)
         return mars
 
-    def backward_pass(self, mars: torch.Tensor, root_flow: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _backward_pass(self, mars: torch.Tensor, root_flow: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Flows of every node ``(num_slots, B)`` and every sum layer's weight gradient.
 
         With ``root_flow = 1`` a node's flow is the posterior probability that it
@@ -106,6 +215,8 @@ class CompiledCircuit(nn.Module):
         """
         flows = torch.zeros_like(mars)
         flows[-1] = root_flow
+        if mars.shape[1] == 0:
+            return flows, [torch.zeros_like(l.weight) for l in self._sum_layers]
         grads: dict[int, torch.Tensor] = {}
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
@@ -115,14 +226,16 @@ class CompiledCircuit(nn.Module):
                 layer.backward(mars, flows)
         return flows, [grads[i] for i in sorted(grads)]
 
-    def down(self, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, choose: str, generator=None) -> torch.Tensor:
+    def _down(self, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, choose: str, generator=None) -> torch.Tensor:
         """Top-down pass from the root: pick children (``sample`` or ``argmax``) and fill missing values.
 
-        Takes node-major ``x`` and ``missing`` from :meth:`prepare`; returns ``(B, num_vars)``.
+        Takes node-major ``x`` and ``missing`` from :meth:`_prepare`; returns ``(B, num_vars)``.
         """
         active = torch.zeros(mars.shape, dtype=torch.bool, device=mars.device)
         active[-1] = True
         x = x.clone()
+        if x.shape[1] == 0:
+            return x.T.contiguous()
         for layer in reversed(self.layers):
             if isinstance(layer, InputLayer):
                 layer.down(active, x, missing, choose, generator)
@@ -132,7 +245,7 @@ class CompiledCircuit(nn.Module):
 
     # ------------------------------------------------------------------- io
     def _layer_state(self) -> tuple[dict, dict]:
-        attrs = {"num_slots": self.num_slots, "num_vars": self.num_vars, "num_layers": len(self.layers)}
+        attrs = {"num_slots": self._num_slots, "num_vars": self.num_vars, "num_layers": len(self.layers)}
         arrays = {}
         for i, layer in enumerate(self.layers):
             p = f"layers/{i:05d}/"
@@ -150,20 +263,4 @@ class CompiledCircuit(nn.Module):
 
     @classmethod
     def _layers_from_state(cls, attrs: dict, arrays: dict) -> tuple[list, int, int]:
-        layers = []
-        for i in range(int(attrs["num_layers"])):
-            p = f"layers/{i:05d}/"
-            start = int(arrays[p + "start"])
-            t = lambda k: torch.from_numpy(arrays[p + k])  # noqa: E731
-            if p + "family" in arrays:
-                name = bytes(arrays[p + "family"]).decode()
-                if name not in FAMILIES:
-                    raise ValueError(f"unknown input family {name!r}")
-                hyper = json.loads(bytes(arrays[p + "hyper"]).decode())
-                layers.append(InputLayer(FAMILIES[name](*hyper), t("node_var"), t("params"), start))
-            elif p + "weight" in arrays:
-                mask = t("edge_mask") if p + "edge_mask" in arrays else None
-                layers.append(SumLayer(t("child_idx"), t("weight"), mask, start))
-            else:
-                layers.append(ProductLayer(t("parent_idx"), t("child_idx"), int(arrays[p + "num_nodes"]), start))
-        return layers, int(attrs["num_slots"]), int(attrs["num_vars"])
+        return layers_from_state(attrs, arrays, FAMILIES)

@@ -3,7 +3,7 @@
 The codec never evaluates the circuit through torch: torch's batched matrix
 products and its vectorised ``exp``/``log`` are free to change their order of
 arithmetic with the batch size, the thread count or the CPU. Instead the
-layers are read once into a node-level program (children and parents as CSR
+circuit's public node graph (:meth:`~probcirc.TensorCircuit.graph`) is read once into a node-level program (children and parents as CSR
 lists in a fixed order) that :mod:`probcirc.compress.kernels` walks with
 scalar IEEE-754 operations only.
 """
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from numba import njit
 
+from ..compile import INPUT, PRODUCT, SUM as SUM_NODE
 from ..inputs import Bernoulli, Categorical
-from ..layers import InputLayer, ProductLayer, SumLayer
 
 CONST, LEAF, PROD, SUM = 0, 1, 2, 3
 
@@ -159,79 +159,54 @@ def _ancestors(var_ptr, var_leaf, par_ptr, par_node, S):
 
 
 def build_program(circuit) -> Program:
-    """Flatten ``circuit`` (a compiled :class:`~probcirc.TensorCircuit`).
+    """Flatten ``circuit`` (a compiled :class:`~probcirc.TensorCircuit`) from its node graph.
+
+    Node ``n`` of :meth:`~probcirc.TensorCircuit.graph` becomes slot ``n + 1``; slot 0
+    is a constant no edge points at. Leaf tables come from each family's ``pmf``.
 
     Raises:
         UnsupportedCircuit: for leaves other than Categorical/Bernoulli, or when the
             variables' leaves do not all have the same number of values.
     """
-    S, D = int(circuit.num_slots), int(circuit.num_vars)
+    graph = circuit.graph()
+    N, D = graph.num_nodes, int(graph.num_vars)
+    S = N + 1
+    kinds = graph.kind.cpu().numpy()
     kind = np.zeros(S, dtype=np.int8)
+    kind[1:] = np.select([kinds == INPUT, kinds == PRODUCT, kinds == SUM_NODE], [LEAF, PROD, SUM], CONST)
     leaf_var = np.full(S, -1, dtype=np.int64)
     leaf_row = np.full(S, -1, dtype=np.int64)
-    edges_p: list[np.ndarray] = []
-    edges_c: list[np.ndarray] = []
-    edges_w: list[np.ndarray] = []
     tables: list[np.ndarray] = []
     num_values = None
     rows = 0
-    for layer in circuit.layers:
-        if isinstance(layer, InputLayer):
-            dist = layer.dist
-            params = layer.params.detach().cpu().to(torch.float64).numpy()
-            if isinstance(dist, Categorical):
-                tab = params.copy()
-            elif isinstance(dist, Bernoulli):
-                tab = np.concatenate([1.0 - params[:, :1], params[:, :1]], axis=1)
-            else:
-                raise UnsupportedCircuit(f"the codec needs Categorical or Bernoulli leaves, this circuit has {dist!r}")
-            if num_values is None:
-                num_values = tab.shape[1]
-            elif tab.shape[1] != num_values:
-                raise UnsupportedCircuit(f"all leaves must share one alphabet; found {num_values} and {tab.shape[1]} values")
-            if not np.isfinite(tab).all() or (tab < 0).any():
-                raise UnsupportedCircuit("leaf probabilities must be finite and non-negative")
-            n = layer.node_var.numel()
-            slots = np.arange(layer.start, layer.start + n)
-            kind[slots] = LEAF
-            leaf_var[slots] = layer.node_var.cpu().numpy()
-            leaf_row[slots] = rows + np.arange(n)
-            rows += n
-            tables.append(tab)
-        elif isinstance(layer, ProductLayer):
-            kind[layer.start : layer.stop] = PROD
-            edges_p.append(layer.parent_idx.cpu().numpy().astype(np.int64) + layer.start)
-            edges_c.append(layer.child_idx.cpu().numpy().astype(np.int64))
-            edges_w.append(np.ones(len(edges_c[-1])))
-        elif isinstance(layer, SumLayer):
-            w = layer.weight.detach().cpu().to(torch.float64).numpy()
-            if not np.isfinite(w).all() or (w < 0).any():
-                raise UnsupportedCircuit("sum weights must be finite and non-negative")
-            g, n_out, n_in = w.shape
-            kind[layer.start : layer.stop] = SUM
-            cidx = layer.child_idx.cpu().numpy().astype(np.int64)
-            node = layer.start + np.arange(g * n_out).reshape(g, n_out)
-            keep = np.ones(w.shape, dtype=bool) if layer.edge_mask is None else layer.edge_mask.cpu().numpy().astype(bool)
-            edges_p.append(np.broadcast_to(node[:, :, None], w.shape)[keep])
-            edges_c.append(np.broadcast_to(cidx[:, None, :], w.shape)[keep])
-            edges_w.append(w[keep])
-        else:  # pragma: no cover - the engine has three layer kinds
-            raise UnsupportedCircuit(f"unknown layer {type(layer).__name__}")
-    ep = np.concatenate(edges_p) if edges_p else np.zeros(0, np.int64)
-    ec = np.concatenate(edges_c) if edges_c else np.zeros(0, np.int64)
-    ew = np.concatenate(edges_w) if edges_w else np.zeros(0)
-    if (ec >= ep).any():
-        raise UnsupportedCircuit("slot order is not topological; the engine's layout changed")
-    # children: grouped by parent, in each layer's own edge order (stable sort)
-    order = np.argsort(ep, kind="stable")
-    ch_idx, ch_w = ec[order], ew[order]
-    ch_ptr = np.zeros(S + 1, dtype=np.int64)
-    ch_ptr[1:] = np.cumsum(np.bincount(ep, minlength=S))
+    for group in graph.leaves:
+        dist = group.dist
+        if not isinstance(dist, (Categorical, Bernoulli)):
+            raise UnsupportedCircuit(f"the codec needs Categorical or Bernoulli leaves, this circuit has {dist!r}")
+        tab = dist.pmf(group.params.detach().to(torch.float64)).cpu().numpy().copy()
+        if num_values is None:
+            num_values = tab.shape[1]
+        elif tab.shape[1] != num_values:
+            raise UnsupportedCircuit(f"all leaves must share one alphabet; found {num_values} and {tab.shape[1]} values")
+        if not np.isfinite(tab).all() or (tab < 0).any():
+            raise UnsupportedCircuit("leaf probabilities must be finite and non-negative")
+        slots = group.nodes.cpu().numpy() + 1
+        leaf_var[slots] = group.var.cpu().numpy()
+        leaf_row[slots] = rows + np.arange(len(slots))
+        rows += len(slots)
+        tables.append(tab)
+    ch_w = graph.weight.detach().cpu().to(torch.float64).numpy()
+    if not np.isfinite(ch_w).all() or (ch_w < 0).any():
+        raise UnsupportedCircuit("sum weights must be finite and non-negative")
+    ch_idx = graph.child.cpu().numpy().astype(np.int64) + 1
+    ch_ptr = np.concatenate([[0], graph.child_ptr.cpu().numpy()]).astype(np.int64)
+    parent = np.repeat(np.arange(S, dtype=np.int64), np.diff(ch_ptr))
+    if (ch_idx >= parent).any():
+        raise UnsupportedCircuit("the graph's node order is not topological")
     # parents: grouped by child, ascending parent slot
-    edge_id = np.arange(len(ch_idx), dtype=np.int64)
-    porder = np.lexsort((np.repeat(np.arange(S), np.diff(ch_ptr)), ch_idx))
-    par_node = np.repeat(np.arange(S, dtype=np.int64), np.diff(ch_ptr))[porder]
-    par_edge = edge_id[porder]
+    porder = np.lexsort((parent, ch_idx))
+    par_node = parent[porder]
+    par_edge = np.arange(len(ch_idx), dtype=np.int64)[porder]
     par_ptr = np.zeros(S + 1, dtype=np.int64)
     par_ptr[1:] = np.cumsum(np.bincount(ch_idx, minlength=S))
     leaves = np.flatnonzero(kind == LEAF)

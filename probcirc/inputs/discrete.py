@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import InputDist, check_integers, keep_where_empty
@@ -119,6 +121,11 @@ class Bernoulli(_OneProbability):
     def sample(self, params, generator):
         return torch.bernoulli(params[..., 0], generator=generator)
 
+    def pmf(self, params):
+        # [1 - p, p] directly: exp(log p) would not give p back bit for bit
+        p = params[..., :1]
+        return torch.cat([1 - p, p], -1)
+
 
 class Binomial(_OneProbability):
     """A binomial leaf with ``total_count`` trials; the parameter is the success probability."""
@@ -140,7 +147,7 @@ class Binomial(_OneProbability):
 
     def log_prob(self, params, x):
         p, n = params[..., :1], self.total_count
-        log_choose = torch.lgamma(torch.tensor(n + 1.0, dtype=x.dtype)) - torch.lgamma(x + 1) - torch.lgamma(n - x + 1)
+        log_choose = math.lgamma(n + 1.0) - torch.lgamma(x + 1) - torch.lgamma(n - x + 1)
         # xlogy keeps 0·log 0 = 0 at the boundary probabilities.
         return log_choose + torch.xlogy(x, p) + torch.xlogy(n - x, 1 - p)
 

@@ -46,7 +46,7 @@ class InputLayer(nn.Module):
         logp = self.dist.log_prob(self._grouped(params), xv)
         if not bool(observed.all()):
             logp = logp.masked_fill(~observed, 0.0)
-        return logp.reshape(-1, x.shape[1])
+        return logp.reshape(self.node_var.numel(), x.shape[1])
 
     def check(self, x: torch.Tensor, missing: torch.Tensor) -> None:
         xv, observed = self.values(x, missing)
@@ -68,7 +68,7 @@ class InputLayer(nn.Module):
         xv, observed = self.values(x, missing)
         grouped = self._grouped(self.params)
         logp = torch.where(observed, self.dist.log_prob(grouped, xv), self.dist.mode_log_prob(grouped)[..., None])
-        mars[self.start : self.stop] = logp.reshape(-1, x.shape[1])
+        mars[self.start : self.stop] = logp.reshape(self.node_var.numel(), x.shape[1])
 
     def em_stats(self, flows: torch.Tensor, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
         if self._triton(flows):
@@ -76,7 +76,7 @@ class InputLayer(nn.Module):
 
             return categorical_stats(self, flows, x.contiguous(), missing.contiguous())
         xv, observed = self.values(x, missing)
-        node_flows = flows[self.start : self.stop].reshape(-1, self.k, x.shape[1])
+        node_flows = flows[self.start : self.stop].reshape(self.node_var.numel() // self.k, self.k, x.shape[1])
         stats = self.dist.stats(self._grouped(self.params), xv, observed, node_flows)
         return stats.reshape(self.node_var.numel(), -1)
 

@@ -32,7 +32,7 @@ class SumLayer(nn.Module):
 
     def _inputs(self, mars: torch.Tensor) -> torch.Tensor:
         g, n_in = self.child_idx.shape
-        return mars.index_select(0, self.child_idx.reshape(-1)).view(g, n_in, -1)  # (G, n_in, B)
+        return mars.index_select(0, self.child_idx.reshape(-1)).view(g, n_in, mars.shape[1])  # (G, n_in, B)
 
     def _scaled_inputs(self, mars: torch.Tensor):
         xin = self._inputs(mars)
@@ -51,7 +51,7 @@ class SumLayer(nn.Module):
         else:
             e, top = self._scaled_inputs(mars)
             out = torch.bmm(self.weight, e).log() + top
-        mars[self.start : self.stop] = out.reshape(-1, mars.shape[1])
+        mars[self.start : self.stop] = out.reshape(self.stop - self.start, mars.shape[1])
 
     def backward(self, mars: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
         """Pass flows to the children; return the weights' gradient ``(G, n_out, n_in)``.
@@ -68,10 +68,10 @@ class SumLayer(nn.Module):
         g, n_out, n_in = self.weight.shape
         e, _ = self._scaled_inputs(mars)
         y = torch.bmm(self.weight, e)  # (G, n_out, B)
-        f_out = flows[self.start : self.stop].view(g, n_out, -1)
+        f_out = flows[self.start : self.stop].view(g, n_out, flows.shape[1])
         ratio = torch.where(y > 0, f_out / torch.where(y > 0, y, torch.ones_like(y)), torch.zeros_like(y))
         f_in = e * torch.bmm(self.weight.mT, ratio)
-        flows.index_add_(0, self.child_idx.reshape(-1), f_in.reshape(g * n_in, -1))
+        flows.index_add_(0, self.child_idx.reshape(-1), f_in.reshape(g * n_in, flows.shape[1]))
         return torch.bmm(ratio, e.mT)
 
     def _max_children(self, mars: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
+from probmod.errors import UsageError
+from probmod.progress import Progress
 
 from ..compile import CompiledCircuit
 
@@ -20,7 +21,7 @@ def em(
     full_batch_epochs: int = 0,
     mask: torch.Tensor | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool = False,
 ) -> list[float]:
     """Fit the circuit's parameters by EM; return the mean training log-likelihood of every epoch.
 
@@ -52,9 +53,11 @@ def em(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     data = torch.as_tensor(data)
+    if data.dim() != 2 or len(data) == 0:
+        raise UsageError(f"data must be a non-empty (samples, {circuit.num_vars}) batch, got shape {tuple(data.shape)}")
     if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
         mask = torch.isnan(data)
-    circuit.prepare(data[:1], None if mask is None else mask[:1])  # fail early on shape errors
+    circuit._prepare(data[:1], None if mask is None else mask[:1])  # fail early on shape errors
     gen = torch.Generator().manual_seed(seed)
     history: list[float] = []
     total = epochs + full_batch_epochs
@@ -64,35 +67,36 @@ def em(
             order = torch.arange(len(data)) if full else torch.randperm(len(data), generator=gen)
             acc = _Accumulator(circuit) if full else None
             ll_sum, seen = 0.0, 0
-            # disable=None: no bar when the output is not a terminal (logs keep the per-epoch lines)
-            bar = tqdm(range(0, len(data), batch_size), desc=f"EM {'full' if full else 'mini'} epoch {epoch + 1}/{total}", disable=None if progress else True, leave=False)
-            for s in bar:
+            bar = Progress(len(data), f"EM {'full' if full else 'mini'} epoch {epoch + 1}/{total}", "samples", enabled=progress)
+            for s in range(0, len(data), batch_size):
                 idx = order[s : s + batch_size]
-                x, missing = circuit.prepare(data[idx], None if mask is None else mask[idx])
-                mars = circuit.forward_pass(x, missing)
+                x, missing = circuit._prepare(data[idx], None if mask is None else mask[idx])
+                mars = circuit._forward_pass(x, missing)
                 root = mars[-1]
                 ll_sum += float(root.sum())
                 seen += len(idx)
-                flows, grads = circuit.backward_pass(mars, torch.ones_like(root))
-                edge_flows = [layer.weight * g for layer, g in zip(circuit.sum_layers, grads)]
-                stats = [layer.em_stats(flows, x, missing) for layer in circuit.input_layers]
+                flows, grads = circuit._backward_pass(mars, torch.ones_like(root))
+                edge_flows = [layer.weight * g for layer, g in zip(circuit._sum_layers, grads)]
+                stats = [layer.em_stats(flows, x, missing) for layer in circuit._input_layers]
                 if full:
                     acc.add(edge_flows, stats)
                 else:
                     _update(circuit, edge_flows, stats, step_size, pseudocount)
-                bar.set_postfix(ll=f"{ll_sum / seen:.3f}")
+                bar.update(len(idx))
+                bar.set_postfix(f"ll={ll_sum / seen:.3f}")
+            bar.close()
             if full:
                 _update(circuit, acc.edge_flows, acc.stats, 1.0, pseudocount)
             history.append(ll_sum / max(seen, 1))
             if progress:
                 bpd = -history[-1] / (circuit.num_vars * math.log(2))
-                tqdm.write(f"epoch {epoch + 1}/{total} ({'full' if full else 'mini'}-batch): train ll {history[-1]:.3f}, {bpd:.4f} bits/dim")
+                bar.write(f"epoch {epoch + 1}/{total} ({'full' if full else 'mini'}-batch): train ll {history[-1]:.3f}, {bpd:.4f} bits/dim")
     return history
 
 
 class _Accumulator:
     def __init__(self, circuit: CompiledCircuit):
-        self.edge_flows = [torch.zeros_like(l.weight) for l in circuit.sum_layers]
+        self.edge_flows = [torch.zeros_like(l.weight) for l in circuit._sum_layers]
         self.stats = None
 
     def add(self, edge_flows, stats):
@@ -102,8 +106,8 @@ class _Accumulator:
 
 
 def _update(circuit: CompiledCircuit, edge_flows, stats, step_size: float, pseudocount: float) -> None:
-    for layer, f in zip(circuit.sum_layers, edge_flows):
+    for layer, f in zip(circuit._sum_layers, edge_flows):
         layer.em_update(f, step_size, pseudocount)
-    for layer, s in zip(circuit.input_layers, stats):
+    for layer, s in zip(circuit._input_layers, stats):
         new = layer.m_step(s, pseudocount)
         layer.params.mul_(1 - step_size).add_(step_size * new)

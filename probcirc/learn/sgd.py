@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
+from probmod.errors import UsageError
+from probmod.progress import Progress
 
 from ..compile import CompiledCircuit
 from ..queries import log_prob
@@ -18,7 +19,7 @@ def sgd(
     mask: torch.Tensor | None = None,
     optimizer: str = "adam",
     seed: int = 0,
-    progress: bool = True,
+    progress: bool = False,
 ) -> list[float]:
     """Maximise the mean log-likelihood with Adam (or plain SGD) on unconstrained parameters.
 
@@ -30,7 +31,9 @@ def sgd(
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     data = torch.as_tensor(data)
-    sums, leaves = circuit.sum_layers, circuit.input_layers
+    if data.dim() != 2 or len(data) == 0:
+        raise UsageError(f"data must be a non-empty (samples, {circuit.num_vars}) batch, got shape {tuple(data.shape)}")
+    sums, leaves = circuit._sum_layers, circuit._input_layers
     sum_free = [torch.nn.Parameter(torch.where(l.weight > 0, l.weight.log(), torch.full_like(l.weight, -torch.inf))) for l in sums]
     leaf_free = [torch.nn.Parameter(l.dist.to_unconstrained(l.params)) for l in leaves]
     opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
@@ -50,9 +53,8 @@ def sgd(
         for epoch in range(epochs):
             order = torch.randperm(len(data), generator=gen)
             total, seen = 0.0, 0
-            # disable=None: no bar when the output is not a terminal (logs keep the per-epoch lines)
-            bar = tqdm(range(0, len(data), batch_size), desc=f"SGD epoch {epoch + 1}/{epochs}", disable=None if progress else True, leave=False)
-            for s in bar:
+            bar = Progress(len(data), f"SGD epoch {epoch + 1}/{epochs}", "samples", enabled=progress)
+            for s in range(0, len(data), batch_size):
                 idx = order[s : s + batch_size]
                 install(track=True)
                 ll = log_prob(circuit, data[idx], None if mask is None else mask[idx])
@@ -66,7 +68,9 @@ def sgd(
                 opt.step()
                 total += float(ll.detach().sum())
                 seen += len(idx)
-                bar.set_postfix(ll=f"{total / seen:.3f}")
+                bar.update(len(idx))
+                bar.set_postfix(f"ll={total / seen:.3f}")
+            bar.close()
             history.append(total / seen)
     finally:
         with torch.no_grad():

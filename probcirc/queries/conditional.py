@@ -35,12 +35,12 @@ def conditional(
         >>> conditional(pc, torch.zeros(1, 1), None, [0])
         tensor([[[0.2000, 0.3000, 0.5000]]], dtype=torch.float64)
     """
-    layers = _target_layers(circuit, targets)[2]
-    for layer in layers:
-        if layer.dist.num_values is None:
-            raise NotImplementedError(f"conditional() needs discrete leaves; target leaves are {layer.dist!r}: "
+    groups = _target_groups(circuit, targets)[2]
+    for g in groups:
+        if g.dist.num_values is None:
+            raise NotImplementedError(f"conditional() needs discrete leaves; target leaves are {g.dist!r}: "
                                       "use conditional_moments() for continuous ones")
-    v = max(l.dist.num_values for l in layers)
+    v = max(g.dist.num_values for g in groups)
     res = _leaf_flow_sums(circuit, x, mask, targets, lambda dist, params: dist.pmf(params), v, batch_chunk)
     return res / res.sum(-1, keepdim=True)
 
@@ -95,13 +95,14 @@ def _moments(dist, params):
     return torch.stack([m1, m2], -1)
 
 
-def _target_layers(circuit: CompiledCircuit, targets: Sequence[int]):
+def _target_groups(circuit: CompiledCircuit, targets: Sequence[int]):
+    """(targets, position of each variable among them or -1, leaf groups reading any target)."""
     targets = [int(t) for t in targets]
     if not targets or min(targets) < 0 or max(targets) >= circuit.num_vars or len(set(targets)) != len(targets):
         raise ValueError(f"targets must be distinct variable indices in [0, {circuit.num_vars}), got {targets}")
     position = torch.full((circuit.num_vars,), -1, dtype=torch.long, device=circuit.device)
     position[torch.tensor(targets, device=circuit.device)] = torch.arange(len(targets), device=circuit.device)
-    return targets, position, [l for l in circuit.input_layers if bool((position[l.node_var] >= 0).any())]
+    return targets, position, [g for g in circuit.leaf_groups if bool((position[g.var] >= 0).any())]
 
 
 def _leaf_flow_sums(circuit, x, mask, targets, per_leaf, width: int, batch_chunk: int, force_missing: bool = True) -> torch.Tensor:
@@ -112,23 +113,20 @@ def _leaf_flow_sums(circuit, x, mask, targets, per_leaf, width: int, batch_chunk
     ``force_missing`` sums the targets out in every sample; without it the
     result means something only where the mask already sums a target out.
     """
-    targets, position, layers = _target_layers(circuit, targets)
+    targets, position, groups = _target_groups(circuit, targets)
     x = torch.as_tensor(x, device=circuit.device)
     mask = torch.zeros(x.shape, dtype=torch.bool, device=circuit.device) if mask is None else mask.clone()
     if force_missing and mask.shape == x.shape and x.dim() == 2:
         mask[:, targets] = True
-    x, missing = circuit.prepare(x, mask)
     out = []
     with torch.no_grad():
-        for s in range(0, x.shape[1], batch_chunk):
-            xb, mb = x[:, s : s + batch_chunk], missing[:, s : s + batch_chunk]
-            mars = circuit.forward_pass(xb, mb)
-            flows, _ = circuit.backward_pass(mars, torch.ones(xb.shape[1], dtype=mars.dtype, device=mars.device))
-            res = torch.zeros(xb.shape[1], len(targets), width, dtype=mars.dtype, device=mars.device)
-            for layer in layers:
-                sel = (position[layer.node_var] >= 0).nonzero().squeeze(-1)
-                values = per_leaf(layer.dist, layer.params[sel])  # (n_sel, width of this family)
-                contrib = flows[layer.start + sel].T[:, :, None] * values
-                res[..., : values.shape[1]].index_add_(1, position[layer.node_var[sel]], contrib)
+        for s in range(0, x.shape[0], batch_chunk):
+            flows = circuit.forward_with_leaves(lambda g: None, x[s : s + batch_chunk], mask[s : s + batch_chunk], flows=True).leaf_flows
+            res = torch.zeros(flows[0].shape[1], len(targets), width, dtype=circuit.dtype, device=circuit.device)
+            for g, f in zip(circuit.leaf_groups, flows):
+                sel = (position[g.var] >= 0).nonzero().squeeze(-1)
+                if len(sel):
+                    values = per_leaf(g.dist, g.params[sel])  # (n_sel, width of this family)
+                    res[..., : values.shape[1]].index_add_(1, position[g.var[sel]], f[sel].T[:, :, None] * values)
             out.append(res)
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, len(targets), width, dtype=circuit.dtype, device=circuit.device)

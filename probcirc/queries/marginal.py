@@ -10,7 +10,7 @@ from ..compile import CompiledCircuit
 
 def parameters(circuit: CompiledCircuit) -> list[torch.Tensor]:
     """The circuit's parameter tensors in a fixed order: sum weights, then leaf parameters."""
-    return [l.weight for l in circuit.sum_layers] + [l.params for l in circuit.input_layers]
+    return [l.weight for l in circuit._sum_layers] + [l.params for l in circuit._input_layers]
 
 
 class _LogProb(torch.autograd.Function):
@@ -18,15 +18,15 @@ class _LogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, circuit, x, missing, *params):
-        mars = circuit.forward_pass(x, missing)
+        mars = circuit._forward_pass(x, missing)
         ctx.circuit, ctx.x, ctx.missing, ctx.mars = circuit, x, missing, mars
         return mars[-1].clone()
 
     @staticmethod
     def backward(ctx, grad):
         circuit, x, missing = ctx.circuit, ctx.x, ctx.missing
-        flows, grads = circuit.backward_pass(ctx.mars, grad)
-        for layer in circuit.input_layers:
+        flows, grads = circuit._backward_pass(ctx.mars, grad)
+        for layer in circuit._input_layers:
             with torch.enable_grad():
                 params = layer.params.detach().requires_grad_(True)
                 logp = layer.log_values(params, x, missing)
@@ -49,11 +49,11 @@ def log_prob(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | Non
         >>> log_prob(pc, torch.tensor([[0.0]]), torch.tensor([[True]]))
         tensor([0.])
     """
-    x, missing = circuit.prepare(x, mask)
+    x, missing = circuit._prepare(x, mask)
     params = parameters(circuit)
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return _LogProb.apply(circuit, x, missing, *params)
-    return circuit.forward_pass(x, missing)[-1].clone()
+    return circuit._forward_pass(x, missing)[-1].clone()
 
 
 __all__ = ["log_prob", "parameters"]

@@ -38,10 +38,10 @@ def sample(
     elif mask is None:
         raise ValueError("conditional sampling needs a mask (True = entry to sample)")
     dtype = _result_dtype(x, circuit)
-    x, missing = circuit.prepare(x, mask)
+    x, missing = circuit._prepare(x, mask)
     with torch.no_grad():
-        mars = circuit.forward_pass(x, missing)
-        return circuit.down(mars, x, missing, "sample", generator).to(dtype)
+        mars = circuit._forward_pass(x, missing)
+        return circuit._down(mars, x, missing, "sample", generator).to(dtype)
 
 
 @backend.exact()
@@ -66,18 +66,18 @@ def mpe(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = N
     if mask is None:
         mask = torch.zeros(torch.as_tensor(x).shape, dtype=torch.bool)
     dtype = _result_dtype(x, circuit)
-    x, missing = circuit.prepare(x, mask)
+    x, missing = circuit._prepare(x, mask)
     with torch.no_grad():
-        mars = circuit.forward_pass(x, missing, max_mode=True)
-        return circuit.down(mars, x, missing, "argmax").to(dtype)
+        mars = circuit._forward_pass(x, missing, max_mode=True)
+        return circuit._down(mars, x, missing, "argmax").to(dtype)
 
 
 @backend.exact()
 def max_log_prob(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``max over (x_missing, z) of log p(x_observed, x_missing, z)``, the value :func:`mpe` attains."""
-    x, missing = circuit.prepare(x, mask)
+    x, missing = circuit._prepare(x, mask)
     with torch.no_grad():
-        return circuit.forward_pass(x, missing, max_mode=True)[-1].clone()
+        return circuit._forward_pass(x, missing, max_mode=True)[-1].clone()
 
 
 def _result_dtype(x, circuit: CompiledCircuit) -> torch.dtype:

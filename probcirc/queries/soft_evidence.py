@@ -7,7 +7,6 @@ import torch
 from .. import backend
 from ..compile import CompiledCircuit
 from ..inputs import Bernoulli
-from ..layers import InputLayer
 
 __all__ = ["soft_evidence"]
 
@@ -37,39 +36,28 @@ def soft_evidence(pc: CompiledCircuit, q: torch.Tensor, chunk: int | None = None
         >>> post
         tensor([[0.9000, 0.9000]], dtype=torch.float64)
     """
-    for layer in pc.input_layers:
-        if not isinstance(layer.dist, Bernoulli):
-            raise TypeError(f"soft evidence needs Bernoulli leaves, found {layer.dist!r}")
-    q = torch.as_tensor(q, dtype=pc.dtype)
+    groups = pc.leaf_groups
+    for g in groups:
+        if not isinstance(g.dist, Bernoulli):
+            raise TypeError(f"soft evidence needs Bernoulli leaves, found {g.dist!r}")
+    q = torch.as_tensor(q, dtype=pc.dtype, device=pc.device)
     if q.dim() != 2 or q.shape[1] != pc.num_vars:
         raise ValueError(f"q must have shape (batch, {pc.num_vars}), got {tuple(q.shape)}")
-    b = q.shape[0]
-    chunk = chunk or max(1, int(2**22 // max(1, pc.num_slots)))
+    chunk = chunk or max(1, int(2**22 // max(1, pc.num_nodes)))
     posts, logz = [], []
     with torch.no_grad(), backend.exact():  # exact products even inside backend.approximate()
-        for s in range(0, b, chunk):
-            qn = q[s : s + chunk].T.contiguous()  # (V, b) node-major, like the engine's buffers
-            nb = qn.shape[1]
-            mars = torch.empty(pc.num_slots, nb, dtype=pc.dtype)
-            mars[0] = 0.0
-            shares = []
-            for layer in pc.layers:
-                if isinstance(layer, InputLayer):
-                    theta = layer.params[:, :1]
-                    qv = qn.index_select(0, layer.node_var)
-                    one = theta * qv
-                    val = one + (1 - theta) * (1 - qv)
-                    mars[layer.start : layer.stop] = val.log()
-                    shares.append((layer, torch.where(val > 0, one / torch.where(val > 0, val, torch.ones_like(val)), torch.zeros_like(val))))
-                else:
-                    layer(mars)
-            flows, _ = pc.backward_pass(mars, torch.ones(nb, dtype=pc.dtype))
-            num = torch.zeros(pc.num_vars, nb, dtype=pc.dtype)
-            den = torch.zeros(pc.num_vars, nb, dtype=pc.dtype)
-            for layer, share in shares:
-                f = flows[layer.start : layer.stop]
-                num.index_add_(0, layer.node_var, f * share)
-                den.index_add_(0, layer.node_var, f)
+        for s in range(0, q.shape[0], chunk):
+            qn = q[s : s + chunk].T  # (V, b) node-major, like the leaf values
+            ones = [g.params[:, :1] * qn.index_select(0, g.var) for g in groups]  # θ·q: the value-1 part
+            values = [one + (1 - g.params[:, :1]) * (1 - qn.index_select(0, g.var)) for g, one in zip(groups, ones)]
+            logs = iter([v.log() for v in values])  # the hook is called once per group, in leaf_groups order
+            out = pc.forward_with_leaves(lambda g: next(logs), flows=True)
+            num = torch.zeros(qn.shape, dtype=pc.dtype, device=pc.device)
+            den = torch.zeros(qn.shape, dtype=pc.dtype, device=pc.device)
+            for g, one, val, f in zip(groups, ones, values, out.leaf_flows):
+                share = torch.where(val > 0, one / torch.where(val > 0, val, torch.ones_like(val)), torch.zeros_like(val))
+                num.index_add_(0, g.var, f * share)
+                den.index_add_(0, g.var, f)
             posts.append((num / den).T)
-            logz.append(mars[-1].clone())
+            logz.append(out.log_value)
     return torch.cat(posts), torch.cat(logz)

@@ -140,7 +140,7 @@ def test_gradients_match_finite_differences():
     mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.3
 
     def f(*ps):
-        for layer, p in zip(pc.sum_layers + pc.input_layers, ps):
+        for layer, p in zip(pc._sum_layers + pc._input_layers, ps):
             if hasattr(layer, "weight"):
                 layer.weight = p
             else:
@@ -201,7 +201,7 @@ def test_posterior_and_conditional_moments_are_the_enumerated_ones(fam, name):
     x, mask = random_evidence(rng, X, 5, 0.5)
     mask[:, 0] = True
     post = pc.condition(torch.tensor(x), torch.tensor(mask))
-    mean, var = post.mean().numpy(), post.variance().numpy()
+    mean, var = post.mean.numpy(), post.variance.numpy()
     values = np.arange(v)
     for b in range(5):
         table = joint[evidence_slice(x[b], mask[b])]
@@ -239,6 +239,6 @@ def test_gaussian_posterior_moments_match_the_closed_form():
     r = lik / lik.sum(1, keepdims=True)
     want_mean = r @ mu1
     want_var = r @ (s1**2 + mu1**2) - want_mean**2
-    np.testing.assert_allclose(post.mean()[:, 1].numpy(), want_mean, rtol=1e-10)
-    np.testing.assert_allclose(post.variance()[:, 1].numpy(), want_var, rtol=1e-9)
-    np.testing.assert_allclose(post.mean()[:, 0].numpy(), x0)
+    np.testing.assert_allclose(post.mean[:, 1].numpy(), want_mean, rtol=1e-10)
+    np.testing.assert_allclose(post.variance[:, 1].numpy(), want_var, rtol=1e-9)
+    np.testing.assert_allclose(post.mean[:, 0].numpy(), x0)

@@ -84,15 +84,15 @@ def test_zero_parameters_and_extreme_inputs_stay_finite():
     assert abs(float(lp.exp().sum()) - 1) < 1e-10
     history = em(pc, X, epochs=2, full_batch_epochs=2, batch_size=20, pseudocount=0.0, progress=False)
     assert all(np.isfinite(h) or h == -np.inf for h in history)
-    for layer in pc.sum_layers:
+    for layer in pc._sum_layers:
         assert torch.isfinite(layer.weight).all()
-    for layer in pc.input_layers:
+    for layer in pc._input_layers:
         assert torch.isfinite(layer.params).all()
     # float32 with long chains: no NaN even where every value underflows.
     deep = probcirc.compile(PD((3, 4), 2, input_dist=Categorical(256)))
     x = torch.full((4, 12), 255.0)
     assert torch.isfinite(deep.log_prob(x)).all()
-    flows, _ = deep.backward_pass(deep.forward_pass(*deep.prepare(x, None)), torch.ones(4))
+    flows, _ = deep._backward_pass(deep._forward_pass(*deep._prepare(x, None)), torch.ones(4))
     assert torch.isfinite(flows).all()
 
 

@@ -312,15 +312,15 @@ def test_whole_circuit_passes(rng):
         B = randint(rng, 1, 40)
         data = torch.randint(0, 3, (B, pc.num_vars), generator=rng)
         mask = torch.rand(B, pc.num_vars, generator=rng) < 0.2
-        x, missing = pc.prepare(data, mask)
-        m_ref = run("torch", pc.forward_pass, x, missing)
-        m_got = run("triton", pc.forward_pass, x, missing)
+        x, missing = pc._prepare(data, mask)
+        m_ref = run("torch", pc._forward_pass, x, missing)
+        m_got = run("triton", pc._forward_pass, x, missing)
         close(m_got, m_ref, "circuit forward", seed)
         root_flow = torch.ones(B)
-        f_ref, g_ref = run("torch", pc.backward_pass, m_ref, root_flow)
-        f_got, g_got = run("triton", pc.backward_pass, m_ref, root_flow)
+        f_ref, g_ref = run("torch", pc._backward_pass, m_ref, root_flow)
+        f_got, g_got = run("triton", pc._backward_pass, m_ref, root_flow)
         close(f_got, f_ref, "circuit flows", seed)
-        for layer, a, b in zip(pc.sum_layers, g_ref, g_got):
+        for layer, a, b in zip(pc._sum_layers, g_ref, g_got):
             ea, eb = layer.weight * a, layer.weight * b
             assert ((ea - eb).abs() / ea.abs().max().clamp_min(1e-30)).max() <= RTOL, f"circuit edge flows, seed {seed}"
         lp_ref = run("torch", pc.log_prob, data, mask)
@@ -337,8 +337,8 @@ def test_batch_of_one(rng):
     pc = probcirc.compile(randomize(PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed % 1000), dtype=torch.float32)
     data = torch.randint(0, 3, (1, pc.num_vars), generator=rng)
     mask = torch.tensor([[False, True, False, False]])
-    x, missing = pc.prepare(data, mask)
-    close(run("triton", pc.forward_pass, x, missing), run("torch", pc.forward_pass, x, missing), "forward, batch of one", seed)
+    x, missing = pc._prepare(data, mask)
+    close(run("triton", pc._forward_pass, x, missing), run("torch", pc._forward_pass, x, missing), "forward, batch of one", seed)
 
 
 def test_em_epoch_through_the_layers(rng):
@@ -361,9 +361,9 @@ def test_em_epoch_through_the_layers(rng):
         fitted[name] = (c, ll)
     (ref, ll_ref), (got, ll_got) = fitted["torch"], fitted["triton"]
     assert abs(ll_got[-1] - ll_ref[-1]) <= RTOL * max(1.0, abs(ll_ref[-1])), f"log-likelihood, seed {seed}"
-    for a, b in zip(ref.input_layers, got.input_layers):
+    for a, b in zip(ref._input_layers, got._input_layers):
         assert torch.allclose(b.params, a.params, rtol=1e-4, atol=1e-6), f"leaf parameters, seed {seed}"
-    for a, b in zip(ref.sum_layers, got.sum_layers):
+    for a, b in zip(ref._sum_layers, got._sum_layers):
         assert torch.allclose(b.weight, a.weight, rtol=1e-4, atol=1e-6), f"sum weights, seed {seed}"
 
 
