@@ -31,6 +31,23 @@ Every cluster then spans all classes, so knowledge about a concept moves
 probability between classes: a class whose concepts the concept sensors deny
 loses mass to the classes they confirm. The classes cost only K one-hot
 states, so ``max_cluster_size`` then counts a cluster's concepts only.
+
+Limits (knowledge files are untrusted input; each limit is checked before
+anything is built):
+
+- ``max_cluster_size`` defaults to :data:`MAX_CLUSTER_SIZE` (12); a file may
+  raise it to at most :data:`FILE_MAX_CLUSTER_SIZE` (20). Only code can go
+  further: ``Knowledge.from_json(path, cluster_size_limit=24)`` or
+  ``Knowledge(..., max_cluster_size=24)``.
+- A cluster's reasoning circuit may hold at most ``max_circuit_nodes``
+  (default :data:`MAX_CIRCUIT_NODES`, 2^20) nodes: (number of branches) ×
+  (variables + 2), where a cluster has 2^|cover| branches, times K with
+  exclusive classes. Only code can raise it (it is not a file key).
+- A knowledge file may be at most :data:`MAX_FILE_BYTES` (16 MiB).
+
+Over a limit: :class:`KnowledgeLimitError` (a ``LimitError``, exit code 7).
+Malformed knowledge: :class:`KnowledgeError` (a ``FormatError``, exit code 4),
+one line that names the field.
 """
 
 from __future__ import annotations
@@ -38,15 +55,91 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+
+from probmod.errors import FormatError, LimitError
+from probmod.io import check_regular_file
 
 #: Default bound on the number of variables in one cluster (certification enumerates 2^m box vertices).
 MAX_CLUSTER_SIZE = 12
+#: The largest ``max_cluster_size`` a knowledge file may ask for (code may pass a higher ``cluster_size_limit``).
+FILE_MAX_CLUSTER_SIZE = 20
+#: Default bound on the nodes of one cluster's reasoning circuit (about 80 bytes and 2.5 µs each to build).
+MAX_CIRCUIT_NODES = 1 << 20
+#: The largest knowledge file read.
+MAX_FILE_BYTES = 16 << 20
 
 
-class KnowledgeError(ValueError):
-    """Raised for knowledge that is malformed, names unknown variables, or cannot be handled exactly."""
+class KnowledgeError(FormatError):
+    """Raised for knowledge that is malformed, names unknown variables, or cannot be handled exactly (a ``ValueError``)."""
+
+
+class KnowledgeLimitError(KnowledgeError, LimitError):
+    """Knowledge whose exact handling would exceed a documented size limit (exit code 7)."""
+
+    exit_code = LimitError.exit_code
+
+
+def _names(value: Any, where: str) -> list[str]:
+    """A list of names (strings; integers are taken as their decimal text)."""
+    if not isinstance(value, (list, tuple)):
+        raise KnowledgeError(f"{where} must be a list of names, got {type(value).__name__}")
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise KnowledgeError(f"{where}[{i}] must be a name (a string), got {type(v).__name__}")
+    return [str(v) for v in value]
+
+
+def _objects(value: Any, where: str, what: str) -> list[dict]:
+    """A list of JSON objects (dicts)."""
+    if not isinstance(value, (list, tuple)):
+        raise KnowledgeError(f"'{where}' must be a list of objects, got {type(value).__name__}")
+    for i, v in enumerate(value):
+        if not isinstance(v, Mapping):
+            raise KnowledgeError(f"{what} {i} must be an object {{...}}, got {type(v).__name__}")
+    return [dict(v) for v in value]
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise KnowledgeError(f"{where} must be a positive integer, got {value!r}")
+    return value
+
+
+def min_vertex_cover(num_vars: int, edges: list[tuple[int, int]]) -> tuple[int, ...]:
+    """A smallest set of variables touching every edge: the complement of a maximum independent set.
+
+    The independent set is found by branching on bit masks (take a vertex of
+    degree ≤ 1 outright, else branch on one of largest degree), which visits
+    about 1.4^m sets rather than the 2^m subsets of brute force.
+
+    Example:
+        >>> min_vertex_cover(4, [(0, 1), (0, 2), (0, 3)])   # a star: its centre
+        (0,)
+    """
+    adj = [0] * num_vars
+    for a, b in edges:
+        if a != b:
+            adj[a] |= 1 << b
+            adj[b] |= 1 << a
+
+    def independent(cand: int) -> int:
+        if not cand:
+            return 0
+        verts = [v for v in range(num_vars) if cand >> v & 1]
+        deg = {v: (adj[v] & cand).bit_count() for v in verts}
+        low = min(verts, key=deg.__getitem__)
+        if deg[low] <= 1:  # some maximum independent set contains a vertex of degree 0 or 1
+            return 1 << low | independent(cand & ~(1 << low) & ~adj[low])
+        top = max(verts, key=deg.__getitem__)
+        with_top = 1 << top | independent(cand & ~(1 << top) & ~adj[top])
+        without = independent(cand & ~(1 << top))
+        return with_top if with_top.bit_count() >= without.bit_count() else without
+
+    keep = independent((1 << num_vars) - 1)
+    return tuple(v for v in range(num_vars) if not keep >> v & 1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +173,35 @@ class Cluster:
     one_hot: tuple[int, ...] = ()  # global indices of which exactly one is 1 (the classes, if exclusive)
 
 
+def cover_of(cluster: Cluster, structure: str = "cover") -> tuple[int, ...]:
+    """Local indices (into ``cluster.variables``) that the circuit conditions on besides the one-hot group.
+
+    ``"cover"``: a minimum vertex cover of the rules among the other
+    variables; ``"enumerate"``: all of them (see :class:`ClusterCircuit`).
+    """
+    local = {v: i for i, v in enumerate(cluster.variables)}
+    hot = {local[v] for v in cluster.one_hot}
+    rest = [j for j in range(len(cluster.variables)) if j not in hot]
+    if structure == "enumerate":
+        return tuple(rest)
+    pos = {j: i for i, j in enumerate(rest)}
+    ends = [(local[r.body.var], local[r.head.var]) for r in cluster.rules]
+    edges = [(pos[a], pos[c]) for a, c in ends if a in pos and c in pos]
+    return tuple(rest[i] for i in min_vertex_cover(len(rest), edges))
+
+
+def circuit_nodes(cluster: Cluster, structure: str = "cover") -> int:
+    """Nodes of the cluster's reasoning circuit, from its declared shape (before anything is built)."""
+    branches = max(len(cluster.one_hot), 1) << len(cover_of(cluster, structure))
+    return branches * (len(cluster.variables) + 2)
+
+
+def _preview(names: Sequence[str], most: int = 10) -> str:
+    """Names for a one-line message: all of a short list, else the first few and the count."""
+    shown = ", ".join(repr(n[:40]) for n in names[:most])
+    return f"[{shown}]" if len(names) <= most else f"[{shown}, ... ({len(names)} in all)]"
+
+
 @dataclass
 class Knowledge:
     """Classes, concepts, weighted implication rules and their clusters.
@@ -102,15 +224,20 @@ class Knowledge:
     concept_classes: dict[str, list[str]] | None = None
     max_cluster_size: int = MAX_CLUSTER_SIZE
     exclusive_classes: bool = False
+    max_circuit_nodes: int = MAX_CIRCUIT_NODES
     _compiled: list[Cluster] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        self.classes = [str(c) for c in self.classes]
-        self.concepts = [str(c) for c in self.concepts]
-        self.rules = [dict(r) for r in self.rules]
-        self.clusters = [dict(c) for c in self.clusters]
+        self.classes = _names(self.classes, "'classes'")
+        self.concepts = _names(self.concepts, "'concepts'")
+        self.rules = _objects(self.rules, "rules", "rule")
+        self.clusters = _objects(self.clusters, "clusters", "cluster")
         if self.concept_classes is not None:
-            self.concept_classes = {str(k): [str(v) for v in vs] for k, vs in self.concept_classes.items()}
+            if not isinstance(self.concept_classes, Mapping):
+                raise KnowledgeError(f"'concept_classes' must be an object {{concept: [classes]}}, got {type(self.concept_classes).__name__}")
+            self.concept_classes = {str(k): _names(vs, f"concept_classes[{k!r}]") for k, vs in self.concept_classes.items()}
+        _count(self.max_cluster_size, "max_cluster_size")
+        _count(self.max_circuit_nodes, "max_circuit_nodes")
         self._validate()
 
     # ------------------------------------------------------------ accessors
@@ -168,29 +295,28 @@ class Knowledge:
             positive, s = False, s[4:].strip()
         elif s.startswith(("!", "~", "¬")):
             positive, s = False, s[1:].strip()
-        names = self.variables
-        if s not in names:
-            raise KnowledgeError(f"{where}: unknown class or concept {s!r}; known: {names}")
-        return Literal(names.index(s), positive)
+        if s not in self._index:
+            raise KnowledgeError(f"{where}: unknown class or concept {s!r}; known: {_preview(self.variables)}")
+        return Literal(self._index[s], positive)
 
     def _validate(self) -> None:
         if not self.classes:
             raise KnowledgeError("knowledge needs at least one class")
         names = self.variables
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, k in Counter(names).items() if k > 1)
         if dup:
-            raise KnowledgeError(f"class and concept names must be unique; repeated: {dup}")
+            raise KnowledgeError(f"class and concept names must be unique; repeated: {_preview(dup)}")
+        self._index = {n: i for i, n in enumerate(names)}
         if not isinstance(self.exclusive_classes, bool):
             raise KnowledgeError(f"exclusive_classes must be true or false, got {self.exclusive_classes!r}")
-        if not isinstance(self.max_cluster_size, int) or self.max_cluster_size < 1:
-            raise KnowledgeError(f"max_cluster_size must be a positive integer, got {self.max_cluster_size!r}")
         if self.concept_classes is not None:
+            concepts, classes = set(self.concepts), set(self.classes)
             for c, members in self.concept_classes.items():
-                if c not in self.concepts:
-                    raise KnowledgeError(f"concept_classes: unknown concept {c!r}; known concepts: {self.concepts}")
+                if c not in concepts:
+                    raise KnowledgeError(f"concept_classes: unknown concept {c!r}; known concepts: {_preview(self.concepts)}")
                 for k in members:
-                    if k not in self.classes:
-                        raise KnowledgeError(f"concept_classes[{c!r}]: unknown class {k!r}; known classes: {self.classes}")
+                    if k not in classes:
+                        raise KnowledgeError(f"concept_classes[{c!r}]: unknown class {k!r}; known classes: {_preview(self.classes)}")
         rules: list[Rule] = []
         for i, r in enumerate(self.rules):
             where = f"rule {i}"
@@ -208,7 +334,10 @@ class Knowledge:
         compiled = []
         cnames = set()
         for ci, c in enumerate(self.clusters):
-            name = str(c.get("name", f"cluster{ci}"))
+            name = c.get("name", f"cluster{ci}")
+            if isinstance(name, bool) or not isinstance(name, (str, int)):
+                raise KnowledgeError(f"cluster {ci}: 'name' must be a string, got {type(name).__name__}")
+            name = str(name)
             if name in cnames:
                 raise KnowledgeError(f"cluster names must be unique; {name!r} repeats")
             cnames.add(name)
@@ -233,12 +362,20 @@ class Knowledge:
             counted = [v for v in variables if not (self.exclusive_classes and v < self.num_classes)]
             if len(counted) > self.max_cluster_size:
                 kind = "concepts" if self.exclusive_classes else "variables"
-                raise KnowledgeError(
+                raise KnowledgeLimitError(
                     f"cluster {name!r} has {len(counted)} {kind}; exact reasoning and certification enumerate up to 2^m cases and are "
                     f"limited to max_cluster_size={self.max_cluster_size}. Split the cluster or raise max_cluster_size."
                 )
             one_hot = tuple(range(self.num_classes)) if self.exclusive_classes else ()
-            compiled.append(Cluster(name, tuple(crules), variables, one_hot))
+            cluster = Cluster(name, tuple(crules), variables, one_hot)
+            nodes = circuit_nodes(cluster)
+            if nodes > self.max_circuit_nodes:
+                raise KnowledgeLimitError(
+                    f"cluster {name!r} needs a reasoning circuit of {nodes} nodes, over max_circuit_nodes={self.max_circuit_nodes} "
+                    f"({len(variables)} variables, {len(one_hot) or 1} × 2^{len(cover_of(cluster))} branches). "
+                    f"Split the cluster, or raise max_circuit_nodes in code."
+                )
+            compiled.append(cluster)
         orphans = [j for j in range(len(rules)) if j not in seen]
         if orphans:
             raise KnowledgeError(f"rules {orphans} belong to no cluster; list each rule index in one cluster")
@@ -255,46 +392,80 @@ class Knowledge:
             d["exclusive_classes"] = True
         return d
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """The JSON text (also written to ``path`` if given)."""
+    def to_json(self, path: str | os.PathLike | None = None, overwrite: bool = False) -> str:
+        """The JSON text (also written atomically to ``path`` if given; an existing file only with ``overwrite``)."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            with open(path, "w") as f:
+            from probmod.io import atomic_path
+
+            with atomic_path(path, overwrite) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
         return text
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "Knowledge":
+    def from_dict(cls, d: Mapping, cluster_size_limit: int = FILE_MAX_CLUSTER_SIZE) -> "Knowledge":
+        """Knowledge from parsed JSON; its ``max_cluster_size`` may not exceed ``cluster_size_limit``.
+
+        Raises:
+            KnowledgeError: malformed knowledge (one line naming the field).
+            KnowledgeLimitError: ``max_cluster_size`` over ``cluster_size_limit``, or a cluster over a limit.
+        """
         if not isinstance(d, Mapping):
             raise KnowledgeError(f"knowledge must be a JSON object, got {type(d).__name__}")
         allowed = {"classes", "concepts", "rules", "clusters", "concept_classes", "max_cluster_size", "exclusive_classes"}
         extra = set(d) - allowed
         if extra:
-            raise KnowledgeError(f"unknown knowledge keys {sorted(extra)}; allowed: {sorted(allowed)}")
+            raise KnowledgeError(f"unknown knowledge keys {_preview(sorted(map(str, extra)))}; allowed: {sorted(allowed)}")
         missing = {"classes", "rules", "clusters"} - set(d)
         if missing:
             raise KnowledgeError(f"knowledge lacks required keys {sorted(missing)}")
         for key in ("classes", "concepts", "rules", "clusters"):
             if key in d and not isinstance(d[key], list):
                 raise KnowledgeError(f"'{key}' must be a list, got {type(d[key]).__name__}")
+        size = _count(d.get("max_cluster_size", MAX_CLUSTER_SIZE), "max_cluster_size")
+        if size > cluster_size_limit:
+            raise KnowledgeLimitError(f"max_cluster_size={size} is over the limit of {cluster_size_limit} that knowledge may set "
+                                      f"(exact reasoning enumerates 2^m cases); raise cluster_size_limit in code if you trust it")
         return cls(
             classes=d["classes"], concepts=d.get("concepts", []), rules=d["rules"], clusters=d["clusters"],
-            concept_classes=d.get("concept_classes"), max_cluster_size=d.get("max_cluster_size", MAX_CLUSTER_SIZE),
-            exclusive_classes=d.get("exclusive_classes", False),
+            concept_classes=d.get("concept_classes"), max_cluster_size=size, exclusive_classes=d.get("exclusive_classes", False),
         )
 
     @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> "Knowledge":
-        """Parse JSON text, or read it from a file path."""
-        s = str(text_or_path)
-        if not s.lstrip().startswith("{") and os.path.exists(s):
-            with open(s) as f:
-                s = f.read()
+    def from_json(cls, text_or_path: str | os.PathLike, cluster_size_limit: int = FILE_MAX_CLUSTER_SIZE) -> "Knowledge":
+        """Parse JSON text (a string starting with ``{``), or read it from a file path.
+
+        The file must be a regular file of at most :data:`MAX_FILE_BYTES`;
+        ``cluster_size_limit`` as in :meth:`from_dict`.
+
+        Raises:
+            InputError: the path is missing or not a regular file (a FIFO is never opened).
+            KnowledgeError: not UTF-8 JSON, or malformed knowledge.
+            KnowledgeLimitError: a file over :data:`MAX_FILE_BYTES`, or knowledge over a limit.
+        """
+        if isinstance(text_or_path, str) and text_or_path.lstrip().startswith(("{", "[")):
+            text, where = text_or_path, "knowledge"
+        else:
+            path = check_regular_file(text_or_path, "knowledge file")
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise KnowledgeLimitError(f"{path}: {size} bytes, over the {MAX_FILE_BYTES >> 20} MiB limit for a knowledge file")
+            with open(path, "rb") as f:
+                raw = f.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat
+            if len(raw) > MAX_FILE_BYTES:
+                raise KnowledgeLimitError(f"{path}: over the {MAX_FILE_BYTES >> 20} MiB limit for a knowledge file")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise KnowledgeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            where = str(path)
         try:
-            d = json.loads(s)
-        except json.JSONDecodeError as e:
-            raise KnowledgeError(f"knowledge is not valid JSON: {e}") from None
-        return cls.from_dict(d)
+            d = json.loads(text)
+        except RecursionError:
+            raise KnowledgeError(f"{where} is not valid JSON: nested too deeply") from None
+        except ValueError as e:  # JSONDecodeError, and integers longer than Python converts
+            raise KnowledgeError(f"{where} is not valid JSON: {e}") from None
+        return cls.from_dict(d, cluster_size_limit)
 
     @classmethod
     def from_concept_classes(

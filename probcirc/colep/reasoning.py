@@ -32,19 +32,12 @@ from probcirc.inputs import Bernoulli
 from probcirc.nodes import inputs, multiply, summate
 from probcirc.queries import soft_evidence
 
-from .knowledge import Cluster, Knowledge
+from .knowledge import MAX_CIRCUIT_NODES, Cluster, Knowledge, KnowledgeLimitError, circuit_nodes, cover_of, min_vertex_cover
+
+#: Most box vertices one bound query enumerates per sample (2^22); more is refused, not attempted.
+MAX_VERTICES = 1 << 22
 
 __all__ = ["ClusterCircuit", "Reasoner", "min_vertex_cover"]
-
-
-def min_vertex_cover(num_vars: int, edges: list[tuple[int, int]]) -> tuple[int, ...]:
-    """A smallest set of variables touching every edge (brute force by increasing size; m is small)."""
-    for k in range(num_vars + 1):
-        for cover in itertools.combinations(range(num_vars), k):
-            cs = set(cover)
-            if all(a in cs or b in cs for a, b in edges):
-                return cover
-    return tuple(range(num_vars))
 
 
 class ClusterCircuit:
@@ -65,11 +58,18 @@ class ClusterCircuit:
     A one-hot group (exclusive classes, ``cluster.one_hot``) is always
     conditioned on, as its K admissible states rather than 2^K, which also
     gives the other states their zero mass.
+
+    A circuit of more than ``max_nodes`` nodes (:func:`circuit_nodes`) is
+    refused with :class:`KnowledgeLimitError` before anything is built.
     """
 
-    def __init__(self, cluster: Cluster, structure: str = "cover"):
+    def __init__(self, cluster: Cluster, structure: str = "cover", max_nodes: int = MAX_CIRCUIT_NODES):
         if structure not in ("cover", "enumerate"):
             raise ValueError(f"structure must be 'cover' or 'enumerate', got {structure!r}")
+        nodes = circuit_nodes(cluster, structure)
+        if nodes > max_nodes:
+            raise KnowledgeLimitError(f"cluster {cluster.name!r} needs a reasoning circuit of {nodes} nodes, over max_nodes={max_nodes}; "
+                                      "split the cluster or raise the limit")
         self.cluster = cluster
         self.variables = cluster.variables
         self.structure = structure
@@ -79,13 +79,7 @@ class ClusterCircuit:
         # rules as (body, body_positive, head, head_positive, weight) in local indices
         self.rules = [(local[r.body.var], r.body.positive, local[r.head.var], r.head.positive, r.weight) for r in cluster.rules]
         # The one-hot group is always conditioned on (K states, not 2^K); the cover handles the other rules.
-        rest = [j for j in range(m) if j not in self.one_hot]
-        if structure == "enumerate":
-            cover = tuple(rest)
-        else:
-            pos = {v: i for i, v in enumerate(rest)}
-            edges = [(pos[a], pos[c]) for a, _, c, _, _ in self.rules if a in pos and c in pos]
-            cover = tuple(rest[i] for i in min_vertex_cover(len(rest), edges))
+        cover = cover_of(cluster, structure)
         self.cover = cover
         conditioned = self.one_hot + cover
         free = [j for j in range(m) if j not in conditioned]
@@ -157,18 +151,29 @@ class ClusterCircuit:
     def _vertex_extremes(self, lo: torch.Tensor, hi: torch.Tensor, free: list[int], fixed_high: dict[int, bool]):
         """Min and max of every π̃ over the vertices that vary ``free`` and pin ``fixed_high`` (True: upper end)."""
         m = len(self.variables)
+        if len(free) > MAX_VERTICES.bit_length() - 1:
+            raise KnowledgeLimitError(f"bounds over cluster {self.cluster.name!r} would visit 2^{len(free)} box vertices per sample, "
+                                      f"over the limit of {MAX_VERTICES}; split the cluster")
         corners = torch.zeros(2 ** len(free), m, dtype=torch.bool)
         if free:
-            corners[:, free] = torch.tensor(list(itertools.product([False, True], repeat=len(free))))
+            # bit i of row r is free[i]'s end, built arithmetically (itertools.product would make 2^f Python tuples)
+            bits = torch.arange(len(free) - 1, -1, -1)
+            corners[:, free] = (torch.arange(len(corners))[:, None] >> bits & 1).bool()
         for k, high in fixed_high.items():
             corners[:, k] = high
-        step = max(1, 2**18 // len(corners))  # bound the (samples × vertices) batch
+        # bound the (samples × vertices) batch to 2^18 rows: several samples per batch, or a sample's vertices in parts
+        step, part = max(1, 2**18 // len(corners)), min(len(corners), 2**18)
         mins, maxs = [], []
         for s in range(0, lo.shape[0], step):
-            qv = torch.where(corners[None], hi[s : s + step, None, :], lo[s : s + step, None, :])
-            vals = self.corrected(qv.reshape(-1, m)).reshape(qv.shape[0], len(corners), m)
-            mins.append(vals.amin(1))
-            maxs.append(vals.amax(1))
+            lo_s, hi_s = lo[s : s + step, None, :], hi[s : s + step, None, :]
+            vmin = torch.full((lo_s.shape[0], m), torch.inf, dtype=torch.float64)
+            vmax = torch.full_like(vmin, -torch.inf)
+            for c in range(0, len(corners), part):
+                qv = torch.where(corners[None, c : c + part], hi_s, lo_s)
+                vals = self.corrected(qv.reshape(-1, m)).reshape(qv.shape[0], qv.shape[1], m)
+                vmin, vmax = torch.minimum(vmin, vals.amin(1)), torch.maximum(vmax, vals.amax(1))
+            mins.append(vmin)
+            maxs.append(vmax)
         return torch.cat(mins), torch.cat(maxs)
 
 
@@ -184,7 +189,7 @@ class Reasoner:
 
     def __init__(self, knowledge: Knowledge, include_sensor: bool = True):
         self.knowledge = knowledge
-        self.circuits = [ClusterCircuit(c) for c in knowledge.compiled_clusters]
+        self.circuits = [ClusterCircuit(c, max_nodes=knowledge.max_circuit_nodes) for c in knowledge.compiled_clusters]
         self.include_sensor = include_sensor
         self.beta = self._uniform_beta()
 
