@@ -14,6 +14,8 @@ Example:
 
 from pathlib import Path
 
+from . import modelfile
+from .modelfile import MAX_PARAMETERS
 from .rollout import roll_forward
 from .tasks import TASKS, make_task
 from .transformer import DistributionTransformer
@@ -24,17 +26,24 @@ __all__ = ["DistributionTransformer", "roll_forward", "TASKS", "make_task", "loa
 MODELS = Path(__file__).parent / "models"
 
 
-def load(path: str | Path) -> DistributionTransformer:
-    """Load a model saved with ``probcirc.io.save`` (or by ``python -m amortized train``).
+def load(path: str | Path, max_parameters: int = MAX_PARAMETERS) -> DistributionTransformer:
+    """Load a model saved with ``probmod.io.save`` (or by ``amortized train``), checking it first.
 
-    Importing :mod:`amortized` registers :class:`DistributionTransformer` with
-    :mod:`probcirc.io`; ``probcirc.io.load`` works too once that import has run.
+    Model files are untrusted input: declared sizes are checked against
+    :data:`amortized.modelfile.LIMITS` and ``max_parameters``, and the stored
+    arrays against the declared architecture, before anything is read or built
+    (see :mod:`amortized.modelfile`). Importing :mod:`amortized` registers
+    :class:`DistributionTransformer` with :mod:`probmod.io`; ``probmod.io.load``
+    works too once that import has run, with the same shape and settings checks.
+
+    Raises:
+        FormatError: a corrupt file, weights that do not match the declared architecture, or a bad ``task_config``.
+        LimitError: a declared size beyond the limits.
+        ModelMismatchError: the file holds another kind of object.
 
     Example:
         >>> model = load(MODELS / "linear_gaussian_d2_k4.h5")
         >>> model.task, model.dim, model.n_components
         ('linear_gaussian', 2, 4)
     """
-    from probcirc import io
-
-    return io.load(path, kind=DistributionTransformer)
+    return modelfile.load(path, max_parameters)

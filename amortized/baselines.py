@@ -16,6 +16,8 @@ over the sum of their objectives is the same as one per problem.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from probcirc import GaussianMixture
@@ -33,8 +35,11 @@ def _unpack(raw_logdiag: torch.Tensor, off: torch.Tensor, rows, cols) -> torch.T
 
 
 def gmm_vi(task: Task, problems: Problems, steps: int = 500, lr: float = 0.05, n_samples: int = 16,
-           n_components: int | None = None, seed: int = 0) -> GaussianMixture:
+           n_components: int | None = None, seed: int = 0,
+           callback: Callable[[int], None] | None = None) -> GaussianMixture:
     """Fit one GMM posterior per problem by maximising the ELBO with Adam.
+
+    ``callback(step)``, if given, is called after every Adam step (for progress reports).
 
     Example:
         >>> import torch
@@ -61,7 +66,7 @@ def gmm_vi(task: Task, problems: Problems, steps: int = 500, lr: float = 0.05, n
     # Cosine decay: at a constant step size the ELBO's sampling noise keeps q jittering around the optimum.
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.01 * lr)
     obs, mask = problems.observations.double(), problems.obs_mask
-    for _ in range(steps):
+    for i in range(steps):
         tril = _unpack(logdiag, off, rows, cols)
         eps = torch.randn(n_samples, b, k, d, generator=gen, dtype=torch.float64)
         x = means + (tril @ eps[..., None])[..., 0]  # (S, B, K, D)
@@ -74,6 +79,8 @@ def gmm_vi(task: Task, problems: Problems, steps: int = 500, lr: float = 0.05, n
         (-elbo.sum()).backward()
         opt.step()
         sched.step()
+        if callback is not None:
+            callback(i)
     with torch.no_grad():
         return _gmm.make(logits.detach().clone(), means.detach().clone(), _unpack(logdiag, off, rows, cols).detach())
 

@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 
 from probcirc import Distribution, GaussianMixture
+from probmod.errors import ModelMismatchError
+from probmod.progress import Progress
 
 from . import _gmm
 from .baselines import gmm_vi, importance_sampling
@@ -104,8 +106,12 @@ def _args(p: Problems):
 
 def evaluate(model: DistributionTransformer, task: Task, n_problems: int = 200, kl_samples: int = 10_000,
              baselines: bool = True, vi_steps: int = 500, is_samples: int = 1000, seed: int = 1234,
-             timing_batch: int = 1024, timing_repeats: int = 50) -> Report:
+             timing_batch: int = 1024, timing_repeats: int = 50, progress: bool = False) -> Report:
     """Score ``model`` and the baselines on ``n_problems`` fresh problems of ``task``.
+
+    With ``progress=True`` each stage is announced on stderr, and long stages
+    (the GMM-VI baseline's Adam steps) report a line every few seconds even when
+    stderr is a pipe or a log file (a bar on a terminal).
 
     Example:
         >>> from amortized.tasks import LinearGaussian
@@ -117,12 +123,24 @@ def evaluate(model: DistributionTransformer, task: Task, n_problems: int = 200, 
         'prior, exact, transformer, gmm-vi, snis'
     """
     if model.task is not None and model.task != task.name:
-        raise ValueError(f"model was trained on task {model.task!r}, not {task.name!r}")
+        raise ModelMismatchError(f"model was trained on task {model.task!r}, not {task.name!r}")
+    # progress units: the reference, one scoring per method, and every Adam step of GMM-VI
+    total = 3 + (vi_steps + 2 if baselines else 0)
+    with Progress(total=total, desc="evaluate", unit="step", enabled=progress) as bar:
+        bar.write(f"evaluate: {n_problems} {task.name} problems, reference posteriors and {kl_samples} draws each")
+        return _evaluate(model, task, n_problems, kl_samples, baselines, vi_steps, is_samples, seed, timing_batch,
+                         timing_repeats, bar)
+
+
+def _evaluate(model: DistributionTransformer, task: Task, n_problems: int, kl_samples: int, baselines: bool,
+              vi_steps: int, is_samples: int, seed: int, timing_batch: int, timing_repeats: int,
+              bar: Progress) -> Report:
     gen = torch.Generator().manual_seed(seed)
     problems = task.sample(n_problems, gen)
     exact = task.posterior(problems.prior, problems.observations, problems.obs_mask)
     samples = draw(exact, kl_samples, gen)
     log_p = exact.log_prob(samples)
+    bar.update(1)
     report = Report(task.name, n_problems, kl_samples)
     if not task.exact:
         report.notes.append(f"{task.name}: KL is measured against a quadrature/grid reference, not a closed form")
@@ -130,11 +148,13 @@ def evaluate(model: DistributionTransformer, task: Task, n_problems: int = 200, 
     def add(method: str, q: GaussianMixture, ms1: float = float("nan"), msb: float = float("nan")) -> None:
         kl, nll = kl_and_nll(exact, log_p, samples, q, problems.latent)
         report.rows.append(Row(method, kl.mean().item(), kl.median().item(), nll.mean().item(), ms1, msb))
+        bar.update(1)
 
     add("prior", problems.prior)
     nll_exact = -exact.log_prob(problems.latent.double()[None])[0]
     report.rows.append(Row("exact", 0.0, 0.0, nll_exact.mean().item()))
 
+    bar.write(f"evaluate: transformer (timed at batch 1 and {timing_batch})")
     model.eval()
     with torch.inference_mode():
         f32 = problems.to(torch.float32)
@@ -143,10 +163,12 @@ def evaluate(model: DistributionTransformer, task: Task, n_problems: int = 200, 
         time_model(model, problems, timing_batch, max(3, timing_repeats // 10)))
 
     if baselines:
-        for name, fn in (("gmm-vi", lambda p: gmm_vi(task, p, steps=vi_steps, seed=seed)),
-                         ("snis", lambda p: importance_sampling(task, p, n_samples=is_samples, seed=seed))):
+        step = lambda _: bar.update(1)  # noqa: E731
+        for name, fn in (("gmm-vi", lambda p, cb=None: gmm_vi(task, p, steps=vi_steps, seed=seed, callback=cb)),
+                         ("snis", lambda p, cb=None: importance_sampling(task, p, n_samples=is_samples, seed=seed))):
+            bar.write(f"evaluate: {name} baseline" + (f", {vi_steps} Adam steps" if name == "gmm-vi" else ""))
             t0 = time.perf_counter()
-            q = fn(problems)  # the accuracy run doubles as the batched timing
+            q = fn(problems, step)  # the accuracy run doubles as the batched timing
             msb = 1e3 * (time.perf_counter() - t0) / n_problems
             singles = iter(range(3))
             ms1 = _median_ms(lambda: fn(problems[next(singles) % n_problems]), 3, 1)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from probmod.progress import Progress
+
 from . import _gmm
 from .rollout import roll_forward
 from .tasks import LTIFilter
@@ -32,8 +34,10 @@ def kalman_filter(task: LTIFilter, prior, observations: torch.Tensor, obs_mask: 
 
 
 def evaluate_filter(model: DistributionTransformer, task: LTIFilter, n_sequences: int = 200, steps: int = 30,
-                    kl_samples: int = 10_000, seed: int = 4321) -> list[FilterRow]:
+                    kl_samples: int = 10_000, seed: int = 4321, progress: bool = False) -> list[FilterRow]:
     """Roll the model forward on simulated trajectories; compare with the exact and the plain Kalman filter.
+
+    ``progress=True`` reports the scoring on stderr (a line every few seconds on a pipe).
 
     Example:
         >>> from amortized.train import build_model
@@ -56,17 +60,26 @@ def evaluate_filter(model: DistributionTransformer, task: LTIFilter, n_sequences
         roll_forward(model, first, obs[:, :1].float(), mask[:, :1], transition=task.predict)
         ms1 = 1e3 * (time.perf_counter() - t0) / steps  # update + prediction, one sequence
     rows = []
-    for name, posts, timing in (("transformer", dt, ms1), ("kalman (1 Gaussian)", kalman, float("nan")),
-                                ("gaussian-sum (exact)", exact, float("nan"))):
-        kls, nlls, errs = [], [], []
-        for t in range(steps):
-            s = _gmm.sample(exact[t], kl_samples, gen)
-            kls.append((_gmm.log_prob(exact[t], s) - _gmm.log_prob(posts[t].to(torch.float64), s)).mean(0))
-            nlls.append(-_gmm.log_prob(posts[t].to(torch.float64), x[t][None])[0])
-            errs.append((_gmm.mean_cov(posts[t].to(torch.float64))[0] - x[t]).pow(2).sum(-1))
-        rows.append(FilterRow(name, torch.stack(kls).mean().item(), torch.stack(nlls).mean().item(),
-                              torch.stack(errs).mean().sqrt().item(), timing))
+    methods = (("transformer", dt, ms1), ("kalman (1 Gaussian)", kalman, float("nan")),
+               ("gaussian-sum (exact)", exact, float("nan")))
+    with Progress(total=len(methods) * steps, desc="rollout scoring", unit="step", enabled=progress) as bar:
+        for name, posts, timing in methods:
+            rows.append(_score_rollout(name, posts, timing, exact, x, kl_samples, gen, bar))
     return rows
+
+
+def _score_rollout(name: str, posts, timing: float, exact, x: torch.Tensor, kl_samples: int, gen: torch.Generator,
+                   bar: Progress) -> FilterRow:
+    """KL to the exact filter, NLL and RMSE of one method's posteriors, averaged over steps and sequences."""
+    kls, nlls, errs = [], [], []
+    for t in range(len(posts)):
+        s = _gmm.sample(exact[t], kl_samples, gen)
+        kls.append((_gmm.log_prob(exact[t], s) - _gmm.log_prob(posts[t].to(torch.float64), s)).mean(0))
+        nlls.append(-_gmm.log_prob(posts[t].to(torch.float64), x[t][None])[0])
+        errs.append((_gmm.mean_cov(posts[t].to(torch.float64))[0] - x[t]).pow(2).sum(-1))
+        bar.update(1)
+    return FilterRow(name, torch.stack(kls).mean().item(), torch.stack(nlls).mean().item(),
+                     torch.stack(errs).mean().sqrt().item(), timing)
 
 
 def format_filter_table(rows: list[FilterRow], n_sequences: int, steps: int) -> str:

@@ -6,18 +6,29 @@ from pathlib import Path
 
 import torch
 
+from probmod.errors import UsageError
+from probmod.io import atomic_path
+
 from . import _gmm
 from .tasks import Task
 from .transformer import DistributionTransformer
 
 
-def plot_problem(model: DistributionTransformer, task: Task, path: str | Path, seed: int = 5, n_obs: int = 3) -> None:
+def plot_problem(model: DistributionTransformer, task: Task, path: str | Path, seed: int = 5, n_obs: int = 3,
+                 overwrite: bool = False) -> None:
     """Draw prior / exact posterior / model posterior for one simulated problem to a PNG.
 
     2-D latents are drawn as contour panels; 1-D latents as overlaid densities.
     The problem is the first of ``seed``'s draws with ``n_obs`` observations
-    (or the most available).
+    (or the most available). The PNG is written atomically, with the mode the
+    umask gives a new file, and an existing one is replaced only if ``overwrite``.
+
+    Raises:
+        UsageError: the task's latent has more than two dimensions.
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
     """
+    if task.dim not in (1, 2):
+        raise UsageError(f"can only plot 1-D or 2-D latents, this task has dim={task.dim}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,13 +44,12 @@ def plot_problem(model: DistributionTransformer, task: Task, path: str | Path, s
         f32 = p.to(torch.float32)
         q = model(f32.prior, f32.observations, f32.obs_mask)
     dists = [("prior", p.prior), ("exact posterior", exact), ("transformer posterior", q)]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if task.dim == 2:
-        _contours(plt, dists, p, path)
-    elif task.dim == 1:
-        _lines(plt, dists, p, path, task.name)
-    else:
-        raise ValueError(f"can only plot 1-D or 2-D latents, this task has dim={task.dim}")
+    fig = _contours(plt, dists, p) if task.dim == 2 else _lines(plt, dists, p, task.name)
+    try:
+        with atomic_path(path, overwrite) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _extent(gmm, width: float = 3.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +58,7 @@ def _extent(gmm, width: float = 3.5) -> tuple[torch.Tensor, torch.Tensor]:
     return mean[0] - width * sd, mean[0] + width * sd
 
 
-def _contours(plt, dists, p, path) -> None:
+def _contours(plt, dists, p):
     # The prior panel shows the prior's extent; the posterior panels zoom in on the exact posterior.
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     for ax, (title, dist) in zip(axes, dists):
@@ -70,11 +80,10 @@ def _contours(plt, dists, p, path) -> None:
         ax.set_ylabel("x₂")
     axes[-1].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def _lines(plt, dists, p, path, name) -> None:
+def _lines(plt, dists, p, name):
     lo, hi = _extent(p.prior)
     x = torch.linspace(float(lo[0]), float(hi[0]), 1000, dtype=torch.float64)[:, None, None]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -85,5 +94,4 @@ def _lines(plt, dists, p, path, name) -> None:
     ax.set_title(name)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

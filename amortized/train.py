@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
-from probcirc import io
+from probmod import io
+from probmod.errors import NumericalError, UsageError
+from probmod.progress import Progress
 
 from .tasks import Task
 from .transformer import DistributionTransformer
@@ -44,7 +45,7 @@ def train(
     warmup: int = 100,
     seed: int = 0,
     start_step: int = 0,
-    progress: bool = True,
+    progress: bool = False,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 500,
     callback: Callable[[int, float], None] | None = None,
@@ -54,9 +55,15 @@ def train(
     Every step draws ``batch_size`` new problems, so there is no data set to
     overfit. If ``checkpoint`` is given, the model is written there (atomically)
     every ``checkpoint_every`` steps; ``start_step`` resumes the schedule.
+    ``progress=True`` reports on stderr (a bar on a terminal, a line every few
+    seconds elsewhere).
 
     Returns:
         The training loss of every step run.
+
+    Raises:
+        UsageError: ``steps`` or ``batch_size`` is not positive.
+        NumericalError: the loss became NaN or infinite (lower ``lr``).
 
     Example:
         >>> from amortized.tasks import LinearGaussian
@@ -67,7 +74,7 @@ def train(
         5
     """
     if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be positive, got steps={steps}, batch_size={batch_size}")
+        raise UsageError(f"steps and batch_size must be positive, got steps={steps}, batch_size={batch_size}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
     def schedule(step: int) -> float:
@@ -81,25 +88,26 @@ def train(
     gen = torch.Generator().manual_seed(seed + start_step)
     model.train()
     losses: list[float] = []
-    bar = tqdm(range(steps), disable=not progress, desc=f"train {task.name}", dynamic_ncols=True)
     t0 = time.time()
-    for i in bar:
-        loss = loss_on(model, task, batch_size, gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {start_step + i}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if i % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
-        if callback is not None:
-            callback(start_step + i, losses[-1])
-        if checkpoint is not None and (i + 1) % checkpoint_every == 0 and i + 1 < steps:
-            model.training_info = dict(steps=start_step + i + 1, seconds=time.time() - t0)
-            io.save(model, checkpoint, overwrite=True)
+    with Progress(total=steps, desc=f"train {task.name}", unit="step", enabled=progress) as bar:
+        for i in range(steps):
+            loss = loss_on(model, task, batch_size, gen)
+            if not torch.isfinite(loss):
+                raise NumericalError(f"loss became {loss.item()} at step {start_step + i}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            if i % 10 == 0:
+                bar.set_postfix(f"loss={sum(losses[-50:]) / len(losses[-50:]):.3f}")
+            if callback is not None:
+                callback(start_step + i, losses[-1])
+            if checkpoint is not None and (i + 1) % checkpoint_every == 0 and i + 1 < steps:
+                model.training_info = dict(steps=start_step + i + 1, seconds=time.time() - t0)
+                io.save(model, checkpoint, overwrite=True)
     model.eval()
     model.training_info = dict(steps=start_step + steps, batch_size=batch_size, lr=lr, seed=seed,
                                seconds=round(time.time() - t0, 1), final_loss=sum(losses[-50:]) / len(losses[-50:]))

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from probcirc import GaussianMixture, io
+from probcirc import GaussianMixture
+from probmod import io
+from probmod.errors import FormatError, NumericalError, UsageError
 
 from . import _gmm
 
@@ -134,10 +136,10 @@ class DistributionTransformer(nn.Module):
         super().__init__()
         for name, value in (("dim", dim), ("n_components", n_components), ("obs_dim", obs_dim),
                             ("d_model", d_model), ("n_layers", n_layers), ("n_heads", n_heads)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if d_model % n_heads:
-            raise ValueError(f"n_heads ({n_heads}) must divide d_model ({d_model})")
+            raise UsageError(f"n_heads ({n_heads}) must divide d_model ({d_model})")
         self.dim, self.n_components, self.obs_dim = dim, n_components, obs_dim
         self.d_model, self.n_layers, self.n_heads = d_model, n_layers, n_heads
         self.d_ff = d_ff or 4 * d_model
@@ -179,10 +181,15 @@ class DistributionTransformer(nn.Module):
 
         Returns:
             A GaussianMixture with the same batch shape, K components and dimension D.
+            An empty batch (``B = 0``) gives an empty mixture batch, as torch modules do.
 
         Raises:
-            ValueError: on a prior of the wrong dimension or component count, a
-                non-finite prior, or observations or a mask of the wrong shape.
+            UsageError: (a ``ValueError``) on a prior of the wrong dimension or
+                component count, a non-finite prior or observation, or
+                observations or a mask of the wrong shape.
+            NumericalError: (an ``ArithmeticError``) when finite but extreme
+                inputs (say ``1e200``) overflow the network's arithmetic; the
+                message gives the largest magnitudes seen so they can be rescaled.
         """
         logits, means, tril = self._check_prior(prior)
         batch = logits.shape[:-1]
@@ -193,7 +200,8 @@ class DistributionTransformer(nn.Module):
         nb = int(np.prod(batch)) if len(batch) else 1
         k, d = self.n_components, self.dim
         logits, means, tril = logits.reshape(nb, k), means.reshape(nb, k, d), tril.reshape(nb, k, d, d)
-        obs, pad = obs.reshape(nb, -1, self.obs_dim), pad.reshape(nb, -1)
+        n_obs = obs.shape[-2]
+        obs, pad = obs.reshape(nb, n_obs, self.obs_dim), pad.reshape(nb, n_obs)
 
         dtype = self.head.weight.dtype
         logits = torch.log_softmax(logits, -1).clamp_min(_LOGIT_FLOOR)
@@ -216,6 +224,7 @@ class DistributionTransformer(nn.Module):
             off[..., self._tril_rows, self._tril_cols] = d_off
             m = m + off
         new_tril = tril @ m
+        _check_finite(new_logits, new_means, new_tril, inputs=(means, tril, obs))
         shape = lambda t, n: t.reshape(*batch, *t.shape[-n:])  # noqa: E731
         return _gmm.make(shape(new_logits, 1), shape(new_means, 2), shape(new_tril, 3))
 
@@ -250,15 +259,15 @@ class DistributionTransformer(nn.Module):
         if not isinstance(prior, GaussianMixture):
             raise TypeError(f"prior must be a probcirc.GaussianMixture, got {type(prior).__name__}")
         if prior.dim != self.dim:
-            raise ValueError(f"prior has dimension {prior.dim} but the model was built for dim={self.dim}")
+            raise UsageError(f"prior has dimension {prior.dim} but the model was built for dim={self.dim}")
         if prior.n_components != self.n_components:
-            raise ValueError(
+            raise UsageError(
                 f"prior has {prior.n_components} components but the model was built for n_components={self.n_components}"
             )
         logits, means, tril = _gmm.params(prior)
         diag = torch.diagonal(tril, dim1=-2, dim2=-1)
         if not (bool(torch.isfinite(means).all()) and bool(torch.isfinite(tril).all()) and bool((diag > 0).all())):
-            raise ValueError("prior must have finite means and Cholesky factors with a positive diagonal")
+            raise UsageError("prior must have finite means and Cholesky factors with a positive diagonal")
         return logits, means, tril
 
     def _check_observations(self, obs, mask, batch, like):
@@ -268,22 +277,22 @@ class DistributionTransformer(nn.Module):
         if not obs.is_floating_point():
             obs = obs.to(like.dtype)
         if obs.dim() < 2 or obs.shape[-1] != self.obs_dim:
-            raise ValueError(
+            raise UsageError(
                 f"observations must have shape (*batch, N, obs_dim={self.obs_dim}), got {tuple(obs.shape)}"
             )
         if len(batch) and obs.shape[:-2] != batch:
-            raise ValueError(
+            raise UsageError(
                 f"observations have batch shape {tuple(obs.shape[:-2])} but the prior has batch shape {tuple(batch)}"
             )
         if mask is None:
             mask = torch.zeros(obs.shape[:-1], dtype=torch.bool, device=obs.device)
         mask = torch.as_tensor(mask)
         if mask.dtype != torch.bool:
-            raise ValueError(f"obs_mask must have dtype torch.bool (True = padding), got {mask.dtype}")
+            raise UsageError(f"obs_mask must have dtype torch.bool (True = padding), got {mask.dtype}")
         if mask.shape != obs.shape[:-1]:
-            raise ValueError(f"obs_mask has shape {tuple(mask.shape)}, expected {tuple(obs.shape[:-1])}")
+            raise UsageError(f"obs_mask has shape {tuple(mask.shape)}, expected {tuple(obs.shape[:-1])}")
         if not bool(torch.isfinite(obs[~mask]).all()):
-            raise ValueError("observations must be finite where obs_mask is False")
+            raise UsageError("observations must be finite (no NaN or infinity) where obs_mask is False")
         # Padding may hold NaN; zero it so it cannot leak through the embedding.
         obs = torch.where(mask[..., None], torch.zeros((), dtype=obs.dtype), obs)
         return obs, mask
@@ -310,10 +319,30 @@ class DistributionTransformer(nn.Module):
     def _from_state(cls, attrs: dict, arrays: dict) -> "DistributionTransformer":
         import json
 
-        cfg = {k: int(attrs[k]) for k in ("dim", "n_components", "obs_dim", "d_model", "n_layers", "n_heads", "d_ff")}
-        model = cls(**cfg, task=attrs.get("task") or None, task_config=json.loads(attrs.get("task_config", "{}")))
-        model.training_info = json.loads(attrs.get("training", "{}"))
-        state = {k.removeprefix("state/"): torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
-        model.load_state_dict(state, strict=True)
+        from .modelfile import architecture, check_state, task_config
+
+        # Sizes and settings are checked before anything is built: a file is untrusted input.
+        cfg = architecture(attrs)
+        state = {k.removeprefix("state/"): np.asarray(v) for k, v in arrays.items()}
+        check_state(cfg, {k: v.shape for k, v in state.items()}, max_parameters=None)
+        task, config = task_config(attrs)
+        try:
+            training = json.loads(attrs.get("training", "{}"))
+        except (TypeError, ValueError) as err:
+            raise FormatError(f"model file: training record is not valid JSON ({err})") from None
+        model = cls(**cfg, task=task, task_config=config)
+        model.training_info = training if isinstance(training, dict) else {}
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
         model.eval()
         return model
+
+
+def _check_finite(logits: torch.Tensor, means: torch.Tensor, tril: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> None:
+    """Refuse to return a posterior that overflowed: finite inputs can still be too large for the arithmetic."""
+    # One scalar carries every entry (NaN and inf propagate through sums, and the log of a zero
+    # diagonal is -inf): a few operations instead of one reduction per tensor, on the batch-1 hot path.
+    total = logits.sum() + means.sum() + tril.sum() + torch.diagonal(tril, dim1=-2, dim2=-1).log().sum()
+    if not bool(torch.isfinite(total)):
+        big = max((float(t.abs().max()) for t in inputs if t.numel()), default=0.0)
+        raise NumericalError(f"the posterior is not finite: inputs too extreme for the network (largest |value| "
+                             f"{big:.3g} among prior means, prior scales and observations); rescale the problem")

@@ -9,8 +9,26 @@ from typing import Any
 import torch
 
 from probcirc import Distribution, GaussianMixture
+from probmod.errors import LimitError, UsageError
 
 from .. import _gmm
+
+#: the most observations per problem a task accepts (memory grows with it in every batch)
+MAX_OBS = 10_000
+#: the most prior components a task accepts
+MAX_COMPONENTS = 4096
+
+
+def check_limit(name: str, value: int, limit: int) -> int:
+    """``value`` as an int if it is at most ``limit``; a task setting that would allocate without bound otherwise.
+
+    Raises:
+        LimitError: ``value`` exceeds ``limit``.
+    """
+    value = int(value)
+    if value > limit:
+        raise LimitError(f"{name}={value} exceeds the limit of {limit}")
+    return value
 
 
 @dataclass
@@ -56,10 +74,15 @@ class Task(abc.ABC):
     exact: bool = True  # False where the reference is a quadrature or grid approximation
 
     def __init__(self, n_components: int = 4, max_obs: int = 5, min_obs: int = 0):
+        for name, value in (("n_components", n_components), ("max_obs", max_obs), ("min_obs", min_obs)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UsageError(f"{name} must be an integer, got {value!r}")
         if n_components < 1:
-            raise ValueError(f"n_components must be at least 1, got {n_components}")
+            raise UsageError(f"n_components must be at least 1, got {n_components}")
         if not 0 <= min_obs <= max_obs:
-            raise ValueError(f"need 0 <= min_obs <= max_obs, got min_obs={min_obs}, max_obs={max_obs}")
+            raise UsageError(f"need 0 <= min_obs <= max_obs, got min_obs={min_obs}, max_obs={max_obs}")
+        check_limit("n_components", n_components, MAX_COMPONENTS)
+        check_limit("max_obs", max_obs, MAX_OBS)
         self.n_components, self.max_obs, self.min_obs = n_components, max_obs, min_obs
 
     def config(self) -> dict[str, Any]:
@@ -95,7 +118,7 @@ class Task(abc.ABC):
 
     def check_observations(self, observations: torch.Tensor) -> None:
         if observations.dim() != 3 or observations.shape[-1] != self.obs_dim:
-            raise ValueError(
+            raise UsageError(
                 f"{self.name} observations must have shape (B, N, {self.obs_dim}), got {tuple(observations.shape)}"
             )
 

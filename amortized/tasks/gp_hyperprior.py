@@ -19,10 +19,14 @@ from scipy import stats
 from probcirc import GaussianMixture
 
 from .. import _gmm
-from .base import Task, random_prior
+from probmod.errors import UsageError
+
+from .base import Task, check_limit, random_prior
 from .linear import linear_gaussian_update
 
 _LOG_2PI = math.log(2 * math.pi)
+#: the most quadrature nodes over the lengthscale (the reference holds K times as many components)
+MAX_QUAD = 4096
 
 
 class GPHyperprior(Task):
@@ -52,7 +56,13 @@ class GPHyperprior(Task):
                  signal_var: float = 1.0, noise_var: float = 0.1, input_range: float = 3.0, n_quad: int = 64):
         super().__init__(n_components, max_obs, min_obs)
         self.shape, self.rate, self.signal_var, self.noise_var = float(shape), float(rate), float(signal_var), float(noise_var)
-        self.input_range, self.n_quad = float(input_range), int(n_quad)
+        positive = dict(shape=shape, rate=rate, signal_var=signal_var, noise_var=noise_var, input_range=input_range)
+        for name, value in positive.items():
+            if not 0 < value < float("inf"):  # also refuses NaN
+                raise UsageError(f"{name} must be positive and finite, got {value}")
+        if int(n_quad) < 1:
+            raise UsageError(f"n_quad must be at least 1, got {n_quad}")
+        self.input_range, self.n_quad = float(input_range), check_limit("n_quad", n_quad, MAX_QUAD)
         p = (torch.arange(self.n_quad, dtype=torch.float64) + 0.5) / self.n_quad
         self.nodes = torch.as_tensor(stats.gamma.ppf(p.numpy(), self.shape, scale=1 / self.rate))
 

@@ -8,7 +8,12 @@ import torch
 
 from probcirc import GaussianMixture
 
-from .base import Task, random_prior
+from probmod.errors import UsageError
+
+from .base import Task, check_limit, random_prior
+
+#: the largest latent dimension (the Cholesky tokens grow with its square)
+MAX_DIM = 64
 from .linear import _mvn_log_prob, linear_gaussian_update
 
 
@@ -34,14 +39,16 @@ class LinearGaussian(Task):
                  noise_std: float = 1.0, obs_matrix: list | None = None, mean_scale: float = 2.0,
                  scale_range: tuple[float, float] = (0.3, 1.5)):
         super().__init__(n_components, max_obs, min_obs)
-        if dim < 1:
-            raise ValueError(f"dim must be at least 1, got {dim}")
-        if noise_std <= 0:
-            raise ValueError(f"noise_std must be positive, got {noise_std}")
-        self.dim = dim
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise UsageError(f"dim must be a positive integer, got {dim!r}")
+        if not noise_std > 0 or noise_std == float("inf"):  # also refuses NaN
+            raise UsageError(f"noise_std must be positive and finite, got {noise_std}")
+        self.dim = check_limit("dim", dim, MAX_DIM)
         self.A = torch.eye(dim, dtype=torch.float64) if obs_matrix is None else torch.as_tensor(obs_matrix, dtype=torch.float64)
         if self.A.dim() != 2 or self.A.shape[1] != dim:
-            raise ValueError(f"obs_matrix must have shape (M, {dim}), got {tuple(self.A.shape)}")
+            raise UsageError(f"obs_matrix must have shape (M, {dim}), got {tuple(self.A.shape)}")
+        if not bool(torch.isfinite(self.A).all()):
+            raise UsageError("obs_matrix must be finite")
         self.obs_dim = self.A.shape[0]
         self.noise_std, self.mean_scale, self.scale_range = float(noise_std), float(mean_scale), tuple(scale_range)
 

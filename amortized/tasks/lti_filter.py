@@ -14,6 +14,8 @@ import torch
 
 from probcirc import GaussianMixture
 
+from probmod.errors import UsageError
+
 from .base import Task, random_prior
 from .linear import _mvn_log_prob, linear_gaussian_update, linear_predict
 
@@ -43,6 +45,11 @@ class LTIFilter(Task):
                  sensor_var: tuple[float, float] = (0.1, 4.0), p_report: float = 0.8):
         super().__init__(n_components, max_obs, min_obs)
         self.a, self.q, self.sensor_var, self.p_report = float(a), float(q), tuple(map(float, sensor_var)), float(p_report)
+        ok = (len(self.sensor_var) == 2 and all(0 < v < float("inf") for v in self.sensor_var) and 0 < self.q < float("inf")
+              and abs(self.a) < float("inf") and 0 <= self.p_report <= 1)
+        if not ok:  # written as one test so that NaN fails it too
+            raise UsageError(f"need finite a, q > 0, two positive sensor variances and 0 <= p_report <= 1; got "
+                             f"a={a}, q={q}, sensor_var={sensor_var}, p_report={p_report}")
 
     def config(self) -> dict[str, Any]:
         return super().config() | dict(a=self.a, q=self.q, sensor_var=list(self.sensor_var), p_report=self.p_report)

@@ -14,7 +14,12 @@ import torch
 
 from probcirc import GaussianMixture
 
-from .base import Task, random_prior
+from probmod.errors import UsageError
+
+from .base import Task, check_limit, random_prior
+
+#: the most grid cells of the reference posterior (each problem holds one row of them)
+MAX_GRID = 1_000_000
 from .grid import GridPosterior
 
 
@@ -42,8 +47,11 @@ class TwoLevelQuantum(Task):
                  readout_error: float = 0.02, n_grid: int = 2048):
         super().__init__(n_components, max_obs, min_obs)
         if not 0 < readout_error < 0.5:
-            raise ValueError(f"readout_error must be in (0, 0.5), got {readout_error}")
-        self.t_max, self.readout_error, self.n_grid = float(t_max), float(readout_error), int(n_grid)
+            raise UsageError(f"readout_error must be in (0, 0.5), got {readout_error}")
+        if not 0 < t_max < float("inf") or int(n_grid) < 1:
+            raise UsageError(f"need 0 < t_max < inf and n_grid >= 1, got t_max={t_max}, n_grid={n_grid}")
+        self.t_max, self.readout_error = float(t_max), float(readout_error)
+        self.n_grid = check_limit("n_grid", n_grid, MAX_GRID)
 
     def config(self) -> dict[str, Any]:
         return super().config() | dict(t_max=self.t_max, readout_error=self.readout_error, n_grid=self.n_grid)

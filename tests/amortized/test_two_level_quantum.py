@@ -24,8 +24,8 @@ def test_grid_posterior_moments_match_quadrature(gen):
         z = integrate.quad(unnorm, lo, hi, points=pts, limit=500)[0]
         mean = integrate.quad(lambda w: w * unnorm(w), lo, hi, points=pts, limit=500)[0] / z
         var = integrate.quad(lambda w: (w - mean) ** 2 * unnorm(w), lo, hi, points=pts, limit=500)[0] / z
-        assert math.isclose(post.mean()[b].item(), mean, abs_tol=2e-3)
-        assert math.isclose(post.variance()[b].item(), var, rel_tol=2e-2, abs_tol=1e-4)
+        assert math.isclose(post.mean[b].item(), mean, abs_tol=2e-3)
+        assert math.isclose(post.variance[b].item(), var, rel_tol=2e-2, abs_tol=1e-4)
 
 
 def test_outcome_probability_is_a_probability():
