@@ -1,26 +1,39 @@
 """Probabilistic sparse coding with Expectation Truncation (ProSper-style), data-parallel with MPI.
 
 Models: :class:`BSC`, :class:`TSC`, :class:`DSC`, :class:`MCA`, :class:`MMCA`,
-:class:`GSC`. Each is a :class:`probcirc.distribution.Distribution` (its
-``log_prob`` is the truncated approximation) and an sklearn-like estimator
-(``fit``, ``transform``, ``log_likelihood``).
+:class:`GSC`. Each is a scikit-learn estimator (``fit``, ``transform``,
+``fit_transform``, ``score``; fitted ``components_``, ``pi_``, ``sigma_``, ...)
+and a :class:`probmod.distribution.Distribution` (``log_prob`` exact where the
+states can be enumerated, ``log_prob_lower_bound`` the truncated bound, ``sample``).
 
 Example:
-    >>> import numpy as np
     >>> from sparsecoding import BSC, bars_data
-    >>> d = bars_data(N=200, seed=0)
-    >>> m = BSC(H=10, Hprime=6, gamma=3, steps=5).fit(d["Y"])
-    >>> m.W.shape
-    (25, 10)
+    >>> d = bars_data(N=1000, seed=0)                      # the bars test: 10 bars on 5x5
+    >>> m = BSC(H=10, Hprime=8, gamma=5, random_state=0).fit(d["Y"])
+    >>> m.components_.shape, round(m.pi_, 2), m.converged_
+    ((10, 25), 0.2, True)
 """
 
 from .data import bars_data, bars_dictionary, greedy_match, image_patches
 from .em import parse_anneal, run_em
-from .models import BSC, DSC, GSC, MCA, MMCA, MODELS, TSC, SparseCodingModel
+from .models import (
+    BSC,
+    DSC,
+    EXACT_STATES_LIMIT,
+    GSC,
+    MCA,
+    MMCA,
+    MODELS,
+    TSC,
+    ExactIntractableError,
+    SparseCodingModel,
+    hyperparameter_defaults,
+)
 from .truncation import ExpectationTruncation, n_multi_states
 
 __all__ = [
-    "BSC", "TSC", "DSC", "MCA", "MMCA", "GSC", "MODELS", "SparseCodingModel",
+    "BSC", "TSC", "DSC", "MCA", "MMCA", "GSC", "MODELS", "SparseCodingModel", "ExactIntractableError",
+    "EXACT_STATES_LIMIT", "hyperparameter_defaults",
     "ExpectationTruncation", "n_multi_states", "run_em", "parse_anneal",
     "bars_data", "bars_dictionary", "image_patches", "greedy_match",
 ]

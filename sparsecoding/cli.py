@@ -1,20 +1,26 @@
-"""``python -m sparsecoding``: train, make data, plot, and check bars recovery.
+"""``sparsecoding`` (also ``python -m sparsecoding``): make data, train, plot, and check bars recovery.
 
 Examples::
 
-    python -m sparsecoding data bars --out bars.h5
-    mpirun -n 4 python -m sparsecoding train --model bsc --data bars.h5 --H 10 \\
-        --Hprime 8 --gamma 5 --steps 60 --anneal 2:1@0.6 --out run/
-    mpirun -n 4 python -m sparsecoding train --out run/ --resume   # after a crash
-    python -m sparsecoding plot run/
-    python -m sparsecoding match run/ --truth bars.h5
+    sparsecoding data bars -o bars.h5
+    sparsecoding data patches --images my_photos/ --size 8 -o patches.h5
+    mpirun -n 4 sparsecoding train --model bsc --data bars.h5 --H 10 \\
+        --Hprime 8 --gamma 5 --steps 60 --anneal 2:1@0.6 -o run/
+    mpirun -n 4 sparsecoding train -o run/ --resume   # after a crash
+    sparsecoding plot run/
+    sparsecoding match run/ --truth bars.h5
 
-Bad input ends with a one-line ``sparsecoding: error: ...`` on stderr and exit status 2.
+Every error ends in one line ``sparsecoding CMD: error: ...`` on stderr and
+the exit status of its kind (the table at the end of every ``--help``). Under
+MPI no rank is left waiting: errors found before training are decided on rank
+0 and reported by every rank; a rank that fails during training prints its
+line and calls ``MPI_Abort``, which ends all ranks.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -24,97 +30,188 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["main"]
+from probmod.cli import add_force, add_output, add_quiet, add_threads, make_parser, run, set_threads, subparser
+from probmod.errors import (InputError, LimitError, ModelMismatchError, NumericalError, OutputError,
+                            OutputExistsError, ProbmodError, UsageError, exit_code)
 
+__all__ = ["main", "make_model", "memory_estimate", "MARKER", "MAX_MEMORY"]
+
+PROG = "sparsecoding"
+MODEL_NAMES = ("bsc", "tsc", "dsc", "mca", "mmca", "gsc")
 DEFAULTS = {"Hprime": None, "gamma": None, "steps": 100, "anneal": "2:1@0.6", "Ncut_factor": 0.0, "W_noise": 0.0,
             "seed": 0, "restarts": 1,
             "chunk_size": 256, "checkpoint_every": 10, "key": "y", "values": "0,1", "psi_full": False}
 #: options that define a run; on --resume any that is given must match the checkpoint
 RUN_KEYS = ("model", "data", "key", "H", "Hprime", "gamma", "steps", "anneal", "Ncut_factor", "W_noise", "seed",
             "restarts", "chunk_size", "values", "psi_full")
+#: the marker file that makes a folder a run folder: ``--force`` clears only folders that hold it
+MARKER = ".sparsecoding-run"
 OUR_FILES = ("results.h5", "checkpoint.h5", "config.json", "dictionary.png", "curves.png")
 RESTARTS = "restarts"  # folder of the candidate runs of --restarts
+#: default of --max-memory: the bytes one rank may plan to hold (data rows, dictionary, reduction table)
+MAX_MEMORY = 8 << 30
+#: config.json larger than this is not a run configuration
+_MAX_JSON = 1 << 20
 
 
-class CLIError(Exception):
-    """Bad input: reported as one line, exit status 2."""
+class CLIError(UsageError):
+    """Bad input: reported as one line, exit status 2 (kept for older callers; new code raises probmod errors)."""
+
+
+class _Relayed(ProbmodError):
+    """An error decided on another rank, re-raised here with that rank's exit status."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.exit_code = code
+
+
+def _collective(err: ProbmodError) -> ProbmodError:
+    """Mark ``err`` as raised on every rank alike: rank 0 reports it, the others just exit with its status."""
+    err.collective = True  # type: ignore[attr-defined]
+    return err
+
+
+# -- the parser -------------------------------------------------------------------------
+def _byte_size(text: str) -> int:
+    """``8G``, ``512M``, ``100k`` or a plain number of bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = units.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if t[-1:] in units else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 8G, 512M or 1000000, got {text!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return int(value)
+
+
+def _max_memory(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-memory", dest="max_memory", type=_byte_size, default=MAX_MEMORY, metavar="SIZE",
+                   help=f"refuse to start work planned to need more than SIZE bytes per process (8G, 512M, ...; "
+                        f"default: {MAX_MEMORY >> 30}G)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sparsecoding", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = make_parser(PROG, "Sparse coding with truncated EM (BSC, TSC, DSC, MCA, MMCA, GSC): make data, train "
+                          "(under mpirun for MPI), plot, match.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _train_parser(sub)
+    d = subparser(sub, "data", "write a data set to HDF5")
+    dsub = d.add_subparsers(dest="kind", required=True, metavar="KIND")
+    _bars_options(subparser(dsub, "bars", "the bars test: data drawn from a model with bars as its dictionary"))
+    _bars_options(subparser(sub, "bars", "same as `data bars`"))
+    _patches_parser(dsub)
 
-    t = sub.add_parser("train", help="learn a dictionary with truncated EM (run it under mpirun for MPI)")
-    t.add_argument("--model", choices=["bsc", "tsc", "dsc", "mca", "mmca", "gsc"], default=None)
-    t.add_argument("--data", default=None, help="HDF5 file with a 2-D dataset (N, D)")
-    t.add_argument("--key", default=None, help="dataset name in the file (default: y)")
-    t.add_argument("--H", type=int, default=None, help="number of dictionary elements")
-    t.add_argument("--Hprime", type=int, default=None, help="candidates per data point (default: min(H, 8))")
-    t.add_argument("--gamma", type=int, default=None, help="max active causes per state (default: min(Hprime, 5))")
-    t.add_argument("--steps", type=int, default=None, help="EM steps (default: 100)")
-    t.add_argument("--anneal", default=None, help="temperature schedule T0:T1@fraction (default: 2:1@0.6)")
-    t.add_argument("--Ncut-factor", dest="Ncut_factor", type=float, default=None, help="data truncation in [0, 1]")
-    t.add_argument("--W-noise", dest="W_noise", type=float, default=None,
-                   help="std of noise added to W while annealing, falling to 0 (default 0)")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--restarts", type=int, default=None,
-                   help="run EM from this many initialisations (seeds seed, seed+1, ...) and keep the one with the "
-                        "highest final log-likelihood (default 1; each candidate checkpoints under OUT/restarts/)")
-    t.add_argument("--chunk-size", dest="chunk_size", type=int, default=None, help="rows per reduction chunk (256)")
-    t.add_argument("--values", default=None, help="DSC state values, comma-separated, starting with 0 (e.g. 0,1,2)")
-    t.add_argument("--psi-full", dest="psi_full", action="store_true", default=None, help="GSC: learn a full Psi")
-    t.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=None, help="steps (default 10)")
-    t.add_argument("--out", required=True, help="run folder")
-    g = t.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    g.add_argument("--force", "--overwrite", dest="force", action="store_true", help="replace an existing run folder")
-    t.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw dictionary.png at the end")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    pl = subparser(sub, "plot", "draw dictionary.png (sorted by usage) and curves.png for a run folder")
+    pl.add_argument("run", help="the run folder")
+    add_output(pl, help="folder for the PNGs (default: the run folder)", required=False)
+    add_force(pl, help="replace PNGs in a folder that is not a run folder")
+    pl.add_argument("--max-points", dest="max_points", type=int, default=2000,
+                    help="data points used to measure each element's usage (mean posterior activation)")
 
-    d = sub.add_parser("data", help="write a data set to HDF5")
-    dsub = d.add_subparsers(dest="kind", required=True)
-    for name, parser in (("bars", dsub.add_parser("bars", help="the bars test")),
-                         ("bars_alias", sub.add_parser("bars", help="same as `data bars`"))):
-        parser.add_argument("--out", required=True)
-        parser.add_argument("--N", type=int, default=1000)
-        parser.add_argument("--size", type=int, default=5, help="grid side; H = 2 * size bars")
-        parser.add_argument("--pi", type=float, default=0.2)
-        parser.add_argument("--sigma", type=float, default=2.0)
-        parser.add_argument("--amplitude", type=float, default=10.0)
-        parser.add_argument("--model", choices=["bsc", "tsc", "dsc", "mca", "mmca", "gsc"], default="bsc",
-                            help="generative model that draws the data")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--force", "--overwrite", dest="force", action="store_true")
-    pp = dsub.add_parser("patches", help="whitened natural-image patches (needs scikit-image)")
-    pp.add_argument("--out", required=True)
-    pp.add_argument("--N", type=int, default=50000)
-    pp.add_argument("--size", type=int, default=12)
-    pp.add_argument("--seed", type=int, default=0)
-    pp.add_argument("--no-whiten", dest="whiten", action="store_false")
-    pp.add_argument("--force", "--overwrite", dest="force", action="store_true")
-
-    pl = sub.add_parser("plot", help="draw dictionary.png and curves.png for a run folder")
-    pl.add_argument("run")
-    pl.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
-
-    m = sub.add_parser("match", help="compare a run's dictionary with the true bars (greedy matching)")
-    m.add_argument("run")
+    m = subparser(sub, "match", "compare a run's dictionary with the true bars (greedy matching); "
+                                "exit 0 when every bar is recovered, 1 when one is not")
+    m.add_argument("run", help="the run folder")
     m.add_argument("--truth", required=True, help="the data file written by `data bars`")
     m.add_argument("--tol", type=float, default=0.5, help="mean absolute error below which a bar counts as found")
     return p
 
 
+def _train_parser(sub) -> None:
+    t = subparser(sub, "train", "learn a dictionary with truncated EM (run it under mpirun for MPI)",
+                  description="Learn a dictionary with truncated EM. Options left out take their default on a new "
+                              "run and the stored value on --resume.")
+    t.add_argument("--model", choices=MODEL_NAMES, default=None, help="generative model (required for a new run)")
+    t.add_argument("--data", default=None, help="HDF5 file with a 2-D dataset (N, D) (required for a new run)")
+    t.add_argument("--key", default=None, help="dataset name in the file (default: y)")
+    t.add_argument("--H", type=int, default=None, help="number of dictionary elements (required for a new run)")
+    t.add_argument("--Hprime", type=int, default=None, help="candidates per data point (default: min(H, 8))")
+    t.add_argument("--gamma", type=int, default=None, help="max active causes per state (default: min(Hprime, 5))")
+    t.add_argument("--steps", type=int, default=None, help="EM steps (default: 100)")
+    t.add_argument("--anneal", default=None, help="temperature schedule T0:T1@fraction (default: 2:1@0.6)")
+    t.add_argument("--Ncut-factor", dest="Ncut_factor", type=float, default=None,
+                   help="data truncation in [0, 1] (default: 0)")
+    t.add_argument("--W-noise", dest="W_noise", type=float, default=None,
+                   help="std of noise added to W while annealing, falling to 0 (default: 0)")
+    t.add_argument("--seed", type=int, default=None, help="seed of the initialisation (default: 0)")
+    t.add_argument("--restarts", type=int, default=None,
+                   help="run EM from this many initialisations (seeds seed, seed+1, ...) and keep the one with the "
+                        "highest final log-likelihood; each candidate checkpoints under OUTPUT/restarts/ (default: 1)")
+    t.add_argument("--chunk-size", dest="chunk_size", type=int, default=None,
+                   help="rows per reduction chunk (default: 256)")
+    t.add_argument("--values", default=None, help="DSC state values, comma-separated, starting with 0 (default: 0,1)")
+    t.add_argument("--psi-full", dest="psi_full", action="store_true", default=None,
+                   help="GSC: learn a full Psi (default: diagonal)")
+    t.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=None,
+                   help="steps between checkpoints (default: 10)")
+    add_output(t, help="run folder")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its last checkpoint")
+    add_force(t, target=g, help=f"start over in a run folder (one holding {MARKER}): clears only the files "
+                                "this tool wrote")
+    t.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw dictionary.png and curves.png at the end (default: draw them)")
+    _max_memory(t)
+    add_quiet(t)
+    add_threads(t)
+
+
+def _bars_options(p: argparse.ArgumentParser) -> None:
+    add_output(p, help="data file to write (HDF5)")
+    p.add_argument("--N", type=int, default=1000, help="number of data points")
+    p.add_argument("--size", type=int, default=5, help="grid side; H = 2 * size bars")
+    p.add_argument("--pi", type=float, default=0.2, help="probability that a bar is active")
+    p.add_argument("--sigma", type=float, default=2.0, help="noise standard deviation")
+    p.add_argument("--amplitude", type=float, default=10.0, help="value of a bar's pixels")
+    p.add_argument("--model", choices=MODEL_NAMES, default="bsc", help="generative model that draws the data")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    add_force(p)
+
+
+def _patches_parser(dsub) -> None:
+    from .data import MAX_PIXELS
+
+    pp = subparser(dsub, "patches", "grey-scale image patches, each with its mean removed, optionally "
+                                    "ZCA-whitened: from your own images, or scikit-image's photographs")
+    add_output(pp, help="data file to write (HDF5)")
+    pp.add_argument("--images", nargs="+", default=None, metavar="DIR|FILE",
+                    help="image files, or folders whose image files (png, jpg, tif, bmp, gif, webp, pnm) are all "
+                         "used; colour is turned to grey-scale (default: scikit-image's bundled photographs, "
+                         "which need `pip install probmod[bench]`)")
+    pp.add_argument("--N", type=int, default=50000, help="number of patches")
+    pp.add_argument("--size", type=int, default=12, help="patch side in pixels (D = size^2)")
+    pp.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=True,
+                    help="ZCA-whiten the patches (decorrelates pixels, flattens the spectrum)")
+    pp.add_argument("--eps", type=float, default=1e-2,
+                    help="whitening regulariser: eps * largest eigenvalue is added to every eigenvalue")
+    pp.add_argument("--keep", type=float, default=1.0,
+                    help="draw N/keep patches and keep the N of highest variance (e.g. 0.5 drops flat sky)")
+    pp.add_argument("--max-pixels", dest="max_pixels", type=int, default=MAX_PIXELS,
+                    help="refuse an image declaring more pixels (decompression bombs); raise it for huge photos")
+    pp.add_argument("--seed", type=int, default=0, help="random seed of the patch positions")
+    _max_memory(pp)
+    add_force(pp)
+    add_quiet(pp)
+    add_threads(pp)
+
+
 # -- helpers ---------------------------------------------------------------------------
-def _bcast_message(msg: str, comm) -> str:
-    """Rank 0's message to every rank, as a fixed-size byte buffer (no pickle)."""
-    if comm.size == 1:
-        return msg
-    buf = np.zeros(4096, dtype=np.uint8)
-    if comm.rank == 0:
-        raw = msg.encode()[:4095]
-        buf[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
-    buf = comm.bcast(buf)
-    return bytes(buf[: int(np.argmax(buf == 0)) if (buf == 0).any() else len(buf)]).decode(errors="replace")
+def _bcast_error(err: BaseException | None, comm) -> None:
+    """Rank 0's error (or None) on every rank, as a fixed-size byte buffer (no pickle); raises it everywhere."""
+    if comm.size > 1:
+        buf = np.zeros(4096, dtype=np.uint8)
+        if comm.rank == 0 and err is not None:
+            raw = str(err).encode()[:4000]
+            buf[0] = exit_code(err) or 1
+            buf[1: 1 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+        buf = comm.bcast(buf)
+        if comm.rank != 0 and buf[0]:
+            text = bytes(buf[1:]).split(b"\0", 1)[0].decode(errors="replace")
+            raise _collective(_Relayed(text, int(buf[0])))
+    if err is not None:
+        err.collective = True  # type: ignore[attr-defined]
+        raise err
 
 
 def _parse_values(text: str) -> tuple[float, ...]:
@@ -125,70 +222,151 @@ def _parse_values(text: str) -> tuple[float, ...]:
 
 
 def make_model(config: dict[str, Any]):
-    """The model object a run configuration describes."""
+    """The model object a run configuration describes.
+
+    Hyperparameters missing from ``config`` (or None there) keep the estimator's
+    defaults, the one source of them; the config's ``seed`` is ``random_state``.
+    """
     from .models import MODELS
 
-    kwargs = dict(steps=config["steps"], anneal=config["anneal"], Ncut_factor=config["Ncut_factor"],
-                  W_noise=config.get("W_noise", 0.0), chunk_size=config["chunk_size"], seed=config["seed"])
-    name = config["model"]
-    if name == "dsc":
-        kwargs["values"] = _parse_values(config["values"])
-    if name == "gsc":
-        kwargs["psi_full"] = bool(config["psi_full"])
-    return MODELS[name](config["H"], config["Hprime"], config["gamma"], **kwargs)
+    cls = MODELS[config["model"]]
+    given = {**config, "random_state": config.get("seed")}
+    kwargs = {k: given[k] for k in cls._param_names() if given.get(k) is not None}
+    if "values" in kwargs:
+        kwargs["values"] = _parse_values(kwargs["values"]) if isinstance(kwargs["values"], str) else kwargs["values"]
+    if "psi_full" in kwargs:
+        kwargs["psi_full"] = bool(kwargs["psi_full"])
+    return cls(**kwargs)
 
 
-def _train_config(args) -> tuple[dict[str, Any], bool]:
-    """Validate on rank 0; return (config, resume)."""
-    from .io import DataError, inspect_data, load_checkpoint
+def memory_estimate(model, N: int, D: int, ranks: int = 1) -> int:
+    """Bytes one rank is planned to hold while training ``model`` on (N, D) data: a documented estimate.
 
-    out = Path(args.out)
+    It adds this rank's data rows, a few copies of the dictionary, the
+    reduction table (one row of sufficient statistics per chunk, on every
+    rank, plus the reduced copy) and one chunk's E-step arrays (candidate
+    scores and the truncated states' log-joints and posteriors). The
+    statistics' length is measured on the model itself with H = 1, 2, 3
+    (it is quadratic in H), so nothing of the full size is allocated.
+
+    Example:
+        >>> from sparsecoding import BSC
+        >>> memory_estimate(BSC(H=18000), N=1000, D=25) > 8 << 30
+        True
+    """
+    from .parallel import n_chunks
+
+    H, chunk = int(model.H), int(model.chunk_size)
+    C = n_chunks(N, chunk)
+    L1, L2, L3 = (_stats_length(model, D, h) for h in (1, 2, 3))
+    c2 = (L3 - 2 * L2 + L1) / 2
+    c1 = L2 - L1 - 3 * c2
+    L = (L1 - c1 - c2) + c1 * H + c2 * H * H
+    values = len(np.atleast_1d(model.nonzero_values()))
+    Hp, gamma = int(model._Hprime), int(model._gamma)
+    states = 1 + H * values + sum(math.comb(Hp, k) * values**k for k in range(2, gamma + 1))
+    rows = math.ceil(C / ranks) * chunk
+    per_chunk = min(chunk, N) * (3 * H + 3 * states)
+    return int(8 * (min(rows, N) * D + 4 * D * H + 2 * C * L + per_chunk))
+
+
+def _stats_length(model, D: int, h: int) -> int:
+    try:
+        stats = model.new_stats({"W": np.zeros((D, h)), "mu": np.zeros(h), "Psi": np.eye(h)}, D)
+        return sum(int(np.size(v)) for v in stats.values())
+    except Exception:  # a model whose statistics need more: assume the largest family (GSC)
+        return D * h + 3 * h * h + 2 * h + 1
+
+
+def _check_memory(model, N: int, D: int, ranks: int, limit: int) -> None:
+    need = memory_estimate(model, N, D, ranks)
+    if need > limit:
+        raise LimitError(f"a {model.name.upper()} run with H={model.H} on {N}x{D} data needs about "
+                         f"{need / 2**30:.1f} GiB per process, over --max-memory {limit / 2**30:.1f} GiB; lower --H, "
+                         f"raise --chunk-size (fewer chunks to reduce), use more ranks, or raise --max-memory")
+
+
+def _train_config(args, ranks: int = 1) -> tuple[dict[str, Any], bool]:
+    """Validate on rank 0, before anything is written; return (config, resume)."""
+    from .io import inspect_data
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} is a file; -o/--output names a run folder")
     given = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k, None) is not None}
     if "data" in given:
         given["data"] = str(Path(given["data"]).resolve())
     if args.resume:
         if not out.exists():
-            raise CLIError(f"run folder {out} does not exist; drop --resume to start a new run")
-        config = _restarting_config(out)
-        if config is None:
-            try:
-                config = load_checkpoint(out)[0]
-            except DataError as err:
-                raise CLIError(str(err)) from None
+            raise InputError(f"run folder {out} does not exist; drop --resume to start a new run")
+        config = _resume_config(out)
         stored = {**config, "seed": config.get("restart_seed", config.get("seed"))}  # --seed names the first restart
         diff = [f"--{k}={given[k]} (run has {stored.get(k)}{', the first of its restarts' * (k == 'seed' and 'restart_seed' in config)})"
                 for k in given if given[k] != stored.get(k)]
         if diff:
-            raise CLIError("--resume continues the stored run; these options differ from it: " + ", ".join(diff))
+            raise UsageError("--resume continues the stored run; these options differ from it: " + ", ".join(diff))
+        model = make_model(config)
+        _check_hyper(model)
+        _check_memory(model, int(config["N"]), int(config["D"]), ranks, args.max_memory)
         return config, True
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise CLIError(f"run folder {out} already exists; pass --resume to continue it or --force to overwrite it")
+    if out.exists() and any(out.iterdir()):
+        if not args.force:
+            raise OutputExistsError(f"run folder {out} already exists; pass --resume to continue it or --force to "
+                                    "start over")
+        if not (out / MARKER).is_file():
+            raise OutputExistsError(f"{out} is not empty and is not a sparsecoding run folder (it has no {MARKER}); "
+                                    "--force only clears folders this tool made: choose a new or empty folder")
     for k in ("model", "data", "H"):
         if k not in given:
-            raise CLIError(f"--{k} is required to start a new run")
+            raise UsageError(f"--{k} is required to start a new run")
     config = {**DEFAULTS, **given}
     config["checkpoint_every"] = args.checkpoint_every or DEFAULTS["checkpoint_every"]
     if config["checkpoint_every"] < 1:
-        raise CLIError(f"--checkpoint-every must be at least 1, got {config['checkpoint_every']}")
-    try:
-        N, D, attrs = inspect_data(config["data"], config["key"])
-    except DataError as err:
-        raise CLIError(str(err)) from None
+        raise UsageError(f"--checkpoint-every must be at least 1, got {config['checkpoint_every']}")
+    N, D, attrs = inspect_data(config["data"], config["key"])
     model = make_model(config)
+    _check_hyper(model)
+    config["Hprime"], config["gamma"] = model._Hprime, model._gamma
+    config.update(N=N, D=D, patch_shape=attrs.get("patch_shape"))
+    if config["chunk_size"] < 1:
+        raise UsageError("--chunk-size must be at least 1")
+    if config["restarts"] < 1:
+        raise UsageError(f"--restarts must be at least 1, got {config['restarts']}")
+    _check_memory(model, N, D, ranks, args.max_memory)
+    return config, False
+
+
+def _check_hyper(model) -> None:
+    """The model's own check, in option names (a LimitError keeps its code)."""
     try:
         model.check_hyper()
+    except ProbmodError:
+        raise
     except ValueError as err:
         msg = str(err)
         for name in ("Hprime", "gamma", "steps", "chunk_size", "Ncut_factor", "W_noise"):  # speak in option names
             msg = msg.replace(f"choose {name}", f"choose --{name.replace('_', '-')}")
-        raise CLIError(msg) from None
-    config["Hprime"], config["gamma"] = model._Hprime, model._gamma
-    config.update(N=N, D=D, patch_shape=attrs.get("patch_shape"))
-    if config["chunk_size"] < 1:
-        raise CLIError("--chunk-size must be at least 1")
-    if config["restarts"] < 1:
-        raise CLIError(f"--restarts must be at least 1, got {config['restarts']}")
-    return config, False
+        raise UsageError(msg) from None
+
+
+def _resume_config(out: Path) -> dict:
+    """The stored configuration: config.json while restarts are still running, else the checkpoint's."""
+    from .io import CHECKPOINT, DataError, load_checkpoint
+
+    why = None
+    try:
+        config = _read_json(out / "config.json") if (out / "config.json").exists() else None
+    except DataError as err:
+        config, why = None, str(err)
+    if config is not None and _still_restarting(config, out):
+        for r in range(int(config["restarts"])):  # a damaged candidate is reported here, not mid-run on every rank
+            folder = out / RESTARTS / f"seed-{int(config['seed']) + r}"
+            if (folder / CHECKPOINT).exists():
+                load_checkpoint(folder)
+        return config
+    if why is not None and not (out / CHECKPOINT).exists():
+        raise DataError(f"{why}; and {out} has no {CHECKPOINT} to resume from: start a new run with --force")
+    return load_checkpoint(out)[0]
 
 
 def _still_restarting(config: dict, out: Path) -> bool:
@@ -198,26 +376,29 @@ def _still_restarting(config: dict, out: Path) -> bool:
     return int(config.get("restarts", 1)) > 1 and "restart_seed" not in config and not (out / CHECKPOINT).exists()
 
 
-def _restarting_config(out: Path) -> dict | None:
-    """The configuration of the run in ``out`` when it is still running its restarts, else None."""
-    from .io import CHECKPOINT, DataError, load_checkpoint
+def _prepare_folder(out: Path, clear: bool) -> None:
+    """Make ``out`` a run folder that can be written, before any work: clear it first when ``clear``."""
+    from probmod.io import atomic_path, check_output
 
-    if not (out / "config.json").exists():
-        return None
+    from .io import CHECKPOINT, RESULTS
+
+    for name in (RESULTS, CHECKPOINT, "config.json", MARKER):
+        check_output(out / name, overwrite=True)
+    if clear and (out / MARKER).is_file():  # only what this tool wrote; anything else stays
+        for name in OUR_FILES:
+            for path in [out / name, *out.glob(f".{name}.*.tmp")]:
+                if path.is_file() or path.is_symlink():
+                    path.unlink()
+        shutil.rmtree(out / RESTARTS, ignore_errors=True)
     try:
-        config = _read_json(out / "config.json")
-        if not (isinstance(config, dict) and _still_restarting(config, out)):
-            return None
-    except (ValueError, TypeError):
-        raise CLIError(f"{out / 'config.json'} is not a run configuration; start a new run with --force") from None
-    for r in range(int(config["restarts"])):  # a damaged candidate is reported here, not mid-run on every rank
-        folder = out / RESTARTS / f"seed-{int(config['seed']) + r}"
-        if (folder / CHECKPOINT).exists():
-            try:
-                load_checkpoint(folder)
-            except DataError as err:
-                raise CLIError(str(err)) from None
-    return config
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / MARKER, overwrite=True) as tmp:
+            Path(tmp).write_text("A sparsecoding run folder: `sparsecoding train --force` clears only the files "
+                                 "the tool wrote here.\n")
+    except ProbmodError:
+        raise
+    except OSError as err:
+        raise OutputError(f"cannot write the run folder {out}: {err.strerror or err}") from None
 
 
 def _bcast_flag(flag: bool, comm) -> bool:
@@ -227,58 +408,85 @@ def _bcast_flag(flag: bool, comm) -> bool:
     return bool(comm.bcast(np.array([1 if flag else 0], dtype=np.int64))[0])
 
 
+def _one_line(err: BaseException) -> tuple[str, int]:
+    """The message and exit status :func:`probmod.cli.run` would give ``err``."""
+    code = exit_code(err)
+    if isinstance(err, ProbmodError) or code != 1:
+        text = str(err) if not isinstance(err, OSError) or isinstance(err, ProbmodError) else \
+            f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+        return f"error: {text or type(err).__name__}", code
+    return f"internal error: {type(err).__name__}: {err}", 1
+
+
 def cmd_train(args) -> int:
-    from .io import RESULTS, ResultsWriter, read_rows, save_checkpoint
-    from .parallel import get_comm, local_chunks_from_array, rank_rows
+    from .parallel import get_comm
 
     comm = get_comm()
-    msg, config, resume, restarting = "", None, False, False
+    try:
+        return _train(args, comm)
+    except BaseException as err:  # noqa: BLE001 - every rank must end, whatever happened
+        if getattr(err, "collective", False):
+            if comm.rank != 0:
+                return exit_code(err)
+            raise
+        if comm.size > 1 and not (isinstance(err, SystemExit) and err.code in (0, None)):
+            text, code = _one_line(err)
+            print(f"{PROG} train: {text} (rank {comm.rank} of {comm.size}; ending all ranks)", file=sys.stderr,
+                  flush=True)
+            comm.abort(code)
+        raise
+
+
+def _train(args, comm) -> int:
+    from .io import DataError, RESULTS, ResultsWriter, read_rows, save_checkpoint
+    from .parallel import local_chunks_from_array, rank_rows
+
+    set_threads(args.threads)
+    out = Path(args.output)
+    err, config, resume, restarting = None, None, False, False
     if comm.rank == 0:
         try:
-            config, resume = _train_config(args)
-            out = Path(args.out)
-            if args.force and out.exists() and not resume:
-                for name in OUR_FILES:
-                    (out / name).unlink(missing_ok=True)
-                shutil.rmtree(out / RESTARTS, ignore_errors=True)
-            out.mkdir(parents=True, exist_ok=True)
+            config, resume = _train_config(args, comm.size)
+            _prepare_folder(out, clear=bool(args.force) and not resume)
             _write_json(out / "config.json", config)
             restarting = _still_restarting(config, out)
-        except CLIError as err:
-            msg = str(err)
-    msg = _bcast_message(msg, comm)
-    if msg:
-        if comm.rank == 0:
-            print(f"sparsecoding: error: {msg}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
+        except Exception as e:  # noqa: BLE001 - reported by every rank below
+            err = e
+    _bcast_error(err, comm)
     config = _read_json(out / "config.json")  # every rank runs what rank 0 validated and wrote
     restarting = _bcast_flag(restarting, comm)
     model = make_model(config)
     N, D, key = int(config["N"]), int(config["D"]), config["key"]
     a, b = rank_rows(N, int(config["chunk_size"]), comm.rank, comm.size)
     Y = read_rows(config["data"], key, a, b) if b > a else np.zeros((0, D))
-    bad = np.array([0.0 if np.all(np.isfinite(Y)) else 1.0])
+    if Y.shape != (b - a, D):
+        raise DataError(f"dataset {key!r} in {config['data']} changed since the run started (rows {a}..{b} of "
+                        f"width {D} expected, got {Y.shape})")
+    with np.errstate(over="ignore"):
+        bad = np.array([0.0 if np.all(np.isfinite(Y)) else 1.0, 0.0 if np.isfinite(np.sum(Y * Y)) else 1.0])
     bad = comm.allreduce_sum(bad) if comm.size > 1 else bad
     if bad[0] > 0:
-        if comm.rank == 0:
-            print(f"sparsecoding: error: dataset {key!r} in {config['data']} contains NaN or inf; clean it first",
-                  file=sys.stderr)
-        return 2
+        raise _collective(NumericalError(f"dataset {key!r} in {config['data']} contains NaN or inf; clean it first"))
+    if bad[1] > 0:
+        raise _collective(NumericalError(f"dataset {key!r} in {config['data']} holds values so large that their "
+                                         "squares overflow; rescale it (e.g. to unit variance) first"))
     chunks = local_chunks_from_array(Y, int(config["chunk_size"]), comm.rank, comm.size, row_offset=a, N=N)
 
     em_args = dict(N=N, D=D, steps=int(config["steps"]), anneal=config["anneal"],
-                   Ncut_factor=float(config["Ncut_factor"]), W_noise=float(config.get("W_noise", 0.0)), comm=comm,
-                   progress=not args.quiet)
-    if restarting:
-        result, config = _best_of_restarts(model, chunks, config, out, em_args, comm, args.resume)
-        if comm.rank == 0:  # the winner's run, written as if it had been the only one
-            ResultsWriter(out / RESULTS, config, result.history)
-            save_checkpoint(out, config, result.params, {k: list(v) for k, v in result.history.items()},
-                            int(config["steps"]) - 1)
-            _write_json(out / "config.json", config)
-    else:
-        result = _checkpointed_run(model, chunks, config, out, em_args, comm, args.resume)
+                   Ncut_factor=float(config["Ncut_factor"]), W_noise=float(config.get("W_noise", 0.0)), comm=comm)
+    quiet = bool(args.quiet)
+    try:
+        if restarting:
+            result, config = _best_of_restarts(model, chunks, config, out, em_args, comm, args.resume, quiet)
+            if comm.rank == 0:  # the winner's run, written as if it had been the only one
+                ResultsWriter(out / RESULTS, config, result.history)
+                save_checkpoint(out, config, result.params, {k: list(v) for k, v in result.history.items()},
+                                int(config["steps"]) - 1)
+                _write_json(out / "config.json", config)
+        else:
+            result = _checkpointed_run(model, chunks, config, out, em_args, comm, args.resume, quiet)
+    except np.linalg.LinAlgError as e:  # the M-step runs alike on every rank
+        raise _collective(NumericalError(f"the M-step failed ({e}); the data may be badly scaled or degenerate"))
     if comm.rank == 0:
         p = result.params
         if args.plot:
@@ -286,20 +494,23 @@ def cmd_train(args) -> int:
 
             try:
                 plot_run(out)
-            except ImportError as err:  # matplotlib missing: the run itself is fine
-                print(f"sparsecoding: warning: no plot ({err})", file=sys.stderr)
+            except ImportError as e:  # matplotlib missing: the run itself is fine
+                print(f"{PROG} train: warning: no plot ({e})", file=sys.stderr)
         ll = float(result.history["loglik"][-1]) if len(result.history.get("loglik", [])) else float("nan")
         print(f"done: {config['model']} H={config['H']} steps={config['steps']} ranks={comm.size} "
               f"pi={float(p['pi']):.4f} sigma={float(p['sigma']):.4f} loglik={ll:.4f} -> {out / RESULTS}")
     return 0
 
 
-def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, comm, resume: bool):
+def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, comm, resume: bool, quiet: bool):
     """EM for ``config["seed"]`` that keeps ``results.h5`` and ``checkpoint.h5`` in ``folder`` up to date.
 
     With ``resume`` it continues from ``folder``'s checkpoint when there is one (a finished run just loads).
-    Every rank reads the checkpoint, so resumed runs are bit-identical to uninterrupted ones.
+    Every rank reads the checkpoint, so resumed runs are bit-identical to uninterrupted ones. Parameters that
+    turn NaN or infinite stop the run on every rank alike, before they are written.
     """
+    from probmod.progress import Progress
+
     from .em import run_em
     from .io import CHECKPOINT, RESULTS, ResultsWriter, load_checkpoint, save_checkpoint
 
@@ -310,12 +521,20 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
     steps, every = int(config["steps"]), int(config["checkpoint_every"])
     hist_lists: dict[str, list] = {k: list(v) for k, v in (history or {}).items()}
     writer = None
+    bar = Progress(total=steps, desc=f"{model.name} EM (seed {config['seed']})", unit="step",
+                   enabled=comm.rank == 0 and not quiet)
+    bar.update(start)
     if comm.rank == 0:  # on resume, results.h5 is rewritten from the checkpoint's history
         folder.mkdir(parents=True, exist_ok=True)
         writer = ResultsWriter(folder / RESULTS, config, history)
-    kill_after = os.environ.get("SPARSECODING_KILL_AFTER_STEP")  # test hook: simulate a crash
+    kill_after = os.environ.get("SPARSECODING_KILL_AFTER_STEP")  # test-only hook: simulate a crash
 
     def on_step(t: int, p: dict, row: dict) -> None:
+        bad = sorted(k for k, v in p.items() if not np.all(np.isfinite(v)))
+        if bad:  # every rank holds the same broadcast parameters, so every rank stops here
+            raise _collective(NumericalError(
+                f"EM step {t + 1}: parameter(s) {', '.join(bad)} became NaN or infinite; nothing of this step was "
+                "saved (rescale the data, e.g. to unit variance, or lower --H)"))
         if comm.rank != 0:
             return
         writer.append(row)
@@ -323,14 +542,18 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
             hist_lists.setdefault(k, []).append(np.asarray(v))
         if (t + 1) % every == 0 or t + 1 == steps:
             save_checkpoint(folder, config, p, hist_lists, t)
+        bar.set_postfix(f"T={row['T']:.2f} ll={row['loglik']:.3f} pi={float(np.mean(p['pi'])):.3f} "
+                        f"sigma={float(p['sigma']):.3f}")
+        bar.update(1)
         if kill_after is not None and t + 1 == int(kill_after):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    return run_em(model, chunks, seed=int(config["seed"]), params=params, start_step=start, history=history,
-                  on_step=on_step, **em_args)
+    with bar:
+        return run_em(model, chunks, seed=int(config["seed"]), params=params, start_step=start, history=history,
+                      on_step=on_step, progress=False, **em_args)
 
 
-def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, comm, resume: bool):
+def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, comm, resume: bool, quiet: bool):
     """Full EM runs from seeds seed .. seed+restarts-1; the highest final log-likelihood wins (the first on ties).
 
     EM for these models can settle with two causes sharing one component; such runs end with a clearly lower
@@ -343,7 +566,8 @@ def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, com
     for r in range(int(config["restarts"])):
         seed = base + r
         candidate = {**config, "seed": seed, "restarts": 1}
-        res = _checkpointed_run(model, chunks, candidate, out / RESTARTS / f"seed-{seed}", em_args, comm, resume)
+        res = _checkpointed_run(model, chunks, candidate, out / RESTARTS / f"seed-{seed}", em_args, comm, resume,
+                                quiet)
         logliks.append(float(res.history["loglik"][-1]))
         if comm.rank == 0:
             print(f"restart {r + 1}/{config['restarts']} (seed {seed}): final loglik {logliks[-1]:.4f}", flush=True)
@@ -356,111 +580,168 @@ def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, com
 def _write_json(path: Path, obj: dict) -> None:
     import json
 
-    from probcirc.io import atomic_path
+    from probmod.io import atomic_path
 
-    with atomic_path(path, overwrite=True) as tmp:
-        Path(tmp).write_text(json.dumps(obj, sort_keys=True, indent=1))
+    try:
+        with atomic_path(path, overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps(obj, sort_keys=True, indent=1))
+    except ProbmodError:
+        raise
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def _read_json(path: Path) -> dict:
+    """A run configuration from ``path``, checked (a bad one is a one-line DataError, exit status 4)."""
     import json
 
-    return json.loads(Path(path).read_text())
+    from probmod.io import check_regular_file
+
+    from .io import DataError, check_config
+
+    path = check_regular_file(path, "run configuration")
+    if path.stat().st_size > _MAX_JSON:
+        raise DataError(f"{path}: {path.stat().st_size} bytes is too large for a run configuration")
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a run configuration (not JSON: {err})") from None
+    return check_config(config, str(path))
 
 
 def cmd_bars(args) -> int:
+    from probmod.io import check_output
+
     from .data import bars_data
     from .io import write_data
 
     if args.N < 1 or args.size < 1:
-        raise CLIError("--N and --size must be positive")
+        raise UsageError("--N and --size must be positive")
     if not 0 < args.pi < 1 or args.sigma <= 0:
-        raise CLIError("--pi must lie in (0, 1) and --sigma must be positive")
-    if Path(args.out).exists() and not args.force:
-        raise CLIError(f"{args.out} exists; pass --force to overwrite it")
+        raise UsageError("--pi must lie in (0, 1) and --sigma must be positive")
+    if args.N * args.size**2 * 8 * 3 > MAX_MEMORY:
+        raise LimitError(f"--N {args.N} with --size {args.size} needs more than {MAX_MEMORY >> 30} GiB")
+    check_output(args.output, args.force)
     d = bars_data(args.N, args.size, args.pi, args.sigma, args.amplitude, args.model, args.seed)
     truth = {f"truth/{k}": v for k, v in d.items() if k not in ("Y",)}
-    write_data(args.out, d["Y"], overwrite=args.force,
+    write_data(args.output, d["Y"], overwrite=args.force,
                attrs={"patch_shape": (args.size, args.size), "model": args.model}, extra=truth)
-    print(f"wrote {args.N} bars samples ({args.size}x{args.size}, H={2 * args.size}, model {args.model}) to {args.out}")
+    print(f"wrote {args.N} bars samples ({args.size}x{args.size}, H={2 * args.size}, model {args.model}) "
+          f"to {args.output}")
     return 0
 
 
 def cmd_patches(args) -> int:
-    from .data import image_patches
+    from probmod.io import check_output
+
+    from .data import image_files, image_patches
     from .io import write_data
 
     if args.N < 1 or args.size < 2:
-        raise CLIError("--N must be positive and --size at least 2")
-    if Path(args.out).exists() and not args.force:
-        raise CLIError(f"{args.out} exists; pass --force to overwrite it")
+        raise UsageError("--N must be positive and --size at least 2")
+    if not 0 < args.keep <= 1:
+        raise UsageError(f"--keep must lie in (0, 1], got {args.keep}")
+    if args.eps <= 0 or args.max_pixels < 1:
+        raise UsageError("--eps and --max-pixels must be positive")
+    need = 8 * math.ceil(args.N / args.keep) * args.size**2 * 3
+    if need > args.max_memory:
+        raise LimitError(f"{args.N} patches of {args.size}x{args.size} (keep {args.keep}) need about "
+                         f"{need / 2**30:.1f} GiB, over --max-memory {args.max_memory / 2**30:.1f} GiB")
+    check_output(args.output, args.force)
+    set_threads(args.threads)
+    files = image_files(args.images) if args.images else None
     try:
-        P = image_patches(args.N, args.size, args.seed, whiten=args.whiten)
+        P = image_patches(args.N, args.size, args.seed, whiten=args.whiten, eps=args.eps, files=files,
+                          keep=args.keep, max_pixels=args.max_pixels, progress=not args.quiet)
     except ImportError as err:
-        raise CLIError(str(err)) from None
-    write_data(args.out, P, overwrite=args.force, attrs={"patch_shape": (args.size, args.size)})
-    print(f"wrote {args.N} {'whitened ' if args.whiten else ''}{args.size}x{args.size} patches to {args.out}")
+        raise UsageError(str(err)) from None
+    source = f"{len(files)} image(s)" if files else "scikit-image's photographs"
+    write_data(args.output, P, overwrite=args.force,
+               attrs={"patch_shape": (args.size, args.size), "whitened": bool(args.whiten), "keep": args.keep})
+    print(f"wrote {args.N} {'whitened ' if args.whiten else ''}{args.size}x{args.size} patches from {source} "
+          f"to {args.output}")
     return 0
 
 
 def cmd_plot(args) -> int:
-    from .io import DataError
     from .plot import plot_run
 
-    try:
-        paths = plot_run(args.run, args.out)
-    except DataError as err:
-        raise CLIError(str(err)) from None
+    out = Path(args.output or args.run)
+    if args.output and not args.force and not (out / MARKER).is_file():
+        taken = [n for n in ("dictionary.png", "curves.png") if (out / n).exists()]
+        if taken:
+            raise OutputExistsError(f"{out} already holds {', '.join(taken)}; pass --force to replace them")
+    if args.max_points < 1:
+        raise UsageError(f"--max-points must be at least 1, got {args.max_points}")
+    paths = plot_run(args.run, out, max_points=args.max_points)
     print("wrote " + " ".join(str(p) for p in paths))
     return 0
 
 
+def _truth(path: str) -> dict[str, np.ndarray]:
+    """The true parameters stored by `data bars`, checked."""
+    from probmod.io import open_hdf5, safe_datasets
+
+    from .io import DataError
+
+    with open_hdf5(path, "truth file (written by `data bars`)") as f:
+        try:
+            truth = {k[6:]: np.asarray(v[()]) for k, v in safe_datasets(f).items() if k.startswith("truth/")}
+        except (OSError, RuntimeError) as err:
+            raise DataError(f"{path}: unreadable ({err})") from None
+    if not {"W", "pi", "sigma"} <= set(truth):
+        raise DataError(f"{path} holds no true parameters truth/W, truth/pi, truth/sigma (write it with `data bars`)")
+    W = truth["W"]
+    if W.ndim != 2 or W.size == 0 or not np.issubdtype(W.dtype, np.number) or not np.all(np.isfinite(W)):
+        raise DataError(f"{path}: truth/W has shape {W.shape} and dtype {W.dtype}; expected a finite (D, H) array")
+    for k in ("pi", "sigma", "mu"):
+        if k in truth and (not np.issubdtype(truth[k].dtype, np.number) or not np.all(np.isfinite(truth[k]))):
+            raise DataError(f"{path}: truth/{k} is not a finite number")
+    return truth
+
+
 def cmd_match(args) -> int:
-    import h5py
-
     from .data import greedy_match
-    from .io import DataError, load_results
+    from .io import load_results
 
-    try:
-        res = load_results(args.run)
-    except DataError as err:
-        raise CLIError(str(err)) from None
-    if not Path(args.truth).exists():
-        raise CLIError(f"truth file {args.truth} does not exist")
-    with h5py.File(args.truth, "r") as f:
-        if "truth" not in f:
-            raise CLIError(f"{args.truth} holds no true parameters (write it with `data bars`)")
-        truth = {k: np.asarray(v[()]) for k, v in f["truth"].items()}
+    res = load_results(args.run)
+    truth = _truth(args.truth)
     model = res["config"]["model"]
     W, Wt = res["W"][-1], truth["W"]
-    if model == "gsc":
+    if model == "gsc" and "mu" in res:
         W, Wt = W * res["mu"][-1], Wt * truth.get("mu", 1.0)
     if W.shape[0] != Wt.shape[0]:
-        raise CLIError(f"the run's W has {W.shape[0]} rows but the truth has {Wt.shape[0]}")
+        raise ModelMismatchError(f"the run's W has {W.shape[0]} rows but the truth in {args.truth} has "
+                                 f"{Wt.shape[0]}: they describe different data")
     match, mae = greedy_match(W, Wt, up_to_sign=(model == "tsc"))
     found = int(np.sum(mae < args.tol))
-    pi, sigma = float(res["pi"][-1]), float(res["sigma"][-1])
+    pi, sigma = float(np.mean(res["pi"][-1])), float(np.mean(res["sigma"][-1]))
     print(" ".join(f"bar{j}<-W[:,{i}] mae={e:.3f}" for j, (i, e) in enumerate(zip(match, mae))))
     print(f"recovered {found}/{Wt.shape[1]} bars (max MAE {np.max(mae):.3f}, tol {args.tol}); "
-          f"pi={pi:.3f} (true {float(truth['pi']):.3f}), sigma={sigma:.3f} (true {float(truth['sigma']):.3f})")
+          f"pi={pi:.3f} (true {float(np.mean(truth['pi'])):.3f}), "
+          f"sigma={sigma:.3f} (true {float(np.mean(truth['sigma'])):.3f})")
     return 0 if found == Wt.shape[1] else 1
 
 
+def _dispatch(args) -> int:
+    if args.command == "train":
+        return cmd_train(args)
+    if args.command == "bars" or (args.command == "data" and args.kind == "bars"):
+        return cmd_bars(args)
+    if args.command == "data" and args.kind == "patches":
+        return cmd_patches(args)
+    if args.command == "plot":
+        return cmd_plot(args)
+    return cmd_match(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        if args.cmd == "train":
-            return cmd_train(args)
-        if args.cmd == "bars" or (args.cmd == "data" and args.kind == "bars"):
-            return cmd_bars(args)
-        if args.cmd == "data" and args.kind == "patches":
-            return cmd_patches(args)
-        if args.cmd == "plot":
-            return cmd_plot(args)
-        if args.cmd == "match":
-            return cmd_match(args)
-    except CLIError as err:
-        print(f"sparsecoding: error: {err}", file=sys.stderr)
-        return 2
-    return 2
+    """Entry point of ``sparsecoding`` and ``python -m sparsecoding``; returns the exit status.
+
+    Example:
+        >>> import tempfile, os
+        >>> main(["data", "bars", "-o", os.path.join(tempfile.mkdtemp(), "bars.h5"), "--N", "10"])  # doctest: +ELLIPSIS
+        wrote 10 bars samples (5x5, H=10, model bsc) to .../bars.h5
+        0
+    """
+    return run(PROG, _dispatch, _parser(), argv)

@@ -17,10 +17,12 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from probmod.errors import NumericalError
+
 from .parallel import SerialComm, bcast_params, chunked_sum, n_chunks
 from .truncation import Block, n_use
 
-__all__ = ["parse_anneal", "Schedule", "run_em", "EMResult", "data_moments"]
+__all__ = ["parse_anneal", "Schedule", "run_em", "EMResult", "data_moments", "require_finite"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,16 @@ def data_moments(chunks: dict[int, np.ndarray], N: int, D: int, chunk_size: int,
     return mean, var
 
 
+def require_finite(params: dict[str, np.ndarray], loglik, where: str) -> None:
+    """Raise :class:`~probmod.errors.NumericalError` naming ``where`` if a parameter or the log-likelihood is not finite."""
+    bad = [k for k in sorted(params) if not np.all(np.isfinite(params[k]))]
+    if loglik is not None and not np.isfinite(loglik):
+        bad.append("log-likelihood")
+    if bad:
+        raise NumericalError(f"{where} gave non-finite {', '.join(bad)}; the data may be too large or too small in "
+                             f"magnitude (rescale it, e.g. to unit variance)")
+
+
 def run_em(
     model,
     chunks: dict[int, np.ndarray],
@@ -138,14 +150,23 @@ def run_em(
         W_noise: standard deviation of Gaussian noise added to W after each
             M-step while annealing, falling linearly to 0 where annealing ends
             (drawn from ``(seed, step)``, so it is the same on every rank and on resume).
+
+    Raises:
+        LimitError: the model's memory estimate exceeds its ``max_memory``
+            (checked before any table is built).
+        UsageError: ``params`` fail the model's :meth:`check_params`.
+        NumericalError: the initialisation or an EM step produced NaN or infinite
+            parameters or log-likelihood; the message names the step. Every rank
+            holds the same parameters, so every rank raises it at the same step.
     """
     # small matrix products: one BLAS thread is faster than several (and ranks add parallelism)
     limiter = threadpool_limits(limits=1, user_api="blas")
+    # overflow shows up as inf/NaN, which require_finite reports with the step; numpy's warnings would only repeat it
     try:
-        return _run_em(model, chunks, N=N, D=D, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, seed=seed,
-                       W_noise=W_noise,
-                       comm=comm, params=params, start_step=start_step, history=history, on_step=on_step,
-                       progress=progress)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return _run_em(model, chunks, N=N, D=D, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, seed=seed,
+                           W_noise=W_noise, comm=comm, params=params, start_step=start_step, history=history,
+                           on_step=on_step, progress=progress)
     finally:
         limiter.restore_original_limits()
 
@@ -154,13 +175,17 @@ def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, W_noise, c
             on_step, progress) -> EMResult:
     comm = comm or SerialComm()
     schedule = parse_anneal(anneal)
+    model.check_memory(N, D, ranks=comm.size)
     et = model.engine()
     H = int(model.H)
     C = n_chunks(N, int(model.chunk_size))
     if params is None:
         mean, var = data_moments(chunks, N, D, int(model.chunk_size), comm)
         params = model.init_params(D, mean, var, np.random.default_rng(seed))
-    params = bcast_params({k: np.asarray(v, dtype=np.float64) for k, v in params.items()}, comm)
+        require_finite(params, None, "the initialisation (from the data's mean and variance)")
+    else:
+        params = model.check_params(params, D, source="starting parameters")
+    params = bcast_params(params, comm)
     history = {k: list(v) for k, v in (history or {}).items()}
 
     bar = None
@@ -221,7 +246,8 @@ def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, W_noise, c
         noise = W_noise * schedule.progress_left(t, steps)
         if noise > 0:  # annealed parameter noise, drawn from (seed, step): the same on every rank and on resume
             new = model.perturb(new, noise, np.random.default_rng([seed, t]))
-        params = bcast_params({k: np.asarray(v, dtype=np.float64) for k, v in new.items()}, comm)
+        params = bcast_params(new, comm)
+        require_finite(params, common["loglik"], f"EM step {t} (T={T:g})")
         row = {"step": t, "T": T, "N_use": N_use, "loglik": float(common["loglik"]) / N,
                "wall_time": time.perf_counter() - t0, **params}
         for k, v in row.items():

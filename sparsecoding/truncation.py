@@ -44,6 +44,8 @@ __all__ = [
     "select_candidates",
     "ExpectationTruncation",
     "logsumexp",
+    "full_states",
+    "exact_log_marginal",
 ]
 
 
@@ -249,6 +251,44 @@ class ExpectationTruncation:
             n_active += float(w @ self._nnz[i])
             counts += w @ self._value_counts[i]
         return {"n_active": np.array(n_active), "value_counts": counts}
+
+
+def full_states(H: int, values: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """States ``start .. stop-1`` of the full space, where every cause takes 0 or one of ``values``.
+
+    State ``i`` is ``i`` written in base ``1 + len(values)`` (cause 0 the lowest
+    digit). Returns the digits (n, H), 0 for an inactive cause, and the state values.
+
+    Example:
+        >>> full_states(2, np.array([1.0]), 0, 4)[1].tolist()
+        [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+    """
+    allv = np.concatenate([[0.0], np.asarray(values, dtype=np.float64)])
+    base = len(allv) ** np.arange(H, dtype=np.int64)
+    digits = (np.arange(start, stop, dtype=np.int64)[:, None] // base) % len(allv)
+    return digits, allv[digits]
+
+
+def exact_log_marginal(model, params: dict, Y: np.ndarray, obs: np.ndarray | None = None) -> np.ndarray:
+    """``log p(y_n) = log sum_s p(y_n, s)`` over every latent state, by enumeration in blocks of states.
+
+    The exact counterpart of :meth:`ExpectationTruncation.log_marginal`; its cost
+    grows as ``(1 + V)**H``, so callers bound ``H`` first.
+    """
+    values = np.asarray(model.nonzero_values(), dtype=np.float64)
+    H, D = params["W"].shape[1], params["W"].shape[0]
+    log_p0, log_pv = model.log_prior_values(params)
+    log_prior = np.concatenate([[log_p0], np.atleast_1d(log_pv)])
+    total = (1 + len(values)) ** H
+    n = Y.shape[0]
+    # states per block: keep the model's (n, states, slots, width) work arrays to a few million floats
+    step = max(1, int(2**21 // max(1.0, n * H * model.slot_width(H, D))))
+    parts = []
+    for start in range(0, total, step):
+        digits, S = full_states(H, values, start, min(total, start + step))
+        lj = model.log_lik(params, Y, obs, None, S) + log_prior[digits].sum(axis=1)
+        parts.append(logsumexp(np.broadcast_to(lj, (n, len(S))), axis=1))
+    return logsumexp(np.stack(parts, axis=1), axis=1)
 
 
 # ---------------------------------------------------------------------------

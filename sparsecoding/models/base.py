@@ -1,29 +1,51 @@
-"""The common face of the sparse coding models: a Distribution and an sklearn-like estimator.
+"""The common face of the sparse coding models: a Distribution and a scikit-learn estimator.
 
 A model subclass supplies only its equations:
 
 * ``nonzero_values`` and ``log_prior_values``: the state space and the prior;
 * ``log_lik(params, Y, obs, idx, vals)``: ``log p(y | s)`` for a block of states;
 * ``new_stats`` / ``accumulate`` / ``m_step``: sufficient statistics and updates;
-* ``init_params`` and ``generate``.
+* ``init_params`` and ``generate``;
+* ``stat_size``, ``param_size`` and ``slot_width``: sizes for the memory estimate.
 
 Candidate selection, state enumeration, normalisation, annealing, data
 truncation, chunked reduction across MPI ranks and checkpoints live in
 :mod:`sparsecoding.truncation` and :mod:`sparsecoding.em`.
+
+The estimator contract is scikit-learn's: ``__init__`` stores hyperparameters
+only; ``fit`` validates them and sets the fitted attributes, which end in
+``_`` (``components_``, ``pi_``, ``sigma_``, ``params_``, ``n_iter_``,
+``converged_``, ``history_``, ``n_features_in_``).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from probcirc.distribution import Distribution, check_mask
+from probmod.distribution import Distribution, check_mask
+from probmod.errors import LimitError, ProbmodError, UsageError
+from probmod.estimator import ConvergenceWarning, Estimator, check_is_fitted, check_random_state
 
-from ..truncation import ExpectationTruncation, truncation_factors
+from ..truncation import ExpectationTruncation, exact_log_marginal, truncation_factors
+from .checks import format_size, memory_estimate, parse_size, require
 
-__all__ = ["SparseCodingModel"]
+__all__ = ["SparseCodingModel", "ExactIntractableError", "EXACT_STATES_LIMIT"]
+
+#: ``log_prob`` enumerates every latent state when there are at most this many (2**12: BSC with H <= 12)
+EXACT_STATES_LIMIT = 2**12
+
+
+class ExactIntractableError(UsageError, NotImplementedError):
+    """``log_prob`` was asked for a model with too many latent states to enumerate exactly.
+
+    A :class:`~probmod.errors.UsageError` (exit code 2) that is also a
+    ``NotImplementedError``, as the :class:`~probmod.distribution.Distribution`
+    interface raises for queries a model cannot answer exactly.
+    """
 
 
 def _sample_shape(sample_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -32,17 +54,30 @@ def _sample_shape(sample_shape: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(s) for s in sample_shape)
 
 
-class SparseCodingModel(Distribution):
-    """Base class of BSC, TSC, DSC, MCA, MMCA and GSC.
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def converged(history: dict[str, np.ndarray], tol: float) -> bool:
+    """Whether the last EM step, at T = 1, changed the mean truncated log-likelihood ℓ by at most ``tol * max(1, |ℓ|)``."""
+    ll, T = np.asarray(history.get("loglik", [])), np.asarray(history.get("T", []))
+    if len(ll) < 2 or T[-1] != 1.0 or T[-2] != 1.0:
+        return False
+    return bool(abs(ll[-1] - ll[-2]) <= tol * max(1.0, abs(ll[-1])))
+
+
+class SparseCodingModel(Estimator, Distribution):
+    """Base class of BSC, TSC, DSC, MCA, MMCA and GSC: a scikit-learn estimator and a Distribution.
 
     Args:
         H: number of latent causes (dictionary elements).
         Hprime: candidate causes kept per data point by Expectation Truncation
-            (default ``min(H, 8)``).
-        gamma: most causes active at once in a truncated state (default ``min(Hprime, 5)``).
-        steps: EM iterations run by :meth:`fit`.
-        anneal: temperature schedule, e.g. ``"5:1@0.8"`` (T from 5 to 1 over the
-            first 80% of the steps) or ``"1"`` (no annealing).
+            (None: ``min(H, 8)``).
+        gamma: most causes active at once in a truncated state (None: ``min(Hprime, 5)``).
+        steps: EM steps run by :meth:`fit` (always all of them: the annealing
+            schedule is laid out over them).
+        anneal: temperature schedule, e.g. ``"2:1@0.6"`` (T from 2 to 1 over the
+            first 60% of the steps) or ``"1"`` (no annealing).
         Ncut_factor: data truncation in [0, 1]: keep the
             ``N (1 - (1 - A) Ncut_factor)`` points best explained by their
             truncated state sets (``A = P(|s| <= gamma)`` under the prior).
@@ -50,12 +85,20 @@ class SparseCodingModel(Distribution):
             decreasing linearly to 0 where annealing ends (helps escape local optima).
         chunk_size: data points per chunk; statistics are summed per chunk in a
             fixed order, so results do not depend on the number of MPI ranks.
-        seed: seed of the parameter initialisation.
-        **params: known parameters (e.g. ``W``, ``pi``, ``sigma``) to use the
-            model as a fixed generative model or as the EM starting point.
+        tol: ``converged_`` is True when the last step, at T = 1, changed the mean
+            truncated log-likelihood per point ℓ by at most ``tol * max(1, |ℓ|)``;
+            otherwise :meth:`fit` warns with :class:`~probmod.estimator.ConvergenceWarning`.
+        max_memory: the most memory (bytes, or a size such as ``"16GiB"``) a fit may
+            need per rank, by :meth:`check_memory`'s estimate; None for no limit.
+        warm_start: start :meth:`fit` from the current ``params_`` (from an earlier
+            fit or :meth:`from_params`) instead of a fresh initialisation.
+        random_state: seed of the initialisation and of the annealing noise: None
+            for fresh randomness, an int for a reproducible fit (the command line's
+            ``--seed``), or a numpy Generator.
 
-    The fitted parameters are in :attr:`params` (numpy arrays, float64) and
-    are also reachable as attributes (``model.W``, ``model.pi``, ...).
+    The defaults are the command line's (``sparsecoding train``), which reads them from here.
+    Known parameters (a fixed generative model, or an EM starting point with
+    ``warm_start=True``) are given through :meth:`from_params`.
     """
 
     name = "base"
@@ -68,13 +111,15 @@ class SparseCodingModel(Distribution):
         Hprime: int | None = None,
         gamma: int | None = None,
         *,
-        steps: int = 50,
-        anneal: str = "1",
+        steps: int = 100,
+        anneal: str = "2:1@0.6",
         Ncut_factor: float = 0.0,
         W_noise: float = 0.0,
         chunk_size: int = 256,
-        seed: int = 0,
-        **params: Any,
+        tol: float = 1e-4,
+        max_memory: float | str | None = "8GiB",
+        warm_start: bool = False,
+        random_state: int | np.random.Generator | None = None,
     ):
         self.H = H
         self.Hprime = Hprime
@@ -84,28 +129,63 @@ class SparseCodingModel(Distribution):
         self.Ncut_factor = Ncut_factor
         self.W_noise = W_noise
         self.chunk_size = chunk_size
-        self.seed = seed
-        unknown = set(params) - set(self.param_names)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__} got unknown parameter(s) {sorted(unknown)}; "
-                f"its parameters are {list(self.param_names)}"
-            )
-        self.params: dict[str, np.ndarray] = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
-        self.history_: dict[str, np.ndarray] | None = None
+        self.tol = tol
+        self.max_memory = max_memory
+        self.warm_start = warm_start
+        self.random_state = random_state
 
-    # -- parameter access ---------------------------------------------------
-    def __getattr__(self, name: str) -> Any:
-        if name in type(self).param_names and "params" in self.__dict__:
-            if name not in self.__dict__["params"]:
-                raise AttributeError(f"{type(self).__name__}.{name} is not set; call fit() or pass {name}=...")
-            return self.__dict__["params"][name]
-        raise AttributeError(name)
+    @classmethod
+    def from_params(cls, **kwargs: Any) -> "SparseCodingModel":
+        """A model with known parameters, ready for ``sample``, ``log_prob``, ``transform`` or a warm-started fit.
+
+        Keywords named in :attr:`param_names` are parameters (validated by
+        :meth:`check_params`); the others are hyperparameters. ``H`` defaults
+        to the number of columns of ``W``.
+
+        Example:
+            >>> import numpy as np
+            >>> from sparsecoding import BSC
+            >>> m = BSC.from_params(W=np.eye(3), pi=0.2, sigma=0.5)
+            >>> m.components_.shape, m.pi_, m.H
+            ((3, 3), 0.2, 3)
+        """
+        params = {k: kwargs.pop(k) for k in list(kwargs) if k in cls.param_names}
+        unknown = set(kwargs) - set(cls._param_names())
+        if unknown:
+            raise UsageError(f"{cls.__name__}.from_params got unknown keyword(s) {sorted(unknown)}; parameters are "
+                             f"{list(cls.param_names)}, hyperparameters {cls._param_names()}")
+        if "H" not in kwargs and np.ndim(params.get("W")) == 2:
+            kwargs["H"] = int(np.shape(params["W"])[1])
+        model = cls(**kwargs)
+        model.check_hyper()
+        model.params_ = model.check_params(params)
+        model.n_features_in_ = int(model.params_["W"].shape[0])
+        return model
+
+    # -- fitted attributes ----------------------------------------------------
+    def _param(self, name: str) -> np.ndarray:
+        check_is_fitted(self, "params_")
+        return self.params_[name]
+
+    @property
+    def components_(self) -> np.ndarray:
+        """The dictionary as rows, (H, D), like scikit-learn's dictionary learners: ``W.T``."""
+        return self._param("W").T
+
+    @property
+    def pi_(self) -> float:
+        """The probability that a cause is active (non-zero)."""
+        return float(self._param("pi"))
+
+    @property
+    def sigma_(self) -> float:
+        """The standard deviation of the Gaussian observation noise."""
+        return float(self._param("sigma"))
 
     @property
     def event_shape(self) -> torch.Size:  # type: ignore[override]
-        W = self.params.get("W")
-        return torch.Size(() if W is None else (W.shape[0],))
+        params = getattr(self, "params_", None)
+        return torch.Size(() if params is None else (params["W"].shape[0],))
 
     @property
     def support(self) -> str:
@@ -144,6 +224,18 @@ class SparseCodingModel(Distribution):
     def init_params(self, D: int, mean: np.ndarray, var: np.ndarray, rng: np.random.Generator) -> dict:
         raise NotImplementedError
 
+    def stat_size(self, H: int, D: int) -> int:
+        """Number of floats in :meth:`new_stats` (for the memory estimate)."""
+        raise NotImplementedError
+
+    def param_size(self, H: int, D: int) -> int:
+        """Number of floats in the parameters (for the memory estimate of the history)."""
+        return D * H + 2
+
+    def slot_width(self, Hprime: int, D: int) -> float:
+        """Floats the E-step keeps per data point, state and candidate slot (for the memory estimate)."""
+        return 1.0
+
     def sample_states(self, params: dict, n: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``n`` latent state vectors from the prior: (n, H)."""
         log_p0, log_pv = self.log_prior_values(params)
@@ -170,7 +262,7 @@ class SparseCodingModel(Distribution):
         pi = E * float(common["n_active"]) / (N_use * H)
         return float(np.clip(pi, 1e-6, 1 - 1e-6))
 
-    # -- estimator ----------------------------------------------------------------
+    # -- validation -----------------------------------------------------------------
     @property
     def _Hprime(self) -> int:
         return int(self.Hprime) if self.Hprime is not None else min(int(self.H), 8)
@@ -180,131 +272,226 @@ class SparseCodingModel(Distribution):
         return int(self.gamma) if self.gamma is not None else min(self._Hprime, 5)
 
     def check_hyper(self) -> None:
-        """Validate the hyperparameters; raise ValueError saying what to change."""
-        if not isinstance(self.H, (int, np.integer)) or self.H < 1:
-            raise ValueError(f"H must be a positive integer, got {self.H!r}")
-        if not isinstance(self._Hprime, (int, np.integer)) or self._Hprime < 1:
-            raise ValueError(f"Hprime must be a positive integer, got {self.Hprime!r}")
-        if self._Hprime > self.H:
-            raise ValueError(f"Hprime={self._Hprime} exceeds H={self.H}; choose Hprime <= H")
-        if self._gamma < 1:
-            raise ValueError(f"gamma must be at least 1, got {self.gamma!r}")
-        if self._gamma > self._Hprime:
-            raise ValueError(f"gamma={self._gamma} exceeds Hprime={self._Hprime}; choose gamma <= Hprime")
-        if not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
-        if float(self.W_noise) < 0:
-            raise ValueError(f"W_noise must be >= 0, got {self.W_noise!r}")
-        if not 0.0 <= float(self.Ncut_factor) <= 1.0:
-            raise ValueError(f"Ncut_factor must lie in [0, 1], got {self.Ncut_factor!r}")
-        if not isinstance(self.chunk_size, (int, np.integer)) or self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
+        """Validate the hyperparameters; raise :class:`~probmod.errors.UsageError` saying what to change."""
         from ..em import parse_anneal
 
-        parse_anneal(self.anneal)
+        require(_is_int(self.H) and self.H >= 1, f"H must be a positive integer, got {self.H!r}")
+        for name in ("Hprime", "gamma"):
+            v = getattr(self, name)
+            require(v is None or (_is_int(v) and v >= 1), f"{name} must be a positive integer or None, got {v!r}")
+        require(self._Hprime <= self.H, f"Hprime={self._Hprime} exceeds H={self.H}; choose Hprime <= H")
+        require(self._gamma <= self._Hprime, f"gamma={self._gamma} exceeds Hprime={self._Hprime}; choose gamma <= Hprime")
+        require(_is_int(self.steps) and self.steps >= 1, f"steps must be a positive integer, got {self.steps!r}")
+        require(_is_int(self.chunk_size) and self.chunk_size >= 1,
+                f"chunk_size must be a positive integer, got {self.chunk_size!r}")
+        for name, lo, hi in (("W_noise", 0.0, np.inf), ("Ncut_factor", 0.0, 1.0), ("tol", 0.0, np.inf)):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and lo <= v <= hi
+            require(ok, f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+        require(isinstance(self.warm_start, (bool, np.bool_)), f"warm_start must be True or False, got {self.warm_start!r}")
+        rs = self.random_state
+        require(rs is None or _is_int(rs) or isinstance(rs, np.random.Generator),
+                f"random_state must be None, an int or a numpy Generator, got {type(rs).__name__}")
+        parse_size(self.max_memory)
+        try:
+            parse_anneal(self.anneal)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+
+    def check_params(self, params: dict, D: int | None = None, *, error: type[ProbmodError] = UsageError,
+                     source: str = "parameters") -> dict[str, np.ndarray]:
+        """Validate parameter values (set by hand or loaded from a checkpoint); return them as C-ordered float64.
+
+        Checks that every parameter in :attr:`param_names` is present, numeric and
+        finite, that ``W`` is (D, H), ``0 < pi <= 1`` and ``sigma > 0``, plus the
+        model's own constraints (MCA: ``W >= 0``; DSC: ``prior`` a distribution;
+        GSC: ``Psi`` symmetric positive definite). Raises ``error`` (e.g.
+        :class:`~probmod.errors.FormatError` for a checkpoint) with ``source`` in the message.
+
+        Example:
+            >>> import numpy as np
+            >>> from sparsecoding import BSC
+            >>> BSC(H=2).check_params({"W": np.ones((3, 2)), "pi": 2.0, "sigma": 1.0})
+            Traceback (most recent call last):
+            ...
+            probmod.errors.UsageError: parameters: pi must lie in (0, 1], got 2.0
+        """
+        missing = [k for k in self.param_names if k not in params]
+        require(not missing, f"{source}: missing {missing}; {type(self).__name__} needs {list(self.param_names)}", error)
+        out: dict[str, np.ndarray] = {}
+        for k in self.param_names:
+            try:
+                v = np.array(params[k], dtype=np.float64, order="C")
+            except (TypeError, ValueError):
+                raise error(f"{source}: {k} is not numeric") from None
+            require(bool(np.all(np.isfinite(v))), f"{source}: {k} contains NaN or infinity", error)
+            out[k] = v
+        H, W = int(self.H), out["W"]
+        require(W.ndim == 2 and W.shape[1] == H and (D is None or W.shape[0] == D),
+                f"{source}: W must have shape ({'D' if D is None else D}, {H}), got {W.shape}", error)
+        pi, sigma = out["pi"], out["sigma"]
+        require(pi.shape == () and 0.0 < pi <= 1.0, f"{source}: pi must lie in (0, 1], got {pi.tolist()}", error)
+        require(sigma.shape == () and sigma > 0.0, f"{source}: sigma must be positive, got {sigma.tolist()}", error)
+        self._check_own_params(out, error, source)
+        return out
+
+    def _check_own_params(self, params: dict, error: type[ProbmodError], source: str) -> None:
+        """Model-specific parameter constraints (subclasses)."""
+
+    def check_memory(self, N: int, D: int, ranks: int = 1, fitting: bool = True) -> float:
+        """Estimated bytes per rank for ``N`` points of ``D`` dimensions; raise LimitError over ``max_memory``.
+
+        Called before anything large is allocated: ``H=18000`` on 5x5 images
+        would need a 2.6 GB singleton state table, a 2.6 GB ``WᵀW`` and chunk
+        tables of several gigabytes. See :func:`~sparsecoding.models.checks.memory_estimate`.
+
+        Example:
+            >>> from sparsecoding import BSC
+            >>> BSC(H=18000).check_memory(1000, 25)
+            Traceback (most recent call last):
+            ...
+            probmod.errors.LimitError: BSC(H=18000, ...
+        """
+        self.check_hyper()
+        limit = parse_size(self.max_memory)
+        parts = memory_estimate(self, N, D, ranks, fitting)
+        total = sum(parts.values())
+        if total > limit:
+            raise LimitError(
+                f"{type(self).__name__}(H={self.H}, Hprime={self._Hprime}, gamma={self._gamma}, "
+                f"chunk_size={self.chunk_size}) on {N} points of {D} dimensions would need about "
+                f"{format_size(total)} per rank (state tables and W {format_size(parts['tables'])}, chunk buffers "
+                f"{format_size(parts['chunk'])}, reduction and history {format_size(parts['reduction'])}), over "
+                f"max_memory={format_size(limit)}; lower H, Hprime, gamma or chunk_size, or raise max_memory "
+                f"(command line: --max-memory)")
+        return total
 
     def engine(self) -> ExpectationTruncation:
-        """The Expectation Truncation engine for this model's ``H, Hprime, gamma``."""
+        """The Expectation Truncation engine for this model's ``H, Hprime, gamma`` (built once per setting)."""
         self.check_hyper()
-        return ExpectationTruncation(self, int(self.H), self._Hprime, self._gamma)
+        key = (int(self.H), self._Hprime, self._gamma, self.nonzero_values().tobytes())
+        cached = self.__dict__.get("_engine")
+        if cached is None or cached[0] != key:
+            cached = (key, ExpectationTruncation(self, *key[:3]))
+            self.__dict__["_engine"] = cached
+        return cached[1]
 
-    def _check_data(self, Y: Any, name: str = "Y") -> np.ndarray:
+    def _check_data(self, Y: Any, name: str = "Y", reset: bool = False) -> np.ndarray:
+        if hasattr(Y, "toarray") or type(Y).__module__.startswith("scipy.sparse"):
+            raise TypeError(f"{name} is a sparse matrix; {type(self).__name__} needs dense data: pass {name}.toarray()")
         if isinstance(Y, torch.Tensor):
             Y = Y.detach().cpu().numpy()
-        Y = np.asarray(Y, dtype=np.float64)
+        if np.iscomplexobj(Y):
+            raise UsageError(f"Complex data not supported: {name} has complex values")
+        try:
+            Y = np.asarray(Y, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"{name} must be numeric: {err}") from None
         if Y.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {Y.shape}; reshape it")
-        if Y.shape[0] < 1:
-            raise ValueError(f"{name} has no rows")
+            raise UsageError(f"{name} must be a 2-D array (n_samples, n_features), got shape {Y.shape}; reshape it")
+        for axis, what in ((0, "sample(s)"), (1, "feature(s)")):
+            if Y.shape[axis] < 1:
+                raise UsageError(f"Found array with 0 {what} (shape={Y.shape}) while a minimum of 1 is required.")
         if not np.all(np.isfinite(Y)):
-            raise ValueError(f"{name} contains NaN or inf; remove or impute those rows")
-        W = self.params.get("W")
-        if W is not None and W.shape[0] != Y.shape[1]:
-            raise ValueError(f"{name} has {Y.shape[1]} features but the model's W has {W.shape[0]} rows")
+            raise UsageError(f"{name} contains NaN or infinity; remove or impute those rows")
+        expected = None if reset else getattr(self, "n_features_in_", None)
+        if expected is not None and Y.shape[1] != expected:
+            raise UsageError(f"{name} has {Y.shape[1]} features, but {type(self).__name__} is expecting "
+                             f"{expected} features as input")
         return Y
 
-    def _check_fitted(self) -> None:
-        missing = [k for k in self.param_names if k not in self.params]
-        if missing:
-            raise RuntimeError(f"{type(self).__name__} has no {missing}; call fit() or pass them to the constructor")
+    # -- estimator ----------------------------------------------------------------
+    def _seed(self, comm) -> int:
+        """The integer seed of this fit: ``random_state`` itself for an int, else drawn (the same on every rank)."""
+        if _is_int(self.random_state):
+            return int(self.random_state)
+        seed = np.array([check_random_state(self.random_state).integers(2**62)], dtype=np.int64)
+        return int((comm.bcast(seed) if comm.size > 1 else seed)[0])
 
-    def fit(self, Y: Any, comm=None, progress: bool = False) -> "SparseCodingModel":
-        """Learn the parameters from data ``Y`` (N, D) with truncated EM.
+    def fit(self, Y: Any, y: None = None, *, comm=None, progress: bool = False) -> "SparseCodingModel":
+        """Learn the parameters from data ``Y`` (N, D) with ``steps`` steps of truncated EM; returns ``self``.
 
-        When all parameters are already set (constructor keywords or an earlier
-        fit) they are the starting point; otherwise they are initialised from
-        ``seed``. ``comm`` may be an mpi4py communicator: every rank passes the
-        same full ``Y`` and works on its own chunks (the command line instead
-        reads one slice per rank); by default the fit runs serially.
+        The start is drawn from ``random_state`` (or, with ``warm_start``, is the
+        current ``params_``). ``comm`` may be an mpi4py communicator: every rank
+        passes the same full ``Y`` and works on its own chunks (the command line
+        instead reads one slice per rank); by default the fit runs serially.
+        ``y`` is ignored (scikit-learn's signature).
+
+        Raises:
+            UsageError: bad hyperparameters or data.
+            LimitError: the estimated memory exceeds ``max_memory``.
+            NumericalError: a step produced NaN or infinite parameters (e.g. data of
+                enormous magnitude); the message names the step.
         """
         from ..em import run_em
         from ..parallel import as_comm, local_chunks_from_array
 
         self.check_hyper()
-        Y = self._check_data(Y)
+        Y = self._check_data(Y, reset=True)
         comm = as_comm(comm)
         N, D = Y.shape
-        chunks = local_chunks_from_array(Y, self.chunk_size, comm.rank, comm.size)
-        params = dict(self.params) if all(k in self.params for k in self.param_names) else None
-        result = run_em(
-            self,
-            chunks,
-            N=N,
-            D=D,
-            steps=int(self.steps),
-            anneal=self.anneal,
-            Ncut_factor=float(self.Ncut_factor),
-            seed=int(self.seed),
-            W_noise=float(self.W_noise),
-            comm=comm,
-            params=params,
-            progress=progress,
-        )
-        self.params = result.params
+        start = None
+        if self.warm_start and getattr(self, "params_", None) is not None:
+            start = self.check_params(self.params_, D, source="warm start (params_)")
+        chunks = local_chunks_from_array(Y, int(self.chunk_size), comm.rank, comm.size)
+        result = run_em(self, chunks, N=N, D=D, steps=int(self.steps), anneal=self.anneal,
+                        Ncut_factor=float(self.Ncut_factor), seed=self._seed(comm), W_noise=float(self.W_noise),
+                        comm=comm, params=start, progress=progress)
+        self.params_ = result.params
         self.history_ = result.history
+        self.n_features_in_ = D
+        self.n_iter_ = int(self.steps)
+        self.converged_ = converged(result.history, float(self.tol))
+        if not self.converged_:
+            warnings.warn(f"{type(self).__name__} did not converge in {self.steps} steps: the last step changed the "
+                          f"truncated log-likelihood by more than tol={self.tol:g} (or ran at T > 1); "
+                          f"increase steps", ConvergenceWarning, stacklevel=2)
         return self
 
-    def _blocks(self, Y: np.ndarray, mask=None):
-        et = self.engine()
-        obs = None if mask is None else (~np.asarray(mask, dtype=bool)).astype(np.float64)
-        Yc = Y if obs is None else np.where(obs > 0, Y, 0.0)
-        return et, et.blocks(self.params, Yc, obs), Yc
+    def fit_transform(self, Y: Any, y: None = None, **fit_params: Any) -> np.ndarray:
+        """``fit(Y)`` then ``transform(Y)``: the codes of the training data, (N, H)."""
+        return self.fit(Y, **fit_params).transform(Y)
 
-    def log_likelihood(self, Y: Any) -> float:
+    def _chunks(self, Y: np.ndarray):
+        """Row slices of ``chunk_size`` (chunks, not data points, bound the E-step's memory)."""
+        step = int(self.chunk_size)
+        return (slice(start, start + step) for start in range(0, Y.shape[0], step))
+
+    def _ready(self, Y: np.ndarray) -> ExpectationTruncation:
+        self.check_memory(Y.shape[0], Y.shape[1], fitting=False)
+        return self.engine()
+
+    def _log_marginal(self, Y: np.ndarray, obs: np.ndarray | None = None) -> np.ndarray:
+        et = self._ready(Y)
+        out = np.empty(Y.shape[0])
+        for sl in self._chunks(Y):
+            out[sl] = et.log_marginal(et.blocks(self.params_, Y[sl], None if obs is None else obs[sl]))
+        return out
+
+    def score(self, Y: Any, y: None = None) -> float:
         """Mean truncated log-likelihood per data point, ``mean_n log sum_{s in S_n} p(y_n, s)``.
 
-        This is the Expectation-Truncation approximation (a lower bound of the
-        exact log-likelihood; equal to it when ``Hprime = gamma = H``).
+        A lower bound of the mean exact log-likelihood (equal to it when
+        ``Hprime = gamma = H``): the Expectation Truncation approximation that
+        EM maximises. Higher is better, as scikit-learn's ``score`` expects.
         """
-        self._check_fitted()
-        Y = self._check_data(Y)
-        return float(np.mean(self._log_marginal(Y)))
-
-    def _log_marginal(self, Y: np.ndarray, mask=None) -> np.ndarray:
-        out = np.empty(Y.shape[0])
-        step = int(self.chunk_size)
-        for start in range(0, Y.shape[0], step):  # chunks, not data points
-            sl = slice(start, start + step)
-            et, blocks, _ = self._blocks(Y[sl], None if mask is None else mask[sl])
-            out[sl] = et.log_marginal(blocks)
-        return out
+        check_is_fitted(self, "params_")
+        return float(np.mean(self._log_marginal(self._check_data(Y))))
 
     def transform(self, Y: Any, kind: str = "mean") -> np.ndarray:
         """Codes for ``Y``: posterior means of the latents (``kind="mean"``) or MAP states (``"map"``).
 
         Both use the truncated posterior at ``T = 1``. Returns an (n, H) array.
         """
-        self._check_fitted()
+        check_is_fitted(self, "params_")
         Y = self._check_data(Y)
         if kind not in ("mean", "map"):
-            raise ValueError(f"kind must be 'mean' or 'map', got {kind!r}")
+            raise UsageError(f"kind must be 'mean' or 'map', got {kind!r}")
+        et = self._ready(Y)
         out = np.empty((Y.shape[0], int(self.H)))
-        step = int(self.chunk_size)
-        for start in range(0, Y.shape[0], step):
-            sl = slice(start, start + step)
-            et, blocks, Yc = self._blocks(Y[sl])
-            post = et.posterior(blocks, 1.0)
-            out[sl] = self._code(Yc, blocks, post, kind)
+        for sl in self._chunks(Y):
+            blocks = et.blocks(self.params_, Y[sl])
+            out[sl] = self._code(Y[sl], blocks, et.posterior(blocks, 1.0), kind)
         return out
 
     def _code(self, Y, blocks, post, kind: str) -> np.ndarray:
@@ -323,42 +510,98 @@ class SparseCodingModel(Distribution):
             out[rows] = scatter_vec(b.vals[i[rows]], None if b.idx is None else b.idx[rows], H)
         return out
 
-    # -- Distribution interface ---------------------------------------------------
-    def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Truncated log-likelihood ``log sum_{s in S_n} p(x_n, s)`` per sample (a lower bound).
+    def __sklearn_tags__(self):
+        """scikit-learn's tags: an unsupervised transformer on dense 2-D float data (imported only when asked)."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
-        This is the Expectation-Truncation approximation, not the exact log
-        density (they coincide when ``Hprime = gamma = H``). Missing entries
-        (``mask`` True) are marginalised exactly given each state, since the
-        Gaussian noise factorises over dimensions; candidate selection then uses
-        the observed dimensions only.
-        """
-        self._check_fitted()
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags(preserves_dtype=["float64"]),
+                    input_tags=InputTags(two_d_array=True, allow_nan=False, sparse=False))
+
+    # -- Distribution interface ---------------------------------------------------
+    def _event_rows(self, x: Any, mask: Any) -> tuple[np.ndarray, np.ndarray | None, torch.Size, torch.dtype]:
+        """``x`` as float64 rows (missing entries zeroed), the observed-entry weights, the batch shape and dtype."""
+        check_is_fitted(self, "params_")
         x = torch.as_tensor(x)
         mask = check_mask(x, mask)
-        D = self.params["W"].shape[0]
+        D = self.params_["W"].shape[0]
         if x.shape[-1:] != (D,):
-            raise ValueError(f"x must end in the event shape ({D},), got {tuple(x.shape)}")
-        batch = x.shape[:-1]
+            raise UsageError(f"x must end in the event shape ({D},), got {tuple(x.shape)}")
         Y = x.detach().cpu().reshape(-1, D).numpy().astype(np.float64)
         M = None if mask is None else mask.detach().cpu().reshape(-1, D).numpy()
-        if M is not None:
-            Y = np.where(M, 0.0, Y)
-        out = self._log_marginal(Y, M)
-        dtype = x.dtype if x.is_floating_point() else torch.float64
+        seen = np.isfinite(Y) if M is None else (np.isfinite(Y) | M)
+        if not seen.all():
+            raise UsageError("x has NaN or infinite entries that the mask does not mark missing; "
+                             "pass mask=torch.isnan(x) to marginalise them")
+        obs = None if M is None else (~M).astype(np.float64)
+        Y = Y if M is None else np.where(M, 0.0, Y)
+        return Y, obs, x.shape[:-1], (x.dtype if x.is_floating_point() else torch.float64)
+
+    def n_states(self) -> int:
+        """Number of latent states, ``(1 + number of non-zero values) ** H``."""
+        return (1 + len(self.nonzero_values())) ** int(self.H)
+
+    def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact log density ``log p(x) = log sum_s p(x, s)`` per sample, over every latent state.
+
+        Exact where the state space is small enough to enumerate: at most
+        :data:`EXACT_STATES_LIMIT` states (BSC, MCA, MMCA and GSC up to H = 12,
+        TSC up to H = 7). Missing entries (``mask`` True) are marginalised
+        exactly, since the Gaussian noise factorises over dimensions given the state.
+
+        Raises:
+            ExactIntractableError: for larger state spaces (a UsageError and a
+                NotImplementedError); use :meth:`log_prob_lower_bound` there.
+
+        Example:
+            >>> import numpy as np, torch
+            >>> from sparsecoding import BSC
+            >>> m = BSC.from_params(W=np.eye(2), pi=0.5, sigma=1.0)
+            >>> float(m.log_prob(torch.zeros(1, 2))[0]) < float(m.log_prob_lower_bound(torch.zeros(1, 2))[0]) + 1e-12
+            True
+        """
+        check_is_fitted(self, "params_")
+        total = self.n_states()
+        if total > EXACT_STATES_LIMIT:
+            raise ExactIntractableError(
+                f"{type(self).__name__} with H={self.H} has {total} latent states, more than the "
+                f"{EXACT_STATES_LIMIT} that log_prob enumerates exactly; use log_prob_lower_bound(x) for the "
+                f"truncated lower bound")
+        Y, obs, batch, dtype = self._event_rows(x, mask)
+        out = np.empty(Y.shape[0])
+        for sl in self._chunks(Y):
+            out[sl] = exact_log_marginal(self, self.params_, Y[sl], None if obs is None else obs[sl])
         return torch.as_tensor(out, dtype=dtype).reshape(batch)
 
-    def sample(self, sample_shape: int | Sequence[int] = ()) -> torch.Tensor:
-        """Draw data from the generative model (torch's global RNG seeds the draw)."""
-        self._check_fitted()
+    def log_prob_lower_bound(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Truncated log-likelihood ``log sum_{s in S_n} p(x_n, s)`` per sample: a lower bound of :meth:`log_prob`.
+
+        The Expectation Truncation approximation (equal to the exact value when
+        ``Hprime = gamma = H``); it scales to any H. Missing entries (``mask``
+        True) are marginalised exactly given each state; candidate selection
+        then uses the observed dimensions only.
+        """
+        Y, obs, batch, dtype = self._event_rows(x, mask)
+        return torch.as_tensor(self._log_marginal(Y, obs), dtype=dtype).reshape(batch)
+
+    def sample(self, sample_shape: int | Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw data from the generative model: shape ``sample_shape + (D,)``, float64.
+
+        With ``generator`` the draw comes from it alone (torch's global
+        generator is left untouched), so the same seed gives the same samples;
+        without one, torch's global generator seeds the draw.
+
+        Example:
+            >>> import numpy as np, torch
+            >>> from sparsecoding import BSC
+            >>> m = BSC.from_params(W=np.eye(2), pi=0.5, sigma=1.0)
+            >>> a = m.sample((3,), generator=torch.Generator().manual_seed(0))
+            >>> torch.equal(a, m.sample((3,), generator=torch.Generator().manual_seed(0))), tuple(a.shape)
+            (True, (3, 2))
+        """
+        check_is_fitted(self, "params_")
         shape = _sample_shape(sample_shape)
         n = int(np.prod(shape)) if shape else 1
-        seed = int(torch.randint(0, 2**62, ()).item())
-        _, Y = self.generate(self.params, n, np.random.default_rng(seed))
+        seed = int(torch.randint(0, 2**62, (), generator=generator).item())
+        _, Y = self.generate(self.params_, n, np.random.default_rng(seed))
         return torch.as_tensor(Y).reshape(*shape, Y.shape[1])
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(H={self.H}, Hprime={self.Hprime}, gamma={self.gamma}, "
-            f"steps={self.steps}, anneal={self.anneal!r})"
-        )

@@ -95,6 +95,9 @@ class LinearGaussian(SparseCodingModel):
         W, sigma = regress_W_sigma(stats["SS"], stats["YS"], stats["YY"], N_use)
         return {"W": W, "pi": np.array(self.update_pi(params, common, N_use)), "sigma": np.array(sigma)}
 
+    def stat_size(self, H, D):
+        return D * H + H * H + 1
+
     def init_params(self, D, mean, var, rng):
         H = int(self.H)
         W = mean[:, None] + 0.25 * np.sqrt(var)[:, None] * rng.standard_normal((D, H))
@@ -110,18 +113,19 @@ class LinearGaussian(SparseCodingModel):
 class BSC(LinearGaussian):
     """Binary Sparse Coding: ``s_h ~ Bern(pi)`` i.i.d., ``y = W s + N(0, sigma^2 I)``.
 
-    Parameters: ``W`` (D, H), ``pi`` (scalar), ``sigma`` (scalar). See
-    :class:`~sparsecoding.models.base.SparseCodingModel` for the arguments.
+    Fitted attributes: ``components_`` (H, D), the dictionary ``W`` transposed;
+    ``pi_``, ``sigma_``; ``params_`` (``W`` (D, H), ``pi``, ``sigma`` as
+    arrays). See :class:`~sparsecoding.models.base.SparseCodingModel` for the
+    hyperparameters.
 
     Example:
-        >>> import numpy as np
+        >>> import torch
         >>> from sparsecoding import BSC, bars_dictionary
-        >>> W = bars_dictionary(4, amplitude=10.0)              # 16 pixels, 8 bars
-        >>> truth = BSC(H=8, W=W, pi=0.2, sigma=1.0)
-        >>> Y = truth.generate(truth.params, 300, np.random.default_rng(0))[1]
-        >>> model = BSC(H=8, Hprime=6, gamma=3, steps=30, anneal="3:1@0.6").fit(Y)
-        >>> model.W.shape, model.transform(Y[:2]).shape
-        ((16, 8), (2, 8))
+        >>> truth = BSC.from_params(W=bars_dictionary(4, amplitude=10.0), pi=0.2, sigma=1.0)  # 16 pixels, 8 bars
+        >>> Y = truth.sample((300,), generator=torch.Generator().manual_seed(0)).numpy()
+        >>> model = BSC(H=8, Hprime=6, gamma=3, steps=30, random_state=0).fit(Y)
+        >>> model.components_.shape, model.transform(Y[:2]).shape, model.converged_
+        ((8, 16), (2, 8), True)
     """
 
     name = "bsc"

@@ -9,9 +9,11 @@ how the non-zero mass splits among the values follows the expected counts.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from probmod.errors import UsageError
 
 from .bsc import LinearGaussian, regress_W_sigma
 
@@ -22,46 +24,84 @@ class DSC(LinearGaussian):
     """Discrete Sparse Coding with user-given state values.
 
     Args:
-        H, Hprime, gamma, ...: as for :class:`~sparsecoding.models.base.SparseCodingModel`.
-        values: the state values, including 0 (e.g. ``(0, 1, 2)``).
-        prior: initial or fixed probabilities of ``values`` (default: 1 - 1/H on
-            zero, the rest split evenly).
+        values: the state values, starting with 0 (e.g. ``(0, 1, 2)``).
+        others: as for :class:`~sparsecoding.models.base.SparseCodingModel`.
 
-    Parameters: ``W`` (D, H), ``prior`` (len(values),), ``pi = 1 - prior[0]``, ``sigma``.
+    Parameters (``params_``): ``W`` (D, H), ``prior`` (len(values),), ``pi = 1 - prior[0]``,
+    ``sigma``; fitted attributes ``components_``, ``prior_``, ``pi_``, ``sigma_``. The
+    initial prior puts 1 - 1/H on zero and splits the rest evenly.
 
     Example:
         >>> import numpy as np
         >>> from sparsecoding import DSC
-        >>> m = DSC(H=2, values=(0, 1, 2), W=np.eye(2), prior=[0.8, 0.1, 0.1], sigma=0.1)
-        >>> sorted(set(m.generate(m.params, 50, np.random.default_rng(0))[0].ravel().tolist()))
-        [0.0, 1.0, 2.0]
+        >>> m = DSC.from_params(values=(0, 1, 2), W=np.eye(2), prior=[0.8, 0.1, 0.1], sigma=0.1)
+        >>> sorted(set(m.generate(m.params_, 50, np.random.default_rng(0))[0].ravel().tolist())), round(m.pi_, 12)
+        ([0.0, 1.0, 2.0], 0.2)
     """
 
     name = "dsc"
     param_names = ("W", "prior", "pi", "sigma")
 
-    def __init__(self, H: int, Hprime: int | None = None, gamma: int | None = None, *,
-                 values: Sequence[float] = (0.0, 1.0), **kwargs: Any):
-        values = np.asarray(values, dtype=np.float64).ravel()
-        if "prior" in kwargs and "pi" not in kwargs:
-            kwargs["pi"] = 1.0 - float(np.asarray(kwargs["prior"], dtype=np.float64).ravel()[0])
-        super().__init__(H, Hprime, gamma, **kwargs)
+    def __init__(
+        self,
+        H: int,
+        Hprime: int | None = None,
+        gamma: int | None = None,
+        *,
+        values: Sequence[float] = (0.0, 1.0),
+        steps: int = 100,
+        anneal: str = "2:1@0.6",
+        Ncut_factor: float = 0.0,
+        W_noise: float = 0.0,
+        chunk_size: int = 256,
+        tol: float = 1e-4,
+        max_memory: float | str | None = "8GiB",
+        warm_start: bool = False,
+        random_state: int | np.random.Generator | None = None,
+    ):
+        # scikit-learn reads the hyperparameters from this signature, so each is spelled out
+        super().__init__(H, Hprime, gamma, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, W_noise=W_noise,
+                         chunk_size=chunk_size, tol=tol, max_memory=max_memory, warm_start=warm_start,
+                         random_state=random_state)
         self.values = values
+
+    @property
+    def _values(self) -> np.ndarray:
+        try:
+            return np.asarray(self.values, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise UsageError(f"values must be numbers, e.g. (0, 1, 2); got {self.values!r}") from None
+
+    @property
+    def prior_(self) -> np.ndarray:
+        """The probabilities of ``values``."""
+        return self._param("prior")
 
     def check_hyper(self) -> None:
         super().check_hyper()
-        v = self.values
-        if len(v) < 2 or np.count_nonzero(v == 0) != 1 or len(np.unique(v)) != len(v):
-            raise ValueError(f"values must hold 0 once plus at least one distinct non-zero value, got {v.tolist()}")
+        v = self._values
+        if len(v) < 2 or np.count_nonzero(v == 0) != 1 or len(np.unique(v)) != len(v) or not np.all(np.isfinite(v)):
+            raise UsageError(f"values must hold 0 once plus at least one distinct non-zero value, got {v.tolist()}")
         if v[0] != 0:
-            raise ValueError(f"values must start with the inactive state 0, e.g. (0, 1, 2); got {v.tolist()}")
-        if "prior" in self.params:
-            p = self.params["prior"]
-            if p.shape != v.shape or np.any(p <= 0) or abs(p.sum() - 1) > 1e-6:
-                raise ValueError(f"prior must be {len(v)} positive probabilities summing to 1, got {p.tolist()}")
+            raise UsageError(f"values must start with the inactive state 0, e.g. (0, 1, 2); got {v.tolist()}")
+
+    def check_params(self, params, D=None, *, error=UsageError, source="parameters"):
+        if "prior" in params and "pi" not in params:  # pi is implied by the prior
+            params = {**params, "pi": 1.0 - float(np.asarray(params["prior"], dtype=np.float64).ravel()[0])}
+        return super().check_params(params, D, error=error, source=source)
+
+    def _check_own_params(self, params, error, source):
+        p, V = params["prior"], len(self._values)
+        if p.shape != (V,) or np.any(p <= 0) or abs(p.sum() - 1) > 1e-6:
+            raise error(f"{source}: prior must be {V} positive probabilities summing to 1, got {p.tolist()}")
+        if abs(float(params["pi"]) - (1.0 - p[0])) > 1e-6:
+            raise error(f"{source}: pi={float(params['pi'])} differs from 1 - prior[0] = {1.0 - p[0]}")
+
+    def param_size(self, H, D):
+        return super().param_size(H, D) + len(self._values)
 
     def nonzero_values(self) -> np.ndarray:
-        return self.values[1:]
+        return self._values[1:]
 
     def log_prior_values(self, params):
         p = np.asarray(params["prior"], dtype=np.float64)
@@ -76,8 +116,8 @@ class DSC(LinearGaussian):
 
     def init_params(self, D, mean, var, rng):
         p = super().init_params(D, mean, var, rng)
-        V = len(self.values) - 1
+        V = len(self._values) - 1
         pi = float(p["pi"])
-        p["W"] = p["W"] / float(np.mean(np.abs(self.values[1:])))
+        p["W"] = p["W"] / float(np.mean(np.abs(self._values[1:])))
         p["prior"] = np.concatenate([[1.0 - pi], np.full(V, pi / V)])
         return {"W": p["W"], "prior": p["prior"], "pi": p["pi"], "sigma": p["sigma"]}

@@ -19,9 +19,9 @@ diagonal unless ``psi_full=True``), ``pi`` with the truncation correction.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+
+from probmod.errors import UsageError
 
 from ..truncation import gather_mat, gather_vec, scatter_sum_mat, scatter_vec
 from .base import SparseCodingModel
@@ -39,15 +39,18 @@ class GSC(SparseCodingModel):
         psi_full: learn the full slab covariance ``Psi`` (default: diagonal).
         others: as for :class:`~sparsecoding.models.base.SparseCodingModel`.
 
-    Parameters: ``W`` (D, H), ``pi``, ``sigma``, ``mu`` (H,), ``Psi`` (H, H).
+    Parameters (``params_``): ``W`` (D, H), ``pi``, ``sigma``, ``mu`` (H,), ``Psi`` (H, H);
+    fitted attributes ``components_``, ``pi_``, ``sigma_``, ``mu_``, ``Psi_``.
     ``W`` and the slab are identifiable only up to a per-cause scale: compare
     ``W * mu`` across fits.
 
     Example:
         >>> import numpy as np
+
+from probmod.errors import UsageError
         >>> from sparsecoding import GSC
-        >>> m = GSC(H=2, W=np.eye(3)[:, :2], pi=0.5, sigma=0.1, mu=np.ones(2), Psi=0.01 * np.eye(2))
-        >>> Y = m.generate(m.params, 5, np.random.default_rng(0))[1]
+        >>> m = GSC.from_params(W=np.eye(3)[:, :2], pi=0.5, sigma=0.1, mu=np.ones(2), Psi=0.01 * np.eye(2))
+        >>> Y = m.generate(m.params_, 5, np.random.default_rng(0))[1]
         >>> m.transform(Y).shape
         (5, 2)
     """
@@ -55,10 +58,61 @@ class GSC(SparseCodingModel):
     name = "gsc"
     param_names = ("W", "pi", "sigma", "mu", "Psi")
 
-    def __init__(self, H: int, Hprime: int | None = None, gamma: int | None = None, *,
-                 psi_full: bool = False, **kwargs: Any):
-        super().__init__(H, Hprime, gamma, **kwargs)
-        self.psi_full = bool(psi_full)
+    def __init__(
+        self,
+        H: int,
+        Hprime: int | None = None,
+        gamma: int | None = None,
+        *,
+        psi_full: bool = False,
+        steps: int = 100,
+        anneal: str = "2:1@0.6",
+        Ncut_factor: float = 0.0,
+        W_noise: float = 0.0,
+        chunk_size: int = 256,
+        tol: float = 1e-4,
+        max_memory: float | str | None = "8GiB",
+        warm_start: bool = False,
+        random_state: int | np.random.Generator | None = None,
+    ):
+        # scikit-learn reads the hyperparameters from this signature, so each is spelled out
+        super().__init__(H, Hprime, gamma, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, W_noise=W_noise,
+                         chunk_size=chunk_size, tol=tol, max_memory=max_memory, warm_start=warm_start,
+                         random_state=random_state)
+        self.psi_full = psi_full
+
+    @property
+    def mu_(self) -> np.ndarray:
+        """The slab means (H,)."""
+        return self._param("mu")
+
+    @property
+    def Psi_(self) -> np.ndarray:
+        """The slab covariance (H, H)."""
+        return self._param("Psi")
+
+    def check_hyper(self) -> None:
+        super().check_hyper()
+        if not isinstance(self.psi_full, (bool, np.bool_)):
+            raise UsageError(f"psi_full must be True or False, got {self.psi_full!r}")
+
+    def _check_own_params(self, params, error, source):
+        H = int(self.H)
+        if params["mu"].shape != (H,):
+            raise error(f"{source}: mu must have shape ({H},), got {params['mu'].shape}")
+        Psi = params["Psi"]
+        ok = Psi.shape == (H, H) and np.allclose(Psi, Psi.T) and np.linalg.eigvalsh(0.5 * (Psi + Psi.T)).min() > 0
+        if not ok:
+            raise error(f"{source}: Psi must be a symmetric positive definite ({H}, {H}) matrix")
+
+    def stat_size(self, H, D):
+        return D * H + 3 * H * H + 2 * H + 1
+
+    def param_size(self, H, D):
+        return super().param_size(H, D) + H + H * H
+
+    def slot_width(self, Hprime, D):
+        return 2.0 + 2 * Hprime  # the slab's posterior mean (slots) and covariance (slots x slots) per state
 
     _moments = staticmethod(LinearGaussian._moments)
 
@@ -228,6 +282,6 @@ class GSC(SparseCodingModel):
         H = int(self.H)
         out = np.zeros((Y.shape[0], H))
         for b, p in zip(blocks, post):
-            kappa = self._gauss(self.params, Y, None, b.idx, b.vals)[1]
+            kappa = self._gauss(self.params_, Y, None, b.idx, b.vals)[1]
             out += scatter_vec(np.einsum("nm,nmk->nk", p, kappa), b.idx, H)
         return out

@@ -35,8 +35,8 @@ class MCA(SparseCodingModel):
     Example:
         >>> import numpy as np
         >>> from sparsecoding import MCA
-        >>> m = MCA(H=2, W=np.array([[1.0, 3.0], [2.0, 0.0]]), pi=0.5, sigma=1e-9)
-        >>> m.generate(m.params, 1, np.random.default_rng(1))[1].round(6).tolist()
+        >>> m = MCA.from_params(W=np.array([[1.0, 3.0], [2.0, 0.0]]), pi=0.5, sigma=1e-9)
+        >>> m.generate(m.params_, 1, np.random.default_rng(1))[1].round(6).tolist()
         [[3.0, 2.0]]
     """
 
@@ -103,6 +103,16 @@ class MCA(SparseCodingModel):
             else:
                 stats["AY"] += scatter_sum_rows(A * Y[:, None, :], b.idx, H)
                 stats["A"] += scatter_sum_rows(A, b.idx, H)
+
+    def stat_size(self, H, D):
+        return 2 * H * D + 1
+
+    def slot_width(self, Hprime, D):
+        return 2.0 + D / max(1, Hprime)  # the rho-norm terms hold (points, states, D)
+
+    def _check_own_params(self, params, error, source):
+        if np.any(params["W"] < 0):
+            raise error(f"{source}: {type(self).__name__} needs W >= 0 (use MMCA for signed causes)")
 
     def m_step(self, params, stats, common, N_use, T):
         D = params["W"].shape[0]

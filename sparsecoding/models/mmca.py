@@ -22,8 +22,8 @@ class MMCA(MCA):
     Example:
         >>> import numpy as np
         >>> from sparsecoding import MMCA
-        >>> m = MMCA(H=2, W=np.array([[1.0, -3.0], [2.0, 0.5]]), pi=0.5, sigma=1e-9)
-        >>> m.generate(m.params, 1, np.random.default_rng(1))[1].round(6).tolist()
+        >>> m = MMCA.from_params(W=np.array([[1.0, -3.0], [2.0, 0.5]]), pi=0.5, sigma=1e-9)
+        >>> m.generate(m.params_, 1, np.random.default_rng(1))[1].round(6).tolist()
         [[-3.0, 2.0]]
     """
 
@@ -45,6 +45,9 @@ class MMCA(MCA):
     @staticmethod
     def _project(W):
         return W
+
+    def _check_own_params(self, params, error, source):
+        """Signed W: no constraint beyond the common ones."""
 
     def init_params(self, D, mean, var, rng):
         H = int(self.H)

@@ -22,8 +22,8 @@ class TSC(LinearGaussian):
     Example:
         >>> import numpy as np
         >>> from sparsecoding import TSC
-        >>> m = TSC(H=3, W=np.eye(3), pi=0.3, sigma=0.5)
-        >>> m.generate(m.params, 4, np.random.default_rng(0))[0].shape
+        >>> m = TSC.from_params(W=np.eye(3), pi=0.3, sigma=0.5)
+        >>> m.generate(m.params_, 4, np.random.default_rng(0))[0].shape
         (4, 3)
     """
 
