@@ -1,16 +1,24 @@
-"""Data for sparse coding: the bars test and whitened natural-image patches.
+"""Data for sparse coding: the bars test and natural-image patches.
 
-Image patches come from scikit-image's bundled images (``skimage.data``, no
-download), which is part of the ``bench`` extra and imported only when needed.
+Image patches come from the user's own photographs (any format Pillow reads,
+turned to grey-scale) or, by default, from scikit-image's bundled images
+(``skimage.data``, no download), which is part of the ``bench`` extra and
+imported only when needed.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["bars_dictionary", "bars_data", "image_patches", "greedy_match", "MODELS_TRUTH"]
+from probmod.errors import FormatError, InputError, LimitError, UsageError
+from probmod.progress import Progress
+
+__all__ = ["bars_dictionary", "bars_data", "image_patches", "image_files", "load_gray", "greedy_match", "MODELS_TRUTH",
+           "MAX_PIXELS", "IMAGE_SUFFIXES"]
 
 
 def bars_dictionary(size: int = 5, amplitude: float = 10.0) -> np.ndarray:
@@ -82,31 +90,100 @@ def bars_data(N: int = 1000, size: int = 5, pi: float = 0.2, sigma: float = 2.0,
         raise ValueError(f"sigma must be positive, got {sigma}")
     truth = bars_truth(model, size, pi, sigma, amplitude, signed)
     params = truth["params"]
-    m = MODELS[model](H=2 * size, **truth["extra"], **params)
-    S, Y = m.generate(m.params, N, np.random.default_rng(seed))
-    return {"Y": Y, "S": S, **m.params, **{k: np.asarray(v) for k, v in truth["extra"].items()}}
+    m = MODELS[model].from_params(H=2 * size, **truth["extra"], **params)
+    S, Y = m.generate(m.params_, N, np.random.default_rng(seed))
+    return {"Y": Y, "S": S, **m.params_, **{k: np.asarray(v) for k, v in truth["extra"].items()}}
 
 
 _IMAGES = ("camera", "astronaut", "coffee", "chelsea", "coins", "moon", "page", "text", "grass", "gravel", "brick")
+#: file name endings taken from a folder given to :func:`image_files`
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pgm", ".ppm", ".pnm")
+#: most pixels one image may declare before it is refused as a decompression bomb (``--max-pixels``)
+MAX_PIXELS = 1 << 25
 
 
-def image_patches(N: int = 50000, size: int = 12, seed: int = 0, images: Sequence[str] | None = None,
-                  whiten: bool = True, eps: float = 1e-2) -> np.ndarray:
-    """Random ``size x size`` patches of scikit-image's bundled grey-scale images, DC removed and ZCA-whitened.
-
-    Returns an (N, size²) float64 array with unit mean variance per pixel.
+def image_files(sources: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files named by ``sources``: files as given, folders by their image files in name order.
 
     Raises:
-        ImportError: if scikit-image is not installed (``pip install probmod[bench]``).
+        InputError: a source does not exist or is not a file or folder; a folder holds no image.
+
+    Example:
+        >>> image_files([])
+        []
     """
+    from probmod.io import check_regular_file
+
+    out: list[Path] = []
+    for src in map(Path, sources):
+        if src.is_dir():
+            found = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise InputError(f"{src}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            out.extend(found)
+        else:
+            out.append(check_regular_file(src, "image file"))
+    return out
+
+
+def load_gray(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image file as a 2-D float32 array in [0, 1] (Pillow; colour turned to luma, the first frame only).
+
+    The declared size is checked against ``max_pixels`` before any pixel is decoded.
+
+    Raises:
+        InputError: not a regular file. FormatError: not an image Pillow can read.
+        LimitError: the image declares more than ``max_pixels`` pixels (a decompression bomb, or a huge photo).
+
+    Example:
+        >>> import tempfile, os
+        >>> from PIL import Image
+        >>> p = os.path.join(tempfile.mkdtemp(), "a.png")
+        >>> Image.new("RGB", (3, 2), (255, 255, 255)).save(p)
+        >>> load_gray(p).shape, float(load_gray(p).max())
+        ((2, 3), 1.0)
+    """
+    import warnings
+
+    from PIL import Image
+
+    from probmod.io import check_regular_file
+
+    path = check_regular_file(path, "image file")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise Image.DecompressionBombError(f"{w * h} pixels")
+                if im.mode in ("I", "F") or im.mode.startswith("I;"):  # 16/32-bit grey: keep the full range
+                    arr = np.asarray(im.convert("F"), dtype=np.float32)
+                    arr = arr - arr.min()
+                    return arr / (arr.max() or 1.0)
+                return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise LimitError(f"{path}: the image declares more than {max_pixels} pixels (--max-pixels); "
+                         "raise the limit if the image is trusted") from None
+    except MemoryError:
+        raise LimitError(f"{path}: out of memory decoding the image") from None
+    except (OSError, ValueError, SyntaxError) as err:  # UnidentifiedImageError is an OSError
+        raise FormatError(f"{path}: not a readable image ({err})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _skimage_photos(size: int, names: Sequence[str] | None) -> list[np.ndarray]:
     try:
         import skimage.data
         from skimage.color import rgb2gray
     except ImportError:
-        raise ImportError("image patches need scikit-image; install it with `pip install probmod[bench]`") from None
-    rng = np.random.default_rng(seed)
+        raise ImportError("the default photographs need scikit-image; install it with `pip install probmod[bench]` "
+                          "or pass your own images") from None
     imgs = []
-    for name in images or _IMAGES:
+    for name in names or _IMAGES:
         loader = getattr(skimage.data, name, None)
         if loader is None:
             continue
@@ -121,21 +198,93 @@ def image_patches(N: int = 50000, size: int = 12, seed: int = 0, images: Sequenc
             imgs.append(img)
     if not imgs:
         raise ValueError("no usable scikit-image image found for patches")
-    which = rng.integers(len(imgs), size=N)
-    P = np.empty((N, size * size))
-    for i, img in enumerate(imgs):  # loop over images, not patches
+    return imgs
+
+
+def image_patches(N: int = 50000, size: int = 12, seed: int = 0, images: Sequence[str] | None = None,
+                  whiten: bool = True, eps: float = 1e-2, files: Sequence[str | os.PathLike] | None = None,
+                  keep: float = 1.0, max_pixels: int = MAX_PIXELS, progress: bool = False) -> np.ndarray:
+    """Random ``size x size`` grey-scale patches, each with its mean removed, optionally ZCA-whitened.
+
+    The photographs are the user's image ``files`` (read with Pillow, one at a
+    time, colour turned to luma) or, without ``files``, scikit-image's bundled
+    ones (``images`` picks them by name). Each image gives an equal share of
+    patches at uniformly drawn positions. With ``keep < 1``, ``N / keep``
+    patches are drawn and the ``N`` of highest variance kept, so flat sky and
+    walls do not dominate. ZCA whitening multiplies by ``C^(-1/2)`` with
+    ``eps * max eigenvalue`` added to every eigenvalue. The result is scaled to
+    unit mean variance per pixel. ``progress`` reports the images read.
+
+    Returns:
+        an (N, size²) float64 array.
+
+    Raises:
+        ImportError: no ``files`` and scikit-image is not installed (``pip install probmod[bench]``).
+        UsageError: ``size``, ``N`` or ``keep`` out of range, or no image larger than ``size``.
+        LimitError: an image over ``max_pixels``, or whitening over more than 4096 pixels per patch.
+
+    Example:
+        >>> import tempfile, os
+        >>> from PIL import Image
+        >>> p = os.path.join(tempfile.mkdtemp(), "noise.png")
+        >>> Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30), dtype=np.uint8)).save(p)
+        >>> P = image_patches(N=500, size=4, files=[p], keep=0.5)
+        >>> P.shape, bool(np.allclose(P.reshape(500, 16).mean(axis=1), 0, atol=1e-9))
+        ((500, 16), True)
+    """
+    if size < 2 or N < 1:
+        raise UsageError(f"need size >= 2 and N >= 1, got size={size}, N={N}")
+    if not 0 < keep <= 1:
+        raise UsageError(f"keep must lie in (0, 1], got {keep}")
+    D = size * size
+    if whiten and D > 4096:
+        raise LimitError(f"whitening {size}x{size} patches needs a {D}x{D} covariance; use --size <= 64 or --no-whiten")
+    rng = np.random.default_rng(seed)
+    M = int(np.ceil(N / keep))
+    if files is None:
+        photos = _skimage_photos(size, images)
+        sources: Sequence[Any] = photos
+        load = lambda i: photos[i]  # noqa: E731
+    else:
+        sources = image_files(files)
+        if not sources:
+            raise UsageError("no image files given")
+        load = lambda i: load_gray(sources[i], max_pixels)  # noqa: E731
+    which = rng.integers(len(sources), size=M)
+    P = np.empty((M, D))
+    filled = np.zeros(M, dtype=bool)
+    bar = Progress(total=len(sources), desc="images", unit="img", enabled=progress)
+    for i in range(len(sources)):  # one image in memory at a time
         sel = np.nonzero(which == i)[0]
+        bar.update(1)
+        if len(sel) == 0:
+            continue
+        img = load(i)
+        if min(img.shape) < size:
+            continue
         r = rng.integers(img.shape[0] - size + 1, size=len(sel))
         c = rng.integers(img.shape[1] - size + 1, size=len(sel))
         ii = r[:, None, None] + np.arange(size)[None, :, None]
         jj = c[:, None, None] + np.arange(size)[None, None, :]
         P[sel] = img[ii, jj].reshape(len(sel), -1)
+        filled[sel] = True
+    bar.close()
+    if not filled.any():
+        raise UsageError(f"no image is at least {size}x{size} pixels; use a smaller --size")
+    P = P[filled]
     P -= P.mean(axis=1, keepdims=True)
+    if keep < 1:  # the most variable patches, ties by draw order
+        order = np.lexsort((np.arange(len(P)), -P.var(axis=1)))
+        P = P[np.sort(order[:N])]
+    elif len(P) < N:  # patches of images too small were dropped: draw again from the usable ones
+        P = P[rng.integers(len(P), size=N)]
+    P = P[:N]
     if whiten:
-        C = P.T @ P / N
+        C = P.T @ P / len(P)
         w, V = np.linalg.eigh(C)
         P = P @ (V / np.sqrt(w + eps * w.max())) @ V.T
-    return P / np.sqrt(np.mean(P.var(axis=0)))
+    scale = np.sqrt(np.mean(P.var(axis=0)))
+    return P / (scale if scale > 0 else 1.0)
 
 
 def greedy_match(W: np.ndarray, W_true: np.ndarray, up_to_sign: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -13,19 +13,29 @@ Run folder (written by rank 0 only):
 * ``checkpoint.h5``: the parameters after the last checkpointed step, the
   history up to it and the configuration; written atomically (temporary file
   in the same folder, then renamed), so a crash leaves the previous one intact.
+
+Every file read here is untrusted: it is opened through
+:func:`probmod.io.open_hdf5` and :func:`probmod.io.safe_datasets` (no links,
+external storage, virtual datasets, FIFOs or declared-size bombs), and a
+checkpoint's configuration and parameters are validated before use, so a
+damaged or crafted file ends in one :class:`~probmod.errors.FormatError`
+(exit status 4) instead of NaN results. Write failures (a full disk, a path
+that is a folder) become :class:`~probmod.errors.OutputError` (exit status 9).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
 
-from probcirc.io import atomic_path
+from probmod.errors import FormatError, InputError, OutputError, ProbmodError
+from probmod.io import atomic_path, check_regular_file, open_hdf5, safe_datasets
 
 __all__ = [
     "DataError",
@@ -36,39 +46,90 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_results",
+    "check_config",
+    "check_params",
     "RESULTS",
     "CHECKPOINT",
+    "DATA_MAX_BYTES",
 ]
 
 RESULTS = "results.h5"
 CHECKPOINT = "checkpoint.h5"
 ROW_SCALARS = ("step", "T", "N_use", "loglik", "wall_time")
+#: declared-size ceiling for data files; what one rank really reads is checked against ``--max-memory``
+DATA_MAX_BYTES = 1 << 50
+#: run-configuration keys and the check each value must pass (the rest are free-form)
+_CONFIG_TYPES: dict[str, tuple[str, Any]] = {
+    "model": ("one of bsc, tsc, dsc, mca, mmca, gsc", lambda v: v in ("bsc", "tsc", "dsc", "mca", "mmca", "gsc")),
+    "data": ("a path", lambda v: isinstance(v, str) and v != ""),
+    "key": ("a dataset name", lambda v: isinstance(v, str) and v != ""),
+    "H": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "Hprime": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "gamma": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "steps": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "chunk_size": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "checkpoint_every": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "restarts": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "seed": ("an integer", lambda v: _is_int(v)),
+    "N": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "D": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "anneal": ("a schedule like '2:1@0.6'", lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)),
+    "Ncut_factor": ("a number in [0, 1]", lambda v: _is_num(v) and 0 <= v <= 1),
+    "W_noise": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
+}
+_REQUIRED = ("model", "data", "key", "H", "Hprime", "gamma", "steps", "chunk_size", "seed", "N", "D", "anneal",
+             "Ncut_factor")
 
 
-class DataError(ValueError):
-    """The input data file is missing, unreadable or of the wrong shape."""
+class DataError(FormatError):
+    """A data, results or checkpoint file is of the wrong kind, shape or content (exit status 4)."""
 
 
-def inspect_data(path: str | os.PathLike, key: str = "y") -> tuple[int, int, dict[str, Any]]:
-    """``(N, D, attrs)`` of the dataset ``key`` in ``path``, with one-line errors for bad input."""
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+@contextlib.contextmanager
+def _writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a failed write (full disk, a folder in the way) into one :class:`OutputError`."""
+    try:
+        yield
+    except ProbmodError:
+        raise
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _dataset(path: Path, f: h5py.File, key: str, max_bytes: int) -> h5py.Dataset:
+    found = safe_datasets(f, max_bytes)
+    if key not in found:
+        raise DataError(f"data file {path} has no dataset {key!r} (datasets: {sorted(found) or 'none'}); pass --key")
+    return found[key]
+
+
+def inspect_data(path: str | os.PathLike, key: str = "y",
+                 max_bytes: int = DATA_MAX_BYTES) -> tuple[int, int, dict[str, Any]]:
+    """``(N, D, attrs)`` of the dataset ``key`` in ``path``, with one-line errors for bad input.
+
+    Raises:
+        InputError: the file does not exist or is not a regular file (exit status 3).
+        DataError: not HDF5, no such dataset, not 2-D, empty or not numeric (exit status 4).
+    """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data file {path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise DataError(f"data file {path} is not a readable HDF5 file") from None
-    with f:
-        if key not in f or not isinstance(f[key], h5py.Dataset):
-            keys = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
-            raise DataError(f"data file {path} has no dataset {key!r} (datasets: {keys or 'none'}); pass --key")
-        ds = f[key]
+        raise InputError(f"data file {path} does not exist")
+    with open_hdf5(path, "data file (HDF5)") as f:
+        ds = _dataset(path, f, key, max_bytes)
         if ds.ndim != 2:
             raise DataError(f"dataset {key!r} in {path} has shape {ds.shape}; expected 2-D (N, D): reshape it, "
                             "one data point per row")
         if ds.shape[0] < 1 or ds.shape[1] < 1:
             raise DataError(f"dataset {key!r} in {path} is empty (shape {ds.shape})")
-        if not np.issubdtype(ds.dtype, np.number):
+        if not np.issubdtype(ds.dtype, np.number) or np.issubdtype(ds.dtype, np.complexfloating):
             raise DataError(f"dataset {key!r} in {path} has non-numeric dtype {ds.dtype}")
         attrs = {k: _plain(v) for k, v in ds.attrs.items()}
         attrs.update({k: _plain(v) for k, v in f.attrs.items() if k not in attrs})
@@ -77,20 +138,77 @@ def inspect_data(path: str | os.PathLike, key: str = "y") -> tuple[int, int, dic
 
 def read_rows(path: str | os.PathLike, key: str, start: int, stop: int) -> np.ndarray:
     """Rows ``[start, stop)`` of the dataset as float64 (each rank reads only its own slice)."""
-    with h5py.File(path, "r") as f:
-        return np.asarray(f[key][start:stop], dtype=np.float64)
+    path = Path(path)
+    with open_hdf5(path, "data file (HDF5)") as f:
+        ds = _dataset(path, f, key, DATA_MAX_BYTES)
+        try:
+            return np.asarray(ds[start:stop], dtype=np.float64)
+        except (OSError, RuntimeError) as err:
+            raise DataError(f"data file {path}: rows {start}..{stop} are unreadable ({err})") from None
 
 
 def write_data(path: str | os.PathLike, Y: np.ndarray, key: str = "y", overwrite: bool = False,
                attrs: dict[str, Any] | None = None, extra: dict[str, np.ndarray] | None = None) -> None:
     """Write a data set (and e.g. the true parameters under ``extra``) atomically."""
-    with atomic_path(path, overwrite) as tmp:
+    with _writing(path), atomic_path(path, overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             ds = f.create_dataset(key, data=np.asarray(Y, dtype=np.float64))
             for k, v in (attrs or {}).items():
                 ds.attrs[k] = v
             for k, v in (extra or {}).items():
                 f.create_dataset(k, data=np.asarray(v))
+
+
+def check_config(config: Any, where: str) -> dict[str, Any]:
+    """``config`` if it is a well-formed run configuration, else a :class:`DataError` naming the bad entry.
+
+    Example:
+        >>> check_config({"H": "ten"}, "run/config.json")
+        Traceback (most recent call last):
+        ...
+        sparsecoding.io.DataError: run/config.json: not a run configuration: H is 'ten', expected a positive integer
+    """
+    if not isinstance(config, dict):
+        raise DataError(f"{where}: not a run configuration (a {type(config).__name__}, expected a JSON object)")
+    for key, (what, ok) in _CONFIG_TYPES.items():
+        if key in config and config[key] is not None and not ok(config[key]):
+            raise DataError(f"{where}: not a run configuration: {key} is {config[key]!r}, expected {what}")
+    missing = [k for k in _REQUIRED if config.get(k) is None]
+    if missing:
+        raise DataError(f"{where}: not a run configuration: {', '.join(missing)} missing")
+    return config
+
+
+def check_params(params: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """``params`` if every value is finite, ``0 < pi < 1``, ``sigma > 0`` and ``prior`` a distribution.
+
+    Example:
+        >>> check_params({"W": np.ones((2, 1)), "pi": np.array(2.0), "sigma": np.array(1.0)}, "ckpt")
+        Traceback (most recent call last):
+        ...
+        sparsecoding.io.DataError: ckpt: parameter pi = 2 lies outside (0, 1); the file is damaged
+    """
+    for name in ("W", "pi", "sigma"):
+        if name not in params:
+            raise DataError(f"{where}: parameter {name} is missing")
+    for name, value in params.items():
+        if not np.all(np.isfinite(value)):
+            raise DataError(f"{where}: parameter {name} holds NaN or infinity; the file is damaged")
+    pi, sigma = np.asarray(params["pi"]), np.asarray(params["sigma"])
+    if np.any(pi <= 0) or np.any(pi >= 1):
+        raise DataError(f"{where}: parameter pi = {_show(pi)} lies outside (0, 1); the file is damaged")
+    if np.any(sigma <= 0):
+        raise DataError(f"{where}: parameter sigma = {_show(sigma)} is not positive; the file is damaged")
+    if np.ndim(params["W"]) != 2:
+        raise DataError(f"{where}: parameter W has shape {np.shape(params['W'])}; expected (D, H)")
+    prior = params.get("prior")
+    if prior is not None and (np.any(prior < 0) or abs(float(np.sum(prior)) - 1) > 1e-6):
+        raise DataError(f"{where}: parameter prior = {_show(prior)} is not a probability distribution")
+    return params
+
+
+def _show(x: np.ndarray) -> str:
+    return np.array2string(np.asarray(x), precision=4, threshold=6) if np.ndim(x) else f"{float(x):g}"
 
 
 def _config_attrs(f: h5py.File, config: dict[str, Any]) -> None:
@@ -101,8 +219,12 @@ def _config_attrs(f: h5py.File, config: dict[str, Any]) -> None:
             f.attrs[k] = v
 
 
-def _read_config(f: h5py.File) -> dict[str, Any]:
-    return json.loads(_plain(f.attrs["config"]))
+def _read_config(f: h5py.File, where: str) -> dict[str, Any]:
+    try:
+        config = json.loads(_plain(f.attrs["config"]))
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{where}: no readable run configuration (attribute 'config')") from None
+    return check_config(config, where)
 
 
 class ResultsWriter:
@@ -110,7 +232,7 @@ class ResultsWriter:
 
     def __init__(self, path: str | os.PathLike, config: dict[str, Any], history: dict[str, np.ndarray] | None = None):
         self.path = Path(path)
-        with atomic_path(self.path, overwrite=True) as tmp:
+        with _writing(self.path), atomic_path(self.path, overwrite=True) as tmp:
             with h5py.File(tmp, "w") as f:
                 _config_attrs(f, config)
                 for k, v in (history or {}).items():
@@ -118,7 +240,7 @@ class ResultsWriter:
                     f.create_dataset(k, data=v, maxshape=(None,) + v.shape[1:], chunks=True)
 
     def append(self, row: dict[str, Any]) -> None:
-        with h5py.File(self.path, "a") as f:
+        with _writing(self.path), h5py.File(self.path, "a") as f:
             for k, v in row.items():
                 v = np.asarray(v, dtype=np.float64 if k not in ("step", "N_use") else np.int64)
                 if k not in f:
@@ -132,7 +254,8 @@ class ResultsWriter:
 def save_checkpoint(run_dir: str | os.PathLike, config: dict[str, Any], params: dict[str, np.ndarray],
                     history: dict[str, list], step: int) -> None:
     """Atomically write ``checkpoint.h5``: parameters after ``step`` and the history so far."""
-    with atomic_path(Path(run_dir) / CHECKPOINT, overwrite=True) as tmp:
+    path = Path(run_dir) / CHECKPOINT
+    with _writing(path), atomic_path(path, overwrite=True) as tmp:
         with h5py.File(tmp, "w") as f:
             _config_attrs(f, config)
             f.attrs["completed_steps"] = int(step) + 1
@@ -143,18 +266,34 @@ def save_checkpoint(run_dir: str | os.PathLike, config: dict[str, Any], params: 
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray], int]:
-    """``(config, params, history, completed_steps)`` from ``checkpoint.h5``."""
+    """``(config, params, history, completed_steps)`` from ``checkpoint.h5``, validated.
+
+    Raises:
+        DataError: no checkpoint, or one that is unreadable, incomplete, or holds a bad configuration or
+            parameters (NaN, ``pi`` outside (0, 1), ``sigma <= 0``).
+    """
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise DataError(f"{run_dir} has no {CHECKPOINT} to resume from; start a new run with --force")
     try:
-        with h5py.File(path, "r") as f:
-            config = _read_config(f)
-            params = {k: np.asarray(v[()]) for k, v in f["params"].items()}
-            history = {k: np.asarray(v[()]) for k, v in f["history"].items()} if "history" in f else {}
-            return config, params, history, int(f.attrs["completed_steps"])
-    except (OSError, KeyError) as err:
+        with open_hdf5(path, "checkpoint") as f:
+            config = _read_config(f, str(path))
+            found = safe_datasets(f)
+            params = {k[7:]: np.asarray(v[()]) for k, v in found.items() if k.startswith("params/")}
+            history = {k[8:]: np.asarray(v[()]) for k, v in found.items() if k.startswith("history/")}
+            done = f.attrs["completed_steps"]
+    except DataError:
+        raise
+    except (FormatError, OSError, KeyError, RuntimeError) as err:
         raise DataError(f"{path} is unreadable or incomplete ({err}); start a new run with --force") from None
+    check_params(params, str(path))
+    if not (np.ndim(done) == 0 and np.issubdtype(np.asarray(done).dtype, np.integer)
+            and 1 <= int(done) <= int(config["steps"])):
+        raise DataError(f"{path}: completed_steps = {done!r} does not fit a run of {config['steps']} steps")
+    done = int(done)
+    if any(len(v) != done for v in history.values()):
+        raise DataError(f"{path}: its history does not hold {done} steps; the file is damaged")
+    return config, params, history, done
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
@@ -162,17 +301,22 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS
-    if not path.exists():
-        raise DataError(f"{path} does not exist")
-    with h5py.File(path, "r") as f:
-        out: dict[str, Any] = {k: np.asarray(v[()]) for k, v in f.items() if isinstance(v, h5py.Dataset)}
-        out["config"] = _read_config(f)
+    check_regular_file(path, "results file")
+    with open_hdf5(path, "results file") as f:
+        try:
+            out: dict[str, Any] = {k: np.asarray(v[()]) for k, v in safe_datasets(f).items() if "/" not in k}
+        except (OSError, RuntimeError) as err:
+            raise DataError(f"{path} is unreadable ({err})") from None
+        out["config"] = _read_config(f, str(path))
+    missing = [k for k in ("W", "pi", "sigma", "step") if k not in out]
+    if missing:
+        raise DataError(f"{path} holds no {', '.join(missing)}; not a results file of a run")
     return out
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
-        return value.decode()
+        return value.decode(errors="replace")
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -1,4 +1,12 @@
-"""Figures: the dictionary as an image grid and the learning curves (matplotlib, Agg backend)."""
+"""Figures: the dictionary as an image grid sorted by usage, and the learning curves (matplotlib, Agg backend).
+
+*Usage* of dictionary element ``h`` is its mean posterior activation,
+``mean_n E[|s_h| | y_n]`` under the truncated posterior at ``T = 1`` (for the
+binary models, the mean probability that ``h`` is active), over the first
+``max_points`` rows of the run's data. When the data file is not available
+the elements are ranked by ``pi * ||W_h||`` instead, and the title says so.
+PNGs are written atomically and follow the umask.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["dictionary_image", "plot_dictionary", "plot_curves", "plot_run"]
+__all__ = ["dictionary_image", "plot_dictionary", "plot_curves", "plot_run", "usage", "USAGE_POINTS"]
+
+#: data points used to measure usage in :func:`plot_run`
+USAGE_POINTS = 2000
 
 
 def _patch_shape(D: int, patch_shape: Sequence[int] | None) -> tuple[int, int]:
@@ -40,26 +51,87 @@ def dictionary_image(W: np.ndarray, patch_shape: Sequence[int] | None = None, pa
 
 
 def plot_dictionary(W: np.ndarray, path: str | os.PathLike, patch_shape: Sequence[int] | None = None,
-                    title: str | None = None) -> Path:
-    """Save the dictionary ``W`` (D, H) as an image grid PNG."""
+                    title: str | None = None, usage: np.ndarray | None = None,
+                    usage_label: str = "mean posterior activation") -> Path:
+    """Save the dictionary ``W`` (D, H) as an image grid PNG, most used element first when ``usage`` is given.
+
+    Each tile is labelled with the element's column in ``W``; with ``usage``
+    a bar chart below the grid shows it per element, in the same order.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    img = dictionary_image(np.asarray(W), patch_shape)
-    fig, ax = plt.subplots(figsize=(6, 6 * img.shape[0] / max(img.shape[1], 1) + 0.5))
+    W = np.asarray(W)
+    order = np.arange(W.shape[1]) if usage is None else np.argsort(-np.asarray(usage), kind="stable")
+    h, w = _patch_shape(W.shape[0], patch_shape)
+    img = dictionary_image(W[:, order], (h, w))
+    height = 6 * img.shape[0] / max(img.shape[1], 1) + 0.5
+    if usage is None:
+        fig, ax = plt.subplots(figsize=(6, height))
+        axes = [ax]
+    else:
+        fig, axes = plt.subplots(2, 1, figsize=(6, height + 2.2), gridspec_kw={"height_ratios": [height, 2.0]})
+    ax = axes[0]
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
-    ax.imshow(img, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
+    shown = ax.imshow(img, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    cols = int(math.ceil(math.sqrt(W.shape[1])))
+    ax.set_xlabel("tiles in rank order" + (f" of {usage_label}, most used first" if usage is not None else "")
+                  + "; label = column of W")
+    if W.shape[1] <= 100:  # labels stay legible
+        for rank, col in enumerate(order):
+            r, c = divmod(rank, cols)
+            ax.text(c * (w + 1), r * (h + 1), str(col), fontsize=6, va="top", ha="left", color="black")
+    fig.colorbar(shown, ax=ax, fraction=0.04, label="value / max |value| of the element")
     if title:
         ax.set_title(title)
+    if usage is not None:
+        axes[1].bar(np.arange(len(order)), np.asarray(usage)[order], color="tab:gray")
+        axes[1].set_xlabel("dictionary element, by rank")
+        axes[1].set_ylabel(usage_label if len(usage_label) < 28 else "usage")
+        axes[1].set_title(f"usage: {usage_label}", fontsize=9)
+    return _save(fig, path, dpi=120, bbox_inches="tight")
+
+
+def _save(fig, path: str | os.PathLike, **kwargs) -> Path:
+    import matplotlib.pyplot as plt
+
+    from probmod.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path, overwrite=True) as tmp:
+            fig.savefig(tmp, format="png", **kwargs)
+    finally:
+        plt.close(fig)
     return path
 
+
+def usage(model, Y: np.ndarray) -> np.ndarray:
+    """Mean posterior activation ``mean_n E[|s_h| | y_n]`` of every element (truncated posterior at T = 1).
+
+    Example:
+        >>> from sparsecoding import BSC
+        >>> W = np.eye(3) * 10
+        >>> m = BSC(H=3, W=W, pi=0.3, sigma=1.0)
+        >>> Y = np.array([[10.0, 0, 0], [10.0, 0, 0], [0, 10.0, 0]])
+        >>> np.round(usage(m, Y), 2).tolist()
+        [0.67, 0.33, 0.0]
+    """
+    from .truncation import scatter_vec
+
+    Y = np.asarray(Y, dtype=np.float64)
+    H = int(model.H)
+    total = np.zeros(H)
+    step = int(model.chunk_size)
+    for start in range(0, len(Y), step):  # chunks, as in the E-step
+        et, blocks, _ = model._blocks(Y[start:start + step])
+        post = et.posterior(blocks, 1.0)
+        total += sum(scatter_vec(p @ np.abs(b.vals), b.idx, H) for b, p in zip(blocks, post)).sum(axis=0)
+    return total / len(Y)
 
 def plot_curves(results: dict[str, Any], path: str | os.PathLike) -> Path:
     """Save the truncated log-likelihood, pi, sigma and T per EM step as one PNG."""
@@ -75,15 +147,14 @@ def plot_curves(results: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.plot(steps, np.asarray(results[key]).reshape(len(steps), -1))
         ax.set_xlabel("EM step")
         ax.set_title(label)
+        ax.set_ylabel(label)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
-def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Draw ``dictionary.png`` and ``curves.png`` for a run folder; returns the paths."""
+def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+             max_points: int = USAGE_POINTS) -> list[Path]:
+    """Draw ``dictionary.png`` (sorted by usage) and ``curves.png`` for a run folder; returns the paths."""
     from .io import load_results
 
     res = load_results(run_dir)
@@ -92,6 +163,28 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     W = res["W"][-1]
     if cfg.get("model") == "gsc" and "mu" in res:
         W = W * res["mu"][-1]
+    use, label = _run_usage(res, max_points)
     title = f"{cfg.get('model', '').upper()} dictionary after {len(res['step'])} steps"
-    return [plot_dictionary(W, out / "dictionary.png", cfg.get("patch_shape"), title),
+    return [plot_dictionary(W, out / "dictionary.png", cfg.get("patch_shape"), title, use, label),
             plot_curves(res, out / "curves.png")]
+
+
+def _run_usage(res: dict[str, Any], max_points: int) -> tuple[np.ndarray, str]:
+    """Usage from the run's data when it can be read, else ``pi * ||W_h||``; with a label saying which."""
+    from probmod.errors import ProbmodError
+
+    from .cli import make_model
+    from .io import inspect_data, read_rows
+
+    cfg = res["config"]
+    params = {k: np.asarray(res[k][-1]) for k in ("W", "pi", "sigma", "mu", "Psi", "prior") if k in res}
+    try:
+        N, _, _ = inspect_data(cfg["data"], cfg["key"])
+        n = min(N, max_points)
+        Y = read_rows(cfg["data"], cfg["key"], 0, n)
+        model = make_model(cfg)
+        model.params = params
+        return usage(model, Y), f"mean posterior activation E|s_h| over {n} data points"
+    except (ProbmodError, OSError, KeyError, ValueError):  # data moved or changed: say what we used instead
+        norm = np.linalg.norm(res["W"][-1], axis=0) * np.broadcast_to(params["pi"], params["W"].shape[1:])
+        return norm, "pi * ||W_h|| (run data not readable)"

@@ -19,7 +19,7 @@ def bars_file(tmp_path, no_mpi):
 def _err(capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0, err  # one line
-    assert err.startswith("sparsecoding: error: ")
+    assert err.startswith("sparsecoding ") and ": error: " in err, err
     return err
 
 
@@ -59,7 +59,7 @@ def test_existing_run_folder_needs_resume_or_force(tmp_path, bars_file, capsys):
             "--steps", "2", "--out", str(out), "--quiet", "--no-plot"]
     assert main(args) == 0
     capsys.readouterr()
-    assert main(args) == 2
+    assert main(args) == 6
     assert "already exists" in _err(capsys)
     assert main(args + ["--force"]) == 0
     assert main(args[:-4] + ["--steps", "3", "--out", str(out), "--resume"]) == 2
@@ -84,28 +84,29 @@ def test_damaged_restart_candidate_is_a_one_line_error(tmp_path, bars_file, caps
     (out / "checkpoint.h5").unlink()
     (out / "restarts" / "seed-1" / "checkpoint.h5").write_bytes(b"not hdf5")
     resume = ["train", "--out", str(out), "--resume", "--quiet", "--no-plot"]
-    assert main(resume) == 2
+    assert main(resume) == 4
     assert "seed-1" in _err(capsys)
     (out / "config.json").write_text("[1, 2]")
-    assert main(resume) == 2
-    assert "has no checkpoint.h5" in _err(capsys)
+    assert main(resume) == 4
+    err = _err(capsys)
+    assert "not a run configuration" in err and "no checkpoint.h5" in err
 
 
 @pytest.mark.parametrize(
-    "change, expect",
+    "change, expect, code",
     [
-        (["--Hprime", "12"], "Hprime=12 exceeds H=10"),
-        (["--gamma", "7", "--Hprime", "6"], "gamma=7 exceeds Hprime=6"),
-        (["--key", "nope"], "no dataset 'nope'"),
-        (["--anneal", "5:0.5@0.8"], "temperatures must be >= 1"),
-        (["--steps", "0"], "steps must be a positive integer"),
-        (["--restarts", "0"], "--restarts must be at least 1"),
+        (["--Hprime", "12"], "Hprime=12 exceeds H=10", 2),
+        (["--gamma", "7", "--Hprime", "6"], "gamma=7 exceeds Hprime=6", 2),
+        (["--key", "nope"], "no dataset 'nope'", 4),
+        (["--anneal", "5:0.5@0.8"], "temperatures must be >= 1", 2),
+        (["--steps", "0"], "steps must be a positive integer", 2),
+        (["--restarts", "0"], "--restarts must be at least 1", 2),
     ],
 )
-def test_bad_options(tmp_path, bars_file, capsys, change, expect):
+def test_bad_options(tmp_path, bars_file, capsys, change, expect, code):
     args = ["train", "--model", "bsc", "--data", str(bars_file), "--H", "10", "--out", str(tmp_path / "r"),
             "--quiet", *change]
-    assert main(args) == 2
+    assert main(args) == code
     assert expect in _err(capsys)
     assert not (tmp_path / "r").exists()
 
@@ -114,18 +115,18 @@ def test_bad_data(tmp_path, no_mpi, capsys):
     three_d = tmp_path / "img.h5"
     with h5py.File(three_d, "w") as f:
         f["y"] = np.zeros((4, 5, 5))
-    assert main(["train", "--model", "bsc", "--data", str(three_d), "--H", "3", "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "--model", "bsc", "--data", str(three_d), "--H", "3", "--out", str(tmp_path / "r")]) == 4
     assert "expected 2-D (N, D)" in _err(capsys)
     assert main(["train", "--model", "bsc", "--data", str(tmp_path / "none.h5"), "--H", "3",
-                 "--out", str(tmp_path / "r")]) == 2
+                 "--out", str(tmp_path / "r")]) == 3
     assert "does not exist" in _err(capsys)
     nan = tmp_path / "nan.h5"
     with h5py.File(nan, "w") as f:
         f["y"] = np.full((4, 3), np.nan)
     assert main(["train", "--model", "bsc", "--data", str(nan), "--H", "2", "--out", str(tmp_path / "r2"),
-                 "--quiet"]) == 2
+                 "--quiet"]) == 8
     assert "NaN" in _err(capsys)
-    assert main(["train", "--out", str(tmp_path / "missing"), "--resume"]) == 2
+    assert main(["train", "--out", str(tmp_path / "missing"), "--resume"]) == 3
     assert "does not exist" in _err(capsys)
 
 

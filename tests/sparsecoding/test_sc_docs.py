@@ -6,6 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["sparsecoding", "sparsecoding.truncation", "sparsecoding.em", "sparsecoding.data", "sparsecoding.plot",
+           "sparsecoding.io", "sparsecoding.cli",
            "sparsecoding.models.bsc", "sparsecoding.models.tsc", "sparsecoding.models.dsc", "sparsecoding.models.mca",
            "sparsecoding.models.mmca", "sparsecoding.models.gsc"]
 
