@@ -116,6 +116,10 @@ def _input_layer(arrays, p, start, num_vars, families) -> InputLayer:
     params = _array(arrays, p + "params", 2, "float")
     if params.shape != (len(node_var), dist.num_params) or not len(node_var):
         raise FormatError(f"{p}params must have shape ({len(node_var)}, {dist.num_params}), got {params.shape}")
+    try:
+        dist.check_params(torch.from_numpy(params))
+    except ValueError as err:
+        raise FormatError(f"{p}params: {err}") from None
     return InputLayer(dist, node_var, torch.from_numpy(params), start)
 
 
@@ -124,6 +128,8 @@ def _sum_layer(arrays, p, start) -> SumLayer:
     g, n_out, n_in = weight.shape
     if not weight.size:
         raise FormatError(f"{p}weight is empty")
+    if not np.isfinite(weight).all() or (weight < 0).any():
+        raise FormatError(f"{p}weight must be finite and non-negative")
     child_idx = _indices(arrays, p + "child_idx", 2, 1, start)
     if tuple(child_idx.shape) != (g, n_in):
         raise FormatError(f"{p}child_idx must have shape ({g}, {n_in}) to match the weights, got {tuple(child_idx.shape)}")
