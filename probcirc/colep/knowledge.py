@@ -39,10 +39,10 @@ anything is built):
   raise it to at most :data:`FILE_MAX_CLUSTER_SIZE` (20). Only code can go
   further: ``Knowledge.from_json(path, cluster_size_limit=24)`` or
   ``Knowledge(..., max_cluster_size=24)``.
-- A cluster's reasoning circuit may hold at most ``max_circuit_nodes``
-  (default :data:`MAX_CIRCUIT_NODES`, 2^20) nodes: (number of branches) ×
-  (variables + 2), where a cluster has 2^|cover| branches, times K with
-  exclusive classes. Only code can raise it (it is not a file key).
+- The clusters' reasoning circuits together may hold at most
+  ``max_circuit_nodes`` (default :data:`MAX_CIRCUIT_NODES`, 2^20) nodes; one has about (number of
+  branches) × (variables + 1), where a cluster has 2^|cover| branches, times
+  K with exclusive classes. Only code can raise it (it is not a file key).
 - A knowledge file may be at most :data:`MAX_FILE_BYTES` (16 MiB).
 
 Over a limit: :class:`KnowledgeLimitError` (a ``LimitError``, exit code 7).
@@ -191,9 +191,14 @@ def cover_of(cluster: Cluster, structure: str = "cover") -> tuple[int, ...]:
 
 
 def circuit_nodes(cluster: Cluster, structure: str = "cover") -> int:
-    """Nodes of the cluster's reasoning circuit, from its declared shape (before anything is built)."""
+    """An upper bound on the nodes of the cluster's reasoning circuit, from its declared shape (nothing is built).
+
+    Each of the b branches has a leaf or a sum per variable and one product;
+    each free variable adds two shared leaves; one root.
+    """
     branches = max(len(cluster.one_hot), 1) << len(cover_of(cluster, structure))
-    return branches * (len(cluster.variables) + 2)
+    m = len(cluster.variables)
+    return branches * (m + 1) + 2 * m + 1
 
 
 def _preview(names: Sequence[str], most: int = 10) -> str:
@@ -331,6 +336,7 @@ class Knowledge:
                 raise KnowledgeError(f"{where}: weight must be a finite number >= 0, got {w!r}")
             rules.append(Rule(body, head, float(w)))
         seen: dict[int, str] = {}
+        total_nodes = 0
         compiled = []
         cnames = set()
         for ci, c in enumerate(self.clusters):
@@ -369,9 +375,11 @@ class Knowledge:
             one_hot = tuple(range(self.num_classes)) if self.exclusive_classes else ()
             cluster = Cluster(name, tuple(crules), variables, one_hot)
             nodes = circuit_nodes(cluster)
-            if nodes > self.max_circuit_nodes:
+            total_nodes += nodes
+            if total_nodes > self.max_circuit_nodes:
+                before = f" (after {total_nodes - nodes} in the clusters before it)" if total_nodes > nodes else ""
                 raise KnowledgeLimitError(
-                    f"cluster {name!r} needs a reasoning circuit of {nodes} nodes, over max_circuit_nodes={self.max_circuit_nodes} "
+                    f"cluster {name!r} needs a reasoning circuit of {nodes} nodes{before}, over max_circuit_nodes={self.max_circuit_nodes} "
                     f"({len(variables)} variables, {len(one_hot) or 1} × 2^{len(cover_of(cluster))} branches). "
                     f"Split the cluster, or raise max_circuit_nodes in code."
                 )

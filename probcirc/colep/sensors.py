@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from probmod.progress import Progress
 
 __all__ = ["as_probabilities", "MLPSensors", "MLPClassifier", "random_affine", "train_sensors", "train_classifier", "predict_proba"]
 
@@ -128,37 +129,40 @@ def random_affine(shape: tuple[int, int], degrees: float = 10.0, scale: float = 
 
 
 def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: float, batch_size: int, noise_sigma: float, weight_decay: float, seed: int,
-         augment: Augment | None = None):
+         augment: Augment | None = None, progress: bool = False):
     g = torch.Generator().manual_seed(seed)
     X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = X.shape[0]
     model.train()
-    for _ in tqdm(range(epochs), desc=f"train {type(model).__name__}", unit="epoch", disable=None, leave=False):
-        perm = torch.randperm(n, generator=g)
-        for s in range(0, n, batch_size):
-            idx = perm[s : s + batch_size]
-            xb = X[idx]
-            if augment is not None:
-                xb = augment(xb, g)
-            if noise_sigma > 0:
-                xb = xb + noise_sigma * torch.randn(xb.shape, generator=g)
-            loss = loss_fn(model.logits(xb), targets[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    with Progress(epochs, f"train {type(model).__name__}", "epoch", enabled=progress) as bar:
+        for _ in range(epochs):
+            perm = torch.randperm(n, generator=g)
+            for s in range(0, n, batch_size):
+                idx = perm[s : s + batch_size]
+                xb = X[idx]
+                if augment is not None:
+                    xb = augment(xb, g)
+                if noise_sigma > 0:
+                    xb = xb + noise_sigma * torch.randn(xb.shape, generator=g)
+                loss = loss_fn(model.logits(xb), targets[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            bar.update()
     model.eval()
     return model
 
 
 def train_sensors(X, y, knowledge, hidden: Sequence[int] = (64,), epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
-                  noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0, augment: Augment | None = None) -> MLPSensors:
+                  noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0, augment: Augment | None = None,
+                  progress: bool = False) -> MLPSensors:
     """Train one network with a sigmoid output per class and per concept (binary cross-entropy).
 
     Concept targets come from ``knowledge.concept_classes``. ``noise_sigma > 0``
     adds Gaussian noise to every training batch (augmentation for randomised
     smoothing); ``augment(batch, generator)`` transforms every batch before
-    that, e.g. :func:`random_affine`. Example::
+    that, e.g. :func:`random_affine`. ``progress=True`` reports epochs on stderr. Example::
 
         sensors = train_sensors(X_train, y_train, digits_knowledge(), hidden=(64,), noise_sigma=0.25)
     """
@@ -166,17 +170,18 @@ def train_sensors(X, y, knowledge, hidden: Sequence[int] = (64,), epochs: int = 
     with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed only; global RNG untouched
         torch.manual_seed(seed)
         model = MLPSensors(np.asarray(X).shape[1], knowledge.num_variables, hidden)
-    return _fit(model, X, targets, nn.functional.binary_cross_entropy_with_logits, epochs, lr, batch_size, noise_sigma, weight_decay, seed, augment)
+    return _fit(model, X, targets, nn.functional.binary_cross_entropy_with_logits, epochs, lr, batch_size, noise_sigma, weight_decay, seed, augment, progress)
 
 
 def train_classifier(X, y, num_classes: int, hidden: Sequence[int] = (64,), epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
-                     noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0, augment: Augment | None = None) -> MLPClassifier:
+                     noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0, augment: Augment | None = None,
+                     progress: bool = False) -> MLPClassifier:
     """Train a softmax classifier (cross-entropy), optionally with Gaussian noise and ``augment`` as in :func:`train_sensors`."""
     targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MLPClassifier(np.asarray(X).shape[1], num_classes, hidden)
-    return _fit(model, X, targets, nn.functional.cross_entropy, epochs, lr, batch_size, noise_sigma, weight_decay, seed, augment)
+    return _fit(model, X, targets, nn.functional.cross_entropy, epochs, lr, batch_size, noise_sigma, weight_decay, seed, augment, progress)
 
 
 def predict_proba(model: Callable, X, batch_size: int = 4096) -> torch.Tensor:

@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 from scipy import stats
-from tqdm.auto import tqdm
+
+from probmod.progress import Progress
 
 __all__ = ["clopper_pearson", "smooth", "smoothed_counts", "bounds_from_counts", "gaussian_shift"]
 
@@ -42,8 +43,12 @@ def gaussian_shift(lo: np.ndarray, hi: np.ndarray, delta: float, sigma: float) -
     return stats.norm.cdf(stats.norm.ppf(lo) - r), stats.norm.cdf(stats.norm.ppf(hi) + r)
 
 
-def smoothed_counts(f: Callable, X, sigma: float, n_samples: int, seed: int = 0, max_rows: int = 16384) -> np.ndarray:
-    """Bernoulli counts ``(n, V)`` out of ``n_samples`` Gaussian draws: k ~ Binomial(n_samples, g(x))."""
+def smoothed_counts(f: Callable, X, sigma: float, n_samples: int, seed: int = 0, max_rows: int = 16384,
+                    progress: bool = False) -> np.ndarray:
+    """Bernoulli counts ``(n, V)`` out of ``n_samples`` Gaussian draws: k ~ Binomial(n_samples, g(x)).
+
+    ``progress=True`` reports the samples done on stderr (:class:`probmod.progress.Progress`).
+    """
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
     if n_samples < 1:
@@ -52,14 +57,15 @@ def smoothed_counts(f: Callable, X, sigma: float, n_samples: int, seed: int = 0,
     g = torch.Generator().manual_seed(seed)
     per = max(1, max_rows // n_samples)
     counts = []
-    with torch.no_grad():
-        for s in tqdm(range(0, len(X), per), desc=f"smoothing ({n_samples} draws)", unit="batch", disable=None, leave=False):
+    with torch.no_grad(), Progress(len(X), f"smoothing ({n_samples} draws)", "sample", enabled=progress) as bar:
+        for s in range(0, len(X), per):
             xb = X[s : s + per]
             noisy = xb[:, None, :] + sigma * torch.randn(xb.shape[0], n_samples, xb.shape[1], generator=g)
             out = torch.as_tensor(f(noisy.reshape(-1, xb.shape[1]))).to(torch.float64)
             out = out.reshape(xb.shape[0], n_samples, -1)
             u = torch.rand(out.shape, generator=g, dtype=torch.float64)
             counts.append((u < out).sum(1))
+            bar.update(xb.shape[0])
     return torch.cat(counts).numpy()
 
 
@@ -72,7 +78,7 @@ def bounds_from_counts(k: np.ndarray, n_samples: int, alpha: float, delta: float
 
 
 def smooth(f: Callable, X, sigma: float, n_samples: int, alpha: float = 0.001, delta: float = 0.0, seed: int = 0,
-           max_rows: int = 16384) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           max_rows: int = 16384, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Estimate the smoothed outputs of ``f`` at every row of ``X`` and bound them over the δ-ball.
 
     ``f`` maps a float32 batch ``(m, d)`` to values in [0, 1] of shape ``(m, V)``.
@@ -81,5 +87,5 @@ def smooth(f: Callable, X, sigma: float, n_samples: int, alpha: float = 0.001, d
     bounds that hold for every x' within L2 distance ``delta`` of x,
     simultaneously over the V outputs, with probability ≥ 1 - ``alpha``.
     """
-    k = smoothed_counts(f, X, sigma, n_samples, seed, max_rows)
+    k = smoothed_counts(f, X, sigma, n_samples, seed, max_rows, progress)
     return bounds_from_counts(k, n_samples, alpha, delta, sigma)

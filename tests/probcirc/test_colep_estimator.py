@@ -111,3 +111,26 @@ def test_fit_sets_trained_attributes_and_leaves_hyperparameters_alone():
     base = SplitCP(None, "lac").fit(X[:100], y[:100], hidden=(), epochs=2)
     assert base.model is None and isinstance(base.model_, torch.nn.Module)
     assert base.calibrate(X[100:150], y[100:150], 0.1).predict_set(X[150:]).shape == (50, 3)
+
+
+def test_library_progress_is_off_by_default_and_reports_when_asked(capfd):
+    import io
+
+    from probcirc.colep import smoothed_counts, train_sensors
+
+    X, y, kb = _problem()
+    train_sensors(X[:50], y[:50], kb, hidden=(), epochs=2)
+    smoothed_counts(_sensors, X[:5], 0.25, 8)
+    assert capfd.readouterr().err == ""
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    from probmod import progress as progress_module
+
+    stream = Tty()
+    with pytest.MonkeyPatch.context() as mp:  # a terminal: the bar is drawn on it
+        mp.setattr(progress_module.sys, "stderr", stream)
+        smoothed_counts(_sensors, X[:5], 0.25, 8, progress=True)
+    assert "smoothing (8 draws)" in stream.getvalue()
