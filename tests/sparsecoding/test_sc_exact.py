@@ -22,40 +22,41 @@ NAMES = ["bsc", "tsc", "dsc", "mca", "mmca", "gsc", "gsc_diag"]
 
 def make(name, rng, Hprime=H, gamma=H):
     W = rng.normal(size=(D, H))
-    p = dict(W=W, pi=0.3, sigma=0.7)
+    p = dict(W=W, pi=0.3, sigma=0.7, Hprime=Hprime, gamma=gamma)
     if name == "bsc":
-        return BSC(H, Hprime, gamma, **p)
+        return BSC.from_params(**p)
     if name == "tsc":
-        return TSC(H, Hprime, gamma, **p)
+        return TSC.from_params(**p)
     if name == "dsc":
-        return DSC(H, Hprime, gamma, values=(0, 1, 2.5), W=W, prior=[0.6, 0.3, 0.1], sigma=0.7)
+        return DSC.from_params(values=(0, 1, 2.5), W=W, prior=[0.6, 0.3, 0.1], sigma=0.7, Hprime=Hprime, gamma=gamma)
     if name == "mca":
-        return MCA(H, Hprime, gamma, **{**p, "W": np.abs(W)})
+        return MCA.from_params(**{**p, "W": np.abs(W)})
     if name == "mmca":
-        return MMCA(H, Hprime, gamma, **p)
+        return MMCA.from_params(**p)
     A = rng.normal(size=(H, H))
     Psi = A @ A.T + 0.5 * np.eye(H) if name == "gsc" else np.diag(rng.uniform(0.3, 2.0, size=H))
-    return GSC(H, Hprime, gamma, **p, mu=rng.normal(size=H), Psi=Psi)
+    return GSC.from_params(**p, mu=rng.normal(size=H), Psi=Psi)
 
 
 def prior_table(m):
     vals = np.concatenate([[0.0], m.nonzero_values()])
     if isinstance(m, DSC):
-        probs = np.asarray(m.prior)
+        probs = m.prior_
     elif isinstance(m, TSC):
-        probs = np.array([1 - m.pi, m.pi / 2, m.pi / 2])
+        probs = np.array([1 - m.pi_, m.pi_ / 2, m.pi_ / 2])
     else:
-        probs = np.array([1 - m.pi, m.pi])
+        probs = np.array([1 - m.pi_, m.pi_])
     return vals, probs
 
 
 def direct_log_lik(m, s, Y):
     """log p(y | s) from the generative model's definition, with a dense Gaussian."""
-    W, s2 = m.W, float(m.sigma) ** 2
+    W, s2 = m.components_.T, m.sigma_**2
+    D = W.shape[0]
     if isinstance(m, GSC):
         a = s != 0
-        mean = W[:, a] @ m.mu[a]
-        C = s2 * np.eye(D) + W[:, a] @ m.Psi[np.ix_(a, a)] @ W[:, a].T
+        mean = W[:, a] @ m.mu_[a]
+        C = s2 * np.eye(D) + W[:, a] @ m.Psi_[np.ix_(a, a)] @ W[:, a].T
         return mvn(mean, C).logpdf(Y)
     contrib = s[:, None] * W.T  # (H, D)
     if isinstance(m, MMCA):
@@ -73,7 +74,8 @@ def brute_force(m, Y):
     vals, probs = prior_table(m)
     states = np.array(list(itertools.product(range(len(vals)), repeat=H)))
     S = vals[states]
-    lj = np.stack([direct_log_lik(m, s, Y) + np.log(probs[st]).sum() for s, st in zip(S, states)], axis=1)
+    lj = np.stack([np.atleast_1d(direct_log_lik(m, s, Y)) + np.log(probs[st]).sum() for s, st in zip(S, states)],
+                  axis=1)
     return S, lj
 
 
@@ -87,7 +89,7 @@ def test_full_truncation_equals_exact_posterior(name):
     post = np.exp(lj - logZ[:, None])
     et = m.engine()
     assert et.n_states == len(S)
-    blocks = et.blocks(m.params, Y)
+    blocks = et.blocks(m.params_, Y)
     np.testing.assert_allclose(et.log_marginal(blocks), logZ, rtol=0, atol=1e-10)
     # posterior marginals <s_h> and the full posterior over states
     if not name.startswith("gsc"):
@@ -99,10 +101,10 @@ def test_full_truncation_equals_exact_posterior(name):
     for n in range(len(Y)):
         lookup = {tuple(s): p for s, p in zip(engine_states[n], qq[n])}
         np.testing.assert_allclose([lookup[tuple(s)] for s in S], post[n], atol=1e-12)
-    # the Distribution face: log_prob is the same (here exact) log-likelihood
+    # the Distribution face: log_prob is exact, and so is the bound with the full state set
     assert isinstance(m, Distribution)
-    lp = m.log_prob(torch.as_tensor(Y))
-    np.testing.assert_allclose(lp.numpy(), logZ, atol=1e-10)
+    np.testing.assert_allclose(m.log_prob(torch.as_tensor(Y)).numpy(), logZ, atol=1e-10)
+    np.testing.assert_allclose(m.log_prob_lower_bound(torch.as_tensor(Y)).numpy(), logZ, atol=1e-10)
 
 
 def _place(vals, idx, H):
@@ -118,7 +120,7 @@ def test_truncated_posterior_is_exact_posterior_restricted_to_the_set(name):
     Y = rng.normal(size=(6, D)) * 2
     S, lj = brute_force(m, Y)
     et = m.engine()
-    blocks = et.blocks(m.params, Y)
+    blocks = et.blocks(m.params_, Y)
     T = 1.7
     q = np.concatenate(et.posterior(blocks, T), axis=1)
     lz = et.log_marginal(blocks)
@@ -142,13 +144,13 @@ def test_log_lik_closed_form_per_state(name):
     Y = rng.normal(size=(4, D)) * 2
     vals = np.concatenate([[0.0], m.nonzero_values()])
     S = vals[rng.integers(len(vals), size=(12, H))]
-    ll = m.log_lik(m.params, Y, None, None, S)
+    ll = m.log_lik(m.params_, Y, None, None, S)
     ll = np.broadcast_to(ll, (len(Y), len(S)))
     ref = np.stack([direct_log_lik(m, s, Y) for s in S], axis=1)
     np.testing.assert_allclose(ll, ref, atol=1e-10)
     # the same states through per-point candidate slots
     idx = np.tile(rng.permutation(H), (len(Y), 1))
-    ll2 = m.log_lik(m.params, Y, None, idx, S[:, idx[0]])  # slot j holds cause idx[n, j]
+    ll2 = m.log_lik(m.params_, Y, None, idx, S[:, idx[0]])  # slot j holds cause idx[n, j]
     np.testing.assert_allclose(np.broadcast_to(ll2, ll.shape), ref, atol=1e-10)
 
 
@@ -158,7 +160,7 @@ def test_gsc_closed_form_vs_numerical_integration():
     mu = np.array([0.5, -1.0])
     Psi = np.array([[0.8, 0.3], [0.3, 0.5]])
     sigma = 0.9
-    m = GSC(2, 2, 2, W=W, pi=0.4, sigma=sigma, mu=mu, Psi=Psi)
+    m = GSC.from_params(W=W, pi=0.4, sigma=sigma, mu=mu, Psi=Psi)
     y = rng.normal(size=3)
 
     def lik(z):  # p(y | s, z) with the slab values z on the active causes
@@ -179,15 +181,16 @@ def test_gsc_closed_form_vs_numerical_integration():
     f2 = (lik2 * slab).reshape(Z1.shape)
     ref2 = integrate.trapezoid(integrate.trapezoid(f2, g, axis=1), g)
     S = np.array([[1.0, 0.0], [1.0, 1.0]])
-    ll = m.log_lik(m.params, y[None], None, None, S)[0]
+    ll = m.log_lik(m.params_, y[None], None, None, S)[0]
     np.testing.assert_allclose(np.exp(ll), [ref1, ref2], rtol=1e-6)
     # posterior mean of the slab given s=(1,1): numerical first moments
     num = [integrate.trapezoid(integrate.trapezoid(f2 * Zk, g, axis=1), g) for Zk in (Z1, Z2)]
-    kappa = m._gauss(m.params, y[None], None, None, S)[1][0, 1]
+    kappa = m._gauss(m.params_, y[None], None, None, S)[1][0, 1]
     np.testing.assert_allclose(kappa, np.array(num) / ref2, rtol=1e-6, atol=1e-9)
 
 @pytest.mark.parametrize("name", NAMES)
-def test_masked_log_prob_drops_missing_dimensions(name):
+@pytest.mark.parametrize("bound", [False, True])
+def test_masked_log_prob_drops_missing_dimensions(name, bound):
     rng = np.random.default_rng(5)
     m = make(name, rng)
     Y = rng.normal(size=(5, D)) * 2
@@ -195,25 +198,88 @@ def test_masked_log_prob_drops_missing_dimensions(name):
     mask[:, [1, 3]] = True
     mask[0, 0] = True  # a different pattern for one row
     x = torch.as_tensor(np.where(mask, np.nan, Y))
-    lp = m.log_prob(x, torch.as_tensor(mask)).numpy()
+    query = m.log_prob_lower_bound if bound else m.log_prob
+    lp = query(x, torch.as_tensor(mask)).numpy()
     for n in range(5):
         obs = ~mask[n]
         # the same model on the observed pixels only: drop those rows of W
-        sub = dict(m.params)
-        sub["W"] = m.W[obs]
-        kw = {"values": tuple(m.values)} if isinstance(m, DSC) else {}
-        small = type(m)(H, H, H, **kw, **sub)
+        sub = {**m.params_, "W": m.params_["W"][obs]}
+        kw = {"values": m.values} if isinstance(m, DSC) else {}
+        small = type(m).from_params(**kw, **sub)
         np.testing.assert_allclose(lp[n], small.log_prob(torch.as_tensor(Y[n, obs][None])).numpy()[0], atol=1e-9)
+    with pytest.raises(ValueError, match="mask"):  # NaN is missing only where the mask says so
+        query(x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exact_log_prob_against_brute_force_where_truncation_is_only_a_bound(name):
+    # H' = 3, gamma = 2 < H: the truncated value is a strict lower bound; log_prob is the exact sum over all states
+    rng = np.random.default_rng(7)
+    m = make(name, rng, Hprime=3, gamma=2)
+    Y = rng.normal(size=(7, D)) * 2
+    exact = logsumexp(brute_force(m, Y)[1], axis=1)
+    lp = m.log_prob(torch.as_tensor(Y))
+    assert lp.dtype == torch.float64
+    np.testing.assert_allclose(lp.numpy(), exact, rtol=0, atol=1e-10)
+    bound = m.log_prob_lower_bound(torch.as_tensor(Y)).numpy()
+    assert np.all(bound <= exact + 1e-12) and np.any(bound < exact - 1e-6)
+    # tiny chunks: enumeration per chunk gives the same values
+    np.testing.assert_allclose(m.set_params(chunk_size=2).log_prob(torch.as_tensor(Y)).numpy(), exact, atol=1e-10)
+
+
+def test_exact_log_prob_normalises_in_one_dimension():
+    # D = 1, H = 2: the density integrates to one over the real line
+    m = BSC.from_params(W=np.array([[1.5, -2.0]]), pi=0.3, sigma=0.8)
+    grid = torch.linspace(-12.0, 12.0, 24001, dtype=torch.float64)[:, None]
+    dens = m.log_prob(grid).exp().numpy()
+    assert integrate.trapezoid(dens, grid[:, 0].numpy()) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_log_prob_refuses_state_spaces_it_cannot_enumerate():
+    from probmod.errors import UsageError
+    from sparsecoding import EXACT_STATES_LIMIT, ExactIntractableError
+
+    assert EXACT_STATES_LIMIT == 2**12
+    rng = np.random.default_rng(8)
+    BSC.from_params(W=rng.normal(size=(3, 12)), pi=0.1, sigma=1.0).log_prob(torch.zeros(1, 3))  # 2**12 states
+    for m in (BSC.from_params(W=rng.normal(size=(3, 13)), pi=0.1, sigma=1.0, Hprime=4, gamma=2),
+              TSC.from_params(W=rng.normal(size=(3, 8)), pi=0.1, sigma=1.0, Hprime=4, gamma=2)):  # 2**13, 3**8
+        with pytest.raises(ExactIntractableError, match="log_prob_lower_bound") as err:
+            m.log_prob(torch.zeros(1, 3))
+        assert isinstance(err.value, UsageError) and isinstance(err.value, NotImplementedError)
+        assert m.log_prob_lower_bound(torch.zeros(2, 3)).shape == (2,)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_distribution_face(name):
     rng = np.random.default_rng(6)
     m = make(name, rng, Hprime=3, gamma=2)
-    torch.manual_seed(0)
-    x = m.sample((3, 2))
+    before = torch.get_rng_state()
+    x = m.sample((3, 2), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator was not touched
     assert x.shape == (3, 2, D) and tuple(m.event_shape) == (D,)
+    assert torch.equal(m.sample((3, 2), generator=torch.Generator().manual_seed(0)), x)
+    assert not torch.equal(m.sample((3, 2), generator=torch.Generator().manual_seed(1)), x)
     lp = m.log_prob(x)
     assert lp.shape == (3, 2) and torch.isfinite(lp).all()
     torch.manual_seed(0)
-    assert torch.equal(m.sample((3, 2)), x)  # seeded by torch's RNG
+    y = m.sample(4)
+    torch.manual_seed(0)
+    assert torch.equal(m.sample(4), y)  # without a generator, torch's global one seeds the draw
+
+
+@pytest.mark.parametrize("name", ["bsc", "tsc", "dsc", "mca", "gsc"])
+def test_samples_follow_the_exact_density(name):
+    # D = 1: the empirical CDF of 20000 samples matches the CDF integrated from the exact log_prob
+    rng = np.random.default_rng(9)
+    W = np.abs(rng.normal(size=(1, 3))) + 0.5
+    kw = dict(W=W, pi=0.4, sigma=0.6)
+    m = {"bsc": lambda: BSC.from_params(**kw), "tsc": lambda: TSC.from_params(**kw),
+         "dsc": lambda: DSC.from_params(values=(0, 1, 2), W=W, prior=[0.5, 0.3, 0.2], sigma=0.6),
+         "mca": lambda: MCA.from_params(**kw),
+         "gsc": lambda: GSC.from_params(**kw, mu=np.ones(3), Psi=0.2 * np.eye(3))}[name]()
+    x = m.sample(20000, generator=torch.Generator().manual_seed(3))[:, 0].numpy()
+    grid = np.linspace(x.min() - 3, x.max() + 3, 6001)
+    cdf = integrate.cumulative_trapezoid(m.log_prob(torch.as_tensor(grid[:, None])).exp().numpy(), grid, initial=0)
+    emp = np.searchsorted(np.sort(x), grid, side="right") / len(x)
+    assert np.max(np.abs(cdf - emp)) < 0.015  # Kolmogorov-Smirnov: 1.36/sqrt(20000) = 0.0096 at the 5% level
