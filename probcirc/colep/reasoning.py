@@ -222,8 +222,17 @@ class Reasoner:
         return out
 
     def __call__(self, p: torch.Tensor) -> torch.Tensor:
-        """Mixed corrected probabilities ``(B, V)``."""
-        return torch.einsum("brv,r->bv", self.components(p), self.beta)
+        """Mixed corrected probabilities ``(B, V)``.
+
+        Σ_r β_r π̃^(r) is accumulated cluster by cluster as p + Σ_r β_r (π̃^(r) - p) on the
+        cluster's variables (β sums to 1), so memory stays O(B·V) however many clusters there are.
+        """
+        p = torch.as_tensor(p, dtype=torch.float64)
+        out = p * self.beta.sum()
+        for r, c in enumerate(self.circuits):
+            idx = torch.tensor(c.variables)
+            out[:, idx] += self.beta[r + 1] * (c.corrected(p[:, idx]) - p[:, idx])
+        return out
 
     def bounds(self, lo: torch.Tensor, hi: torch.Tensor, variables=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Sound bounds ``(B, len(variables))`` on the mixed corrected probabilities over the sensor box ``[lo, hi]``.

@@ -545,3 +545,12 @@ def test_random_affine_moves_points_as_promised(h, w):
     assert float(d[:, 0].abs().max()) < 1e-6 and 3.99 < float(d[:, 1].min()) < 4.3 and 5.7 < float(d[:, 1].max()) < 6.01
     with pytest.raises(ValueError, match=str(h * w)):
         random_affine((h, w))(torch.zeros(2, 10), g)
+
+
+def test_reasoner_mixture_equals_the_weighted_components():
+    """The O(B·V) accumulation in Reasoner.__call__ is Σ_r β_r π̃^(r) over the (B, R+1, V) components."""
+    kb = digits_knowledge(negative_weight=0.5)
+    r = Reasoner(kb)
+    r.beta = torch.softmax(torch.randn(r.num_components, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 0)
+    p = torch.rand(7, kb.num_variables, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(r(p), torch.einsum("brv,r->bv", r.components(p), r.beta), rtol=1e-12, atol=1e-14)
