@@ -39,7 +39,8 @@ from .tasks import TASKS, Task, make_task
 if TYPE_CHECKING:
     from .transformer import DistributionTransformer
 
-__all__ = ["LIMITS", "MAX_PARAMETERS", "load", "architecture", "state_shapes", "check_state", "task_of"]
+__all__ = ["LIMITS", "MAX_PARAMETERS", "load", "architecture", "state_shapes", "count_parameters", "check_state",
+           "task_config", "task_of"]
 
 #: the largest value a model file may declare for each architecture setting
 LIMITS: dict[str, int] = {"dim": 64, "n_components": 4096, "obs_dim": 4096, "d_model": 8192, "n_layers": 256,
@@ -113,22 +114,31 @@ def _linear(prefix: str, n_out: int, n_in: int | None) -> dict[str, tuple[int, .
     return {f"{prefix}.weight": (n_out,) if n_in is None else (n_out, n_in), f"{prefix}.bias": (n_out,)}
 
 
-def check_state(cfg: Mapping[str, int], shapes: Mapping[str, tuple[int, ...]], where: str = "model file",
-                max_parameters: int | None = MAX_PARAMETERS) -> int:
-    """Check stored array shapes (names without the ``state/`` prefix) against the architecture.
-
-    Returns:
-        The number of parameters.
+def count_parameters(cfg: Mapping[str, int], where: str = "model file",
+                     max_parameters: int | None = MAX_PARAMETERS) -> int:
+    """The number of weights the architecture declares, refused beyond ``max_parameters`` (None: no limit).
 
     Raises:
-        LimitError: the architecture holds more than ``max_parameters`` weights (None: no limit).
-        FormatError: an array is missing, unexpected or of another shape.
+        LimitError: more than ``max_parameters`` weights.
+
+    Example:
+        >>> count_parameters(dict(dim=1, n_components=2, obs_dim=1, d_model=4, n_layers=1, n_heads=1, d_ff=4))
+        281
     """
-    expected = state_shapes(cfg)
-    n = sum(_numel(s) for s in expected.values())
+    n = sum(_numel(s) for s in state_shapes(cfg).values())
     if max_parameters is not None and n > max_parameters:
         raise LimitError(f"{where}: the architecture declares {n} parameters, more than the limit of "
                          f"{max_parameters}; raise max_parameters (--max-params) if this file is trusted")
+    return n
+
+
+def check_state(cfg: Mapping[str, int], shapes: Mapping[str, tuple[int, ...]], where: str = "model file") -> None:
+    """Check stored array shapes (names without the ``state/`` prefix) against the architecture.
+
+    Raises:
+        FormatError: an array is missing, unexpected or of another shape.
+    """
+    expected = state_shapes(cfg)
     missing = sorted(expected.keys() - shapes.keys())
     extra = sorted(shapes.keys() - expected.keys())
     if missing or extra:
@@ -138,7 +148,6 @@ def check_state(cfg: Mapping[str, int], shapes: Mapping[str, tuple[int, ...]], w
         if tuple(shapes[key]) != shape:
             raise FormatError(f"{where}: weight {key} has shape {tuple(shapes[key])}, but the declared "
                               f"architecture implies {shape}")
-    return n
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -216,8 +225,9 @@ def load(path: str | os.PathLike, max_parameters: int = MAX_PARAMETERS) -> Distr
             if _plain(f.attrs.get("kind")) == _KIND and _plain(f.attrs.get("format")) == io.FORMAT:
                 attrs = {k: _plain(v) for k, v in f.attrs.items()}
                 cfg = architecture(attrs, where)
+                budget = 8 * count_parameters(cfg, where, max_parameters)
                 shapes = {k.removeprefix("state/"): ds.shape for k, ds in io.safe_datasets(f, budget).items()}
-                budget = 8 * check_state(cfg, shapes, where, max_parameters)
+                check_state(cfg, shapes, where)
                 task_config(attrs, where)
     return io.load(path, kind=DistributionTransformer, max_bytes=budget)
 

@@ -324,7 +324,7 @@ class DistributionTransformer(nn.Module):
         # Sizes and settings are checked before anything is built: a file is untrusted input.
         cfg = architecture(attrs)
         state = {k.removeprefix("state/"): np.asarray(v) for k, v in arrays.items()}
-        check_state(cfg, {k: v.shape for k, v in state.items()}, max_parameters=None)
+        check_state(cfg, {k: v.shape for k, v in state.items()})
         task, config = task_config(attrs)
         try:
             training = json.loads(attrs.get("training", "{}"))

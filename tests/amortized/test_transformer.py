@@ -218,3 +218,63 @@ def test_cached_weights_follow_parameter_updates(gen):
     with torch.inference_mode():
         out = m64(p.prior.to(torch.float64), p.observations.double(), p.obs_mask)
     torch.testing.assert_close(out.means.float(), after, rtol=1e-4, atol=1e-4)
+
+
+def _prior64(batch: int, mean: float = 0.0, scale: float = 1.0, k: int = 3, d: int = 2) -> GaussianMixture:
+    tril = (scale * torch.eye(d, dtype=torch.float64)).expand(batch, k, d, d)
+    return GaussianMixture.from_cholesky(torch.zeros(batch, k, dtype=torch.float64),
+                                         torch.full((batch, k, d), mean, dtype=torch.float64), tril)
+
+
+@pytest.mark.parametrize("n_obs", [0, 4])
+def test_empty_batch_gives_an_empty_posterior_batch(n_obs):
+    m = _model()
+    post = m(_prior64(0).to(torch.float32), torch.zeros(0, n_obs, 2), torch.zeros(0, n_obs, dtype=torch.bool))
+    assert tuple(post.batch_shape) == (0,) and tuple(post.means.shape) == (0, 3, 2)
+    assert tuple(post.scale_tril.shape) == (0, 3, 2, 2) and tuple(post.logits.shape) == (0, 3)
+    # a batch of zero data sets sharing one prior is empty too
+    shared = GaussianMixture.from_cholesky(torch.zeros(3), torch.zeros(3, 2), torch.eye(2).expand(3, 2, 2))
+    assert tuple(m(shared, torch.zeros(0, n_obs, 2)).batch_shape) == (0,)
+
+
+@pytest.mark.parametrize("where", ["observations", "prior means", "prior scales"])
+def test_extreme_inputs_raise_instead_of_returning_nan(where):
+    from probmod.errors import NumericalError
+
+    m = _model()
+    obs = torch.zeros(1, 4, 2, dtype=torch.float64)
+    prior = _prior64(1)
+    if where == "observations":
+        obs = torch.full_like(obs, 1e200)
+    elif where == "prior means":
+        prior = _prior64(1, mean=1e200)
+    else:
+        # The network reads log-scales, so only the update of the mean, L·δ, can overflow: force a large δ.
+        prior = _prior64(1, scale=1e290)
+        with torch.no_grad():
+            m.head.bias[1:3] = 1e30
+    with pytest.raises(NumericalError, match="rescale"):
+        m(prior, obs)
+
+
+def test_huge_but_representable_prior_scales_give_a_valid_posterior():
+    post = _model()(_prior64(1, scale=1e150), torch.zeros(1, 4, 2, dtype=torch.float64))
+    assert bool(torch.isfinite(post.means).all()) and bool(torch.isfinite(post.covariances).all())
+    assert bool((torch.diagonal(post.scale_tril, dim1=-2, dim2=-1) > 0).all())
+    torch.testing.assert_close(post.weights.sum(-1), torch.ones(1, dtype=torch.float64))
+
+
+def test_nan_observation_is_a_usage_error_unless_masked(gen):
+    from probmod.errors import UsageError
+
+    m = _model()
+    p = _problems(gen=gen)
+    p.obs_mask[:, 0] = False
+    nan = p.observations.clone()
+    nan[0, 0, 1] = float("nan")
+    with pytest.raises(UsageError, match="finite"):
+        m(p.prior, nan, p.obs_mask)
+    masked = p.obs_mask.clone()
+    masked[0, 0] = True
+    out = m(p.prior, nan, masked)
+    assert bool(torch.isfinite(out.means).all())
