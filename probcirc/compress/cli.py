@@ -88,10 +88,12 @@ def _read_array(path: Path, max_values: int = MAX_VALUES) -> np.ndarray:
             a = np.array(a)
         else:
             a = read_idx(path, max_bytes=max_values)
-    except LimitError:
+    except ProbmodError:
         raise
-    except (OSError, ValueError, EOFError, TypeError) as e:
-        raise InputError(f"{path}: unreadable array ({e})") from None
+    except MemoryError:
+        raise LimitError(f"{path}: out of memory while reading the array") from None
+    except Exception as e:  # noqa: BLE001 - numpy's header parser raises tokenize and syntax errors on damaged files
+        raise InputError(f"{path}: unreadable array ({type(e).__name__}: {e})") from None
     if a.dtype != np.uint8:
         if a.dtype.kind in "iu" and a.size and a.min() >= 0 and a.max() <= 255:
             a = a.astype(np.uint8)
@@ -204,7 +206,13 @@ def _load_codec(args, file_patch: tuple[int, int] | None = None):
     from .codec import Codec, CodecModel
     from .program import UnsupportedCircuit
 
-    model = io.load(args.model)
+    try:
+        model = io.load(args.model)
+    except (ProbmodError, FileNotFoundError, MemoryError):
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        # h5py reports damaged attribute tables and chunk indexes with these; probmod.io.load lets some escape
+        raise FormatError(f"{args.model}: not a readable model file ({type(e).__name__}: {e})") from None
     if not isinstance(model, (CodecModel, TensorCircuit)):
         raise ModelMismatchError(f"{args.model}: holds a {type(model).__name__}, not a circuit or codec model")
     patch = getattr(args, "patch", None)

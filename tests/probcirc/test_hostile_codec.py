@@ -230,15 +230,22 @@ def test_an_interrupt_leaves_no_temporary_file(model, tmp_path, capsys, monkeypa
     assert [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")] == []
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_output_is_found_before_decoding(model, tmp_path, capsys, monkeypatch):
     _, path = model
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
     assert _run(capsys, "compress", tmp_path / "a.png", "-m", path, "-o", tmp_path / "a.pcz")[0] == 0
+    monkeypatch.setattr(Codec, "decode_entries", lambda *a, **k: pytest.fail("decoded before checking the output"))
+    monkeypatch.setattr(Codec, "encode", lambda *a, **k: pytest.fail("encoded before checking the output"))
+    (tmp_path / "file").write_bytes(b"")
+    code, _, err = _run(capsys, "decompress", tmp_path / "a.pcz", "-m", path, "-o", tmp_path / "file" / "sub")
+    assert code == 9 and "not a folder" in err
+    code, _, err = _run(capsys, "compress", tmp_path / "a.png", "-m", path, "-o", tmp_path / "file" / "b.pcz")
+    assert code == 9 and "not a folder" in err
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return  # root writes into read-only folders
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
-    monkeypatch.setattr(Codec, "decode_entries", lambda *a, **k: pytest.fail("decoded before checking the output"))
     try:
         code, _, err = _run(capsys, "decompress", tmp_path / "a.pcz", "-m", path, "-o", locked)
         assert code == 9 and "not writable" in err
