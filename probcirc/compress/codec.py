@@ -232,7 +232,10 @@ class Codec:
                     pending[(img, k)][0].append(X[sel, i].astype(np.int32))
                     pending[(img, k)][1].append(g[sel])
                 else:
-                    X[sel, i] = coder.decode(self._family, g[sel])
+                    try:
+                        X[sel, i] = coder.decode(self._family, g[sel])
+                    except (AssertionError, RuntimeError, ValueError) as err:  # constriction on damaged words
+                        raise PczFormatError(f"corrupt .pcz file (a stream cannot be decoded: {err})") from None
             if not encode and (X[act, i] >= V).any():  # pragma: no cover - constriction never returns these
                 raise PczFormatError("corrupt stream (decoded value out of range)")
             engine.observe(i, X[:, i], act)

@@ -346,3 +346,14 @@ def test_help_shows_the_shared_flags_and_exit_codes(command, capsys):
                  "  7  a size limit"]:
         assert flag in text, (command, flag)
     assert "--overwrite" not in text and "67108864" in text
+
+
+def test_damaged_streams_with_valid_checksums_are_format_errors(model, tmp_path, capsys):
+    """constriction refuses some word sequences (all ones here) with an AssertionError; that is a corrupt file."""
+    m, path = model
+    blob = _crafted(m, [Entry(4, 4, 0)], [b"\xff" * 8])
+    with pytest.raises(container.PczFormatError, match="cannot be decoded"):
+        Codec(m).decode(blob)
+    (tmp_path / "d.pcz").write_bytes(blob)
+    code, _, err = _run(capsys, "decompress", tmp_path / "d.pcz", "-m", path, "-o", tmp_path / "o")
+    assert code == 4 and err.count("\n") == 1
