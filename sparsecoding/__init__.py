@@ -32,8 +32,23 @@ from .models import (
 from .truncation import ExpectationTruncation, n_multi_states
 
 __all__ = [
-    "BSC", "TSC", "DSC", "MCA", "MMCA", "GSC", "MODELS", "SparseCodingModel", "ExactIntractableError",
-    "EXACT_STATES_LIMIT", "hyperparameter_defaults",
-    "ExpectationTruncation", "n_multi_states", "run_em", "parse_anneal",
-    "bars_data", "bars_dictionary", "image_patches", "greedy_match",
+    "BSC",
+    "DSC",
+    "EXACT_STATES_LIMIT",
+    "GSC",
+    "MCA",
+    "MMCA",
+    "MODELS",
+    "TSC",
+    "ExactIntractableError",
+    "ExpectationTruncation",
+    "SparseCodingModel",
+    "bars_data",
+    "bars_dictionary",
+    "greedy_match",
+    "hyperparameter_defaults",
+    "image_patches",
+    "n_multi_states",
+    "parse_anneal",
+    "run_em",
 ]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -22,7 +22,7 @@ from probmod.errors import NumericalError
 from .parallel import SerialComm, bcast_params, chunked_sum, n_chunks
 from .truncation import Block, n_use
 
-__all__ = ["parse_anneal", "Schedule", "run_em", "EMResult", "data_moments", "require_finite"]
+__all__ = ["EMResult", "Schedule", "data_moments", "parse_anneal", "require_finite", "run_em"]
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, W_noise, c
         like_common = {"n_active": np.zeros(()), "value_counts": np.zeros(len(et.values)), "loglik": np.zeros(())}
         like = {**{"m_" + k: v for k, v in like_stats.items()}, **{"c_" + k: v for k, v in like_common.items()}}
 
-        def chunk_stats(Y, blocks, logZ=None, used=None):
+        def chunk_stats(Y, blocks, logZ=None, used=None, T=T, params=params):  # this step's T and parameters
             if logZ is None:
                 post, logZ = et.posterior_and_log_marginal(blocks, T)
             else:

@@ -21,16 +21,16 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "SerialComm",
     "MPIComm",
-    "get_comm",
+    "SerialComm",
     "as_comm",
+    "bcast_params",
+    "chunked_sum",
+    "get_comm",
+    "local_chunks_from_array",
     "n_chunks",
     "rank_chunks",
     "rank_rows",
-    "local_chunks_from_array",
-    "chunked_sum",
-    "bcast_params",
 ]
 
 

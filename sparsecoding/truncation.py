@@ -36,16 +36,16 @@ import numpy as np
 
 __all__ = [
     "Block",
+    "ExpectationTruncation",
+    "exact_log_marginal",
+    "full_states",
+    "logsumexp",
     "multi_state_template",
-    "singleton_template",
     "n_multi_states",
-    "truncation_factors",
     "n_use",
     "select_candidates",
-    "ExpectationTruncation",
-    "logsumexp",
-    "full_states",
-    "exact_log_marginal",
+    "singleton_template",
+    "truncation_factors",
 ]
 
 
@@ -282,7 +282,8 @@ def exact_log_marginal(model, params: dict, Y: np.ndarray, obs: np.ndarray | Non
     total = (1 + len(values)) ** H
     n = Y.shape[0]
     # states per block: keep the model's (n, states, slots, width) work arrays to a few million floats
-    step = max(1, int(2**21 // max(1.0, n * H * model.slot_width(H, D))))
+    per_state = model.work_per_point(H, H, D, 0, 64) / 64 + 4  # model work arrays plus log-joints
+    step = max(1, int(2**21 // (n * per_state)))
     parts = []
     for start in range(0, total, step):
         digits, S = full_states(H, values, start, min(total, start + step))
@@ -327,7 +328,6 @@ def scatter_sum_mat(x: np.ndarray, idx: np.ndarray | None, H: int) -> np.ndarray
     """Sum over points of slot matrices ``x`` (n, k, k) placed at their causes: (H, H)."""
     if idx is None:
         return x.sum(axis=0) if x.ndim == 3 else x
-    k = idx.shape[1]
     flat = (idx[:, :, None] * H + idx[:, None, :]).reshape(-1)
     return np.bincount(flat, weights=x.reshape(-1), minlength=H * H).reshape(H, H)
 

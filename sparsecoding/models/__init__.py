@@ -29,5 +29,16 @@ def hyperparameter_defaults(name: str = "bsc") -> dict[str, Any]:
     return {k: p.default for k, p in sig.parameters.items() if k != "self" and p.default is not p.empty}
 
 
-__all__ = ["SparseCodingModel", "BSC", "TSC", "DSC", "MCA", "MMCA", "GSC", "MODELS", "ExactIntractableError",
-           "EXACT_STATES_LIMIT", "hyperparameter_defaults"]
+__all__ = [
+    "BSC",
+    "DSC",
+    "EXACT_STATES_LIMIT",
+    "GSC",
+    "MCA",
+    "MMCA",
+    "MODELS",
+    "TSC",
+    "ExactIntractableError",
+    "SparseCodingModel",
+    "hyperparameter_defaults",
+]

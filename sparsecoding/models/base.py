@@ -6,7 +6,7 @@ A model subclass supplies only its equations:
 * ``log_lik(params, Y, obs, idx, vals)``: ``log p(y | s)`` for a block of states;
 * ``new_stats`` / ``accumulate`` / ``m_step``: sufficient statistics and updates;
 * ``init_params`` and ``generate``;
-* ``stat_size``, ``param_size`` and ``slot_width``: sizes for the memory estimate.
+* ``stat_size``, ``param_size`` and ``work_per_point``: sizes for the memory estimate.
 
 Candidate selection, state enumeration, normalisation, annealing, data
 truncation, chunked reduction across MPI ranks and checkpoints live in
@@ -21,19 +21,25 @@ only; ``fit`` validates them and sets the fitted attributes, which end in
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from probmod.distribution import Distribution, check_mask
 from probmod.errors import LimitError, ProbmodError, UsageError
-from probmod.estimator import ConvergenceWarning, Estimator, check_is_fitted, check_random_state
+from probmod.estimator import (
+    ConvergenceWarning,
+    Estimator,
+    check_is_fitted,
+    check_random_state,
+)
 
 from ..truncation import ExpectationTruncation, exact_log_marginal, truncation_factors
 from .checks import format_size, memory_estimate, parse_size, require
 
-__all__ = ["SparseCodingModel", "ExactIntractableError", "EXACT_STATES_LIMIT"]
+__all__ = ["EXACT_STATES_LIMIT", "ExactIntractableError", "SparseCodingModel"]
 
 #: ``log_prob`` enumerates every latent state when there are at most this many (2**12: BSC with H <= 12)
 EXACT_STATES_LIMIT = 2**12
@@ -135,7 +141,7 @@ class SparseCodingModel(Estimator, Distribution):
         self.random_state = random_state
 
     @classmethod
-    def from_params(cls, **kwargs: Any) -> "SparseCodingModel":
+    def from_params(cls, **kwargs: Any) -> SparseCodingModel:
         """A model with known parameters, ready for ``sample``, ``log_prob``, ``transform`` or a warm-started fit.
 
         Keywords named in :attr:`param_names` are parameters (validated by
@@ -232,9 +238,14 @@ class SparseCodingModel(Estimator, Distribution):
         """Number of floats in the parameters (for the memory estimate of the history)."""
         return D * H + 2
 
-    def slot_width(self, Hprime: int, D: int) -> float:
-        """Floats the E-step keeps per data point, state and candidate slot (for the memory estimate)."""
-        return 1.0
+    def work_per_point(self, H: int, Hprime: int, D: int, n_single: int, n_multi: int) -> float:
+        """Floats the E-step and the statistics hold per data point for its state blocks (memory estimate).
+
+        ``n_single`` states on all ``H`` causes (a block shared by all points) and ``n_multi`` on
+        ``Hprime`` candidate slots (gathered per point); by default the linear models' needs: one
+        float per state, the candidate block's slot values and a row of ``H`` moments.
+        """
+        return n_single + n_multi * Hprime + 2 * H
 
     def sample_states(self, params: dict, n: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``n`` latent state vectors from the prior: (n, H)."""
@@ -362,8 +373,8 @@ class SparseCodingModel(Estimator, Distribution):
                 f"chunk_size={self.chunk_size}) on {N} points of {D} dimensions would need about "
                 f"{format_size(total)} per rank (state tables and W {format_size(parts['tables'])}, chunk buffers "
                 f"{format_size(parts['chunk'])}, reduction and history {format_size(parts['reduction'])}), over "
-                f"max_memory={format_size(limit)}; lower H, Hprime, gamma or chunk_size, or raise max_memory "
-                f"(command line: --max-memory)")
+                f"max_memory={format_size(limit)}; lower H, Hprime or gamma, or raise max_memory (command line: "
+                f"--max-memory); a larger chunk_size shrinks the reduction table, a smaller one the chunk buffers")
         return total
 
     def engine(self) -> ExpectationTruncation:
@@ -376,19 +387,23 @@ class SparseCodingModel(Estimator, Distribution):
             self.__dict__["_engine"] = cached
         return cached[1]
 
-    def _check_data(self, Y: Any, name: str = "Y", reset: bool = False) -> np.ndarray:
+    def _check_data(self, Y: Any, name: str = "X", reset: bool = False) -> np.ndarray:
         if hasattr(Y, "toarray") or type(Y).__module__.startswith("scipy.sparse"):
             raise TypeError(f"{name} is a sparse matrix; {type(self).__name__} needs dense data: pass {name}.toarray()")
         if isinstance(Y, torch.Tensor):
             Y = Y.detach().cpu().numpy()
+        Y = np.asarray(Y)
         if np.iscomplexobj(Y):
             raise UsageError(f"Complex data not supported: {name} has complex values")
         try:
             Y = np.asarray(Y, dtype=np.float64)
-        except (TypeError, ValueError) as err:
+        except TypeError as err:
+            raise TypeError(f"{name} must be numeric: {err}") from None
+        except ValueError as err:
             raise UsageError(f"{name} must be numeric: {err}") from None
         if Y.ndim != 2:
-            raise UsageError(f"{name} must be a 2-D array (n_samples, n_features), got shape {Y.shape}; reshape it")
+            raise UsageError(f"{name} must be a 2-D array (n_samples, n_features), got shape {Y.shape}; "
+                             f"Reshape your data, e.g. {name}.reshape(1, -1) for one sample")
         for axis, what in ((0, "sample(s)"), (1, "feature(s)")):
             if Y.shape[axis] < 1:
                 raise UsageError(f"Found array with 0 {what} (shape={Y.shape}) while a minimum of 1 is required.")
@@ -408,12 +423,12 @@ class SparseCodingModel(Estimator, Distribution):
         seed = np.array([check_random_state(self.random_state).integers(2**62)], dtype=np.int64)
         return int((comm.bcast(seed) if comm.size > 1 else seed)[0])
 
-    def fit(self, Y: Any, y: None = None, *, comm=None, progress: bool = False) -> "SparseCodingModel":
-        """Learn the parameters from data ``Y`` (N, D) with ``steps`` steps of truncated EM; returns ``self``.
+    def fit(self, X: Any, y: None = None, *, comm=None, progress: bool = False) -> SparseCodingModel:
+        """Learn the parameters from data ``X`` (N, D) with ``steps`` steps of truncated EM; returns ``self``.
 
         The start is drawn from ``random_state`` (or, with ``warm_start``, is the
         current ``params_``). ``comm`` may be an mpi4py communicator: every rank
-        passes the same full ``Y`` and works on its own chunks (the command line
+        passes the same full ``X`` and works on its own chunks (the command line
         instead reads one slice per rank); by default the fit runs serially.
         ``y`` is ignored (scikit-learn's signature).
 
@@ -427,7 +442,7 @@ class SparseCodingModel(Estimator, Distribution):
         from ..parallel import as_comm, local_chunks_from_array
 
         self.check_hyper()
-        Y = self._check_data(Y, reset=True)
+        Y = self._check_data(X, reset=True)
         comm = as_comm(comm)
         N, D = Y.shape
         start = None
@@ -448,9 +463,9 @@ class SparseCodingModel(Estimator, Distribution):
                           f"increase steps", ConvergenceWarning, stacklevel=2)
         return self
 
-    def fit_transform(self, Y: Any, y: None = None, **fit_params: Any) -> np.ndarray:
-        """``fit(Y)`` then ``transform(Y)``: the codes of the training data, (N, H)."""
-        return self.fit(Y, **fit_params).transform(Y)
+    def fit_transform(self, X: Any, y: None = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X)`` then ``transform(X)``: the codes of the training data, (N, H)."""
+        return self.fit(X, **fit_params).transform(X)
 
     def _chunks(self, Y: np.ndarray):
         """Row slices of ``chunk_size`` (chunks, not data points, bound the E-step's memory)."""
@@ -468,7 +483,7 @@ class SparseCodingModel(Estimator, Distribution):
             out[sl] = et.log_marginal(et.blocks(self.params_, Y[sl], None if obs is None else obs[sl]))
         return out
 
-    def score(self, Y: Any, y: None = None) -> float:
+    def score(self, X: Any, y: None = None) -> float:
         """Mean truncated log-likelihood per data point, ``mean_n log sum_{s in S_n} p(y_n, s)``.
 
         A lower bound of the mean exact log-likelihood (equal to it when
@@ -476,15 +491,15 @@ class SparseCodingModel(Estimator, Distribution):
         EM maximises. Higher is better, as scikit-learn's ``score`` expects.
         """
         check_is_fitted(self, "params_")
-        return float(np.mean(self._log_marginal(self._check_data(Y))))
+        return float(np.mean(self._log_marginal(self._check_data(X))))
 
-    def transform(self, Y: Any, kind: str = "mean") -> np.ndarray:
-        """Codes for ``Y``: posterior means of the latents (``kind="mean"``) or MAP states (``"map"``).
+    def transform(self, X: Any, kind: str = "mean") -> np.ndarray:
+        """Codes for ``X``: posterior means of the latents (``kind="mean"``) or MAP states (``"map"``).
 
         Both use the truncated posterior at ``T = 1``. Returns an (n, H) array.
         """
         check_is_fitted(self, "params_")
-        Y = self._check_data(Y)
+        Y = self._check_data(X)
         if kind not in ("mean", "map"):
             raise UsageError(f"kind must be 'mean' or 'map', got {kind!r}")
         et = self._ready(Y)

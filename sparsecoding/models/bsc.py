@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels import active_lists, linear_moments, linear_sq_err
-from ..truncation import gather_mat, gather_vec, scatter_sum_mat, scatter_vec
+from ..truncation import gather_mat, gather_vec
 from .base import SparseCodingModel
 
 __all__ = ["BSC", "LinearGaussian"]
@@ -81,13 +81,10 @@ class LinearGaussian(SparseCodingModel):
                 Es += es
                 stats["SS"] += ss
                 continue
-            Es += scatter_vec(p @ b.vals, b.idx, H)
-            k = b.vals.shape[1]
-            VV = (b.vals[:, :, None] * b.vals[:, None, :]).reshape(len(b.vals), k * k)
-            if b.idx is None:
-                stats["SS"] += (p.sum(axis=0) @ VV).reshape(k, k)
-            else:
-                stats["SS"] += scatter_sum_mat((p @ VV).reshape(-1, k, k), b.idx, H)
+            # the shared block (slot h is cause h): sum_n <s sᵀ> = valsᵀ diag(sum_n q_n) vals, without a
+            # (states, H²) table of outer products (8 GB for H = 1000)
+            Es += p @ b.vals
+            stats["SS"] += b.vals.T @ (p.sum(axis=0)[:, None] * b.vals)
         stats["YS"] += Y.T @ Es
         stats["YY"] += np.einsum("nd,nd->", Y, Y)
 

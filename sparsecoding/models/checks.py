@@ -19,7 +19,7 @@ from probmod.errors import UsageError
 
 from ..truncation import n_multi_states
 
-__all__ = ["parse_size", "format_size", "memory_estimate", "require"]
+__all__ = ["format_size", "memory_estimate", "parse_size", "require"]
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -77,8 +77,7 @@ def memory_estimate(model, N: int, D: int, ranks: int = 1, fitting: bool = True)
     single, multi = 1 + H * V, n_multi_states(Hp, gamma, V)
     f8 = 8.0
     tables = f8 * (single * H + multi * Hp + 3 * D * H + 2 * H * H)
-    slot_arrays = single * H + multi * Hp * model.slot_width(Hp, D)
-    chunk = f8 * B * (6 * (single + multi) + 3 * slot_arrays + 4 * D)
+    chunk = f8 * B * (6 * (single + multi) + 2 * model.work_per_point(H, Hp, D, single, multi) + 4 * D)
     out = {"tables": tables, "chunk": chunk, "reduction": 0.0}
     if fitting:
         C = math.ceil(int(N) / B)

@@ -9,7 +9,7 @@ how the non-zero mass splits among the values follows the expected counts.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -19,6 +19,8 @@ diagonal unless ``psi_full=True``), ``pi`` with the truncation correction.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from probmod.errors import UsageError
@@ -30,6 +32,8 @@ from .bsc import LinearGaussian, regress_W_sigma
 __all__ = ["GSC"]
 
 LOG2PI = float(np.log(2 * np.pi))
+#: the last E-step block per thread, kept off the estimator so that transform leaves its state unchanged
+_CACHE = threading.local()
 
 
 class GSC(SparseCodingModel):
@@ -111,8 +115,9 @@ from probmod.errors import UsageError
     def param_size(self, H, D):
         return super().param_size(H, D) + H + H * H
 
-    def slot_width(self, Hprime, D):
-        return 2.0 + 2 * Hprime  # the slab's posterior mean (slots) and covariance (slots x slots) per state
+    def work_per_point(self, H, Hprime, D, n_single, n_multi):
+        # the slab's posterior mean (slots) and covariance (slots x slots, twice) per state; (H, H) moments per point
+        return 2 * n_single * H + 2 * H * H + n_multi * Hprime * (1 + 3 * Hprime)
 
     _moments = staticmethod(LinearGaussian._moments)
 
@@ -126,11 +131,11 @@ from probmod.errors import UsageError
         """
         arrays = (Y, obs, idx, vals)
         values = (params["W"].tobytes(), params["Psi"].tobytes(), params["mu"].tobytes(), float(params["sigma"]))
-        cached = self.__dict__.get("_gauss_cache")
+        cached = getattr(_CACHE, "gauss", None)
         if cached is not None and all(a is b for a, b in zip(cached[0], arrays)) and cached[1] == values:
             return cached[2]
         out = self._gauss_compute(params, Y, obs, idx, vals)
-        self.__dict__["_gauss_cache"] = (arrays, values, out)
+        _CACHE.gauss = (arrays, values, out)
         return out
 
     def _gauss_compute(self, params, Y, obs, idx, vals):
@@ -207,7 +212,7 @@ from probmod.errors import UsageError
     # -- M-step ------------------------------------------------------------------
     def new_stats(self, params, D):
         H = params["W"].shape[1]
-        z = lambda *s: np.zeros(s)  # noqa: E731
+        z = lambda *s: np.zeros(s)
         return {"YSZ": z(D, H), "SZ": z(H), "SZZ": z(H, H), "S": z(H), "SS": z(H, H), "S_SZ": z(H, H), "YY": z()}
 
     def accumulate(self, params, Y, blocks, post, stats, T=1.0):
@@ -220,7 +225,6 @@ from probmod.errors import UsageError
             esz = np.einsum("nm,nmk->nk", p, kappa)
             ESZ += scatter_vec(esz, b.idx, H)
             es = p @ mm
-            MM = (mm[:, :, None] * mm[:, None, :]).reshape(len(mm), k * k)
             if diag:  # single-active block: Lam holds the diagonal
                 q = np.einsum("nm,nmk->nk", p, Lam + kappa**2)
                 Q = np.zeros((Y.shape[0], k, k))
@@ -232,11 +236,12 @@ from probmod.errors import UsageError
                 S_SZ = np.einsum("nm,mj,nml->njl", p, mm, kappa)
             if b.idx is None:
                 stats["S"] += es.sum(axis=0)
-                stats["SS"] += (p.sum(axis=0) @ MM).reshape(k, k)
+                stats["SS"] += mm.T @ (p.sum(axis=0)[:, None] * mm)  # no (states, H²) table of outer products
                 stats["SZZ"] += Q.sum(axis=0)
                 stats["S_SZ"] += S_SZ.sum(axis=0)
             else:
                 stats["S"] += np.bincount(b.idx.reshape(-1), weights=es.reshape(-1), minlength=H)
+                MM = (mm[:, :, None] * mm[:, None, :]).reshape(len(mm), k * k)
                 stats["SS"] += scatter_sum_mat((p @ MM).reshape(-1, k, k), b.idx, H)
                 stats["SZZ"] += scatter_sum_mat(Q, b.idx, H)
                 stats["S_SZ"] += scatter_sum_mat(S_SZ, b.idx, H)

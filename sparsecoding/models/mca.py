@@ -107,8 +107,9 @@ class MCA(SparseCodingModel):
     def stat_size(self, H, D):
         return 2 * H * D + 1
 
-    def slot_width(self, Hprime, D):
-        return 2.0 + D / max(1, Hprime)  # the rho-norm terms hold (points, states, D)
+    def work_per_point(self, H, Hprime, D, n_single, n_multi):
+        # the rho-norm terms: (states, D) per point for the candidate block, (slots, D) for both blocks
+        return n_single * H + n_multi * (Hprime + 2 * D) + 3 * (H + Hprime) * D
 
     def _check_own_params(self, params, error, source):
         if np.any(params["W"] < 0):

@@ -22,7 +22,7 @@ NAMES = ["bsc", "tsc", "dsc", "mca", "mmca", "gsc", "gsc_diag"]
 
 def make(name, rng, Hprime=H, gamma=H):
     W = rng.normal(size=(D, H))
-    p = dict(W=W, pi=0.3, sigma=0.7, Hprime=Hprime, gamma=gamma)
+    p = {"W": W, "pi": 0.3, "sigma": 0.7, "Hprime": Hprime, "gamma": gamma}
     if name == "bsc":
         return BSC.from_params(**p)
     if name == "tsc":
@@ -167,7 +167,7 @@ def test_gsc_closed_form_vs_numerical_integration():
         return mvn(W @ z, sigma**2 * np.eye(3)).pdf(y)
 
     # one active cause: integrate z_1 numerically
-    f1 = lambda z: lik(np.array([z, 0.0])) * mvn(mu[0], Psi[0, 0]).pdf(z)  # noqa: E731
+    f1 = lambda z: lik(np.array([z, 0.0])) * mvn(mu[0], Psi[0, 0]).pdf(z)
     ref1 = integrate.quad(f1, -15, 15, epsabs=1e-13)[0]
     # two active causes: 2-D trapezoid rule on a fine grid (spectrally accurate for this smooth integrand)
     g = np.linspace(-9, 9, 1201)
@@ -273,7 +273,7 @@ def test_samples_follow_the_exact_density(name):
     # D = 1: the empirical CDF of 20000 samples matches the CDF integrated from the exact log_prob
     rng = np.random.default_rng(9)
     W = np.abs(rng.normal(size=(1, 3))) + 0.5
-    kw = dict(W=W, pi=0.4, sigma=0.6)
+    kw = {"W": W, "pi": 0.4, "sigma": 0.6}
     m = {"bsc": lambda: BSC.from_params(**kw), "tsc": lambda: TSC.from_params(**kw),
          "dsc": lambda: DSC.from_params(values=(0, 1, 2), W=W, prior=[0.5, 0.3, 0.2], sigma=0.6),
          "mca": lambda: MCA.from_params(**kw),

@@ -57,9 +57,9 @@ def test_loglik_monotone_after_annealing_without_data_truncation(cls, name, kw):
 @pytest.mark.parametrize(
     "cls, name, kw",
     [
-        (MCA, "mca", dict(Hprime=8, gamma=5, steps=40)),
-        (MMCA, "mmca", dict(Hprime=8, gamma=5, steps=40)),
-        (DSC, "dsc", dict(Hprime=6, gamma=3, steps=40, Ncut_factor=1.0, values=(0, 1, 2))),
+        (MCA, "mca", {"Hprime": 8, "gamma": 5, "steps": 40}),
+        (MMCA, "mmca", {"Hprime": 8, "gamma": 5, "steps": 40}),
+        (DSC, "dsc", {"Hprime": 6, "gamma": 3, "steps": 40, "Ncut_factor": 1.0, "values": (0, 1, 2)}),
     ],
 )
 def test_bars_recovery_other_models(cls, name, kw):
