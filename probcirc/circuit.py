@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -90,11 +90,11 @@ class TensorCircuit(CompiledCircuit, Distribution):
         """Most probable completion under the joint with the latent (sum-node) variables."""
         return queries.mpe(self, x, mask)
 
-    def marginal(self, vars: Sequence[int]) -> "MarginalCircuit":
+    def marginal(self, vars: Sequence[int]) -> MarginalCircuit:
         """The exact marginal over ``vars`` (in that order): the other variables are summed out."""
         return MarginalCircuit(self, vars)
 
-    def condition(self, x: torch.Tensor, mask: torch.Tensor) -> "ConditionalCircuit":
+    def condition(self, x: torch.Tensor, mask: torch.Tensor) -> ConditionalCircuit:
         """Each sample's exact posterior over its missing entries given its observed ones."""
         return ConditionalCircuit(self, x, mask)
 
@@ -105,8 +105,8 @@ class TensorCircuit(CompiledCircuit, Distribution):
         return attrs, arrays
 
     @classmethod
-    def _from_state(cls, attrs: dict, arrays: dict) -> "TensorCircuit":
-        dtype = {"float32": torch.float32, "float64": torch.float64}.get(attrs.get("dtype"))
+    def _from_state(cls, attrs: dict, arrays: dict) -> TensorCircuit:
+        dtype = {"float32": torch.float32, "float64": torch.float64}.get(str(attrs.get("dtype")))
         if dtype is None:
             raise FormatError(f"attribute dtype must be float32 or float64, got {attrs.get('dtype')!r}")
         layers, num_slots, num_vars = cls._layers_from_state(attrs, arrays)

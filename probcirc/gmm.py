@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from probmod.errors import UsageError
 from . import io
 from .distribution import Distribution, _sample_shape, check_mask
 
-__all__ = ["GaussianMixture", "ConditionalMixture"]
+__all__ = ["ConditionalMixture", "GaussianMixture"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -81,7 +81,7 @@ class GaussianMixture(Distribution):
         means: torch.Tensor,
         scale_tril: torch.Tensor,
         validate: bool = True,
-    ) -> "GaussianMixture":
+    ) -> GaussianMixture:
         """Build from unnormalised log weights, means and lower Cholesky factors.
 
         The logits are normalised with ``log_softmax``; gradients flow through
@@ -135,7 +135,7 @@ class GaussianMixture(Distribution):
     def dtype(self) -> torch.dtype:
         return self.means.dtype
 
-    def to(self, *args, **kwargs) -> "GaussianMixture":
+    def to(self, *args, **kwargs) -> GaussianMixture:
         """Move or cast the parameters, like :meth:`torch.Tensor.to`."""
         out = GaussianMixture.__new__(GaussianMixture)
         out._set(*(t.to(*args, **kwargs) for t in (self.logits, self.means, self.scale_tril)))
@@ -191,7 +191,7 @@ class GaussianMixture(Distribution):
         eps = torch.randn(*shape, self.dim, dtype=self.dtype, device=self.means.device, generator=generator)
         return mean + (tril @ eps[..., None]).squeeze(-1)
 
-    def marginal(self, vars: Sequence[int]) -> "GaussianMixture":
+    def marginal(self, vars: Sequence[int]) -> GaussianMixture:
         """The exact marginal over the dimensions ``vars``, in that order."""
         idx = self._check_vars(vars)
         tril = torch.linalg.cholesky(_sub_cov(self.scale_tril, idx, idx))
@@ -199,7 +199,7 @@ class GaussianMixture(Distribution):
         out._set(self.logits, self.means[..., idx], tril)
         return out
 
-    def condition(self, x: torch.Tensor, mask: torch.Tensor) -> "ConditionalMixture":
+    def condition(self, x: torch.Tensor, mask: torch.Tensor) -> ConditionalMixture:
         """The exact posterior over the missing entries of each sample given its observed ones.
 
         Args:
@@ -298,7 +298,7 @@ class GaussianMixture(Distribution):
         reg_covar: float = 1e-6,
         seed: int | None = 0,
         progress: bool = False,
-    ) -> "GaussianMixture":
+    ) -> GaussianMixture:
         """Fit a mixture to ``X`` (shape ``(N, D)``) by EM from a k-means++ start.
 
         NaN entries are missing values and are handled exactly: the E-step uses
@@ -364,7 +364,7 @@ class GaussianMixture(Distribution):
         }
 
     @classmethod
-    def _from_state(cls, attrs: dict, arrays: dict) -> "GaussianMixture":
+    def _from_state(cls, attrs: dict, arrays: dict) -> GaussianMixture:
         dtype = getattr(torch, attrs["dtype"])
         w, m, l = (torch.from_numpy(np.asarray(arrays[k])).to(dtype) for k in ("weights", "means", "scale_tril"))
         return cls.from_cholesky(torch.log(w), m, l)

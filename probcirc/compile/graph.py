@@ -14,7 +14,7 @@ import torch
 
 from ..inputs import InputDist
 
-__all__ = ["CircuitGraph", "LeafGroup", "LeafPass", "INPUT", "PRODUCT", "SUM"]
+__all__ = ["INPUT", "PRODUCT", "SUM", "CircuitGraph", "LeafGroup", "LeafPass"]
 
 #: node kinds in :attr:`CircuitGraph.kind`
 INPUT, PRODUCT, SUM = 1, 2, 3

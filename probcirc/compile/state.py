@@ -125,7 +125,7 @@ def _input_layer(arrays, p, start, num_vars, families) -> InputLayer:
 
 def _sum_layer(arrays, p, start) -> SumLayer:
     weight = _array(arrays, p + "weight", 3, "float")
-    g, n_out, n_in = weight.shape
+    g, _, n_in = weight.shape
     if not weight.size:
         raise FormatError(f"{p}weight is empty")
     if not np.isfinite(weight).all() or (weight < 0).any():

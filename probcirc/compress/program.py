@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from numba import njit
 
-from ..compile import INPUT, PRODUCT, SUM as SUM_NODE
+from ..compile import INPUT, PRODUCT
+from ..compile import SUM as SUM_NODE
 from ..inputs import Bernoulli, Categorical
 
 CONST, LEAF, PROD, SUM = 0, 1, 2, 3

@@ -4,4 +4,4 @@ from .base import InputDist
 from .discrete import Bernoulli, Binomial, Categorical
 from .gaussian import Gaussian
 
-__all__ = ["InputDist", "Categorical", "Bernoulli", "Binomial", "Gaussian"]
+__all__ = ["Bernoulli", "Binomial", "Categorical", "Gaussian", "InputDist"]

@@ -4,4 +4,4 @@ from .chow_liu import chow_liu_tree, mutual_information
 from .em import em
 from .sgd import sgd
 
-__all__ = ["em", "sgd", "chow_liu_tree", "mutual_information"]
+__all__ = ["chow_liu_tree", "em", "mutual_information", "sgd"]

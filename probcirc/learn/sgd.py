@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from probmod.errors import UsageError
 from probmod.progress import Progress
 

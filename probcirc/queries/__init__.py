@@ -5,4 +5,4 @@ from .marginal import log_prob, parameters
 from .sampling import max_log_prob, mpe, sample
 from .soft_evidence import soft_evidence
 
-__all__ = ["log_prob", "conditional", "conditional_moments", "posterior_moments", "sample", "mpe", "max_log_prob", "parameters", "soft_evidence"]
+__all__ = ["conditional", "conditional_moments", "log_prob", "max_log_prob", "mpe", "parameters", "posterior_moments", "sample", "soft_evidence"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -113,7 +113,7 @@ def _leaf_flow_sums(circuit, x, mask, targets, per_leaf, width: int, batch_chunk
     ``force_missing`` sums the targets out in every sample; without it the
     result means something only where the mask already sums a target out.
     """
-    targets, position, groups = _target_groups(circuit, targets)
+    targets, position, _ = _target_groups(circuit, targets)
     x = torch.as_tensor(x, device=circuit.device)
     mask = torch.zeros(x.shape, dtype=torch.bool, device=circuit.device) if mask is None else mask.clone()
     if force_missing and mask.shape == x.shape and x.dim() == 2:

@@ -64,7 +64,7 @@ def mpe(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor | None = N
         tensor([[2.]])
     """
     if mask is None:
-        mask = torch.zeros(torch.as_tensor(x).shape, dtype=torch.bool)
+        mask = torch.zeros(torch.as_tensor(x).shape, dtype=torch.bool, device=circuit.device)
     dtype = _result_dtype(x, circuit)
     x, missing = circuit._prepare(x, mask)
     with torch.no_grad():

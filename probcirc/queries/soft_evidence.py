@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .. import backend
-from ..compile import CompiledCircuit
+from ..compile import CompiledCircuit, LeafGroup
 from ..inputs import Bernoulli
 
 __all__ = ["soft_evidence"]
@@ -50,14 +52,19 @@ def soft_evidence(pc: CompiledCircuit, q: torch.Tensor, chunk: int | None = None
             qn = q[s : s + chunk].T  # (V, b) node-major, like the leaf values
             ones = [g.params[:, :1] * qn.index_select(0, g.var) for g in groups]  # θ·q: the value-1 part
             values = [one + (1 - g.params[:, :1]) * (1 - qn.index_select(0, g.var)) for g, one in zip(groups, ones)]
-            logs = iter([v.log() for v in values])  # the hook is called once per group, in leaf_groups order
-            out = pc.forward_with_leaves(lambda g: next(logs), flows=True)
+            out = pc.forward_with_leaves(_in_order([v.log() for v in values]), flows=True)
             num = torch.zeros(qn.shape, dtype=pc.dtype, device=pc.device)
             den = torch.zeros(qn.shape, dtype=pc.dtype, device=pc.device)
-            for g, one, val, f in zip(groups, ones, values, out.leaf_flows):
+            for g, one, val, f in zip(groups, ones, values, out.leaf_flows or ()):
                 share = torch.where(val > 0, one / torch.where(val > 0, val, torch.ones_like(val)), torch.zeros_like(val))
                 num.index_add_(0, g.var, f * share)
                 den.index_add_(0, g.var, f)
             posts.append((num / den).T)
             logz.append(out.log_value)
     return torch.cat(posts), torch.cat(logz)
+
+
+def _in_order(values: list[torch.Tensor]) -> Callable[[LeafGroup], torch.Tensor]:
+    """A leaf hook handing out ``values`` in turn: it is called once per group, in ``leaf_groups`` order."""
+    it = iter(values)
+    return lambda _group: next(it)

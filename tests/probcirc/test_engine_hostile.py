@@ -92,7 +92,7 @@ def test_crafted_files_fail_fast_and_small(model_file, tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=120, check=True).stdout
     for line in out.splitlines():
-        path, seconds, grown_mb = line.rsplit(" ", 2)
+        _, seconds, grown_mb = line.rsplit(" ", 2)
         assert float(seconds) < 5 and float(grown_mb) < 200, line
     assert len(out.splitlines()) == len(CASES)
 
