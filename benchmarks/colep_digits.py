@@ -119,7 +119,7 @@ def main() -> None:
     print(f"{name}: train {len(tr)}, calibrate {len(ca)}, test {len(te)}; alpha={a.alpha}; concepts {kb.concepts}; "
           f"exclusive classes, rules weight {a.weight} / {a.negative_weight}")
 
-    fit = dict(hidden=(a.hidden,), epochs=a.epochs, lr=1e-3, batch_size=128)
+    fit = dict(hidden=(a.hidden,), epochs=a.epochs, lr=1e-3, batch_size=128, progress=True)
     sensors = train_sensors(X[tr], y[tr], kb, noise_sigma=a.sigma, **fit)
     clf_noise = train_classifier(X[tr], y[tr], kb.num_classes, noise_sigma=a.sigma, **fit)
     clf = train_classifier(X[tr], y[tr], kb.num_classes, **fit)

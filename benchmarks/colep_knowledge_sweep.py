@@ -43,7 +43,7 @@ def main() -> None:
         print(f"skipped: {e}")
         return
     tr, ca, te = np.arange(50000), np.arange(50000, 60000, 5), np.arange(60000, 70000, 20)
-    fit = dict(hidden=(256,), epochs=10, lr=1e-3, batch_size=128, noise_sigma=SIGMA)
+    fit = dict(hidden=(256,), epochs=10, lr=1e-3, batch_size=128, noise_sigma=SIGMA, progress=True)
     sensors = train_sensors(X[tr], y[tr], digits_knowledge(), **fit)
     clf = train_classifier(X[tr], y[tr], 10, **fit)
     kc, kt = (smoothed_counts(sensors, X[i], SIGMA, N, seed=s) for i, s in ((ca, 1), (te, 2)))

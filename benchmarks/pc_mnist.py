@@ -66,7 +66,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     lls = em(pc, train, epochs=args.epochs, batch_size=args.batch, step_size=args.step, pseudocount=args.pseudocount,
-             full_batch_epochs=args.full_epochs)
+             full_batch_epochs=args.full_epochs, progress=True)
     t_train = time.perf_counter() - t0
     ours = {
         "name": f"probmod HCLT (EM, {args.epochs}+{args.full_epochs} epochs)",

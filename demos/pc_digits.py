@@ -23,7 +23,7 @@ train, test = torch.from_numpy(digits[order[:1400]]), torch.from_numpy(digits[or
 
 pc = probcirc.compile(HCLT(train.numpy(), num_latents=16, input_dist=Categorical(17)))
 print(f"HCLT with {pc.num_parameters:,} parameters in {len(pc.layers)} layers")
-em(pc, train, epochs=10, batch_size=100, step_size=0.2, pseudocount=0.1, full_batch_epochs=3)
+em(pc, train, epochs=10, batch_size=100, step_size=0.2, pseudocount=0.1, full_batch_epochs=3, progress=True)
 bpd = float(-pc.log_prob(test).mean() / (64 * math.log(2)))
 print(f"test bits per dimension: {bpd:.3f} (uniform over 17 levels: {math.log2(17):.3f})")
 
