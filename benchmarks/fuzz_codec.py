@@ -210,7 +210,7 @@ def _target(kind: str, data: bytes, r: random.Random, codec, tmp: Path, model_pa
     if kind == "pcz":
         roll = r.random()
         if roll < 0.9:
-            header, payload = container.unpack(data)
+            container.unpack(data)
             codec.decode(data)
             return
         (tmp / "in.pcz").write_bytes(data)
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         except ProbmodError as err:
             if "\n" in str(err):
                 problem = f"multi-line error: {err!r}"
-        except BaseException as err:  # noqa: BLE001 - anything else is what we are looking for
+        except BaseException as err:
             if isinstance(err, KeyboardInterrupt):
                 raise
             problem = "".join(traceback.format_exception_only(type(err), err)).strip()

@@ -5,12 +5,31 @@ bytes and back, bit for bit. See ``docs/codec.md`` for the design (exact
 deterministic conditionals, integer quantisation, the file format).
 """
 
-from .codec import BLOCK, Codec, CodecError, CodecModel, ModelMismatchError, PoorFitWarning
+from .codec import (
+           BLOCK,
+           Codec,
+           CodecError,
+           CodecModel,
+           ModelMismatchError,
+           PoorFitWarning,
+)
 from .container import PczFormatError
 from .engine import PRECISION, PmfEngine
 from .images import ImageModeError
 from .program import UnsupportedCircuit
 from .train import train_codec
 
-__all__ = ["Codec", "CodecModel", "CodecError", "ModelMismatchError", "PoorFitWarning", "PczFormatError", "ImageModeError",
-           "UnsupportedCircuit", "PmfEngine", "PRECISION", "BLOCK", "train_codec"]
+__all__ = [
+           "BLOCK",
+           "PRECISION",
+           "Codec",
+           "CodecError",
+           "CodecModel",
+           "ImageModeError",
+           "ModelMismatchError",
+           "PczFormatError",
+           "PmfEngine",
+           "PoorFitWarning",
+           "UnsupportedCircuit",
+           "train_codec",
+]

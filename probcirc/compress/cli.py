@@ -22,8 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
-from probmod.cli import add_force, add_output, add_quiet, add_seed, add_threads, set_threads, subparser
-from probmod.errors import FormatError, InputError, LimitError, ModelMismatchError, OutputError, ProbmodError, UsageError
+from probmod.cli import (
+    add_force,
+    add_output,
+    add_quiet,
+    add_seed,
+    add_threads,
+    set_threads,
+    subparser,
+)
+from probmod.errors import (
+    FormatError,
+    InputError,
+    LimitError,
+    ModelMismatchError,
+    OutputError,
+    ProbmodError,
+    UsageError,
+)
 from probmod.io import atomic_path, check_output, check_regular_file
 from probmod.progress import Progress
 
@@ -286,10 +302,10 @@ def cmd_compress(args) -> int:
         entries = [Entry(a.shape[0], a.shape[1], int(m == "RGB")) for a, m in map(check_image, images)]
     except ImageModeError as e:
         raise InputError(str(e)) from None
-    with Progress(_num_patches(entries, codec.patch), "compress", "patch", enabled=not args.quiet) as bar:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", PoorFitWarning)
-            blob = codec.encode(images, names, sources, progress=bar.update)
+    with Progress(_num_patches(entries, codec.patch), "compress", "patch", enabled=not args.quiet) as bar, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PoorFitWarning)
+        blob = codec.encode(images, names, sources, progress=bar.update)
     with atomic_path(out, overwrite=args.force) as tmp:
         Path(tmp).write_bytes(blob)
     for text in notes + [str(w.message) for w in caught if issubclass(w.category, PoorFitWarning)]:

@@ -7,19 +7,39 @@ import hashlib
 import math
 import struct
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import constriction
 import numpy as np
 import torch
+
 from probmod import errors
 
 from .. import io
 from . import container
-from .container import MAX_VALUES, MODEL, RAW, Entry, Header, PczFormatError, _read_varint, _varint
+from .container import (
+    MAX_VALUES,
+    MODEL,
+    RAW,
+    Entry,
+    Header,
+    PczFormatError,
+    _read_varint,
+    _varint,
+)
 from .engine import PRECISION, PmfEngine
-from .images import (MODE_NAMES, MODES, ImageModeError, check_image, from_planes, pack_raw, tile, to_planes, unpack_raw,
-                     untile)
+from .images import (
+    MODE_NAMES,
+    MODES,
+    ImageModeError,
+    check_image,
+    from_planes,
+    pack_raw,
+    tile,
+    to_planes,
+    unpack_raw,
+    untile,
+)
 from .predict import PREDICTORS, check_predictor, residuals, restore
 from .program import build_program
 
@@ -415,5 +435,14 @@ class Codec:
         return bits
 
 
-__all__ = ["Codec", "CodecModel", "CodecError", "ModelMismatchError", "PoorFitWarning", "ImageModeError", "PczFormatError",
-           "BLOCK", "file_fingerprint"]
+__all__ = [
+    "BLOCK",
+    "Codec",
+    "CodecError",
+    "CodecModel",
+    "ImageModeError",
+    "ModelMismatchError",
+    "PczFormatError",
+    "PoorFitWarning",
+    "file_fingerprint",
+]

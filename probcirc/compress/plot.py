@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 
 def bits_chart(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "bits per dimension") -> None:

@@ -60,6 +60,7 @@ def train_codec(images, patch: tuple[int, int] | None = None, latents: int = 32,
     ``progress=True`` shows EM's progress (off by default, as in scikit-learn; the CLI turns it on).
     """
     import probcirc
+
     from ..learn import em
     from ..structures import HCLT
 

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 import probcirc
-from probcirc.compress import BLOCK, Codec, CodecModel, ImageModeError, ModelMismatchError, PczFormatError, PmfEngine
-from probcirc.compress import kernels
+from probcirc.compress import (
+    BLOCK,
+    Codec,
+    CodecModel,
+    ImageModeError,
+    ModelMismatchError,
+    PczFormatError,
+    PmfEngine,
+    kernels,
+)
 from probcirc.compress.images import planes_to_rgb, rgb_to_planes, tile, untile
 from probcirc.inputs import Categorical
 from probcirc.structures import HCLT
@@ -148,7 +156,7 @@ def test_round_trip_rgb_and_ycocg(codec):
 
 def test_real_digits_round_trip_and_code_length(codec):
     imgs = _smooth_images(12, 4, 4, np.random.default_rng(7)) + _smooth_images(2, 8, 8, np.random.default_rng(8))
-    meta, streams = codec.encode_streams(imgs)
+    _, streams = codec.encode_streams(imgs)
     model = codec.model_bits(imgs)
     for s, bits, img in zip(streams, model, imgs):
         # range-coder flush (<= 32 bits) + quantisation (<= ~1e-4 bit/symbol) + block table

@@ -144,8 +144,7 @@ def test_idx_gz_declaring_gigabytes_is_refused_without_reading(tmp_path, capsys,
         f.write(bytes([0, 0, 8, 3]) + struct.pack(">III", 10, 28, 28) + b"\0" * 100)
     with pytest.raises(FormatError, match="truncated"):
         read_idx(short)
-    code, _, err = _run(capsys, "compress", bomb, "-m", path, "-o", tmp_path / "x.pcz")
-    assert code == 7
+    assert _run(capsys, "compress", bomb, "-m", path, "-o", tmp_path / "x.pcz")[0] == 7
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
@@ -163,7 +162,7 @@ def test_fifos_never_hang(model, tmp_path, capsys):
 def test_model_with_external_storage_is_refused(model, tmp_path, capsys):
     import h5py
 
-    m, path = model
+    _, path = model
     evil = tmp_path / "evil.h5"
     with h5py.File(path, "r") as src, h5py.File(evil, "w") as dst:
         for k, v in src.attrs.items():
@@ -221,7 +220,8 @@ def test_an_interrupt_leaves_no_temporary_file(model, tmp_path, capsys, monkeypa
     assert _run(capsys, "compress", tmp_path / "a.png", "-m", path, "-o", tmp_path / "a.pcz")[0] == 0
 
     def interrupted(self, fp, *a, **k):
-        open(fp, "wb").write(b"partial")
+        with open(fp, "wb") as f:
+            f.write(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Image.Image, "save", interrupted)
