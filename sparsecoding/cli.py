@@ -34,7 +34,7 @@ from probmod.cli import add_force, add_output, add_quiet, add_threads, make_pars
 from probmod.errors import (InputError, LimitError, ModelMismatchError, NumericalError, OutputError,
                             OutputExistsError, ProbmodError, UsageError, exit_code)
 
-__all__ = ["main", "make_model", "memory_estimate", "MARKER", "MAX_MEMORY"]
+__all__ = ["main", "make_model", "MARKER"]
 
 PROG = "sparsecoding"
 MODEL_NAMES = ("bsc", "tsc", "dsc", "mca", "mmca", "gsc")
@@ -48,7 +48,7 @@ RUN_KEYS = ("model", "data", "key", "H", "Hprime", "gamma", "steps", "anneal", "
 MARKER = ".sparsecoding-run"
 OUR_FILES = ("results.h5", "checkpoint.h5", "config.json", "dictionary.png", "curves.png")
 RESTARTS = "restarts"  # folder of the candidate runs of --restarts
-#: default of --max-memory: the bytes one rank may plan to hold (data rows, dictionary, reduction table)
+#: bytes that `data bars` and `data patches` may plan to hold unless --max-memory says otherwise
 MAX_MEMORY = 8 << 30
 #: config.json larger than this is not a run configuration
 _MAX_JSON = 1 << 20
@@ -73,24 +73,19 @@ def _collective(err: ProbmodError) -> ProbmodError:
 
 
 # -- the parser -------------------------------------------------------------------------
-def _byte_size(text: str) -> int:
-    """``8G``, ``512M``, ``100k`` or a plain number of bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    scale = units.get(t[-1:], 1)
+def _size(text: str) -> float:
+    from .models.checks import parse_size
+
     try:
-        value = float(t[:-1] if t[-1:] in units else t) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size like 8G, 512M or 1000000, got {text!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return int(value)
+        return parse_size(text, "--max-memory")
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _max_memory(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-memory", dest="max_memory", type=_byte_size, default=MAX_MEMORY, metavar="SIZE",
-                   help=f"refuse to start work planned to need more than SIZE bytes per process (8G, 512M, ...; "
-                        f"default: {MAX_MEMORY >> 30}G)")
+    p.add_argument("--max-memory", dest="max_memory", type=_size, default=None, metavar="SIZE",
+                   help="refuse to start work whose estimated memory per process exceeds SIZE (bytes, or 512M, 8GiB, "
+                        "...; default: 8GiB)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -239,51 +234,11 @@ def make_model(config: dict[str, Any]):
     return cls(**kwargs)
 
 
-def memory_estimate(model, N: int, D: int, ranks: int = 1) -> int:
-    """Bytes one rank is planned to hold while training ``model`` on (N, D) data: a documented estimate.
-
-    It adds this rank's data rows, a few copies of the dictionary, the
-    reduction table (one row of sufficient statistics per chunk, on every
-    rank, plus the reduced copy) and one chunk's E-step arrays (candidate
-    scores and the truncated states' log-joints and posteriors). The
-    statistics' length is measured on the model itself with H = 1, 2, 3
-    (it is quadratic in H), so nothing of the full size is allocated.
-
-    Example:
-        >>> from sparsecoding import BSC
-        >>> memory_estimate(BSC(H=18000), N=1000, D=25) > 8 << 30
-        True
-    """
-    from .parallel import n_chunks
-
-    H, chunk = int(model.H), int(model.chunk_size)
-    C = n_chunks(N, chunk)
-    L1, L2, L3 = (_stats_length(model, D, h) for h in (1, 2, 3))
-    c2 = (L3 - 2 * L2 + L1) / 2
-    c1 = L2 - L1 - 3 * c2
-    L = (L1 - c1 - c2) + c1 * H + c2 * H * H
-    values = len(np.atleast_1d(model.nonzero_values()))
-    Hp, gamma = int(model._Hprime), int(model._gamma)
-    states = 1 + H * values + sum(math.comb(Hp, k) * values**k for k in range(2, gamma + 1))
-    rows = math.ceil(C / ranks) * chunk
-    per_chunk = min(chunk, N) * (3 * H + 3 * states)
-    return int(8 * (min(rows, N) * D + 4 * D * H + 2 * C * L + per_chunk))
-
-
-def _stats_length(model, D: int, h: int) -> int:
-    try:
-        stats = model.new_stats({"W": np.zeros((D, h)), "mu": np.zeros(h), "Psi": np.eye(h)}, D)
-        return sum(int(np.size(v)) for v in stats.values())
-    except Exception:  # a model whose statistics need more: assume the largest family (GSC)
-        return D * h + 3 * h * h + 2 * h + 1
-
-
-def _check_memory(model, N: int, D: int, ranks: int, limit: int) -> None:
-    need = memory_estimate(model, N, D, ranks)
-    if need > limit:
-        raise LimitError(f"a {model.name.upper()} run with H={model.H} on {N}x{D} data needs about "
-                         f"{need / 2**30:.1f} GiB per process, over --max-memory {limit / 2**30:.1f} GiB; lower --H, "
-                         f"raise --chunk-size (fewer chunks to reduce), use more ranks, or raise --max-memory")
+def _check_memory(model, N: int, D: int, ranks: int, limit) -> None:
+    """The estimator's own memory estimate against ``--max-memory`` (None: the estimator's default)."""
+    if limit is not None:
+        model.max_memory = limit
+    model.check_memory(N, D, ranks)
 
 
 def _train_config(args, ranks: int = 1) -> tuple[dict[str, Any], bool]:
@@ -340,9 +295,9 @@ def _check_hyper(model) -> None:
     """The model's own check, in option names (a LimitError keeps its code)."""
     try:
         model.check_hyper()
-    except ProbmodError:
-        raise
-    except ValueError as err:
+    except (UsageError, ValueError) as err:
+        if isinstance(err, ProbmodError) and not isinstance(err, UsageError):
+            raise
         msg = str(err)
         for name in ("Hprime", "gamma", "steps", "chunk_size", "Ncut_factor", "W_noise"):  # speak in option names
             msg = msg.replace(f"choose {name}", f"choose --{name.replace('_', '-')}")
@@ -434,6 +389,7 @@ def cmd_train(args) -> int:
             print(f"{PROG} train: {text} (rank {comm.rank} of {comm.size}; ending all ranks)", file=sys.stderr,
                   flush=True)
             comm.abort(code)
+            os._exit(code)  # MPICH's Abort may return to the caller once the other ranks are told
         raise
 
 
@@ -456,6 +412,8 @@ def _train(args, comm) -> int:
     config = _read_json(out / "config.json")  # every rank runs what rank 0 validated and wrote
     restarting = _bcast_flag(restarting, comm)
     model = make_model(config)
+    if args.max_memory is not None:  # run_em checks the estimate again on every rank
+        model.max_memory = args.max_memory
     N, D, key = int(config["N"]), int(config["D"]), config["key"]
     a, b = rank_rows(N, int(config["chunk_size"]), comm.rank, comm.size)
     Y = read_rows(config["data"], key, a, b) if b > a else np.zeros((0, D))
@@ -485,6 +443,8 @@ def _train(args, comm) -> int:
                 _write_json(out / "config.json", config)
         else:
             result = _checkpointed_run(model, chunks, config, out, em_args, comm, args.resume, quiet)
+    except NumericalError as e:  # from broadcast parameters or reduced statistics: alike on every rank
+        raise _collective(e)
     except np.linalg.LinAlgError as e:  # the M-step runs alike on every rank
         raise _collective(NumericalError(f"the M-step failed ({e}); the data may be badly scaled or degenerate"))
     if comm.rank == 0:
@@ -506,8 +466,8 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
     """EM for ``config["seed"]`` that keeps ``results.h5`` and ``checkpoint.h5`` in ``folder`` up to date.
 
     With ``resume`` it continues from ``folder``'s checkpoint when there is one (a finished run just loads).
-    Every rank reads the checkpoint, so resumed runs are bit-identical to uninterrupted ones. Parameters that
-    turn NaN or infinite stop the run on every rank alike, before they are written.
+    Every rank reads the checkpoint, so resumed runs are bit-identical to uninterrupted ones. ``run_em`` stops
+    on every rank alike, before ``on_step``, when parameters turn NaN or infinite, so nothing non-finite is saved.
     """
     from probmod.progress import Progress
 
@@ -530,11 +490,6 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
     kill_after = os.environ.get("SPARSECODING_KILL_AFTER_STEP")  # test-only hook: simulate a crash
 
     def on_step(t: int, p: dict, row: dict) -> None:
-        bad = sorted(k for k, v in p.items() if not np.all(np.isfinite(v)))
-        if bad:  # every rank holds the same broadcast parameters, so every rank stops here
-            raise _collective(NumericalError(
-                f"EM step {t + 1}: parameter(s) {', '.join(bad)} became NaN or infinite; nothing of this step was "
-                "saved (rescale the data, e.g. to unit variance, or lower --H)"))
         if comm.rank != 0:
             return
         writer.append(row)
@@ -643,10 +598,10 @@ def cmd_patches(args) -> int:
         raise UsageError(f"--keep must lie in (0, 1], got {args.keep}")
     if args.eps <= 0 or args.max_pixels < 1:
         raise UsageError("--eps and --max-pixels must be positive")
-    need = 8 * math.ceil(args.N / args.keep) * args.size**2 * 3
-    if need > args.max_memory:
+    need, limit = 8 * math.ceil(args.N / args.keep) * args.size**2 * 3, args.max_memory or MAX_MEMORY
+    if need > limit:
         raise LimitError(f"{args.N} patches of {args.size}x{args.size} (keep {args.keep}) need about "
-                         f"{need / 2**30:.1f} GiB, over --max-memory {args.max_memory / 2**30:.1f} GiB")
+                         f"{need / 2**30:.1f} GiB, over --max-memory {limit / 2**30:.1f} GiB")
     check_output(args.output, args.force)
     set_threads(args.threads)
     files = image_files(args.images) if args.images else None

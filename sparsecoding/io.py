@@ -47,7 +47,6 @@ __all__ = [
     "load_checkpoint",
     "load_results",
     "check_config",
-    "check_params",
     "RESULTS",
     "CHECKPOINT",
     "DATA_MAX_BYTES",
@@ -179,36 +178,11 @@ def check_config(config: Any, where: str) -> dict[str, Any]:
     return config
 
 
-def check_params(params: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
-    """``params`` if every value is finite, ``0 < pi < 1``, ``sigma > 0`` and ``prior`` a distribution.
+def _check_params(config: dict[str, Any], params: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """The model's own parameter check (finite, ``0 < pi <= 1``, ``sigma > 0``, shapes, model constraints)."""
+    from .cli import make_model
 
-    Example:
-        >>> check_params({"W": np.ones((2, 1)), "pi": np.array(2.0), "sigma": np.array(1.0)}, "ckpt")
-        Traceback (most recent call last):
-        ...
-        sparsecoding.io.DataError: ckpt: parameter pi = 2 lies outside (0, 1); the file is damaged
-    """
-    for name in ("W", "pi", "sigma"):
-        if name not in params:
-            raise DataError(f"{where}: parameter {name} is missing")
-    for name, value in params.items():
-        if not np.all(np.isfinite(value)):
-            raise DataError(f"{where}: parameter {name} holds NaN or infinity; the file is damaged")
-    pi, sigma = np.asarray(params["pi"]), np.asarray(params["sigma"])
-    if np.any(pi <= 0) or np.any(pi >= 1):
-        raise DataError(f"{where}: parameter pi = {_show(pi)} lies outside (0, 1); the file is damaged")
-    if np.any(sigma <= 0):
-        raise DataError(f"{where}: parameter sigma = {_show(sigma)} is not positive; the file is damaged")
-    if np.ndim(params["W"]) != 2:
-        raise DataError(f"{where}: parameter W has shape {np.shape(params['W'])}; expected (D, H)")
-    prior = params.get("prior")
-    if prior is not None and (np.any(prior < 0) or abs(float(np.sum(prior)) - 1) > 1e-6):
-        raise DataError(f"{where}: parameter prior = {_show(prior)} is not a probability distribution")
-    return params
-
-
-def _show(x: np.ndarray) -> str:
-    return np.array2string(np.asarray(x), precision=4, threshold=6) if np.ndim(x) else f"{float(x):g}"
+    return make_model(config).check_params(params, int(config["D"]), error=DataError, source=where)
 
 
 def _config_attrs(f: h5py.File, config: dict[str, Any]) -> None:
@@ -286,7 +260,7 @@ def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[st
         raise
     except (FormatError, OSError, KeyError, RuntimeError) as err:
         raise DataError(f"{path} is unreadable or incomplete ({err}); start a new run with --force") from None
-    check_params(params, str(path))
+    params = _check_params(config, params, str(path))
     if not (np.ndim(done) == 0 and np.issubdtype(np.asarray(done).dtype, np.integer)
             and 1 <= int(done) <= int(config["steps"])):
         raise DataError(f"{path}: completed_steps = {done!r} does not fit a run of {config['steps']} steps")

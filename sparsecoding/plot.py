@@ -115,8 +115,7 @@ def usage(model, Y: np.ndarray) -> np.ndarray:
 
     Example:
         >>> from sparsecoding import BSC
-        >>> W = np.eye(3) * 10
-        >>> m = BSC(H=3, W=W, pi=0.3, sigma=1.0)
+        >>> m = BSC.from_params(W=np.eye(3) * 10, pi=0.3, sigma=1.0)
         >>> Y = np.array([[10.0, 0, 0], [10.0, 0, 0], [0, 10.0, 0]])
         >>> np.round(usage(m, Y), 2).tolist()
         [0.67, 0.33, 0.0]
@@ -124,14 +123,14 @@ def usage(model, Y: np.ndarray) -> np.ndarray:
     from .truncation import scatter_vec
 
     Y = np.asarray(Y, dtype=np.float64)
-    H = int(model.H)
+    et, H, step = model.engine(), int(model.H), int(model.chunk_size)
     total = np.zeros(H)
-    step = int(model.chunk_size)
     for start in range(0, len(Y), step):  # chunks, as in the E-step
-        et, blocks, _ = model._blocks(Y[start:start + step])
+        blocks = et.blocks(model.params_, Y[start:start + step])
         post = et.posterior(blocks, 1.0)
         total += sum(scatter_vec(p @ np.abs(b.vals), b.idx, H) for b, p in zip(blocks, post)).sum(axis=0)
     return total / len(Y)
+
 
 def plot_curves(results: dict[str, Any], path: str | os.PathLike) -> Path:
     """Save the truncated log-likelihood, pi, sigma and T per EM step as one PNG."""
@@ -183,7 +182,7 @@ def _run_usage(res: dict[str, Any], max_points: int) -> tuple[np.ndarray, str]:
         n = min(N, max_points)
         Y = read_rows(cfg["data"], cfg["key"], 0, n)
         model = make_model(cfg)
-        model.params = params
+        model.params_ = model.check_params(params, Y.shape[1])
         return usage(model, Y), f"mean posterior activation E|s_h| over {n} data points"
     except (ProbmodError, OSError, KeyError, ValueError):  # data moved or changed: say what we used instead
         norm = np.linalg.norm(res["W"][-1], axis=0) * np.broadcast_to(params["pi"], params["W"].shape[1:])
