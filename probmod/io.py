@@ -34,7 +34,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import FormatError, InputError, LimitError, OutputError, OutputExistsError
+from .errors import (FormatError, InputError, LimitError, ModelMismatchError, OutputError, OutputExistsError,
+                     ProbmodError)
 
 __all__ = ["save", "load", "register", "registered", "FormatError", "FORMAT", "VERSION", "MAX_BYTES", "atomic_path",
            "check_output", "check_regular_file", "open_hdf5", "safe_datasets", "new_file_mode"]
@@ -268,30 +269,15 @@ def load(path: str | os.PathLike, kind: type | None = None, max_bytes: int = MAX
         ModelMismatchError: if it holds another kind than ``kind``.
         LimitError: if it declares more than ``max_bytes`` of arrays.
     """
-    from .errors import ModelMismatchError
-
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         raise FileNotFoundError(f"{path}: no such file")
     with open_hdf5(path) as f:
-        if f.attrs.get("format") != FORMAT:
-            raise FormatError(f"{path}: not a probmod file (format attribute is {f.attrs.get('format')!r})")
         try:
-            version = int(f.attrs.get("version", -1))
-        except (TypeError, ValueError):
-            version = -1
-        if version != VERSION:
-            raise FormatError(f"{path}: format version {version} is not supported (this build reads {VERSION})")
-        name = str(_plain(f.attrs.get("kind")))
-        cls = _REGISTRY.get(name)
-        if cls is None:
-            raise FormatError(f"{path}: holds an unknown kind {name!r}")
-        if kind is not None and cls is not kind:
-            raise ModelMismatchError(f"{path}: holds a {name}, expected a {kind.__name__}")
-        attrs = {k: _plain(v) for k, v in f.attrs.items() if k not in ("format", "version", "kind")}
-        try:
-            arrays = {key: ds[()] for key, ds in safe_datasets(f, max_bytes).items()}
-        except (OSError, RuntimeError, KeyError) as err:
+            cls, name, attrs, arrays = _read(f, path, kind, max_bytes)
+        except ProbmodError:
+            raise
+        except (OSError, RuntimeError, ValueError, KeyError, UnicodeDecodeError) as err:
             raise FormatError(f"{path}: truncated or corrupt ({err})") from None
     try:
         return cls._from_state(attrs, arrays)
@@ -299,6 +285,27 @@ def load(path: str | os.PathLike, kind: type | None = None, max_bytes: int = MAX
         raise
     except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:
         raise FormatError(f"{path}: inconsistent {name} data ({err})") from None
+
+
+def _read(f: h5py.File, path: Path, kind: type | None, max_bytes: int) -> tuple[type, str, dict, dict]:
+    """The class, kind name, attributes and arrays of an open probmod file, validated."""
+    if f.attrs.get("format") != FORMAT:
+        raise FormatError(f"{path}: not a probmod file (format attribute is {f.attrs.get('format')!r})")
+    try:
+        version = int(f.attrs.get("version", -1))
+    except (TypeError, ValueError):
+        version = -1
+    if version != VERSION:
+        raise FormatError(f"{path}: format version {version} is not supported (this build reads {VERSION})")
+    name = str(_plain(f.attrs.get("kind")))
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise FormatError(f"{path}: holds an unknown kind {name!r}")
+    if kind is not None and cls is not kind:
+        raise ModelMismatchError(f"{path}: holds a {name}, expected a {kind.__name__}")
+    attrs = {k: _plain(v) for k, v in f.attrs.items() if k not in ("format", "version", "kind")}
+    arrays = {key: ds[()] for key, ds in safe_datasets(f, max_bytes).items()}
+    return cls, name, attrs, arrays
 
 
 def _plain(value: Any) -> Any:
