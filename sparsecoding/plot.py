@@ -79,8 +79,7 @@ def plot_dictionary(W: np.ndarray, path: str | os.PathLike, patch_shape: Sequenc
     ax.set_xticks([])
     ax.set_yticks([])
     cols = int(math.ceil(math.sqrt(W.shape[1])))
-    ax.set_xlabel("tiles in rank order" + (f" of {usage_label}, most used first" if usage is not None else "")
-                  + "; label = column of W")
+    ax.set_xlabel(("most used first, " if usage is not None else "") + "tile label = column of W")
     if W.shape[1] <= 100:  # labels stay legible
         for rank, col in enumerate(order):
             r, c = divmod(rank, cols)

@@ -443,6 +443,23 @@ def test_usage_is_the_exact_posterior_activation():
     np.testing.assert_allclose(usage(model, Y), expected, rtol=0, atol=1e-12)
 
 
+def test_plot_measures_usage_on_the_run_data_or_says_it_could_not(finished, bars):
+    from sparsecoding.cli import make_model
+    from sparsecoding.plot import _run_usage
+
+    res = load_results(finished)
+    got, label = _run_usage(res, 50)
+    assert label.startswith("mean posterior activation") and "50 data points" in label
+    model = make_model(res["config"])
+    model.params_ = {k: res[k][-1] for k in ("W", "pi", "sigma")}
+    with h5py.File(bars) as f:
+        np.testing.assert_array_equal(got, usage(model, f["y"][:50]))
+    bars.unlink()
+    got, label = _run_usage(res, 50)
+    assert label.startswith("pi * ||W_h||")
+    np.testing.assert_allclose(got, np.linalg.norm(res["W"][-1], axis=0) * res["pi"][-1])
+
+
 def test_plot_refuses_to_replace_pngs_outside_a_run(finished, tmp_path, capsys):
     figs = tmp_path / "figs"
     figs.mkdir()
