@@ -25,16 +25,35 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from probmod.cli import add_force, add_output, add_quiet, add_threads, make_parser, run, set_threads, subparser
-from probmod.errors import (InputError, LimitError, ModelMismatchError, NumericalError, OutputError,
-                            OutputExistsError, ProbmodError, UsageError, exit_code)
+from probmod.cli import (
+    add_force,
+    add_output,
+    add_quiet,
+    add_threads,
+    make_parser,
+    run,
+    set_threads,
+    subparser,
+)
+from probmod.errors import (
+    InputError,
+    LimitError,
+    ModelMismatchError,
+    NumericalError,
+    OutputError,
+    OutputExistsError,
+    ProbmodError,
+    UsageError,
+    exit_code,
+)
 
-__all__ = ["main", "make_model", "MARKER"]
+__all__ = ["MARKER", "main", "make_model"]
 
 PROG = "sparsecoding"
 MODEL_NAMES = ("bsc", "tsc", "dsc", "mca", "mmca", "gsc")
@@ -379,7 +398,7 @@ def cmd_train(args) -> int:
     comm = get_comm()
     try:
         return _train(args, comm)
-    except BaseException as err:  # noqa: BLE001 - every rank must end, whatever happened
+    except BaseException as err:
         if getattr(err, "collective", False):
             if comm.rank != 0:
                 return exit_code(err)
@@ -394,7 +413,7 @@ def cmd_train(args) -> int:
 
 
 def _train(args, comm) -> int:
-    from .io import DataError, RESULTS, ResultsWriter, read_rows, save_checkpoint
+    from .io import RESULTS, DataError, ResultsWriter, read_rows, save_checkpoint
     from .parallel import local_chunks_from_array, rank_rows
 
     set_threads(args.threads)
@@ -430,8 +449,8 @@ def _train(args, comm) -> int:
                                          "squares overflow; rescale it (e.g. to unit variance) first"))
     chunks = local_chunks_from_array(Y, int(config["chunk_size"]), comm.rank, comm.size, row_offset=a, N=N)
 
-    em_args = dict(N=N, D=D, steps=int(config["steps"]), anneal=config["anneal"],
-                   Ncut_factor=float(config["Ncut_factor"]), W_noise=float(config.get("W_noise", 0.0)), comm=comm)
+    em_args = {"N": N, "D": D, "steps": int(config["steps"]), "anneal": config["anneal"],
+               "Ncut_factor": float(config["Ncut_factor"]), "W_noise": float(config.get("W_noise", 0.0)), "comm": comm}
     quiet = bool(args.quiet)
     try:
         if restarting:

@@ -9,16 +9,26 @@ imported only when needed.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from probmod.errors import FormatError, InputError, LimitError, UsageError
 from probmod.progress import Progress
 
-__all__ = ["bars_dictionary", "bars_data", "image_patches", "image_files", "load_gray", "greedy_match", "MODELS_TRUTH",
-           "MAX_PIXELS", "IMAGE_SUFFIXES"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "MODELS_TRUTH",
+    "bars_data",
+    "bars_dictionary",
+    "greedy_match",
+    "image_files",
+    "image_patches",
+    "load_gray",
+]
 
 
 def bars_dictionary(size: int = 5, amplitude: float = 10.0) -> np.ndarray:
@@ -189,7 +199,7 @@ def _skimage_photos(size: int, names: Sequence[str] | None) -> list[np.ndarray]:
             continue
         try:
             img = np.asarray(loader(), dtype=np.float64)
-        except Exception:  # an image missing from this skimage build: skip it
+        except Exception:  # noqa: BLE001, S112 - an image missing from this skimage build (any loader error): skip it
             continue
         if img.ndim == 3:
             img = rgb2gray(img[..., :3])
@@ -244,12 +254,12 @@ def image_patches(N: int = 50000, size: int = 12, seed: int = 0, images: Sequenc
     if files is None:
         photos = _skimage_photos(size, images)
         sources: Sequence[Any] = photos
-        load = lambda i: photos[i]  # noqa: E731
+        load = lambda i: photos[i]
     else:
         sources = image_files(files)
         if not sources:
             raise UsageError("no image files given")
-        load = lambda i: load_gray(sources[i], max_pixels)  # noqa: E731
+        load = lambda i: load_gray(sources[i], max_pixels)
     which = rng.integers(len(sources), size=M)
     P = np.empty((M, D))
     filled = np.zeros(M, dtype=bool)

@@ -28,8 +28,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -38,18 +39,18 @@ from probmod.errors import FormatError, InputError, OutputError, ProbmodError
 from probmod.io import atomic_path, check_regular_file, open_hdf5, safe_datasets
 
 __all__ = [
-    "DataError",
-    "inspect_data",
-    "read_rows",
-    "write_data",
-    "ResultsWriter",
-    "save_checkpoint",
-    "load_checkpoint",
-    "load_results",
-    "check_config",
-    "RESULTS",
     "CHECKPOINT",
     "DATA_MAX_BYTES",
+    "RESULTS",
+    "DataError",
+    "ResultsWriter",
+    "check_config",
+    "inspect_data",
+    "load_checkpoint",
+    "load_results",
+    "read_rows",
+    "save_checkpoint",
+    "write_data",
 ]
 
 RESULTS = "results.h5"
@@ -149,13 +150,12 @@ def read_rows(path: str | os.PathLike, key: str, start: int, stop: int) -> np.nd
 def write_data(path: str | os.PathLike, Y: np.ndarray, key: str = "y", overwrite: bool = False,
                attrs: dict[str, Any] | None = None, extra: dict[str, np.ndarray] | None = None) -> None:
     """Write a data set (and e.g. the true parameters under ``extra``) atomically."""
-    with _writing(path), atomic_path(path, overwrite) as tmp:
-        with h5py.File(tmp, "w") as f:
-            ds = f.create_dataset(key, data=np.asarray(Y, dtype=np.float64))
-            for k, v in (attrs or {}).items():
-                ds.attrs[k] = v
-            for k, v in (extra or {}).items():
-                f.create_dataset(k, data=np.asarray(v))
+    with _writing(path), atomic_path(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset(key, data=np.asarray(Y, dtype=np.float64))
+        for k, v in (attrs or {}).items():
+            ds.attrs[k] = v
+        for k, v in (extra or {}).items():
+            f.create_dataset(k, data=np.asarray(v))
 
 
 def check_config(config: Any, where: str) -> dict[str, Any]:
@@ -206,12 +206,11 @@ class ResultsWriter:
 
     def __init__(self, path: str | os.PathLike, config: dict[str, Any], history: dict[str, np.ndarray] | None = None):
         self.path = Path(path)
-        with _writing(self.path), atomic_path(self.path, overwrite=True) as tmp:
-            with h5py.File(tmp, "w") as f:
-                _config_attrs(f, config)
-                for k, v in (history or {}).items():
-                    v = np.asarray(v)
-                    f.create_dataset(k, data=v, maxshape=(None,) + v.shape[1:], chunks=True)
+        with _writing(self.path), atomic_path(self.path, overwrite=True) as tmp, h5py.File(tmp, "w") as f:
+            _config_attrs(f, config)
+            for k, v in (history or {}).items():
+                v = np.asarray(v)
+                f.create_dataset(k, data=v, maxshape=(None,) + v.shape[1:], chunks=True)
 
     def append(self, row: dict[str, Any]) -> None:
         with _writing(self.path), h5py.File(self.path, "a") as f:
@@ -229,14 +228,13 @@ def save_checkpoint(run_dir: str | os.PathLike, config: dict[str, Any], params: 
                     history: dict[str, list], step: int) -> None:
     """Atomically write ``checkpoint.h5``: parameters after ``step`` and the history so far."""
     path = Path(run_dir) / CHECKPOINT
-    with _writing(path), atomic_path(path, overwrite=True) as tmp:
-        with h5py.File(tmp, "w") as f:
-            _config_attrs(f, config)
-            f.attrs["completed_steps"] = int(step) + 1
-            for k, v in params.items():
-                f.create_dataset(f"params/{k}", data=np.asarray(v, dtype=np.float64))
-            for k, v in history.items():
-                f.create_dataset(f"history/{k}", data=np.stack([np.asarray(x) for x in v]))
+    with _writing(path), atomic_path(path, overwrite=True) as tmp, h5py.File(tmp, "w") as f:
+        _config_attrs(f, config)
+        f.attrs["completed_steps"] = int(step) + 1
+        for k, v in params.items():
+            f.create_dataset(f"params/{k}", data=np.asarray(v, dtype=np.float64))
+        for k, v in history.items():
+            f.create_dataset(f"history/{k}", data=np.stack([np.asarray(x) for x in v]))
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray], int]:

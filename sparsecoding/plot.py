@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["dictionary_image", "plot_dictionary", "plot_curves", "plot_run", "usage", "USAGE_POINTS"]
+__all__ = ["USAGE_POINTS", "dictionary_image", "plot_curves", "plot_dictionary", "plot_run", "usage"]
 
 #: data points used to measure usage in :func:`plot_run`
 USAGE_POINTS = 2000
@@ -26,7 +27,7 @@ USAGE_POINTS = 2000
 def _patch_shape(D: int, patch_shape: Sequence[int] | None) -> tuple[int, int]:
     if patch_shape is not None and int(np.prod(patch_shape)) == D and len(patch_shape) == 2:
         return int(patch_shape[0]), int(patch_shape[1])
-    r = int(math.isqrt(D))
+    r = math.isqrt(D)
     return (r, r) if r * r == D else (1, D)
 
 
@@ -39,8 +40,8 @@ def dictionary_image(W: np.ndarray, patch_shape: Sequence[int] | None = None, pa
     """
     D, H = W.shape
     h, w = _patch_shape(D, patch_shape)
-    cols = int(math.ceil(math.sqrt(H)))
-    rows = int(math.ceil(H / cols))
+    cols = math.ceil(math.sqrt(H))
+    rows = math.ceil(H / cols)
     img = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad), np.nan)
     for i in range(H):  # loop over dictionary elements
         r, c = divmod(i, cols)
@@ -78,7 +79,7 @@ def plot_dictionary(W: np.ndarray, path: str | os.PathLike, patch_shape: Sequenc
     shown = ax.imshow(img, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-    cols = int(math.ceil(math.sqrt(W.shape[1])))
+    cols = math.ceil(math.sqrt(W.shape[1]))
     ax.set_xlabel(("most used first, " if usage is not None else "") + "tile label = column of W")
     if W.shape[1] <= 100:  # labels stay legible
         for rank, col in enumerate(order):

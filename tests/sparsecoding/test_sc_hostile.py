@@ -268,7 +268,7 @@ def _popen(args: list[str], ranks: int | None = None, **kw) -> subprocess.Popen:
     env = {**base, "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}", **kw.pop("env", {})}
     # a shell's background job ignores SIGINT; give the child Python's usual KeyboardInterrupt back
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)  # noqa: PLW1509
 
 
 def _wait_for_rows(path: Path, proc: subprocess.Popen, rows: int = 2, timeout: float = 120) -> None:
@@ -470,3 +470,19 @@ def test_plot_refuses_to_replace_pngs_outside_a_run(finished, tmp_path, capsys):
     assert main(["plot", str(finished), "-o", str(figs), "--force"]) == 0
     assert (figs / "dictionary.png").read_bytes()[:4] == b"\x89PNG"
     shutil.rmtree(figs)
+
+
+def test_progress_lines_on_a_pipe(bars, tmp_path, capsys, monkeypatch):
+    """Without -q, a run logs progress lines when stderr is not a terminal (here: every update)."""
+    import probmod.progress
+
+    class Often(probmod.progress.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "every": 0.0})
+
+    monkeypatch.setattr(probmod.progress, "Progress", Often)
+    assert main(["train", *SMALL[:-2], "--no-plot", "--data", str(bars), "--steps", "3", "-o", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "bsc EM (seed 0): 3/3 step (100%)" in err, err
+    assert main(["train", *SMALL, "--data", str(bars), "--steps", "3", "-o", str(tmp_path / "q")]) == 0
+    assert capsys.readouterr().err == ""
