@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-triton bench docs clean
+.PHONY: demo test test-triton lint bench docs clean
 
 $(STAMP): setup.py pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# ruff (lint and format check) over the repository; mypy over the files listed in pyproject.toml
+# (the probmod core and the circuit engine).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 test-triton: $(STAMP)
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -m triton
 
@@ -29,4 +36,4 @@ docs: $(STAMP)
 	$(PY) -m mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) site out
+	rm -rf $(VENV) site out .mypy_cache .ruff_cache

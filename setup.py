@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 EXTRAS = {
     "mpi": ["mpi4py", "mpich"],
     "gpu": ["triton"],
-    "test": ["pytest", "hypothesis", "triton", "scikit-learn"],
+    "test": ["pytest", "hypothesis", "triton", "scikit-learn", "ruff", "mypy"],
     "bench": ["scikit-learn", "scikit-image", "imagecodecs", "matplotlib", "spflow"],
     "docs": ["mkdocs-material", "mkdocstrings[python]"],
 }
