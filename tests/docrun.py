@@ -92,12 +92,15 @@ def run_file(path: Path, cwd: Path) -> list[Block]:
     """
     found = blocks(path)
     ran = [b for b in found if b.skip is None]
-    assert ran, f"{path.relative_to(ROOT)}: no ```python or ```bash block to run (found {len(found)}, all skipped)"
+    if not ran:
+        where = path.relative_to(ROOT)
+        raise AssertionError(f"{where}: no ```python or ```bash block to run (found {len(found)}, all skipped)")
     namespace: dict = {"__name__": "__docrun__"}
     old = Path.cwd()
     os.chdir(cwd)
     try:
         for block in ran:
+            print(f"running {block.where}", flush=True)
             if block.lang == "bash":
                 run_bash(block, cwd)
             else:
@@ -105,3 +108,23 @@ def run_file(path: Path, cwd: Path) -> list[Block]:
     finally:
         os.chdir(old)
     return ran
+
+
+def run_file_isolated(path: Path, cwd: Path, timeout: float = 900) -> None:
+    """``run_file`` in a fresh interpreter, so that a guide's global settings (a backend, thread counts,
+    seeds) cannot leak into the tests that follow."""
+    proc = subprocess.run(
+        # -P: the script's folder (tests/, which holds test packages named like the real ones) stays off sys.path
+        [sys.executable, "-P", __file__, str(path)],
+        cwd=cwd,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"{path.relative_to(ROOT)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+
+
+if __name__ == "__main__":
+    run_file(Path(sys.argv[1]).resolve(), Path.cwd())
