@@ -9,6 +9,7 @@ chunks, without broadcasting a triangular solve over every sample.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from probcirc import GaussianMixture
@@ -40,9 +41,18 @@ def sample(gmm: GaussianMixture, n: int, generator: torch.Generator | None = Non
     return mu + (L @ eps[..., None]).squeeze(-1)
 
 
-def log_prob(gmm: GaussianMixture, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """``gmm.log_prob`` of ``x`` ``(S, *B, D)`` -> ``(S, *B)``, ``chunk`` samples at a time to bound memory."""
-    return torch.cat([gmm.log_prob(xs) for xs in x.to(gmm.means.dtype).split(chunk, dim=0)], 0)
+def log_prob(gmm: GaussianMixture, x: torch.Tensor, chunk: int = 1024,
+             tick: Callable[[], None] | None = None) -> torch.Tensor:
+    """``gmm.log_prob`` of ``x`` ``(S, *B, D)`` -> ``(S, *B)``, ``chunk`` samples at a time to bound memory.
+
+    ``tick()``, if given, is called after every chunk (a progress heartbeat).
+    """
+    out = []
+    for xs in x.to(gmm.means.dtype).split(chunk, dim=0):
+        out.append(gmm.log_prob(xs))
+        if tick is not None:
+            tick()
+    return torch.cat(out, 0)
 
 
 def mean_cov(gmm: GaussianMixture) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +74,8 @@ def cat(gmms: list[GaussianMixture]) -> GaussianMixture:
     return make(*(torch.cat(t, 0) for t in zip(*(params(g) for g in gmms))))
 
 
-def log_prob_shared_scale(gmm: GaussianMixture, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+def log_prob_shared_scale(gmm: GaussianMixture, x: torch.Tensor, chunk: int | None = None,
+                          tick: Callable[[], None] | None = None) -> torch.Tensor:
     """:func:`log_prob` for mixtures whose components share one covariance per mixture (a KDE).
 
     Whitening once by the shared factor turns every distance into one batched
@@ -72,7 +83,7 @@ def log_prob_shared_scale(gmm: GaussianMixture, x: torch.Tensor, chunk: int | No
     ``chunk`` samples are scored at a time; by default as many as keep each
     ``(B, chunk, K)`` temporary near 4 MB, since larger ones are mapped and
     unmapped by the allocator on every call and the page faults cost more than
-    the arithmetic.
+    the arithmetic. ``tick()``, if given, is called after every chunk.
     """
     logits, means, tril = params(gmm)
     d = means.shape[-1]
@@ -87,4 +98,6 @@ def log_prob_shared_scale(gmm: GaussianMixture, x: torch.Tensor, chunk: int | No
         cross = torch.bmm(w.mT, centres.mT)  # (B, s, K)
         sq = (w**2).sum(1)[..., None] + c2[:, None, :] - 2 * cross
         out.append(torch.logsumexp(const[:, None, :] - 0.5 * sq.clamp_min(0), -1).T)
+        if tick is not None:
+            tick()
     return torch.cat(out, 0)

@@ -123,7 +123,7 @@ def count_parameters(cfg: Mapping[str, int], where: str = "model file",
 
     Example:
         >>> count_parameters(dict(dim=1, n_components=2, obs_dim=1, d_model=4, n_layers=1, n_heads=1, d_ff=4))
-        281
+        315
     """
     n = sum(_numel(s) for s in state_shapes(cfg).values())
     if max_parameters is not None and n > max_parameters:
