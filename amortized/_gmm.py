@@ -9,9 +9,10 @@ chunks, without broadcasting a triangular solve over every sample.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
+
 from probcirc import GaussianMixture
 
 _LOG_2PI = math.log(2 * math.pi)

@@ -16,7 +16,7 @@ over the sum of their objectives is the same as one per problem.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

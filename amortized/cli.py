@@ -17,7 +17,17 @@ import sys
 from pathlib import Path
 
 from probmod import io
-from probmod.cli import add_force, add_output, add_quiet, add_seed, add_threads, make_parser, run, set_threads, subparser
+from probmod.cli import (
+    add_force,
+    add_output,
+    add_quiet,
+    add_seed,
+    add_threads,
+    make_parser,
+    run,
+    set_threads,
+    subparser,
+)
 from probmod.errors import ModelMismatchError, UsageError
 
 from .modelfile import MAX_PARAMETERS, load, task_of

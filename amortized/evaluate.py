@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -118,7 +118,8 @@ def evaluate(model: DistributionTransformer, task: Task, n_problems: int = 200, 
         >>> from amortized.train import build_model
         >>> task = LinearGaussian(dim=1, n_components=2)
         >>> model = build_model(task, d_model=16, n_layers=1, n_heads=2)
-        >>> r = evaluate(model, task, n_problems=4, kl_samples=100, vi_steps=5, is_samples=50, timing_batch=8, timing_repeats=2)
+        >>> r = evaluate(model, task, n_problems=4, kl_samples=100, vi_steps=5, is_samples=50, timing_batch=8,
+        ...              timing_repeats=2)
         >>> ", ".join(row.method for row in r.rows)
         'prior, exact, transformer, gmm-vi, snis'
     """
@@ -174,7 +175,7 @@ def _evaluate(model: DistributionTransformer, task: Task, n_problems: int, kl_sa
             q = fn(problems, step)  # the accuracy run doubles as the batched timing
             msb = 1e3 * (time.perf_counter() - t0) / n_problems
             singles = iter(range(3))
-            ms1 = _median_ms(lambda: fn(problems[next(singles) % n_problems], heartbeat), 3, 1)
+            ms1 = _median_ms(lambda fn=fn, it=singles: fn(problems[next(it) % n_problems], heartbeat), 3, 1)
             add(name, q, ms1, msb)
         report.notes.append(f"gmm-vi: {vi_steps} Adam steps, 16 draws per component; "
                             f"snis: {is_samples} prior draws, weighted Gaussian KDE for its density")

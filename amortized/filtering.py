@@ -29,7 +29,8 @@ class FilterRow:
 def kalman_filter(task: LTIFilter, prior, observations: torch.Tensor, obs_mask: torch.Tensor):
     """Plain Kalman filter started from the moment-matched Gaussian of the prior (a 1-component mixture per step)."""
     mean, cov = _gmm.mean_cov(prior.to(torch.float64))
-    single = _gmm.make(torch.zeros(mean.shape[0], 1, dtype=torch.float64), mean[:, None], torch.linalg.cholesky(cov)[:, None])
+    zero_logits = torch.zeros(mean.shape[0], 1, dtype=torch.float64)
+    single = _gmm.make(zero_logits, mean[:, None], torch.linalg.cholesky(cov)[:, None])
     return task.reference_filter(single, observations, obs_mask)
 
 

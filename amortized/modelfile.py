@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from probmod import io
 from probmod.errors import FormatError, LimitError, UsageError

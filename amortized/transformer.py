@@ -40,10 +40,13 @@ def _layer_weights(layer: nn.TransformerDecoderLayer) -> tuple:
     """The tensors of one pre-norm decoder layer, in the order :func:`_decoder_layer` reads them."""
     d = layer.self_attn.embed_dim
     sa, ca = layer.self_attn, layer.multihead_attn
-    return (layer.norm1.weight, layer.norm1.bias, layer.norm2.weight, layer.norm2.bias, layer.norm3.weight, layer.norm3.bias,
+    return (layer.norm1.weight, layer.norm1.bias, layer.norm2.weight, layer.norm2.bias,
+            layer.norm3.weight, layer.norm3.bias,
             sa.in_proj_weight, sa.in_proj_bias, sa.out_proj.weight, sa.out_proj.bias,
-            ca.in_proj_weight[:d], ca.in_proj_bias[:d], ca.in_proj_weight[d:], ca.in_proj_bias[d:], ca.out_proj.weight, ca.out_proj.bias,
-            layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias, sa.num_heads, layer.norm1.eps)
+            ca.in_proj_weight[:d], ca.in_proj_bias[:d], ca.in_proj_weight[d:], ca.in_proj_bias[d:],
+            ca.out_proj.weight, ca.out_proj.bias,
+            layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias,
+            sa.num_heads, layer.norm1.eps)
 
 
 def _embed(w: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +55,9 @@ def _embed(w: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
 
 
 def _decoder_layer(w: tuple, x: torch.Tensor, mem: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-    """``layer(x, mem, memory_key_padding_mask=~allowed)`` for a pre-norm, dropout-free GELU layer, ``w = _layer_weights(layer)``.
+    """``layer(x, mem, memory_key_padding_mask=~allowed)`` for a pre-norm, dropout-free GELU layer.
+
+    ``w = _layer_weights(layer)``.
 
     The same arithmetic as torch's module without its per-module dispatch and
     attribute lookups, which dominate the cost of one small posterior.
@@ -68,7 +73,8 @@ def _decoder_layer(w: tuple, x: torch.Tensor, mem: torch.Tensor, allowed: torch.
     y = f.layer_norm(x, (d,), n2w, n2b, eps)
     q = f.linear(y, qw, qb).view(n, lq, h, d // h).transpose(1, 2)
     k, v = f.linear(mem, kvw, kvb).view(n, lk, 2, h, d // h).permute(2, 0, 3, 1, 4)
-    x = x + f.linear(f.scaled_dot_product_attention(q, k, v, attn_mask=allowed).transpose(1, 2).reshape(n, lq, d), cow, cob)
+    att = f.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    x = x + f.linear(att.transpose(1, 2).reshape(n, lq, d), cow, cob)
     y = f.layer_norm(x, (d,), n3w, n3b, eps)
     return x + f.linear(f.gelu(f.linear(y, l1w, l1b)), l2w, l2b)
 
@@ -262,7 +268,8 @@ class DistributionTransformer(nn.Module):
             raise UsageError(f"prior has dimension {prior.dim} but the model was built for dim={self.dim}")
         if prior.n_components != self.n_components:
             raise UsageError(
-                f"prior has {prior.n_components} components but the model was built for n_components={self.n_components}"
+                f"prior has {prior.n_components} components but the model was built for "
+                f"n_components={self.n_components}"
             )
         logits, means, tril = _gmm.params(prior)
         diag = torch.diagonal(tril, dim1=-2, dim2=-1)
@@ -316,7 +323,7 @@ class DistributionTransformer(nn.Module):
         return attrs, arrays
 
     @classmethod
-    def _from_state(cls, attrs: dict, arrays: dict) -> "DistributionTransformer":
+    def _from_state(cls, attrs: dict, arrays: dict) -> DistributionTransformer:
         import json
 
         from .modelfile import architecture, check_state, task_config
@@ -337,7 +344,8 @@ class DistributionTransformer(nn.Module):
         return model
 
 
-def _check_finite(logits: torch.Tensor, means: torch.Tensor, tril: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> None:
+def _check_finite(logits: torch.Tensor, means: torch.Tensor, tril: torch.Tensor,
+                  inputs: tuple[torch.Tensor, ...]) -> None:
     """Refuse to return a posterior that overflowed: finite inputs can still be too large for the arithmetic."""
     # One scalar carries every entry (NaN and inf propagate through sums, and the log of a zero
     # diagonal is -inf): a few operations instead of one reduction per tensor, on the batch-1 hot path.

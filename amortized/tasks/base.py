@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -50,12 +50,12 @@ class Problems:
     def __len__(self) -> int:
         return self.latent.shape[0]
 
-    def __getitem__(self, idx) -> "Problems":
+    def __getitem__(self, idx) -> Problems:
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)
         return Problems(_gmm.index(self.prior, idx), self.observations[idx], self.obs_mask[idx], self.latent[idx])
 
-    def to(self, dtype: torch.dtype) -> "Problems":
+    def to(self, dtype: torch.dtype) -> Problems:
         return Problems(self.prior.to(dtype), self.observations.to(dtype), self.obs_mask, self.latent.to(dtype))
 
 
@@ -93,7 +93,8 @@ class Task(abc.ABC):
         """``batch`` random priors, float64, ``batch_shape == (batch,)``."""
 
     @abc.abstractmethod
-    def simulate(self, latent: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def simulate(self, latent: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Observations ``(B, max_obs, obs_dim)`` and padding mask ``(B, max_obs)`` for latents ``(B, D)``."""
 
     @abc.abstractmethod

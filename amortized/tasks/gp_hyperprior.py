@@ -17,10 +17,9 @@ import torch
 from scipy import stats
 
 from probcirc import GaussianMixture
-
-from .. import _gmm
 from probmod.errors import UsageError
 
+from .. import _gmm
 from .base import Task, check_limit, random_prior
 from .linear import linear_gaussian_update
 
@@ -55,7 +54,8 @@ class GPHyperprior(Task):
     def __init__(self, n_components: int = 4, max_obs: int = 8, min_obs: int = 0, shape: float = 2.0, rate: float = 2.0,
                  signal_var: float = 1.0, noise_var: float = 0.1, input_range: float = 3.0, n_quad: int = 64):
         super().__init__(n_components, max_obs, min_obs)
-        self.shape, self.rate, self.signal_var, self.noise_var = float(shape), float(rate), float(signal_var), float(noise_var)
+        self.shape, self.rate = float(shape), float(rate)
+        self.signal_var, self.noise_var = float(signal_var), float(noise_var)
         positive = dict(shape=shape, rate=rate, signal_var=signal_var, noise_var=noise_var, input_range=input_range)
         for name, value in positive.items():
             if not 0 < value < float("inf"):  # also refuses NaN
@@ -114,7 +114,8 @@ class GPHyperprior(Task):
         resid = y[None, :, None, :] - b[None] * x.double()[:, :, None, :]  # (S, B, Q, N)
         white = torch.einsum("bqij,sbqj->sbqi", L_inv, resid)
         n = (~obs_mask).double().sum(-1)  # padded rows contribute exactly their y=0, unit-variance term: remove it
-        lp = -0.5 * (white**2).sum(-1) - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) - 0.5 * n[:, None] * _LOG_2PI
+        log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        lp = -0.5 * (white**2).sum(-1) - log_det - 0.5 * n[:, None] * _LOG_2PI
         return torch.logsumexp(lp, -1) - math.log(self.n_quad)
 
     def posterior(self, prior, observations, obs_mask):

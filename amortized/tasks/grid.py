@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -30,7 +30,7 @@ class GridPosterior(Distribution):
 
     def __init__(self, edges: torch.Tensor, log_mass: torch.Tensor):
         self.edges = edges.double()
-        if self.edges.dim() != 2 or log_mass.dim() != 2 or self.edges.shape != (log_mass.shape[0], log_mass.shape[1] + 1):
+        if log_mass.dim() != 2 or self.edges.shape != (log_mass.shape[0], log_mass.shape[1] + 1):
             raise UsageError(f"edges must be (B, G + 1) and log_mass (B, G); got {tuple(edges.shape)} and "
                              f"{tuple(log_mass.shape)}")
         self.log_mass = torch.log_softmax(log_mass.double(), -1)

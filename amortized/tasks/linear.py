@@ -20,7 +20,8 @@ _LOG_2PI = math.log(2 * math.pi)
 
 def _mvn_log_prob(x: torch.Tensor, mean: torch.Tensor, tril: torch.Tensor) -> torch.Tensor:
     white = torch.linalg.solve_triangular(tril, (x - mean)[..., None], upper=False).squeeze(-1)
-    return -0.5 * (white**2).sum(-1) - torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1) - 0.5 * x.shape[-1] * _LOG_2PI
+    log_det = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+    return -0.5 * (white**2).sum(-1) - log_det - 0.5 * x.shape[-1] * _LOG_2PI
 
 
 def linear_gaussian_update(prior: GaussianMixture, matrices: torch.Tensor, values: torch.Tensor,

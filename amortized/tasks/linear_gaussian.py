@@ -7,14 +7,13 @@ from typing import Any
 import torch
 
 from probcirc import GaussianMixture
-
 from probmod.errors import UsageError
 
 from .base import Task, check_limit, random_prior
+from .linear import _mvn_log_prob, linear_gaussian_update
 
 #: the largest latent dimension (the Cholesky tokens grow with its square)
 MAX_DIM = 64
-from .linear import _mvn_log_prob, linear_gaussian_update
 
 
 class LinearGaussian(Task):
@@ -44,7 +43,8 @@ class LinearGaussian(Task):
         if not noise_std > 0 or noise_std == float("inf"):  # also refuses NaN
             raise UsageError(f"noise_std must be positive and finite, got {noise_std}")
         self.dim = check_limit("dim", dim, MAX_DIM)
-        self.A = torch.eye(dim, dtype=torch.float64) if obs_matrix is None else torch.as_tensor(obs_matrix, dtype=torch.float64)
+        eye = obs_matrix is None
+        self.A = torch.eye(dim, dtype=torch.float64) if eye else torch.as_tensor(obs_matrix, dtype=torch.float64)
         if self.A.dim() != 2 or self.A.shape[1] != dim:
             raise UsageError(f"obs_matrix must have shape (M, {dim}), got {tuple(self.A.shape)}")
         if not bool(torch.isfinite(self.A).all()):

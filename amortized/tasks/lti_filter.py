@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from probcirc import GaussianMixture
-
 from probmod.errors import UsageError
 
 from .base import Task, random_prior
@@ -44,9 +43,11 @@ class LTIFilter(Task):
     def __init__(self, n_components: int = 4, max_obs: int = 2, min_obs: int = 0, a: float = 0.95, q: float = 1.0,
                  sensor_var: tuple[float, float] = (0.1, 4.0), p_report: float = 0.8):
         super().__init__(n_components, max_obs, min_obs)
-        self.a, self.q, self.sensor_var, self.p_report = float(a), float(q), tuple(map(float, sensor_var)), float(p_report)
-        ok = (len(self.sensor_var) == 2 and all(0 < v < float("inf") for v in self.sensor_var) and 0 < self.q < float("inf")
-              and abs(self.a) < float("inf") and 0 <= self.p_report <= 1)
+        self.a, self.q, self.p_report = float(a), float(q), float(p_report)
+        self.sensor_var = tuple(map(float, sensor_var))
+        inf = float("inf")
+        ok = (len(self.sensor_var) == 2 and all(0 < v < inf for v in self.sensor_var) and 0 < self.q < inf
+              and abs(self.a) < inf and 0 <= self.p_report <= 1)
         if not ok:  # written as one test so that NaN fails it too
             raise UsageError(f"need finite a, q > 0, two positive sensor variances and 0 <= p_report <= 1; got "
                              f"a={a}, q={q}, sensor_var={sensor_var}, p_report={p_report}")

@@ -13,14 +13,13 @@ from typing import Any
 import torch
 
 from probcirc import GaussianMixture
-
 from probmod.errors import UsageError
 
 from .base import Task, check_limit, random_prior
+from .grid import GridPosterior
 
 #: the most grid cells of the reference posterior (each problem holds one row of them)
 MAX_GRID = 1_000_000
-from .grid import GridPosterior
 
 
 class TwoLevelQuantum(Task):

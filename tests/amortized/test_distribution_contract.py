@@ -1,4 +1,7 @@
-"""Every Distribution in amortized samples with ``sample(sample_shape, generator=)`` and leaves torch's global generator alone."""
+"""Every Distribution in amortized samples with ``sample(sample_shape, generator=)``.
+
+With a generator, no draw comes from torch's global generator.
+"""
 
 import math
 
@@ -43,7 +46,7 @@ def test_task_priors_and_posteriors_sample_from_the_generator_only(name):
     for dist in (prior, posterior):
         assert isinstance(dist, Distribution)
         for shape, want in (((), (3, task.dim)), (5, (5, 3, task.dim)), ((2, 4), (2, 4, 3, task.dim))):
-            x = _twice(lambda g: dist.sample(shape, generator=g))
+            x = _twice(lambda g, dist=dist, shape=shape: dist.sample(shape, generator=g))
             assert tuple(x.shape) == want
             assert bool(torch.isfinite(dist.log_prob(x.reshape(-1, 3, task.dim))).all())
 

@@ -41,7 +41,7 @@ def test_reference_matches_adaptive_quadrature(gen):
     assert math.isclose(q_mean, mean, abs_tol=5e-3)
     assert math.isclose(q_second, second, abs_tol=5e-3)
     for f in (-1.0, mean, 1.0):
-        dens = integral(lambda m, v, e: e * stats.norm(m, math.sqrt(v)).pdf(f)) / z
+        dens = integral(lambda m, v, e, f=f: e * stats.norm(m, math.sqrt(v)).pdf(f)) / z
         q = post.log_prob(torch.tensor([[[f]]], dtype=torch.float64)).exp().item()
         assert math.isclose(q, dens, rel_tol=1e-2, abs_tol=1e-3)
 

@@ -27,7 +27,7 @@ def small_file(tmp_path_factory):
 
 
 def craft(src, dst, attrs=(), task_config=None, chunked_state=None):
-    """A copy of ``src`` with attributes replaced; ``chunked_state``: cfg whose weights are declared but never stored."""
+    """A copy of ``src`` with attributes replaced; ``chunked_state``: cfg whose weights are declared, never stored."""
     dst.write_bytes(src.read_bytes())
     with h5py.File(dst, "r+") as f:
         for key, value in dict(attrs).items():

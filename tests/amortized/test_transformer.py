@@ -94,7 +94,8 @@ def test_component_permutation_equivariance(gen):
     m = _model()
     p = _problems(gen=gen)
     perm = torch.tensor([2, 0, 1])
-    permuted = GaussianMixture.from_cholesky(p.prior.logits[:, perm], p.prior.means[:, perm], p.prior.scale_tril[:, perm])
+    prior = p.prior
+    permuted = GaussianMixture.from_cholesky(prior.logits[:, perm], prior.means[:, perm], prior.scale_tril[:, perm])
     a = m(p.prior, p.observations, p.obs_mask)
     b = m(permuted, p.observations, p.obs_mask)
     assert torch.allclose(a.logits[:, perm], b.logits, atol=1e-5)
@@ -153,8 +154,10 @@ def test_save_load_round_trip(tmp_path, gen):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda p: (GaussianMixture(torch.ones(1, 1), torch.zeros(1, 1, 3), torch.eye(3)[None, None]), p.observations, p.obs_mask), "dimension"),
-        (lambda p: (GaussianMixture(torch.full((1, 2), 0.5), torch.zeros(1, 2, 2), torch.eye(2).expand(1, 2, 2, 2)), p.observations[:1], p.obs_mask[:1]), "components"),
+        (lambda p: (GaussianMixture(torch.ones(1, 1), torch.zeros(1, 1, 3), torch.eye(3)[None, None]),
+                    p.observations, p.obs_mask), "dimension"),
+        (lambda p: (GaussianMixture(torch.full((1, 2), 0.5), torch.zeros(1, 2, 2), torch.eye(2).expand(1, 2, 2, 2)),
+                    p.observations[:1], p.obs_mask[:1]), "components"),
         (lambda p: (p.prior, p.observations[..., :1], p.obs_mask), "obs_dim"),
         (lambda p: (p.prior, p.observations, p.obs_mask[:, :-1]), "obs_mask"),
         (lambda p: (p.prior, p.observations, p.obs_mask.float()), "bool"),
@@ -186,7 +189,8 @@ def test_lean_decoder_layer_matches_torch_module(gen):
     """Our dispatch-free layer computes exactly what nn.TransformerDecoderLayer computes with the same weights."""
     from amortized.transformer import _decoder_layer, _layer_weights
 
-    layer = torch.nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+    layer = torch.nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, activation="gelu", batch_first=True,
+                                             norm_first=True)
     for p in layer.parameters():  # away from the zero-bias initialisation, so every term matters
         torch.nn.init.normal_(p, std=0.3, generator=gen)
     x, mem = torch.randn(3, 5, 16, generator=gen), torch.randn(3, 7, 16, generator=gen)

@@ -23,7 +23,7 @@ def test_grid_posterior_moments_match_quadrature(gen):
         pts = torch.linspace(lo, hi, 40).tolist()
         z = integrate.quad(unnorm, lo, hi, points=pts, limit=500)[0]
         mean = integrate.quad(lambda w: w * unnorm(w), lo, hi, points=pts, limit=500)[0] / z
-        var = integrate.quad(lambda w: (w - mean) ** 2 * unnorm(w), lo, hi, points=pts, limit=500)[0] / z
+        var = integrate.quad(lambda w, mean=mean: (w - mean) ** 2 * unnorm(w), lo, hi, points=pts, limit=500)[0] / z
         assert math.isclose(post.mean[b].item(), mean, abs_tol=2e-3)
         assert math.isclose(post.variance[b].item(), var, rel_tol=2e-2, abs_tol=1e-4)
 
@@ -35,9 +35,10 @@ def test_outcome_probability_is_a_probability():
 
 
 def test_grid_log_prob_and_sample_agree(gen):
-    g = GridPosterior(torch.linspace(0, 2, 5, dtype=torch.float64)[None], torch.log(torch.tensor([[1.0, 2.0, 3.0, 4.0]])))
+    edges = torch.linspace(0, 2, 5, dtype=torch.float64)[None]
+    g = GridPosterior(edges, torch.log(torch.tensor([[1.0, 2.0, 3.0, 4.0]])))
     x = g.sample(20000, generator=gen)
-    frac = ((x[:, 0, 0] >= 1.5)).double().mean().item()
+    frac = (x[:, 0, 0] >= 1.5).double().mean().item()
     assert math.isclose(frac, 0.4, abs_tol=0.015)
     assert math.isclose(g.log_prob(torch.tensor([[[1.75]]])).exp().item(), 0.4 / 0.5, rel_tol=1e-6)
     assert g.log_prob(torch.tensor([[[2.5]]])).item() == -math.inf
