@@ -12,22 +12,22 @@ lg=$models/linear_gaussian_d2_k4.h5
 if [[ ! -f $lg ]]; then
     echo "no shipped linear_gaussian model; training a small one (about a minute)"
     lg=$out/linear_gaussian_d2_k4.h5
-    python -m amortized train --task linear_gaussian --dim 2 --components 4 --steps 400 \
-        --batch-size 256 --d-model 48 --layers 2 --threads 1 -o "$lg" --overwrite
+    amortized train --task linear_gaussian --dim 2 --components 4 --steps 400 \
+        --batch-size 256 --d-model 48 --layers 2 --threads 1 -o "$lg" --force
 fi
 echo "=== linear_gaussian (D=2, K=4): transformer vs exact, GMM-VI and importance sampling ==="
-python -m amortized evaluate "$lg" --threads 1 --problems 50 --vi-steps 200 --plot "$out/linear_gaussian_contours.png" --overwrite
+amortized evaluate "$lg" --threads 1 --problems 50 --vi-steps 200 --plot "$out/linear_gaussian_contours.png" --force
 
 lti=$models/lti_filter_k4.h5
 if [[ ! -f $lti ]]; then
     echo "no shipped lti_filter model; training a small one"
     lti=$out/lti_filter_k4.h5
-    python -m amortized train --task lti_filter --components 4 --steps 300 --batch-size 256 \
-        --d-model 32 --layers 2 --threads 1 -o "$lti" --overwrite
+    amortized train --task lti_filter --components 4 --steps 300 --batch-size 256 \
+        --d-model 32 --layers 2 --threads 1 -o "$lti" --force
 fi
 echo
 echo "=== lti_filter: rolled forward 30 steps vs the exact Gaussian-sum Kalman filter ==="
-python -m amortized evaluate "$lti" --threads 1 --problems 50 --vi-steps 200 --sequences 50 --seq-steps 30 \
-    --plot "$out/lti_filter_step.png" --overwrite
+amortized evaluate "$lti" --threads 1 --problems 50 --vi-steps 200 --sequences 50 --seq-steps 30 \
+    --plot "$out/lti_filter_step.png" --force
 echo
 echo "pictures in $out/"

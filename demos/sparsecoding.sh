@@ -10,18 +10,18 @@ mkdir -p "$out"
 ranks=${RANKS:-2}
 
 echo "=== bars test data: H=10 bars on 5x5, W=10*bars, pi=0.2, sigma=2, N=1000 ==="
-python -m sparsecoding data bars --out "$out/bars.h5" --N 1000 --size 5 --pi 0.2 --sigma 2 --seed 0 --force
+sparsecoding data bars -o "$out/bars.h5" --N 1000 --size 5 --pi 0.2 --sigma 2 --seed 0 --force
 
 echo
 echo "=== BSC, H'=8, gamma=5, 60 EM steps, T annealed 2 -> 1 with W noise, on $ranks MPI ranks ==="
-mpiexec -n "$ranks" python -m sparsecoding train --model bsc --data "$out/bars.h5" --H 10 --Hprime 8 --gamma 5 \
-    --steps 60 --anneal 2:1@0.6 --W-noise 1 --checkpoint-every 10 --out "$out/run" --force
+mpiexec -n "$ranks" sparsecoding train --model bsc --data "$out/bars.h5" --H 10 --Hprime 8 --gamma 5 \
+    --steps 60 --anneal 2:1@0.6 --W-noise 1 --checkpoint-every 10 -o "$out/run" --force
 
 echo
 echo "=== recovered bars (greedy matching, mean absolute error < 0.5) ==="
 status=0
-python -m sparsecoding match "$out/run" --truth "$out/bars.h5" || status=$?
-python -m sparsecoding plot "$out/run" --out "$out"
+sparsecoding match "$out/run" --truth "$out/bars.h5" || status=$?
+sparsecoding plot "$out/run" -o "$out" --force
 python - "$out/run/results.h5" <<'PY'
 import sys
 import h5py
