@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 import torch
-from scipy import stats
 
 from probcirc import GaussianMixture
 from probmod.errors import UsageError
@@ -64,7 +63,13 @@ class GPHyperprior(Task):
             raise UsageError(f"n_quad must be at least 1, got {n_quad}")
         self.input_range, self.n_quad = float(input_range), check_limit("n_quad", n_quad, MAX_QUAD)
         p = (torch.arange(self.n_quad, dtype=torch.float64) + 0.5) / self.n_quad
-        self.nodes = torch.as_tensor(stats.gamma.ppf(p.numpy(), self.shape, scale=1 / self.rate))
+        self.nodes = self._gamma_quantiles(p)
+
+    def _gamma_quantiles(self, p: torch.Tensor) -> torch.Tensor:
+        """Quantiles of the lengthscale hyperprior at probabilities ``p``."""
+        from scipy import stats  # imported here: scipy.stats takes seconds to load, and only this task needs it
+
+        return torch.as_tensor(stats.gamma.ppf(p.numpy(), self.shape, scale=1 / self.rate))
 
     def config(self) -> dict[str, Any]:
         return super().config() | dict(shape=self.shape, rate=self.rate, signal_var=self.signal_var,
@@ -96,7 +101,7 @@ class GPHyperprior(Task):
         bsz = latent.shape[0]
         # ℓ by inverse CDF from seeded uniforms, since torch's Gamma sampler takes no generator.
         u = torch.rand(bsz, 1, generator=generator, dtype=torch.float64)
-        ell = torch.as_tensor(stats.gamma.ppf(u.numpy(), self.shape, scale=1 / self.rate))
+        ell = self._gamma_quantiles(u)
         inputs = (2 * torch.rand(bsz, self.max_obs, generator=generator, dtype=torch.float64) - 1) * self.input_range
         mask = self._n_obs_mask(bsz, generator)
         b, C = self._conditional(inputs, torch.zeros_like(mask), ell)
