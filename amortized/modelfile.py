@@ -219,18 +219,26 @@ def load(path: str | os.PathLike, max_parameters: int = MAX_PARAMETERS) -> Distr
     from .transformer import DistributionTransformer
 
     where = os.fspath(path)
-    budget = 8 * max_parameters  # float64 weights take 8 bytes each; a file holds nothing else
+    budget = 8 * max_parameters
     if os.path.lexists(where):
         with io.open_hdf5(path, "model file") as f:
-            # Other kinds and foreign files get their errors from probmod.io.load below.
-            if _plain(f.attrs.get("kind")) == _KIND and _plain(f.attrs.get("format")) == io.FORMAT:
-                attrs = {k: _plain(v) for k, v in f.attrs.items()}
-                cfg = architecture(attrs, where)
-                budget = 8 * count_parameters(cfg, where, max_parameters)
-                shapes = {k.removeprefix("state/"): ds.shape for k, ds in io.safe_datasets(f, budget).items()}
-                check_state(cfg, shapes, where)
-                task_config(attrs, where)
+            try:
+                budget = _check_header(f, where, max_parameters)
+            except (OSError, RuntimeError, KeyError) as err:  # h5py's answers to a damaged header
+                raise FormatError(f"{where}: truncated or corrupt ({err})") from None
     return io.load(path, kind=DistributionTransformer, max_bytes=budget)
+
+
+def _check_header(f: Any, where: str, max_parameters: int) -> int:
+    """Check an open file's declarations (nothing is read but attributes and shapes); the byte budget of its arrays."""
+    if _plain(f.attrs.get("kind")) != _KIND or _plain(f.attrs.get("format")) != io.FORMAT:
+        return 8 * max_parameters  # other kinds and foreign files get their errors from probmod.io.load
+    attrs = {k: _plain(v) for k, v in f.attrs.items()}
+    cfg = architecture(attrs, where)
+    budget = 8 * count_parameters(cfg, where, max_parameters)  # float64 weights take 8 bytes; nothing else is stored
+    check_state(cfg, {k.removeprefix("state/"): ds.shape for k, ds in io.safe_datasets(f, budget).items()}, where)
+    task_config(attrs, where)
+    return budget
 
 
 def _plain(value: Any) -> Any:
