@@ -522,7 +522,7 @@ def _component_log_prob(x: torch.Tensor, means: torch.Tensor, tril: torch.Tensor
     # The samples become the right-hand sides of one solve per component, so
     # the factors are never broadcast over the samples (memory S·D, not S·D²).
     lead = diff.shape[: diff.dim() - means.dim()]
-    rhs = diff.reshape(-1, *diff.shape[len(lead) :]).movedim(0, -1)  # (*B, K, D, S)
+    rhs = diff.reshape(math.prod(lead), *diff.shape[len(lead) :]).movedim(0, -1)  # (*B, K, D, S); S may be 0
     white = torch.linalg.solve_triangular(tril, rhs, upper=False)
     maha = white.square().sum(-2).movedim(-1, 0).reshape(*lead, *diff.shape[len(lead) : -1])
     half_logdet = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)

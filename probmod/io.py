@@ -247,9 +247,14 @@ def safe_datasets(f: h5py.File, max_bytes: int = MAX_BYTES) -> dict[str, h5py.Da
             if total > max_bytes:
                 raise LimitError(f"{name}: its arrays declare more than {max_bytes / 2**20:.0f} MiB "
                                  f"({path!r} alone {declared / 2**20:.0f} MiB); raise max_bytes if this file is trusted")
-            if item.chunks is None and item.shape and item.id.get_storage_size() < declared:
-                raise FormatError(f"{name}: {path!r} declares {declared} bytes but stores "
-                                  f"{item.id.get_storage_size()}; truncated or crafted")
+            stored = item.id.get_storage_size()
+            # Uncompressed data must be all there; compressed data cannot expand past deflate's
+            # best ratio (about 1032:1), so unwritten chunks cannot pose as gigabytes of fill.
+            compressed = item.chunks is not None and bool(item.compression)
+            short = declared > max(stored * 1032, 1 << 20) if compressed else stored < declared
+            if item.shape and short:
+                raise FormatError(f"{name}: {path!r} declares {declared} bytes but stores {stored}; "
+                                  "truncated or crafted")
             found[path] = item
     return found
 

@@ -41,6 +41,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.every = every
         self.n = 0
+        self._logged = -1  # the count of the last logged line
         self._bar: Any = None
         self._start = self._last = time.monotonic()
         if enabled and _isatty(self.stream):
@@ -57,6 +58,7 @@ class Progress:
             now = time.monotonic()
             if now - self._last >= self.every:
                 self._last = now
+                self._logged = self.n
                 self.write(self._line(now))
 
     def set_postfix(self, text: str) -> None:
@@ -78,7 +80,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.enabled and time.monotonic() - self._start >= self.every:
+        elif self.enabled and self._logged != self.n and time.monotonic() - self._start >= self.every:
             self.write(self._line(time.monotonic()))
 
     def _line(self, now: float) -> str:

@@ -80,6 +80,7 @@ def test_progress_logs_lines_on_a_pipe(monkeypatch):
             bar.update()
     lines = out.getvalue().splitlines()
     assert len(lines) >= 3 and lines[-1].startswith("encode: 10/10 img (100%)")
+    assert len(lines) == len(set(line.split(",")[0] for line in lines))  # no count logged twice
     silent = stdio.StringIO()
     with Progress(total=2, stream=silent, enabled=False) as bar:
         bar.update(2)

@@ -101,6 +101,20 @@ def test_unallocated_huge_dataset_fails_small_and_fast(gmm_file, tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB on Linux
 
 
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_unwritten_chunks_cannot_pose_as_data(gmm_file, tmp_path, compression):
+    def edit(g, arrays):
+        for k, v in arrays.items():
+            if k != "means":
+                g[k] = v
+        g.create_dataset("means", shape=(20000, 20000), dtype="f8", chunks=(100, 100), compression=compression)
+
+    bad = _rewrite(gmm_file, tmp_path / "chunked.h5", edit)
+    assert bad.stat().st_size < 64 * 1024
+    with pytest.raises(FormatError, match="declares"):
+        io.load(bad)
+
+
 def test_declared_total_over_limit_is_a_limit_error(gmm_file):
     with pytest.raises(LimitError, match="max_bytes"):
         io.load(gmm_file, max_bytes=8)
