@@ -210,3 +210,9 @@ def test_conditional_mixture_log_prob_variance_and_seeded_samples():
     np.testing.assert_allclose(draws.var(0)[mask].numpy(), var[mask].numpy(), rtol=0.06)
     again = big.sample(generator=torch.Generator().manual_seed(0)).reshape(reps, 6, 4)
     assert torch.equal(draws, again)
+
+
+def test_empty_batch_gives_empty_log_prob():
+    gmm = GaussianMixture(torch.tensor([0.5, 0.5]), torch.randn(2, 3), torch.eye(3).expand(2, 3, 3))
+    assert gmm.log_prob(torch.zeros(0, 3)).shape == (0,)
+    assert gmm.log_prob(torch.zeros(0, 4, 3)).shape == (0, 4)
