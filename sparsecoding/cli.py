@@ -165,7 +165,8 @@ def _train_parser(sub) -> None:
     g.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its last checkpoint")
     add_force(t, target=g, help=f"start over in a run folder (one holding {MARKER}): clears only the files "
                                 "this tool wrote")
-    t.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw dictionary.png and curves.png at the end (default: draw them)")
+    t.add_argument("--no-plot", dest="plot", action="store_false",
+                   help="do not draw dictionary.png and curves.png at the end (default: draw them)")
     _max_memory(t)
     add_quiet(t)
     add_threads(t)
@@ -275,7 +276,8 @@ def _train_config(args, ranks: int = 1) -> tuple[dict[str, Any], bool]:
             raise InputError(f"run folder {out} does not exist; drop --resume to start a new run")
         config = _resume_config(out)
         stored = {**config, "seed": config.get("restart_seed", config.get("seed"))}  # --seed names the first restart
-        diff = [f"--{k}={given[k]} (run has {stored.get(k)}{', the first of its restarts' * (k == 'seed' and 'restart_seed' in config)})"
+        first = ", the first of its restarts" if "restart_seed" in config else ""
+        diff = [f"--{k}={given[k]} (run has {stored.get(k)}{first * (k == 'seed')})"
                 for k in given if given[k] != stored.get(k)]
         if diff:
             raise UsageError("--resume continues the stored run; these options differ from it: " + ", ".join(diff))
@@ -396,20 +398,67 @@ def cmd_train(args) -> int:
     from .parallel import get_comm
 
     comm = get_comm()
+    previous = _catch_stop_signals()
     try:
         return _train(args, comm)
-    except BaseException as err:
+    except BaseException as err:  # noqa: BLE001 - every rank must end, whatever happened
         if getattr(err, "collective", False):
             if comm.rank != 0:
                 return exit_code(err)
             raise
         if comm.size > 1 and not (isinstance(err, SystemExit) and err.code in (0, None)):
-            text, code = _one_line(err)
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                text, code = "interrupted", 130 if isinstance(err, KeyboardInterrupt) else int(err.code or 1)
+            else:
+                text, code = _one_line(err)
             print(f"{PROG} train: {text} (rank {comm.rank} of {comm.size}; ending all ranks)", file=sys.stderr,
                   flush=True)
             comm.abort(code)
             os._exit(code)  # MPICH's Abort may return to the caller once the other ranks are told
         raise
+    finally:
+        for sig, handler in previous.items():
+            if sig == "unraisablehook":
+                sys.unraisablehook = handler
+            else:
+                signal.signal(sig, handler)
+
+
+#: signals received during training; EM stops at the next step even if the first exception was swallowed
+_STOPPED: list[int] = []
+
+
+def _catch_stop_signals() -> dict:
+    """SIGINT and SIGTERM end training: raise now, and again at the next step boundary.
+
+    The exception the handler raises can land inside a library callback that swallows it (h5py, numba),
+    and the run would go on; the flag makes the next step end it for sure.
+    """
+    import threading
+
+    _STOPPED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        _STOPPED.append(signum)
+        _raise_stop()
+
+    def quiet_unraisable(info) -> None:  # a swallowed stop is no news: the flag ends the run at the next step
+        if not isinstance(info.exc_value, (KeyboardInterrupt, SystemExit)):
+            hook(info)
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = quiet_unraisable
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {**previous, "unraisablehook": hook}
+
+
+def _raise_stop() -> None:
+    if _STOPPED:
+        if _STOPPED[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + _STOPPED[0])
 
 
 def _train(args, comm) -> int:
@@ -463,9 +512,10 @@ def _train(args, comm) -> int:
         else:
             result = _checkpointed_run(model, chunks, config, out, em_args, comm, args.resume, quiet)
     except NumericalError as e:  # from broadcast parameters or reduced statistics: alike on every rank
-        raise _collective(e)
+        raise _collective(e) from None
     except np.linalg.LinAlgError as e:  # the M-step runs alike on every rank
-        raise _collective(NumericalError(f"the M-step failed ({e}); the data may be badly scaled or degenerate"))
+        raise _collective(NumericalError(f"the M-step failed ({e}); the data may be badly scaled or degenerate")) \
+            from None
     if comm.rank == 0:
         p = result.params
         if args.plot:
@@ -509,6 +559,7 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
     kill_after = os.environ.get("SPARSECODING_KILL_AFTER_STEP")  # test-only hook: simulate a crash
 
     def on_step(t: int, p: dict, row: dict) -> None:
+        _raise_stop()
         if comm.rank != 0:
             return
         writer.append(row)

@@ -251,15 +251,13 @@ def image_patches(N: int = 50000, size: int = 12, seed: int = 0, images: Sequenc
         raise LimitError(f"whitening {size}x{size} patches needs a {D}x{D} covariance; use --size <= 64 or --no-whiten")
     rng = np.random.default_rng(seed)
     M = int(np.ceil(N / keep))
-    if files is None:
-        photos = _skimage_photos(size, images)
-        sources: Sequence[Any] = photos
-        load = lambda i: photos[i]
-    else:
-        sources = image_files(files)
-        if not sources:
-            raise UsageError("no image files given")
-        load = lambda i: load_gray(sources[i], max_pixels)
+    sources: Sequence[Any] = _skimage_photos(size, images) if files is None else image_files(files)
+    if not sources:
+        raise UsageError("no image files given")
+
+    def load(i: int) -> np.ndarray:  # the user's files are read one at a time, when their patches are cut
+        return sources[i] if files is None else load_gray(sources[i], max_pixels)
+
     which = rng.integers(len(sources), size=M)
     P = np.empty((M, D))
     filled = np.zeros(M, dtype=bool)

@@ -213,7 +213,8 @@ class ResultsWriter:
                 f.create_dataset(k, data=v, maxshape=(None,) + v.shape[1:], chunks=True)
 
     def append(self, row: dict[str, Any]) -> None:
-        with _writing(self.path), h5py.File(self.path, "a") as f:
+        # No HDF5 file lock: someone reading results.h5 while the run goes (as the docs invite) must not stop it.
+        with _writing(self.path), h5py.File(self.path, "a", locking=False) as f:
             for k, v in row.items():
                 v = np.asarray(v, dtype=np.float64 if k not in ("step", "N_use") else np.int64)
                 if k not in f:
@@ -237,7 +238,9 @@ def save_checkpoint(run_dir: str | os.PathLike, config: dict[str, Any], params: 
             f.create_dataset(f"history/{k}", data=np.stack([np.asarray(x) for x in v]))
 
 
-def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray], int]:
+def load_checkpoint(
+    run_dir: str | os.PathLike,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray], int]:
     """``(config, params, history, completed_steps)`` from ``checkpoint.h5``, validated.
 
     Raises:
