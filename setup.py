@@ -32,6 +32,11 @@ setup(
         "matplotlib",
     ],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["probcirc=probcirc.cli:main", "sparsecoding=sparsecoding.cli:main",
-                                      "amortized=amortized.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "probcirc=probcirc.cli:main",
+            "sparsecoding=sparsecoding.cli:main",
+            "amortized=amortized.cli:main",
+        ]
+    },
 )

@@ -42,8 +42,9 @@ def sample(gmm: GaussianMixture, n: int, generator: torch.Generator | None = Non
     return mu + (L @ eps[..., None]).squeeze(-1)
 
 
-def log_prob(gmm: GaussianMixture, x: torch.Tensor, chunk: int = 1024,
-             tick: Callable[[], None] | None = None) -> torch.Tensor:
+def log_prob(
+    gmm: GaussianMixture, x: torch.Tensor, chunk: int = 1024, tick: Callable[[], None] | None = None
+) -> torch.Tensor:
     """``gmm.log_prob`` of ``x`` ``(S, *B, D)`` -> ``(S, *B)``, ``chunk`` samples at a time to bound memory.
 
     ``tick()``, if given, is called after every chunk (a progress heartbeat).
@@ -75,8 +76,9 @@ def cat(gmms: list[GaussianMixture]) -> GaussianMixture:
     return make(*(torch.cat(t, 0) for t in zip(*(params(g) for g in gmms))))
 
 
-def log_prob_shared_scale(gmm: GaussianMixture, x: torch.Tensor, chunk: int | None = None,
-                          tick: Callable[[], None] | None = None) -> torch.Tensor:
+def log_prob_shared_scale(
+    gmm: GaussianMixture, x: torch.Tensor, chunk: int | None = None, tick: Callable[[], None] | None = None
+) -> torch.Tensor:
     """:func:`log_prob` for mixtures whose components share one covariance per mixture (a KDE).
 
     Whitening once by the shared factor turns every distance into one batched

@@ -29,14 +29,22 @@ from .tasks import Problems, Task
 def _unpack(raw_logdiag: torch.Tensor, off: torch.Tensor, rows, cols) -> torch.Tensor:
     tril = torch.diag_embed(raw_logdiag.exp())
     if len(rows):
-        tril = tril.index_put((torch.arange(tril.shape[0])[:, None, None], torch.arange(tril.shape[1])[None, :, None],
-                               rows, cols), off)
+        tril = tril.index_put(
+            (torch.arange(tril.shape[0])[:, None, None], torch.arange(tril.shape[1])[None, :, None], rows, cols), off
+        )
     return tril
 
 
-def gmm_vi(task: Task, problems: Problems, steps: int = 500, lr: float = 0.05, n_samples: int = 16,
-           n_components: int | None = None, seed: int = 0,
-           callback: Callable[[int], None] | None = None) -> GaussianMixture:
+def gmm_vi(
+    task: Task,
+    problems: Problems,
+    steps: int = 500,
+    lr: float = 0.05,
+    n_samples: int = 16,
+    n_components: int | None = None,
+    seed: int = 0,
+    callback: Callable[[int], None] | None = None,
+) -> GaussianMixture:
     """Fit one GMM posterior per problem by maximising the ELBO with Adam.
 
     ``callback(step)``, if given, is called after every Adam step (for progress reports).

@@ -55,23 +55,33 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 
 def _add_max_params(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-params", type=_positive(int), default=MAX_PARAMETERS,
-                   help="refuse model files declaring more weights than this (raise it for a trusted large model)")
+    p.add_argument(
+        "--max-params",
+        type=_positive(int),
+        default=MAX_PARAMETERS,
+        help="refuse model files declaring more weights than this (raise it for a trusted large model)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = make_parser(PROG, "Distribution Transformers: map a Gaussian-mixture prior and data to a Gaussian-mixture "
-                          "posterior. Train a model on simulated problems, score it against exact posteriors and "
-                          "baselines, or draw one problem.")
+    p = make_parser(
+        PROG,
+        "Distribution Transformers: map a Gaussian-mixture prior and data to a Gaussian-mixture "
+        "posterior. Train a model on simulated problems, score it against exact posteriors and "
+        "baselines, or draw one problem.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = subparser(sub, "train", "train a Distribution Transformer on fresh simulations")
     t.add_argument("--task", required=True, choices=sorted(TASKS), help="task family to train on")
-    t.add_argument("--dim", type=_positive(int), default=None,
-                   help="latent dimension (linear_gaussian only, default 2; the other tasks are 1-D)")
+    t.add_argument(
+        "--dim",
+        type=_positive(int),
+        default=None,
+        help="latent dimension (linear_gaussian only, default 2; the other tasks are 1-D)",
+    )
     t.add_argument("--components", type=_positive(int), default=4, help="mixture components K")
-    t.add_argument("--max-obs", type=int, default=None,
-                   help="most observations per problem (default: the task's own)")
+    t.add_argument("--max-obs", type=int, default=None, help="most observations per problem (default: the task's own)")
     t.add_argument("--steps", type=_positive(int), default=2000, help="optimiser steps")
     t.add_argument("--batch-size", type=_positive(int), default=256, help="problems per step")
     t.add_argument("--lr", type=_positive(float), default=1e-3, help="peak learning rate (AdamW)")
@@ -79,8 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--d-model", type=_positive(int), default=64, help="token width")
     t.add_argument("--layers", type=_positive(int), default=3, help="decoder layers")
     t.add_argument("--heads", type=_positive(int), default=4, help="attention heads (must divide --d-model)")
-    t.add_argument("--checkpoint-every", type=_positive(int), default=500,
-                   help="write OUTPUT.ckpt.h5 this often (steps)")
+    t.add_argument(
+        "--checkpoint-every", type=_positive(int), default=500, help="write OUTPUT.ckpt.h5 this often (steps)"
+    )
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint's (or model's) weights and step count")
     _add_max_params(t)
     add_seed(t, 0)
@@ -97,8 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--vi-steps", type=_positive(int), default=500, help="Adam steps of the GMM-VI baseline")
     e.add_argument("--is-samples", type=_positive(int), default=1000, help="prior draws for importance sampling")
     e.add_argument("--no-baselines", action="store_true", help="score the model only (skip GMM-VI and SNIS)")
-    e.add_argument("--sequences", type=_positive(int), default=200,
-                   help="trajectories to roll out (sequential tasks only)")
+    e.add_argument(
+        "--sequences", type=_positive(int), default=200, help="trajectories to roll out (sequential tasks only)"
+    )
     e.add_argument("--seq-steps", type=_positive(int), default=30, help="steps per trajectory (sequential tasks only)")
     e.add_argument("--plot", metavar="PNG", help="also draw prior / exact / model densities to PNG")
     add_seed(e, 1234)
@@ -148,19 +160,33 @@ def _train(a) -> None:
     if a.resume:
         model, ckpt_task = _load(a.resume, a.task, a.max_params)
         if ckpt_task.config() != task.config():
-            raise ModelMismatchError(f"{a.resume}: checkpoint task settings {ckpt_task.config()} differ from "
-                                     f"{task.config()}")
+            raise ModelMismatchError(
+                f"{a.resume}: checkpoint task settings {ckpt_task.config()} differ from {task.config()}"
+            )
         start = int(model.training_info.get("steps", 0))
     else:
         model = build_model(task, a.d_model, a.layers, a.heads)
-    losses = train(model, task, a.steps, a.batch_size, a.lr, a.weight_decay, seed=a.seed, start_step=start,
-                   progress=not a.quiet, checkpoint=ckpt, checkpoint_every=a.checkpoint_every)
+    losses = train(
+        model,
+        task,
+        a.steps,
+        a.batch_size,
+        a.lr,
+        a.weight_decay,
+        seed=a.seed,
+        start_step=start,
+        progress=not a.quiet,
+        checkpoint=ckpt,
+        checkpoint_every=a.checkpoint_every,
+    )
     model.training_info["command"] = f"{PROG} " + shlex.join(a.argv)
     io.save(model, a.output, overwrite=a.force)
     Path(ckpt).unlink(missing_ok=True)
     n = min(50, len(losses))
-    print(f"wrote {a.output}: task={task.name} loss {sum(losses[:n]) / n:.3f} -> {sum(losses[-n:]) / n:.3f} "
-          f"in {model.training_info['seconds']:.0f}s")
+    print(
+        f"wrote {a.output}: task={task.name} loss {sum(losses[:n]) / n:.3f} -> {sum(losses[-n:]) / n:.3f} "
+        f"in {model.training_info['seconds']:.0f}s"
+    )
 
 
 def _evaluate(a) -> None:
@@ -171,14 +197,24 @@ def _evaluate(a) -> None:
         io.check_output(a.plot, a.force)
         if task.dim not in (1, 2):
             raise UsageError(f"--plot draws 1-D or 2-D latents; this model's task has dim={task.dim}")
-    report = evaluate(model, task, n_problems=a.problems, kl_samples=a.kl_samples, baselines=not a.no_baselines,
-                      vi_steps=a.vi_steps, is_samples=a.is_samples, seed=a.seed, progress=not a.quiet)
+    report = evaluate(
+        model,
+        task,
+        n_problems=a.problems,
+        kl_samples=a.kl_samples,
+        baselines=not a.no_baselines,
+        vi_steps=a.vi_steps,
+        is_samples=a.is_samples,
+        seed=a.seed,
+        progress=not a.quiet,
+    )
     print(format_table(report), flush=True)
     if task.name == "lti_filter":
         from .filtering import evaluate_filter, format_filter_table
 
-        rows = evaluate_filter(model, task, a.sequences, a.seq_steps, min(a.kl_samples, 2000), seed=a.seed,
-                               progress=not a.quiet)
+        rows = evaluate_filter(
+            model, task, a.sequences, a.seq_steps, min(a.kl_samples, 2000), seed=a.seed, progress=not a.quiet
+        )
         print()
         print(format_filter_table(rows, a.sequences, a.seq_steps), flush=True)
     if a.plot:

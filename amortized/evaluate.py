@@ -69,8 +69,14 @@ def score(q: GaussianMixture, x: torch.Tensor, tick: Callable[[], None] | None =
     return _gmm.log_prob(q.to(torch.float64), x.double(), chunk=chunk, tick=tick)
 
 
-def kl_and_nll(exact: Distribution, log_p: torch.Tensor, samples: torch.Tensor, q: GaussianMixture,
-               latent: torch.Tensor, tick: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_and_nll(
+    exact: Distribution,
+    log_p: torch.Tensor,
+    samples: torch.Tensor,
+    q: GaussianMixture,
+    latent: torch.Tensor,
+    tick: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-problem KL(exact ‖ q) estimates and −log q(latent); ``tick`` as in :func:`score`."""
     kl = (log_p - score(q, samples, tick)).mean(0)
     nll = -score(q, latent[None])[0]
@@ -104,9 +110,19 @@ def _args(p: Problems):
     return p.prior, p.observations, p.obs_mask
 
 
-def evaluate(model: DistributionTransformer, task: Task, n_problems: int = 200, kl_samples: int = 10_000,
-             baselines: bool = True, vi_steps: int = 500, is_samples: int = 1000, seed: int = 1234,
-             timing_batch: int = 1024, timing_repeats: int = 50, progress: bool = False) -> Report:
+def evaluate(
+    model: DistributionTransformer,
+    task: Task,
+    n_problems: int = 200,
+    kl_samples: int = 10_000,
+    baselines: bool = True,
+    vi_steps: int = 500,
+    is_samples: int = 1000,
+    seed: int = 1234,
+    timing_batch: int = 1024,
+    timing_repeats: int = 50,
+    progress: bool = False,
+) -> Report:
     """Score ``model`` and the baselines on ``n_problems`` fresh problems of ``task``.
 
     With ``progress=True`` each stage is announced on stderr, and long stages
@@ -129,13 +145,34 @@ def evaluate(model: DistributionTransformer, task: Task, n_problems: int = 200, 
     total = 3 + (vi_steps + 2 if baselines else 0)
     with Progress(total=total, desc="evaluate", unit="step", enabled=progress) as bar:
         bar.write(f"evaluate: {n_problems} {task.name} problems, reference posteriors and {kl_samples} draws each")
-        return _evaluate(model, task, n_problems, kl_samples, baselines, vi_steps, is_samples, seed, timing_batch,
-                         timing_repeats, bar)
+        return _evaluate(
+            model,
+            task,
+            n_problems,
+            kl_samples,
+            baselines,
+            vi_steps,
+            is_samples,
+            seed,
+            timing_batch,
+            timing_repeats,
+            bar,
+        )
 
 
-def _evaluate(model: DistributionTransformer, task: Task, n_problems: int, kl_samples: int, baselines: bool,
-              vi_steps: int, is_samples: int, seed: int, timing_batch: int, timing_repeats: int,
-              bar: Progress) -> Report:
+def _evaluate(
+    model: DistributionTransformer,
+    task: Task,
+    n_problems: int,
+    kl_samples: int,
+    baselines: bool,
+    vi_steps: int,
+    is_samples: int,
+    seed: int,
+    timing_batch: int,
+    timing_repeats: int,
+    bar: Progress,
+) -> Report:
     gen = torch.Generator().manual_seed(seed)
     problems = task.sample(n_problems, gen)
     exact = task.posterior(problems.prior, problems.observations, problems.obs_mask)
@@ -163,13 +200,19 @@ def _evaluate(model: DistributionTransformer, task: Task, n_problems: int, kl_sa
     with torch.inference_mode():
         f32 = problems.to(torch.float32)
         q = model(f32.prior, f32.observations, f32.obs_mask)
-    add("transformer", q, time_model(model, problems, 1, timing_repeats),
-        time_model(model, problems, timing_batch, max(3, timing_repeats // 10)))
+    add(
+        "transformer",
+        q,
+        time_model(model, problems, 1, timing_repeats),
+        time_model(model, problems, timing_batch, max(3, timing_repeats // 10)),
+    )
 
     if baselines:
         step = lambda _: bar.update(1)  # noqa: E731
-        for name, fn in (("gmm-vi", lambda p, cb=None: gmm_vi(task, p, steps=vi_steps, seed=seed, callback=cb)),
-                         ("snis", lambda p, cb=None: importance_sampling(task, p, n_samples=is_samples, seed=seed))):
+        for name, fn in (
+            ("gmm-vi", lambda p, cb=None: gmm_vi(task, p, steps=vi_steps, seed=seed, callback=cb)),
+            ("snis", lambda p, cb=None: importance_sampling(task, p, n_samples=is_samples, seed=seed)),
+        ):
             bar.write(f"evaluate: {name} baseline" + (f", {vi_steps} Adam steps" if name == "gmm-vi" else ""))
             t0 = time.perf_counter()
             q = fn(problems, step)  # the accuracy run doubles as the batched timing
@@ -177,10 +220,14 @@ def _evaluate(model: DistributionTransformer, task: Task, n_problems: int, kl_sa
             singles = iter(range(3))
             ms1 = _median_ms(lambda fn=fn, it=singles: fn(problems[next(it) % n_problems], heartbeat), 3, 1)
             add(name, q, ms1, msb)
-        report.notes.append(f"gmm-vi: {vi_steps} Adam steps, 16 draws per component; "
-                            f"snis: {is_samples} prior draws, weighted Gaussian KDE for its density")
-    report.notes.append(f"batched: transformer at batch {timing_batch}, baselines at batch {n_problems}; "
-                        f"batch-1 times are medians; torch threads={torch.get_num_threads()}")
+        report.notes.append(
+            f"gmm-vi: {vi_steps} Adam steps, 16 draws per component; "
+            f"snis: {is_samples} prior draws, weighted Gaussian KDE for its density"
+        )
+    report.notes.append(
+        f"batched: transformer at batch {timing_batch}, baselines at batch {n_problems}; "
+        f"batch-1 times are medians; torch threads={torch.get_num_threads()}"
+    )
     return report
 
 
@@ -189,8 +236,10 @@ def format_table(report: Report) -> str:
     head = f"{'method':<12} {'KL mean':>9} {'KL median':>10} {'NLL':>8} {'ms/post b=1':>12} {'ms/post batched':>16}"
     lines = [f"task={report.task} problems={report.n_problems} kl_samples={report.kl_samples}", head, "-" * len(head)]
     for r in report.rows:
-        lines.append(f"{r.method:<12} {r.kl:>9.4f} {r.kl_median:>10.4f} {r.nll:>8.3f} {_fmt(r.ms_batch1):>12} "
-                     f"{_fmt(r.ms_batched):>16}")
+        lines.append(
+            f"{r.method:<12} {r.kl:>9.4f} {r.kl_median:>10.4f} {r.nll:>8.3f} {_fmt(r.ms_batch1):>12} "
+            f"{_fmt(r.ms_batched):>16}"
+        )
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 

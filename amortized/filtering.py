@@ -34,8 +34,15 @@ def kalman_filter(task: LTIFilter, prior, observations: torch.Tensor, obs_mask: 
     return task.reference_filter(single, observations, obs_mask)
 
 
-def evaluate_filter(model: DistributionTransformer, task: LTIFilter, n_sequences: int = 200, steps: int = 30,
-                    kl_samples: int = 10_000, seed: int = 4321, progress: bool = False) -> list[FilterRow]:
+def evaluate_filter(
+    model: DistributionTransformer,
+    task: LTIFilter,
+    n_sequences: int = 200,
+    steps: int = 30,
+    kl_samples: int = 10_000,
+    seed: int = 4321,
+    progress: bool = False,
+) -> list[FilterRow]:
     """Roll the model forward on simulated trajectories; compare with the exact and the plain Kalman filter.
 
     ``progress=True`` reports the scoring on stderr (a line every few seconds on a pipe).
@@ -61,16 +68,20 @@ def evaluate_filter(model: DistributionTransformer, task: LTIFilter, n_sequences
         roll_forward(model, first, obs[:, :1].float(), mask[:, :1], transition=task.predict)
         ms1 = 1e3 * (time.perf_counter() - t0) / steps  # update + prediction, one sequence
     rows = []
-    methods = (("transformer", dt, ms1), ("kalman (1 Gaussian)", kalman, float("nan")),
-               ("gaussian-sum (exact)", exact, float("nan")))
+    methods = (
+        ("transformer", dt, ms1),
+        ("kalman (1 Gaussian)", kalman, float("nan")),
+        ("gaussian-sum (exact)", exact, float("nan")),
+    )
     with Progress(total=len(methods) * steps, desc="rollout scoring", unit="step", enabled=progress) as bar:
         for name, posts, timing in methods:
             rows.append(_score_rollout(name, posts, timing, exact, x, kl_samples, gen, bar))
     return rows
 
 
-def _score_rollout(name: str, posts, timing: float, exact, x: torch.Tensor, kl_samples: int, gen: torch.Generator,
-                   bar: Progress) -> FilterRow:
+def _score_rollout(
+    name: str, posts, timing: float, exact, x: torch.Tensor, kl_samples: int, gen: torch.Generator, bar: Progress
+) -> FilterRow:
     """KL to the exact filter, NLL and RMSE of one method's posteriors, averaged over steps and sequences."""
     kls, nlls, errs = [], [], []
     for t in range(len(posts)):
@@ -79,14 +90,22 @@ def _score_rollout(name: str, posts, timing: float, exact, x: torch.Tensor, kl_s
         nlls.append(-_gmm.log_prob(posts[t].to(torch.float64), x[t][None])[0])
         errs.append((_gmm.mean_cov(posts[t].to(torch.float64))[0] - x[t]).pow(2).sum(-1))
         bar.update(1)
-    return FilterRow(name, torch.stack(kls).mean().item(), torch.stack(nlls).mean().item(),
-                     torch.stack(errs).mean().sqrt().item(), timing)
+    return FilterRow(
+        name,
+        torch.stack(kls).mean().item(),
+        torch.stack(nlls).mean().item(),
+        torch.stack(errs).mean().sqrt().item(),
+        timing,
+    )
 
 
 def format_filter_table(rows: list[FilterRow], n_sequences: int, steps: int) -> str:
     head = f"{'filter':<22} {'KL/step':>8} {'NLL':>8} {'RMSE':>7} {'ms/step b=1':>12}"
-    lines = [f"lti_filter rollout: {n_sequences} sequences x {steps} steps, KL against the exact Gaussian-sum filter",
-             head, "-" * len(head)]
+    lines = [
+        f"lti_filter rollout: {n_sequences} sequences x {steps} steps, KL against the exact Gaussian-sum filter",
+        head,
+        "-" * len(head),
+    ]
     for r in rows:
         ms = "-" if r.ms_per_step != r.ms_per_step else f"{r.ms_per_step:.3f}"
         lines.append(f"{r.method:<22} {r.kl:>8.4f} {r.nll:>8.3f} {r.rmse:>7.3f} {ms:>12}")

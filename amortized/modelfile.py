@@ -40,12 +40,28 @@ from .tasks import TASKS, Task, make_task
 if TYPE_CHECKING:
     from .transformer import DistributionTransformer
 
-__all__ = ["LIMITS", "MAX_PARAMETERS", "load", "architecture", "state_shapes", "count_parameters", "check_state",
-           "task_config", "task_of"]
+__all__ = [
+    "LIMITS",
+    "MAX_PARAMETERS",
+    "load",
+    "architecture",
+    "state_shapes",
+    "count_parameters",
+    "check_state",
+    "task_config",
+    "task_of",
+]
 
 #: the largest value a model file may declare for each architecture setting
-LIMITS: dict[str, int] = {"dim": 64, "n_components": 4096, "obs_dim": 4096, "d_model": 8192, "n_layers": 256,
-                          "n_heads": 256, "d_ff": 65536}
+LIMITS: dict[str, int] = {
+    "dim": 64,
+    "n_components": 4096,
+    "obs_dim": 4096,
+    "d_model": 8192,
+    "n_layers": 256,
+    "n_heads": 256,
+    "d_ff": 65536,
+}
 #: the most weights a model file may declare (200 MB as float32); ``max_parameters`` raises it
 MAX_PARAMETERS = 50_000_000
 #: the architecture attributes, in constructor order
@@ -115,8 +131,9 @@ def _linear(prefix: str, n_out: int, n_in: int | None) -> dict[str, tuple[int, .
     return {f"{prefix}.weight": (n_out,) if n_in is None else (n_out, n_in), f"{prefix}.bias": (n_out,)}
 
 
-def count_parameters(cfg: Mapping[str, int], where: str = "model file",
-                     max_parameters: int | None = MAX_PARAMETERS) -> int:
+def count_parameters(
+    cfg: Mapping[str, int], where: str = "model file", max_parameters: int | None = MAX_PARAMETERS
+) -> int:
     """The number of weights the architecture declares, refused beyond ``max_parameters`` (None: no limit).
 
     Raises:
@@ -128,8 +145,10 @@ def count_parameters(cfg: Mapping[str, int], where: str = "model file",
     """
     n = sum(_numel(s) for s in state_shapes(cfg).values())
     if max_parameters is not None and n > max_parameters:
-        raise LimitError(f"{where}: the architecture declares {n} parameters, more than the limit of "
-                         f"{max_parameters}; raise max_parameters (--max-params) if this file is trusted")
+        raise LimitError(
+            f"{where}: the architecture declares {n} parameters, more than the limit of "
+            f"{max_parameters}; raise max_parameters (--max-params) if this file is trusted"
+        )
     return n
 
 
@@ -143,12 +162,14 @@ def check_state(cfg: Mapping[str, int], shapes: Mapping[str, tuple[int, ...]], w
     missing = sorted(expected.keys() - shapes.keys())
     extra = sorted(shapes.keys() - expected.keys())
     if missing or extra:
-        raise FormatError(f"{where}: weights do not match the declared architecture "
-                          f"(missing {missing[:3]}, unexpected {extra[:3]})")
+        raise FormatError(
+            f"{where}: weights do not match the declared architecture (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
     for key, shape in expected.items():
         if tuple(shapes[key]) != shape:
-            raise FormatError(f"{where}: weight {key} has shape {tuple(shapes[key])}, but the declared "
-                              f"architecture implies {shape}")
+            raise FormatError(
+                f"{where}: weight {key} has shape {tuple(shapes[key])}, but the declared architecture implies {shape}"
+            )
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -189,8 +210,10 @@ def _task(name: str, config: dict[str, Any], dims: Mapping[str, Any], where: str
         raise FormatError(f"{where}: bad task_config: {err}") from None
     for key, value in dims.items():
         if getattr(task, key) != value:
-            raise FormatError(f"{where}: task_config gives {name} {key}={getattr(task, key)}, but the network "
-                              f"was built for {key}={value}")
+            raise FormatError(
+                f"{where}: task_config gives {name} {key}={getattr(task, key)}, but the network "
+                f"was built for {key}={value}"
+            )
     return task
 
 
@@ -201,8 +224,9 @@ def task_of(model: DistributionTransformer, where: str = "model") -> Task:
         FormatError: the model names no known task, or its settings do not build it.
     """
     if model.task not in TASKS:
-        raise FormatError(f"{where}: the model names no known task (got {model.task!r}; "
-                          f"known: {', '.join(sorted(TASKS))})")
+        raise FormatError(
+            f"{where}: the model names no known task (got {model.task!r}; known: {', '.join(sorted(TASKS))})"
+        )
     dims = dict(dim=model.dim, n_components=model.n_components, obs_dim=model.obs_dim)
     return _task(model.task, dict(model.task_config), dims, where)
 

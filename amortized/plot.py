@@ -14,8 +14,9 @@ from .tasks import Task
 from .transformer import DistributionTransformer
 
 
-def plot_problem(model: DistributionTransformer, task: Task, path: str | Path, seed: int = 5, n_obs: int = 3,
-                 overwrite: bool = False) -> None:
+def plot_problem(
+    model: DistributionTransformer, task: Task, path: str | Path, seed: int = 5, n_obs: int = 3, overwrite: bool = False
+) -> None:
     """Draw prior / exact posterior / model posterior for one simulated problem to a PNG.
 
     2-D latents are drawn as contour panels; 1-D latents as overlaid densities.

@@ -25,8 +25,9 @@ def build_model(task: Task, d_model: int = 64, n_layers: int = 3, n_heads: int =
         >>> build_model(LTIFilter(n_components=3), d_model=16, n_layers=1, n_heads=2).obs_dim
         3
     """
-    return DistributionTransformer(task.dim, task.n_components, task.obs_dim, d_model, n_layers, n_heads,
-                                   task=task.name, task_config=task.config())
+    return DistributionTransformer(
+        task.dim, task.n_components, task.obs_dim, d_model, n_layers, n_heads, task=task.name, task_config=task.config()
+    )
 
 
 def loss_on(model: DistributionTransformer, task: Task, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -109,6 +110,12 @@ def train(
                 model.training_info = dict(steps=start_step + i + 1, seconds=time.time() - t0)
                 io.save(model, checkpoint, overwrite=True)
     model.eval()
-    model.training_info = dict(steps=start_step + steps, batch_size=batch_size, lr=lr, seed=seed,
-                               seconds=round(time.time() - t0, 1), final_loss=sum(losses[-50:]) / len(losses[-50:]))
+    model.training_info = dict(
+        steps=start_step + steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        seconds=round(time.time() - t0, 1),
+        final_loss=sum(losses[-50:]) / len(losses[-50:]),
+    )
     return losses

@@ -40,13 +40,30 @@ def _layer_weights(layer: nn.TransformerDecoderLayer) -> tuple:
     """The tensors of one pre-norm decoder layer, in the order :func:`_decoder_layer` reads them."""
     d = layer.self_attn.embed_dim
     sa, ca = layer.self_attn, layer.multihead_attn
-    return (layer.norm1.weight, layer.norm1.bias, layer.norm2.weight, layer.norm2.bias,
-            layer.norm3.weight, layer.norm3.bias,
-            sa.in_proj_weight, sa.in_proj_bias, sa.out_proj.weight, sa.out_proj.bias,
-            ca.in_proj_weight[:d], ca.in_proj_bias[:d], ca.in_proj_weight[d:], ca.in_proj_bias[d:],
-            ca.out_proj.weight, ca.out_proj.bias,
-            layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias,
-            sa.num_heads, layer.norm1.eps)
+    return (
+        layer.norm1.weight,
+        layer.norm1.bias,
+        layer.norm2.weight,
+        layer.norm2.bias,
+        layer.norm3.weight,
+        layer.norm3.bias,
+        sa.in_proj_weight,
+        sa.in_proj_bias,
+        sa.out_proj.weight,
+        sa.out_proj.bias,
+        ca.in_proj_weight[:d],
+        ca.in_proj_bias[:d],
+        ca.in_proj_weight[d:],
+        ca.in_proj_bias[d:],
+        ca.out_proj.weight,
+        ca.out_proj.bias,
+        layer.linear1.weight,
+        layer.linear1.bias,
+        layer.linear2.weight,
+        layer.linear2.bias,
+        sa.num_heads,
+        layer.norm1.eps,
+    )
 
 
 def _embed(w: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
@@ -140,8 +157,14 @@ class DistributionTransformer(nn.Module):
         task_config: dict[str, Any] | None = None,
     ):
         super().__init__()
-        for name, value in (("dim", dim), ("n_components", n_components), ("obs_dim", obs_dim),
-                            ("d_model", d_model), ("n_layers", n_layers), ("n_heads", n_heads)):
+        for name, value in (
+            ("dim", dim),
+            ("n_components", n_components),
+            ("obs_dim", obs_dim),
+            ("d_model", d_model),
+            ("n_layers", n_layers),
+            ("n_heads", n_heads),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if d_model % n_heads:
@@ -159,8 +182,9 @@ class DistributionTransformer(nn.Module):
         self.embed_observation = _mlp(obs_dim, d_model)
         self.null_observation = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
         self.layers = nn.ModuleList(
-            nn.TransformerDecoderLayer(d_model, n_heads, self.d_ff, dropout=0.0, activation="gelu",
-                                       batch_first=True, norm_first=True)
+            nn.TransformerDecoderLayer(
+                d_model, n_heads, self.d_ff, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+            )
             for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model)
@@ -246,9 +270,12 @@ class DistributionTransformer(nn.Module):
         cached = self.__dict__.get("_weight_cache")
         if cached is not None and not torch.is_grad_enabled():
             return cached
-        w = {"component": _mlp_weights(self.embed_component), "observation": _mlp_weights(self.embed_observation),
-             "layers": [_layer_weights(layer) for layer in self.layers],
-             "out": (self.norm.weight, self.norm.bias, self.head.weight, self.head.bias, self.norm.eps)}
+        w = {
+            "component": _mlp_weights(self.embed_component),
+            "observation": _mlp_weights(self.embed_observation),
+            "layers": [_layer_weights(layer) for layer in self.layers],
+            "out": (self.norm.weight, self.norm.bias, self.head.weight, self.head.bias, self.norm.eps),
+        }
         self.__dict__["_weight_cache"] = None if torch.is_grad_enabled() else w
         return w
 
@@ -307,9 +334,17 @@ class DistributionTransformer(nn.Module):
     # ------------------------------------------------------------------ config / io
     def config(self) -> dict[str, Any]:
         """The constructor arguments, enough to rebuild the architecture."""
-        return dict(dim=self.dim, n_components=self.n_components, obs_dim=self.obs_dim, d_model=self.d_model,
-                    n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, task=self.task,
-                    task_config=self.task_config)
+        return dict(
+            dim=self.dim,
+            n_components=self.n_components,
+            obs_dim=self.obs_dim,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_ff=self.d_ff,
+            task=self.task,
+            task_config=self.task_config,
+        )
 
     def _state(self) -> tuple[dict, dict]:
         import json
@@ -344,13 +379,16 @@ class DistributionTransformer(nn.Module):
         return model
 
 
-def _check_finite(logits: torch.Tensor, means: torch.Tensor, tril: torch.Tensor,
-                  inputs: tuple[torch.Tensor, ...]) -> None:
+def _check_finite(
+    logits: torch.Tensor, means: torch.Tensor, tril: torch.Tensor, inputs: tuple[torch.Tensor, ...]
+) -> None:
     """Refuse to return a posterior that overflowed: finite inputs can still be too large for the arithmetic."""
     # One scalar carries every entry (NaN and inf propagate through sums, and the log of a zero
     # diagonal is -inf): a few operations instead of one reduction per tensor, on the batch-1 hot path.
     total = logits.sum() + means.sum() + tril.sum() + torch.diagonal(tril, dim1=-2, dim2=-1).log().sum()
     if not bool(torch.isfinite(total)):
         big = max((float(t.abs().max()) for t in inputs if t.numel()), default=0.0)
-        raise NumericalError(f"the posterior is not finite: inputs too extreme for the network (largest |value| "
-                             f"{big:.3g} among prior means, prior scales and observations); rescale the problem")
+        raise NumericalError(
+            f"the posterior is not finite: inputs too extreme for the network (largest |value| "
+            f"{big:.3g} among prior means, prior scales and observations); rescale the problem"
+        )

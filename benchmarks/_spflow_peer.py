@@ -70,7 +70,7 @@ class _PeakRSS:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, _rss_mb())
 
-    def __enter__(self) -> "_PeakRSS":
+    def __enter__(self) -> _PeakRSS:
         self._thread.start()
         return self
 
@@ -111,7 +111,6 @@ def _check(name: str, x: np.ndarray) -> None:
 
 def _run(train: np.ndarray, test: np.ndarray, num_latents: int, epochs: int, batch_size: int, budget: float) -> dict:
     import torch
-
     from spflow.learn import expectation_maximization_batched
     from spflow.meta import Scope
     from spflow.modules.leaves import Categorical
@@ -203,7 +202,11 @@ def _run(train: np.ndarray, test: np.ndarray, num_latents: int, epochs: int, bat
 
     if n_used < n or cut:
         distinct = min(seen, n_used)
-        notes.insert(0, f"trained on {distinct:,} of {n:,} images within a {budget:.0f} s budget" + (" (stopped mid-epoch)" if cut else ""))
+        notes.insert(
+            0,
+            f"trained on {distinct:,} of {n:,} images within a {budget:.0f} s budget"
+            + (" (stopped mid-epoch)" if cut else ""),
+        )
     else:
         notes.insert(0, f"{n:,} training images x {epochs} epoch(s)")
     notes.append(
@@ -219,7 +222,9 @@ def _run(train: np.ndarray, test: np.ndarray, num_latents: int, epochs: int, bat
     }
 
 
-def run_spflow_hclt(train: np.ndarray, test: np.ndarray, num_latents: int, epochs: int, batch_size: int, time_budget_s: float) -> dict:
+def run_spflow_hclt(
+    train: np.ndarray, test: np.ndarray, num_latents: int, epochs: int, batch_size: int, time_budget_s: float
+) -> dict:
     """Returns {"name": "SPFlow <version> HCLT", "train_img_per_s": float, "test_bpd": float, "peak_rss_mb": float, "note": str}
     or {"name": ..., "error": "<one line: why it could not run>"} — never raises."""
     name = f"SPFlow {_version()} HCLT"
@@ -264,5 +269,14 @@ if __name__ == "__main__":
     train_imgs = rng.integers(0, 256, (2000, 28 * 28), dtype=np.uint8)
     test_imgs = rng.integers(0, 256, (500, 28 * 28), dtype=np.uint8)
     t = time.perf_counter()
-    print(run_spflow_hclt(train_imgs, test_imgs, num_latents=4, epochs=1, batch_size=100, time_budget_s=float(os.environ.get("BUDGET", "60"))))
+    print(
+        run_spflow_hclt(
+            train_imgs,
+            test_imgs,
+            num_latents=4,
+            epochs=1,
+            batch_size=100,
+            time_budget_s=float(os.environ.get("BUDGET", "60")),
+        )
+    )
     print(f"smoke run: {time.perf_counter() - t:.1f} s")

@@ -54,7 +54,9 @@ def main() -> None:
         io.save(model, path)
     task = make_task(model.task, **model.task_config)
     if task.name != "linear_gaussian" or task.dim != 2:
-        sys.exit(f"error: {args.model} is a {task.name} model with dim {task.dim}; the benchmark needs linear_gaussian, dim 2")
+        sys.exit(
+            f"error: {args.model} is a {task.name} model with dim {task.dim}; the benchmark needs linear_gaussian, dim 2"
+        )
     report = evaluate(model, task, n_problems=args.problems, kl_samples=args.kl_samples, vi_steps=args.vi_steps)
     print(format_table(report))
 
@@ -67,8 +69,7 @@ def main() -> None:
         print(format_filter_table(evaluate_filter(fmodel, ftask, 200, 30, 2000), 200, 30))
 
     dt, vi = report.row("transformer"), report.row("gmm-vi")
-    print(f"speed-up over GMM-VI at batch 1: {vi.ms_batch1 / dt.ms_batch1:.0f}x "
-          f"(KL {dt.kl:.4f} vs {vi.kl:.4f})")
+    print(f"speed-up over GMM-VI at batch 1: {vi.ms_batch1 / dt.ms_batch1:.0f}x (KL {dt.kl:.4f} vs {vi.kl:.4f})")
     print(f"kl={dt.kl:.4f} ms_per_posterior={dt.ms_batch1:.3f} vi_ms_per_posterior={vi.ms_batch1:.1f}")
 
 

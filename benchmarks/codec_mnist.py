@@ -48,7 +48,9 @@ def baselines(images: np.ndarray) -> dict[str, np.ndarray]:
         Image.fromarray(img).save(buf, format="PNG", optimize=True)
         out["PNG (Pillow, optimize)"].append(buf.tell())
         if "WebP lossless (m6, q100)" in out:  # WebP has no grey mode: grey replicated to RGB
-            out["WebP lossless (m6, q100)"].append(len(imagecodecs.webp_encode(np.repeat(img[..., None], 3, -1), lossless=True, level=100, method=6)))
+            out["WebP lossless (m6, q100)"].append(
+                len(imagecodecs.webp_encode(np.repeat(img[..., None], 3, -1), lossless=True, level=100, method=6))
+            )
         if "JPEG-XL lossless (e9)" in out:
             out["JPEG-XL lossless (e9)"].append(len(imagecodecs.jpegxl_encode(img, lossless=True, effort=9)))
     return {k: np.array(v) for k, v in out.items()}
@@ -79,8 +81,14 @@ def main(argv=None) -> int:
         model = probcirc.io.load(args.model)
         train_s = 0.0
     else:
-        model = train_codec(list(train[: args.train_n]), patch=(28, 28), latents=args.latents, epochs=args.epochs,
-                            full_batch_epochs=args.full_epochs, progress=True)
+        model = train_codec(
+            list(train[: args.train_n]),
+            patch=(28, 28),
+            latents=args.latents,
+            epochs=args.epochs,
+            full_batch_epochs=args.full_epochs,
+            progress=True,
+        )
         train_s = time.time() - t0
         if args.save_model:
             Path(args.save_model).parent.mkdir(parents=True, exist_ok=True)
@@ -92,29 +100,50 @@ def main(argv=None) -> int:
     meta, streams = codec.encode_streams(list(test))
     enc_s = time.time() - t
     blob = probcirc.compress.container.pack(
-        probcirc.compress.container.Header(codec.fingerprint, 28, 28, codec.program.num_values, probcirc.compress.PRECISION,
-                                           probcirc.compress.BLOCK, [probcirc.compress.container.Entry(h, w, m) for h, w, m in meta]),
-        streams)
+        probcirc.compress.container.Header(
+            codec.fingerprint,
+            28,
+            28,
+            codec.program.num_values,
+            probcirc.compress.PRECISION,
+            probcirc.compress.BLOCK,
+            [probcirc.compress.container.Entry(h, w, m) for h, w, m in meta],
+        ),
+        streams,
+    )
     t = time.time()
     back = codec.decode(blob)
     dec_s = time.time() - t
     exact = all(np.array_equal(a, b) for a, b in zip(test, back))
     model_bits = codec.model_bits(list(test))
     lens = np.array([len(s) for s in streams])
-    rows = [("PC codec (HCLT, streams)", 8 * lens / dims), ("PC codec, whole .pcz file", np.full(n, 8 * len(blob) / (n * dims))),
-            ("model -log2 p (theory)", model_bits / dims)]
+    rows = [
+        ("PC codec (HCLT, streams)", 8 * lens / dims),
+        ("PC codec, whole .pcz file", np.full(n, 8 * len(blob) / (n * dims))),
+        ("model -log2 p (theory)", model_bits / dims),
+    ]
     rows += [(k, 8 * v / dims) for k, v in baselines(test).items()]
-    print(f"\nMNIST test images: {n} (28x28); model: {'loaded ' + args.model if args.model else f'trained on {args.train_n} in {train_s:.0f} s'}, "
-          f"{args.latents if not args.model else '?'} latents, fingerprint {codec.fingerprint.hex()[:12]}")
+    print(
+        f"\nMNIST test images: {n} (28x28); model: {'loaded ' + args.model if args.model else f'trained on {args.train_n} in {train_s:.0f} s'}, "
+        f"{args.latents if not args.model else '?'} latents, fingerprint {codec.fingerprint.hex()[:12]}"
+    )
     print(f"{'method':34s} {'mean bpd':>9s} {'median bpd':>11s}")
     for name, bpd in rows:
         print(f"{name:34s} {bpd.mean():9.4f} {np.median(bpd):11.4f}")
-    chart = {stat: {name.split(" (")[0].split(",")[0] if name.startswith("PC codec (") else name: float(f(bpd)) for name, bpd in rows
-                    if "whole" not in name} for stat, f in (("mean", np.mean), ("median", np.median))}
+    chart = {
+        stat: {
+            name.split(" (")[0].split(",")[0] if name.startswith("PC codec (") else name: float(f(bpd))
+            for name, bpd in rows
+            if "whole" not in name
+        }
+        for stat, f in (("mean", np.mean), ("median", np.median))
+    }
     bits_chart(chart, args.plot, f"lossless, {n} MNIST test images")
     print(f"chart -> {args.plot}")
-    print(f"bit-exact round trip: {exact}; encode {n / enc_s:.1f} img/s, decode {n / dec_s:.1f} img/s "
-          f"({args.threads} numba threads, batch {args.batch_size})")
+    print(
+        f"bit-exact round trip: {exact}; encode {n / enc_s:.1f} img/s, decode {n / dec_s:.1f} img/s "
+        f"({args.threads} numba threads, batch {args.batch_size})"
+    )
     print(f"bpd={8 * lens.sum() / (n * dims):.4f} encode_img_per_s={n / enc_s:.2f} decode_img_per_s={n / dec_s:.2f}")
     return 0 if exact else 1
 

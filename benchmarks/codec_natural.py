@@ -64,12 +64,24 @@ def main(argv=None) -> int:
     train = [getattr(skimage.data, n)() for n in TRAIN]
     test = {n: getattr(skimage.data, n)() for n in TEST}
     t = time.time()
-    model = train_codec(train, patch=(args.patch, args.patch), latents=args.latents, epochs=args.epochs,
-                        full_batch_epochs=1, max_patches=args.max_patches, progress=False, predictor=args.predictor)
-    print(f"trained on {len(train)} images ({', '.join(TRAIN)}), {args.patch}x{args.patch} patches, "
-          f"{args.latents} latents, predictor {model.predictor}, {time.time() - t:.0f} s")
+    model = train_codec(
+        train,
+        patch=(args.patch, args.patch),
+        latents=args.latents,
+        epochs=args.epochs,
+        full_batch_epochs=1,
+        max_patches=args.max_patches,
+        progress=False,
+        predictor=args.predictor,
+    )
+    print(
+        f"trained on {len(train)} images ({', '.join(TRAIN)}), {args.patch}x{args.patch} patches, "
+        f"{args.latents} latents, predictor {model.predictor}, {time.time() - t:.0f} s"
+    )
     codec = Codec(model, threads=args.threads)
-    print(f"{'image':12s} {'shape':>14s} {'PC codec':>9s} {'model':>7s} {'PNG':>7s} {'WebP':>7s} {'JPEG-XL':>8s}  (bits/dim)  enc s  dec s  exact")
+    print(
+        f"{'image':12s} {'shape':>14s} {'PC codec':>9s} {'model':>7s} {'PNG':>7s} {'WebP':>7s} {'JPEG-XL':>8s}  (bits/dim)  enc s  dec s  exact"
+    )
     total, chart = {}, {}
     for name, img in test.items():
         t = time.time()
@@ -84,8 +96,10 @@ def main(argv=None) -> int:
         for k, v in row.items():
             total.setdefault(k, []).append(v)
         chart[name] = {k: v for k, v in row.items() if k != "model"}
-        print(f"{name:12s} {str(img.shape):>14s} {row['PC codec']:9.3f} {row['model']:7.3f} {row.get('PNG', np.nan):7.3f} "
-              f"{row.get('WebP', np.nan):7.3f} {row.get('JPEG-XL', np.nan):8.3f}  {'':10s} {te:6.1f} {td:6.1f}  {np.array_equal(back, img)}")
+        print(
+            f"{name:12s} {str(img.shape):>14s} {row['PC codec']:9.3f} {row['model']:7.3f} {row.get('PNG', np.nan):7.3f} "
+            f"{row.get('WebP', np.nan):7.3f} {row.get('JPEG-XL', np.nan):8.3f}  {'':10s} {te:6.1f} {td:6.1f}  {np.array_equal(back, img)}"
+        )
     print("mean bits/dim: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in total.items()))
     chart["mean"] = {k: float(np.mean(v)) for k, v in total.items() if k != "model"}
     bits_chart(chart, args.plot, f"lossless, scikit-image photographs (PC codec: {model.predictor} predictor)")

@@ -43,7 +43,11 @@ def data(n: int) -> np.ndarray:
     except FileNotFoundError:
         rng = np.random.default_rng(0)
         yy, xx = np.mgrid[:28, :28]
-        imgs = [200 * np.exp(-((yy - rng.uniform(5, 23)) ** 2 + (xx - rng.uniform(5, 23)) ** 2) / 30) + rng.normal(0, 10, (28, 28)) for _ in range(n)]
+        imgs = [
+            200 * np.exp(-((yy - rng.uniform(5, 23)) ** 2 + (xx - rng.uniform(5, 23)) ** 2) / 30)
+            + rng.normal(0, 10, (28, 28))
+            for _ in range(n)
+        ]
         return np.clip(np.stack(imgs), 0, 255).astype(np.int64).reshape(n, -1)
 
 
@@ -75,8 +79,10 @@ def main(argv=None) -> int:
     prog = build_program(pc)
     test = x[: args.images]
     run(prog, test[:1], "incremental")  # compile
-    print(f"HCLT, {args.latents} latents, {prog.num_slots} nodes, {len(prog.ch_idx)} edges, "
-          f"{np.diff(prog.anc_ptr).mean():.0f} ancestors per pixel on average; 1 thread")
+    print(
+        f"HCLT, {args.latents} latents, {prog.num_slots} nodes, {len(prog.ch_idx)} edges, "
+        f"{np.diff(prog.anc_ptr).mean():.0f} ancestors per pixel on average; 1 thread"
+    )
     print(f"{'mode':28s} {'images':>6s} {'wall s/img':>11s} {'cpu s/img':>10s} {'speed-up (cpu)':>15s}")
     results = {}
     for mode, n in (("naive", args.naive_images), ("ancestors", args.images), ("incremental", args.images)):
@@ -85,8 +91,11 @@ def main(argv=None) -> int:
     base = results["naive"][1]
     for mode, (w, c, out, n) in results.items():
         print(f"{mode:28s} {n:6d} {w:11.3f} {c:10.3f} {base / c:15.1f}")
-    same = all(np.array_equal(a[: results["naive"][3]], b[: results["naive"][3]])
-               for m in ("ancestors", "incremental") for a, b in zip(results[m][2], results["naive"][2]))
+    same = all(
+        np.array_equal(a[: results["naive"][3]], b[: results["naive"][3]])
+        for m in ("ancestors", "incremental")
+        for a, b in zip(results[m][2], results["naive"][2])
+    )
     # torch reference: one conditional() (forward + backward over the whole circuit) per pixel
     xt = torch.from_numpy(test[:1])
     t, c = time.time(), time.process_time()
@@ -96,10 +105,14 @@ def main(argv=None) -> int:
         pc.conditional(xt, mask, [int(i)])
     scale = len(prog.order) / args.torch_pixels
     tw, tc = (time.time() - t) * scale, (time.process_time() - c) * scale
-    print(f"{'torch conditional() per px':28s} {1:6d} {tw:11.3f} {tc:10.3f} {base / tc:15.1f}   (float32, not deterministic; extrapolated)")
+    print(
+        f"{'torch conditional() per px':28s} {1:6d} {tw:11.3f} {tc:10.3f} {base / tc:15.1f}   (float32, not deterministic; extrapolated)"
+    )
     print(f"PMFs bit-identical across modes: {same}")
-    print(f"speedup_incremental_vs_naive={base / results['incremental'][1]:.1f} "
-          f"incremental_img_per_s_1thread={1 / results['incremental'][1]:.2f}")
+    print(
+        f"speedup_incremental_vs_naive={base / results['incremental'][1]:.1f} "
+        f"incremental_img_per_s_1thread={1 / results['incremental'][1]:.2f}"
+    )
     return 0 if same else 1
 
 

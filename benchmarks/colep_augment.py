@@ -16,10 +16,9 @@ import time
 
 import numpy as np
 import torch
+from _mnist import mnist_rows
 
 from probcirc.colep import digits_knowledge, predict_proba, random_affine, train_sensors
-
-from _mnist import mnist_rows
 
 SIGMA = 1.0
 
@@ -44,12 +43,25 @@ def main() -> None:
         return
     tr, seen, held = np.arange(45000), np.arange(5000), np.arange(45000, 50000)
     kb = digits_knowledge(3.0, 3.0)
-    print(f"{'sensors':<22} {'epochs':>6} " + " ".join(f"{f'{w} sigma={s}':>20}" for s in (0.0, SIGMA) for w in ("seen", "held-out", "gap"))
-          + f" {'train s':>8}")
+    print(
+        f"{'sensors':<22} {'epochs':>6} "
+        + " ".join(f"{f'{w} sigma={s}':>20}" for s in (0.0, SIGMA) for w in ("seen", "held-out", "gap"))
+        + f" {'train s':>8}"
+    )
     for epochs in (10, 30):
         for name, augment in (("noise", None), ("noise + random_affine", random_affine((28, 28)))):
             t = time.time()
-            s = train_sensors(X[tr], y[tr], kb, hidden=(256,), epochs=epochs, lr=1e-3, batch_size=128, noise_sigma=SIGMA, augment=augment)
+            s = train_sensors(
+                X[tr],
+                y[tr],
+                kb,
+                hidden=(256,),
+                epochs=epochs,
+                lr=1e-3,
+                batch_size=128,
+                noise_sigma=SIGMA,
+                augment=augment,
+            )
             dt = time.time() - t
             cells = []
             for sigma in (0.0, SIGMA):

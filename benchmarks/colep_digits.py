@@ -33,13 +33,22 @@ import time
 
 import numpy as np
 import torch
+from _mnist import mnist_rows
 
 from probcirc.colep import (
-    COLEP, RSCP, SplitCP, classifier_loss, conformal_quantile, coverage, digits_knowledge, pgd_l2, sensor_loss, set_size,
-    train_classifier, train_sensors,
+    COLEP,
+    RSCP,
+    SplitCP,
+    classifier_loss,
+    conformal_quantile,
+    coverage,
+    digits_knowledge,
+    pgd_l2,
+    sensor_loss,
+    set_size,
+    train_classifier,
+    train_sensors,
 )
-
-from _mnist import mnist_rows
 
 SMOOTHED_ROWS = ("COLEP/box", "COLEP/pipe", "COLEP-m/box", "COLEP-m/pipe", "COLEP-m-aps/pipe", "RSCP", "RSCP-aps")
 
@@ -78,9 +87,15 @@ def population_mix(X: np.ndarray, tr: np.ndarray, ca: np.ndarray, te: np.ndarray
     fit, held = perm[: len(te) // 2], perm[len(te) // 2 :]
     clf = LogisticRegression(C=0.1, max_iter=300).fit(X[te[fit]], half[fit])
     acc = clf.score(X[te[held]], half[held])
-    share = {name: clf.predict_proba(X[idx])[:, 1].mean() for name, idx in (("training", tr), ("calibration", ca), ("held-out test", te[held]))}
-    return (f"a pixel classifier tells the test file's halves apart {acc:.0%} of the time (held out); its mean score on "
-            + ", ".join(f"{k} images {v:.3f}" for k, v in share.items()) + " (equal means: the same mix)")
+    share = {
+        name: clf.predict_proba(X[idx])[:, 1].mean()
+        for name, idx in (("training", tr), ("calibration", ca), ("held-out test", te[held]))
+    }
+    return (
+        f"a pixel classifier tells the test file's halves apart {acc:.0%} of the time (held out); its mean score on "
+        + ", ".join(f"{k} images {v:.3f}" for k, v in share.items())
+        + " (equal means: the same mix)"
+    )
 
 
 def main() -> None:
@@ -93,12 +108,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--weight", type=float, default=3.0, help="rule weight")
-    ap.add_argument("--negative-weight", type=float, default=3.0, help="weight of class => not concept rules (<0: none)")
+    ap.add_argument(
+        "--negative-weight", type=float, default=3.0, help="weight of class => not concept rules (<0: none)"
+    )
     ap.add_argument("--radii", type=float, nargs=2, default=[0.5, 1.0])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--confidence", type=float, default=0.9,
-                    help="confidence of the training-conditional thresholds (0: only the marginal rule)")
-    ap.add_argument("--headline", default="COLEP-m-aps/pipe c=", help="smoothed row behind the last line ('c=': conditional rule)")
+    ap.add_argument(
+        "--confidence",
+        type=float,
+        default=0.9,
+        help="confidence of the training-conditional thresholds (0: only the marginal rule)",
+    )
+    ap.add_argument(
+        "--headline", default="COLEP-m-aps/pipe c=", help="smoothed row behind the last line ('c=': conditional rule)"
+    )
     ap.add_argument("--quick", action="store_true", help="subsets and fewer draws, for a smoke run")
     a = ap.parse_args()
     if a.threads:
@@ -110,20 +133,26 @@ def main() -> None:
         a.headline = a.headline + f"{a.confidence:g}" if a.confidence else a.headline[:-3]
     headline, _, rule = a.headline.partition(" ")
     if headline not in SMOOTHED_ROWS or (rule and " " + rule not in rules):
-        ap.error(f"--headline must be one of {SMOOTHED_ROWS}, optionally followed by ' c={a.confidence:g}'; got {a.headline!r}")
+        ap.error(
+            f"--headline must be one of {SMOOTHED_ROWS}, optionally followed by ' c={a.confidence:g}'; got {a.headline!r}"
+        )
     if a.quick:
         a.n_smooth, a.cert_cal, a.cert_test, a.epochs = 100, 500, 300, 2
     t0 = time.time()
     name, X, y, tr, ca, te = load(a.quick)
     kb = digits_knowledge(weight=a.weight, negative_weight=a.negative_weight if a.negative_weight >= 0 else None)
-    print(f"{name}: train {len(tr)}, calibrate {len(ca)}, test {len(te)}; alpha={a.alpha}; concepts {kb.concepts}; "
-          f"exclusive classes, rules weight {a.weight} / {a.negative_weight}")
+    print(
+        f"{name}: train {len(tr)}, calibrate {len(ca)}, test {len(te)}; alpha={a.alpha}; concepts {kb.concepts}; "
+        f"exclusive classes, rules weight {a.weight} / {a.negative_weight}"
+    )
 
     fit = dict(hidden=(a.hidden,), epochs=a.epochs, lr=1e-3, batch_size=128, progress=True)
     sensors = train_sensors(X[tr], y[tr], kb, noise_sigma=a.sigma, **fit)
     clf_noise = train_classifier(X[tr], y[tr], kb.num_classes, noise_sigma=a.sigma, **fit)
     clf = train_classifier(X[tr], y[tr], kb.num_classes, **fit)
-    print(f"trained sensors + RSCP classifier (noise sigma {a.sigma}) and a standard classifier in {time.time() - t0:.0f}s")
+    print(
+        f"trained sensors + RSCP classifier (noise sigma {a.sigma}) and a standard classifier in {time.time() - t0:.0f}s"
+    )
 
     models = {
         "COLEP": COLEP(sensors, kb).calibrate(X[ca], y[ca], a.alpha),
@@ -135,12 +164,29 @@ def main() -> None:
         "CP-APS-n": SplitCP(clf_noise, "aps").calibrate(X[ca], y[ca], a.alpha),
     }
     attack = {"COLEP": sensor_loss(sensors, kb), "CP": classifier_loss(clf), "CP-n": classifier_loss(clf_noise)}
-    target = {"COLEP": "COLEP", "COLEP-marg": "COLEP", "COLEP-aps": "COLEP", "COLEP-m-aps": "COLEP", "CP-APS": "CP", "CP-LAC": "CP", "CP-APS-n": "CP-n"}
-    print("beta (sensor, " + ", ".join(c.name for c in kb.compiled_clusters) + ") =", np.round(models["COLEP"].reasoner.beta.numpy(), 3))
+    target = {
+        "COLEP": "COLEP",
+        "COLEP-marg": "COLEP",
+        "COLEP-aps": "COLEP",
+        "COLEP-m-aps": "COLEP",
+        "CP-APS": "CP",
+        "CP-LAC": "CP",
+        "CP-APS-n": "CP-n",
+    }
+    print(
+        "beta (sensor, " + ", ".join(c.name for c in kb.compiled_clusters) + ") =",
+        np.round(models["COLEP"].reasoner.beta.numpy(), 3),
+    )
 
     yt = y[te]
-    print(f"\nbase models, all {len(te)} test images (CP-*: standard classifier; CP-APS-n: the noise-trained one RSCP smooths)")
-    print(f"{'':18} {'clean':>15} " + " ".join(f"{'PGD r=' + str(r):>15}" for r in a.radii) + "   (coverage / mean set size)")
+    print(
+        f"\nbase models, all {len(te)} test images (CP-*: standard classifier; CP-APS-n: the noise-trained one RSCP smooths)"
+    )
+    print(
+        f"{'':18} {'clean':>15} "
+        + " ".join(f"{'PGD r=' + str(r):>15}" for r in a.radii)
+        + "   (coverage / mean set size)"
+    )
     adv = {(k, r): pgd_l2(loss, X[te], yt, r, steps=20) for k, loss in attack.items() for r in a.radii}
     for k, base in models.items():
         for rule, conf in rules.items():
@@ -158,20 +204,41 @@ def main() -> None:
             for seed in range(10):  # calibration and test both drawn from the test file: exchangeable
                 p_ = np.random.default_rng(10 + seed).permutation(te)
                 c_, t_ = p_[: len(te) // 2], p_[len(te) // 2 :]
-                within.append(coverage(COLEP(sensors, kb, mode="marginal", score=score).calibrate(X[c_], y[c_], a.alpha).predict_set(X[t_]), y[t_]))
-            print(f"split check, {k}: test images 0-4,999 {halves[0]:.3f}, 5,000-9,999 {halves[1]:.3f}; "
-                  f"calibrated on half the calibration images, on the other half {coverage(control.predict_set(X[b_]), y[b_]):.3f}; "
-                  f"on a random half of the test images, on the other half {np.mean(within):.3f} (mean of 10 splits)")
+                within.append(
+                    coverage(
+                        COLEP(sensors, kb, mode="marginal", score=score)
+                        .calibrate(X[c_], y[c_], a.alpha)
+                        .predict_set(X[t_]),
+                        y[t_],
+                    )
+                )
+            print(
+                f"split check, {k}: test images 0-4,999 {halves[0]:.3f}, 5,000-9,999 {halves[1]:.3f}; "
+                f"calibrated on half the calibration images, on the other half {coverage(control.predict_set(X[b_]), y[b_]):.3f}; "
+                f"on a random half of the test images, on the other half {np.mean(within):.3f} (mean of 10 splits)"
+            )
         print("population check: " + population_mix(X, tr, ca, te))
     print(f"[{time.time() - t0:.0f}s]")
 
     # ---------------------------------------------------------- smoothed / certified
-    sub = te if a.cert_test == 0 else te[np.sort(np.random.default_rng(1).choice(len(te), min(a.cert_test, len(te)), replace=False))]
+    sub = (
+        te
+        if a.cert_test == 0
+        else te[np.sort(np.random.default_rng(1).choice(len(te), min(a.cert_test, len(te)), replace=False))]
+    )
     pos = np.searchsorted(te, sub)
     ys = y[sub]
-    cal_sub = ca if a.cert_cal == 0 else ca[np.sort(np.random.default_rng(2).choice(len(ca), min(a.cert_cal, len(ca)), replace=False))]
-    rscp = {score: RSCP(clf_noise, sigma=a.sigma, n_samples=a.n_smooth, score=score).calibrate(X[cal_sub], y[cal_sub], a.alpha)
-            for score in ("lac", "aps")}
+    cal_sub = (
+        ca
+        if a.cert_cal == 0
+        else ca[np.sort(np.random.default_rng(2).choice(len(ca), min(a.cert_cal, len(ca)), replace=False))]
+    )
+    rscp = {
+        score: RSCP(clf_noise, sigma=a.sigma, n_samples=a.n_smooth, score=score).calibrate(
+            X[cal_sub], y[cal_sub], a.alpha
+        )
+        for score in ("lac", "aps")
+    }
     n_cal = None if a.cert_cal == 0 else a.cert_cal
     deltas = [0.0] + list(a.radii)
     smoothed = {  # row: (model, certification method), in SMOOTHED_ROWS's order
@@ -193,15 +260,25 @@ def main() -> None:
         if k.startswith("RSCP"):
             return rscp["aps" if k.endswith("aps") else "lac"].recalibrated(a.alpha, conf).q
         m, method = smoothed[k]
-        return m.recalibrated(a.alpha, conf).smoothed_thresholds(a.sigma, a.n_smooth, n_calibration=n_cal, method=method)
+        return m.recalibrated(a.alpha, conf).smoothed_thresholds(
+            a.sigma, a.n_smooth, n_calibration=n_cal, method=method
+        )
 
     n_colep = len(models["COLEP"]._y_conf) if n_cal is None else min(n_cal, len(models["COLEP"]._y_conf))
-    print(f"\nsmoothed models (sigma={a.sigma}, {a.n_smooth} draws, MC failure 0.001), {len(sub)} test images; thresholds "
-          f"recalibrated on {n_colep} calibration images for COLEP (those not used for beta), {len(cal_sub)} for RSCP:")
-    print("(box: per-sensor intervals pushed through the circuits; pipe: the class scores of the corrected probabilities smoothed;")
+    print(
+        f"\nsmoothed models (sigma={a.sigma}, {a.n_smooth} draws, MC failure 0.001), {len(sub)} test images; thresholds "
+        f"recalibrated on {n_colep} calibration images for COLEP (those not used for beta), {len(cal_sub)} for RSCP:"
+    )
+    print(
+        "(box: per-sensor intervals pushed through the circuits; pipe: the class scores of the corrected probabilities smoothed;"
+    )
     print(" -m: one marginal threshold; -aps: APS score, else LAC; c=: training-conditional thresholds)")
-    print(f"{'':23} {'clean':>15} " + " ".join(f"{'robust@PGD ' + str(r):>17}" for r in a.radii) + " "
-          + " ".join(f"{'certified d=' + str(r):>15}" for r in a.radii))
+    print(
+        f"{'':23} {'clean':>15} "
+        + " ".join(f"{'robust@PGD ' + str(r):>17}" for r in a.radii)
+        + " "
+        + " ".join(f"{'certified d=' + str(r):>15}" for r in a.radii)
+    )
     out, scores = {}, {}
     for k in SMOOTHED_ROWS:
         res = certify(k, X[sub], deltas)
@@ -220,23 +297,32 @@ def main() -> None:
                 row[("certified", r)] = res[i].with_threshold(q).certified_coverage(ys)
                 cells.append(f"{row[('certified', r)]:15.3f}")
             print(f"{k + rule:23} " + " ".join(cells), flush=True)
-    print("(robust = the smoothed model's set certified for radius r, at PGD inputs (PGD on the base sensors/classifier);")
+    print(
+        "(robust = the smoothed model's set certified for radius r, at PGD inputs (PGD on the base sensors/classifier);"
+    )
     print(" it covers whenever the clean smoothed set covers, so the set size is its price)")
     print("(certified = fraction of labels provably kept in the standard set under every L2 perturbation <= d)")
-    for rule, conf in rules.items():  # the headline's smoothed scores, calibrated and tested within the certified test images
+    for (
+        rule,
+        conf,
+    ) in rules.items():  # the headline's smoothed scores, calibrated and tested within the certified test images
         within = []
         for seed in range(200):
             p_ = np.random.default_rng(100 + seed).permutation(len(sub))
             c_, t_ = p_[: len(sub) // 2], p_[len(sub) // 2 :]
             q = conformal_quantile(scores[headline][c_, ys[c_]].numpy(), a.alpha, conf)
             within.append(float((scores[headline][t_, ys[t_]] <= q).double().mean()))
-        print(f"exchangeable check, {headline + rule}: thresholds from a random half of the {len(sub)} certified test images cover "
-              f"the other half at {np.mean(within):.3f} (mean of 200 splits; 5-95%: {np.percentile(within, 5):.3f}-"
-              f"{np.percentile(within, 95):.3f}; at least {1 - a.alpha:g} in {np.mean(np.array(within) >= 1 - a.alpha):.0%})")
+        print(
+            f"exchangeable check, {headline + rule}: thresholds from a random half of the {len(sub)} certified test images cover "
+            f"the other half at {np.mean(within):.3f} (mean of 200 splits; 5-95%: {np.percentile(within, 5):.3f}-"
+            f"{np.percentile(within, 95):.3f}; at least {1 - a.alpha:g} in {np.mean(np.array(within) >= 1 - a.alpha):.0%})"
+        )
     print(f"[{time.time() - t0:.0f}s]")
     r = a.radii[-1]
     best = out[a.headline]
-    print(f"clean_coverage={best['clean']:.4f} attacked_coverage={best[('attacked', r)]:.4f} certified_coverage={best[('certified', r)]:.4f}")
+    print(
+        f"clean_coverage={best['clean']:.4f} attacked_coverage={best[('attacked', r)]:.4f} certified_coverage={best[('certified', r)]:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ import argparse
 
 import numpy as np
 import torch
+from _mnist import mnist_rows
 
 from probcirc.colep import Reasoner, digits_knowledge, train_classifier, train_sensors
 from probcirc.colep.conformal import conformal_quantile
 from probcirc.colep.smoothing import bounds_from_counts, smoothed_counts
-
-from _mnist import mnist_rows
 
 SIGMA, N, ALPHA, DELTAS = 1.0, 1000, 0.1, (0.5, 1.0)
 
@@ -50,7 +49,10 @@ def main() -> None:
     rc, rt = (smoothed_counts(lambda x: 1 - clf(x), X[i], SIGMA, N, seed=s) for i, s in ((ca, 3), (te, 4)))
     yc, yt = y[ca], y[te]
     q = conformal_quantile(rc[np.arange(len(yc)), yc] / N, ALPHA)
-    rscp = [float((bounds_from_counts(rt, N, 0.001, d, SIGMA)[2].numpy()[np.arange(len(yt)), yt] <= q).mean()) for d in DELTAS]
+    rscp = [
+        float((bounds_from_counts(rt, N, 0.001, d, SIGMA)[2].numpy()[np.arange(len(yt)), yt] <= q).mean())
+        for d in DELTAS
+    ]
     print(f"{'knowledge':<44} {'thresholds':<10} " + " ".join(f"{'certified d=' + str(d):>15}" for d in DELTAS))
     print(f"{'RSCP (same sigma, draws, images)':<44} {'marginal':<10} " + " ".join(f"{c:15.3f}" for c in rscp))
     for exclusive in (False, True):
@@ -69,7 +71,11 @@ def main() -> None:
                     _, lo, hi = bounds_from_counts(kt, N, 0.001, d, SIGMA)
                     plo, _ = r.bounds(lo, hi, range(10))
                     cells.append(float(((1 - plo.numpy()[np.arange(len(yt)), yt]) <= qq[yt]).mean()))
-                print(f"{name:<44} {'marginal' if marginal else 'per-class':<10} " + " ".join(f"{c:15.3f}" for c in cells), flush=True)
+                print(
+                    f"{name:<44} {'marginal' if marginal else 'per-class':<10} "
+                    + " ".join(f"{c:15.3f}" for c in cells),
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -46,15 +46,20 @@ def _setup(tmp: Path):
 
     set_threads(1)
     rng = np.random.default_rng(0)
-    model = CodecModel(probcirc.compile(HCLT(rng.integers(0, 256, (40, 4)), 2, Categorical(256), num_bins=4),
-                                        dtype=torch.float32), (2, 2))
+    model = CodecModel(
+        probcirc.compile(HCLT(rng.integers(0, 256, (40, 4)), 2, Categorical(256), num_bins=4), dtype=torch.float32),
+        (2, 2),
+    )
     probcirc.io.save(model, tmp / "model.h5")
     codec = Codec(model, threads=1)
     smooth = np.add.outer(np.arange(3), np.arange(5)).astype(np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pcz = [codec.encode([smooth, rng.integers(0, 256, (2, 3, 3)).astype(np.uint8)], ["a", "b"], [0, 1]),
-               codec.encode([smooth], raw_fallback=False), codec.encode([np.zeros((1, 2), np.uint8)] * 3, ["x"] * 3, [1] * 3)]
+        pcz = [
+            codec.encode([smooth, rng.integers(0, 256, (2, 3, 3)).astype(np.uint8)], ["a", "b"], [0, 1]),
+            codec.encode([smooth], raw_fallback=False),
+            codec.encode([np.zeros((1, 2), np.uint8)] * 3, ["x"] * 3, [1] * 3),
+        ]
     png = io.BytesIO()
     from PIL import Image
 
@@ -62,8 +67,13 @@ def _setup(tmp: Path):
     npy = io.BytesIO()
     np.save(npy, rng.integers(0, 256, (2, 3, 3)).astype(np.uint8))
     idx = gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">III", 2, 3, 3) + bytes(range(18)))
-    seeds = {"pcz": pcz, "model": [(tmp / "model.h5").read_bytes()], "png": [png.getvalue()], "npy": [npy.getvalue()],
-             "idx": [idx]}
+    seeds = {
+        "pcz": pcz,
+        "model": [(tmp / "model.h5").read_bytes()],
+        "png": [png.getvalue()],
+        "npy": [npy.getvalue()],
+        "idx": [idx],
+    }
     return codec, seeds
 
 
@@ -147,15 +157,30 @@ def _edit_header(r: random.Random, data: bytes) -> bytes:
 
     header, payload = container.unpack(data)
     e = r.choice(header.entries)
-    field = r.choice(["height", "width", "mode", "coding", "source", "name", "stream_len", "patch", "block", "values",
-                      "precision", "count", "version"])
+    field = r.choice(
+        [
+            "height",
+            "width",
+            "mode",
+            "coding",
+            "source",
+            "name",
+            "stream_len",
+            "patch",
+            "block",
+            "values",
+            "precision",
+            "count",
+            "version",
+        ]
+    )
     big = r.choice([0, 1, 2, 3, 255, 4096, 12000, 1 << 20, 1 << 31, (1 << 63) - 1])
     if field in ("height", "width"):
         setattr(e, field, big)
     elif field in ("mode", "coding", "source"):
         setattr(e, field, r.choice([0, 1, 2, 7, 15]) & (1 if field == "coding" else 7 if field == "source" else 15))
     elif field == "name":
-        e.name = r.choice(["../../x", "/etc/passwd", "a\x00b", "\x1b[2J", "..", "" , "é" * 300, "a/b\\c"])
+        e.name = r.choice(["../../x", "/etc/passwd", "a\x00b", "\x1b[2J", "..", "", "é" * 300, "a/b\\c"])
     elif field == "stream_len":
         e.stream_len = r.randrange(0, 2 * e.stream_len + 2)
     elif field == "patch":
@@ -175,16 +200,32 @@ def _write(header, payload: bytes, version: int) -> bytes:
     """container.pack, but keeping the (possibly false) declared stream lengths."""
     from probcirc.compress import container
 
-    parts = [container._FIXED.pack(header.fingerprint, header.patch_h & 0xFFFF, header.patch_w & 0xFFFF,
-                                   header.num_values & 0xFFFF, header.precision & 0xFF, header.block & 0xFFFF,
-                                   hashlib.sha256(payload).digest(), sum(e.stream_len for e in header.entries),
-                                   len(header.entries))]
+    parts = [
+        container._FIXED.pack(
+            header.fingerprint,
+            header.patch_h & 0xFFFF,
+            header.patch_w & 0xFFFF,
+            header.num_values & 0xFFFF,
+            header.precision & 0xFF,
+            header.block & 0xFFFF,
+            hashlib.sha256(payload).digest(),
+            sum(e.stream_len for e in header.entries),
+            len(header.entries),
+        )
+    ]
     pos = 0
     for e in header.entries:
         name = e.name.encode("utf-8")
         kind = (e.mode & 15) | ((e.source & 7) << 4) | ((e.coding & 1) << 7)
-        parts.append(container._varint(e.height) + container._varint(e.width) + bytes([kind]) + container._varint(len(name))
-                     + name + container._varint(e.stream_len) + struct.pack("<I", zlib.crc32(payload[pos : pos + e.stream_len])))
+        parts.append(
+            container._varint(e.height)
+            + container._varint(e.width)
+            + bytes([kind])
+            + container._varint(len(name))
+            + name
+            + container._varint(e.stream_len)
+            + struct.pack("<I", zlib.crc32(payload[pos : pos + e.stream_len]))
+        )
         pos += e.stream_len
     body = b"".join(parts)
     lead = struct.pack("<HI", version, len(body))
@@ -217,14 +258,27 @@ def _target(kind: str, data: bytes, r: random.Random, codec, tmp: Path, model_pa
         if roll < 0.97:
             _cli(["info", str(tmp / "in.pcz")])
         else:
-            _cli(["decompress", str(tmp / "in.pcz"), "-m", str(model_path), "-o", str(tmp / "out"), "--force", "-q",
-                  "--threads", "1"])
+            _cli(
+                [
+                    "decompress",
+                    str(tmp / "in.pcz"),
+                    "-m",
+                    str(model_path),
+                    "-o",
+                    str(tmp / "out"),
+                    "--force",
+                    "-q",
+                    "--threads",
+                    "1",
+                ]
+            )
         return
     path = tmp / {"model": "m.h5", "png": "in.png", "npy": "in.npy", "idx": "in-idx3-ubyte.gz"}[kind]
     path.write_bytes(data)
     if kind == "model":
-        args = argparse.Namespace(model=str(path), input="seed.pcz", patch=None, batch_size=64, threads=1,
-                                  max_values=container.MAX_VALUES)
+        args = argparse.Namespace(
+            model=str(path), input="seed.pcz", patch=None, batch_size=64, threads=1, max_values=container.MAX_VALUES
+        )
         cli._load_codec(args, (2, 2))
     elif kind == "png":
         cli._read_image(path)

@@ -46,7 +46,7 @@ import torch
 import probcirc
 from probcirc import backend
 from probcirc.inputs import Categorical
-from probcirc.layers import InputLayer, SumLayer
+from probcirc.layers import InputLayer
 from probcirc.structures import HCLT, PD
 
 EPOCH = 60_000
@@ -97,7 +97,11 @@ def timed(fn, reps: int = 3, budget: float = 0.5, max_reps: int = 25) -> float:
     fn()
     sync()
     out: list = []
-    while len(out) < (1 if DEV == "cpu" else max_reps) and (len(out) < reps or sum(out) < budget) and not (DEV == "cpu" and out):
+    while (
+        len(out) < (1 if DEV == "cpu" else max_reps)
+        and (len(out) < reps or sum(out) < budget)
+        and not (DEV == "cpu" and out)
+    ):
         t0 = time.perf_counter()
         fn()
         sync()
@@ -184,7 +188,9 @@ def check(pc_cpu, pc, data, n_check: int) -> dict:
     f_got, g_got = pc._backward_pass(m_ref, torch.ones(x.shape[1], device=DEV))
     out["mars_vs_torch"] = rel_err(m_got, m_ref)
     out["flows_vs_torch"] = scaled_err(f_got, f_ref)
-    out["edge_flows_vs_torch"] = max(scaled_err(l.weight * a, l.weight * b) for l, a, b in zip(pc._sum_layers, g_got, g_ref))
+    out["edge_flows_vs_torch"] = max(
+        scaled_err(l.weight * a, l.weight * b) for l, a, b in zip(pc._sum_layers, g_got, g_ref)
+    )
     pc64 = copy.deepcopy(pc_cpu).to(torch.float64)
     probcirc.set_backend("torch")
     with torch.no_grad():
@@ -282,8 +288,12 @@ def _run_ours(pc, data, cap: int, combos: list) -> dict:
                 sweep[combo] = timed(fwd, budget=0.3) + timed(bwd, budget=0.3)
             except Exception as exc:  # e.g. out of shared memory for a large tile on this card
                 log(f"  launch {combo}: failed ({type(exc).__name__}: {str(exc)[:120]})")
-        log("  launch sweep (block_b:num_warps:max_block -> fwd+bwd ms): "
-            + ", ".join(f"{':'.join(map(str, c))} {1e3 * t:.2f}" for c, t in sorted(sweep.items(), key=lambda kv: kv[1])))
+        log(
+            "  launch sweep (block_b:num_warps:max_block -> fwd+bwd ms): "
+            + ", ".join(
+                f"{':'.join(map(str, c))} {1e3 * t:.2f}" for c, t in sorted(sweep.items(), key=lambda kv: kv[1])
+            )
+        )
     best = min(sweep, key=sweep.get) if sweep else combos[0]
     set_launch(best)  # one given setting: used as is; a failure there fails the row, as it should
 
@@ -295,14 +305,23 @@ def _run_ours(pc, data, cap: int, combos: list) -> dict:
         with backend.approximate(mode):
             modes[mode] = {"batch": B, "fwd": timed(fwd), "bwd": timed(bwd), "em": t_e}
     state.clear()
-    return {"batch": B, "fwd": t_f, "bwd": t_b, "em": t_e, "modes": modes, "peak_gib": peak, "launch": ":".join(map(str, best)),
-            "sweep": {":".join(map(str, c)): t for c, t in sweep.items()}}
+    return {
+        "batch": B,
+        "fwd": t_f,
+        "bwd": t_b,
+        "em": t_e,
+        "modes": modes,
+        "peak_gib": peak,
+        "launch": ":".join(map(str, best)),
+        "sweep": {":".join(map(str, c)): t for c, t in sweep.items()},
+    }
 
 
 def run_torch_path(pc, data, B: int) -> dict:
     """The torch path on the same GPU and batch (halving on out-of-memory)."""
     probcirc.set_backend("torch")
     try:
+
         def attempt(b):
             x, missing = pc._prepare(data[:b], None)
             reset_peak()
@@ -368,7 +387,16 @@ def run_peer(juice, structure: str, k: int, data: torch.Tensor, B: int) -> dict:
     t_e = timed(lambda: pc.mini_batch_em(step_size=0.1, pseudocount=0.1))
     edges = getattr(pc, "num_edges", None)
     del pc
-    return {"batch": b, "fwd": t_f, "bwd": max(t_fb - t_f, 0.0), "em": t_e, "peak_gib": peak, "compile_s": compile_s, "edges": edges, "cuda_graphs": graphs}
+    return {
+        "batch": b,
+        "fwd": t_f,
+        "bwd": max(t_fb - t_f, 0.0),
+        "em": t_e,
+        "peak_gib": peak,
+        "compile_s": compile_s,
+        "edges": edges,
+        "cuda_graphs": graphs,
+    }
 
 
 def epoch_seconds(r: dict) -> float:
@@ -385,15 +413,28 @@ def main() -> None:
     ap.add_argument("--check-batch", type=int, default=64, help="samples in the correctness checks")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds; no new size (or peer run) starts after this")
-    ap.add_argument("--deadline", type=float, default=560.0, help="seconds; stop whatever runs, print the summary and the last line")
-    ap.add_argument("--final-mode", default="ieee", choices=("ieee", *APPROX),
-                    help="our matmul mode behind speedup_vs_peer (PyJuice itself uses tf32 products)")
-    ap.add_argument("--tune", default=None,
-                    help="launch parameters block_b:num_warps:max_block, comma-separated; several are swept per circuit and the "
-                         "fastest used; entries prefixed 'hclt=' or 'pd=' form that structure's own list, which replaces the "
-                         "unprefixed one (default: PROBCIRC_TRITON_TUNE or built-in)")
+    ap.add_argument(
+        "--deadline", type=float, default=560.0, help="seconds; stop whatever runs, print the summary and the last line"
+    )
+    ap.add_argument(
+        "--final-mode",
+        default="ieee",
+        choices=("ieee", *APPROX),
+        help="our matmul mode behind speedup_vs_peer (PyJuice itself uses tf32 products)",
+    )
+    ap.add_argument(
+        "--tune",
+        default=None,
+        help="launch parameters block_b:num_warps:max_block, comma-separated; several are swept per circuit and the "
+        "fastest used; entries prefixed 'hclt=' or 'pd=' form that structure's own list, which replaces the "
+        "unprefixed one (default: PROBCIRC_TRITON_TUNE or built-in)",
+    )
     ap.add_argument("--json", default=None, help="also write every figure to this JSON file")
-    ap.add_argument("--smoke", action="store_true", help="run this script's logic on the CPU (Triton interpreter, 4x4 images); no timings worth reading")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="run this script's logic on the CPU (Triton interpreter, 4x4 images); no timings worth reading",
+    )
     args = ap.parse_args()
     t_start = time.perf_counter()
     global DEV, SHAPE, CATS, SIZES
@@ -425,7 +466,9 @@ def main() -> None:
     log(f"measured matmul rate: {fp32_rate / 1e12:.1f} TFLOP/s float32 (exact), {tf32_rate / 1e12:.1f} TFLOP/s tf32")
 
     gen = torch.Generator().manual_seed(0)
-    data_cpu = torch.randint(0, CATS, (max(args.max_batch, 500 if args.smoke else 5000), SHAPE[0] * SHAPE[1]), generator=gen)
+    data_cpu = torch.randint(
+        0, CATS, (max(args.max_batch, 500 if args.smoke else 5000), SHAPE[0] * SHAPE[1]), generator=gen
+    )
     # Some structure for the Chow-Liu tree: each pixel copies its left neighbour a third of the time.
     copy_mask = torch.rand(data_cpu.shape, generator=gen) < 1 / 3
     data_cpu[:, 1:] = torch.where(copy_mask[:, 1:], data_cpu[:, :-1], data_cpu[:, 1:])
@@ -441,7 +484,11 @@ def main() -> None:
     for i in range(max(len(SIZES[s]) for s in structures)):
         for structure in structures:
             labels = list(SIZES[structure])
-            if i < len(labels) and not (args.quick and i > 0) and (not args.sizes or labels[i] in args.sizes.split(",")):
+            if (
+                i < len(labels)
+                and not (args.quick and i > 0)
+                and (not args.sizes or labels[i] in args.sizes.split(","))
+            ):
                 plan.append((structure, labels[i]))
     signal.signal(signal.SIGALRM, _time_up)
     signal.alarm(max(1, int(args.deadline - (time.perf_counter() - t_start))))
@@ -457,6 +504,7 @@ def main() -> None:
         import json
 
         with open(args.json, "w") as fh:
+
             def plain(v):  # strict JSON: NaN/inf become null
                 if isinstance(v, float) and not math.isfinite(v):
                     return None
@@ -466,8 +514,20 @@ def main() -> None:
                     return [plain(u) for u in v]
                 return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
 
-            json.dump(plain({"device": dev, "torch": torch.__version__, "fp32_rate": fp32_rate, "tf32_rate": tf32_rate, "rows": rows}),
-                      fh, indent=1, allow_nan=False)
+            json.dump(
+                plain(
+                    {
+                        "device": dev,
+                        "torch": torch.__version__,
+                        "fp32_rate": fp32_rate,
+                        "tf32_rate": tf32_rate,
+                        "rows": rows,
+                    }
+                ),
+                fh,
+                indent=1,
+                allow_nan=False,
+            )
     picked = ratios[args.final_mode]
     final(min(picked) if picked else math.nan, max_err)
 
@@ -528,8 +588,10 @@ def _run_plan(plan, args, t_start, data_cpu, data, juice, fp32_rate, rows, ratio
 def _summary(rows, dev, fp32_rate, juice, peer_why, args) -> None:
     log("")
     log(f"summary on {dev} (epoch = {EPOCH} samples; time = fwd + bwd + EM per batch x batches)")
-    log(f"{'circuit':<12}{'edges':>12}{'batch':>7}{'ours s/ep':>11}{'torch s/ep':>11}{'peer s/ep':>11}{'ratio':>7}{'ours GiB':>9}{'peer GiB':>9}{'fwd TF/s':>9}{'% fp32':>7}"
-        + "".join(f"{m + ' s/ep':>13}{'ratio':>7}" for m in APPROX))
+    log(
+        f"{'circuit':<12}{'edges':>12}{'batch':>7}{'ours s/ep':>11}{'torch s/ep':>11}{'peer s/ep':>11}{'ratio':>7}{'ours GiB':>9}{'peer GiB':>9}{'fwd TF/s':>9}{'% fp32':>7}"
+        + "".join(f"{m + ' s/ep':>13}{'ratio':>7}" for m in APPROX)
+    )
     for r in rows:
         if "ours" not in r:
             log(f"{r['structure'] + ' ' + r['label']:<12} failed: {r.get('error')}")
@@ -541,7 +603,9 @@ def _summary(rows, dev, fp32_rate, juice, peer_why, args) -> None:
             f"{r['structure'] + ' ' + r['label']:<12}{r['edges']:>12,}{o['batch']:>7}{epoch_seconds(o):>11.2f}{t_ep:>11.2f}{p_ep:>11.2f}"
             f"{p_ep / epoch_seconds(o):>7.2f}{o['peak_gib']:>9.2f}{(p['peak_gib'] if p else math.nan):>9.2f}"
             f"{o['fwd_tflops']:>9.2f}{100 * o['fwd_tflops'] * 1e12 / fp32_rate:>7.1f}"
-            + "".join(f"{epoch_seconds(o['modes'][m]):>13.2f}{p_ep / epoch_seconds(o['modes'][m]):>7.2f}" for m in APPROX)
+            + "".join(
+                f"{epoch_seconds(o['modes'][m]):>13.2f}{p_ep / epoch_seconds(o['modes'][m]):>7.2f}" for m in APPROX
+            )
         )
         if "peer_error" in r:
             log(f"{'':<12} peer failed: {r['peer_error']}")
@@ -563,17 +627,22 @@ def report_row(row: dict, fp32_rate: float) -> None:
         f"{name}: {row['edges']:,} edges, compiled in {row['compile_s']:.1f} s; checks: mars vs torch {c['mars_vs_torch']:.1e}, "
         f"flows {c['flows_vs_torch']:.1e}, edge flows {c['edge_flows_vs_torch']:.1e}, ll vs float64 {c['ll_vs_f64']:.1e} "
         f"(torch path {c['torch_ll_vs_f64']:.1e}; "
-        + ", ".join(f"{m} mode {c[m + '_ll_vs_f64']:.1e}" for m in APPROX) + ")"
+        + ", ".join(f"{m} mode {c[m + '_ll_vs_f64']:.1e}" for m in APPROX)
+        + ")"
     )
     log(
         f"  ours  B={o['batch']}: fwd {o['fwd'] * 1e3:.1f} ms ({o['fwd_tflops']:.2f} TFLOP/s, {100 * o['fwd_tflops'] * 1e12 / fp32_rate:.0f}% of fp32 matmul), "
         f"bwd {o['bwd'] * 1e3:.1f} ms ({o['bwd_tflops']:.2f} TFLOP/s), EM {o['em'] * 1e3:.1f} ms; launch {o['launch']}; "
-        + "".join(f"{m}: fwd {o['modes'][m]['fwd'] * 1e3:.1f} ms, bwd {o['modes'][m]['bwd'] * 1e3:.1f} ms; " for m in APPROX)
+        + "".join(
+            f"{m}: fwd {o['modes'][m]['fwd'] * 1e3:.1f} ms, bwd {o['modes'][m]['bwd'] * 1e3:.1f} ms; " for m in APPROX
+        )
         + f"peak {o['peak_gib']:.2f} GiB; {epoch_seconds(o):.2f} s/epoch (exact)"
     )
     if "torch" in row:
         t = row["torch"]
-        log(f"  torch B={t['batch']}: fwd {t['fwd'] * 1e3:.1f} ms, bwd {t['bwd'] * 1e3:.1f} ms, peak {t['peak_gib']:.2f} GiB")
+        log(
+            f"  torch B={t['batch']}: fwd {t['fwd'] * 1e3:.1f} ms, bwd {t['bwd'] * 1e3:.1f} ms, peak {t['peak_gib']:.2f} GiB"
+        )
     if "peer" in row:
         p = row["peer"]
         log(

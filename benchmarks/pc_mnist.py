@@ -59,14 +59,26 @@ def main() -> None:
     test = torch.from_numpy(test_img.reshape(len(test_img), -1).astype(np.int64))
 
     t0 = time.perf_counter()
-    root = HCLT(train.numpy(), args.latents, input_dist=probcirc.inputs.Categorical(256), num_bins=4, max_structure_samples=5000)
+    root = HCLT(
+        train.numpy(), args.latents, input_dist=probcirc.inputs.Categorical(256), num_bins=4, max_structure_samples=5000
+    )
     pc = probcirc.compile(root)
     t_structure = time.perf_counter() - t0
-    print(f"HCLT: {pc.num_parameters:,} parameters, {pc.num_edges:,} edges, {len(pc.layers)} layers (structure {t_structure:.1f} s)")
+    print(
+        f"HCLT: {pc.num_parameters:,} parameters, {pc.num_edges:,} edges, {len(pc.layers)} layers (structure {t_structure:.1f} s)"
+    )
 
     t0 = time.perf_counter()
-    lls = em(pc, train, epochs=args.epochs, batch_size=args.batch, step_size=args.step, pseudocount=args.pseudocount,
-             full_batch_epochs=args.full_epochs, progress=True)
+    lls = em(
+        pc,
+        train,
+        epochs=args.epochs,
+        batch_size=args.batch,
+        step_size=args.step,
+        pseudocount=args.pseudocount,
+        full_batch_epochs=args.full_epochs,
+        progress=True,
+    )
     t_train = time.perf_counter() - t0
     ours = {
         "name": f"probmod HCLT (EM, {args.epochs}+{args.full_epochs} epochs)",
@@ -83,14 +95,25 @@ def main() -> None:
         except ImportError as err:
             rows.append({"name": "SPFlow HCLT", "error": f"adapter unavailable: {err}"})
         else:
-            rows.append(run_spflow_hclt(train.numpy().astype(np.uint8), test.numpy().astype(np.uint8), args.latents, 1, args.batch, args.peer_budget))
+            rows.append(
+                run_spflow_hclt(
+                    train.numpy().astype(np.uint8),
+                    test.numpy().astype(np.uint8),
+                    args.latents,
+                    1,
+                    args.batch,
+                    args.peer_budget,
+                )
+            )
 
     print(f"\n{'model':<44} {'train img/s':>12} {'test bpd':>9} {'peak RSS MB':>12}  note")
     for r in rows:
         if "error" in r:
             print(f"{r['name']:<44} {'-':>12} {'-':>9} {'-':>12}  could not run: {r['error']}")
         else:
-            print(f"{r['name']:<44} {r['train_img_per_s']:>12.0f} {r['test_bpd']:>9.4f} {r['peak_rss_mb']:>12.0f}  {r.get('note', '')}")
+            print(
+                f"{r['name']:<44} {r['train_img_per_s']:>12.0f} {r['test_bpd']:>9.4f} {r['peak_rss_mb']:>12.0f}  {r.get('note', '')}"
+            )
     print("(bits per dimension on the 10,000 MNIST test images; models fitted on the training split)")
     chart(lls, rows, train.shape[1], args.plot, args.epochs)
     print(f"chart -> {args.plot}")
@@ -110,7 +133,13 @@ def chart(lls: list[float], rows: list[dict], dims: int, path: str, mini_epochs:
     ax.axvspan(mini_epochs + 0.5, len(lls) + 0.5, color="0.92", label="full-batch EM epochs")
     for r, style in zip(rows, ("--", ":")):
         if "test_bpd" in r:
-            ax.axhline(r["test_bpd"], ls=style, color="k", lw=1, label=f"{r['name'].split(' (')[0]}, test images: {r['test_bpd']:.3f}")
+            ax.axhline(
+                r["test_bpd"],
+                ls=style,
+                color="k",
+                lw=1,
+                label=f"{r['name'].split(' (')[0]}, test images: {r['test_bpd']:.3f}",
+            )
     ax.set_xticks(epochs)
     ax.set_xlabel("EM epoch")
     ax.set_ylabel("bits per dimension")

@@ -47,10 +47,36 @@ def patches_timing(path: Path, ranks: int, steps: int, out: Path) -> float:
     from sparsecoding.io import load_results
 
     exe = Path(sys.executable).parent / "mpiexec"
-    cmd = [str(exe) if exe.exists() else "mpiexec", "-n", str(ranks), sys.executable, "-m", "sparsecoding", "train",
-           "--model", "bsc", "--data", str(path), "--H", "100", "--Hprime", "10", "--gamma", "4", "--steps",
-           str(steps), "--anneal", "1", "--out", str(out), "--force", "--quiet", "--no-plot",
-           "--checkpoint-every", str(steps)]
+    cmd = [
+        str(exe) if exe.exists() else "mpiexec",
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "sparsecoding",
+        "train",
+        "--model",
+        "bsc",
+        "--data",
+        str(path),
+        "--H",
+        "100",
+        "--Hprime",
+        "10",
+        "--gamma",
+        "4",
+        "--steps",
+        str(steps),
+        "--anneal",
+        "1",
+        "--out",
+        str(out),
+        "--force",
+        "--quiet",
+        "--no-plot",
+        "--checkpoint-every",
+        str(steps),
+    ]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"patches run with {ranks} ranks failed:\n{r.stderr[-2000:]}")
@@ -66,8 +92,10 @@ def main() -> None:
     args = ap.parse_args()
 
     bars_wall, bars_cpu = bars_timing(args.bars_steps)
-    print(f"BSC bars (N=1000, H=10, H'=8, gamma=5), 1 rank: {bars_wall * 1e3:.2f} ms/iter wall "
-          f"(median), {bars_cpu * 1e3:.2f} ms/iter CPU; reference Python library about 150 ms")
+    print(
+        f"BSC bars (N=1000, H=10, H'=8, gamma=5), 1 rank: {bars_wall * 1e3:.2f} ms/iter wall "
+        f"(median), {bars_cpu * 1e3:.2f} ms/iter CPU; reference Python library about 150 ms"
+    )
 
     from sparsecoding.data import image_patches
     from sparsecoding.io import write_data
@@ -81,8 +109,10 @@ def main() -> None:
         t1 = patches_timing(data, 1, args.steps, tmp / "r1")
         t2 = patches_timing(data, 2, args.steps, tmp / "r2")
     eff = t1 / (2 * t2)
-    print(f"BSC patches (N={args.N}, H=100, H'=10, gamma=4): 1 rank {t1:.3f} s/iter, 2 ranks {t2:.3f} s/iter, "
-          f"strong-scaling efficiency {eff:.2f} (cpus on this machine: {os.cpu_count()})")
+    print(
+        f"BSC patches (N={args.N}, H=100, H'=10, gamma=4): 1 rank {t1:.3f} s/iter, 2 ranks {t2:.3f} s/iter, "
+        f"strong-scaling efficiency {eff:.2f} (cpus on this machine: {os.cpu_count()})"
+    )
     print(f"bars_s_per_iter={bars_wall:.5f} patches_s_per_iter_1rank={t1:.4f} scaling_efficiency_2ranks={eff:.3f}")
 
 

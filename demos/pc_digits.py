@@ -34,8 +34,13 @@ originals = test[:8]
 inpainted = pc.sample_conditional(originals, hidden, generator=torch.Generator().manual_seed(2))
 most_likely = pc.mpe(originals, hidden)
 
-rows = [("samples", samples), ("test digits", originals), ("bottom half hidden", originals.masked_fill(hidden, 0)),
-        ("conditional samples", inpainted), ("MPE completion", most_likely)]
+rows = [
+    ("samples", samples),
+    ("test digits", originals),
+    ("bottom half hidden", originals.masked_fill(hidden, 0)),
+    ("conditional samples", inpainted),
+    ("MPE completion", most_likely),
+]
 fig, axes = plt.subplots(len(rows), 8, figsize=(8, len(rows) * 1.15))
 for r, (title, imgs) in enumerate(rows):
     for c in range(8):

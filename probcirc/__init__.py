@@ -6,8 +6,20 @@ from .circuit import ConditionalCircuit, TensorCircuit, compile
 from .distribution import Conditional, Distribution
 from .gmm import ConditionalMixture, GaussianMixture
 
-__all__ = ["Distribution", "Conditional", "GaussianMixture", "ConditionalMixture", "TensorCircuit", "ConditionalCircuit", "compile", "io", "nodes",
-           "inputs", "queries", "set_backend"]
+__all__ = [
+    "Distribution",
+    "Conditional",
+    "GaussianMixture",
+    "ConditionalMixture",
+    "TensorCircuit",
+    "ConditionalCircuit",
+    "compile",
+    "io",
+    "nodes",
+    "inputs",
+    "queries",
+    "set_backend",
+]
 
 #: subpackages loaded on first use, so ``import probcirc; probcirc.structures.HCLT`` works like torch.distributions
 _LAZY = ("structures", "learn", "compile", "layers", "kernels", "compress", "colep", "datasets")

@@ -78,7 +78,9 @@ class TensorCircuit(CompiledCircuit, Distribution):
         draws = queries.sample(self, n, generator=generator).reshape(*shape, self.num_vars)
         return draws.long() if self.is_discrete else draws
 
-    def sample_conditional(self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_conditional(
+        self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Complete each sample's missing entries with an exact draw from p(x_missing | x_observed)."""
         return queries.sample(self, x=x, mask=mask, generator=generator)
 

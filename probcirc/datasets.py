@@ -87,7 +87,9 @@ def load_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = shared_data_dir()
     if root is None or not (root / "mnist").is_dir():
-        raise FileNotFoundError("MNIST is not available: set PROBMOD_DATA or place ../shared/data/mnist beside the checkout")
+        raise FileNotFoundError(
+            "MNIST is not available: set PROBMOD_DATA or place ../shared/data/mnist beside the checkout"
+        )
     images = read_idx(root / "mnist" / f"{prefix}-images-idx3-ubyte.gz")
     labels = read_idx(root / "mnist" / f"{prefix}-labels-idx1-ubyte.gz")
     return images, labels

@@ -352,7 +352,10 @@ class GaussianMixture(Distribution):
                 params = (self.logits, self.means, self.scale_tril)
             else:
                 b = batch_index[idx]
-                params = tuple(t.reshape(nb, *t.shape[len(self.batch_shape):])[b] for t in (self.logits, self.means, self.scale_tril))
+                params = tuple(
+                    t.reshape(nb, *t.shape[len(self.batch_shape) :])[b]
+                    for t in (self.logits, self.means, self.scale_tril)
+                )
             yield idx, ~pattern, params
 
     # ------------------------------------------------------------------ io
@@ -410,7 +413,9 @@ class ConditionalMixture:
     @property
     def variance(self) -> torch.Tensor:
         """The posterior variance of every entry, shape ``(N, D)``, 0 at observed entries."""
-        second = (self.weights[..., None] * (torch.diagonal(self.covariances, dim1=-2, dim2=-1) + self.means**2)).sum(-2)
+        second = (self.weights[..., None] * (torch.diagonal(self.covariances, dim1=-2, dim2=-1) + self.means**2)).sum(
+            -2
+        )
         return torch.where(self.mask, (second - self.mean**2).clamp_min(0), torch.zeros_like(second))
 
     def mpe(self) -> torch.Tensor:
@@ -444,8 +449,12 @@ class ConditionalMixture:
         for p, pattern in enumerate(patterns):
             rows, m = (inverse == p).nonzero().squeeze(-1), pattern.nonzero().squeeze(-1)
             if len(m):
-                post = GaussianMixture(self.weights[rows], self.means[rows][..., m], self.covariances[rows][..., m[:, None], m],
-                                       validate=False)
+                post = GaussianMixture(
+                    self.weights[rows],
+                    self.means[rows][..., m],
+                    self.covariances[rows][..., m[:, None], m],
+                    validate=False,
+                )
                 out[rows] = post.log_prob(x[rows][:, m])
         return out
 
@@ -481,7 +490,9 @@ def _check_shapes(weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor
         raise ValueError(f"means must have shape (*B, K, D), got {tuple(means.shape)}")
     *b, k, d = means.shape
     if tuple(weights.shape) != (*b, k):
-        raise ValueError(f"weights must have shape {(*b, k)} to match means {tuple(means.shape)}, got {tuple(weights.shape)}")
+        raise ValueError(
+            f"weights must have shape {(*b, k)} to match means {tuple(means.shape)}, got {tuple(weights.shape)}"
+        )
     if tuple(covs.shape) != (*b, k, d, d):
         raise ValueError(f"covariances must have shape {(*b, k, d, d)} to match means, got {tuple(covs.shape)}")
     if not all(bool(torch.isfinite(t).all()) for t in (means, covs)):

@@ -71,7 +71,11 @@ def _init_kmeanspp(cls, X, missing, k, reg_covar, gen):
             cov = torch.cov(pts.T).reshape(d, d)
         else:
             cov = var * torch.eye(d, dtype=X.dtype, device=X.device)
-        covs.append(cov + reg_covar * torch.eye(d, dtype=X.dtype, device=X.device) + 1e-3 * var * torch.eye(d, dtype=X.dtype, device=X.device))
+        covs.append(
+            cov
+            + reg_covar * torch.eye(d, dtype=X.dtype, device=X.device)
+            + 1e-3 * var * torch.eye(d, dtype=X.dtype, device=X.device)
+        )
         weights.append(max(len(pts), 1))
     w = torch.tensor(weights, dtype=X.dtype, device=X.device)
     return cls(w / w.sum(), centers, torch.stack(covs))

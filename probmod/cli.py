@@ -27,12 +27,23 @@ import argparse
 import os
 import signal
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import ProbmodError, exit_code, exit_code_table
 
-__all__ = ["make_parser", "add_output", "add_force", "add_quiet", "add_threads", "add_seed", "set_threads", "run",
-           "DEBUG_ENV", "HIDDEN_ALIASES", "subparser"]
+__all__ = [
+    "make_parser",
+    "add_output",
+    "add_force",
+    "add_quiet",
+    "add_threads",
+    "add_seed",
+    "set_threads",
+    "run",
+    "DEBUG_ENV",
+    "HIDDEN_ALIASES",
+    "subparser",
+]
 
 #: old spellings accepted for compatibility but not shown in ``--help``
 HIDDEN_ALIASES = frozenset({"--out", "--overwrite", "--no-progress"})
@@ -47,8 +58,18 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         shown = [o for o in action.option_strings if o not in HIDDEN_ALIASES]
         if shown == action.option_strings:
             return super()._format_action_invocation(action)
-        visible = argparse.Action(shown, action.dest, action.nargs, action.const, action.default, action.type,
-                                  action.choices, action.required, action.help, action.metavar)
+        visible = argparse.Action(
+            shown,
+            action.dest,
+            action.nargs,
+            action.const,
+            action.default,
+            action.type,
+            action.choices,
+            action.required,
+            action.help,
+            action.metavar,
+        )
         return super()._format_action_invocation(visible)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -61,14 +82,25 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def make_parser(prog: str, description: str, **kwargs) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with probmod's help format and the exit-code table as its epilog."""
-    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Formatter,
-                                   epilog=kwargs.pop("epilog", exit_code_table()), **kwargs)
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=_Formatter,
+        epilog=kwargs.pop("epilog", exit_code_table()),
+        **kwargs,
+    )
 
 
 def subparser(sub, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
     """A subcommand parser with the same format and epilog as :func:`make_parser`."""
-    return sub.add_parser(name, help=help, description=kwargs.pop("description", help), formatter_class=_Formatter,
-                          epilog=kwargs.pop("epilog", exit_code_table()), **kwargs)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=kwargs.pop("description", help),
+        formatter_class=_Formatter,
+        epilog=kwargs.pop("epilog", exit_code_table()),
+        **kwargs,
+    )
 
 
 def add_output(p: argparse.ArgumentParser, help: str = "output file", required: bool = True, **kwargs) -> None:
@@ -83,8 +115,9 @@ def add_force(p: argparse.ArgumentParser, help: str = "replace existing output",
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     """``-q/--quiet`` (hidden alias ``--no-progress``)."""
-    p.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
-                   help="no progress bar or progress lines")
+    p.add_argument(
+        "-q", "--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar or progress lines"
+    )
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
@@ -128,8 +161,12 @@ def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise SystemExit(128 + signum)
 
 
-def run(prog: str, command: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
-        argv: Sequence[str] | None = None) -> int:
+def run(
+    prog: str,
+    command: Callable[[argparse.Namespace], int | None],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+) -> int:
     """Parse ``argv``, call ``command(args)`` and map any error to one line and its exit status.
 
     ``ProbmodError`` subclasses keep their own code; builtin ``OSError``,
@@ -157,8 +194,9 @@ def run(prog: str, command: Callable[[argparse.Namespace], int | None], parser: 
     except Exception as err:  # noqa: BLE001 - the promise is one line, never a traceback
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"{name}: internal error: {type(err).__name__}: {err} (set {DEBUG_ENV}=1 for a traceback)",
-              file=sys.stderr)
+        print(
+            f"{name}: internal error: {type(err).__name__}: {err} (set {DEBUG_ENV}=1 for a traceback)", file=sys.stderr
+        )
         return 1
     finally:
         if previous is not None:

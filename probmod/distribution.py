@@ -15,7 +15,8 @@ its own mask.
 from __future__ import annotations
 
 import abc
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -66,11 +67,11 @@ class Distribution(abc.ABC):
         models return integer tensors (``torch.long``).
         """
 
-    def marginal(self, vars: Sequence[int]) -> "Distribution":
+    def marginal(self, vars: Sequence[int]) -> Distribution:
         """The exact marginal distribution over the variables ``vars``."""
         raise NotImplementedError(f"{type(self).__name__} has no exact marginal")
 
-    def condition(self, x: torch.Tensor, mask: torch.Tensor) -> "Conditional":
+    def condition(self, x: torch.Tensor, mask: torch.Tensor) -> Conditional:
         """The exact distribution of the missing entries given the observed ones, per sample."""
         raise NotImplementedError(f"{type(self).__name__} has no exact conditional")
 

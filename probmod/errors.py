@@ -15,8 +15,18 @@ Example:
 from __future__ import annotations
 
 __all__ = [
-    "ProbmodError", "UsageError", "InputError", "FormatError", "ModelMismatchError", "OutputExistsError",
-    "LimitError", "NumericalError", "OutputError", "EXIT_CODES", "exit_code", "exit_code_table",
+    "ProbmodError",
+    "UsageError",
+    "InputError",
+    "FormatError",
+    "ModelMismatchError",
+    "OutputExistsError",
+    "LimitError",
+    "NumericalError",
+    "OutputError",
+    "EXIT_CODES",
+    "exit_code",
+    "exit_code_table",
 ]
 
 

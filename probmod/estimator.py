@@ -46,14 +46,17 @@ class Estimator:
     @classmethod
     def _param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
-        return sorted(name for name, p in sig.parameters.items()
-                      if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        return sorted(
+            name
+            for name, p in sig.parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:  # noqa: ARG002 - sklearn's signature
         """The hyperparameters, as passed to ``__init__``."""
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params: Any) -> "Estimator":
+    def set_params(self, **params: Any) -> Estimator:
         """Set hyperparameters by name; returns ``self``.
 
         Raises:
@@ -68,8 +71,11 @@ class Estimator:
 
     def __repr__(self) -> str:
         sig = inspect.signature(type(self).__init__)
-        changed = [f"{n}={getattr(self, n)!r}" for n, p in sig.parameters.items()
-                   if n != "self" and hasattr(self, n) and not _same(getattr(self, n), p.default)]
+        changed = [
+            f"{n}={getattr(self, n)!r}"
+            for n, p in sig.parameters.items()
+            if n != "self" and hasattr(self, n) and not _same(getattr(self, n), p.default)
+        ]
         return f"{type(self).__name__}({', '.join(changed)})"
 
 

@@ -34,11 +34,32 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import (FormatError, InputError, LimitError, ModelMismatchError, OutputError, OutputExistsError,
-                     ProbmodError)
+from .errors import (
+    FormatError,
+    InputError,
+    LimitError,
+    ModelMismatchError,
+    OutputError,
+    OutputExistsError,
+    ProbmodError,
+)
 
-__all__ = ["save", "load", "register", "registered", "FormatError", "FORMAT", "VERSION", "MAX_BYTES", "atomic_path",
-           "check_output", "check_regular_file", "open_hdf5", "safe_datasets", "new_file_mode"]
+__all__ = [
+    "save",
+    "load",
+    "register",
+    "registered",
+    "FormatError",
+    "FORMAT",
+    "VERSION",
+    "MAX_BYTES",
+    "atomic_path",
+    "check_output",
+    "check_regular_file",
+    "open_hdf5",
+    "safe_datasets",
+    "new_file_mode",
+]
 
 FORMAT = "probmod"
 VERSION = 1
@@ -166,15 +187,14 @@ def save(obj: Any, path: str | os.PathLike, overwrite: bool = False) -> None:
     if _REGISTRY.get(kind) is not type(obj):
         raise TypeError(f"cannot save a {kind}: its class is not registered with probmod.io.register")
     attrs, arrays = obj._state()
-    with atomic_path(path, overwrite) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["version"] = VERSION
-            f.attrs["kind"] = kind
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            for name, value in arrays.items():
-                f.create_dataset(name, data=np.asarray(value))
+    with atomic_path(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["version"] = VERSION
+        f.attrs["kind"] = kind
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        for name, value in arrays.items():
+            f.create_dataset(name, data=np.asarray(value))
 
 
 def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
@@ -242,19 +262,24 @@ def safe_datasets(f: h5py.File, max_bytes: int = MAX_BYTES) -> dict[str, h5py.Da
                 raise FormatError(f"{name}: {path!r} keeps its data outside the file; refused")
             if item.dtype.kind not in "biufc?S" or item.dtype.hasobject:
                 raise FormatError(f"{name}: {path!r} has an unsupported dtype {item.dtype}")
-            declared = int(np.prod(item.shape, dtype=np.float64)) * item.dtype.itemsize if item.shape else item.dtype.itemsize
+            declared = (
+                int(np.prod(item.shape, dtype=np.float64)) * item.dtype.itemsize if item.shape else item.dtype.itemsize
+            )
             total += declared
             if total > max_bytes:
-                raise LimitError(f"{name}: its arrays declare more than {max_bytes / 2**20:.0f} MiB "
-                                 f"({path!r} alone {declared / 2**20:.0f} MiB); raise max_bytes if this file is trusted")
+                raise LimitError(
+                    f"{name}: its arrays declare more than {max_bytes / 2**20:.0f} MiB "
+                    f"({path!r} alone {declared / 2**20:.0f} MiB); raise max_bytes if this file is trusted"
+                )
             stored = item.id.get_storage_size()
             # Uncompressed data must be all there; compressed data cannot expand past deflate's
             # best ratio (about 1032:1), so unwritten chunks cannot pose as gigabytes of fill.
             compressed = item.chunks is not None and bool(item.compression)
             short = declared > max(stored * 1032, 1 << 20) if compressed else stored < declared
             if item.shape and short:
-                raise FormatError(f"{name}: {path!r} declares {declared} bytes but stores {stored}; "
-                                  "truncated or crafted")
+                raise FormatError(
+                    f"{name}: {path!r} declares {declared} bytes but stores {stored}; truncated or crafted"
+                )
             found[path] = item
     return found
 

@@ -35,8 +35,15 @@ class Progress:
         every: seconds between log lines when ``stream`` is not a terminal.
     """
 
-    def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True,
-                 stream: IO[str] | None = None, every: float = LOG_EVERY):
+    def __init__(
+        self,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        enabled: bool = True,
+        stream: IO[str] | None = None,
+        every: float = LOG_EVERY,
+    ):
         self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
         self.stream = stream if stream is not None else sys.stderr
         self.every = every
@@ -89,7 +96,7 @@ class Progress:
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         return f"{self.desc}: {count} {self.unit}{pct}, {self.n / elapsed:.1f} {self.unit}/s, {elapsed:.0f} s"
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -57,12 +57,39 @@ __all__ = ["MARKER", "main", "make_model"]
 
 PROG = "sparsecoding"
 MODEL_NAMES = ("bsc", "tsc", "dsc", "mca", "mmca", "gsc")
-DEFAULTS = {"Hprime": None, "gamma": None, "steps": 100, "anneal": "2:1@0.6", "Ncut_factor": 0.0, "W_noise": 0.0,
-            "seed": 0, "restarts": 1,
-            "chunk_size": 256, "checkpoint_every": 10, "key": "y", "values": "0,1", "psi_full": False}
+DEFAULTS = {
+    "Hprime": None,
+    "gamma": None,
+    "steps": 100,
+    "anneal": "2:1@0.6",
+    "Ncut_factor": 0.0,
+    "W_noise": 0.0,
+    "seed": 0,
+    "restarts": 1,
+    "chunk_size": 256,
+    "checkpoint_every": 10,
+    "key": "y",
+    "values": "0,1",
+    "psi_full": False,
+}
 #: options that define a run; on --resume any that is given must match the checkpoint
-RUN_KEYS = ("model", "data", "key", "H", "Hprime", "gamma", "steps", "anneal", "Ncut_factor", "W_noise", "seed",
-            "restarts", "chunk_size", "values", "psi_full")
+RUN_KEYS = (
+    "model",
+    "data",
+    "key",
+    "H",
+    "Hprime",
+    "gamma",
+    "steps",
+    "anneal",
+    "Ncut_factor",
+    "W_noise",
+    "seed",
+    "restarts",
+    "chunk_size",
+    "values",
+    "psi_full",
+)
 #: the marker file that makes a folder a run folder: ``--force`` clears only folders that hold it
 MARKER = ".sparsecoding-run"
 OUR_FILES = ("results.h5", "checkpoint.h5", "config.json", "dictionary.png", "curves.png")
@@ -102,14 +129,23 @@ def _size(text: str) -> float:
 
 
 def _max_memory(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-memory", dest="max_memory", type=_size, default=None, metavar="SIZE",
-                   help="refuse to start work whose estimated memory per process exceeds SIZE (bytes, or 512M, 8GiB, "
-                        "...; default: 8GiB)")
+    p.add_argument(
+        "--max-memory",
+        dest="max_memory",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="refuse to start work whose estimated memory per process exceeds SIZE (bytes, or 512M, 8GiB, "
+        "...; default: 8GiB)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = make_parser(PROG, "Sparse coding with truncated EM (BSC, TSC, DSC, MCA, MMCA, GSC): make data, train "
-                          "(under mpirun for MPI), plot, match.")
+    p = make_parser(
+        PROG,
+        "Sparse coding with truncated EM (BSC, TSC, DSC, MCA, MMCA, GSC): make data, train "
+        "(under mpirun for MPI), plot, match.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
     d = subparser(sub, "data", "write a data set to HDF5")
@@ -122,11 +158,20 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("run", help="the run folder")
     add_output(pl, help="folder for the PNGs (default: the run folder)", required=False)
     add_force(pl, help="replace PNGs in a folder that is not a run folder")
-    pl.add_argument("--max-points", dest="max_points", type=int, default=2000,
-                    help="data points used to measure each element's usage (mean posterior activation)")
+    pl.add_argument(
+        "--max-points",
+        dest="max_points",
+        type=int,
+        default=2000,
+        help="data points used to measure each element's usage (mean posterior activation)",
+    )
 
-    m = subparser(sub, "match", "compare a run's dictionary with the true bars (greedy matching); "
-                                "exit 0 when every bar is recovered, 1 when one is not")
+    m = subparser(
+        sub,
+        "match",
+        "compare a run's dictionary with the true bars (greedy matching); "
+        "exit 0 when every bar is recovered, 1 when one is not",
+    )
     m.add_argument("run", help="the run folder")
     m.add_argument("--truth", required=True, help="the data file written by `data bars`")
     m.add_argument("--tol", type=float, default=0.5, help="mean absolute error below which a bar counts as found")
@@ -134,9 +179,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train_parser(sub) -> None:
-    t = subparser(sub, "train", "learn a dictionary with truncated EM (run it under mpirun for MPI)",
-                  description="Learn a dictionary with truncated EM. Options left out take their default on a new "
-                              "run and the stored value on --resume.")
+    t = subparser(
+        sub,
+        "train",
+        "learn a dictionary with truncated EM (run it under mpirun for MPI)",
+        description="Learn a dictionary with truncated EM. Options left out take their default on a new "
+        "run and the stored value on --resume.",
+    )
     t.add_argument("--model", choices=MODEL_NAMES, default=None, help="generative model (required for a new run)")
     t.add_argument("--data", default=None, help="HDF5 file with a 2-D dataset (N, D) (required for a new run)")
     t.add_argument("--key", default=None, help="dataset name in the file (default: y)")
@@ -145,28 +194,54 @@ def _train_parser(sub) -> None:
     t.add_argument("--gamma", type=int, default=None, help="max active causes per state (default: min(Hprime, 5))")
     t.add_argument("--steps", type=int, default=None, help="EM steps (default: 100)")
     t.add_argument("--anneal", default=None, help="temperature schedule T0:T1@fraction (default: 2:1@0.6)")
-    t.add_argument("--Ncut-factor", dest="Ncut_factor", type=float, default=None,
-                   help="data truncation in [0, 1] (default: 0)")
-    t.add_argument("--W-noise", dest="W_noise", type=float, default=None,
-                   help="std of noise added to W while annealing, falling to 0 (default: 0)")
+    t.add_argument(
+        "--Ncut-factor", dest="Ncut_factor", type=float, default=None, help="data truncation in [0, 1] (default: 0)"
+    )
+    t.add_argument(
+        "--W-noise",
+        dest="W_noise",
+        type=float,
+        default=None,
+        help="std of noise added to W while annealing, falling to 0 (default: 0)",
+    )
     t.add_argument("--seed", type=int, default=None, help="seed of the initialisation (default: 0)")
-    t.add_argument("--restarts", type=int, default=None,
-                   help="run EM from this many initialisations (seeds seed, seed+1, ...) and keep the one with the "
-                        "highest final log-likelihood; each candidate checkpoints under OUTPUT/restarts/ (default: 1)")
-    t.add_argument("--chunk-size", dest="chunk_size", type=int, default=None,
-                   help="rows per reduction chunk (default: 256)")
+    t.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="run EM from this many initialisations (seeds seed, seed+1, ...) and keep the one with the "
+        "highest final log-likelihood; each candidate checkpoints under OUTPUT/restarts/ (default: 1)",
+    )
+    t.add_argument(
+        "--chunk-size", dest="chunk_size", type=int, default=None, help="rows per reduction chunk (default: 256)"
+    )
     t.add_argument("--values", default=None, help="DSC state values, comma-separated, starting with 0 (default: 0,1)")
-    t.add_argument("--psi-full", dest="psi_full", action="store_true", default=None,
-                   help="GSC: learn a full Psi (default: diagonal)")
-    t.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=None,
-                   help="steps between checkpoints (default: 10)")
+    t.add_argument(
+        "--psi-full",
+        dest="psi_full",
+        action="store_true",
+        default=None,
+        help="GSC: learn a full Psi (default: diagonal)",
+    )
+    t.add_argument(
+        "--checkpoint-every",
+        dest="checkpoint_every",
+        type=int,
+        default=None,
+        help="steps between checkpoints (default: 10)",
+    )
     add_output(t, help="run folder")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its last checkpoint")
-    add_force(t, target=g, help=f"start over in a run folder (one holding {MARKER}): clears only the files "
-                                "this tool wrote")
-    t.add_argument("--no-plot", dest="plot", action="store_false",
-                   help="do not draw dictionary.png and curves.png at the end (default: draw them)")
+    add_force(
+        t, target=g, help=f"start over in a run folder (one holding {MARKER}): clears only the files this tool wrote"
+    )
+    t.add_argument(
+        "--no-plot",
+        dest="plot",
+        action="store_false",
+        help="do not draw dictionary.png and curves.png at the end (default: draw them)",
+    )
     _max_memory(t)
     add_quiet(t)
     add_threads(t)
@@ -187,23 +262,49 @@ def _bars_options(p: argparse.ArgumentParser) -> None:
 def _patches_parser(dsub) -> None:
     from .data import MAX_PIXELS
 
-    pp = subparser(dsub, "patches", "grey-scale image patches, each with its mean removed, optionally "
-                                    "ZCA-whitened: from your own images, or scikit-image's photographs")
+    pp = subparser(
+        dsub,
+        "patches",
+        "grey-scale image patches, each with its mean removed, optionally "
+        "ZCA-whitened: from your own images, or scikit-image's photographs",
+    )
     add_output(pp, help="data file to write (HDF5)")
-    pp.add_argument("--images", nargs="+", default=None, metavar="DIR|FILE",
-                    help="image files, or folders whose image files (png, jpg, tif, bmp, gif, webp, pnm) are all "
-                         "used; colour is turned to grey-scale (default: scikit-image's bundled photographs, "
-                         "which need `pip install probmod[bench]`)")
+    pp.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        metavar="DIR|FILE",
+        help="image files, or folders whose image files (png, jpg, tif, bmp, gif, webp, pnm) are all "
+        "used; colour is turned to grey-scale (default: scikit-image's bundled photographs, "
+        "which need `pip install probmod[bench]`)",
+    )
     pp.add_argument("--N", type=int, default=50000, help="number of patches")
     pp.add_argument("--size", type=int, default=12, help="patch side in pixels (D = size^2)")
-    pp.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=True,
-                    help="ZCA-whiten the patches (decorrelates pixels, flattens the spectrum)")
-    pp.add_argument("--eps", type=float, default=1e-2,
-                    help="whitening regulariser: eps * largest eigenvalue is added to every eigenvalue")
-    pp.add_argument("--keep", type=float, default=1.0,
-                    help="draw N/keep patches and keep the N of highest variance (e.g. 0.5 drops flat sky)")
-    pp.add_argument("--max-pixels", dest="max_pixels", type=int, default=MAX_PIXELS,
-                    help="refuse an image declaring more pixels (decompression bombs); raise it for huge photos")
+    pp.add_argument(
+        "--whiten",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ZCA-whiten the patches (decorrelates pixels, flattens the spectrum)",
+    )
+    pp.add_argument(
+        "--eps",
+        type=float,
+        default=1e-2,
+        help="whitening regulariser: eps * largest eigenvalue is added to every eigenvalue",
+    )
+    pp.add_argument(
+        "--keep",
+        type=float,
+        default=1.0,
+        help="draw N/keep patches and keep the N of highest variance (e.g. 0.5 drops flat sky)",
+    )
+    pp.add_argument(
+        "--max-pixels",
+        dest="max_pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help="refuse an image declaring more pixels (decompression bombs); raise it for huge photos",
+    )
     pp.add_argument("--seed", type=int, default=0, help="random seed of the patch positions")
     _max_memory(pp)
     add_force(pp)
@@ -219,7 +320,7 @@ def _bcast_error(err: BaseException | None, comm) -> None:
         if comm.rank == 0 and err is not None:
             raw = str(err).encode()[:4000]
             buf[0] = exit_code(err) or 1
-            buf[1: 1 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+            buf[1 : 1 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
         buf = comm.bcast(buf)
         if comm.rank != 0 and buf[0]:
             text = bytes(buf[1:]).split(b"\0", 1)[0].decode(errors="replace")
@@ -277,8 +378,11 @@ def _train_config(args, ranks: int = 1) -> tuple[dict[str, Any], bool]:
         config = _resume_config(out)
         stored = {**config, "seed": config.get("restart_seed", config.get("seed"))}  # --seed names the first restart
         first = ", the first of its restarts" if "restart_seed" in config else ""
-        diff = [f"--{k}={given[k]} (run has {stored.get(k)}{first * (k == 'seed')})"
-                for k in given if given[k] != stored.get(k)]
+        diff = [
+            f"--{k}={given[k]} (run has {stored.get(k)}{first * (k == 'seed')})"
+            for k in given
+            if given[k] != stored.get(k)
+        ]
         if diff:
             raise UsageError("--resume continues the stored run; these options differ from it: " + ", ".join(diff))
         model = make_model(config)
@@ -287,11 +391,14 @@ def _train_config(args, ranks: int = 1) -> tuple[dict[str, Any], bool]:
         return config, True
     if out.exists() and any(out.iterdir()):
         if not args.force:
-            raise OutputExistsError(f"run folder {out} already exists; pass --resume to continue it or --force to "
-                                    "start over")
+            raise OutputExistsError(
+                f"run folder {out} already exists; pass --resume to continue it or --force to start over"
+            )
         if not (out / MARKER).is_file():
-            raise OutputExistsError(f"{out} is not empty and is not a sparsecoding run folder (it has no {MARKER}); "
-                                    "--force only clears folders this tool made: choose a new or empty folder")
+            raise OutputExistsError(
+                f"{out} is not empty and is not a sparsecoding run folder (it has no {MARKER}); "
+                "--force only clears folders this tool made: choose a new or empty folder"
+            )
     for k in ("model", "data", "H"):
         if k not in given:
             raise UsageError(f"--{k} is required to start a new run")
@@ -369,8 +476,9 @@ def _prepare_folder(out: Path, clear: bool) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / MARKER, overwrite=True) as tmp:
-            Path(tmp).write_text("A sparsecoding run folder: `sparsecoding train --force` clears only the files "
-                                 "the tool wrote here.\n")
+            Path(tmp).write_text(
+                "A sparsecoding run folder: `sparsecoding train --force` clears only the files the tool wrote here.\n"
+            )
     except ProbmodError:
         raise
     except OSError as err:
@@ -388,8 +496,13 @@ def _one_line(err: BaseException) -> tuple[str, int]:
     """The message and exit status :func:`probmod.cli.run` would give ``err``."""
     code = exit_code(err)
     if isinstance(err, ProbmodError) or code != 1:
-        text = str(err) if not isinstance(err, OSError) or isinstance(err, ProbmodError) else \
-            f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+        text = (
+            str(err)
+            if not isinstance(err, OSError) or isinstance(err, ProbmodError)
+            else f"{err.filename}: {err.strerror}"
+            if err.filename and err.strerror
+            else str(err)
+        )
         return f"error: {text or type(err).__name__}", code
     return f"internal error: {type(err).__name__}: {err}", 1
 
@@ -411,8 +524,9 @@ def cmd_train(args) -> int:
                 text, code = "interrupted", 130 if isinstance(err, KeyboardInterrupt) else int(err.code or 1)
             else:
                 text, code = _one_line(err)
-            print(f"{PROG} train: {text} (rank {comm.rank} of {comm.size}; ending all ranks)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"{PROG} train: {text} (rank {comm.rank} of {comm.size}; ending all ranks)", file=sys.stderr, flush=True
+            )
             comm.abort(code)
             os._exit(code)  # MPICH's Abort may return to the caller once the other ranks are told
         raise
@@ -486,36 +600,55 @@ def _train(args, comm) -> int:
     a, b = rank_rows(N, int(config["chunk_size"]), comm.rank, comm.size)
     Y = read_rows(config["data"], key, a, b) if b > a else np.zeros((0, D))
     if Y.shape != (b - a, D):
-        raise DataError(f"dataset {key!r} in {config['data']} changed since the run started (rows {a}..{b} of "
-                        f"width {D} expected, got {Y.shape})")
+        raise DataError(
+            f"dataset {key!r} in {config['data']} changed since the run started (rows {a}..{b} of "
+            f"width {D} expected, got {Y.shape})"
+        )
     with np.errstate(over="ignore"):
         bad = np.array([0.0 if np.all(np.isfinite(Y)) else 1.0, 0.0 if np.isfinite(np.sum(Y * Y)) else 1.0])
     bad = comm.allreduce_sum(bad) if comm.size > 1 else bad
     if bad[0] > 0:
         raise _collective(NumericalError(f"dataset {key!r} in {config['data']} contains NaN or inf; clean it first"))
     if bad[1] > 0:
-        raise _collective(NumericalError(f"dataset {key!r} in {config['data']} holds values so large that their "
-                                         "squares overflow; rescale it (e.g. to unit variance) first"))
+        raise _collective(
+            NumericalError(
+                f"dataset {key!r} in {config['data']} holds values so large that their "
+                "squares overflow; rescale it (e.g. to unit variance) first"
+            )
+        )
     chunks = local_chunks_from_array(Y, int(config["chunk_size"]), comm.rank, comm.size, row_offset=a, N=N)
 
-    em_args = {"N": N, "D": D, "steps": int(config["steps"]), "anneal": config["anneal"],
-               "Ncut_factor": float(config["Ncut_factor"]), "W_noise": float(config.get("W_noise", 0.0)), "comm": comm}
+    em_args = {
+        "N": N,
+        "D": D,
+        "steps": int(config["steps"]),
+        "anneal": config["anneal"],
+        "Ncut_factor": float(config["Ncut_factor"]),
+        "W_noise": float(config.get("W_noise", 0.0)),
+        "comm": comm,
+    }
     quiet = bool(args.quiet)
     try:
         if restarting:
             result, config = _best_of_restarts(model, chunks, config, out, em_args, comm, args.resume, quiet)
             if comm.rank == 0:  # the winner's run, written as if it had been the only one
                 ResultsWriter(out / RESULTS, config, result.history)
-                save_checkpoint(out, config, result.params, {k: list(v) for k, v in result.history.items()},
-                                int(config["steps"]) - 1)
+                save_checkpoint(
+                    out,
+                    config,
+                    result.params,
+                    {k: list(v) for k, v in result.history.items()},
+                    int(config["steps"]) - 1,
+                )
                 _write_json(out / "config.json", config)
         else:
             result = _checkpointed_run(model, chunks, config, out, em_args, comm, args.resume, quiet)
     except NumericalError as e:  # from broadcast parameters or reduced statistics: alike on every rank
         raise _collective(e) from None
     except np.linalg.LinAlgError as e:  # the M-step runs alike on every rank
-        raise _collective(NumericalError(f"the M-step failed ({e}); the data may be badly scaled or degenerate")) \
-            from None
+        raise _collective(
+            NumericalError(f"the M-step failed ({e}); the data may be badly scaled or degenerate")
+        ) from None
     if comm.rank == 0:
         p = result.params
         if args.plot:
@@ -526,8 +659,10 @@ def _train(args, comm) -> int:
             except ImportError as e:  # matplotlib missing: the run itself is fine
                 print(f"{PROG} train: warning: no plot ({e})", file=sys.stderr)
         ll = float(result.history["loglik"][-1]) if len(result.history.get("loglik", [])) else float("nan")
-        print(f"done: {config['model']} H={config['H']} steps={config['steps']} ranks={comm.size} "
-              f"pi={float(p['pi']):.4f} sigma={float(p['sigma']):.4f} loglik={ll:.4f} -> {out / RESULTS}")
+        print(
+            f"done: {config['model']} H={config['H']} steps={config['steps']} ranks={comm.size} "
+            f"pi={float(p['pi']):.4f} sigma={float(p['sigma']):.4f} loglik={ll:.4f} -> {out / RESULTS}"
+        )
     return 0
 
 
@@ -550,8 +685,9 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
     steps, every = int(config["steps"]), int(config["checkpoint_every"])
     hist_lists: dict[str, list] = {k: list(v) for k, v in (history or {}).items()}
     writer = None
-    bar = Progress(total=steps, desc=f"{model.name} EM (seed {config['seed']})", unit="step",
-                   enabled=comm.rank == 0 and not quiet)
+    bar = Progress(
+        total=steps, desc=f"{model.name} EM (seed {config['seed']})", unit="step", enabled=comm.rank == 0 and not quiet
+    )
     bar.update(start)
     if comm.rank == 0:  # on resume, results.h5 is rewritten from the checkpoint's history
         folder.mkdir(parents=True, exist_ok=True)
@@ -567,15 +703,25 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
             hist_lists.setdefault(k, []).append(np.asarray(v))
         if (t + 1) % every == 0 or t + 1 == steps:
             save_checkpoint(folder, config, p, hist_lists, t)
-        bar.set_postfix(f"T={row['T']:.2f} ll={row['loglik']:.3f} pi={float(np.mean(p['pi'])):.3f} "
-                        f"sigma={float(p['sigma']):.3f}")
+        bar.set_postfix(
+            f"T={row['T']:.2f} ll={row['loglik']:.3f} pi={float(np.mean(p['pi'])):.3f} sigma={float(p['sigma']):.3f}"
+        )
         bar.update(1)
         if kill_after is not None and t + 1 == int(kill_after):
             os.kill(os.getpid(), signal.SIGKILL)
 
     with bar:
-        return run_em(model, chunks, seed=int(config["seed"]), params=params, start_step=start, history=history,
-                      on_step=on_step, progress=False, **em_args)
+        return run_em(
+            model,
+            chunks,
+            seed=int(config["seed"]),
+            params=params,
+            start_step=start,
+            history=history,
+            on_step=on_step,
+            progress=False,
+            **em_args,
+        )
 
 
 def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, comm, resume: bool, quiet: bool):
@@ -591,8 +737,7 @@ def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, com
     for r in range(int(config["restarts"])):
         seed = base + r
         candidate = {**config, "seed": seed, "restarts": 1}
-        res = _checkpointed_run(model, chunks, candidate, out / RESTARTS / f"seed-{seed}", em_args, comm, resume,
-                                quiet)
+        res = _checkpointed_run(model, chunks, candidate, out / RESTARTS / f"seed-{seed}", em_args, comm, resume, quiet)
         logliks.append(float(res.history["loglik"][-1]))
         if comm.rank == 0:
             print(f"restart {r + 1}/{config['restarts']} (seed {seed}): final loglik {logliks[-1]:.4f}", flush=True)
@@ -649,10 +794,16 @@ def cmd_bars(args) -> int:
     check_output(args.output, args.force)
     d = bars_data(args.N, args.size, args.pi, args.sigma, args.amplitude, args.model, args.seed)
     truth = {f"truth/{k}": v for k, v in d.items() if k not in ("Y",)}
-    write_data(args.output, d["Y"], overwrite=args.force,
-               attrs={"patch_shape": (args.size, args.size), "model": args.model}, extra=truth)
-    print(f"wrote {args.N} bars samples ({args.size}x{args.size}, H={2 * args.size}, model {args.model}) "
-          f"to {args.output}")
+    write_data(
+        args.output,
+        d["Y"],
+        overwrite=args.force,
+        attrs={"patch_shape": (args.size, args.size), "model": args.model},
+        extra=truth,
+    )
+    print(
+        f"wrote {args.N} bars samples ({args.size}x{args.size}, H={2 * args.size}, model {args.model}) to {args.output}"
+    )
     return 0
 
 
@@ -670,21 +821,38 @@ def cmd_patches(args) -> int:
         raise UsageError("--eps and --max-pixels must be positive")
     need, limit = 8 * math.ceil(args.N / args.keep) * args.size**2 * 3, args.max_memory or MAX_MEMORY
     if need > limit:
-        raise LimitError(f"{args.N} patches of {args.size}x{args.size} (keep {args.keep}) need about "
-                         f"{need / 2**30:.1f} GiB, over --max-memory {limit / 2**30:.1f} GiB")
+        raise LimitError(
+            f"{args.N} patches of {args.size}x{args.size} (keep {args.keep}) need about "
+            f"{need / 2**30:.1f} GiB, over --max-memory {limit / 2**30:.1f} GiB"
+        )
     check_output(args.output, args.force)
     set_threads(args.threads)
     files = image_files(args.images) if args.images else None
     try:
-        P = image_patches(args.N, args.size, args.seed, whiten=args.whiten, eps=args.eps, files=files,
-                          keep=args.keep, max_pixels=args.max_pixels, progress=not args.quiet)
+        P = image_patches(
+            args.N,
+            args.size,
+            args.seed,
+            whiten=args.whiten,
+            eps=args.eps,
+            files=files,
+            keep=args.keep,
+            max_pixels=args.max_pixels,
+            progress=not args.quiet,
+        )
     except ImportError as err:
         raise UsageError(str(err)) from None
     source = f"{len(files)} image(s)" if files else "scikit-image's photographs"
-    write_data(args.output, P, overwrite=args.force,
-               attrs={"patch_shape": (args.size, args.size), "whitened": bool(args.whiten), "keep": args.keep})
-    print(f"wrote {args.N} {'whitened ' if args.whiten else ''}{args.size}x{args.size} patches from {source} "
-          f"to {args.output}")
+    write_data(
+        args.output,
+        P,
+        overwrite=args.force,
+        attrs={"patch_shape": (args.size, args.size), "whitened": bool(args.whiten), "keep": args.keep},
+    )
+    print(
+        f"wrote {args.N} {'whitened ' if args.whiten else ''}{args.size}x{args.size} patches from {source} "
+        f"to {args.output}"
+    )
     return 0
 
 
@@ -736,15 +904,19 @@ def cmd_match(args) -> int:
     if model == "gsc" and "mu" in res:
         W, Wt = W * res["mu"][-1], Wt * truth.get("mu", 1.0)
     if W.shape[0] != Wt.shape[0]:
-        raise ModelMismatchError(f"the run's W has {W.shape[0]} rows but the truth in {args.truth} has "
-                                 f"{Wt.shape[0]}: they describe different data")
+        raise ModelMismatchError(
+            f"the run's W has {W.shape[0]} rows but the truth in {args.truth} has "
+            f"{Wt.shape[0]}: they describe different data"
+        )
     match, mae = greedy_match(W, Wt, up_to_sign=(model == "tsc"))
     found = int(np.sum(mae < args.tol))
     pi, sigma = float(np.mean(res["pi"][-1])), float(np.mean(res["sigma"][-1]))
     print(" ".join(f"bar{j}<-W[:,{i}] mae={e:.3f}" for j, (i, e) in enumerate(zip(match, mae))))
-    print(f"recovered {found}/{Wt.shape[1]} bars (max MAE {np.max(mae):.3f}, tol {args.tol}); "
-          f"pi={pi:.3f} (true {float(np.mean(truth['pi'])):.3f}), "
-          f"sigma={sigma:.3f} (true {float(np.mean(truth['sigma'])):.3f})")
+    print(
+        f"recovered {found}/{Wt.shape[1]} bars (max MAE {np.max(mae):.3f}, tol {args.tol}); "
+        f"pi={pi:.3f} (true {float(np.mean(truth['pi'])):.3f}), "
+        f"sigma={sigma:.3f} (true {float(np.mean(truth['sigma'])):.3f})"
+    )
     return 0 if found == Wt.shape[1] else 1
 
 

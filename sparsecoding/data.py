@@ -53,8 +53,9 @@ def bars_dictionary(size: int = 5, amplitude: float = 10.0) -> np.ndarray:
 MODELS_TRUTH = ("bsc", "tsc", "dsc", "mca", "mmca", "gsc")
 
 
-def bars_truth(model: str, size: int = 5, pi: float = 0.2, sigma: float = 2.0, amplitude: float = 10.0,
-               signed: bool = False) -> dict:
+def bars_truth(
+    model: str, size: int = 5, pi: float = 0.2, sigma: float = 2.0, amplitude: float = 10.0, signed: bool = False
+) -> dict:
     """Ground-truth parameters of ``model`` on the bars test.
 
     BSC, TSC, MCA, MMCA: ``W = amplitude * bars`` (MMCA with ``signed``: every
@@ -78,8 +79,16 @@ def bars_truth(model: str, size: int = 5, pi: float = 0.2, sigma: float = 2.0, a
     return {"params": params, "extra": extra}
 
 
-def bars_data(N: int = 1000, size: int = 5, pi: float = 0.2, sigma: float = 2.0, amplitude: float = 10.0,
-              model: str = "bsc", seed: int = 0, signed: bool = False) -> dict:
+def bars_data(
+    N: int = 1000,
+    size: int = 5,
+    pi: float = 0.2,
+    sigma: float = 2.0,
+    amplitude: float = 10.0,
+    model: str = "bsc",
+    seed: int = 0,
+    signed: bool = False,
+) -> dict:
     """Draw the bars test from ``model``'s generative model.
 
     Returns a dict with ``Y`` (N, size²), ``S`` (N, 2·size) and the true
@@ -175,8 +184,10 @@ def load_gray(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarr
                     return arr / (arr.max() or 1.0)
                 return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise LimitError(f"{path}: the image declares more than {max_pixels} pixels (--max-pixels); "
-                         "raise the limit if the image is trusted") from None
+        raise LimitError(
+            f"{path}: the image declares more than {max_pixels} pixels (--max-pixels); "
+            "raise the limit if the image is trusted"
+        ) from None
     except MemoryError:
         raise LimitError(f"{path}: out of memory decoding the image") from None
     except (OSError, ValueError, SyntaxError) as err:  # UnidentifiedImageError is an OSError
@@ -190,8 +201,10 @@ def _skimage_photos(size: int, names: Sequence[str] | None) -> list[np.ndarray]:
         import skimage.data
         from skimage.color import rgb2gray
     except ImportError:
-        raise ImportError("the default photographs need scikit-image; install it with `pip install probmod[bench]` "
-                          "or pass your own images") from None
+        raise ImportError(
+            "the default photographs need scikit-image; install it with `pip install probmod[bench]` "
+            "or pass your own images"
+        ) from None
     imgs = []
     for name in names or _IMAGES:
         loader = getattr(skimage.data, name, None)
@@ -211,9 +224,18 @@ def _skimage_photos(size: int, names: Sequence[str] | None) -> list[np.ndarray]:
     return imgs
 
 
-def image_patches(N: int = 50000, size: int = 12, seed: int = 0, images: Sequence[str] | None = None,
-                  whiten: bool = True, eps: float = 1e-2, files: Sequence[str | os.PathLike] | None = None,
-                  keep: float = 1.0, max_pixels: int = MAX_PIXELS, progress: bool = False) -> np.ndarray:
+def image_patches(
+    N: int = 50000,
+    size: int = 12,
+    seed: int = 0,
+    images: Sequence[str] | None = None,
+    whiten: bool = True,
+    eps: float = 1e-2,
+    files: Sequence[str | os.PathLike] | None = None,
+    keep: float = 1.0,
+    max_pixels: int = MAX_PIXELS,
+    progress: bool = False,
+) -> np.ndarray:
     """Random ``size x size`` grey-scale patches, each with its mean removed, optionally ZCA-whitened.
 
     The photographs are the user's image ``files`` (read with Pillow, one at a

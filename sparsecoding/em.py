@@ -63,7 +63,9 @@ def parse_anneal(spec: str | float | Schedule) -> Schedule:
         return spec
     m = _ANNEAL.match(str(spec))
     if not m:
-        raise ValueError(f"anneal must look like '5:1@0.8' (T from 5 to 1 over the first 80% of steps) or '1'; got {spec!r}")
+        raise ValueError(
+            f"anneal must look like '5:1@0.8' (T from 5 to 1 over the first 80% of steps) or '1'; got {spec!r}"
+        )
     try:
         if m.group(2) is None:
             T0 = T1 = float(m.group(1))
@@ -114,8 +116,10 @@ def require_finite(params: dict[str, np.ndarray], loglik, where: str) -> None:
     if loglik is not None and not np.isfinite(loglik):
         bad.append("log-likelihood")
     if bad:
-        raise NumericalError(f"{where} gave non-finite {', '.join(bad)}; the data may be too large or too small in "
-                             f"magnitude (rescale it, e.g. to unit variance)")
+        raise NumericalError(
+            f"{where} gave non-finite {', '.join(bad)}; the data may be too large or too small in "
+            f"magnitude (rescale it, e.g. to unit variance)"
+        )
 
 
 def run_em(
@@ -164,15 +168,45 @@ def run_em(
     # overflow shows up as inf/NaN, which require_finite reports with the step; numpy's warnings would only repeat it
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return _run_em(model, chunks, N=N, D=D, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, seed=seed,
-                           W_noise=W_noise, comm=comm, params=params, start_step=start_step, history=history,
-                           on_step=on_step, progress=progress)
+            return _run_em(
+                model,
+                chunks,
+                N=N,
+                D=D,
+                steps=steps,
+                anneal=anneal,
+                Ncut_factor=Ncut_factor,
+                seed=seed,
+                W_noise=W_noise,
+                comm=comm,
+                params=params,
+                start_step=start_step,
+                history=history,
+                on_step=on_step,
+                progress=progress,
+            )
     finally:
         limiter.restore_original_limits()
 
 
-def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, W_noise, comm, params, start_step, history,
-            on_step, progress) -> EMResult:
+def _run_em(
+    model,
+    chunks,
+    *,
+    N,
+    D,
+    steps,
+    anneal,
+    Ncut_factor,
+    seed,
+    W_noise,
+    comm,
+    params,
+    start_step,
+    history,
+    on_step,
+    progress,
+) -> EMResult:
     comm = comm or SerialComm()
     schedule = parse_anneal(anneal)
     model.check_memory(N, D, ranks=comm.size)
@@ -248,13 +282,23 @@ def _run_em(model, chunks, *, N, D, steps, anneal, Ncut_factor, seed, W_noise, c
             new = model.perturb(new, noise, np.random.default_rng([seed, t]))
         params = bcast_params(new, comm)
         require_finite(params, common["loglik"], f"EM step {t} (T={T:g})")
-        row = {"step": t, "T": T, "N_use": N_use, "loglik": float(common["loglik"]) / N,
-               "wall_time": time.perf_counter() - t0, **params}
+        row = {
+            "step": t,
+            "T": T,
+            "N_use": N_use,
+            "loglik": float(common["loglik"]) / N,
+            "wall_time": time.perf_counter() - t0,
+            **params,
+        }
         for k, v in row.items():
             history.setdefault(k, []).append(np.array(v))
         if bar is not None:
-            bar.set_postfix(T=f"{T:.2f}", ll=f"{row['loglik']:.3f}", pi=f"{float(params['pi']):.3f}",
-                            sigma=f"{float(params['sigma']):.3f}")
+            bar.set_postfix(
+                T=f"{T:.2f}",
+                ll=f"{row['loglik']:.3f}",
+                pi=f"{float(params['pi']):.3f}",
+                sigma=f"{float(params['sigma']):.3f}",
+            )
             bar.update(1)
         if on_step is not None:
             on_step(t, params, row)

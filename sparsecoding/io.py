@@ -77,8 +77,21 @@ _CONFIG_TYPES: dict[str, tuple[str, Any]] = {
     "Ncut_factor": ("a number in [0, 1]", lambda v: _is_num(v) and 0 <= v <= 1),
     "W_noise": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
 }
-_REQUIRED = ("model", "data", "key", "H", "Hprime", "gamma", "steps", "chunk_size", "seed", "N", "D", "anneal",
-             "Ncut_factor")
+_REQUIRED = (
+    "model",
+    "data",
+    "key",
+    "H",
+    "Hprime",
+    "gamma",
+    "steps",
+    "chunk_size",
+    "seed",
+    "N",
+    "D",
+    "anneal",
+    "Ncut_factor",
+)
 
 
 class DataError(FormatError):
@@ -111,8 +124,9 @@ def _dataset(path: Path, f: h5py.File, key: str, max_bytes: int) -> h5py.Dataset
     return found[key]
 
 
-def inspect_data(path: str | os.PathLike, key: str = "y",
-                 max_bytes: int = DATA_MAX_BYTES) -> tuple[int, int, dict[str, Any]]:
+def inspect_data(
+    path: str | os.PathLike, key: str = "y", max_bytes: int = DATA_MAX_BYTES
+) -> tuple[int, int, dict[str, Any]]:
     """``(N, D, attrs)`` of the dataset ``key`` in ``path``, with one-line errors for bad input.
 
     Raises:
@@ -125,8 +139,10 @@ def inspect_data(path: str | os.PathLike, key: str = "y",
     with open_hdf5(path, "data file (HDF5)") as f:
         ds = _dataset(path, f, key, max_bytes)
         if ds.ndim != 2:
-            raise DataError(f"dataset {key!r} in {path} has shape {ds.shape}; expected 2-D (N, D): reshape it, "
-                            "one data point per row")
+            raise DataError(
+                f"dataset {key!r} in {path} has shape {ds.shape}; expected 2-D (N, D): reshape it, "
+                "one data point per row"
+            )
         if ds.shape[0] < 1 or ds.shape[1] < 1:
             raise DataError(f"dataset {key!r} in {path} is empty (shape {ds.shape})")
         if not np.issubdtype(ds.dtype, np.number) or np.issubdtype(ds.dtype, np.complexfloating):
@@ -147,8 +163,14 @@ def read_rows(path: str | os.PathLike, key: str, start: int, stop: int) -> np.nd
             raise DataError(f"data file {path}: rows {start}..{stop} are unreadable ({err})") from None
 
 
-def write_data(path: str | os.PathLike, Y: np.ndarray, key: str = "y", overwrite: bool = False,
-               attrs: dict[str, Any] | None = None, extra: dict[str, np.ndarray] | None = None) -> None:
+def write_data(
+    path: str | os.PathLike,
+    Y: np.ndarray,
+    key: str = "y",
+    overwrite: bool = False,
+    attrs: dict[str, Any] | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
     """Write a data set (and e.g. the true parameters under ``extra``) atomically."""
     with _writing(path), atomic_path(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
         ds = f.create_dataset(key, data=np.asarray(Y, dtype=np.float64))
@@ -225,8 +247,13 @@ class ResultsWriter:
                     ds[-1] = v
 
 
-def save_checkpoint(run_dir: str | os.PathLike, config: dict[str, Any], params: dict[str, np.ndarray],
-                    history: dict[str, list], step: int) -> None:
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    config: dict[str, Any],
+    params: dict[str, np.ndarray],
+    history: dict[str, list],
+    step: int,
+) -> None:
     """Atomically write ``checkpoint.h5``: parameters after ``step`` and the history so far."""
     path = Path(run_dir) / CHECKPOINT
     with _writing(path), atomic_path(path, overwrite=True) as tmp, h5py.File(tmp, "w") as f:
@@ -262,8 +289,11 @@ def load_checkpoint(
     except (FormatError, OSError, KeyError, RuntimeError) as err:
         raise DataError(f"{path} is unreadable or incomplete ({err}); start a new run with --force") from None
     params = _check_params(config, params, str(path))
-    if not (np.ndim(done) == 0 and np.issubdtype(np.asarray(done).dtype, np.integer)
-            and 1 <= int(done) <= int(config["steps"])):
+    if not (
+        np.ndim(done) == 0
+        and np.issubdtype(np.asarray(done).dtype, np.integer)
+        and 1 <= int(done) <= int(config["steps"])
+    ):
         raise DataError(f"{path}: completed_steps = {done!r} does not fit a run of {config['steps']} steps")
     done = int(done)
     if any(len(v) != done for v in history.values()):

@@ -128,8 +128,9 @@ def rank_rows(N: int, chunk_size: int, rank: int, size: int) -> tuple[int, int]:
     return ch.start * chunk_size, min(ch.stop * chunk_size, N)
 
 
-def local_chunks_from_array(Y: np.ndarray, chunk_size: int, rank: int = 0, size: int = 1,
-                            row_offset: int = 0, N: int | None = None) -> dict[int, np.ndarray]:
+def local_chunks_from_array(
+    Y: np.ndarray, chunk_size: int, rank: int = 0, size: int = 1, row_offset: int = 0, N: int | None = None
+) -> dict[int, np.ndarray]:
     """Split this rank's rows into ``{chunk_id: rows}``.
 
     ``Y`` holds global rows ``row_offset .. row_offset + len(Y)``; ``N`` is

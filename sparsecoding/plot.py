@@ -47,13 +47,18 @@ def dictionary_image(W: np.ndarray, patch_shape: Sequence[int] | None = None, pa
         r, c = divmod(i, cols)
         tile = W[:, i].reshape(h, w)
         m = np.abs(tile).max()
-        img[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = tile / (m if m > 0 else 1.0)
+        img[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = tile / (m if m > 0 else 1.0)
     return img
 
 
-def plot_dictionary(W: np.ndarray, path: str | os.PathLike, patch_shape: Sequence[int] | None = None,
-                    title: str | None = None, usage: np.ndarray | None = None,
-                    usage_label: str = "mean posterior activation") -> Path:
+def plot_dictionary(
+    W: np.ndarray,
+    path: str | os.PathLike,
+    patch_shape: Sequence[int] | None = None,
+    title: str | None = None,
+    usage: np.ndarray | None = None,
+    usage_label: str = "mean posterior activation",
+) -> Path:
     """Save the dictionary ``W`` (D, H) as an image grid PNG, most used element first when ``usage`` is given.
 
     Each tile is labelled with the element's column in ``W``; with ``usage``
@@ -126,7 +131,7 @@ def usage(model, Y: np.ndarray) -> np.ndarray:
     et, H, step = model.engine(), int(model.H), int(model.chunk_size)
     total = np.zeros(H)
     for start in range(0, len(Y), step):  # chunks, as in the E-step
-        blocks = et.blocks(model.params_, Y[start:start + step])
+        blocks = et.blocks(model.params_, Y[start : start + step])
         post = et.posterior(blocks, 1.0)
         total += sum(scatter_vec(p @ np.abs(b.vals), b.idx, H) for b, p in zip(blocks, post)).sum(axis=0)
     return total / len(Y)
@@ -141,8 +146,9 @@ def plot_curves(results: dict[str, Any], path: str | os.PathLike) -> Path:
 
     steps = np.asarray(results["step"]) + 1
     fig, axes = plt.subplots(1, 4, figsize=(14, 3))
-    for ax, key, label in zip(axes, ("loglik", "pi", "sigma", "T"),
-                              ("truncated log-likelihood / point", "pi", "sigma", "temperature T")):
+    for ax, key, label in zip(
+        axes, ("loglik", "pi", "sigma", "T"), ("truncated log-likelihood / point", "pi", "sigma", "temperature T")
+    ):
         ax.plot(steps, np.asarray(results[key]).reshape(len(steps), -1))
         ax.set_xlabel("EM step")
         ax.set_title(label)
@@ -151,8 +157,9 @@ def plot_curves(results: dict[str, Any], path: str | os.PathLike) -> Path:
     return _save(fig, path, dpi=100)
 
 
-def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-             max_points: int = USAGE_POINTS) -> list[Path]:
+def plot_run(
+    run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, max_points: int = USAGE_POINTS
+) -> list[Path]:
     """Draw ``dictionary.png`` (sorted by usage) and ``curves.png`` for a run folder; returns the paths."""
     from .io import load_results
 
@@ -164,8 +171,10 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         W = W * res["mu"][-1]
     use, label = _run_usage(res, max_points)
     title = f"{cfg.get('model', '').upper()} dictionary after {len(res['step'])} steps"
-    return [plot_dictionary(W, out / "dictionary.png", cfg.get("patch_shape"), title, use, label),
-            plot_curves(res, out / "curves.png")]
+    return [
+        plot_dictionary(W, out / "dictionary.png", cfg.get("patch_shape"), title, use, label),
+        plot_curves(res, out / "curves.png"),
+    ]
 
 
 def _run_usage(res: dict[str, Any], max_points: int) -> tuple[np.ndarray, str]:

@@ -14,12 +14,22 @@ from .linear_gaussian import LinearGaussian
 from .lti_filter import LTIFilter
 from .two_level_quantum import TwoLevelQuantum
 
-TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (LinearGaussian, LTIFilter, GPHyperprior, TwoLevelQuantum)
-}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (LinearGaussian, LTIFilter, GPHyperprior, TwoLevelQuantum)}
 
-__all__ = ["TASKS", "MAX_OBS", "Task", "Problems", "GridPosterior", "LinearGaussian", "LTIFilter", "GPHyperprior",
-           "TwoLevelQuantum", "make_task", "linear_gaussian_update", "linear_predict"]
+__all__ = [
+    "TASKS",
+    "MAX_OBS",
+    "Task",
+    "Problems",
+    "GridPosterior",
+    "LinearGaussian",
+    "LTIFilter",
+    "GPHyperprior",
+    "TwoLevelQuantum",
+    "make_task",
+    "linear_gaussian_update",
+    "linear_predict",
+]
 
 
 def make_task(name: str, **config: Any) -> Task:

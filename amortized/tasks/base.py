@@ -93,8 +93,9 @@ class Task(abc.ABC):
         """``batch`` random priors, float64, ``batch_shape == (batch,)``."""
 
     @abc.abstractmethod
-    def simulate(self, latent: torch.Tensor,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def simulate(
+        self, latent: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Observations ``(B, max_obs, obs_dim)`` and padding mask ``(B, max_obs)`` for latents ``(B, D)``."""
 
     @abc.abstractmethod
@@ -124,9 +125,17 @@ class Task(abc.ABC):
             )
 
 
-def random_prior(batch: int, n_components: int, dim: int, mean_scale: float, scale_range: tuple[float, float],
-                 corr_scale: float, logit_scale: float, generator: torch.Generator | None,
-                 mean_offset: float = 0.0) -> GaussianMixture:
+def random_prior(
+    batch: int,
+    n_components: int,
+    dim: int,
+    mean_scale: float,
+    scale_range: tuple[float, float],
+    corr_scale: float,
+    logit_scale: float,
+    generator: torch.Generator | None,
+    mean_offset: float = 0.0,
+) -> GaussianMixture:
     """Random mixtures: N(offset, mean_scale²) means, log-uniform scales, random correlations."""
     g = generator
     k, d = n_components, dim

@@ -50,8 +50,18 @@ class GPHyperprior(Task):
     obs_dim = 2
     exact = False
 
-    def __init__(self, n_components: int = 4, max_obs: int = 8, min_obs: int = 0, shape: float = 2.0, rate: float = 2.0,
-                 signal_var: float = 1.0, noise_var: float = 0.1, input_range: float = 3.0, n_quad: int = 64):
+    def __init__(
+        self,
+        n_components: int = 4,
+        max_obs: int = 8,
+        min_obs: int = 0,
+        shape: float = 2.0,
+        rate: float = 2.0,
+        signal_var: float = 1.0,
+        noise_var: float = 0.1,
+        input_range: float = 3.0,
+        n_quad: int = 64,
+    ):
         super().__init__(n_components, max_obs, min_obs)
         self.shape, self.rate = float(shape), float(rate)
         self.signal_var, self.noise_var = float(signal_var), float(noise_var)
@@ -72,8 +82,14 @@ class GPHyperprior(Task):
         return torch.as_tensor(stats.gamma.ppf(p.numpy(), self.shape, scale=1 / self.rate))
 
     def config(self) -> dict[str, Any]:
-        return super().config() | dict(shape=self.shape, rate=self.rate, signal_var=self.signal_var,
-                                       noise_var=self.noise_var, input_range=self.input_range, n_quad=self.n_quad)
+        return super().config() | dict(
+            shape=self.shape,
+            rate=self.rate,
+            signal_var=self.signal_var,
+            noise_var=self.noise_var,
+            input_range=self.input_range,
+            n_quad=self.n_quad,
+        )
 
     def sample_prior(self, batch, generator=None) -> GaussianMixture:
         return random_prior(batch, self.n_components, 1, 0.7, (0.2, 1.0), 0.0, 1.0, generator)
@@ -132,13 +148,21 @@ class GPHyperprior(Task):
         # One N-dimensional linear-Gaussian observation per (problem, node).
         rep = lambda t: t.double().repeat_interleave(q, 0)  # noqa: E731
         flat_prior = _gmm.make(rep(prior.logits), rep(prior.means), rep(prior.scale_tril))
-        post = linear_gaussian_update(flat_prior, b.reshape(bsz * q, 1, n, 1), y.reshape(bsz * q, 1, n),
-                                      C.reshape(bsz * q, 1, n, n), torch.zeros(bsz * q, 1, dtype=torch.bool))
+        post = linear_gaussian_update(
+            flat_prior,
+            b.reshape(bsz * q, 1, n, 1),
+            y.reshape(bsz * q, 1, n),
+            C.reshape(bsz * q, 1, n, n),
+            torch.zeros(bsz * q, 1, dtype=torch.bool),
+        )
         # Each node's evidence, for the weights across nodes: log p(y | ℓ) = logsumexp_k(prior logit + log p(y | k, ℓ)).
         ev = self._node_evidence(prior, b, C, y)  # (B, Q)
         logits = post.logits.reshape(bsz, q, k) + ev[..., None]
-        return _gmm.make(torch.log_softmax(logits.reshape(bsz, q * k), -1), post.means.reshape(bsz, q * k, 1),
-                         post.scale_tril.reshape(bsz, q * k, 1, 1))
+        return _gmm.make(
+            torch.log_softmax(logits.reshape(bsz, q * k), -1),
+            post.means.reshape(bsz, q * k, 1),
+            post.scale_tril.reshape(bsz, q * k, 1, 1),
+        )
 
     def _node_evidence(self, prior, b, C, y):
         """``log p(y | ℓ_q)`` per problem and node, under the GMM prior on f*."""

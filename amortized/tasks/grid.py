@@ -31,8 +31,9 @@ class GridPosterior(Distribution):
     def __init__(self, edges: torch.Tensor, log_mass: torch.Tensor):
         self.edges = edges.double()
         if log_mass.dim() != 2 or self.edges.shape != (log_mass.shape[0], log_mass.shape[1] + 1):
-            raise UsageError(f"edges must be (B, G + 1) and log_mass (B, G); got {tuple(edges.shape)} and "
-                             f"{tuple(log_mass.shape)}")
+            raise UsageError(
+                f"edges must be (B, G + 1) and log_mass (B, G); got {tuple(edges.shape)} and {tuple(log_mass.shape)}"
+            )
         self.log_mass = torch.log_softmax(log_mass.double(), -1)
         self.widths = self.edges.diff(dim=-1)
         if not bool((self.widths > 0).all()):

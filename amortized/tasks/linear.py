@@ -24,8 +24,13 @@ def _mvn_log_prob(x: torch.Tensor, mean: torch.Tensor, tril: torch.Tensor) -> to
     return -0.5 * (white**2).sum(-1) - log_det - 0.5 * x.shape[-1] * _LOG_2PI
 
 
-def linear_gaussian_update(prior: GaussianMixture, matrices: torch.Tensor, values: torch.Tensor,
-                           noise_cov: torch.Tensor, obs_mask: torch.Tensor) -> GaussianMixture:
+def linear_gaussian_update(
+    prior: GaussianMixture,
+    matrices: torch.Tensor,
+    values: torch.Tensor,
+    noise_cov: torch.Tensor,
+    obs_mask: torch.Tensor,
+) -> GaussianMixture:
     """Exact posterior of ``x ~ prior`` given ``z_n = A_n x + e_n``, ``e_n ~ N(0, R_n)``.
 
     Args:

@@ -34,9 +34,17 @@ class LinearGaussian(Task):
 
     name = "linear_gaussian"
 
-    def __init__(self, dim: int = 2, n_components: int = 4, max_obs: int = 5, min_obs: int = 0,
-                 noise_std: float = 1.0, obs_matrix: list | None = None, mean_scale: float = 2.0,
-                 scale_range: tuple[float, float] = (0.3, 1.5)):
+    def __init__(
+        self,
+        dim: int = 2,
+        n_components: int = 4,
+        max_obs: int = 5,
+        min_obs: int = 0,
+        noise_std: float = 1.0,
+        obs_matrix: list | None = None,
+        mean_scale: float = 2.0,
+        scale_range: tuple[float, float] = (0.3, 1.5),
+    ):
         super().__init__(n_components, max_obs, min_obs)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise UsageError(f"dim must be a positive integer, got {dim!r}")
@@ -53,8 +61,13 @@ class LinearGaussian(Task):
         self.noise_std, self.mean_scale, self.scale_range = float(noise_std), float(mean_scale), tuple(scale_range)
 
     def config(self) -> dict[str, Any]:
-        return super().config() | dict(dim=self.dim, noise_std=self.noise_std, obs_matrix=self.A.tolist(),
-                                       mean_scale=self.mean_scale, scale_range=list(self.scale_range))
+        return super().config() | dict(
+            dim=self.dim,
+            noise_std=self.noise_std,
+            obs_matrix=self.A.tolist(),
+            mean_scale=self.mean_scale,
+            scale_range=list(self.scale_range),
+        )
 
     def sample_prior(self, batch: int, generator: torch.Generator | None = None) -> GaussianMixture:
         return random_prior(batch, self.n_components, self.dim, self.mean_scale, self.scale_range, 0.5, 1.0, generator)

@@ -40,17 +40,32 @@ class LTIFilter(Task):
     dim = 1
     obs_dim = 3
 
-    def __init__(self, n_components: int = 4, max_obs: int = 2, min_obs: int = 0, a: float = 0.95, q: float = 1.0,
-                 sensor_var: tuple[float, float] = (0.1, 4.0), p_report: float = 0.8):
+    def __init__(
+        self,
+        n_components: int = 4,
+        max_obs: int = 2,
+        min_obs: int = 0,
+        a: float = 0.95,
+        q: float = 1.0,
+        sensor_var: tuple[float, float] = (0.1, 4.0),
+        p_report: float = 0.8,
+    ):
         super().__init__(n_components, max_obs, min_obs)
         self.a, self.q, self.p_report = float(a), float(q), float(p_report)
         self.sensor_var = tuple(map(float, sensor_var))
         inf = float("inf")
-        ok = (len(self.sensor_var) == 2 and all(0 < v < inf for v in self.sensor_var) and 0 < self.q < inf
-              and abs(self.a) < inf and 0 <= self.p_report <= 1)
+        ok = (
+            len(self.sensor_var) == 2
+            and all(0 < v < inf for v in self.sensor_var)
+            and 0 < self.q < inf
+            and abs(self.a) < inf
+            and 0 <= self.p_report <= 1
+        )
         if not ok:  # written as one test so that NaN fails it too
-            raise UsageError(f"need finite a, q > 0, two positive sensor variances and 0 <= p_report <= 1; got "
-                             f"a={a}, q={q}, sensor_var={sensor_var}, p_report={p_report}")
+            raise UsageError(
+                f"need finite a, q > 0, two positive sensor variances and 0 <= p_report <= 1; got "
+                f"a={a}, q={q}, sensor_var={sensor_var}, p_report={p_report}"
+            )
 
     def config(self) -> dict[str, Any]:
         return super().config() | dict(a=self.a, q=self.q, sensor_var=list(self.sensor_var), p_report=self.p_report)
@@ -88,8 +103,9 @@ class LTIFilter(Task):
         """The exact prediction step: next prior from this posterior."""
         return linear_predict(posterior, self.a, self.q)
 
-    def simulate_sequence(self, steps: int, batch: int, generator: torch.Generator | None = None,
-                          prior: GaussianMixture | None = None) -> dict[str, Any]:
+    def simulate_sequence(
+        self, steps: int, batch: int, generator: torch.Generator | None = None, prior: GaussianMixture | None = None
+    ) -> dict[str, Any]:
         """Trajectories of length ``steps``; both sensors report, each with probability ``p_report``.
 
         Returns a dict with ``prior`` (batch ``(B,)``), ``latents`` ``(T, B, 1)``,

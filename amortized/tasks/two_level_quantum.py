@@ -42,8 +42,15 @@ class TwoLevelQuantum(Task):
     obs_dim = 2
     exact = False
 
-    def __init__(self, n_components: int = 4, max_obs: int = 10, min_obs: int = 0, t_max: float = 4.0,
-                 readout_error: float = 0.02, n_grid: int = 2048):
+    def __init__(
+        self,
+        n_components: int = 4,
+        max_obs: int = 10,
+        min_obs: int = 0,
+        t_max: float = 4.0,
+        readout_error: float = 0.02,
+        n_grid: int = 2048,
+    ):
         super().__init__(n_components, max_obs, min_obs)
         if not 0 < readout_error < 0.5:
             raise UsageError(f"readout_error must be in (0, 0.5), got {readout_error}")

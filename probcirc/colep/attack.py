@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -10,8 +10,16 @@ import torch
 __all__ = ["pgd_l2", "sensor_loss", "classifier_loss"]
 
 
-def pgd_l2(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], X, y, eps: float, steps: int = 20,
-           step_size: float | None = None, clip: tuple[float, float] | None = (0.0, 1.0), batch_size: int = 1024) -> torch.Tensor:
+def pgd_l2(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    X,
+    y,
+    eps: float,
+    steps: int = 20,
+    step_size: float | None = None,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    batch_size: int = 1024,
+) -> torch.Tensor:
     """Maximise ``loss_fn(x_adv, y)`` (per-sample losses) over the L2 ball of radius ``eps`` around each x.
 
     Each step moves along the normalised gradient by ``step_size`` (default

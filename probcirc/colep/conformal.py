@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Self, Sequence
+from typing import Self
 
 import numpy as np
 import torch
@@ -34,8 +35,19 @@ from .reasoning import Reasoner
 from .sensors import as_probabilities, predict_proba
 from .smoothing import bounds_from_counts, smoothed_counts
 
-__all__ = ["conformal_quantile", "quantile_index", "coverage", "set_size", "colep_scores", "colep_score_bounds", "SplitCP", "COLEP", "RSCP",
-           "CertifiedSets", "NotCalibratedError"]
+__all__ = [
+    "conformal_quantile",
+    "quantile_index",
+    "coverage",
+    "set_size",
+    "colep_scores",
+    "colep_score_bounds",
+    "SplitCP",
+    "COLEP",
+    "RSCP",
+    "CertifiedSets",
+    "NotCalibratedError",
+]
 
 
 class NotCalibratedError(NotFittedError, RuntimeError):
@@ -222,14 +234,19 @@ class SplitCP(_OneThreshold):
         (torch.Size([100, 3]), False)
     """
 
-    def __init__(self, model: Callable | None = None, score: str = "aps", randomized: bool = True,
-                 random_state: None | int | np.random.Generator = 0):
+    def __init__(
+        self,
+        model: Callable | None = None,
+        score: str = "aps",
+        randomized: bool = True,
+        random_state: None | int | np.random.Generator = 0,
+    ):
         self.model = model
         self.score = score
         self.randomized = randomized
         self.random_state = random_state
 
-    def fit(self, X, y, num_classes: int | None = None, **train_kwargs) -> "SplitCP":
+    def fit(self, X, y, num_classes: int | None = None, **train_kwargs) -> SplitCP:
         """Train an MLP classifier (:func:`train_classifier`) as ``model_``, used instead of ``model``."""
         from .sensors import train_classifier
 
@@ -261,7 +278,7 @@ class SplitCP(_OneThreshold):
         u = torch.rand(p.shape[0], 1, generator=self._tie_breaker(), dtype=p.dtype) if self.randomized else None
         return aps_scores(p, u)
 
-    def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "SplitCP":
+    def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> SplitCP:
         """Threshold at the conformal quantile of the true-class scores (``confidence``: see :func:`quantile_index`)."""
         self.generator_ = None
         s = self.scores(X)
@@ -307,7 +324,7 @@ class CertifiedSets:
         """Fraction of samples whose label is certified to stay in the set under any δ-perturbation."""
         return coverage(self.certain, y)
 
-    def with_threshold(self, q: float | torch.Tensor) -> "CertifiedSets":
+    def with_threshold(self, q: float | torch.Tensor) -> CertifiedSets:
         """The same certificates read against threshold ``q`` (a scalar or one per class), without new draws.
 
         The score bounds hold whatever the threshold, so this is sound for
@@ -315,7 +332,9 @@ class CertifiedSets:
         a :meth:`COLEP.recalibrated` model.
         """
         q = torch.as_tensor(q, dtype=self.scores.dtype)
-        return CertifiedSets(self.delta, self.scores <= q, self.lower <= q, self.upper <= q, self.lower, self.upper, self.scores)
+        return CertifiedSets(
+            self.delta, self.scores <= q, self.lower <= q, self.upper <= q, self.lower, self.upper, self.scores
+        )
 
 
 class COLEP(Estimator):
@@ -359,9 +378,17 @@ class COLEP(Estimator):
     alpha = _fitted_alias("alpha_", "The ``alpha`` of the last calibration.")
     confidence = _fitted_alias("confidence_", "The ``confidence`` of the last calibration.")
 
-    def __init__(self, sensors: Callable | None, knowledge: Knowledge, mode: str = "per_class", beta_fraction: float = 0.2,
-                 fit_beta: bool = True, include_sensor: bool = True, random_state: None | int | np.random.Generator = 0,
-                 score: str = "lac"):
+    def __init__(
+        self,
+        sensors: Callable | None,
+        knowledge: Knowledge,
+        mode: str = "per_class",
+        beta_fraction: float = 0.2,
+        fit_beta: bool = True,
+        include_sensor: bool = True,
+        random_state: None | int | np.random.Generator = 0,
+        score: str = "lac",
+    ):
         self.sensors = sensors
         self.knowledge = knowledge
         self.mode = mode
@@ -375,8 +402,14 @@ class COLEP(Estimator):
         _choice("mode", self.mode, ("per_class", "marginal"))
         _choice("score", self.score, ("lac", "aps"))
         if not isinstance(self.knowledge, Knowledge):
-            raise UsageError(f"knowledge must be a Knowledge (e.g. Knowledge.from_json(path)), got {type(self.knowledge).__name__}")
-        if isinstance(self.beta_fraction, bool) or not isinstance(self.beta_fraction, (int, float)) or not 0 <= self.beta_fraction < 1:
+            raise UsageError(
+                f"knowledge must be a Knowledge (e.g. Knowledge.from_json(path)), got {type(self.knowledge).__name__}"
+            )
+        if (
+            isinstance(self.beta_fraction, bool)
+            or not isinstance(self.beta_fraction, (int, float))
+            or not 0 <= self.beta_fraction < 1
+        ):
             raise UsageError(f"beta_fraction must be in [0, 1), got {self.beta_fraction!r}")
 
     @property
@@ -392,7 +425,7 @@ class COLEP(Estimator):
             r = self.reasoner_ = Reasoner(self.knowledge, include_sensor=self.include_sensor)
         return r
 
-    def fit(self, X, y, **train_kwargs) -> "COLEP":
+    def fit(self, X, y, **train_kwargs) -> COLEP:
         """Train MLP sensors for every class and concept (:func:`train_sensors`) as ``sensors_``, used instead of ``sensors``."""
         from .sensors import train_sensors
 
@@ -426,9 +459,11 @@ class COLEP(Estimator):
         alpha, confidence = self.alpha_, self.confidence_
         if self.mode == "marginal":
             return torch.full((self.num_classes,), conformal_quantile(s, alpha, confidence), dtype=torch.float64)
-        return torch.tensor([conformal_quantile(s[y == j], alpha, confidence) for j in range(self.num_classes)], dtype=torch.float64)
+        return torch.tensor(
+            [conformal_quantile(s[y == j], alpha, confidence) for j in range(self.num_classes)], dtype=torch.float64
+        )
 
-    def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "COLEP":
+    def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> COLEP:
         """Fit β (on a held-out part) and the per-sensor thresholds; returns self.
 
         ``confidence=c`` makes each threshold's coverage hold for this
@@ -456,7 +491,7 @@ class COLEP(Estimator):
         self.q_ = self._thresholds(self._conf_scores, self._y_conf)
         return self
 
-    def recalibrated(self, alpha: float, confidence: float | None = None) -> "COLEP":
+    def recalibrated(self, alpha: float, confidence: float | None = None) -> COLEP:
         """A copy thresholded for another ``alpha`` or ``confidence``, on the same calibration scores.
 
         β, the calibration split and the smoothed calibration scores already
@@ -500,8 +535,14 @@ class COLEP(Estimator):
         g = torch.from_numpy(counts / n_samples)
         return self._scores(self.reasoner_(g)) if method == "sensors" else g
 
-    def smoothed_thresholds(self, sigma: float, n_samples: int = 1000, seed: int = 0, n_calibration: int | None = None,
-                            method: str = "sensors") -> torch.Tensor:
+    def smoothed_thresholds(
+        self,
+        sigma: float,
+        n_samples: int = 1000,
+        seed: int = 0,
+        n_calibration: int | None = None,
+        method: str = "sensors",
+    ) -> torch.Tensor:
         """Per-class thresholds of the smoothed model, recalibrated on the stored calibration split.
 
         The smoothed calibration scores are drawn once per setting and kept
@@ -513,13 +554,26 @@ class COLEP(Estimator):
         key = (float(sigma), int(n_samples), int(seed), n_calibration, method)
         if key not in self._smooth_cache:
             n = len(self._y_conf)
-            sub = np.arange(n) if n_calibration is None or n_calibration >= n else np.sort(np.random.default_rng(seed).choice(n, n_calibration, replace=False))
+            sub = (
+                np.arange(n)
+                if n_calibration is None or n_calibration >= n
+                else np.sort(np.random.default_rng(seed).choice(n, n_calibration, replace=False))
+            )
             k = smoothed_counts(self._smoothed_fn(method), self._X_conf[sub], sigma, n_samples, seed=seed + 1)
             self._smooth_cache[key] = (self._smoothed_scores(k, n_samples, method), self._y_conf[sub])
         return self._thresholds(*self._smooth_cache[key])
 
-    def certify(self, X, delta: float | Sequence[float], sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001,
-                seed: int = 0, n_calibration: int | None = None, method: str = "sensors") -> CertifiedSets | list[CertifiedSets]:
+    def certify(
+        self,
+        X,
+        delta: float | Sequence[float],
+        sigma: float,
+        n_samples: int = 1000,
+        alpha_mc: float = 0.001,
+        seed: int = 0,
+        n_calibration: int | None = None,
+        method: str = "sensors",
+    ) -> CertifiedSets | list[CertifiedSets]:
         """Certified prediction sets of a Gaussian-smoothed COLEP at ``X`` for L2 radius ``delta``.
 
         ``method="sensors"`` (the COLEP paper's route) smooths each sensor
@@ -555,8 +609,18 @@ class COLEP(Estimator):
             out.append(CertifiedSets(float(d), s <= q, lo <= q, hi <= q, lo, hi, s))
         return out[0] if np.isscalar(delta) else out
 
-    def certified_coverage(self, X, y, delta: float, sigma: float, n_samples: int = 1000, alpha_mc: float = 0.001, seed: int = 0,
-                           n_calibration: int | None = None, method: str = "sensors") -> float:
+    def certified_coverage(
+        self,
+        X,
+        y,
+        delta: float,
+        sigma: float,
+        n_samples: int = 1000,
+        alpha_mc: float = 0.001,
+        seed: int = 0,
+        n_calibration: int | None = None,
+        method: str = "sensors",
+    ) -> float:
         """Fraction of labelled samples whose label provably stays in the set under any L2 perturbation ≤ delta."""
         res = self.certify(X, delta, sigma, n_samples, alpha_mc, seed, n_calibration, method)
         return res.certified_coverage(_labels(y, self.num_classes, len(res.sets)))
@@ -574,8 +638,14 @@ class RSCP(_OneThreshold):
     Fitted attributes: ``q_``, ``alpha_``, ``confidence_``, ``seed_``.
     """
 
-    def __init__(self, model: Callable, sigma: float = 0.25, n_samples: int = 1000, score: str = "lac",
-                 random_state: None | int | np.random.Generator = 0):
+    def __init__(
+        self,
+        model: Callable,
+        sigma: float = 0.25,
+        n_samples: int = 1000,
+        score: str = "lac",
+        random_state: None | int | np.random.Generator = 0,
+    ):
         self.model = model
         self.sigma = sigma
         self.n_samples = n_samples
@@ -586,9 +656,10 @@ class RSCP(_OneThreshold):
         def f(x):
             p = predict_proba(self.model, x)
             return colep_scores(p, self.score)
+
         return f
 
-    def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> "RSCP":
+    def calibrate(self, X, y, alpha: float, confidence: float | None = None) -> RSCP:
         """Smooth the calibration scores and threshold them (``confidence``: see :func:`quantile_index`).
 
         The Monte Carlo draws come from ``seed_``, an int taken from ``random_state``.
@@ -608,8 +679,15 @@ class RSCP(_OneThreshold):
     def predict_set(self, X) -> torch.Tensor:
         return self.certify(X, 0.0).sets
 
-    def certify(self, X, delta: float | Sequence[float], sigma: float | None = None, n_samples: int | None = None,
-                alpha_mc: float = 0.001, seed: int | None = None) -> CertifiedSets | list[CertifiedSets]:
+    def certify(
+        self,
+        X,
+        delta: float | Sequence[float],
+        sigma: float | None = None,
+        n_samples: int | None = None,
+        alpha_mc: float = 0.001,
+        seed: int | None = None,
+    ) -> CertifiedSets | list[CertifiedSets]:
         self._check_calibrated("certify")
         if (sigma is not None and sigma != self.sigma) or (n_samples is not None and n_samples != self.n_samples):
             raise UsageError("RSCP is calibrated for its own sigma and n_samples; build a new RSCP to change them")

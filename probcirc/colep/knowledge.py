@@ -56,8 +56,9 @@ import json
 import math
 import os
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from probmod.errors import FormatError, LimitError
 from probmod.io import check_regular_file
@@ -158,7 +159,7 @@ class Rule:
     head: Literal
     weight: float
 
-    def satisfied(self, mu) -> "bool":
+    def satisfied(self, mu) -> bool:
         """Vectorised: ``mu[..., var]`` in {0,1}; returns ``not body or head`` elementwise."""
         b = mu[..., self.body.var] if self.body.positive else 1 - mu[..., self.body.var]
         h = mu[..., self.head.var] if self.head.positive else 1 - mu[..., self.head.var]
@@ -239,8 +240,12 @@ class Knowledge:
         self.clusters = _objects(self.clusters, "clusters", "cluster")
         if self.concept_classes is not None:
             if not isinstance(self.concept_classes, Mapping):
-                raise KnowledgeError(f"'concept_classes' must be an object {{concept: [classes]}}, got {type(self.concept_classes).__name__}")
-            self.concept_classes = {str(k): _names(vs, f"concept_classes[{k!r}]") for k, vs in self.concept_classes.items()}
+                raise KnowledgeError(
+                    f"'concept_classes' must be an object {{concept: [classes]}}, got {type(self.concept_classes).__name__}"
+                )
+            self.concept_classes = {
+                str(k): _names(vs, f"concept_classes[{k!r}]") for k, vs in self.concept_classes.items()
+            }
         _count(self.max_cluster_size, "max_cluster_size")
         _count(self.max_circuit_nodes, "max_circuit_nodes")
         self._validate()
@@ -272,7 +277,9 @@ class Knowledge:
         import numpy as np
 
         if self.concept_classes is None:
-            raise KnowledgeError("concept labels need 'concept_classes' (which classes carry each concept) in the knowledge")
+            raise KnowledgeError(
+                "concept labels need 'concept_classes' (which classes carry each concept) in the knowledge"
+            )
         m = np.zeros((self.num_classes, self.num_concepts), dtype=bool)
         for ci, c in enumerate(self.concepts):
             for k in self.concept_classes.get(c, []):
@@ -293,7 +300,9 @@ class Knowledge:
     # ----------------------------------------------------------- validation
     def _literal(self, text, where: str) -> Literal:
         if not isinstance(text, str) or not text.strip():
-            raise KnowledgeError(f"{where}: a literal must be a non-empty string such as 'even' or 'not even', got {text!r}")
+            raise KnowledgeError(
+                f"{where}: a literal must be a non-empty string such as 'even' or 'not even', got {text!r}"
+            )
         s = text.strip()
         positive = True
         if s.lower().startswith("not "):
@@ -318,10 +327,14 @@ class Knowledge:
             concepts, classes = set(self.concepts), set(self.classes)
             for c, members in self.concept_classes.items():
                 if c not in concepts:
-                    raise KnowledgeError(f"concept_classes: unknown concept {c!r}; known concepts: {_preview(self.concepts)}")
+                    raise KnowledgeError(
+                        f"concept_classes: unknown concept {c!r}; known concepts: {_preview(self.concepts)}"
+                    )
                 for k in members:
                     if k not in classes:
-                        raise KnowledgeError(f"concept_classes[{c!r}]: unknown class {k!r}; known classes: {_preview(self.classes)}")
+                        raise KnowledgeError(
+                            f"concept_classes[{c!r}]: unknown class {k!r}; known classes: {_preview(self.classes)}"
+                        )
         rules: list[Rule] = []
         for i, r in enumerate(self.rules):
             where = f"rule {i}"
@@ -358,7 +371,9 @@ class Knowledge:
                 if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(rules):
                     raise KnowledgeError(f"cluster {name!r}: rule index {j!r} is out of range [0, {len(rules)})")
                 if j in seen:
-                    raise KnowledgeError(f"rule {j} is in clusters {seen[j]!r} and {name!r}; each rule belongs to one cluster")
+                    raise KnowledgeError(
+                        f"rule {j} is in clusters {seen[j]!r} and {name!r}; each rule belongs to one cluster"
+                    )
                 seen[j] = name
                 crules.append(rules[j])
             variables = {v for r in crules for v in (r.body.var, r.head.var)}
@@ -391,7 +406,12 @@ class Knowledge:
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict:
-        d = {"classes": list(self.classes), "concepts": list(self.concepts), "rules": [dict(r) for r in self.rules], "clusters": [dict(c) for c in self.clusters]}
+        d = {
+            "classes": list(self.classes),
+            "concepts": list(self.concepts),
+            "rules": [dict(r) for r in self.rules],
+            "clusters": [dict(c) for c in self.clusters],
+        }
         if self.concept_classes is not None:
             d["concept_classes"] = {k: list(v) for k, v in self.concept_classes.items()}
         if self.max_cluster_size != MAX_CLUSTER_SIZE:
@@ -411,7 +431,7 @@ class Knowledge:
         return text
 
     @classmethod
-    def from_dict(cls, d: Mapping, cluster_size_limit: int = FILE_MAX_CLUSTER_SIZE) -> "Knowledge":
+    def from_dict(cls, d: Mapping, cluster_size_limit: int = FILE_MAX_CLUSTER_SIZE) -> Knowledge:
         """Knowledge from parsed JSON; its ``max_cluster_size`` may not exceed ``cluster_size_limit``.
 
         Raises:
@@ -420,10 +440,20 @@ class Knowledge:
         """
         if not isinstance(d, Mapping):
             raise KnowledgeError(f"knowledge must be a JSON object, got {type(d).__name__}")
-        allowed = {"classes", "concepts", "rules", "clusters", "concept_classes", "max_cluster_size", "exclusive_classes"}
+        allowed = {
+            "classes",
+            "concepts",
+            "rules",
+            "clusters",
+            "concept_classes",
+            "max_cluster_size",
+            "exclusive_classes",
+        }
         extra = set(d) - allowed
         if extra:
-            raise KnowledgeError(f"unknown knowledge keys {_preview(sorted(map(str, extra)))}; allowed: {sorted(allowed)}")
+            raise KnowledgeError(
+                f"unknown knowledge keys {_preview(sorted(map(str, extra)))}; allowed: {sorted(allowed)}"
+            )
         missing = {"classes", "rules", "clusters"} - set(d)
         if missing:
             raise KnowledgeError(f"knowledge lacks required keys {sorted(missing)}")
@@ -432,15 +462,22 @@ class Knowledge:
                 raise KnowledgeError(f"'{key}' must be a list, got {type(d[key]).__name__}")
         size = _count(d.get("max_cluster_size", MAX_CLUSTER_SIZE), "max_cluster_size")
         if size > cluster_size_limit:
-            raise KnowledgeLimitError(f"max_cluster_size={size} is over the limit of {cluster_size_limit} that knowledge may set "
-                                      f"(exact reasoning enumerates 2^m cases); raise cluster_size_limit in code if you trust it")
+            raise KnowledgeLimitError(
+                f"max_cluster_size={size} is over the limit of {cluster_size_limit} that knowledge may set "
+                f"(exact reasoning enumerates 2^m cases); raise cluster_size_limit in code if you trust it"
+            )
         return cls(
-            classes=d["classes"], concepts=d.get("concepts", []), rules=d["rules"], clusters=d["clusters"],
-            concept_classes=d.get("concept_classes"), max_cluster_size=size, exclusive_classes=d.get("exclusive_classes", False),
+            classes=d["classes"],
+            concepts=d.get("concepts", []),
+            rules=d["rules"],
+            clusters=d["clusters"],
+            concept_classes=d.get("concept_classes"),
+            max_cluster_size=size,
+            exclusive_classes=d.get("exclusive_classes", False),
         )
 
     @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike, cluster_size_limit: int = FILE_MAX_CLUSTER_SIZE) -> "Knowledge":
+    def from_json(cls, text_or_path: str | os.PathLike, cluster_size_limit: int = FILE_MAX_CLUSTER_SIZE) -> Knowledge:
         """Parse JSON text (a string starting with ``{``), or read it from a file path.
 
         The file must be a regular file of at most :data:`MAX_FILE_BYTES`;
@@ -457,7 +494,9 @@ class Knowledge:
             path = check_regular_file(text_or_path, "knowledge file")
             size = path.stat().st_size
             if size > MAX_FILE_BYTES:
-                raise KnowledgeLimitError(f"{path}: {size} bytes, over the {MAX_FILE_BYTES >> 20} MiB limit for a knowledge file")
+                raise KnowledgeLimitError(
+                    f"{path}: {size} bytes, over the {MAX_FILE_BYTES >> 20} MiB limit for a knowledge file"
+                )
             with open(path, "rb") as f:
                 raw = f.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat
             if len(raw) > MAX_FILE_BYTES:
@@ -484,7 +523,7 @@ class Knowledge:
         negative_weight: float | None = None,
         max_cluster_size: int = MAX_CLUSTER_SIZE,
         exclusive_classes: bool = False,
-    ) -> "Knowledge":
+    ) -> Knowledge:
         """One cluster per concept with rules ``class => concept`` for each class carrying it.
 
         With ``negative_weight`` the cluster also holds ``class => not concept``
@@ -505,11 +544,20 @@ class Knowledge:
                     idx.append(len(rules))
                     rules.append({"if": k, "then": f"not {c}", "weight": negative_weight})
             clusters.append({"name": str(c), "rules": idx})
-        return cls(classes, concepts, rules, clusters, {str(c): [str(m) for m in v] for c, v in concept_classes.items()}, max_cluster_size,
-                   exclusive_classes)
+        return cls(
+            classes,
+            concepts,
+            rules,
+            clusters,
+            {str(c): [str(m) for m in v] for c, v in concept_classes.items()},
+            max_cluster_size,
+            exclusive_classes,
+        )
 
 
-def digits_knowledge(weight: float = 1.5, negative_weight: float | None = None, exclusive_classes: bool = True) -> Knowledge:
+def digits_knowledge(
+    weight: float = 1.5, negative_weight: float | None = None, exclusive_classes: bool = True
+) -> Knowledge:
     """Knowledge about the ten digits: even, has a closed loop, >= 5, straight strokes only.
 
     A digit has exactly one class, so the classes are exclusive by default.
@@ -522,5 +570,10 @@ def digits_knowledge(weight: float = 1.5, negative_weight: float | None = None, 
         "ge5": [5, 6, 7, 8, 9],
         "straight": [1, 4, 7],
     }
-    return Knowledge.from_concept_classes([str(i) for i in range(10)], {k: [str(v) for v in vs] for k, vs in concepts.items()}, weight=weight,
-                                          negative_weight=negative_weight, exclusive_classes=exclusive_classes)
+    return Knowledge.from_concept_classes(
+        [str(i) for i in range(10)],
+        {k: [str(v) for v in vs] for k, vs in concepts.items()},
+        weight=weight,
+        negative_weight=negative_weight,
+        exclusive_classes=exclusive_classes,
+    )

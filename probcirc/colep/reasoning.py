@@ -32,7 +32,15 @@ from probcirc.inputs import Bernoulli
 from probcirc.nodes import inputs, multiply, summate
 from probcirc.queries import soft_evidence
 
-from .knowledge import MAX_CIRCUIT_NODES, Cluster, Knowledge, KnowledgeLimitError, circuit_nodes, cover_of, min_vertex_cover
+from .knowledge import (
+    MAX_CIRCUIT_NODES,
+    Cluster,
+    Knowledge,
+    KnowledgeLimitError,
+    circuit_nodes,
+    cover_of,
+    min_vertex_cover,
+)
 
 #: Most box vertices one bound query enumerates per sample (2^22); more is refused, not attempted.
 MAX_VERTICES = 1 << 22
@@ -68,8 +76,10 @@ class ClusterCircuit:
             raise ValueError(f"structure must be 'cover' or 'enumerate', got {structure!r}")
         nodes = circuit_nodes(cluster, structure)
         if nodes > max_nodes:
-            raise KnowledgeLimitError(f"cluster {cluster.name!r} needs a reasoning circuit of {nodes} nodes, over max_nodes={max_nodes}; "
-                                      "split the cluster or raise the limit")
+            raise KnowledgeLimitError(
+                f"cluster {cluster.name!r} needs a reasoning circuit of {nodes} nodes, over max_nodes={max_nodes}; "
+                "split the cluster or raise the limit"
+            )
         self.cluster = cluster
         self.variables = cluster.variables
         self.structure = structure
@@ -77,13 +87,17 @@ class ClusterCircuit:
         local = {v: i for i, v in enumerate(self.variables)}
         self.one_hot = tuple(local[v] for v in cluster.one_hot)
         # rules as (body, body_positive, head, head_positive, weight) in local indices
-        self.rules = [(local[r.body.var], r.body.positive, local[r.head.var], r.head.positive, r.weight) for r in cluster.rules]
+        self.rules = [
+            (local[r.body.var], r.body.positive, local[r.head.var], r.head.positive, r.weight) for r in cluster.rules
+        ]
         # The one-hot group is always conditioned on (K states, not 2^K); the cover handles the other rules.
         cover = cover_of(cluster, structure)
         self.cover = cover
         conditioned = self.one_hot + cover
         free = [j for j in range(m) if j not in conditioned]
-        cover_states = torch.tensor(list(itertools.product([0, 1], repeat=len(cover))), dtype=torch.float64).reshape(2 ** len(cover), len(cover))
+        cover_states = torch.tensor(list(itertools.product([0, 1], repeat=len(cover))), dtype=torch.float64).reshape(
+            2 ** len(cover), len(cover)
+        )
         if self.one_hot:
             hot = torch.eye(len(self.one_hot), dtype=torch.float64)
             branches = torch.cat([hot.repeat_interleave(len(cover_states), 0), cover_states.repeat(len(hot), 1)], 1)
@@ -104,14 +118,22 @@ class ClusterCircuit:
         kappa = {v: branches[:, i] for i, v in enumerate(conditioned)}
         base = score(kappa)  # rules among the conditioned variables
         log_root = base.clone()
-        children = [inputs(v, nb, Bernoulli(), params=branches[:, i : i + 1].clone(), name=f"{cluster.name}/k{v}")
-                    for i, v in enumerate(conditioned)]
+        children = [
+            inputs(v, nb, Bernoulli(), params=branches[:, i : i + 1].clone(), name=f"{cluster.name}/k{v}")
+            for i, v in enumerate(conditioned)
+        ]
         for j in free:
-            lf = torch.stack([score({**kappa, j: torch.full((nb,), float(val), dtype=torch.float64)}) - base for val in (0, 1)], 1)
+            lf = torch.stack(
+                [score({**kappa, j: torch.full((nb,), float(val), dtype=torch.float64)}) - base for val in (0, 1)], 1
+            )
             log_root = log_root + torch.logsumexp(lf, 1)
-            leaf = inputs(j, 2, Bernoulli(), params=torch.tensor([[0.0], [1.0]], dtype=torch.float64), name=f"{cluster.name}/x{j}")
+            leaf = inputs(
+                j, 2, Bernoulli(), params=torch.tensor([[0.0], [1.0]], dtype=torch.float64), name=f"{cluster.name}/x{j}"
+            )
             children.append(summate(leaf, num_nodes=nb, params=torch.softmax(lf, 1), name=f"{cluster.name}/s{j}"))
-        root = summate(multiply(*children), num_nodes=1, params=torch.softmax(log_root, 0)[None, :], name=f"{cluster.name}/root")
+        root = summate(
+            multiply(*children), num_nodes=1, params=torch.softmax(log_root, 0)[None, :], name=f"{cluster.name}/root"
+        )
         self.pc = probcirc.compile(root, dtype=torch.float64)
 
     def corrected(self, p: torch.Tensor) -> torch.Tensor:
@@ -152,8 +174,10 @@ class ClusterCircuit:
         """Min and max of every π̃ over the vertices that vary ``free`` and pin ``fixed_high`` (True: upper end)."""
         m = len(self.variables)
         if len(free) > MAX_VERTICES.bit_length() - 1:
-            raise KnowledgeLimitError(f"bounds over cluster {self.cluster.name!r} would visit 2^{len(free)} box vertices per sample, "
-                                      f"over the limit of {MAX_VERTICES}; split the cluster")
+            raise KnowledgeLimitError(
+                f"bounds over cluster {self.cluster.name!r} would visit 2^{len(free)} box vertices per sample, "
+                f"over the limit of {MAX_VERTICES}; split the cluster"
+            )
         corners = torch.zeros(2 ** len(free), m, dtype=torch.bool)
         if free:
             # bit i of row r is free[i]'s end, built arithmetically (itertools.product would make 2^f Python tuples)
@@ -202,7 +226,7 @@ class Reasoner:
             beta[0] = 1.0
         return beta
 
-    def fresh(self) -> "Reasoner":
+    def fresh(self) -> Reasoner:
         """A copy sharing the compiled circuits, with the initial (uniform) β."""
         out = copy.copy(self)
         out.beta = self._uniform_beta()

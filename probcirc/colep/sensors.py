@@ -9,7 +9,7 @@ probability that the corresponding binary variable is 1.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,15 @@ from torch import nn
 
 from probmod.progress import Progress
 
-__all__ = ["as_probabilities", "MLPSensors", "MLPClassifier", "random_affine", "train_sensors", "train_classifier", "predict_proba"]
+__all__ = [
+    "as_probabilities",
+    "MLPSensors",
+    "MLPClassifier",
+    "random_affine",
+    "train_sensors",
+    "train_classifier",
+    "predict_proba",
+]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -40,7 +48,9 @@ def as_probabilities(sensors: Callable, X, num_classes: int, num_concepts: int) 
     p = torch.as_tensor(np.asarray(out) if not torch.is_tensor(out) else out).detach().to(torch.float64).cpu()
     want = num_classes + num_concepts
     if p.dim() != 2 or p.shape[1] != want:
-        raise ValueError(f"sensors must return (n, {want}) probabilities ({num_classes} classes then {num_concepts} concepts), got {tuple(p.shape)}")
+        raise ValueError(
+            f"sensors must return (n, {want}) probabilities ({num_classes} classes then {num_concepts} concepts), got {tuple(p.shape)}"
+        )
     if not bool(torch.isfinite(p).all()) or bool(((p < 0) | (p > 1)).any()):
         raise ValueError("sensor readings must be probabilities in [0, 1]")
     return p
@@ -113,8 +123,16 @@ def random_affine(shape: tuple[int, int], degrees: float = 10.0, scale: float = 
         u = torch.rand(n, 4, generator=g, dtype=torch.float64) * 2 - 1
         angle, zoom = u[:, 0] * np.deg2rad(degrees), 1 + u[:, 1] * scale
         # A maps an output offset from the centre (pixels) to the input offset it samples: the inverse of turn + zoom
-        a = torch.stack([torch.stack([torch.cos(angle), torch.sin(angle)], 1),
-                         torch.stack([-torch.sin(angle), torch.cos(angle)], 1)], 1) / zoom[:, None, None]
+        a = (
+            torch.stack(
+                [
+                    torch.stack([torch.cos(angle), torch.sin(angle)], 1),
+                    torch.stack([-torch.sin(angle), torch.cos(angle)], 1),
+                ],
+                1,
+            )
+            / zoom[:, None, None]
+        )
         t = torch.stack([u[:, 2], u[:, 3]], 1) * shift
         # affine_grid works in [-1, 1] per axis, i.e. pixels scaled by S = diag(2/w, 2/h); sampling at
         # A (o - t) moves the turned content by exactly t pixels
@@ -128,8 +146,20 @@ def random_affine(shape: tuple[int, int], degrees: float = 10.0, scale: float = 
     return augment
 
 
-def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: float, batch_size: int, noise_sigma: float, weight_decay: float, seed: int,
-         augment: Augment | None = None, progress: bool = False):
+def _fit(
+    model: nn.Module,
+    X,
+    targets: torch.Tensor,
+    loss_fn,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    noise_sigma: float,
+    weight_decay: float,
+    seed: int,
+    augment: Augment | None = None,
+    progress: bool = False,
+):
     g = torch.Generator().manual_seed(seed)
     X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -154,9 +184,20 @@ def _fit(model: nn.Module, X, targets: torch.Tensor, loss_fn, epochs: int, lr: f
     return model
 
 
-def train_sensors(X, y, knowledge, hidden: Sequence[int] = (64,), epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
-                  noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0, augment: Augment | None = None,
-                  progress: bool = False) -> MLPSensors:
+def train_sensors(
+    X,
+    y,
+    knowledge,
+    hidden: Sequence[int] = (64,),
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    noise_sigma: float = 0.0,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    augment: Augment | None = None,
+    progress: bool = False,
+) -> MLPSensors:
     """Train one network with a sigmoid output per class and per concept (binary cross-entropy).
 
     Concept targets come from ``knowledge.concept_classes``. ``noise_sigma > 0``
@@ -170,22 +211,61 @@ def train_sensors(X, y, knowledge, hidden: Sequence[int] = (64,), epochs: int = 
     with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed only; global RNG untouched
         torch.manual_seed(seed)
         model = MLPSensors(np.asarray(X).shape[1], knowledge.num_variables, hidden)
-    return _fit(model, X, targets, nn.functional.binary_cross_entropy_with_logits, epochs, lr, batch_size, noise_sigma, weight_decay, seed, augment, progress)
+    return _fit(
+        model,
+        X,
+        targets,
+        nn.functional.binary_cross_entropy_with_logits,
+        epochs,
+        lr,
+        batch_size,
+        noise_sigma,
+        weight_decay,
+        seed,
+        augment,
+        progress,
+    )
 
 
-def train_classifier(X, y, num_classes: int, hidden: Sequence[int] = (64,), epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
-                     noise_sigma: float = 0.0, weight_decay: float = 1e-4, seed: int = 0, augment: Augment | None = None,
-                     progress: bool = False) -> MLPClassifier:
+def train_classifier(
+    X,
+    y,
+    num_classes: int,
+    hidden: Sequence[int] = (64,),
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    noise_sigma: float = 0.0,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    augment: Augment | None = None,
+    progress: bool = False,
+) -> MLPClassifier:
     """Train a softmax classifier (cross-entropy), optionally with Gaussian noise and ``augment`` as in :func:`train_sensors`."""
     targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MLPClassifier(np.asarray(X).shape[1], num_classes, hidden)
-    return _fit(model, X, targets, nn.functional.cross_entropy, epochs, lr, batch_size, noise_sigma, weight_decay, seed, augment, progress)
+    return _fit(
+        model,
+        X,
+        targets,
+        nn.functional.cross_entropy,
+        epochs,
+        lr,
+        batch_size,
+        noise_sigma,
+        weight_decay,
+        seed,
+        augment,
+        progress,
+    )
 
 
 def predict_proba(model: Callable, X, batch_size: int = 4096) -> torch.Tensor:
     """``model(X)`` in float64, batched and without gradients."""
     X = torch.as_tensor(np.asarray(X) if not torch.is_tensor(X) else X, dtype=torch.float32)
     with torch.no_grad():
-        return torch.cat([torch.as_tensor(model(X[s : s + batch_size])).to(torch.float64) for s in range(0, len(X), batch_size)])
+        return torch.cat(
+            [torch.as_tensor(model(X[s : s + batch_size])).to(torch.float64) for s in range(0, len(X), batch_size)]
+        )

@@ -16,7 +16,7 @@ Binomial(n, g(x)), and its Clopper-Pearson interval holds with probability
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,8 +43,9 @@ def gaussian_shift(lo: np.ndarray, hi: np.ndarray, delta: float, sigma: float) -
     return stats.norm.cdf(stats.norm.ppf(lo) - r), stats.norm.cdf(stats.norm.ppf(hi) + r)
 
 
-def smoothed_counts(f: Callable, X, sigma: float, n_samples: int, seed: int = 0, max_rows: int = 16384,
-                    progress: bool = False) -> np.ndarray:
+def smoothed_counts(
+    f: Callable, X, sigma: float, n_samples: int, seed: int = 0, max_rows: int = 16384, progress: bool = False
+) -> np.ndarray:
     """Bernoulli counts ``(n, V)`` out of ``n_samples`` Gaussian draws: k ~ Binomial(n_samples, g(x)).
 
     ``progress=True`` reports the samples done on stderr (:class:`probmod.progress.Progress`).
@@ -69,16 +70,31 @@ def smoothed_counts(f: Callable, X, sigma: float, n_samples: int, seed: int = 0,
     return torch.cat(counts).numpy()
 
 
-def bounds_from_counts(k: np.ndarray, n_samples: int, alpha: float, delta: float, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bounds_from_counts(
+    k: np.ndarray, n_samples: int, alpha: float, delta: float, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Point estimate k/n and bounds valid over the δ-ball, simultaneously over the V columns (Bonferroni)."""
     k = np.asarray(k)
     lo, hi = clopper_pearson(k, n_samples, alpha / k.shape[1])
     lo, hi = gaussian_shift(lo, hi, delta, sigma)
-    return torch.from_numpy(k / n_samples), torch.from_numpy(np.asarray(lo, dtype=float)), torch.from_numpy(np.asarray(hi, dtype=float))
+    return (
+        torch.from_numpy(k / n_samples),
+        torch.from_numpy(np.asarray(lo, dtype=float)),
+        torch.from_numpy(np.asarray(hi, dtype=float)),
+    )
 
 
-def smooth(f: Callable, X, sigma: float, n_samples: int, alpha: float = 0.001, delta: float = 0.0, seed: int = 0,
-           max_rows: int = 16384, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def smooth(
+    f: Callable,
+    X,
+    sigma: float,
+    n_samples: int,
+    alpha: float = 0.001,
+    delta: float = 0.0,
+    seed: int = 0,
+    max_rows: int = 16384,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Estimate the smoothed outputs of ``f`` at every row of ``X`` and bound them over the δ-ball.
 
     ``f`` maps a float32 batch ``(m, d)`` to values in [0, 1] of shape ``(m, V)``.

@@ -36,7 +36,9 @@ class CompiledCircuit(nn.Module):
     @classmethod
     def from_root(cls, root: NodeGroup, seed: int = 0, dtype: torch.dtype = torch.float32):
         if root.num_nodes != 1:
-            raise ValueError(f"the root {root.name} must have exactly one node, it has {root.num_nodes}; add summate(root, num_nodes=1)")
+            raise ValueError(
+                f"the root {root.name} must have exactly one node, it has {root.num_nodes}; add summate(root, num_nodes=1)"
+            )
         num_vars = max(root.scope) + 1
         if root.scope != frozenset(range(num_vars)):
             missing = sorted(set(range(num_vars)) - root.scope)[:5]
@@ -85,8 +87,10 @@ class CompiledCircuit(nn.Module):
     @property
     def leaf_groups(self) -> tuple[LeafGroup, ...]:
         """The input nodes grouped by leaf family (see :class:`~probcirc.compile.graph.LeafGroup`)."""
-        return tuple(LeafGroup(l.dist, torch.arange(l.start - 1, l.stop - 1, device=l.node_var.device), l.node_var, l.params)
-                     for l in self._input_layers)
+        return tuple(
+            LeafGroup(l.dist, torch.arange(l.start - 1, l.stop - 1, device=l.node_var.device), l.node_var, l.params)
+            for l in self._input_layers
+        )
 
     def graph(self) -> CircuitGraph:
         """The circuit as plain nodes and weighted edges (see :class:`~probcirc.compile.graph.CircuitGraph`).
@@ -119,12 +123,18 @@ class CompiledCircuit(nn.Module):
                 kind[layer.start - 1 : layer.stop - 1] = SUM
                 node = (layer.start - 1 + torch.arange(g * n_out, device=dev)).view(g, n_out, 1).expand(g, n_out, n_in)
                 child = (layer.child_idx - 1).view(g, 1, n_in).expand(g, n_out, n_in)
-                keep = layer.weight.new_ones(layer.weight.shape, dtype=torch.bool) if layer.edge_mask is None else layer.edge_mask.bool()
+                keep = (
+                    layer.weight.new_ones(layer.weight.shape, dtype=torch.bool)
+                    if layer.edge_mask is None
+                    else layer.edge_mask.bool()
+                )
                 parents.append(node[keep])
                 kids.append(child[keep])
                 weights.append(layer.weight.detach()[keep])
-        ep, ec, ew = (torch.cat(t) if t else torch.zeros(0, dtype=d, device=dev)
-                      for t, d in ((parents, torch.long), (kids, torch.long), (weights, self.dtype)))
+        ep, ec, ew = (
+            torch.cat(t) if t else torch.zeros(0, dtype=d, device=dev)
+            for t, d in ((parents, torch.long), (kids, torch.long), (weights, self.dtype))
+        )
         order = torch.sort(ep, stable=True).indices  # grouped by parent, each in its layer's edge order
         child_ptr = torch.zeros(n + 1, dtype=torch.long, device=dev)
         child_ptr[1:] = torch.cumsum(torch.bincount(ep, minlength=n), 0)
@@ -136,7 +146,9 @@ class CompiledCircuit(nn.Module):
         with missing entries zeroed, and the node-major missing mask."""
         x = torch.as_tensor(x, device=self.device)
         if x.dim() != 2 or x.shape[1] != self.num_vars:
-            raise ValueError(f"x must have shape (batch, {self.num_vars}) for this circuit's {self.num_vars} variables, got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have shape (batch, {self.num_vars}) for this circuit's {self.num_vars} variables, got {tuple(x.shape)}"
+            )
         mask = check_mask(x, mask)
         missing = torch.zeros_like(x, dtype=torch.bool) if mask is None else mask
         x = x.to(self.dtype).T.contiguous()
@@ -147,8 +159,13 @@ class CompiledCircuit(nn.Module):
         return x, missing
 
     # --------------------------------------------------------------- passes
-    def forward_with_leaves(self, leaf_fn: Callable[[LeafGroup], torch.Tensor | None], x: torch.Tensor | None = None,
-                            mask: torch.Tensor | None = None, flows: bool = False) -> LeafPass:
+    def forward_with_leaves(
+        self,
+        leaf_fn: Callable[[LeafGroup], torch.Tensor | None],
+        x: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        flows: bool = False,
+    ) -> LeafPass:
         """One upward pass with leaf log-values supplied by ``leaf_fn``; optionally the leaves' flows.
 
         ``leaf_fn(group)`` gets each :class:`~probcirc.compile.graph.LeafGroup` in
@@ -184,7 +201,9 @@ class CompiledCircuit(nn.Module):
             if v is None:
                 layer(mars, x, missing)
             elif tuple(v.shape) != (layer.stop - layer.start, b):
-                raise ValueError(f"leaf_fn must return ({layer.stop - layer.start}, {b}) log-values for {layer.dist!r}, got {tuple(v.shape)}")
+                raise ValueError(
+                    f"leaf_fn must return ({layer.stop - layer.start}, {b}) log-values for {layer.dist!r}, got {tuple(v.shape)}"
+                )
             else:
                 mars[layer.start : layer.stop] = v
         if not flows:
@@ -226,7 +245,9 @@ class CompiledCircuit(nn.Module):
                 layer.backward(mars, flows)
         return flows, [grads[i] for i in sorted(grads)]
 
-    def _down(self, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, choose: str, generator=None) -> torch.Tensor:
+    def _down(
+        self, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, choose: str, generator=None
+    ) -> torch.Tensor:
         """Top-down pass from the root: pick children (``sample`` or ``argmax``) and fill missing values.
 
         Takes node-major ``x`` and ``missing`` from :meth:`_prepare`; returns ``(B, num_vars)``.

@@ -92,7 +92,9 @@ def _input_params(g: InputNodes, generator) -> torch.Tensor:
         return g.dist.init_params(g.num_nodes, generator)
     params = torch.as_tensor(g.params, dtype=torch.float64)
     if params.shape != (g.num_nodes, g.dist.num_params):
-        raise ValueError(f"params of {g.name} must have shape {(g.num_nodes, g.dist.num_params)}, got {tuple(params.shape)}")
+        raise ValueError(
+            f"params of {g.name} must have shape {(g.num_nodes, g.dist.num_params)}, got {tuple(params.shape)}"
+        )
     g.dist.check_params(params)
     return params
 

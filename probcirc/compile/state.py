@@ -132,7 +132,9 @@ def _sum_layer(arrays, p, start) -> SumLayer:
         raise FormatError(f"{p}weight must be finite and non-negative")
     child_idx = _indices(arrays, p + "child_idx", 2, 1, start)
     if tuple(child_idx.shape) != (g, n_in):
-        raise FormatError(f"{p}child_idx must have shape ({g}, {n_in}) to match the weights, got {tuple(child_idx.shape)}")
+        raise FormatError(
+            f"{p}child_idx must have shape ({g}, {n_in}) to match the weights, got {tuple(child_idx.shape)}"
+        )
     mask = None
     if p + "edge_mask" in arrays:
         mask = torch.from_numpy(_array(arrays, p + "edge_mask", 3, "bool"))

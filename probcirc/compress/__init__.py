@@ -6,12 +6,12 @@ deterministic conditionals, integer quantisation, the file format).
 """
 
 from .codec import (
-           BLOCK,
-           Codec,
-           CodecError,
-           CodecModel,
-           ModelMismatchError,
-           PoorFitWarning,
+    BLOCK,
+    Codec,
+    CodecError,
+    CodecModel,
+    ModelMismatchError,
+    PoorFitWarning,
 )
 from .container import PczFormatError
 from .engine import PRECISION, PmfEngine
@@ -20,16 +20,16 @@ from .program import UnsupportedCircuit
 from .train import train_codec
 
 __all__ = [
-           "BLOCK",
-           "PRECISION",
-           "Codec",
-           "CodecError",
-           "CodecModel",
-           "ImageModeError",
-           "ModelMismatchError",
-           "PczFormatError",
-           "PmfEngine",
-           "PoorFitWarning",
-           "UnsupportedCircuit",
-           "train_codec",
+    "BLOCK",
+    "PRECISION",
+    "Codec",
+    "CodecError",
+    "CodecModel",
+    "ImageModeError",
+    "ModelMismatchError",
+    "PczFormatError",
+    "PmfEngine",
+    "PoorFitWarning",
+    "UnsupportedCircuit",
+    "train_codec",
 ]

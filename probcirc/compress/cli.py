@@ -63,8 +63,10 @@ def _read_image(path: Path, max_values: int = MAX_VALUES) -> np.ndarray:
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h * len(im.getbands()) > max_values:
-                    raise LimitError(f"{path}: declares {w}x{h} pixels x {len(im.getbands())} channels, over the "
-                                     f"limit of {max_values} values; raise --max-values if the file is trusted")
+                    raise LimitError(
+                        f"{path}: declares {w}x{h} pixels x {len(im.getbands())} channels, over the "
+                        f"limit of {max_values} values; raise --max-values if the file is trusted"
+                    )
                 return _as_l_or_rgb(im, path)
     except ProbmodError:
         raise
@@ -85,8 +87,9 @@ def _as_l_or_rgb(im, path: Path) -> np.ndarray:
     if mode == "P":
         raise InputError(f"{path}: palette image; convert it to RGB or L first (e.g. PIL: im.convert('RGB'))")
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        raise InputError(f"{path}: {mode} ({'16-bit' if '16' in mode else '32-bit'}) images are not supported; "
-                         "only 8-bit L and RGB")
+        raise InputError(
+            f"{path}: {mode} ({'16-bit' if '16' in mode else '32-bit'}) images are not supported; only 8-bit L and RGB"
+        )
     raise InputError(f"{path}: image mode {mode} is not supported; only 8-bit L (grey) and RGB")
 
 
@@ -99,8 +102,10 @@ def _read_array(path: Path, max_values: int = MAX_VALUES) -> np.ndarray:
         if path.suffix == ".npy":
             a = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only; the bytes must be there
             if a.size > max_values:
-                raise LimitError(f"{path}: declares shape {a.shape}, over the limit of {max_values} values; "
-                                 "raise --max-values if the file is trusted")
+                raise LimitError(
+                    f"{path}: declares shape {a.shape}, over the limit of {max_values} values; "
+                    "raise --max-values if the file is trusted"
+                )
             a = np.array(a)
         else:
             a = read_idx(path, max_bytes=max_values)
@@ -237,8 +242,10 @@ def _load_codec(args, file_patch: tuple[int, int] | None = None):
         has = model.patch if isinstance(model, CodecModel) else None
         if (has is not None and has != file_patch) or circuit.num_vars != file_patch[0] * file_patch[1]:
             shown = f"{has[0]}x{has[1]} patches" if has else f"{circuit.num_vars} variables"
-            raise ModelMismatchError(f"{args.input} was made with {file_patch[0]}x{file_patch[1]} patches but "
-                                     f"{args.model} codes {shown}; pass the model it was compressed with (-m)")
+            raise ModelMismatchError(
+                f"{args.input} was made with {file_patch[0]}x{file_patch[1]} patches but "
+                f"{args.model} codes {shown}; pass the model it was compressed with (-m)"
+            )
         patch = file_patch
     try:
         return Codec(model, patch=patch, batch_size=args.batch_size, threads=args.threads, max_values=args.max_values)
@@ -273,17 +280,27 @@ def cmd_train(args) -> int:
     out = check_output(args.output, args.force)
     images, _, _, _ = collect(args.images, args.max_values)
     try:
-        model = train_codec(images, patch=args.patch, latents=args.latents, epochs=args.epochs,
-                            full_batch_epochs=args.full_epochs, batch_size=args.batch_size,
-                            max_patches=args.max_patches, seed=args.seed, progress=not args.quiet,
-                            predictor=args.predictor)
+        model = train_codec(
+            images,
+            patch=args.patch,
+            latents=args.latents,
+            epochs=args.epochs,
+            full_batch_epochs=args.full_epochs,
+            batch_size=args.batch_size,
+            max_patches=args.max_patches,
+            seed=args.seed,
+            progress=not args.quiet,
+            predictor=args.predictor,
+        )
     except ProbmodError:
         raise
     except (ImageModeError, ValueError) as e:
         raise InputError(str(e)) from None
     io.save(model, out, overwrite=args.force)
-    print(f"trained codec model: {len(images)} images, patch {model.patch[0]}x{model.patch[1]}, {args.latents} latents, "
-          f"predictor {model.predictor}, fingerprint {file_fingerprint(model.circuit, model.predictor).hex()[:12]} -> {out}")
+    print(
+        f"trained codec model: {len(images)} images, patch {model.patch[0]}x{model.patch[1]}, {args.latents} latents, "
+        f"predictor {model.predictor}, fingerprint {file_fingerprint(model.circuit, model.predictor).hex()[:12]} -> {out}"
+    )
     return 0
 
 
@@ -302,8 +319,10 @@ def cmd_compress(args) -> int:
         entries = [Entry(a.shape[0], a.shape[1], int(m == "RGB")) for a, m in map(check_image, images)]
     except ImageModeError as e:
         raise InputError(str(e)) from None
-    with Progress(_num_patches(entries, codec.patch), "compress", "patch", enabled=not args.quiet) as bar, \
-            warnings.catch_warnings(record=True) as caught:
+    with (
+        Progress(_num_patches(entries, codec.patch), "compress", "patch", enabled=not args.quiet) as bar,
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always", PoorFitWarning)
         blob = codec.encode(images, names, sources, progress=bar.update)
     with atomic_path(out, overwrite=args.force) as tmp:
@@ -312,8 +331,10 @@ def cmd_compress(args) -> int:
         _note(args, f"warning: {text}")
     dims = sum(a.size for a in images)
     png = sum(_png_bytes(a) for a in images)
-    print(f"{len(images)} images, {dims} values: {len(blob)} bytes, {8 * len(blob) / dims:.4f} bits/dim "
-          f"(PNG {8 * png / dims:.4f} bits/dim, {png / len(blob):.2f}x smaller than PNG) -> {out}")
+    print(
+        f"{len(images)} images, {dims} values: {len(blob)} bytes, {8 * len(blob) / dims:.4f} bits/dim "
+        f"(PNG {8 * png / dims:.4f} bits/dim, {png / len(blob):.2f}x smaller than PNG) -> {out}"
+    )
     return 0
 
 
@@ -354,7 +375,11 @@ def plan_outputs(entries: list[Entry]) -> tuple[list[tuple[str, list[int]]], lis
 
 
 def _same_array(e: Entry, first: Entry) -> bool:
-    return e.source == 1 and e.name == first.name and (e.height, e.width, e.mode) == (first.height, first.width, first.mode)
+    return (
+        e.source == 1
+        and e.name == first.name
+        and (e.height, e.width, e.mode) == (first.height, first.width, first.mode)
+    )
 
 
 def cmd_decompress(args) -> int:
@@ -391,7 +416,9 @@ def cmd_decompress(args) -> int:
     for text in notes:
         _note(args, f"renamed: {text}")
     dims = sum(a.size for a in images)
-    print(f"{len(images)} images, {dims} values, {8 * len(data) / max(dims, 1):.4f} bits/dim -> {outdir}/ ({len(plan)} files)")
+    print(
+        f"{len(images)} images, {dims} values, {8 * len(data) / max(dims, 1):.4f} bits/dim -> {outdir}/ ({len(plan)} files)"
+    )
     return 0
 
 
@@ -402,29 +429,41 @@ def cmd_info(args) -> int:
     data = _read_pcz(args.input)
     header, _ = unpack(data, max_values=None)  # describing allocates nothing, so no size limit
     print(f"{args.input}: .pcz version {header.version}, {len(data)} bytes, {len(header.entries)} images")
-    print(f"model fingerprint {header.fingerprint.hex()}, patch {header.patch_h}x{header.patch_w}, "
-          f"{header.num_values} values, {header.precision}-bit PMFs, {header.block} patches per block")
+    print(
+        f"model fingerprint {header.fingerprint.hex()}, patch {header.patch_h}x{header.patch_w}, "
+        f"{header.num_values} values, {header.precision}-bit PMFs, {header.block} patches per block"
+    )
     show = header.entries if args.all else header.entries[:20]
     for i, e in enumerate(show):
         coding = "raw" if e.coding == RAW else "model"
-        print(f"  [{i}] {escape_name(e.name) or '-'} {e.width}x{e.height} {MODE_NAMES[e.mode]} {coding}: "
-              f"{e.stream_len} bytes, {8 * e.stream_len / e.values:.4f} bits/dim")
+        print(
+            f"  [{i}] {escape_name(e.name) or '-'} {e.width}x{e.height} {MODE_NAMES[e.mode]} {coding}: "
+            f"{e.stream_len} bytes, {8 * e.stream_len / e.values:.4f} bits/dim"
+        )
     if len(show) < len(header.entries):
         print(f"  ... {len(header.entries) - len(show)} more (--all)")
     dims = sum(e.values for e in header.entries)
-    print(f"total: {dims} values, streams {8 * header.payload_len / max(dims, 1):.4f} bits/dim, "
-          f"file {8 * len(data) / max(dims, 1):.4f} bits/dim")
+    print(
+        f"total: {dims} values, streams {8 * header.payload_len / max(dims, 1):.4f} bits/dim, "
+        f"file {8 * len(data) / max(dims, 1):.4f} bits/dim"
+    )
     return 0
 
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-values", type=_count(1), default=MAX_VALUES,
-                   help="refuse inputs that declare more values (pixels x channels) in all; raise it for trusted files")
+    p.add_argument(
+        "--max-values",
+        type=_count(1),
+        default=MAX_VALUES,
+        help="refuse inputs that declare more values (pixels x channels) in all; raise it for trusted files",
+    )
 
 
 def _add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, help="codec model file (.h5, from train-codec)")
-    p.add_argument("--batch-size", type=_count(1), default=64, help="patches evaluated together (bytes never depend on it)")
+    p.add_argument(
+        "--batch-size", type=_count(1), default=64, help="patches evaluated together (bytes never depend on it)"
+    )
     add_threads(p)
     add_quiet(p)
     _add_limits(p)
@@ -434,16 +473,26 @@ def register(sub) -> None:
     """Add ``train-codec``, ``compress``, ``decompress`` and ``info`` to the ``probcirc`` subparsers."""
     p = subparser(sub, "train-codec", "train a lossless image codec (HCLT on patches)")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="PNG/PGM/BMP files, folders, .npy or idx(.gz) arrays")
-    p.add_argument("--patch", type=_parse_patch, default=None,
-                   help="patch shape HxW (default: the images' size when all share one up to 32x32, else 8x8)")
+    p.add_argument(
+        "--patch",
+        type=_parse_patch,
+        default=None,
+        help="patch shape HxW (default: the images' size when all share one up to 32x32, else 8x8)",
+    )
     p.add_argument("--latents", type=_count(1), default=32, help="HCLT latent states per pixel")
     p.add_argument("--epochs", type=_count(0), default=2, help="mini-batch EM epochs")
     p.add_argument("--full-epochs", type=_count(0), default=1, help="full-batch EM epochs")
     p.add_argument("--batch-size", type=_count(1), default=512, help="patches per mini-batch")
-    p.add_argument("--max-patches", type=_count(2), default=None, help="train on at most this many patches (default: all)")
-    p.add_argument("--predictor", choices=("auto", "none", "med"), default="auto",
-                   help="model pixels (none) or JPEG-LS prediction residuals (med, better on photographs); "
-                        "auto picks by the training images' entropy")
+    p.add_argument(
+        "--max-patches", type=_count(2), default=None, help="train on at most this many patches (default: all)"
+    )
+    p.add_argument(
+        "--predictor",
+        choices=("auto", "none", "med"),
+        default="auto",
+        help="model pixels (none) or JPEG-LS prediction residuals (med, better on photographs); "
+        "auto picks by the training images' entropy",
+    )
     add_seed(p)
     add_output(p, help="model file (.h5)")
     add_force(p)
@@ -455,7 +504,9 @@ def register(sub) -> None:
     p = subparser(sub, "compress", "compress images into a .pcz file")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="PNG/PGM/BMP files, folders, .npy or idx(.gz) arrays")
     add_output(p, help=".pcz file to write")
-    p.add_argument("--patch", type=_parse_patch, default=None, help="only for a bare circuit file without a patch shape")
+    p.add_argument(
+        "--patch", type=_parse_patch, default=None, help="only for a bare circuit file without a patch shape"
+    )
     _add_codec_options(p)
     add_force(p)
     p.set_defaults(func=cmd_compress)

@@ -159,9 +159,16 @@ class Codec:
         True
     """
 
-    def __init__(self, circuit, patch: tuple[int, int] | None = None, mode: str = "incremental",
-                 batch_size: int = 64, threads: int | None = None, predictor: str | None = None,
-                 max_values: int | None = MAX_VALUES):
+    def __init__(
+        self,
+        circuit,
+        patch: tuple[int, int] | None = None,
+        mode: str = "incremental",
+        batch_size: int = 64,
+        threads: int | None = None,
+        predictor: str | None = None,
+        max_values: int | None = MAX_VALUES,
+    ):
         if isinstance(circuit, CodecModel):
             if predictor is not None and predictor != circuit.predictor:
                 raise ValueError(f"the model was trained with predictor {circuit.predictor!r}, not {predictor!r}")
@@ -189,8 +196,10 @@ class Codec:
         self.max_values = max_values
         self.program = build_program(circuit)
         if self.program.num_values < 256:
-            raise ValueError(f"the circuit's leaves have {self.program.num_values} values; 8-bit images need 256 "
-                             "(train with input_dist=Categorical(256))")
+            raise ValueError(
+                f"the circuit's leaves have {self.program.num_values} values; 8-bit images need 256 "
+                "(train with input_dist=Categorical(256))"
+            )
         self.fingerprint = file_fingerprint(circuit, self.predictor)
         self._family = constriction.stream.model.Categorical(perfect=False)
 
@@ -283,13 +292,17 @@ class Codec:
         return _Ctx()
 
     # ----------------------------------------------------------------- public
-    def encode_streams(self, images: Sequence[np.ndarray], progress=None) -> tuple[list[tuple[int, int, int]], list[bytes]]:
+    def encode_streams(
+        self, images: Sequence[np.ndarray], progress=None
+    ) -> tuple[list[tuple[int, int, int]], list[bytes]]:
         """Per image ``(height, width, mode code)`` and its independent stream, as the model codes it (no raw fallback)."""
         return self._encode_checked([check_image(img) for img in images], progress)
 
     def _encode_checked(self, checked, progress=None):
         blocks = self._blocks([self._planes(a, m) for a, m in checked])
-        coders = {(i, k): constriction.stream.queue.RangeEncoder() for i, bl in enumerate(blocks) for k in range(len(bl))}
+        coders = {
+            (i, k): constriction.stream.queue.RangeEncoder() for i, bl in enumerate(blocks) for k in range(len(bl))
+        }
         with self._with_threads():
             for batch in self._batches(blocks):
                 self._run(batch, blocks, coders, True, progress)
@@ -300,8 +313,14 @@ class Codec:
         meta = [(a.shape[0], a.shape[1], MODES[m]) for a, m in checked]
         return meta, streams
 
-    def encode(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None,
-               sources: Sequence[int] | None = None, progress=None, raw_fallback: bool = True) -> bytes:
+    def encode(
+        self,
+        images: Sequence[np.ndarray],
+        names: Sequence[str] | None = None,
+        sources: Sequence[int] | None = None,
+        progress=None,
+        raw_fallback: bool = True,
+    ) -> bytes:
         """Compress a sequence of 8-bit grey ``(H, W)`` or RGB ``(H, W, 3)`` uint8 arrays into ``.pcz`` bytes.
 
         Each image is stored raw instead when that is shorter (``raw_fallback``, with a
@@ -318,15 +337,28 @@ class Codec:
             codings.append(RAW if raw_fallback and len(raw) < len(streams[j]) else MODEL)
             streams[j] = raw if codings[-1] == RAW else streams[j]
         if RAW in codings:
-            bpd = 8 * sum(len(s) for s, c in zip(streams, codings) if c == RAW) / sum(
-                a.size for (a, _), c in zip(checked, codings) if c == RAW)
-            warnings.warn(f"{codings.count(RAW)} of {len(codings)} images are stored raw ({bpd:.2f} bits/dim): "
-                          "the model codes them in more bits; it fits them poorly (train it on similar images)",
-                          PoorFitWarning, stacklevel=2)
+            bpd = (
+                8
+                * sum(len(s) for s, c in zip(streams, codings) if c == RAW)
+                / sum(a.size for (a, _), c in zip(checked, codings) if c == RAW)
+            )
+            warnings.warn(
+                f"{codings.count(RAW)} of {len(codings)} images are stored raw ({bpd:.2f} bits/dim): "
+                "the model codes them in more bits; it fits them poorly (train it on similar images)",
+                PoorFitWarning,
+                stacklevel=2,
+            )
         names = list(names) if names is not None else [""] * len(checked)
         sources = list(sources) if sources is not None else [0] * len(checked)
-        header = Header(self.fingerprint, self.patch[0], self.patch[1], self.program.num_values, PRECISION, BLOCK,
-                        [Entry(h, w, m, s, n, coding=c) for (h, w, m), s, n, c in zip(meta, sources, names, codings)])
+        header = Header(
+            self.fingerprint,
+            self.patch[0],
+            self.patch[1],
+            self.program.num_values,
+            PRECISION,
+            BLOCK,
+            [Entry(h, w, m, s, n, coding=c) for (h, w, m), s, n, c in zip(meta, sources, names, codings)],
+        )
         return container.pack(header, streams)
 
     def read_header(self, data: bytes, verify_payload: bool = True) -> tuple[Header, memoryview]:
@@ -349,12 +381,16 @@ class Codec:
             PczFormatError: the alphabet, precision or block size differs.
         """
         if (header.patch_h, header.patch_w) != self.patch:
-            raise ModelMismatchError(f"the file was made with {header.patch_h}x{header.patch_w} patches, this model "
-                                     f"codes {self.patch[0]}x{self.patch[1]} patches")
+            raise ModelMismatchError(
+                f"the file was made with {header.patch_h}x{header.patch_w} patches, this model "
+                f"codes {self.patch[0]}x{self.patch[1]} patches"
+            )
         if header.fingerprint != self.fingerprint:
-            raise ModelMismatchError(f"the file was made with another model (fingerprint {header.fingerprint.hex()[:12]}..., "
-                                     f"this model is {self.fingerprint.hex()[:12]}... with predictor {self.predictor!r}; "
-                                     "the predictor is part of the fingerprint)")
+            raise ModelMismatchError(
+                f"the file was made with another model (fingerprint {header.fingerprint.hex()[:12]}..., "
+                f"this model is {self.fingerprint.hex()[:12]}... with predictor {self.predictor!r}; "
+                "the predictor is part of the fingerprint)"
+            )
         if header.num_values != self.program.num_values or header.precision != PRECISION or header.block != BLOCK:
             raise PczFormatError("the file's alphabet, precision or block size does not match this codec")
 
@@ -406,7 +442,9 @@ class Codec:
             if lengths[-1] < 0:
                 raise PczFormatError(f"corrupt .pcz file (image {idx}'s block table is inconsistent)")
             for k in range(n_blocks):
-                coders[(j, k)] = constriction.stream.queue.RangeDecoder(_bytes_to_words(_untrim(s[pos : pos + lengths[k]])))
+                coders[(j, k)] = constriction.stream.queue.RangeDecoder(
+                    _bytes_to_words(_untrim(s[pos : pos + lengths[k]]))
+                )
                 pos += lengths[k]
         with self._with_threads():
             for batch in self._batches(blocks):
@@ -416,7 +454,10 @@ class Codec:
             vals = np.concatenate([v for v, _ in blocks[j]])
             nplanes = len(shapes[j])
             per = len(vals) // nplanes
-            planes = [restore(untile(vals[p * per : (p + 1) * per], e.height, e.width, ph, pw), self.predictor) for p in range(nplanes)]
+            planes = [
+                restore(untile(vals[p * per : (p + 1) * per], e.height, e.width, ph, pw), self.predictor)
+                for p in range(nplanes)
+            ]
             out.append(from_planes(planes, MODE_NAMES[e.mode]))
         return out
 

@@ -160,8 +160,9 @@ def safe_name(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     if base in (".", ".."):
         return ""
-    base = "".join("_" if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") else c
-                   for c in base)
+    base = "".join(
+        "_" if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") else c for c in base
+    )
     if base.startswith("."):
         base = "_" + base[1:]
     return _cut(base).decode("utf-8")
@@ -186,13 +187,31 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
     header.payload_sha = hashlib.sha256(payload).digest()
     header.payload_len = len(payload)
     header.version = VERSION
-    parts = [_FIXED.pack(header.fingerprint, header.patch_h, header.patch_w, header.num_values, header.precision,
-                         header.block, header.payload_sha, header.payload_len, len(header.entries))]
+    parts = [
+        _FIXED.pack(
+            header.fingerprint,
+            header.patch_h,
+            header.patch_w,
+            header.num_values,
+            header.precision,
+            header.block,
+            header.payload_sha,
+            header.payload_len,
+            len(header.entries),
+        )
+    ]
     for e in header.entries:
         name = _cut(e.name)
         kind = e.mode | (e.source << 4) | (e.coding << 7)
-        parts.append(_varint(e.height) + _varint(e.width) + bytes([kind]) + _varint(len(name)) + name
-                     + _varint(e.stream_len) + struct.pack("<I", e.crc32))
+        parts.append(
+            _varint(e.height)
+            + _varint(e.width)
+            + bytes([kind])
+            + _varint(len(name))
+            + name
+            + _varint(e.stream_len)
+            + struct.pack("<I", e.crc32)
+        )
     body = b"".join(parts)
     lead = struct.pack("<HI", VERSION, len(body))
     return MAGIC + lead + body + struct.pack("<I", zlib.crc32(lead + body)) + payload
@@ -239,12 +258,15 @@ def check_sizes(header: Header, max_values: int | None = MAX_VALUES) -> None:
     total = 0
     for i, e in enumerate(header.entries):
         if e.mode not in _PLANES or e.coding not in (MODEL, RAW) or e.height < 1 or e.width < 1:
-            raise PczFormatError(f"corrupt .pcz header (image {i}: mode {e.mode}, coding {e.coding}, "
-                                 f"size {e.height}x{e.width})")
+            raise PczFormatError(
+                f"corrupt .pcz header (image {i}: mode {e.mode}, coding {e.coding}, size {e.height}x{e.width})"
+            )
         total += e.values
         if max_values is not None and total > max_values:
-            raise LimitError(f"the file declares more than {max_values} values (image {i} is {e.width}x{e.height}"
-                             f"{'x3' if e.mode else ''}); raise the limit (--max-values) if the file is trusted")
+            raise LimitError(
+                f"the file declares more than {max_values} values (image {i} is {e.width}x{e.height}"
+                f"{'x3' if e.mode else ''}); raise the limit (--max-values) if the file is trusted"
+            )
         if e.coding == RAW:
             least = 1 + (e.values + 7) // 8  # 1 to 8 bits per value, after the width byte
             most = 1 + e.values
@@ -252,8 +274,9 @@ def check_sizes(header: Header, max_values: int | None = MAX_VALUES) -> None:
             blocks = -(-_PLANES[e.mode] * -(-e.height // ph) * -(-e.width // pw) // block)
             least, most = 2 * blocks - 1, None  # a table byte per block but the last, a byte at least per block
         if e.stream_len < least or (most is not None and e.stream_len > most):
-            raise PczFormatError(f"corrupt .pcz file (image {i} declares {e.width}x{e.height} but its stream "
-                                 f"holds {e.stream_len} bytes)")
+            raise PczFormatError(
+                f"corrupt .pcz file (image {i} declares {e.width}x{e.height} but its stream holds {e.stream_len} bytes)"
+            )
 
 
 def unpack(data: bytes, verify_payload: bool = True, max_values: int | None = MAX_VALUES) -> tuple[Header, memoryview]:
@@ -274,8 +297,10 @@ def unpack(data: bytes, verify_payload: bool = True, max_values: int | None = MA
         raise PczFormatError("truncated .pcz file (header cut off)")
     version, hlen = struct.unpack_from("<HI", data, pos)
     if version not in READ_VERSIONS:
-        raise PczFormatError(f".pcz format version {version} is not supported (this build reads versions "
-                             f"{', '.join(map(str, READ_VERSIONS))})")
+        raise PczFormatError(
+            f".pcz format version {version} is not supported (this build reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))})"
+        )
     end = pos + 6 + hlen
     if len(data) < end + 4:
         raise PczFormatError("truncated .pcz file (header cut off)")

@@ -22,7 +22,9 @@ def check_image(img) -> tuple[np.ndarray, str]:
     a = np.asarray(img)
     if a.dtype != np.uint8:
         if a.dtype.kind in "iu" and a.size and (a.min() < 0 or a.max() > 255):
-            raise ImageModeError(f"values must be 8-bit (0..255), got {a.dtype} in [{a.min()}, {a.max()}]; 16-bit images are not supported")
+            raise ImageModeError(
+                f"values must be 8-bit (0..255), got {a.dtype} in [{a.min()}, {a.max()}]; 16-bit images are not supported"
+            )
         if a.dtype.kind not in "iub":
             raise ImageModeError(f"images must be integer 8-bit arrays, got dtype {a.dtype}")
         a = a.astype(np.uint8)
@@ -83,8 +85,10 @@ def tile(plane: np.ndarray, ph: int, pw: int) -> tuple[np.ndarray, np.ndarray]:
     valid = np.zeros((nh * ph, nw * pw), dtype=bool)
     padded[:h, :w] = plane
     valid[:h, :w] = True
+
     def cut(a):
         return a.reshape(nh, ph, nw, pw).transpose(0, 2, 1, 3).reshape(nh * nw, ph * pw)
+
     return cut(padded), cut(valid)
 
 

@@ -235,9 +235,43 @@ def _ensure_inside(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, 
 
 
 @njit(cache=True)
-def _step_row(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
-              par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
-              M, E, DM, DE, ok, sout, x, obs, tm, te, stack, pbuf, freq):
+def _step_row(
+    i,
+    now,
+    mode,
+    precision,
+    kind,
+    leaf_var,
+    leaf_row,
+    table,
+    ch_ptr,
+    ch_idx,
+    ch_w,
+    par_ptr,
+    par_node,
+    par_edge,
+    par_w,
+    var_ptr,
+    var_leaf,
+    anc_ptr,
+    anc,
+    lo,
+    hi,
+    contig,
+    M,
+    E,
+    DM,
+    DE,
+    ok,
+    sout,
+    x,
+    obs,
+    tm,
+    te,
+    stack,
+    pbuf,
+    freq,
+):
     S = kind.shape[0]
     root = S - 1
     if mode == NAIVE:
@@ -265,7 +299,9 @@ def _step_row(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, 
                     for jj in range(ch_ptr[q], ch_ptr[q + 1]):
                         c = ch_idx[jj]
                         if c != n and ok[c] != 1:  # (a call costs more than the check)
-                            _ensure_inside(c, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs, ok, stack)
+                            _ensure_inside(
+                                c, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs, ok, stack
+                            )
             _outside_node(n, root, kind, ch_ptr, ch_idx, par_w, par_ptr, par_node, par_edge, M, E, DM, DE, tm, te)
             sout[n] = now
     _pmf(i, var_ptr, var_leaf, leaf_row, table, DM, DE, pbuf)
@@ -273,9 +309,42 @@ def _step_row(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, 
 
 
 @njit(cache=True, parallel=True)
-def step(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
-         par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
-         M, E, DM, DE, OK, SOUT, STACK, X, OBS, active, max_par, FREQ):
+def step(
+    i,
+    now,
+    mode,
+    precision,
+    kind,
+    leaf_var,
+    leaf_row,
+    table,
+    ch_ptr,
+    ch_idx,
+    ch_w,
+    par_ptr,
+    par_node,
+    par_edge,
+    par_w,
+    var_ptr,
+    var_leaf,
+    anc_ptr,
+    anc,
+    lo,
+    hi,
+    contig,
+    M,
+    E,
+    DM,
+    DE,
+    OK,
+    SOUT,
+    STACK,
+    X,
+    OBS,
+    active,
+    max_par,
+    FREQ,
+):
     """Quantised P(X_i | x_observed) for every active row into FREQ (B, V); ``now`` is i's position."""
     V = table.shape[1]
     for b in prange(M.shape[0]):
@@ -283,14 +352,49 @@ def step(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_id
             tm = np.empty(max_par, dtype=np.float64)
             te = np.empty(max_par, dtype=np.int64)
             pbuf = np.empty(V, dtype=np.float64)
-            _step_row(i, now, mode, precision, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w,
-                      par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig,
-                      M[b], E[b], DM[b], DE[b], OK[b], SOUT[b], X[b], OBS[b], tm, te, STACK[b], pbuf, FREQ[b])
+            _step_row(
+                i,
+                now,
+                mode,
+                precision,
+                kind,
+                leaf_var,
+                leaf_row,
+                table,
+                ch_ptr,
+                ch_idx,
+                ch_w,
+                par_ptr,
+                par_node,
+                par_edge,
+                par_w,
+                var_ptr,
+                var_leaf,
+                anc_ptr,
+                anc,
+                lo,
+                hi,
+                contig,
+                M[b],
+                E[b],
+                DM[b],
+                DE[b],
+                OK[b],
+                SOUT[b],
+                X[b],
+                OBS[b],
+                tm,
+                te,
+                STACK[b],
+                pbuf,
+                FREQ[b],
+            )
 
 
 @njit(cache=True, parallel=True)
-def observe(i, mode, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_ptr, anc,
-            M, E, OK, X, OBS, active, values):
+def observe(
+    i, mode, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_ptr, anc, M, E, OK, X, OBS, active, values
+):
     """Set X_i = values[b] on the active rows; refresh (ANCESTORS) or mark stale (LAZY) what depends on it."""
     for b in prange(M.shape[0]):
         if active[b]:
@@ -298,7 +402,9 @@ def observe(i, mode, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_
             OBS[b, i] = True
             if mode == ANCESTORS:
                 for j in range(anc_ptr[i], anc_ptr[i + 1]):
-                    _inside_node(anc[j], kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b])
+                    _inside_node(
+                        anc[j], kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b]
+                    )
             elif mode == LAZY:
                 for j in range(anc_ptr[i], anc_ptr[i + 1]):
                     OK[b, anc[j]] = 0

@@ -188,7 +188,9 @@ def build_program(circuit) -> Program:
         if num_values is None:
             num_values = tab.shape[1]
         elif tab.shape[1] != num_values:
-            raise UnsupportedCircuit(f"all leaves must share one alphabet; found {num_values} and {tab.shape[1]} values")
+            raise UnsupportedCircuit(
+                f"all leaves must share one alphabet; found {num_values} and {tab.shape[1]} values"
+            )
         if not np.isfinite(tab).all() or (tab < 0).any():
             raise UnsupportedCircuit("leaf probabilities must be finite and non-negative")
         slots = group.nodes.cpu().numpy() + 1
@@ -219,8 +221,25 @@ def build_program(circuit) -> Program:
     var_ptr[1:] = np.cumsum(np.bincount(lv, minlength=D))
     anc_ptr, anc = _ancestors(var_ptr, var_leaf, par_ptr, par_node, S)
     table = np.ascontiguousarray(np.concatenate(tables)) if tables else np.zeros((0, 2))
-    prog = Program(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, par_ptr, par_node, par_edge,
-                   np.ascontiguousarray(ch_w[par_edge]), var_ptr, var_leaf, anc_ptr, anc, D, int(num_values))
+    prog = Program(
+        kind,
+        leaf_var,
+        leaf_row,
+        table,
+        ch_ptr,
+        ch_idx,
+        ch_w,
+        par_ptr,
+        par_node,
+        par_edge,
+        np.ascontiguousarray(ch_w[par_edge]),
+        var_ptr,
+        var_leaf,
+        anc_ptr,
+        anc,
+        D,
+        int(num_values),
+    )
     set_order(prog, _preorder(kind, leaf_var, ch_ptr, ch_idx, D))
     return prog
 

@@ -16,7 +16,7 @@ def default_patch(images) -> tuple[int, int]:
     else 8x8: among 4x4, 8x8 and 16x16 it coded held-out photographs best (benchmarks/codec_natural.py)."""
     shapes = {tuple(np.asarray(img).shape[:2]) for img in images}
     if len(shapes) == 1:
-        (h, w), = shapes
+        ((h, w),) = shapes
         if h <= 32 and w <= 32:
             return h, w
     return 8, 8
@@ -45,10 +45,21 @@ def patches_from_planes(planes, patch: tuple[int, int], max_patches: int | None 
     return data
 
 
-def train_codec(images, patch: tuple[int, int] | None = None, latents: int = 32, epochs: int = 2,
-                full_batch_epochs: int = 1, batch_size: int = 512, step_size: float = 0.1,
-                pseudocount: float = 0.1, num_bins: int = 4, max_patches: int | None = None,
-                seed: int = 0, progress: bool = False, predictor: str = "auto") -> CodecModel:
+def train_codec(
+    images,
+    patch: tuple[int, int] | None = None,
+    latents: int = 32,
+    epochs: int = 2,
+    full_batch_epochs: int = 1,
+    batch_size: int = 512,
+    step_size: float = 0.1,
+    pseudocount: float = 0.1,
+    num_bins: int = 4,
+    max_patches: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    predictor: str = "auto",
+) -> CodecModel:
     """Fit an HCLT with ``Categorical(256)`` leaves on the images' patches; return a :class:`CodecModel`.
 
     ``patch``: default :func:`default_patch`. ``predictor``: ``"none"`` models the pixels, ``"med"`` the JPEG-LS
@@ -72,6 +83,15 @@ def train_codec(images, patch: tuple[int, int] | None = None, latents: int = 32,
     root = HCLT(data, latents, input_dist=Categorical(256), num_bins=num_bins, seed=seed)
     pc = probcirc.compile(root, seed=seed, dtype=torch.float32)
     x = torch.from_numpy(data.astype(np.int64))
-    em(pc, x, epochs=epochs, batch_size=batch_size, step_size=step_size, pseudocount=pseudocount,
-       full_batch_epochs=full_batch_epochs, seed=seed, progress=progress)
+    em(
+        pc,
+        x,
+        epochs=epochs,
+        batch_size=batch_size,
+        step_size=step_size,
+        pseudocount=pseudocount,
+        full_batch_epochs=full_batch_epochs,
+        seed=seed,
+        progress=progress,
+    )
     return CodecModel(pc, patch, predictor)

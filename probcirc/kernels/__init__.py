@@ -30,7 +30,7 @@ def _version(v: str) -> tuple[int, int]:
     return tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in parts)  # type: ignore[return-value]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe() -> str | None:
     """None when Triton is usable here, else why not (one sentence)."""
     try:
@@ -42,7 +42,11 @@ def _probe() -> str | None:
         return f"Triton {triton.__version__} is too old; the kernels need Triton >= {'.'.join(map(str, MIN_TRITON))}"
     import inspect
 
-    missing = [name for name in ("load", "store", "dot", "max", "sum", "exp", "log", "where", "program_id", "trans") if not hasattr(tl, name)]
+    missing = [
+        name
+        for name in ("load", "store", "dot", "max", "sum", "exp", "log", "where", "program_id", "trans")
+        if not hasattr(tl, name)
+    ]
     if missing:
         return f"Triton {triton.__version__} lacks triton.language.{', '.join(missing)}"
     try:
@@ -50,7 +54,9 @@ def _probe() -> str | None:
     except (TypeError, ValueError):
         params = {}
     if "input_precision" not in params:
-        return f"Triton {triton.__version__}: tl.dot has no input_precision argument (needed for exact float32 products)"
+        return (
+            f"Triton {triton.__version__}: tl.dot has no input_precision argument (needed for exact float32 products)"
+        )
     return None
 
 

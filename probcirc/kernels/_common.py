@@ -9,15 +9,20 @@ import torch
 import triton
 import triton.language as tl
 
-
 _DEFAULT_TUNE = {"block_b": 64, "max_block": 64, "num_warps": 4, "seg_block_b": 128, "seg_block_n": 8}
 
 
 def _checked(key: str, value) -> int:
     ok = key in _DEFAULT_TUNE and str(value).isdigit()
-    ok = ok and int(value) & (int(value) - 1) == 0 and int(value) >= (16 if key.startswith(("block", "max", "seg_block_b")) else 1)
+    ok = (
+        ok
+        and int(value) & (int(value) - 1) == 0
+        and int(value) >= (16 if key.startswith(("block", "max", "seg_block_b")) else 1)
+    )
     if not ok:
-        raise ValueError(f"bad launch parameter {key}={value!r}: keys {sorted(_DEFAULT_TUNE)}, values powers of two (blocks >= 16)")
+        raise ValueError(
+            f"bad launch parameter {key}={value!r}: keys {sorted(_DEFAULT_TUNE)}, values powers of two (blocks >= 16)"
+        )
     return int(value)
 
 
@@ -116,7 +121,9 @@ def cached(layer, name: str, tensors: tuple, build):
     entry = cache.get(name)
     if entry is not None:
         refs, value = entry
-        if len(refs) == len(tensors) and all((r is None and t is None) or (r is not None and r() is t) for r, t in zip(refs, tensors)):
+        if len(refs) == len(tensors) and all(
+            (r is None and t is None) or (r is not None and r() is t) for r, t in zip(refs, tensors)
+        ):
             return value
     value = build()
     cache[name] = (tuple(None if t is None else weakref.ref(t) for t in tensors), value)
@@ -140,8 +147,18 @@ def csr(keys: torch.Tensor, values: torch.Tensor, num_segments: int) -> tuple[to
 
 @triton.jit
 def segment_sum_kernel(
-    src_ptr, src_rows_ptr, seg_ptr, dst_ptr, dst_rows_ptr, N, B, src_stride, dst_stride,
-    ACCUMULATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+    src_ptr,
+    src_rows_ptr,
+    seg_ptr,
+    dst_ptr,
+    dst_rows_ptr,
+    N,
+    B,
+    src_stride,
+    dst_stride,
+    ACCUMULATE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_B: tl.constexpr,
 ):
     """dst[dst_rows[n], b] (+)= sum over e in segment n of src[src_rows[e], b], in edge order.
 
@@ -165,7 +182,9 @@ def segment_sum_kernel(
     for j in range(0, tl.max(count, axis=0)):
         emask = nmask & (j < count)
         row = tl.load(src_rows_ptr + lo + j, mask=emask, other=0).to(tl.int64)
-        acc += tl.load(src_ptr + row[:, None] * src_stride + offs_b[None, :], mask=emask[:, None] & bmask[None, :], other=0.0)
+        acc += tl.load(
+            src_ptr + row[:, None] * src_stride + offs_b[None, :], mask=emask[:, None] & bmask[None, :], other=0.0
+        )
     tl.store(dptrs, acc, mask=m)
 
 
@@ -177,6 +196,17 @@ def segment_sum(src, src_rows, seg, dst, dst_rows, accumulate: bool) -> None:
     bb = pow2(B, 16, TUNE["seg_block_b"])
     bn = TUNE["seg_block_n"]
     segment_sum_kernel[(triton.cdiv(n, bn), triton.cdiv(B, bb))](
-        src, src_rows, seg, dst, dst_rows, n, B, src.stride(0), dst.stride(0), ACCUMULATE=accumulate, BLOCK_N=bn, BLOCK_B=bb,
+        src,
+        src_rows,
+        seg,
+        dst,
+        dst_rows,
+        n,
+        B,
+        src.stride(0),
+        dst.stride(0),
+        ACCUMULATE=accumulate,
+        BLOCK_N=bn,
+        BLOCK_B=bb,
         num_warps=TUNE["num_warps"],
     )

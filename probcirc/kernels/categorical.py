@@ -18,8 +18,19 @@ from ._common import alloc, check_buffer, pow2
 
 @triton.jit
 def _cat_fwd_kernel(
-    params_ptr, node_var_ptr, x_ptr, miss_ptr, mars_ptr, n, C, B, x_stride, stride, start,
-    BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+    params_ptr,
+    node_var_ptr,
+    x_ptr,
+    miss_ptr,
+    mars_ptr,
+    n,
+    C,
+    B,
+    x_stride,
+    stride,
+    start,
+    BLOCK_N: tl.constexpr,
+    BLOCK_B: tl.constexpr,
 ):
     offs_n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -36,8 +47,21 @@ def _cat_fwd_kernel(
 
 @triton.jit
 def _cat_stats_kernel(
-    params_ptr, run_var_ptr, x_ptr, miss_ptr, flows_ptr, out_ptr, k, C, B, x_stride, stride, start,
-    BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr,
+    params_ptr,
+    run_var_ptr,
+    x_ptr,
+    miss_ptr,
+    flows_ptr,
+    out_ptr,
+    k,
+    C,
+    B,
+    x_stride,
+    stride,
+    start,
+    BLOCK_K: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_B: tl.constexpr,
 ):
     r = tl.program_id(0).to(tl.int64)
     offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -54,7 +78,11 @@ def _cat_stats_kernel(
         x = tl.load(x_ptr + var * x_stride + offs_b, mask=bmask, other=0.0)
         missing = tl.load(miss_ptr + var * x_stride + offs_b, mask=bmask, other=1) != 0
         xi = tl.minimum(tl.maximum(x.to(tl.int64), 0), C - 1)
-        f = tl.load(flows_ptr + (start + node[:, None]) * stride + offs_b[None, :], mask=kmask[:, None] & bmask[None, :], other=0.0)
+        f = tl.load(
+            flows_ptr + (start + node[:, None]) * stride + offs_b[None, :],
+            mask=kmask[:, None] & bmask[None, :],
+            other=0.0,
+        )
         hot = ((xi[:, None] == offs_c[None, :]) & ~missing[:, None] & bmask[:, None]).to(tl.float32)
         acc = tl.dot(f, hot, acc, input_precision="ieee")
         msum += tl.sum(tl.where((missing & bmask)[None, :], f, 0.0), axis=1)
@@ -86,8 +114,19 @@ def categorical_forward(layer, mars: torch.Tensor, x: torch.Tensor, missing: tor
         return
     bn, bb = 16, pow2(B, 16, 128)
     _cat_fwd_kernel[(triton.cdiv(n, bn), triton.cdiv(B, bb))](
-        layer.params.contiguous(), layer.node_var, x, missing.view(torch.int8), mars, n, C, B, x.stride(0), mars.stride(0), layer.start,
-        BLOCK_N=bn, BLOCK_B=bb,
+        layer.params.contiguous(),
+        layer.node_var,
+        x,
+        missing.view(torch.int8),
+        mars,
+        n,
+        C,
+        B,
+        x.stride(0),
+        mars.stride(0),
+        layer.start,
+        BLOCK_N=bn,
+        BLOCK_B=bb,
     )
 
 
@@ -103,7 +142,20 @@ def categorical_stats(layer, flows: torch.Tensor, x: torch.Tensor, missing: torc
     k = layer.k
     bk, bc, bb = pow2(k), pow2(C), pow2(B, 16, 64)
     _cat_stats_kernel[(n // k, triton.cdiv(k, bk), triton.cdiv(C, bc))](
-        layer.params.contiguous(), layer.run_var, x, missing.view(torch.int8), flows, out, k, C, B, x.stride(0), flows.stride(0), layer.start,
-        BLOCK_K=bk, BLOCK_C=bc, BLOCK_B=bb,
+        layer.params.contiguous(),
+        layer.run_var,
+        x,
+        missing.view(torch.int8),
+        flows,
+        out,
+        k,
+        C,
+        B,
+        x.stride(0),
+        flows.stride(0),
+        layer.start,
+        BLOCK_K=bk,
+        BLOCK_C=bc,
+        BLOCK_B=bb,
     )
     return out

@@ -28,8 +28,18 @@ def _smoothed_flows(flow_ptr, mask_ptr, offs_r, rmask, k0, K, share, MASKED: tl.
 
 @triton.jit
 def _em_kernel(
-    theta_ptr, flow_ptr, mask_ptr, nch_ptr, out_ptr, R, K, step, alpha,
-    MASKED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    theta_ptr,
+    flow_ptr,
+    mask_ptr,
+    nch_ptr,
+    out_ptr,
+    R,
+    K,
+    step,
+    alpha,
+    MASKED: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     offs_r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = offs_r < R
@@ -54,8 +64,18 @@ def _launch(theta, flows, mask, nch, out, step, alpha):
         return
     br, bk = 16, pow2(K, 16, 128)
     _em_kernel[(triton.cdiv(R, br),)](
-        theta, flows, theta if mask is None else mask, nch, out, R, K, float(step), float(alpha),
-        MASKED=mask is not None, BLOCK_R=br, BLOCK_K=bk,
+        theta,
+        flows,
+        theta if mask is None else mask,
+        nch,
+        out,
+        R,
+        K,
+        float(step),
+        float(alpha),
+        MASKED=mask is not None,
+        BLOCK_R=br,
+        BLOCK_K=bk,
     )
 
 
@@ -75,7 +95,15 @@ def em_update(layer, edge_flows: torch.Tensor, step_size: float, pseudocount: fl
 
     mask, nch = cached(layer, "em", (layer.edge_mask, layer.child_idx), build)
     theta = w.view(g * n_out, n_in)
-    _launch(theta, edge_flows.to(torch.float32).reshape(g * n_out, n_in).contiguous(), mask, nch, theta, step_size, pseudocount)
+    _launch(
+        theta,
+        edge_flows.to(torch.float32).reshape(g * n_out, n_in).contiguous(),
+        mask,
+        nch,
+        theta,
+        step_size,
+        pseudocount,
+    )
 
 
 def categorical_m_step(stats: torch.Tensor, params: torch.Tensor, pseudocount: float) -> torch.Tensor:

@@ -39,7 +39,11 @@ def _group_max(mars_ptr, child_ptr, g, offs_b, bmask, stride, n_in, BLOCK_K: tl.
         offs_k = k0 + tl.arange(0, BLOCK_K)
         kmask = offs_k < n_in
         rows = tl.load(child_ptr + g * n_in + offs_k, mask=kmask, other=0).to(tl.int64)
-        x = tl.load(mars_ptr + rows[:, None] * stride + offs_b[None, :], mask=kmask[:, None] & bmask[None, :], other=float("-inf"))
+        x = tl.load(
+            mars_ptr + rows[:, None] * stride + offs_b[None, :],
+            mask=kmask[:, None] & bmask[None, :],
+            other=float("-inf"),
+        )
         top = tl.maximum(top, tl.max(x, axis=0))
     return tl.where(top == float("-inf"), 0.0, top)
 
@@ -65,10 +69,27 @@ def _group_max_kernel(mars_ptr, child_ptr, top_ptr, B, stride, n_in, BLOCK_K: tl
 
 @triton.jit
 def _sum_fwd_kernel(
-    mars_ptr, child_ptr, w_ptr, blk_ptr, flows_ptr, ratio_ptr, top_ptr,
-    B, stride, n_in, n_out, start, nob, nkb,
-    SPARSE: tl.constexpr, BACKWARD: tl.constexpr, TOP_GIVEN: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr,
+    mars_ptr,
+    child_ptr,
+    w_ptr,
+    blk_ptr,
+    flows_ptr,
+    ratio_ptr,
+    top_ptr,
+    B,
+    stride,
+    n_in,
+    n_out,
+    start,
+    nob,
+    nkb,
+    SPARSE: tl.constexpr,
+    BACKWARD: tl.constexpr,
+    TOP_GIVEN: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr,
 ):
     g = tl.program_id(0).to(tl.int64)
     po = tl.program_id(1)
@@ -90,7 +111,11 @@ def _sum_fwd_kernel(
             offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
             kmask = offs_k < n_in
             e = _scaled(mars_ptr, child_ptr, g, offs_k, kmask, offs_b, bmask, top, stride, n_in)
-            w = tl.load(w_ptr + g * n_out * n_in + offs_o[:, None] * n_in + offs_k[None, :], mask=omask[:, None] & kmask[None, :], other=0.0)
+            w = tl.load(
+                w_ptr + g * n_out * n_in + offs_o[:, None] * n_in + offs_k[None, :],
+                mask=omask[:, None] & kmask[None, :],
+                other=0.0,
+            )
             acc = mm(w, e, acc, PRECISION)
     rows = start + g * n_out + offs_o
     m = omask[:, None] & bmask[None, :]
@@ -108,10 +133,26 @@ def _sum_fwd_kernel(
 
 @triton.jit
 def _sum_bwd_in_kernel(
-    mars_ptr, child_ptr, w_ptr, blk_ptr, ratio_ptr, top_ptr, dst_ptr,
-    B, stride, dst_stride, n_in, n_out, nob, nkb,
-    SPARSE: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr,
+    mars_ptr,
+    child_ptr,
+    w_ptr,
+    blk_ptr,
+    ratio_ptr,
+    top_ptr,
+    dst_ptr,
+    B,
+    stride,
+    dst_stride,
+    n_in,
+    n_out,
+    nob,
+    nkb,
+    SPARSE: tl.constexpr,
+    DIRECT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr,
 ):
     g = tl.program_id(0).to(tl.int64)
     pk = tl.program_id(1)
@@ -130,8 +171,16 @@ def _sum_bwd_in_kernel(
         if live:
             offs_o = ob * BLOCK_O + tl.arange(0, BLOCK_O)
             omask = offs_o < n_out
-            wt = tl.load(w_ptr + g * n_out * n_in + offs_o[None, :] * n_in + offs_k[:, None], mask=kmask[:, None] & omask[None, :], other=0.0)
-            r = tl.load(ratio_ptr + (g * n_out + offs_o[:, None]) * B + offs_b[None, :], mask=omask[:, None] & bmask[None, :], other=0.0)
+            wt = tl.load(
+                w_ptr + g * n_out * n_in + offs_o[None, :] * n_in + offs_k[:, None],
+                mask=kmask[:, None] & omask[None, :],
+                other=0.0,
+            )
+            r = tl.load(
+                ratio_ptr + (g * n_out + offs_o[:, None]) * B + offs_b[None, :],
+                mask=omask[:, None] & bmask[None, :],
+                other=0.0,
+            )
             acc = mm(wt, r, acc, PRECISION)
     f_in = e * acc
     m = kmask[:, None] & bmask[None, :]
@@ -146,10 +195,24 @@ def _sum_bwd_in_kernel(
 
 @triton.jit
 def _sum_grad_kernel(
-    mars_ptr, child_ptr, blk_ptr, mask_ptr, ratio_ptr, top_ptr, grad_ptr,
-    B, stride, n_in, n_out, nob, nkb,
-    SPARSE: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr,
+    mars_ptr,
+    child_ptr,
+    blk_ptr,
+    mask_ptr,
+    ratio_ptr,
+    top_ptr,
+    grad_ptr,
+    B,
+    stride,
+    n_in,
+    n_out,
+    nob,
+    nkb,
+    SPARSE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr,
 ):
     g = tl.program_id(0).to(tl.int64)
     po = tl.program_id(1)
@@ -169,7 +232,11 @@ def _sum_grad_kernel(
             bmask = offs_b < B
             top = tl.load(top_ptr + g * B + offs_b, mask=bmask, other=0.0)
             e = _scaled(mars_ptr, child_ptr, g, offs_k, kmask, offs_b, bmask, top, stride, n_in)
-            r = tl.load(ratio_ptr + (g * n_out + offs_o[:, None]) * B + offs_b[None, :], mask=omask[:, None] & bmask[None, :], other=0.0)
+            r = tl.load(
+                ratio_ptr + (g * n_out + offs_o[:, None]) * B + offs_b[None, :],
+                mask=omask[:, None] & bmask[None, :],
+                other=0.0,
+            )
             acc = mm(r, tl.trans(e), acc, PRECISION)
     tile = g * n_out * n_in + offs_o[:, None] * n_in + offs_k[None, :]
     m = omask[:, None] & kmask[None, :]
@@ -237,10 +304,28 @@ def sum_forward(layer, mars: torch.Tensor, precision: str = "ieee") -> None:
     blk = meta.blk if meta.sparse else w
     top = _maxima(meta, mars, g, n_in, bb) if meta.nob > 1 else w
     _sum_fwd_kernel[(g, meta.nob, triton.cdiv(B, bb))](
-        mars, meta.child_idx, w, blk, mars, w, top,
-        B, mars.stride(0), n_in, n_out, layer.start, meta.nob, meta.nkb,
-        SPARSE=meta.sparse, BACKWARD=False, TOP_GIVEN=meta.nob > 1, PRECISION=precision_code(precision),
-        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
+        mars,
+        meta.child_idx,
+        w,
+        blk,
+        mars,
+        w,
+        top,
+        B,
+        mars.stride(0),
+        n_in,
+        n_out,
+        layer.start,
+        meta.nob,
+        meta.nkb,
+        SPARSE=meta.sparse,
+        BACKWARD=False,
+        TOP_GIVEN=meta.nob > 1,
+        PRECISION=precision_code(precision),
+        BLOCK_O=meta.BO,
+        BLOCK_K=meta.BK,
+        BLOCK_B=bb,
+        num_warps=TUNE["num_warps"],
     )
 
 
@@ -266,24 +351,74 @@ def sum_backward(layer, mars: torch.Tensor, flows: torch.Tensor, precision: str 
     ratio = alloc((g, n_out, B), mars)
     top = _maxima(meta, mars, g, n_in, bb) if meta.nob > 1 else alloc((g, B), mars)
     _sum_fwd_kernel[(g, meta.nob, triton.cdiv(B, bb))](
-        mars, meta.child_idx, w, blk, flows, ratio, top,
-        B, mars.stride(0), n_in, n_out, layer.start, meta.nob, meta.nkb,
-        SPARSE=meta.sparse, BACKWARD=True, TOP_GIVEN=meta.nob > 1, PRECISION=code,
-        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
+        mars,
+        meta.child_idx,
+        w,
+        blk,
+        flows,
+        ratio,
+        top,
+        B,
+        mars.stride(0),
+        n_in,
+        n_out,
+        layer.start,
+        meta.nob,
+        meta.nkb,
+        SPARSE=meta.sparse,
+        BACKWARD=True,
+        TOP_GIVEN=meta.nob > 1,
+        PRECISION=code,
+        BLOCK_O=meta.BO,
+        BLOCK_K=meta.BK,
+        BLOCK_B=bb,
+        num_warps=TUNE["num_warps"],
     )
     dst = flows if meta.direct else alloc((g * n_in, B), mars)
     _sum_bwd_in_kernel[(g, meta.nkb, triton.cdiv(B, bb))](
-        mars, meta.child_idx, w, blk, ratio, top, dst,
-        B, mars.stride(0), dst.stride(0), n_in, n_out, meta.nob, meta.nkb,
-        SPARSE=meta.sparse, DIRECT=meta.direct, PRECISION=code,
-        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
+        mars,
+        meta.child_idx,
+        w,
+        blk,
+        ratio,
+        top,
+        dst,
+        B,
+        mars.stride(0),
+        dst.stride(0),
+        n_in,
+        n_out,
+        meta.nob,
+        meta.nkb,
+        SPARSE=meta.sparse,
+        DIRECT=meta.direct,
+        PRECISION=code,
+        BLOCK_O=meta.BO,
+        BLOCK_K=meta.BK,
+        BLOCK_B=bb,
+        num_warps=TUNE["num_warps"],
     )
     if not meta.direct:
         segment_sum(dst, meta.src_rows, meta.seg, flows, meta.dst_rows, accumulate=True)
     _sum_grad_kernel[(g, meta.nob, meta.nkb)](
-        mars, meta.child_idx, blk, meta.mask if meta.sparse else blk, ratio, top, grad,
-        B, mars.stride(0), n_in, n_out, meta.nob, meta.nkb,
-        SPARSE=meta.sparse, PRECISION=code,
-        BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"],
+        mars,
+        meta.child_idx,
+        blk,
+        meta.mask if meta.sparse else blk,
+        ratio,
+        top,
+        grad,
+        B,
+        mars.stride(0),
+        n_in,
+        n_out,
+        meta.nob,
+        meta.nkb,
+        SPARSE=meta.sparse,
+        PRECISION=code,
+        BLOCK_O=meta.BO,
+        BLOCK_K=meta.BK,
+        BLOCK_B=bb,
+        num_warps=TUNE["num_warps"],
     )
     return grad

@@ -7,7 +7,9 @@ import torch
 from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 
 
-def mutual_information(data: torch.Tensor | np.ndarray, num_bins: int | None = None, max_value: int | None = None) -> np.ndarray:
+def mutual_information(
+    data: torch.Tensor | np.ndarray, num_bins: int | None = None, max_value: int | None = None
+) -> np.ndarray:
     """Pairwise mutual information ``(D, D)`` in nats of discrete data ``(N, D)``.
 
     With ``num_bins``, values in ``[0, max_value]`` are first binned into that

@@ -68,7 +68,9 @@ def em(
             order = torch.arange(len(data)) if full else torch.randperm(len(data), generator=gen)
             acc = _Accumulator(circuit) if full else None
             ll_sum, seen = 0.0, 0
-            bar = Progress(len(data), f"EM {'full' if full else 'mini'} epoch {epoch + 1}/{total}", "samples", enabled=progress)
+            bar = Progress(
+                len(data), f"EM {'full' if full else 'mini'} epoch {epoch + 1}/{total}", "samples", enabled=progress
+            )
             for s in range(0, len(data), batch_size):
                 idx = order[s : s + batch_size]
                 x, missing = circuit._prepare(data[idx], None if mask is None else mask[idx])
@@ -91,7 +93,9 @@ def em(
             history.append(ll_sum / max(seen, 1))
             if progress:
                 bpd = -history[-1] / (circuit.num_vars * math.log(2))
-                bar.write(f"epoch {epoch + 1}/{total} ({'full' if full else 'mini'}-batch): train ll {history[-1]:.3f}, {bpd:.4f} bits/dim")
+                bar.write(
+                    f"epoch {epoch + 1}/{total} ({'full' if full else 'mini'}-batch): train ll {history[-1]:.3f}, {bpd:.4f} bits/dim"
+                )
     return history
 
 

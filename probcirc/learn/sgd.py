@@ -35,7 +35,10 @@ def sgd(
     if data.dim() != 2 or len(data) == 0:
         raise UsageError(f"data must be a non-empty (samples, {circuit.num_vars}) batch, got shape {tuple(data.shape)}")
     sums, leaves = circuit._sum_layers, circuit._input_layers
-    sum_free = [torch.nn.Parameter(torch.where(l.weight > 0, l.weight.log(), torch.full_like(l.weight, -torch.inf))) for l in sums]
+    sum_free = [
+        torch.nn.Parameter(torch.where(l.weight > 0, l.weight.log(), torch.full_like(l.weight, -torch.inf)))
+        for l in sums
+    ]
     leaf_free = [torch.nn.Parameter(l.dist.to_unconstrained(l.params)) for l in leaves]
     opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
     opt = opt_cls(sum_free + leaf_free, lr=lr)

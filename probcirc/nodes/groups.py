@@ -13,7 +13,7 @@ scope). A violation raises ValueError naming the offending node.
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -29,7 +29,7 @@ class NodeGroup:
 
     kind: str = ""
 
-    def __init__(self, children: Sequence["NodeGroup"], num_nodes: int, scope: frozenset, name: str | None):
+    def __init__(self, children: Sequence[NodeGroup], num_nodes: int, scope: frozenset, name: str | None):
         if not isinstance(num_nodes, int) or num_nodes < 1:
             raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
         self.children = tuple(children)
@@ -41,7 +41,7 @@ class NodeGroup:
     def __repr__(self) -> str:
         return f"{self.name}(num_nodes={self.num_nodes}, scope={sorted(self.scope)[:8]}{'...' if len(self.scope) > 8 else ''})"
 
-    def topological(self) -> list["NodeGroup"]:
+    def topological(self) -> list[NodeGroup]:
         """Every group under this one (itself included), children before parents."""
         order, seen = [], set()
         stack: list[tuple[NodeGroup, Iterator]] = [(self, iter(self.children))]
@@ -63,7 +63,9 @@ class InputNodes(NodeGroup):
 
     kind = "input"
 
-    def __init__(self, var: int, num_nodes: int, dist: InputDist, params: torch.Tensor | None = None, name: str | None = None):
+    def __init__(
+        self, var: int, num_nodes: int, dist: InputDist, params: torch.Tensor | None = None, name: str | None = None
+    ):
         if not isinstance(dist, InputDist):
             raise TypeError(f"dist must be an InputDist such as Categorical(256), got {type(dist).__name__}")
         if int(var) != var or var < 0:
@@ -84,7 +86,9 @@ class ProdNodes(NodeGroup):
             raise ValueError("multiply() needs at least one child group")
         sizes = {c.num_nodes for c in children}
         if len(sizes) != 1:
-            raise ValueError(f"multiply(): children have different numbers of nodes {[c.num_nodes for c in children]}; element-wise products need equal sizes")
+            raise ValueError(
+                f"multiply(): children have different numbers of nodes {[c.num_nodes for c in children]}; element-wise products need equal sizes"
+            )
         scope: frozenset = frozenset()
         for child in children:
             overlap = scope & child.scope
@@ -129,14 +133,18 @@ class SumNodes(NodeGroup):
         if edges is not None:
             edges = torch.as_tensor(edges, dtype=torch.bool)
             if edges.shape != (num_nodes, self.num_inputs):
-                raise ValueError(f"edges of {self.name} must have shape {(num_nodes, self.num_inputs)}, got {tuple(edges.shape)}")
+                raise ValueError(
+                    f"edges of {self.name} must have shape {(num_nodes, self.num_inputs)}, got {tuple(edges.shape)}"
+                )
             if not bool(edges.any(1).all()):
                 raise ValueError(f"edges of {self.name} leave node {int((~edges.any(1)).nonzero()[0])} with no child")
         self.edges = edges
         self.params = params
 
 
-def inputs(var: int, num_nodes: int, dist: InputDist, params: torch.Tensor | None = None, name: str | None = None) -> InputNodes:
+def inputs(
+    var: int, num_nodes: int, dist: InputDist, params: torch.Tensor | None = None, name: str | None = None
+) -> InputNodes:
     """A group of ``num_nodes`` leaves over variable ``var``.
 
     Example:
@@ -159,7 +167,13 @@ def multiply(*children: NodeGroup, name: str | None = None) -> ProdNodes:
     return ProdNodes(children, name)
 
 
-def summate(*children: NodeGroup, num_nodes: int, edges: torch.Tensor | None = None, params: torch.Tensor | None = None, name: str | None = None) -> SumNodes:
+def summate(
+    *children: NodeGroup,
+    num_nodes: int,
+    edges: torch.Tensor | None = None,
+    params: torch.Tensor | None = None,
+    name: str | None = None,
+) -> SumNodes:
     """``num_nodes`` mixtures over all nodes of ``children`` (which share one scope).
 
     Example:

@@ -5,4 +5,14 @@ from .marginal import log_prob, parameters
 from .sampling import max_log_prob, mpe, sample
 from .soft_evidence import soft_evidence
 
-__all__ = ["conditional", "conditional_moments", "log_prob", "max_log_prob", "mpe", "parameters", "posterior_moments", "sample", "soft_evidence"]
+__all__ = [
+    "conditional",
+    "conditional_moments",
+    "log_prob",
+    "max_log_prob",
+    "mpe",
+    "parameters",
+    "posterior_moments",
+    "sample",
+    "soft_evidence",
+]

@@ -38,8 +38,10 @@ def conditional(
     groups = _target_groups(circuit, targets)[2]
     for g in groups:
         if g.dist.num_values is None:
-            raise NotImplementedError(f"conditional() needs discrete leaves; target leaves are {g.dist!r}: "
-                                      "use conditional_moments() for continuous ones")
+            raise NotImplementedError(
+                f"conditional() needs discrete leaves; target leaves are {g.dist!r}: "
+                "use conditional_moments() for continuous ones"
+            )
     v = max(g.dist.num_values for g in groups)
     res = _leaf_flow_sums(circuit, x, mask, targets, lambda dist, params: dist.pmf(params), v, batch_chunk)
     return res / res.sum(-1, keepdim=True)
@@ -76,8 +78,9 @@ def conditional_moments(
 
 
 @backend.exact()
-def posterior_moments(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor, batch_chunk: int = 256
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior_moments(
+    circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor, batch_chunk: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of every entry given each sample's observed ones, ``(B, D)`` each.
 
     Unlike :func:`conditional_moments`, nothing beyond ``mask`` is summed out:
@@ -105,7 +108,9 @@ def _target_groups(circuit: CompiledCircuit, targets: Sequence[int]):
     return targets, position, [g for g in circuit.leaf_groups if bool((position[g.var] >= 0).any())]
 
 
-def _leaf_flow_sums(circuit, x, mask, targets, per_leaf, width: int, batch_chunk: int, force_missing: bool = True) -> torch.Tensor:
+def _leaf_flow_sums(
+    circuit, x, mask, targets, per_leaf, width: int, batch_chunk: int, force_missing: bool = True
+) -> torch.Tensor:
     """``Σ_n flow_n · per_leaf(n)`` over each target's leaves, ``(B, T, width)``.
 
     A smooth and decomposable circuit is linear in the leaves of one variable,
@@ -121,7 +126,9 @@ def _leaf_flow_sums(circuit, x, mask, targets, per_leaf, width: int, batch_chunk
     out = []
     with torch.no_grad():
         for s in range(0, x.shape[0], batch_chunk):
-            flows = circuit.forward_with_leaves(lambda g: None, x[s : s + batch_chunk], mask[s : s + batch_chunk], flows=True).leaf_flows
+            flows = circuit.forward_with_leaves(
+                lambda g: None, x[s : s + batch_chunk], mask[s : s + batch_chunk], flows=True
+            ).leaf_flows
             res = torch.zeros(flows[0].shape[1], len(targets), width, dtype=circuit.dtype, device=circuit.device)
             for g, f in zip(circuit.leaf_groups, flows):
                 sel = (position[g.var] >= 0).nonzero().squeeze(-1)

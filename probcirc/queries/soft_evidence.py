@@ -56,7 +56,9 @@ def soft_evidence(pc: CompiledCircuit, q: torch.Tensor, chunk: int | None = None
             num = torch.zeros(qn.shape, dtype=pc.dtype, device=pc.device)
             den = torch.zeros(qn.shape, dtype=pc.dtype, device=pc.device)
             for g, one, val, f in zip(groups, ones, values, out.leaf_flows or ()):
-                share = torch.where(val > 0, one / torch.where(val > 0, val, torch.ones_like(val)), torch.zeros_like(val))
+                share = torch.where(
+                    val > 0, one / torch.where(val > 0, val, torch.ones_like(val)), torch.zeros_like(val)
+                )
                 num.index_add_(0, g.var, f * share)
                 den.index_add_(0, g.var, f)
             posts.append((num / den).T)

@@ -9,7 +9,6 @@ from ..inputs import Categorical, InputDist
 from ..learn.chow_liu import chow_liu_tree, mutual_information
 from ..nodes import NodeGroup, inputs, multiply, summate
 
-
 #: Most entries of the (D·levels)² joint-count table built for mutual information.
 _MI_TABLE_LIMIT = 4e7
 

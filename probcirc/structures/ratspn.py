@@ -33,7 +33,9 @@ def RAT_SPN(
     if num_vars < 1 or num_latents < 1 or depth < 0 or repetitions < 1:
         raise ValueError("num_vars, num_latents and repetitions must be >= 1 and depth >= 0")
     if 2**depth > num_vars:
-        raise ValueError(f"depth {depth} splits {num_vars} variables into empty regions; use depth <= {int(np.log2(num_vars))}")
+        raise ValueError(
+            f"depth {depth} splits {num_vars} variables into empty regions; use depth <= {int(np.log2(num_vars))}"
+        )
     dist = input_dist or Categorical(2)
     rng = np.random.default_rng(seed)
     k = num_latents

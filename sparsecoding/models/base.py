@@ -158,8 +158,10 @@ class SparseCodingModel(Estimator, Distribution):
         params = {k: kwargs.pop(k) for k in list(kwargs) if k in cls.param_names}
         unknown = set(kwargs) - set(cls._param_names())
         if unknown:
-            raise UsageError(f"{cls.__name__}.from_params got unknown keyword(s) {sorted(unknown)}; parameters are "
-                             f"{list(cls.param_names)}, hyperparameters {cls._param_names()}")
+            raise UsageError(
+                f"{cls.__name__}.from_params got unknown keyword(s) {sorted(unknown)}; parameters are "
+                f"{list(cls.param_names)}, hyperparameters {cls._param_names()}"
+            )
         if "H" not in kwargs and np.ndim(params.get("W")) == 2:
             kwargs["H"] = int(np.shape(params["W"])[1])
         model = cls(**kwargs)
@@ -291,26 +293,35 @@ class SparseCodingModel(Estimator, Distribution):
             v = getattr(self, name)
             require(v is None or (_is_int(v) and v >= 1), f"{name} must be a positive integer or None, got {v!r}")
         require(self._Hprime <= self.H, f"Hprime={self._Hprime} exceeds H={self.H}; choose Hprime <= H")
-        require(self._gamma <= self._Hprime, f"gamma={self._gamma} exceeds Hprime={self._Hprime}; choose gamma <= Hprime")
+        require(
+            self._gamma <= self._Hprime, f"gamma={self._gamma} exceeds Hprime={self._Hprime}; choose gamma <= Hprime"
+        )
         require(_is_int(self.steps) and self.steps >= 1, f"steps must be a positive integer, got {self.steps!r}")
-        require(_is_int(self.chunk_size) and self.chunk_size >= 1,
-                f"chunk_size must be a positive integer, got {self.chunk_size!r}")
+        require(
+            _is_int(self.chunk_size) and self.chunk_size >= 1,
+            f"chunk_size must be a positive integer, got {self.chunk_size!r}",
+        )
         for name, lo, hi in (("W_noise", 0.0, np.inf), ("Ncut_factor", 0.0, 1.0), ("tol", 0.0, np.inf)):
             v = getattr(self, name)
             ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and lo <= v <= hi
             require(ok, f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
-        require(isinstance(self.warm_start, (bool, np.bool_)), f"warm_start must be True or False, got {self.warm_start!r}")
+        require(
+            isinstance(self.warm_start, (bool, np.bool_)), f"warm_start must be True or False, got {self.warm_start!r}"
+        )
         rs = self.random_state
-        require(rs is None or _is_int(rs) or isinstance(rs, np.random.Generator),
-                f"random_state must be None, an int or a numpy Generator, got {type(rs).__name__}")
+        require(
+            rs is None or _is_int(rs) or isinstance(rs, np.random.Generator),
+            f"random_state must be None, an int or a numpy Generator, got {type(rs).__name__}",
+        )
         parse_size(self.max_memory)
         try:
             parse_anneal(self.anneal)
         except ValueError as err:
             raise UsageError(str(err)) from None
 
-    def check_params(self, params: dict, D: int | None = None, *, error: type[ProbmodError] = UsageError,
-                     source: str = "parameters") -> dict[str, np.ndarray]:
+    def check_params(
+        self, params: dict, D: int | None = None, *, error: type[ProbmodError] = UsageError, source: str = "parameters"
+    ) -> dict[str, np.ndarray]:
         """Validate parameter values (set by hand or loaded from a checkpoint); return them as C-ordered float64.
 
         Checks that every parameter in :attr:`param_names` is present, numeric and
@@ -328,7 +339,9 @@ class SparseCodingModel(Estimator, Distribution):
             probmod.errors.UsageError: parameters: pi must lie in (0, 1], got 2.0
         """
         missing = [k for k in self.param_names if k not in params]
-        require(not missing, f"{source}: missing {missing}; {type(self).__name__} needs {list(self.param_names)}", error)
+        require(
+            not missing, f"{source}: missing {missing}; {type(self).__name__} needs {list(self.param_names)}", error
+        )
         out: dict[str, np.ndarray] = {}
         for k in self.param_names:
             try:
@@ -338,8 +351,11 @@ class SparseCodingModel(Estimator, Distribution):
             require(bool(np.all(np.isfinite(v))), f"{source}: {k} contains NaN or infinity", error)
             out[k] = v
         H, W = int(self.H), out["W"]
-        require(W.ndim == 2 and W.shape[1] == H and (D is None or W.shape[0] == D),
-                f"{source}: W must have shape ({'D' if D is None else D}, {H}), got {W.shape}", error)
+        require(
+            W.ndim == 2 and W.shape[1] == H and (D is None or W.shape[0] == D),
+            f"{source}: W must have shape ({'D' if D is None else D}, {H}), got {W.shape}",
+            error,
+        )
         pi, sigma = out["pi"], out["sigma"]
         require(pi.shape == () and 0.0 < pi <= 1.0, f"{source}: pi must lie in (0, 1], got {pi.tolist()}", error)
         require(sigma.shape == () and sigma > 0.0, f"{source}: sigma must be positive, got {sigma.tolist()}", error)
@@ -374,7 +390,8 @@ class SparseCodingModel(Estimator, Distribution):
                 f"{format_size(total)} per rank (state tables and W {format_size(parts['tables'])}, chunk buffers "
                 f"{format_size(parts['chunk'])}, reduction and history {format_size(parts['reduction'])}), over "
                 f"max_memory={format_size(limit)}; lower H, Hprime or gamma, or raise max_memory (command line: "
-                f"--max-memory); a larger chunk_size shrinks the reduction table, a smaller one the chunk buffers")
+                f"--max-memory); a larger chunk_size shrinks the reduction table, a smaller one the chunk buffers"
+            )
         return total
 
     def engine(self) -> ExpectationTruncation:
@@ -402,8 +419,10 @@ class SparseCodingModel(Estimator, Distribution):
         except ValueError as err:
             raise UsageError(f"{name} must be numeric: {err}") from None
         if Y.ndim != 2:
-            raise UsageError(f"{name} must be a 2-D array (n_samples, n_features), got shape {Y.shape}; "
-                             f"Reshape your data, e.g. {name}.reshape(1, -1) for one sample")
+            raise UsageError(
+                f"{name} must be a 2-D array (n_samples, n_features), got shape {Y.shape}; "
+                f"Reshape your data, e.g. {name}.reshape(1, -1) for one sample"
+            )
         for axis, what in ((0, "sample(s)"), (1, "feature(s)")):
             if Y.shape[axis] < 1:
                 raise UsageError(f"Found array with 0 {what} (shape={Y.shape}) while a minimum of 1 is required.")
@@ -411,8 +430,9 @@ class SparseCodingModel(Estimator, Distribution):
             raise UsageError(f"{name} contains NaN or infinity; remove or impute those rows")
         expected = None if reset else getattr(self, "n_features_in_", None)
         if expected is not None and Y.shape[1] != expected:
-            raise UsageError(f"{name} has {Y.shape[1]} features, but {type(self).__name__} is expecting "
-                             f"{expected} features as input")
+            raise UsageError(
+                f"{name} has {Y.shape[1]} features, but {type(self).__name__} is expecting {expected} features as input"
+            )
         return Y
 
     # -- estimator ----------------------------------------------------------------
@@ -449,18 +469,33 @@ class SparseCodingModel(Estimator, Distribution):
         if self.warm_start and getattr(self, "params_", None) is not None:
             start = self.check_params(self.params_, D, source="warm start (params_)")
         chunks = local_chunks_from_array(Y, int(self.chunk_size), comm.rank, comm.size)
-        result = run_em(self, chunks, N=N, D=D, steps=int(self.steps), anneal=self.anneal,
-                        Ncut_factor=float(self.Ncut_factor), seed=self._seed(comm), W_noise=float(self.W_noise),
-                        comm=comm, params=start, progress=progress)
+        result = run_em(
+            self,
+            chunks,
+            N=N,
+            D=D,
+            steps=int(self.steps),
+            anneal=self.anneal,
+            Ncut_factor=float(self.Ncut_factor),
+            seed=self._seed(comm),
+            W_noise=float(self.W_noise),
+            comm=comm,
+            params=start,
+            progress=progress,
+        )
         self.params_ = result.params
         self.history_ = result.history
         self.n_features_in_ = D
         self.n_iter_ = int(self.steps)
         self.converged_ = converged(result.history, float(self.tol))
         if not self.converged_:
-            warnings.warn(f"{type(self).__name__} did not converge in {self.steps} steps: the last step changed the "
-                          f"truncated log-likelihood by more than tol={self.tol:g} (or ran at T > 1); "
-                          f"increase steps", ConvergenceWarning, stacklevel=2)
+            warnings.warn(
+                f"{type(self).__name__} did not converge in {self.steps} steps: the last step changed the "
+                f"truncated log-likelihood by more than tol={self.tol:g} (or ran at T > 1); "
+                f"increase steps",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
     def fit_transform(self, X: Any, y: None = None, **fit_params: Any) -> np.ndarray:
@@ -529,9 +564,12 @@ class SparseCodingModel(Estimator, Distribution):
         """scikit-learn's tags: an unsupervised transformer on dense 2-D float data (imported only when asked)."""
         from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
-        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
-                    transformer_tags=TransformerTags(preserves_dtype=["float64"]),
-                    input_tags=InputTags(two_d_array=True, allow_nan=False, sparse=False))
+        return Tags(
+            estimator_type=None,
+            target_tags=TargetTags(required=False),
+            transformer_tags=TransformerTags(preserves_dtype=["float64"]),
+            input_tags=InputTags(two_d_array=True, allow_nan=False, sparse=False),
+        )
 
     # -- Distribution interface ---------------------------------------------------
     def _event_rows(self, x: Any, mask: Any) -> tuple[np.ndarray, np.ndarray | None, torch.Size, torch.dtype]:
@@ -546,8 +584,10 @@ class SparseCodingModel(Estimator, Distribution):
         M = None if mask is None else mask.detach().cpu().reshape(-1, D).numpy()
         seen = np.isfinite(Y) if M is None else (np.isfinite(Y) | M)
         if not seen.all():
-            raise UsageError("x has NaN or infinite entries that the mask does not mark missing; "
-                             "pass mask=torch.isnan(x) to marginalise them")
+            raise UsageError(
+                "x has NaN or infinite entries that the mask does not mark missing; "
+                "pass mask=torch.isnan(x) to marginalise them"
+            )
         obs = None if M is None else (~M).astype(np.float64)
         Y = Y if M is None else np.where(M, 0.0, Y)
         return Y, obs, x.shape[:-1], (x.dtype if x.is_floating_point() else torch.float64)
@@ -581,7 +621,8 @@ class SparseCodingModel(Estimator, Distribution):
             raise ExactIntractableError(
                 f"{type(self).__name__} with H={self.H} has {total} latent states, more than the "
                 f"{EXACT_STATES_LIMIT} that log_prob enumerates exactly; use log_prob_lower_bound(x) for the "
-                f"truncated lower bound")
+                f"truncated lower bound"
+            )
         Y, obs, batch, dtype = self._event_rows(x, mask)
         out = np.empty(Y.shape[0])
         for sl in self._chunks(Y):

@@ -76,8 +76,9 @@ class LinearGaussian(SparseCodingModel):
         for b, p in zip(blocks, post):
             if b.idx is not None:
                 act, val = active_lists(b.vals)
-                es, ss = linear_moments(np.ascontiguousarray(p), np.ascontiguousarray(b.idx, dtype=np.int64),
-                                        act, val, H)
+                es, ss = linear_moments(
+                    np.ascontiguousarray(p), np.ascontiguousarray(b.idx, dtype=np.int64), act, val, H
+                )
                 Es += es
                 stats["SS"] += ss
                 continue

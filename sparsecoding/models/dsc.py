@@ -60,9 +60,20 @@ class DSC(LinearGaussian):
         random_state: int | np.random.Generator | None = None,
     ):
         # scikit-learn reads the hyperparameters from this signature, so each is spelled out
-        super().__init__(H, Hprime, gamma, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, W_noise=W_noise,
-                         chunk_size=chunk_size, tol=tol, max_memory=max_memory, warm_start=warm_start,
-                         random_state=random_state)
+        super().__init__(
+            H,
+            Hprime,
+            gamma,
+            steps=steps,
+            anneal=anneal,
+            Ncut_factor=Ncut_factor,
+            W_noise=W_noise,
+            chunk_size=chunk_size,
+            tol=tol,
+            max_memory=max_memory,
+            warm_start=warm_start,
+            random_state=random_state,
+        )
         self.values = values
 
     @property

@@ -39,24 +39,24 @@ _CACHE = threading.local()
 class GSC(SparseCodingModel):
     """Spike-and-slab sparse coding with a closed-form truncated E-step.
 
-    Args:
-        psi_full: learn the full slab covariance ``Psi`` (default: diagonal).
-        others: as for :class:`~sparsecoding.models.base.SparseCodingModel`.
+        Args:
+            psi_full: learn the full slab covariance ``Psi`` (default: diagonal).
+            others: as for :class:`~sparsecoding.models.base.SparseCodingModel`.
 
-    Parameters (``params_``): ``W`` (D, H), ``pi``, ``sigma``, ``mu`` (H,), ``Psi`` (H, H);
-    fitted attributes ``components_``, ``pi_``, ``sigma_``, ``mu_``, ``Psi_``.
-    ``W`` and the slab are identifiable only up to a per-cause scale: compare
-    ``W * mu`` across fits.
+        Parameters (``params_``): ``W`` (D, H), ``pi``, ``sigma``, ``mu`` (H,), ``Psi`` (H, H);
+        fitted attributes ``components_``, ``pi_``, ``sigma_``, ``mu_``, ``Psi_``.
+        ``W`` and the slab are identifiable only up to a per-cause scale: compare
+        ``W * mu`` across fits.
 
-    Example:
-        >>> import numpy as np
+        Example:
+            >>> import numpy as np
 
-from probmod.errors import UsageError
-        >>> from sparsecoding import GSC
-        >>> m = GSC.from_params(W=np.eye(3)[:, :2], pi=0.5, sigma=0.1, mu=np.ones(2), Psi=0.01 * np.eye(2))
-        >>> Y = m.generate(m.params_, 5, np.random.default_rng(0))[1]
-        >>> m.transform(Y).shape
-        (5, 2)
+    from probmod.errors import UsageError
+            >>> from sparsecoding import GSC
+            >>> m = GSC.from_params(W=np.eye(3)[:, :2], pi=0.5, sigma=0.1, mu=np.ones(2), Psi=0.01 * np.eye(2))
+            >>> Y = m.generate(m.params_, 5, np.random.default_rng(0))[1]
+            >>> m.transform(Y).shape
+            (5, 2)
     """
 
     name = "gsc"
@@ -80,9 +80,20 @@ from probmod.errors import UsageError
         random_state: int | np.random.Generator | None = None,
     ):
         # scikit-learn reads the hyperparameters from this signature, so each is spelled out
-        super().__init__(H, Hprime, gamma, steps=steps, anneal=anneal, Ncut_factor=Ncut_factor, W_noise=W_noise,
-                         chunk_size=chunk_size, tol=tol, max_memory=max_memory, warm_start=warm_start,
-                         random_state=random_state)
+        super().__init__(
+            H,
+            Hprime,
+            gamma,
+            steps=steps,
+            anneal=anneal,
+            Ncut_factor=Ncut_factor,
+            W_noise=W_noise,
+            chunk_size=chunk_size,
+            tol=tol,
+            max_memory=max_memory,
+            warm_start=warm_start,
+            random_state=random_state,
+        )
         self.psi_full = psi_full
 
     @property
@@ -269,8 +280,13 @@ from probmod.errors import UsageError
     def init_params(self, D, mean, var, rng):
         H = int(self.H)
         W = mean[:, None] + 0.25 * np.sqrt(var)[:, None] * rng.standard_normal((D, H))
-        return {"W": W, "pi": np.array(1.0 / H), "sigma": np.array(float(np.sqrt(np.mean(var)))),
-                "mu": np.ones(H), "Psi": np.eye(H)}
+        return {
+            "W": W,
+            "pi": np.array(1.0 / H),
+            "sigma": np.array(float(np.sqrt(np.mean(var)))),
+            "mu": np.ones(H),
+            "Psi": np.eye(H),
+        }
 
     def generate(self, params, n, rng):
         W, mu, Psi = params["W"], params["mu"], params["Psi"]

@@ -64,8 +64,15 @@ class MCA(SparseCodingModel):
         if idx is None:
             idx = np.broadcast_to(np.arange(vals.shape[1], dtype=np.int64), (n, vals.shape[1]))
         obs = np.ones_like(Y) if obs is None else np.ascontiguousarray(obs, dtype=np.float64)
-        return superposition_sq_err(np.ascontiguousarray(Y), obs, np.ascontiguousarray(params["W"].T),
-                                    np.ascontiguousarray(idx, dtype=np.int64), act, val, self._magnitude_rule)
+        return superposition_sq_err(
+            np.ascontiguousarray(Y),
+            obs,
+            np.ascontiguousarray(params["W"].T),
+            np.ascontiguousarray(idx, dtype=np.int64),
+            act,
+            val,
+            self._magnitude_rule,
+        )
 
     # -- E-step ------------------------------------------------------------------
     def log_lik(self, params, Y, obs, idx, vals):
@@ -144,4 +151,3 @@ class MCA(SparseCodingModel):
         contribs = S[:, :, None] * W.T[None]  # (n, H, D)
         Wbar = self._combine([contribs[:, h] for h in range(W.shape[1])])
         return S, Wbar + float(params["sigma"]) * rng.standard_normal(Wbar.shape)
-

@@ -78,8 +78,9 @@ def test_train_bad_input_one_line_error(args, match, tmp_path, capsys):
     assert not (tmp_path / "x.h5").exists()
 
 
-@pytest.mark.parametrize("args", [["--steps", "0"], ["--steps", "ten"], ["--task", "nope"], ["--components", "-2"],
-                                  ["--threads", "0"]])
+@pytest.mark.parametrize(
+    "args", [["--steps", "0"], ["--steps", "ten"], ["--task", "nope"], ["--components", "-2"], ["--threads", "0"]]
+)
 def test_train_rejects_bad_numbers(args, tmp_path):
     base = {"--task": "linear_gaussian", "--steps": "3", "--components": "2"}
     for key, value in zip(args[::2], args[1::2]):
@@ -112,8 +113,12 @@ def test_evaluate_reports_progress_on_a_pipe(tiny_model, monkeypatch, capsys):
 
 
 def test_evaluate_logs_its_stages_from_the_console_script(tiny_model):
-    r = subprocess.run([sys.executable, "-m", "amortized", "evaluate", str(tiny_model), *EVAL_TINY, "--threads", "1"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "amortized", "evaluate", str(tiny_model), *EVAL_TINY, "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "evaluate: 4 linear_gaussian problems" in r.stderr and "evaluate: gmm-vi baseline" in r.stderr
 
@@ -167,9 +172,11 @@ def test_unwritable_output_fails_before_work(command, tiny_model, tmp_path, caps
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     target = str(blocker / "out.h5")  # its folder is a regular file: nothing can be written there
-    argv = {"train": ["train", "--task", "linear_gaussian", *TINY, "-o", target],
-            "plot": ["plot", str(tiny_model), "-o", target],
-            "evaluate": ["evaluate", str(tiny_model), *EVAL_TINY, "--plot", target]}[command]
+    argv = {
+        "train": ["train", "--task", "linear_gaussian", *TINY, "-o", target],
+        "plot": ["plot", str(tiny_model), "-o", target],
+        "evaluate": ["evaluate", str(tiny_model), *EVAL_TINY, "--plot", target],
+    }[command]
     assert main(argv) == 9
     err = _one_line(capsys)
     assert err.startswith(f"amortized {command}: error:") and "not a folder" in err
@@ -188,8 +195,12 @@ def test_read_only_folder_is_exit_9(tmp_path, capsys):
 
 
 def test_module_entry_point_exit_status(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "amortized", "evaluate", str(tmp_path / "none.h5")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "amortized", "evaluate", str(tmp_path / "none.h5")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 3 and EXIT_CODES[3] == "an input cannot be read"
     assert r.stderr.startswith("amortized evaluate: error:") and len(r.stderr.strip().splitlines()) == 1
 

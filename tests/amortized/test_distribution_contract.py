@@ -12,8 +12,12 @@ from amortized import DistributionTransformer
 from amortized.tasks import TASKS, GridPosterior, make_task
 from probmod.distribution import Distribution
 
-SMALL = {"linear_gaussian": dict(dim=2, n_components=2), "lti_filter": dict(n_components=2),
-         "gp_hyperprior": dict(n_components=2, n_quad=8), "two_level_quantum": dict(n_components=2, n_grid=64)}
+SMALL = {
+    "linear_gaussian": dict(dim=2, n_components=2),
+    "lti_filter": dict(n_components=2),
+    "gp_hyperprior": dict(n_components=2, n_quad=8),
+    "two_level_quantum": dict(n_components=2, n_grid=64),
+}
 
 
 def _untouched(fn):
@@ -73,8 +77,10 @@ def test_grid_moments_are_properties_that_match_the_density():
     assert math.isclose(x.mean().item(), mean.item(), abs_tol=0.01)
 
 
-@pytest.mark.parametrize("edges, log_mass", [(torch.tensor([[0.0, 1.0, 1.0]]), torch.zeros(1, 2)),
-                                             (torch.tensor([[0.0, 1.0]]), torch.zeros(1, 2))])
+@pytest.mark.parametrize(
+    "edges, log_mass",
+    [(torch.tensor([[0.0, 1.0, 1.0]]), torch.zeros(1, 2)), (torch.tensor([[0.0, 1.0]]), torch.zeros(1, 2))],
+)
 def test_grid_refuses_bad_edges(edges, log_mass):
     with pytest.raises(ValueError):
         GridPosterior(edges, log_mass)

@@ -23,8 +23,11 @@ def _textbook(x, y, ell, task):
 def test_reference_matches_adaptive_quadrature(gen):
     task = GPHyperprior(n_components=1, max_obs=5, min_obs=5, n_quad=256)
     p = task.sample(1, gen)
-    prior = GaussianMixture(torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, 1, dtype=torch.float64),
-                            task.signal_var * torch.ones(1, 1, 1, 1, dtype=torch.float64))
+    prior = GaussianMixture(
+        torch.ones(1, 1, dtype=torch.float64),
+        torch.zeros(1, 1, 1, dtype=torch.float64),
+        task.signal_var * torch.ones(1, 1, 1, 1, dtype=torch.float64),
+    )
     post = task.posterior(prior, p.observations, p.obs_mask)
     x, y = p.observations[0, :, 0].numpy(), p.observations[0, :, 1].numpy()
     hyper = stats.gamma(task.shape, scale=1 / task.rate)

@@ -24,8 +24,11 @@ def _kalman(m, v, seq, task):
 
 def test_gaussian_prior_reduces_to_kalman(gen):
     task = LTIFilter(n_components=1)
-    prior = GaussianMixture(torch.ones(1, 1, dtype=torch.float64), torch.tensor([[[1.5]]], dtype=torch.float64),
-                            torch.tensor([[[[2.0]]]], dtype=torch.float64))
+    prior = GaussianMixture(
+        torch.ones(1, 1, dtype=torch.float64),
+        torch.tensor([[[1.5]]], dtype=torch.float64),
+        torch.tensor([[[[2.0]]]], dtype=torch.float64),
+    )
     seq = task.simulate_sequence(25, 1, gen, prior=prior)
     posts = task.reference_filter(prior, seq["observations"], seq["obs_mask"])
     for post, (m, v) in zip(posts, _kalman(1.5, 2.0, seq, task)):
@@ -35,9 +38,11 @@ def test_gaussian_prior_reduces_to_kalman(gen):
 
 def test_gaussian_sum_filter_matches_grid_filter(gen):
     task = LTIFilter(n_components=3)
-    prior = GaussianMixture(torch.tensor([[0.3, 0.5, 0.2]], dtype=torch.float64),
-                            torch.tensor([[[-4.0], [0.5], [5.0]]], dtype=torch.float64),
-                            torch.tensor([[[[0.5]], [[1.0]], [[2.0]]]], dtype=torch.float64))
+    prior = GaussianMixture(
+        torch.tensor([[0.3, 0.5, 0.2]], dtype=torch.float64),
+        torch.tensor([[[-4.0], [0.5], [5.0]]], dtype=torch.float64),
+        torch.tensor([[[[0.5]], [[1.0]], [[2.0]]]], dtype=torch.float64),
+    )
     seq = task.simulate_sequence(12, 1, gen, prior=prior)
     seq["obs_mask"][:3, 0, 0] = True  # only the noisy sensor at first, so the posterior stays multimodal
     posts = task.reference_filter(prior, seq["observations"], seq["obs_mask"])

@@ -40,8 +40,11 @@ def test_output_is_a_valid_gmm(gen):
 def test_output_valid_from_extreme_inputs(scale):
     m = _model()
     k, d = 3, 2
-    prior = GaussianMixture(torch.tensor([[1 - 2e-12, 1e-12, 1e-12]]).double(), torch.randn(1, k, d).double() * scale,
-                            (torch.eye(d) * scale**2).expand(1, k, d, d).double()).to(torch.float32)
+    prior = GaussianMixture(
+        torch.tensor([[1 - 2e-12, 1e-12, 1e-12]]).double(),
+        torch.randn(1, k, d).double() * scale,
+        (torch.eye(d) * scale**2).expand(1, k, d, d).double(),
+    ).to(torch.float32)
     obs = torch.randn(1, 4, 2) * scale * 10
     post = m(prior, obs)
     _assert_valid(post)
@@ -154,10 +157,22 @@ def test_save_load_round_trip(tmp_path, gen):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda p: (GaussianMixture(torch.ones(1, 1), torch.zeros(1, 1, 3), torch.eye(3)[None, None]),
-                    p.observations, p.obs_mask), "dimension"),
-        (lambda p: (GaussianMixture(torch.full((1, 2), 0.5), torch.zeros(1, 2, 2), torch.eye(2).expand(1, 2, 2, 2)),
-                    p.observations[:1], p.obs_mask[:1]), "components"),
+        (
+            lambda p: (
+                GaussianMixture(torch.ones(1, 1), torch.zeros(1, 1, 3), torch.eye(3)[None, None]),
+                p.observations,
+                p.obs_mask,
+            ),
+            "dimension",
+        ),
+        (
+            lambda p: (
+                GaussianMixture(torch.full((1, 2), 0.5), torch.zeros(1, 2, 2), torch.eye(2).expand(1, 2, 2, 2)),
+                p.observations[:1],
+                p.obs_mask[:1],
+            ),
+            "components",
+        ),
         (lambda p: (p.prior, p.observations[..., :1], p.obs_mask), "obs_dim"),
         (lambda p: (p.prior, p.observations, p.obs_mask[:, :-1]), "obs_mask"),
         (lambda p: (p.prior, p.observations, p.obs_mask.float()), "bool"),
@@ -189,8 +204,9 @@ def test_lean_decoder_layer_matches_torch_module(gen):
     """Our dispatch-free layer computes exactly what nn.TransformerDecoderLayer computes with the same weights."""
     from amortized.transformer import _decoder_layer, _layer_weights
 
-    layer = torch.nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, activation="gelu", batch_first=True,
-                                             norm_first=True)
+    layer = torch.nn.TransformerDecoderLayer(
+        16, 4, 32, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    )
     for p in layer.parameters():  # away from the zero-bias initialisation, so every term matters
         torch.nn.init.normal_(p, std=0.3, generator=gen)
     x, mem = torch.randn(3, 5, 16, generator=gen), torch.randn(3, 7, 16, generator=gen)
@@ -226,8 +242,9 @@ def test_cached_weights_follow_parameter_updates(gen):
 
 def _prior64(batch: int, mean: float = 0.0, scale: float = 1.0, k: int = 3, d: int = 2) -> GaussianMixture:
     tril = (scale * torch.eye(d, dtype=torch.float64)).expand(batch, k, d, d)
-    return GaussianMixture.from_cholesky(torch.zeros(batch, k, dtype=torch.float64),
-                                         torch.full((batch, k, d), mean, dtype=torch.float64), tril)
+    return GaussianMixture.from_cholesky(
+        torch.zeros(batch, k, dtype=torch.float64), torch.full((batch, k, d), mean, dtype=torch.float64), tril
+    )
 
 
 @pytest.mark.parametrize("n_obs", [0, 4])

@@ -13,6 +13,7 @@ def test_grid_posterior_moments_match_quadrature(gen):
     p = task.sample(2, gen)
     post = task.posterior(p.prior, p.observations, p.obs_mask)
     for b in range(2):
+
         def unnorm(w, b=b):
             x = torch.tensor([[[w]]], dtype=torch.float64).expand(1, 1, 1)
             one = p[b]

@@ -54,7 +54,9 @@ def dag(dist) -> SumNodes:
     b = summate(multiply(leaf[2], leaf[3]), num_nodes=2)
     deep = summate(multiply(summate(multiply(leaf[0], leaf[1]), num_nodes=2), b), num_nodes=2)
     ab = multiply(a, b)
-    mixed = summate(ab, deep, num_nodes=3, edges=torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1], [1, 0, 0, 1]], dtype=torch.bool))
+    mixed = summate(
+        ab, deep, num_nodes=3, edges=torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1], [1, 0, 0, 1]], dtype=torch.bool)
+    )
     sum_of_sums = summate(mixed, num_nodes=2)
     return summate(sum_of_sums, multiply(a, b), num_nodes=1)
 

@@ -24,7 +24,9 @@ def test_full_batch_em_never_lowers_the_likelihood(missing):
     data = data_from(teacher, 400)
     mask = torch.rand(data.shape, generator=torch.Generator().manual_seed(2)) < missing
     student = compiled(dag(Categorical(3)), seed=3)
-    history = em(student, data, epochs=0, full_batch_epochs=12, batch_size=64, pseudocount=0.1, mask=mask, progress=False)
+    history = em(
+        student, data, epochs=0, full_batch_epochs=12, batch_size=64, pseudocount=0.1, mask=mask, progress=False
+    )
     # The pseudocount makes EM maximise a posterior; with α = 0 it is the plain likelihood.
     plain = compiled(dag(Categorical(3)), seed=3)
     history = em(plain, data, epochs=0, full_batch_epochs=12, batch_size=64, pseudocount=0.0, mask=mask, progress=False)

@@ -50,8 +50,12 @@ def test_compress_decompress_info_round_trip(model_path, images, tmp_path, capsy
     code, out, _ = _run(capsys, "decompress", pcz, "-m", model_path, "-o", tmp_path / "restored")
     assert code == 0
     for name in ["a.png", "b.png"]:
-        assert np.array_equal(np.asarray(Image.open(images / name)), np.asarray(Image.open(tmp_path / "restored" / name)))
-    assert np.array_equal(np.asarray(Image.open(images / "c.pgm")), np.asarray(Image.open(tmp_path / "restored" / "c.png")))
+        assert np.array_equal(
+            np.asarray(Image.open(images / name)), np.asarray(Image.open(tmp_path / "restored" / name))
+        )
+    assert np.array_equal(
+        np.asarray(Image.open(images / "c.pgm")), np.asarray(Image.open(tmp_path / "restored" / "c.png"))
+    )
     assert np.array_equal(np.load(tmp_path / "arr.npy"), np.load(tmp_path / "restored" / "arr.npy"))
     # never overwrite without --force; nothing changed on refusal
     before = pcz.read_bytes()
@@ -106,7 +110,9 @@ def test_train_codec_small(images, tmp_path, capsys):
     arr = tmp_path / "train.npy"
     np.save(arr, RNG.integers(0, 256, (40, 4, 4)).astype(np.uint8))
     out = tmp_path / "m.h5"
-    code, text, err = _run(capsys, "train-codec", arr, "--patch", "4x4", "--latents", "2", "--epochs", "1", "--full-epochs", "0", "-o", out)
+    code, text, err = _run(
+        capsys, "train-codec", arr, "--patch", "4x4", "--latents", "2", "--epochs", "1", "--full-epochs", "0", "-o", out
+    )
     assert code == 0 and out.exists() and "fingerprint" in text
     code, _, err = _run(capsys, "train-codec", arr, "--patch", "4x4", "--latents", "2", "-o", out)
     assert code == 6

@@ -118,7 +118,9 @@ def test_compiled_kernels_equal_pure_python(codec):
     tm, te, pbuf, freq = np.zeros(p.max_parents), np.zeros(p.max_parents, np.int64), np.zeros(V), np.zeros(V, np.int64)
     # plain-Python outside pass and quantisation for variable 7
     for n in range(S - 1, 0, -1):
-        K._outside_node.py_func(n, S - 1, p.kind, p.ch_ptr, p.ch_idx, p.par_w, p.par_ptr, p.par_node, p.par_edge, M, E, DM, DE, tm, te)
+        K._outside_node.py_func(
+            n, S - 1, p.kind, p.ch_ptr, p.ch_idx, p.par_w, p.par_ptr, p.par_node, p.par_edge, M, E, DM, DE, tm, te
+        )
     K._pmf.py_func(p.order[7], p.var_ptr, p.var_leaf, p.leaf_row, p.table, DM, DE, pbuf)
     K.quantize.py_func(pbuf, 24, freq)
     eng = PmfEngine(p, 1)
@@ -130,7 +132,13 @@ def test_compiled_kernels_equal_pure_python(codec):
 
 def test_quantize_properties():
     freq = np.zeros(256, np.int64)
-    for p in [np.zeros(256), np.ones(256), RNG.dirichlet(np.ones(256) * 0.01), np.r_[1.0, np.zeros(255)], RNG.random(256) * 1e-300]:
+    for p in [
+        np.zeros(256),
+        np.ones(256),
+        RNG.dirichlet(np.ones(256) * 0.01),
+        np.r_[1.0, np.zeros(255)],
+        RNG.random(256) * 1e-300,
+    ]:
         kernels.quantize(p, 24, freq)
         assert freq.sum() == 2**24 and freq.min() >= 1
     p = RNG.dirichlet(np.ones(256))
@@ -179,7 +187,7 @@ def test_determinism_across_batch_sizes_and_threads(model):
 
 def test_many_blocks_and_single_image_decode(codec):
     big = RNG.integers(0, 256, (4 * 9, 4 * 8)).astype(np.uint8)  # 72 patches: two blocks
-    assert 72 > BLOCK
+    assert BLOCK < 72
     small = np.zeros((3, 3), np.uint8)
     blob = codec.encode([small, big, small], raw_fallback=False)
     assert np.array_equal(codec.decode(blob, index=1)[0], big)
@@ -194,7 +202,12 @@ def test_tiling_inverse():
 
 
 def test_bad_images_are_refused(codec):
-    for bad in [np.zeros((4, 4), np.uint16) + 300, np.zeros((4, 4, 4), np.uint8), np.zeros((4,), np.uint8), np.zeros((4, 4), np.float32)]:
+    for bad in [
+        np.zeros((4, 4), np.uint16) + 300,
+        np.zeros((4, 4, 4), np.uint8),
+        np.zeros((4,), np.uint8),
+        np.zeros((4, 4), np.float32),
+    ]:
         with pytest.raises(ImageModeError):
             codec.encode([bad])
 
@@ -218,7 +231,10 @@ def test_corruption_truncation_foreign_and_mismatch(codec, model):
         codec.decode(bytes(head))
     with pytest.raises(PczFormatError, match="trailing"):
         codec.decode(blob + b"\0")
-    other = CodecModel(probcirc.compile(HCLT(np.random.default_rng(5).integers(0, 256, (40, 16)), 2, Categorical(256), num_bins=4)), (4, 4))
+    other = CodecModel(
+        probcirc.compile(HCLT(np.random.default_rng(5).integers(0, 256, (40, 16)), 2, Categorical(256), num_bins=4)),
+        (4, 4),
+    )
     with pytest.raises(ModelMismatchError, match="another model"):
         Codec(other).decode(blob)
 

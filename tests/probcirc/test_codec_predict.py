@@ -53,13 +53,21 @@ def test_predictor_names_are_checked():
 def _smooth(n, h, w, seed):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
-    return [np.clip(100 + 40 * np.sin(xx / rng.uniform(2, 5)) + 30 * np.cos(yy / rng.uniform(2, 5)) + rng.normal(0, 2, (h, w)), 0, 255)
-            .astype(np.uint8) for _ in range(n)]
+    return [
+        np.clip(
+            100 + 40 * np.sin(xx / rng.uniform(2, 5)) + 30 * np.cos(yy / rng.uniform(2, 5)) + rng.normal(0, 2, (h, w)),
+            0,
+            255,
+        ).astype(np.uint8)
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
 def med_model():
-    return train_codec(_smooth(40, 12, 12, 0), patch=(4, 4), latents=4, epochs=1, full_batch_epochs=0, progress=False, predictor="med")
+    return train_codec(
+        _smooth(40, 12, 12, 0), patch=(4, 4), latents=4, epochs=1, full_batch_epochs=0, progress=False, predictor="med"
+    )
 
 
 def test_codec_round_trip_with_med_and_fingerprint(med_model, tmp_path):
@@ -77,7 +85,9 @@ def test_codec_round_trip_with_med_and_fingerprint(med_model, tmp_path):
 
 
 def test_med_codes_smooth_images_in_fewer_bits(med_model):
-    raw = train_codec(_smooth(40, 12, 12, 0), patch=(4, 4), latents=4, epochs=1, full_batch_epochs=0, progress=False, predictor="none")
+    raw = train_codec(
+        _smooth(40, 12, 12, 0), patch=(4, 4), latents=4, epochs=1, full_batch_epochs=0, progress=False, predictor="none"
+    )
     test = _smooth(10, 12, 12, 3)
     assert Codec(med_model).model_bits(test).sum() < 0.8 * Codec(raw).model_bits(test).sum()
 

@@ -13,13 +13,26 @@ import torch
 
 import probcirc
 from probcirc.colep import (
-    COLEP, RSCP, ClusterCircuit, Knowledge, KnowledgeError, Reasoner, SplitCP, as_probabilities, clopper_pearson,
-    conformal_quantile, coverage, digits_knowledge, gaussian_shift, pgd_l2, quantile_index,
+    COLEP,
+    RSCP,
+    ClusterCircuit,
+    Knowledge,
+    KnowledgeError,
+    Reasoner,
+    SplitCP,
+    as_probabilities,
+    clopper_pearson,
+    conformal_quantile,
+    coverage,
+    digits_knowledge,
+    gaussian_shift,
+    pgd_l2,
+    quantile_index,
 )
 from probcirc.colep.knowledge import Cluster, Literal, Rule
 from probcirc.inputs import Bernoulli
-from probcirc.queries import soft_evidence
 from probcirc.nodes import inputs, multiply, summate
+from probcirc.queries import soft_evidence
 
 
 # --------------------------------------------------------------- references
@@ -57,7 +70,12 @@ def random_cluster(rng, m: int, n_rules: int, n_hot: int = 0):
     for _ in range(n_rules):
         a, c = rng.choice(m, 2, replace=False)
         rules.append((int(a), bool(rng.random() < 0.7), int(c), bool(rng.random() < 0.7), float(rng.uniform(0, 3))))
-    cl = Cluster("c", tuple(Rule(Literal(a, ap), Literal(c, cp), w) for a, ap, c, cp, w in rules), tuple(range(m)), tuple(range(n_hot)))
+    cl = Cluster(
+        "c",
+        tuple(Rule(Literal(a, ap), Literal(c, cp), w) for a, ap, c, cp, w in rules),
+        tuple(range(m)),
+        tuple(range(n_hot)),
+    )
     return cl, rules
 
 
@@ -118,7 +136,12 @@ def test_published_example_0667():
 def test_soft_evidence_on_general_bernoulli_circuit():
     """Soft evidence through a non-deterministic circuit with non-indicator leaves, vs enumeration of log_prob."""
     g = torch.Generator().manual_seed(0)
-    prods = [multiply(*[inputs(v, 3, Bernoulli(), params=torch.rand(3, 1, generator=g, dtype=torch.float64)) for v in range(3)]) for _ in range(2)]
+    prods = [
+        multiply(
+            *[inputs(v, 3, Bernoulli(), params=torch.rand(3, 1, generator=g, dtype=torch.float64)) for v in range(3)]
+        )
+        for _ in range(2)
+    ]
     w = torch.rand(1, 6, generator=g, dtype=torch.float64)
     pc = probcirc.compile(summate(*prods, num_nodes=1, params=w / w.sum()), dtype=torch.float64)
     xs = torch.tensor(list(itertools.product([0, 1], repeat=3)))
@@ -132,8 +155,12 @@ def test_soft_evidence_on_general_bernoulli_circuit():
 
 
 def test_reasoner_mixture_and_passthrough():
-    kb = Knowledge(["a", "b", "c"], ["k"], [{"if": "a", "then": "k", "weight": 2.0}, {"if": "b", "then": "not k", "weight": 1.0}],
-                   [{"name": "x", "rules": [0]}, {"name": "y", "rules": [1]}])
+    kb = Knowledge(
+        ["a", "b", "c"],
+        ["k"],
+        [{"if": "a", "then": "k", "weight": 2.0}, {"if": "b", "then": "not k", "weight": 1.0}],
+        [{"name": "x", "rules": [0]}, {"name": "y", "rules": [1]}],
+    )
     r = Reasoner(kb)
     r.beta = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
     p = torch.tensor([[0.7, 0.4, 0.3, 0.2]], dtype=torch.float64)
@@ -163,7 +190,9 @@ def test_vertex_bounds_are_exact_over_the_box(seed, n_hot):
     lo = rng.uniform(0, 0.6, size=(1, m))
     hi = np.minimum(1, lo + rng.uniform(0.05, 0.4, size=(1, m)))
     blo, bhi = circ.corrected_bounds(torch.tensor(lo), torch.tensor(hi))
-    grid = np.stack(np.meshgrid(*[np.linspace(lo[0, j], hi[0, j], 9) for j in range(m)], indexing="ij"), -1).reshape(-1, m)
+    grid = np.stack(np.meshgrid(*[np.linspace(lo[0, j], hi[0, j], 9) for j in range(m)], indexing="ij"), -1).reshape(
+        -1, m
+    )
     grid = np.concatenate([grid, lo + (hi - lo) * rng.uniform(size=(500, m))])
     vals = circ.corrected(torch.tensor(grid)).numpy()
     assert (vals >= blo.numpy() - 1e-12).all() and (vals <= bhi.numpy() + 1e-12).all()
@@ -201,7 +230,9 @@ def test_mixture_class_bounds_are_exact_with_exclusive_classes():
 
 
 # ------------------------------------------------------------- conformal
-@pytest.mark.parametrize("n,alpha,k", [(9, 0.1, 9), (8, 0.1, 9), (99, 0.1, 90), (19, 0.05, 19), (100, 0.1, 91), (4, 0.2, 4)])
+@pytest.mark.parametrize(
+    "n,alpha,k", [(9, 0.1, 9), (8, 0.1, 9), (99, 0.1, 90), (19, 0.05, 19), (100, 0.1, 91), (4, 0.2, 4)]
+)
 def test_quantile_index(n, alpha, k):
     exact = math.ceil((n + 1) * (1 - Fraction(str(alpha))))
     assert quantile_index(n, alpha) == k == exact
@@ -209,7 +240,9 @@ def test_quantile_index(n, alpha, k):
     assert conformal_quantile(s, alpha) == (k - 1 if k <= n else math.inf)
 
 
-@pytest.mark.parametrize("n,alpha,confidence", [(9, 0.1, 0.9), (50, 0.1, 0.9), (200, 0.1, 0.95), (1000, 0.2, 0.3), (8000, 0.1, 0.9)])
+@pytest.mark.parametrize(
+    "n,alpha,confidence", [(9, 0.1, 0.9), (50, 0.1, 0.9), (200, 0.1, 0.95), (1000, 0.2, 0.3), (8000, 0.1, 0.9)]
+)
 def test_training_conditional_rank_by_the_beta_law(n, alpha, confidence):
     """The smallest rank whose uniform order statistic U_(k) ~ Beta(k, n-k+1) is below 1-α with probability ≤ 1-c,
     and never below the average rule's rank."""
@@ -237,14 +270,19 @@ def test_recalibrated_matches_a_fresh_calibration():
     cal, test = slice(120, 200), slice(200, None)
     cp = COLEP(sensors, kb, mode="marginal", random_state=3).calibrate(X[cal], y[cal], 0.2)
     strict = cp.recalibrated(0.2, confidence=0.9)
-    torch.testing.assert_close(strict.q, COLEP(sensors, kb, mode="marginal", random_state=3).calibrate(X[cal], y[cal], 0.2, confidence=0.9).q)
+    torch.testing.assert_close(
+        strict.q, COLEP(sensors, kb, mode="marginal", random_state=3).calibrate(X[cal], y[cal], 0.2, confidence=0.9).q
+    )
     assert bool((strict.q > cp.q).all()) and cp.confidence is None  # stricter, and the original is untouched
     assert bool((cp.predict_set(X[test]) <= strict.predict_set(X[test])).all())
     per_class = COLEP(sensors, kb, random_state=3).calibrate(X[cal], y[cal], 0.2)
     assert bool((per_class.recalibrated(0.2, confidence=0.9).q >= per_class.q).all())
     with pytest.raises(ValueError, match="3 labels for 80 samples"):
         COLEP(sensors, kb).calibrate(X[cal], y[cal][:3], 0.2)
-    for make in (lambda: SplitCP(clf, "aps", random_state=5), lambda: RSCP(clf, sigma=0.25, n_samples=32, random_state=5)):
+    for make in (
+        lambda: SplitCP(clf, "aps", random_state=5),
+        lambda: RSCP(clf, sigma=0.25, n_samples=32, random_state=5),
+    ):
         moved = make().calibrate(X[cal], y[cal], 0.2).recalibrated(0.1, confidence=0.9)
         assert moved.q == make().calibrate(X[cal], y[cal], 0.1, confidence=0.9).q
     # Smoothed: re-reading the base model's certificates against the stricter thresholds is certifying with them.
@@ -263,7 +301,9 @@ def _synthetic(rng, n, k=3, signal=0.5):
     return np.concatenate([cls, con[:, None]], 1), y
 
 
-@pytest.mark.parametrize("mode,score", [("per_class", "lac"), ("marginal", "lac"), ("marginal", "aps"), ("per_class", "aps")])
+@pytest.mark.parametrize(
+    "mode,score", [("per_class", "lac"), ("marginal", "lac"), ("marginal", "aps"), ("per_class", "aps")]
+)
 def test_colep_coverage_over_random_splits(mode, score):
     rng = np.random.default_rng(0)
     table, y = _synthetic(rng, 600, signal=0.5 if score == "lac" else 0.15)  # APS: top-1 accuracy below 1 - α
@@ -273,7 +313,9 @@ def test_colep_coverage_over_random_splits(mode, score):
     for split in range(60):
         perm = np.random.default_rng(split).permutation(600)
         cal, test = perm[:300], perm[300:]
-        cp = COLEP(sensors, kb, mode=mode, fit_beta=split % 10 == 0, random_state=split, score=score).calibrate(cal, y[cal], alpha)
+        cp = COLEP(sensors, kb, mode=mode, fit_beta=split % 10 == 0, random_state=split, score=score).calibrate(
+            cal, y[cal], alpha
+        )
         covs.append(coverage(cp.predict_set(test), y[test]))
         top1.append(float((cp.probabilities(test)[:, :3].argmax(1).numpy() == y[test]).mean()))
     # E[coverage] ≥ 1 - α exactly; 60 splits × 300 test points leave a standard error ≈ 0.003.
@@ -293,7 +335,9 @@ def test_split_cp_coverage_over_random_splits(score):
     covs = []
     for split in range(60):
         perm = np.random.default_rng(split).permutation(600)
-        cp = SplitCP(model, score, randomized=score == "aps", random_state=split).calibrate(perm[:300], y[perm[:300]], 0.1)
+        cp = SplitCP(model, score, randomized=score == "aps", random_state=split).calibrate(
+            perm[:300], y[perm[:300]], 0.1
+        )
         covs.append(coverage(cp.predict_set(perm[300:]), y[perm[300:]]))
     assert np.mean(covs) >= 0.9 - 0.012
 
@@ -352,12 +396,15 @@ def _toy_problem():
     kb = Knowledge.from_concept_classes(["0", "1", "2"], {"c": ["0", "1"]})
     torch.manual_seed(0)
     from probcirc.colep import train_classifier, train_sensors
+
     sensors = train_sensors(X[:120], y[:120], kb, hidden=(), epochs=20, lr=0.05, noise_sigma=0.2)
     clf = train_classifier(X[:120], y[:120], 3, hidden=(), epochs=20, lr=0.05)
     return X, y, kb, sensors, clf
 
 
-@pytest.mark.parametrize("method,score", [("sensors", "lac"), ("pipeline", "lac"), ("sensors", "aps"), ("pipeline", "aps")])
+@pytest.mark.parametrize(
+    "method,score", [("sensors", "lac"), ("pipeline", "lac"), ("sensors", "aps"), ("pipeline", "aps")]
+)
 def test_certified_sets_contain_clean_sets(method, score):
     X, y, kb, sensors, clf = _toy_problem()
     cp = COLEP(sensors, kb, score=score).calibrate(X[120:180], y[120:180], 0.1)
@@ -402,6 +449,7 @@ def test_pipeline_bounds_hold_at_perturbed_inputs(certified_delta, holds):
 def test_pgd_stays_in_ball_and_raises_loss():
     X, y, kb, sensors, clf = _toy_problem()
     from probcirc.colep import classifier_loss, sensor_loss
+
     for loss in (sensor_loss(sensors, kb), classifier_loss(clf)):
         x = torch.as_tensor(X[:50])
         adv = pgd_l2(loss, x, y[:50], eps=0.5, steps=10, clip=None)
@@ -440,29 +488,40 @@ def test_knowledge_json_round_trip(tmp_path):
     assert Knowledge.from_json(kb.to_json()) == kb
     assert [c.variables for c in back.compiled_clusters] == [c.variables for c in kb.compiled_clusters]
     assert kb.labels([0, 7]).tolist()[1] == [0] * 7 + [1, 0, 0] + [0, 0, 1, 1]
-    assert back.exclusive_classes and not Knowledge.from_json(digits_knowledge(exclusive_classes=False).to_json()).exclusive_classes
+    assert (
+        back.exclusive_classes
+        and not Knowledge.from_json(digits_knowledge(exclusive_classes=False).to_json()).exclusive_classes
+    )
 
 
 def _kb(**over):
-    d = {"classes": ["a", "b"], "concepts": ["k"], "rules": [{"if": "a", "then": "k", "weight": 1.5}], "clusters": [{"name": "c", "rules": [0]}]}
+    d = {
+        "classes": ["a", "b"],
+        "concepts": ["k"],
+        "rules": [{"if": "a", "then": "k", "weight": 1.5}],
+        "clusters": [{"name": "c", "rules": [0]}],
+    }
     d.update(over)
     return d
 
 
-@pytest.mark.parametrize("over,msg", [
-    ({"rules": [{"if": "a", "then": "zzz"}]}, "unknown class or concept 'zzz'"),
-    ({"rules": [{"if": "not q", "then": "k"}]}, "unknown class or concept 'q'"),
-    ({"rules": [{"if": "a", "then": "k", "weight": -1}]}, "weight must be a finite number"),
-    ({"rules": [{"if": "a", "then": "a"}]}, "same variable"),
-    ({"rules": [{"if": "a", "then": "k", "wieght": 1}]}, "expected keys"),
-    ({"clusters": [{"name": "c", "rules": [3]}]}, "out of range"),
-    ({"clusters": []}, "belong to no cluster"),
-    ({"clusters": [{"name": "c", "rules": [0]}, {"name": "d", "rules": [0]}]}, "each rule belongs to one cluster"),
-    ({"concepts": ["a"]}, "unique"),
-    ({"concept_classes": {"k": ["nope"]}}, "unknown class 'nope'"),
-    ({"extra": 1}, "unknown knowledge keys"),
-    ({"exclusive_classes": "yes"}, "exclusive_classes must be true or false"),
-])
+@pytest.mark.parametrize(
+    "over,msg",
+    [
+        ({"rules": [{"if": "a", "then": "zzz"}]}, "unknown class or concept 'zzz'"),
+        ({"rules": [{"if": "not q", "then": "k"}]}, "unknown class or concept 'q'"),
+        ({"rules": [{"if": "a", "then": "k", "weight": -1}]}, "weight must be a finite number"),
+        ({"rules": [{"if": "a", "then": "a"}]}, "same variable"),
+        ({"rules": [{"if": "a", "then": "k", "wieght": 1}]}, "expected keys"),
+        ({"clusters": [{"name": "c", "rules": [3]}]}, "out of range"),
+        ({"clusters": []}, "belong to no cluster"),
+        ({"clusters": [{"name": "c", "rules": [0]}, {"name": "d", "rules": [0]}]}, "each rule belongs to one cluster"),
+        ({"concepts": ["a"]}, "unique"),
+        ({"concept_classes": {"k": ["nope"]}}, "unknown class 'nope'"),
+        ({"extra": 1}, "unknown knowledge keys"),
+        ({"exclusive_classes": "yes"}, "exclusive_classes must be true or false"),
+    ],
+)
 def test_knowledge_validation_errors(over, msg):
     with pytest.raises(KnowledgeError, match=msg):
         Knowledge.from_dict(_kb(**over))
@@ -471,7 +530,9 @@ def test_knowledge_validation_errors(over, msg):
 def test_knowledge_cluster_too_large():
     classes = [str(i) for i in range(20)]
     with pytest.raises(KnowledgeError, match="cluster 'big' has 21 variables.*max_cluster_size=12"):
-        Knowledge(classes, ["k"], [{"if": c, "then": "k"} for c in classes], [{"name": "big", "rules": list(range(20))}])
+        Knowledge(
+            classes, ["k"], [{"if": c, "then": "k"} for c in classes], [{"name": "big", "rules": list(range(20))}]
+        )
     with pytest.raises(KnowledgeError, match="not valid JSON"):
         Knowledge.from_json("{not json")
     json.loads(digits_knowledge().to_json())
@@ -501,7 +562,9 @@ def test_fit_calibrate_predict_pipeline():
     sets = cp.predict_set(X[225:])
     assert sets.dtype == torch.bool and sets.shape == (75, 3)
     assert coverage(sets, y[225:]) >= 0.7
-    base = SplitCP(None, "lac").fit(X[:150], y[:150], hidden=(), epochs=10, lr=0.05).calibrate(X[150:225], y[150:225], 0.1)
+    base = (
+        SplitCP(None, "lac").fit(X[:150], y[:150], hidden=(), epochs=10, lr=0.05).calibrate(X[150:225], y[150:225], 0.1)
+    )
     assert base.predict_set(X[225:]).shape == (75, 3)
 
 
@@ -551,6 +614,8 @@ def test_reasoner_mixture_equals_the_weighted_components():
     """The O(B·V) accumulation in Reasoner.__call__ is Σ_r β_r π̃^(r) over the (B, R+1, V) components."""
     kb = digits_knowledge(negative_weight=0.5)
     r = Reasoner(kb)
-    r.beta = torch.softmax(torch.randn(r.num_components, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 0)
+    r.beta = torch.softmax(
+        torch.randn(r.num_components, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 0
+    )
     p = torch.rand(7, kb.num_variables, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     torch.testing.assert_close(r(p), torch.einsum("brv,r->bv", r.components(p), r.beta), rtol=1e-12, atol=1e-14)

@@ -74,8 +74,11 @@ def test_init_stores_only_and_fit_validates(name):
 
 def test_colep_validates_its_own_params_at_calibrate():
     X, y, kb = _problem()
-    for bad, msg in [({"mode": "both"}, "mode must be"), ({"beta_fraction": 1.0}, "beta_fraction must be in"),
-                     ({"knowledge": {"classes": []}}, "knowledge must be a Knowledge")]:
+    for bad, msg in [
+        ({"mode": "both"}, "mode must be"),
+        ({"beta_fraction": 1.0}, "beta_fraction must be in"),
+        ({"knowledge": {"classes": []}}, "knowledge must be a Knowledge"),
+    ]:
         with pytest.raises(UsageError, match=msg):
             COLEP(_sensors, kb).set_params(**bad).calibrate(X[:50], y[:50], 0.1)
     with pytest.raises(UsageError, match="alpha must be in"):
@@ -97,7 +100,9 @@ def test_random_state_none_draws_fresh_int_repeats(name):
     assert fingerprint(make(kb, random_state=3)) == fingerprint(make(kb, random_state=3))
     fresh = {fingerprint(make(kb, random_state=None)) for _ in range(3)}
     assert len(fresh) == 3
-    assert fingerprint(make(kb, random_state=np.random.default_rng(1))) == fingerprint(make(kb, random_state=np.random.default_rng(1)))
+    assert fingerprint(make(kb, random_state=np.random.default_rng(1))) == fingerprint(
+        make(kb, random_state=np.random.default_rng(1))
+    )
 
 
 def test_fit_sets_trained_attributes_and_leaves_hyperparameters_alone():

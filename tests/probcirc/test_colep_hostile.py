@@ -40,7 +40,11 @@ def _within_budget(fn):
     except Exception as e:  # noqa: BLE001 - the caller checks what it is
         err = e
     elapsed = time.perf_counter() - start
-    after = _peak_rss_mb() if os.path.exists("/proc/self/status") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = (
+        _peak_rss_mb()
+        if os.path.exists("/proc/self/status")
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     assert elapsed < SECONDS, f"took {elapsed:.1f} s"
     assert after - before < MEGABYTES, f"peak memory grew by {after - before:.0f} MB"
     return err
@@ -56,14 +60,25 @@ def _dense(n: int, **extra) -> dict:
     """One cluster of n variables with a rule between every pair: its minimum cover has n - 1 of them."""
     names = [f"v{i}" for i in range(n)]
     rules = [{"if": names[a], "then": names[b]} for a, b in itertools.combinations(range(n), 2)]
-    return {"classes": names[:1], "concepts": names[1:], "rules": rules, "clusters": [{"name": "dense", "rules": list(range(len(rules)))}],
-            **extra}
+    return {
+        "classes": names[:1],
+        "concepts": names[1:],
+        "rules": rules,
+        "clusters": [{"name": "dense", "rules": list(range(len(rules)))}],
+        **extra,
+    }
 
 
 def _star(n: int, **extra) -> dict:
     names = [f"v{i}" for i in range(n)]
     rules = [{"if": names[j], "then": names[0]} for j in range(1, n)]
-    return {"classes": names[1:], "concepts": names[:1], "rules": rules, "clusters": [{"name": "star", "rules": list(range(n - 1))}], **extra}
+    return {
+        "classes": names[1:],
+        "concepts": names[:1],
+        "rules": rules,
+        "clusters": [{"name": "star", "rules": list(range(n - 1))}],
+        **extra,
+    }
 
 
 def test_a_small_file_raising_max_cluster_size_is_refused_fast(tmp_path):
@@ -79,7 +94,9 @@ def test_at_the_file_limit_a_dense_cluster_is_refused_and_a_star_builds(tmp_path
     dense = _write(tmp_path, _dense(FILE_MAX_CLUSTER_SIZE, max_cluster_size=FILE_MAX_CLUSTER_SIZE), "dense.json")
     err = _within_budget(lambda: Knowledge.from_json(dense))
     assert isinstance(err, KnowledgeLimitError)
-    assert f"cluster 'dense' needs a reasoning circuit of {2**19 * 21 + 41} nodes" in str(err)  # 2^19 branches × (20 + 1), + 2·20 + 1
+    assert f"cluster 'dense' needs a reasoning circuit of {2**19 * 21 + 41} nodes" in str(
+        err
+    )  # 2^19 branches × (20 + 1), + 2·20 + 1
     star = _write(tmp_path, _star(FILE_MAX_CLUSTER_SIZE, max_cluster_size=FILE_MAX_CLUSTER_SIZE), "star.json")
     built = {}
     assert _within_budget(lambda: built.setdefault("r", Reasoner(Knowledge.from_json(star)))) is None
@@ -107,7 +124,9 @@ def test_many_mid_sized_clusters_count_together(tmp_path):
         d["clusters"].append({"name": f"c{c}", "rules": [len(d["rules"]) + i for i in range(len(one["rules"]))]})
         d["rules"] += [{"if": rename[r["if"]], "then": rename[r["then"]]} for r in one["rules"]]
     err = _within_budget(lambda: Knowledge.from_dict(d))
-    assert isinstance(err, KnowledgeLimitError) and re.search(r"cluster 'c\d+' needs .* nodes \(after \d+ in the clusters before it\)", str(err))
+    assert isinstance(err, KnowledgeLimitError) and re.search(
+        r"cluster 'c\d+' needs .* nodes \(after \d+ in the clusters before it\)", str(err)
+    )
 
 
 def test_many_exclusive_classes_are_refused_before_building(tmp_path):
@@ -132,35 +151,43 @@ def test_bounds_refuse_an_exponential_vertex_walk():
     assert _within_budget(lambda: r.bounds(lo, hi, variables=[0, 1])) is None  # class bounds need 2 vertices only
 
 
-GOOD = {"classes": ["a", "b"], "concepts": ["k"], "rules": [{"if": "a", "then": "k", "weight": 1.5}], "clusters": [{"name": "c", "rules": [0]}],
-        "concept_classes": {"k": ["a"]}}
+GOOD = {
+    "classes": ["a", "b"],
+    "concepts": ["k"],
+    "rules": [{"if": "a", "then": "k", "weight": 1.5}],
+    "clusters": [{"name": "c", "rules": [0]}],
+    "concept_classes": {"k": ["a"]},
+}
 
 
-@pytest.mark.parametrize("key,value,msg", [
-    ("classes", {"a": 1}, "'classes' must be a list, got dict"),
-    ("classes", "ab", "'classes' must be a list, got str"),
-    ("classes", [["a"], "b"], r"'classes'\[0\] must be a name \(a string\), got list"),
-    ("classes", [None, "b"], r"'classes'\[0\] must be a name \(a string\), got NoneType"),
-    ("concepts", [{"k": 1}], r"'concepts'\[0\] must be a name"),
-    ("rules", {"if": "a"}, "'rules' must be a list, got dict"),
-    ("rules", [["a", "k"]], "rule 0 must be an object"),
-    ("rules", [{"if": 5, "then": "k"}], "rule 0: a literal must be a non-empty string"),
-    ("rules", [{"if": "a", "then": "k", "weight": "1.5"}], "rule 0: weight must be a finite number"),
-    ("rules", [{"if": "a", "then": "k", "weight": True}], "rule 0: weight must be a finite number"),
-    ("clusters", [[0]], "cluster 0 must be an object"),
-    ("clusters", [{"name": "c", "rules": "0"}], "cluster 'c': 'rules' must be a non-empty list"),
-    ("clusters", [{"name": "c", "rules": [[0]]}], r"cluster 'c': rule index \[0\] is out of range"),
-    ("clusters", [{"name": "c", "rules": [0.0]}], "cluster 'c': rule index 0.0 is out of range"),
-    ("clusters", [{"name": ["c"], "rules": [0]}], "cluster 0: 'name' must be a string, got list"),
-    ("concept_classes", ["k", "a"], "'concept_classes' must be an object"),
-    ("concept_classes", {"k": "a"}, r"concept_classes\['k'\] must be a list of names, got str"),
-    ("concept_classes", {"k": [1.5]}, r"concept_classes\['k'\]\[0\] must be a name"),
-    ("max_cluster_size", "12", "max_cluster_size must be a positive integer, got '12'"),
-    ("max_cluster_size", 1.5, "max_cluster_size must be a positive integer, got 1.5"),
-    ("max_cluster_size", True, "max_cluster_size must be a positive integer, got True"),
-    ("max_cluster_size", 0, "max_cluster_size must be a positive integer, got 0"),
-    ("exclusive_classes", "yes", "exclusive_classes must be true or false"),
-])
+@pytest.mark.parametrize(
+    "key,value,msg",
+    [
+        ("classes", {"a": 1}, "'classes' must be a list, got dict"),
+        ("classes", "ab", "'classes' must be a list, got str"),
+        ("classes", [["a"], "b"], r"'classes'\[0\] must be a name \(a string\), got list"),
+        ("classes", [None, "b"], r"'classes'\[0\] must be a name \(a string\), got NoneType"),
+        ("concepts", [{"k": 1}], r"'concepts'\[0\] must be a name"),
+        ("rules", {"if": "a"}, "'rules' must be a list, got dict"),
+        ("rules", [["a", "k"]], "rule 0 must be an object"),
+        ("rules", [{"if": 5, "then": "k"}], "rule 0: a literal must be a non-empty string"),
+        ("rules", [{"if": "a", "then": "k", "weight": "1.5"}], "rule 0: weight must be a finite number"),
+        ("rules", [{"if": "a", "then": "k", "weight": True}], "rule 0: weight must be a finite number"),
+        ("clusters", [[0]], "cluster 0 must be an object"),
+        ("clusters", [{"name": "c", "rules": "0"}], "cluster 'c': 'rules' must be a non-empty list"),
+        ("clusters", [{"name": "c", "rules": [[0]]}], r"cluster 'c': rule index \[0\] is out of range"),
+        ("clusters", [{"name": "c", "rules": [0.0]}], "cluster 'c': rule index 0.0 is out of range"),
+        ("clusters", [{"name": ["c"], "rules": [0]}], "cluster 0: 'name' must be a string, got list"),
+        ("concept_classes", ["k", "a"], "'concept_classes' must be an object"),
+        ("concept_classes", {"k": "a"}, r"concept_classes\['k'\] must be a list of names, got str"),
+        ("concept_classes", {"k": [1.5]}, r"concept_classes\['k'\]\[0\] must be a name"),
+        ("max_cluster_size", "12", "max_cluster_size must be a positive integer, got '12'"),
+        ("max_cluster_size", 1.5, "max_cluster_size must be a positive integer, got 1.5"),
+        ("max_cluster_size", True, "max_cluster_size must be a positive integer, got True"),
+        ("max_cluster_size", 0, "max_cluster_size must be a positive integer, got 0"),
+        ("exclusive_classes", "yes", "exclusive_classes must be true or false"),
+    ],
+)
 def test_wrong_container_types_give_one_line_naming_the_field(tmp_path, key, value, msg):
     path = _write(tmp_path, {**GOOD, key: value})
     err = _within_budget(lambda: Knowledge.from_json(path))
@@ -168,12 +195,15 @@ def test_wrong_container_types_give_one_line_naming_the_field(tmp_path, key, val
     assert re.search(msg, str(err)) and "\n" not in str(err), str(err)
 
 
-@pytest.mark.parametrize("text,msg", [
-    ("[" * 100_000 + "]" * 100_000, "nested too deeply|must be a JSON object"),
-    ('{"classes": [' + "9" * 5000 + "]}", "not valid JSON"),  # longer than Python converts to int
-    ("[1, 2]", "knowledge must be a JSON object, got list"),
-    ('{"classes": ["a"], "rules": [], "clusters": [], "' + "x" * 30000 + '": 1}', "unknown knowledge keys"),
-])
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply|must be a JSON object"),
+        ('{"classes": [' + "9" * 5000 + "]}", "not valid JSON"),  # longer than Python converts to int
+        ("[1, 2]", "knowledge must be a JSON object, got list"),
+        ('{"classes": ["a"], "rules": [], "clusters": [], "' + "x" * 30000 + '": 1}', "unknown knowledge keys"),
+    ],
+)
 def test_hostile_json_text(tmp_path, text, msg):
     path = tmp_path / "kb.json"
     path.write_text(text)
@@ -219,7 +249,12 @@ def test_declared_circuit_size_bounds_the_built_circuit():
     from probcirc.colep import ClusterCircuit, digits_knowledge
     from probcirc.colep.knowledge import circuit_nodes
 
-    kbs = [digits_knowledge(), digits_knowledge(exclusive_classes=False), Knowledge.from_dict(_dense(7)), Knowledge.from_dict(_star(9))]
+    kbs = [
+        digits_knowledge(),
+        digits_knowledge(exclusive_classes=False),
+        Knowledge.from_dict(_dense(7)),
+        Knowledge.from_dict(_star(9)),
+    ]
     for cluster in (c for kb in kbs for c in kb.compiled_clusters):
         for structure in ("cover", "enumerate"):
             built = ClusterCircuit(cluster, structure).pc.num_nodes
@@ -233,5 +268,7 @@ def test_min_vertex_cover_matches_brute_force(seed):
     edges = [(a, b) for a, b in itertools.combinations(range(n), 2) if rng.random() < rng.uniform(0.1, 0.9)]
     cover = min_vertex_cover(n, edges)
     assert all(a in cover or b in cover for a, b in edges) and list(cover) == sorted(set(cover))
-    smallest = next(k for k in range(n + 1) for c in itertools.combinations(range(n), k) if all(a in c or b in c for a, b in edges))
+    smallest = next(
+        k for k in range(n + 1) for c in itertools.combinations(range(n), k) if all(a in c or b in c for a, b in edges)
+    )
     assert len(cover) == smallest

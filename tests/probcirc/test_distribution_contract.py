@@ -18,8 +18,11 @@ from .circuits import compiled, dag
 
 def _gmm():
     a = torch.randn(3, 3, 3, dtype=torch.float64)
-    return GaussianMixture(torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), 3 * torch.randn(3, 3, dtype=torch.float64),
-                           a @ a.mT + torch.eye(3, dtype=torch.float64))
+    return GaussianMixture(
+        torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64),
+        3 * torch.randn(3, 3, dtype=torch.float64),
+        a @ a.mT + torch.eye(3, dtype=torch.float64),
+    )
 
 
 def _models():
@@ -82,11 +85,15 @@ def test_mixture_mpe_maximises_the_joint_with_the_component():
     mask = torch.tensor([[False, True, False]])
     post = gmm.condition(x, mask)
     grid = np.linspace(-20, 20, 400001)
-    best = max(np.log(w) + stats.norm(m, np.sqrt(c)).logpdf(grid).max() for w, m, c in
-               zip(post.weights[0].numpy(), post.means[0, :, 1].numpy(), post.covariances[0, :, 1, 1].numpy()))
+    best = max(
+        np.log(w) + stats.norm(m, np.sqrt(c)).logpdf(grid).max()
+        for w, m, c in zip(post.weights[0].numpy(), post.means[0, :, 1].numpy(), post.covariances[0, :, 1, 1].numpy())
+    )
     mode = gmm.mpe(x, mask)
-    at = max(np.log(w) + stats.norm(m, np.sqrt(c)).logpdf(float(mode[0, 1])) for w, m, c in
-             zip(post.weights[0].numpy(), post.means[0, :, 1].numpy(), post.covariances[0, :, 1, 1].numpy()))
+    at = max(
+        np.log(w) + stats.norm(m, np.sqrt(c)).logpdf(float(mode[0, 1]))
+        for w, m, c in zip(post.weights[0].numpy(), post.means[0, :, 1].numpy(), post.covariances[0, :, 1, 1].numpy())
+    )
     assert at >= best - 1e-9 and mode[0, 0] == x[0, 0] and mode[0, 2] == x[0, 2]
     assert torch.equal(gmm.mpe(x), x)
 

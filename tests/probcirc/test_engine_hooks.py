@@ -41,8 +41,12 @@ def test_graph_reproduces_the_circuit(dist):
         assert g.num_nodes == pc.num_nodes and g.kind[-1] != INPUT, name
         parent = torch.repeat_interleave(torch.arange(g.num_nodes), g.child_ptr.diff())
         assert bool((g.child < parent).all()), f"{name}: children come before parents"
-        assert bool(((g.kind == INPUT) == (g.var >= 0)).all()) and bool((g.child_ptr.diff()[g.kind == INPUT] == 0).all())
-        assert torch.equal(torch.cat([l.nodes for l in g.leaves]).sort().values, (g.kind == INPUT).nonzero().squeeze(-1))
+        assert bool(((g.kind == INPUT) == (g.var >= 0)).all()) and bool(
+            (g.child_ptr.diff()[g.kind == INPUT] == 0).all()
+        )
+        assert torch.equal(
+            torch.cat([l.nodes for l in g.leaves]).sort().values, (g.kind == INPUT).nonzero().squeeze(-1)
+        )
         X = all_assignments(pc.num_vars, dist.num_values)
         want = pc.log_prob(torch.tensor(X)).exp().numpy()
         got = np.array([_graph_prob(g, x) for x in X])
@@ -56,10 +60,12 @@ def test_forward_with_leaves_matches_log_prob_and_gives_leaf_flows():
     mask[::2, 1] = True
     out = pc.forward_with_leaves(lambda g: None, X, mask, flows=True)
     torch.testing.assert_close(out.log_value, pc.log_prob(X, mask), rtol=0, atol=0)
+
     def hook(g):  # the same leaf values, supplied from outside: log pmf at x, log 1 where missing
         table = g.dist.pmf(g.params).log()
         vals = table.gather(1, X.T[g.var].long())
         return torch.where(mask.T[g.var], torch.zeros_like(vals), vals)
+
     hooked = pc.forward_with_leaves(hook, flows=True)
     torch.testing.assert_close(hooked.log_value, out.log_value, rtol=1e-12, atol=1e-12)
     # Each variable's leaf flows sum to 1 per sample in a smooth, decomposable circuit.

@@ -27,6 +27,7 @@ def _replace(path, edit):
         data = edit(f[path][()])
         del f[path]
         f[path] = data
+
     return apply
 
 
@@ -90,7 +91,9 @@ def test_crafted_files_fail_fast_and_small(model_file, tmp_path):
                 pass
             print(path, time.perf_counter() - t, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
     """)
-    out = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     for line in out.splitlines():
         _, seconds, grown_mb = line.rsplit(" ", 2)
         assert float(seconds) < 5 and float(grown_mb) < 200, line

@@ -117,7 +117,9 @@ def test_conditional_sample_keeps_evidence():
 def test_fit_recovers_separated_mixture():
     g = torch.Generator().manual_seed(0)
     true_mu = torch.tensor([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]], dtype=torch.float64)
-    true_cov = torch.tensor([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 2.0]], [[1.5, -0.3], [-0.3, 0.6]]], dtype=torch.float64)
+    true_cov = torch.tensor(
+        [[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 2.0]], [[1.5, -0.3], [-0.3, 0.6]]], dtype=torch.float64
+    )
     true_w = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
     torch.manual_seed(1)
     X = GaussianMixture(true_w, true_mu, true_cov).sample(6000)
@@ -161,7 +163,9 @@ def test_bad_queries_name_the_problem():
 
 def test_batched_mixture_matches_unbatched():
     gmm, _ = random_gmm()
-    batched = GaussianMixture(gmm.weights.expand(5, -1), gmm.means.expand(5, -1, -1), gmm.covariances.expand(5, -1, -1, -1))
+    batched = GaussianMixture(
+        gmm.weights.expand(5, -1), gmm.means.expand(5, -1, -1), gmm.covariances.expand(5, -1, -1, -1)
+    )
     x = torch.randn(2, 5, 4, dtype=torch.float64)
     mask = torch.rand(2, 5, 4) < 0.4
     torch.testing.assert_close(batched.log_prob(x, mask), gmm.log_prob(x, mask))
@@ -196,7 +200,9 @@ def test_conditional_mixture_log_prob_variance_and_seeded_samples():
     """log p(x_m | x_o) = log p(x) - log p(x_o); variances match seeded draws; a generator makes draws repeatable."""
     gmm, _ = random_gmm(k=3, d=4)
     x = torch.randn(6, 4, dtype=torch.float64)
-    mask = torch.tensor([[False, True, False, True]] * 2 + [[True, False, False, False]] * 2 + [[False, True, True, True]] * 2)
+    mask = torch.tensor(
+        [[False, True, False, True]] * 2 + [[True, False, False, False]] * 2 + [[False, True, True, True]] * 2
+    )
     post = gmm.condition(x, mask)
     query = torch.randn(6, 4, dtype=torch.float64)
     full = torch.where(mask, query, x)

@@ -74,7 +74,9 @@ def test_stored_names_never_leave_the_output_folder(model, tmp_path, capsys):
     written = sorted(os.listdir(out))
     assert not (tmp_path / "deep" / "escape.png").exists() and not os.path.exists("/abs/escape2.png")
     assert {"escape.png", "escape2.png", "a_[31mb.png", "ok.png", "win.png", "_hidden.png"} <= set(written)
-    assert all("/" not in n and "\\" not in n and len(n.encode()) <= 255 for n in written) and len(written) == len(names)
+    assert all("/" not in n and "\\" not in n and len(n.encode()) <= 255 for n in written) and len(written) == len(
+        names
+    )
     code, text, _ = _run(capsys, "info", tmp_path / "evil.pcz")
     assert code == 0 and "\x1b" not in text and "\\x1b" in text
 
@@ -94,7 +96,9 @@ def test_small_pcz_declaring_huge_images_fails_before_allocating(model, tmp_path
         (tmp_path / "b.pcz").write_bytes(blob)
         code, _, err = _run(capsys, "decompress", tmp_path / "b.pcz", "-m", path, "-o", tmp_path / "o", "--force")
         assert code == want and err.count("\n") == 1, err
-    code, _, err = _run(capsys, "decompress", tmp_path / "b.pcz", "-m", path, "-o", tmp_path / "o", "--max-values", 10**9)
+    code, _, err = _run(
+        capsys, "decompress", tmp_path / "b.pcz", "-m", path, "-o", tmp_path / "o", "--max-values", 10**9
+    )
     assert code == 4  # a raised limit still meets the byte check
 
 
@@ -113,8 +117,12 @@ def _png_header_only(width, height):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     idat = zlib.compress(b"\0" * (width + 1) * 100, 9)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_png_declaring_1e8_pixels_is_a_limit_error(model, tmp_path, capsys):
@@ -170,7 +178,11 @@ def test_model_with_external_storage_is_refused(model, tmp_path, capsys):
         for name in src:
             src.copy(name, dst)
         found = []
-        dst.visititems(lambda n, obj: found.append(n) if isinstance(obj, h5py.Dataset) and obj.ndim and obj.dtype.kind == "f" else None)
+        dst.visititems(
+            lambda n, obj: (
+                found.append(n) if isinstance(obj, h5py.Dataset) and obj.ndim and obj.dtype.kind == "f" else None
+            )
+        )
         first = found[0]
         shape, dtype = dst[first].shape, dst[first].dtype
         del dst[first]
@@ -309,8 +321,25 @@ def test_files_respect_the_umask(model, tmp_path, capsys):
     np.save(arr, RNG.integers(0, 256, (30, 4, 4)).astype(np.uint8))
     old = os.umask(0o022)
     try:
-        assert _run(capsys, "train-codec", arr, "--patch", "4x4", "--latents", "2", "--epochs", "1", "--full-epochs", "0",
-                    "-q", "-o", tmp_path / "m.h5")[0] == 0
+        assert (
+            _run(
+                capsys,
+                "train-codec",
+                arr,
+                "--patch",
+                "4x4",
+                "--latents",
+                "2",
+                "--epochs",
+                "1",
+                "--full-epochs",
+                "0",
+                "-q",
+                "-o",
+                tmp_path / "m.h5",
+            )[0]
+            == 0
+        )
         assert _run(capsys, "compress", arr, "-m", path, "-o", tmp_path / "a.pcz", "-q")[0] == 0
         Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
         assert _run(capsys, "compress", tmp_path / "a.png", "-m", path, "-o", tmp_path / "b.pcz", "-q")[0] == 0
@@ -342,8 +371,15 @@ def test_help_shows_the_shared_flags_and_exit_codes(command, capsys):
         main([command, "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for flag in ["-o OUTPUT, --output OUTPUT", "--force", "-q, --quiet", "--threads", "--max-values", "exit codes:",
-                 "  7  a size limit"]:
+    for flag in [
+        "-o OUTPUT, --output OUTPUT",
+        "--force",
+        "-q, --quiet",
+        "--threads",
+        "--max-values",
+        "exit codes:",
+        "  7  a size limit",
+    ]:
         assert flag in text, (command, flag)
     assert "--overwrite" not in text and "67108864" in text
 

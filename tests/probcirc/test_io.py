@@ -10,7 +10,11 @@ from probcirc import GaussianMixture, io
 @pytest.fixture
 def gmm():
     a = torch.randn(2, 3, 3, dtype=torch.float64)
-    return GaussianMixture(torch.tensor([0.25, 0.75], dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64), a @ a.mT + torch.eye(3, dtype=torch.float64))
+    return GaussianMixture(
+        torch.tensor([0.25, 0.75], dtype=torch.float64),
+        torch.randn(2, 3, dtype=torch.float64),
+        a @ a.mT + torch.eye(3, dtype=torch.float64),
+    )
 
 
 def test_round_trip_is_exact(gmm, tmp_path):

@@ -101,7 +101,10 @@ def random_mars(rng, slots, B, p_inf=0.1):
 
 def sum_layer(rng, sparse: bool, shared: bool):
     """A random sum layer reading from slots [1, num_children]; returns (layer, num_slots)."""
-    G, n_out = randint(rng, 1, 3), randint(rng, 1, 20) if randint(rng, 0, 1) else randint(rng, 65, 80)  # > 64: several output blocks
+    G, n_out = (
+        randint(rng, 1, 3),
+        randint(rng, 1, 20) if randint(rng, 0, 1) else randint(rng, 65, 80),
+    )  # > 64: several output blocks
     n_in = randint(rng, 66, 130) if sparse else randint(rng, 1, 70)  # > 64: several blocks of children
     pool = G * n_in if not shared else max(n_in, G * n_in // 2)
     if shared:
@@ -184,7 +187,7 @@ def test_launch_parameters_change_in_process(rng):
         close(got, ref, "sum forward with 16-wide tiles", seed)
     finally:
         _common.set_tuning(**old)
-    assert _meta(layer).BK == bk_before
+    assert bk_before == _meta(layer).BK
     for bad in ({"block_b": 24}, {"max_block": 8}, {"num_warp": 4}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             _common.set_tuning(**bad)
@@ -228,10 +231,15 @@ def test_em_update(rng):
         if layer.edge_mask is not None:
             flows = flows * layer.edge_mask
         for alpha in (0.0, 0.1):
-            a, b = SumLayer(layer.child_idx, layer.weight.clone(), layer.edge_mask, layer.start), SumLayer(layer.child_idx, layer.weight.clone(), layer.edge_mask, layer.start)
+            a, b = (
+                SumLayer(layer.child_idx, layer.weight.clone(), layer.edge_mask, layer.start),
+                SumLayer(layer.child_idx, layer.weight.clone(), layer.edge_mask, layer.start),
+            )
             run("torch", a.em_update, flows, 0.3, alpha)
             run("triton", b.em_update, flows, 0.3, alpha)
-            assert torch.allclose(b.weight, a.weight, rtol=RTOL, atol=1e-7), f"em update sparse={sparse} alpha={alpha}, seed {seed}"
+            assert torch.allclose(b.weight, a.weight, rtol=RTOL, atol=1e-7), (
+                f"em update sparse={sparse} alpha={alpha}, seed {seed}"
+            )
             if layer.edge_mask is not None:
                 assert (b.weight[~layer.edge_mask] == 0).all()
 
@@ -303,8 +311,9 @@ def test_categorical_input(rng):
 # ------------------------------------------------------------- whole circuits
 def test_whole_circuit_passes(rng):
     """Forward, backward and one EM step of compiled circuits: both backends agree."""
-    from .circuits import dag, randomize
     from probcirc.structures import PD
+
+    from .circuits import dag, randomize
 
     seed = rng.initial_seed()
     for root in (dag(Categorical(3)), PD((2, 2), num_latents=3, input_dist=Categorical(3))):
@@ -330,27 +339,38 @@ def test_whole_circuit_passes(rng):
 
 def test_batch_of_one(rng):
     """A single sample: prepare() gives a (V, 1) view whose unused stride the kernels must not trip over."""
-    from .circuits import randomize
     from probcirc.structures import PD
 
+    from .circuits import randomize
+
     seed = rng.initial_seed()
-    pc = probcirc.compile(randomize(PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed % 1000), dtype=torch.float32)
+    pc = probcirc.compile(
+        randomize(PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed % 1000), dtype=torch.float32
+    )
     data = torch.randint(0, 3, (1, pc.num_vars), generator=rng)
     mask = torch.tensor([[False, True, False, False]])
     x, missing = pc._prepare(data, mask)
-    close(run("triton", pc._forward_pass, x, missing), run("torch", pc._forward_pass, x, missing), "forward, batch of one", seed)
+    close(
+        run("triton", pc._forward_pass, x, missing),
+        run("torch", pc._forward_pass, x, missing),
+        "forward, batch of one",
+        seed,
+    )
 
 
 def test_em_epoch_through_the_layers(rng):
     """A whole EM run dispatched through the layers (categorical leaves included): both backends agree."""
     import copy
 
-    from .circuits import randomize
     from probcirc.learn import em
     from probcirc.structures import PD
 
+    from .circuits import randomize
+
     seed = rng.initial_seed()
-    pc = probcirc.compile(randomize(PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed % 1000), dtype=torch.float32)
+    pc = probcirc.compile(
+        randomize(PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed % 1000), dtype=torch.float32
+    )
     B = randint(rng, 8, 40)
     data = torch.randint(0, 3, (B, pc.num_vars), generator=rng)
     mask = torch.rand(B, pc.num_vars, generator=rng) < 0.2
@@ -386,9 +406,8 @@ def test_backend_selection():
         os.environ["TRITON_INTERPRET"] = "1"
     probcirc.set_backend("torch")
     assert not backend.use_triton(t)
-    with pytest.raises(ValueError, match="precision"):
-        with backend.approximate("fp8"):
-            pass
+    with pytest.raises(ValueError, match="precision"), backend.approximate("fp8"):
+        pass
 
 
 def test_deterministic_and_copyable(rng):
@@ -421,7 +440,13 @@ def test_kernels_compile_for_a_gpu(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile for real, not from an earlier run's cache
-    r = subprocess.run([sys.executable, "-m", "probcirc.kernels._aot", "90", "quick"], env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "probcirc.kernels._aot", "90", "quick"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = r.stdout + r.stderr
     if r.returncode != 0 and "ptxas" in out and ("not found" in out or "No such file" in out):
         pytest.skip("this Triton install has no ptxas to compile for CUDA")

@@ -14,8 +14,16 @@ from probmod.progress import Progress
 
 
 def test_every_error_class_has_a_documented_distinct_code():
-    classes = [errors.UsageError, errors.InputError, errors.FormatError, errors.ModelMismatchError,
-               errors.OutputExistsError, errors.LimitError, errors.NumericalError, errors.OutputError]
+    classes = [
+        errors.UsageError,
+        errors.InputError,
+        errors.FormatError,
+        errors.ModelMismatchError,
+        errors.OutputExistsError,
+        errors.LimitError,
+        errors.NumericalError,
+        errors.OutputError,
+    ]
     codes = [c.exit_code for c in classes]
     assert len(set(codes)) == len(codes)
     assert all(code in errors.EXIT_CODES for code in codes)
@@ -49,9 +57,16 @@ def test_help_hides_old_spellings_and_shows_the_table(capsys):
     assert _parser().parse_args(["--out", "a", "--no-progress"]).quiet
 
 
-@pytest.mark.parametrize(("exc", "code"), [(errors.OutputExistsError("x exists"), 6), (MemoryError(), 7),
-                                           (OSError(errno.ENOSPC, "No space left on device", "f"), 9),
-                                           (KeyboardInterrupt(), 130), (ZeroDivisionError("boom"), 1)])
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (errors.OutputExistsError("x exists"), 6),
+        (MemoryError(), 7),
+        (OSError(errno.ENOSPC, "No space left on device", "f"), 9),
+        (KeyboardInterrupt(), 130),
+        (ZeroDivisionError("boom"), 1),
+    ],
+)
 def test_run_maps_errors_to_one_line_and_code(exc, code, capsys):
     def command(args):
         raise exc

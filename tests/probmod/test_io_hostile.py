@@ -51,10 +51,15 @@ def test_external_storage_is_refused(gmm_file, tmp_path):
 
 
 def test_external_and_soft_links_are_refused(gmm_file, tmp_path):
-    for kind, link in (("ExternalLink", h5py.ExternalLink(str(gmm_file), "means")), ("SoftLink", h5py.SoftLink("/weights"))):
+    for kind, link in (
+        ("ExternalLink", h5py.ExternalLink(str(gmm_file), "means")),
+        ("SoftLink", h5py.SoftLink("/weights")),
+    ):
+
         def edit(g, arrays, link=link):
             for k, v in arrays.items():
                 g[k] = v if k != "means" else link
+
         bad = _rewrite(gmm_file, tmp_path / f"{kind}.h5", edit)
         with pytest.raises(FormatError, match=kind):
             io.load(bad)

@@ -34,4 +34,3 @@ def run_cli(args: list[str], ranks: int | None = None, env: dict | None = None, 
         cmd = [exe, "-n", str(ranks), *cmd]
     full_env = {**os.environ, "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
-

@@ -34,8 +34,28 @@ def test_bars_file_contents(bars_file):
 
 def test_train_writes_rows_checkpoint_and_plots(tmp_path, bars_file, capsys):
     out = tmp_path / "run"
-    rc = main(["train", "--model", "bsc", "--data", str(bars_file), "--H", "10", "--Hprime", "6", "--gamma", "3",
-               "--steps", "7", "--checkpoint-every", "3", "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "bsc",
+            "--data",
+            str(bars_file),
+            "--H",
+            "10",
+            "--Hprime",
+            "6",
+            "--gamma",
+            "3",
+            "--steps",
+            "7",
+            "--checkpoint-every",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     res = load_results(out)
     assert res["W"].shape == (7, 25, 10)
@@ -55,8 +75,25 @@ def test_train_writes_rows_checkpoint_and_plots(tmp_path, bars_file, capsys):
 
 def test_existing_run_folder_needs_resume_or_force(tmp_path, bars_file, capsys):
     out = tmp_path / "run"
-    args = ["train", "--model", "bsc", "--data", str(bars_file), "--H", "10", "--Hprime", "4", "--gamma", "2",
-            "--steps", "2", "--out", str(out), "--quiet", "--no-plot"]
+    args = [
+        "train",
+        "--model",
+        "bsc",
+        "--data",
+        str(bars_file),
+        "--H",
+        "10",
+        "--Hprime",
+        "4",
+        "--gamma",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-plot",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 6
@@ -71,8 +108,27 @@ def test_damaged_restart_candidate_is_a_one_line_error(tmp_path, bars_file, caps
     import json
 
     out = tmp_path / "run"
-    args = ["train", "--model", "bsc", "--data", str(bars_file), "--H", "10", "--Hprime", "4", "--gamma", "2",
-            "--steps", "2", "--restarts", "2", "--out", str(out), "--quiet", "--no-plot"]
+    args = [
+        "train",
+        "--model",
+        "bsc",
+        "--data",
+        str(bars_file),
+        "--H",
+        "10",
+        "--Hprime",
+        "4",
+        "--gamma",
+        "2",
+        "--steps",
+        "2",
+        "--restarts",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-plot",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     # back to the state of a run killed in its second candidate: no choice made, no checkpoint of its own
@@ -104,8 +160,19 @@ def test_damaged_restart_candidate_is_a_one_line_error(tmp_path, bars_file, caps
     ],
 )
 def test_bad_options(tmp_path, bars_file, capsys, change, expect, code):
-    args = ["train", "--model", "bsc", "--data", str(bars_file), "--H", "10", "--out", str(tmp_path / "r"),
-            "--quiet", *change]
+    args = [
+        "train",
+        "--model",
+        "bsc",
+        "--data",
+        str(bars_file),
+        "--H",
+        "10",
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+        *change,
+    ]
     assert main(args) == code
     assert expect in _err(capsys)
     assert not (tmp_path / "r").exists()
@@ -117,14 +184,17 @@ def test_bad_data(tmp_path, no_mpi, capsys):
         f["y"] = np.zeros((4, 5, 5))
     assert main(["train", "--model", "bsc", "--data", str(three_d), "--H", "3", "--out", str(tmp_path / "r")]) == 4
     assert "expected 2-D (N, D)" in _err(capsys)
-    assert main(["train", "--model", "bsc", "--data", str(tmp_path / "none.h5"), "--H", "3",
-                 "--out", str(tmp_path / "r")]) == 3
+    assert (
+        main(["train", "--model", "bsc", "--data", str(tmp_path / "none.h5"), "--H", "3", "--out", str(tmp_path / "r")])
+        == 3
+    )
     assert "does not exist" in _err(capsys)
     nan = tmp_path / "nan.h5"
     with h5py.File(nan, "w") as f:
         f["y"] = np.full((4, 3), np.nan)
-    assert main(["train", "--model", "bsc", "--data", str(nan), "--H", "2", "--out", str(tmp_path / "r2"),
-                 "--quiet"]) == 8
+    assert (
+        main(["train", "--model", "bsc", "--data", str(nan), "--H", "2", "--out", str(tmp_path / "r2"), "--quiet"]) == 8
+    )
     assert "NaN" in _err(capsys)
     assert main(["train", "--out", str(tmp_path / "missing"), "--resume"]) == 3
     assert "does not exist" in _err(capsys)
@@ -132,8 +202,30 @@ def test_bad_data(tmp_path, no_mpi, capsys):
 
 def test_match_command_reports_recovery(tmp_path, bars_file, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--model", "bsc", "--data", str(bars_file), "--H", "10", "--Hprime", "8", "--gamma", "5",
-                 "--steps", "40", "--out", str(out), "--quiet", "--no-plot"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "bsc",
+                "--data",
+                str(bars_file),
+                "--H",
+                "10",
+                "--Hprime",
+                "8",
+                "--gamma",
+                "5",
+                "--steps",
+                "40",
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     rc = main(["match", str(out), "--truth", str(bars_file)])
     text = capsys.readouterr().out

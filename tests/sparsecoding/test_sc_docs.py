@@ -5,10 +5,21 @@ import importlib
 
 import pytest
 
-MODULES = ["sparsecoding", "sparsecoding.truncation", "sparsecoding.em", "sparsecoding.data", "sparsecoding.plot",
-           "sparsecoding.io", "sparsecoding.cli",
-           "sparsecoding.models.bsc", "sparsecoding.models.tsc", "sparsecoding.models.dsc", "sparsecoding.models.mca",
-           "sparsecoding.models.mmca", "sparsecoding.models.gsc"]
+MODULES = [
+    "sparsecoding",
+    "sparsecoding.truncation",
+    "sparsecoding.em",
+    "sparsecoding.data",
+    "sparsecoding.plot",
+    "sparsecoding.io",
+    "sparsecoding.cli",
+    "sparsecoding.models.bsc",
+    "sparsecoding.models.tsc",
+    "sparsecoding.models.dsc",
+    "sparsecoding.models.mca",
+    "sparsecoding.models.mmca",
+    "sparsecoding.models.gsc",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

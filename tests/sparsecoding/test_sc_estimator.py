@@ -30,8 +30,20 @@ def test_clone_and_params(cls):
     with pytest.raises(UsageError, match="no parameter 'seed'"):
         m.set_params(seed=1)
     # the signature is the whole set of hyperparameters: no catch-all
-    assert set(m.get_params()) >= {"H", "Hprime", "gamma", "steps", "anneal", "Ncut_factor", "W_noise", "chunk_size",
-                                   "tol", "max_memory", "warm_start", "random_state"}
+    assert set(m.get_params()) >= {
+        "H",
+        "Hprime",
+        "gamma",
+        "steps",
+        "anneal",
+        "Ncut_factor",
+        "W_noise",
+        "chunk_size",
+        "tol",
+        "max_memory",
+        "warm_start",
+        "random_state",
+    }
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -52,9 +64,17 @@ def test_sklearn_check_estimator(cls):
     assert skipped <= set(NOT_APPLICABLE), skipped
     names = {r["check_name"] for r in results if r["status"] == "passed"}
     assert len(names) > 35
-    for must in ("check_estimators_overwrite_params", "check_fit_idempotent", "check_transformer_general",
-                 "check_n_features_in_after_fitting", "check_estimators_pickle", "check_estimators_nan_inf",
-                 "check_methods_subset_invariance", "check_no_attributes_set_in_init", "check_dict_unchanged"):
+    for must in (
+        "check_estimators_overwrite_params",
+        "check_fit_idempotent",
+        "check_transformer_general",
+        "check_n_features_in_after_fitting",
+        "check_estimators_pickle",
+        "check_estimators_nan_inf",
+        "check_methods_subset_invariance",
+        "check_no_attributes_set_in_init",
+        "check_dict_unchanged",
+    ):
         assert must in names
 
 
@@ -121,7 +141,8 @@ def test_fitted_attributes_and_convergence_warning():
     assert m.components_.shape == (10, 25) and np.array_equal(m.components_, m.params_["W"].T)
     assert isinstance(m.pi_, float) and isinstance(m.sigma_, float)
     assert [k for k in vars(m) if k.endswith("_") and not k.startswith("_")] == sorted(
-        ["params_", "history_", "n_features_in_", "n_iter_", "converged_"], key=list(vars(m)).index)
+        ["params_", "history_", "n_features_in_", "n_iter_", "converged_"], key=list(vars(m)).index
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         codes = BSC(H=10, Hprime=6, gamma=3, steps=2, random_state=0).fit_transform(d["Y"])

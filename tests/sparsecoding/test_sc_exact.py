@@ -74,8 +74,9 @@ def brute_force(m, Y):
     vals, probs = prior_table(m)
     states = np.array(list(itertools.product(range(len(vals)), repeat=H)))
     S = vals[states]
-    lj = np.stack([np.atleast_1d(direct_log_lik(m, s, Y)) + np.log(probs[st]).sum() for s, st in zip(S, states)],
-                  axis=1)
+    lj = np.stack(
+        [np.atleast_1d(direct_log_lik(m, s, Y)) + np.log(probs[st]).sum() for s, st in zip(S, states)], axis=1
+    )
     return S, lj
 
 
@@ -95,8 +96,15 @@ def test_full_truncation_equals_exact_posterior(name):
     if not name.startswith("gsc"):
         np.testing.assert_allclose(m.transform(Y), post @ S, atol=1e-10)
     q = et.posterior(blocks, 1.0)
-    engine_states = np.concatenate([np.broadcast_to(b.vals, (len(Y),) + b.vals.shape) if b.idx is None else
-                                    np.stack([_place(b.vals, i, H) for i in b.idx]) for b in blocks], axis=1)
+    engine_states = np.concatenate(
+        [
+            np.broadcast_to(b.vals, (len(Y),) + b.vals.shape)
+            if b.idx is None
+            else np.stack([_place(b.vals, i, H) for i in b.idx])
+            for b in blocks
+        ],
+        axis=1,
+    )
     qq = np.concatenate(q, axis=1)
     for n in range(len(Y)):
         lookup = {tuple(s): p for s, p in zip(engine_states[n], qq[n])}
@@ -130,7 +138,7 @@ def test_truncated_posterior_is_exact_posterior_restricted_to_the_set(name):
         assert len({tuple(s) for s in states}) == len(states)  # no state twice
         assert len(states) == 1 + len(et.values) * H + len(et.multi_vals)
         # every multi-cause state uses only the candidates, at most gamma of them
-        ids = [np.nonzero((S == s).all(axis=1))[0][0] for s in states]
+        ids = [np.nonzero((s == S).all(axis=1))[0][0] for s in states]
         ref = lj[n, ids] / T
         np.testing.assert_allclose(q[n], np.exp(ref - logsumexp(ref)), atol=1e-12)
         np.testing.assert_allclose(lz[n], logsumexp(lj[n, ids]), atol=1e-10)
@@ -188,6 +196,7 @@ def test_gsc_closed_form_vs_numerical_integration():
     kappa = m._gauss(m.params_, y[None], None, None, S)[1][0, 1]
     np.testing.assert_allclose(kappa, np.array(num) / ref2, rtol=1e-6, atol=1e-9)
 
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("bound", [False, True])
 def test_masked_log_prob_drops_missing_dimensions(name, bound):
@@ -242,8 +251,10 @@ def test_log_prob_refuses_state_spaces_it_cannot_enumerate():
     assert EXACT_STATES_LIMIT == 2**12
     rng = np.random.default_rng(8)
     BSC.from_params(W=rng.normal(size=(3, 12)), pi=0.1, sigma=1.0).log_prob(torch.zeros(1, 3))  # 2**12 states
-    for m in (BSC.from_params(W=rng.normal(size=(3, 13)), pi=0.1, sigma=1.0, Hprime=4, gamma=2),
-              TSC.from_params(W=rng.normal(size=(3, 8)), pi=0.1, sigma=1.0, Hprime=4, gamma=2)):  # 2**13, 3**8
+    for m in (
+        BSC.from_params(W=rng.normal(size=(3, 13)), pi=0.1, sigma=1.0, Hprime=4, gamma=2),
+        TSC.from_params(W=rng.normal(size=(3, 8)), pi=0.1, sigma=1.0, Hprime=4, gamma=2),
+    ):  # 2**13, 3**8
         with pytest.raises(ExactIntractableError, match="log_prob_lower_bound") as err:
             m.log_prob(torch.zeros(1, 3))
         assert isinstance(err.value, UsageError) and isinstance(err.value, NotImplementedError)
@@ -274,10 +285,13 @@ def test_samples_follow_the_exact_density(name):
     rng = np.random.default_rng(9)
     W = np.abs(rng.normal(size=(1, 3))) + 0.5
     kw = {"W": W, "pi": 0.4, "sigma": 0.6}
-    m = {"bsc": lambda: BSC.from_params(**kw), "tsc": lambda: TSC.from_params(**kw),
-         "dsc": lambda: DSC.from_params(values=(0, 1, 2), W=W, prior=[0.5, 0.3, 0.2], sigma=0.6),
-         "mca": lambda: MCA.from_params(**kw),
-         "gsc": lambda: GSC.from_params(**kw, mu=np.ones(3), Psi=0.2 * np.eye(3))}[name]()
+    m = {
+        "bsc": lambda: BSC.from_params(**kw),
+        "tsc": lambda: TSC.from_params(**kw),
+        "dsc": lambda: DSC.from_params(values=(0, 1, 2), W=W, prior=[0.5, 0.3, 0.2], sigma=0.6),
+        "mca": lambda: MCA.from_params(**kw),
+        "gsc": lambda: GSC.from_params(**kw, mu=np.ones(3), Psi=0.2 * np.eye(3)),
+    }[name]()
     x = m.sample(20000, generator=torch.Generator().manual_seed(3))[:, 0].numpy()
     grid = np.linspace(x.min() - 3, x.max() + 3, 6001)
     cdf = integrate.cumulative_trapezoid(m.log_prob(torch.as_tensor(grid[:, None])).exp().numpy(), grid, initial=0)

@@ -96,9 +96,15 @@ def test_files_follow_the_umask(tmp_path, no_mpi, capsys):
             assert main(["plot", str(d / "run"), "-o", str(d / "figs")]) == 0
         finally:
             os.umask(old)
-        written = [d / "bars.h5", *(d / "run" / n for n in ("results.h5", "checkpoint.h5", "config.json", MARKER,
-                                                              "dictionary.png", "curves.png")),
-                   d / "figs" / "dictionary.png", d / "figs" / "curves.png"]
+        written = [
+            d / "bars.h5",
+            *(
+                d / "run" / n
+                for n in ("results.h5", "checkpoint.h5", "config.json", MARKER, "dictionary.png", "curves.png")
+            ),
+            d / "figs" / "dictionary.png",
+            d / "figs" / "curves.png",
+        ]
         for path in written:
             assert stat.S_IMODE(path.stat().st_mode) == mode, (path, oct(path.stat().st_mode))
     capsys.readouterr()
@@ -118,11 +124,15 @@ def test_huge_H_fails_fast_before_allocating(bars, tmp_path, capsys):
     assert elapsed < 5 and peak < 50 * 2**20, (elapsed, peak)
     assert not (tmp_path / "big").exists()
     # the limit is a flag: a small budget refuses even the bars problem, and a large one lets it through
-    assert main(["train", *SMALL, "--data", str(bars), "--steps", "1", "--max-memory", "10k",
-                 "-o", str(tmp_path / "r")]) == 7
+    assert (
+        main(["train", *SMALL, "--data", str(bars), "--steps", "1", "--max-memory", "10k", "-o", str(tmp_path / "r")])
+        == 7
+    )
     capsys.readouterr()
-    assert main(["train", *SMALL, "--data", str(bars), "--steps", "1", "--max-memory", "1G",
-                 "-o", str(tmp_path / "r")]) == 0
+    assert (
+        main(["train", *SMALL, "--data", str(bars), "--steps", "1", "--max-memory", "1G", "-o", str(tmp_path / "r")])
+        == 0
+    )
 
 
 # -- hostile data files ------------------------------------------------------------------------
@@ -147,8 +157,15 @@ def _fifo(path: Path) -> None:
     os.mkfifo(path)
 
 
-@pytest.mark.parametrize("make, code, words", [(_external, 4, "outside the file"), (_soft_link, 4, "SoftLink"),
-                                               (_not_hdf5, 4, "not readable as HDF5"), (_fifo, 3, "not a regular")])
+@pytest.mark.parametrize(
+    "make, code, words",
+    [
+        (_external, 4, "outside the file"),
+        (_soft_link, 4, "SoftLink"),
+        (_not_hdf5, 4, "not readable as HDF5"),
+        (_fifo, 3, "not a regular"),
+    ],
+)
 def test_hostile_data_files(tmp_path, no_mpi, capsys, make, code, words):
     data = tmp_path / "data.h5"
     make(data)
@@ -171,12 +188,14 @@ def _set_param(name, value):
     def change(f):
         del f[f"params/{name}"]
         f[f"params/{name}"] = value
+
     return change
 
 
 def _set_config(text):
     def change(f):
         f.attrs["config"] = text
+
     return change
 
 
@@ -185,20 +204,24 @@ def _config_with(**kv):
         import json
 
         f.attrs["config"] = json.dumps({**json.loads(f.attrs["config"]), **kv})
+
     return change
 
 
-@pytest.mark.parametrize("change, words", [
-    (_set_param("pi", 2.0), "pi must lie in (0, 1], got 2.0"),
-    (_set_param("sigma", -1.0), "sigma must be positive, got -1.0"),
-    (_set_param("sigma", 0.0), "sigma must be positive, got 0.0"),
-    (_set_param("W", np.full((25, 10), np.nan)), "W contains NaN or infinity"),
-    (_set_param("W", np.ones((16, 10))), "W must have shape (25, 10)"),
-    (_set_config("{not json"), "no readable run configuration"),
-    (_config_with(H="ten"), "H is 'ten', expected a positive integer"),
-    (_config_with(steps=-3), "steps is -3"),
-    (_config_with(model="xyz"), "model is 'xyz'"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (_set_param("pi", 2.0), "pi must lie in (0, 1], got 2.0"),
+        (_set_param("sigma", -1.0), "sigma must be positive, got -1.0"),
+        (_set_param("sigma", 0.0), "sigma must be positive, got 0.0"),
+        (_set_param("W", np.full((25, 10), np.nan)), "W contains NaN or infinity"),
+        (_set_param("W", np.ones((16, 10))), "W must have shape (25, 10)"),
+        (_set_config("{not json"), "no readable run configuration"),
+        (_config_with(H="ten"), "H is 'ten', expected a positive integer"),
+        (_config_with(steps=-3), "steps is -3"),
+        (_config_with(model="xyz"), "model is 'xyz'"),
+    ],
+)
 def test_damaged_checkpoint_is_exit_4(finished, capsys, change, words):
     with h5py.File(finished / "checkpoint.h5", "a") as f:
         change(f)
@@ -234,10 +257,16 @@ def _truth_strings(path: Path) -> None:
         f["truth/W"], f["truth/pi"], f["truth/sigma"] = np.array([b"a", b"b"]), 0.2, 2.0
 
 
-@pytest.mark.parametrize("make, code, words", [
-    (None, 3, "no such"), (_not_hdf5, 4, "not readable as HDF5"), (_truth_without_truth, 4, "no true parameters"),
-    (_truth_other_shape, 5, "has 16"), (_truth_strings, 4, "expected a finite (D, H) array"),
-])
+@pytest.mark.parametrize(
+    "make, code, words",
+    [
+        (None, 3, "no such"),
+        (_not_hdf5, 4, "not readable as HDF5"),
+        (_truth_without_truth, 4, "no true parameters"),
+        (_truth_other_shape, 5, "has 16"),
+        (_truth_strings, 4, "expected a finite (D, H) array"),
+    ],
+)
 def test_match_with_bad_truth(finished, tmp_path, capsys, make, code, words):
     truth = tmp_path / "truth.h5"
     if make is not None:
@@ -267,8 +296,16 @@ def _popen(args: list[str], ranks: int | None = None, **kw) -> subprocess.Popen:
     base = {k: v for k, v in os.environ.items() if k != "SPARSECODING_NO_MPI"}  # set by the no_mpi fixture
     env = {**base, "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}", **kw.pop("env", {})}
     # a shell's background job ignores SIGINT; give the child Python's usual KeyboardInterrupt back
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)  # noqa: PLW1509
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kw,
+    )  # noqa: PLW1509
 
 
 def _wait_for_rows(path: Path, proc: subprocess.Popen, rows: int = 2, timeout: float = 120) -> None:
@@ -290,8 +327,10 @@ def _wait_for_rows(path: Path, proc: subprocess.Popen, rows: int = 2, timeout: f
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
 def test_interrupt_leaves_no_temporary_files(bars, tmp_path, sig, code):
     out = tmp_path / "run"
-    proc = _popen(["train", *SMALL, "--data", str(bars), "--steps", "100000", "--checkpoint-every", "1",
-                   "-o", str(out)], env={"SPARSECODING_NO_MPI": "1"})
+    proc = _popen(
+        ["train", *SMALL, "--data", str(bars), "--steps", "100000", "--checkpoint-every", "1", "-o", str(out)],
+        env={"SPARSECODING_NO_MPI": "1"},
+    )
     _wait_for_rows(out / "results.h5", proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -327,8 +366,23 @@ def _break_checkpoint(out: Path) -> float:
 @pytest.mark.parametrize("fault", [_break_results, _break_checkpoint])
 def test_a_failing_rank_ends_every_rank(bars, tmp_path, ranks, fault):
     out = tmp_path / "run"
-    proc = _popen(["train", *SMALL, "--data", str(bars), "--steps", "100000", "--checkpoint-every", "1",
-                   "--chunk-size", "64", "-o", str(out)], ranks=ranks)
+    proc = _popen(
+        [
+            "train",
+            *SMALL,
+            "--data",
+            str(bars),
+            "--steps",
+            "100000",
+            "--checkpoint-every",
+            "1",
+            "--chunk-size",
+            "64",
+            "-o",
+            str(out),
+        ],
+        ranks=ranks,
+    )
     _wait_for_rows(out / "results.h5", proc)
     t0 = fault(out)
     try:
@@ -347,11 +401,14 @@ def test_a_failing_rank_ends_every_rank(bars, tmp_path, ranks, fault):
 # -- data patches from the user's own images -----------------------------------------------------------
 def _png_declaring(path: Path, width: int, height: int) -> None:
     """A tiny PNG whose header declares ``width x height`` pixels (a decompression bomb's header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -368,8 +425,25 @@ def photos(tmp_path):
 
 def test_patches_from_a_folder_of_images(photos, tmp_path, no_mpi, capsys):
     out = tmp_path / "p.h5"
-    assert main(["data", "patches", "--images", str(photos), "--size", "8", "--N", "3000", "--no-whiten",
-                 "-o", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "patches",
+                "--images",
+                str(photos),
+                "--size",
+                "8",
+                "--N",
+                "3000",
+                "--no-whiten",
+                "-o",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "from 3 image(s)" in capsys.readouterr().out
     with h5py.File(out) as f:
         P = f["y"][()]
@@ -404,17 +478,36 @@ def test_whitening_flattens_the_spectrum(photos):
     np.testing.assert_allclose(w[1:], w[1:].mean(), rtol=1e-4)  # every other direction equal
 
 
-@pytest.mark.parametrize("make, code, words", [
-    (lambda p: _png_declaring(p, 20000, 20000), 7, "--max-pixels"),
-    (lambda p: p.write_text("not a png"), 4, "not a readable image"),
-    (lambda p: None, 3, "no such image file"),
-])
+@pytest.mark.parametrize(
+    "make, code, words",
+    [
+        (lambda p: _png_declaring(p, 20000, 20000), 7, "--max-pixels"),
+        (lambda p: p.write_text("not a png"), 4, "not a readable image"),
+        (lambda p: None, 3, "no such image file"),
+    ],
+)
 def test_patches_refuse_bad_images(tmp_path, no_mpi, capsys, make, code, words):
     img = tmp_path / "bad.png"
     make(img)
     t0 = time.perf_counter()
-    assert main(["data", "patches", "--images", str(img), "--size", "4", "--N", "10", "-o", str(tmp_path / "p.h5"),
-                 "--quiet"]) == code
+    assert (
+        main(
+            [
+                "data",
+                "patches",
+                "--images",
+                str(img),
+                "--size",
+                "4",
+                "--N",
+                "10",
+                "-o",
+                str(tmp_path / "p.h5"),
+                "--quiet",
+            ]
+        )
+        == code
+    )
     assert time.perf_counter() - t0 < 5
     assert words in _err(capsys)
     assert not (tmp_path / "p.h5").exists()
@@ -435,8 +528,9 @@ def test_usage_is_the_exact_posterior_activation():
     W = rng.normal(size=(D, H)) * 3
     Y = rng.normal(size=(7, D)) * 3
     states = np.array([[(i >> h) & 1 for h in range(H)] for i in range(2**H)], dtype=float)
-    logp = (states.sum(1) * np.log(pi) + (H - states.sum(1)) * np.log(1 - pi))[None, :] \
-        - ((Y[:, None, :] - states @ W.T) ** 2).sum(-1) / (2 * sigma**2)
+    logp = (states.sum(1) * np.log(pi) + (H - states.sum(1)) * np.log(1 - pi))[None, :] - (
+        (Y[:, None, :] - states @ W.T) ** 2
+    ).sum(-1) / (2 * sigma**2)
     post = np.exp(logp - logp.max(1, keepdims=True))
     post /= post.sum(1, keepdims=True)
     expected = (post @ states).mean(0)

@@ -33,16 +33,19 @@ def test_a_step_that_overflows_is_named():
 GOOD = {"W": np.ones((4, 3)), "pi": 0.2, "sigma": 1.0}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"W": np.full((4, 3), np.nan)}, "W contains NaN"),
-    ({"pi": 2.0}, r"pi must lie in \(0, 1\], got 2.0"),
-    ({"pi": 0.0}, r"pi must lie in \(0, 1\]"),
-    ({"pi": np.inf}, "pi contains NaN or infinity"),
-    ({"sigma": 0.0}, "sigma must be positive"),
-    ({"sigma": -1.0}, "sigma must be positive"),
-    ({"W": np.ones((4, 2))}, r"W must have shape \((4|D), 3\), got \(4, 2\)"),
-    ({"W": "abc"}, "W is not numeric"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"W": np.full((4, 3), np.nan)}, "W contains NaN"),
+        ({"pi": 2.0}, r"pi must lie in \(0, 1\], got 2.0"),
+        ({"pi": 0.0}, r"pi must lie in \(0, 1\]"),
+        ({"pi": np.inf}, "pi contains NaN or infinity"),
+        ({"sigma": 0.0}, "sigma must be positive"),
+        ({"sigma": -1.0}, "sigma must be positive"),
+        ({"W": np.ones((4, 2))}, r"W must have shape \((4|D), 3\), got \(4, 2\)"),
+        ({"W": "abc"}, "W is not numeric"),
+    ],
+)
 def test_check_params_rejects_bad_values(change, message):
     m = BSC(H=3)
     with pytest.raises(UsageError, match=message):

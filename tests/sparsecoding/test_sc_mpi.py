@@ -8,9 +8,29 @@ from sparsecoding.io import load_results
 
 pytestmark = pytest.mark.mpi
 
-TRAIN = ["train", "--model", "bsc", "--H", "10", "--Hprime", "8", "--gamma", "5", "--steps", "10",
-         "--anneal", "2:1@0.5", "--Ncut-factor", "0.5", "--chunk-size", "96", "--checkpoint-every", "4",
-         "--quiet", "--no-plot"]
+TRAIN = [
+    "train",
+    "--model",
+    "bsc",
+    "--H",
+    "10",
+    "--Hprime",
+    "8",
+    "--gamma",
+    "5",
+    "--steps",
+    "10",
+    "--anneal",
+    "2:1@0.5",
+    "--Ncut-factor",
+    "0.5",
+    "--chunk-size",
+    "96",
+    "--checkpoint-every",
+    "4",
+    "--quiet",
+    "--no-plot",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +64,7 @@ def test_rank_count_does_not_change_results(bars, reference, ranks):
 
 def test_killed_run_resumes_to_the_same_result(bars, reference):
     out = bars.parent / "killed"
-    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out)], ranks=2,
-                env={"SPARSECODING_KILL_AFTER_STEP": "6"})
+    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out)], ranks=2, env={"SPARSECODING_KILL_AFTER_STEP": "6"})
     assert r.returncode != 0  # rank 0 died from SIGKILL after step 6; last checkpoint is after step 4
     partial = load_results(out)
     assert len(partial["step"]) == 6
@@ -80,12 +99,15 @@ def test_killed_restarts_resume_to_the_same_choice(bars):
     np.testing.assert_array_equal(load_results(out / "restarts" / "seed-0")["wall_time"], timed[0])
     np.testing.assert_array_equal(load_results(out / "restarts" / "seed-1")["wall_time"][:6], timed[1])
     a, b = load_results(whole), load_results(out)
-    assert a["config"]["restart_logliks"] == b["config"]["restart_logliks"] and a["config"]["seed"] == b["config"]["seed"]
+    assert (
+        a["config"]["restart_logliks"] == b["config"]["restart_logliks"] and a["config"]["seed"] == b["config"]["seed"]
+    )
     for k in ("W", "pi", "sigma", "loglik", "N_use", "step"):
         np.testing.assert_array_equal(b[k], a[k], err_msg=k)
     for seed in (0, 1):
-        np.testing.assert_array_equal(load_results(out / "restarts" / f"seed-{seed}")["W"],
-                                      load_results(whole / "restarts" / f"seed-{seed}")["W"])
+        np.testing.assert_array_equal(
+            load_results(out / "restarts" / f"seed-{seed}")["W"], load_results(whole / "restarts" / f"seed-{seed}")["W"]
+        )
     r = run_cli([*resume, "--seed", "0"], ranks=2)  # a finished run resumes to itself; --seed names the first restart
     assert r.returncode == 0 and "restart 1/2" not in r.stdout, r.stderr
     r = run_cli([*resume, "--seed", "1"], ranks=2)
@@ -115,8 +137,9 @@ def test_fit_api_with_mpi_communicator(tmp_path):
     if exe is None:
         pytest.skip("mpiexec not found")
     out = tmp_path / "w.npy"
-    r = subprocess.run([exe, "-n", "3", sys.executable, str(script), str(out)], cwd=REPO, capture_output=True,
-                       text=True, timeout=240)
+    r = subprocess.run(
+        [exe, "-n", "3", sys.executable, str(script), str(out)], cwd=REPO, capture_output=True, text=True, timeout=240
+    )
     assert r.returncode == 0, r.stderr
     from sparsecoding import BSC, bars_data
 
@@ -140,8 +163,29 @@ def test_one_to_four_ranks_give_the_same_bytes(tmp_path):
 
     with h5py.File(data, "w") as f:
         f["y"] = S @ W.T + 0.5 * rng.normal(size=(700, 36))
-    args = ["train", "--model", "bsc", "--data", str(data), "--H", "12", "--Hprime", "6", "--gamma", "3",
-            "--steps", "8", "--anneal", "2:1@0.5", "--W-noise", "0.3", "--chunk-size", "64", "--quiet", "--no-plot"]
+    args = [
+        "train",
+        "--model",
+        "bsc",
+        "--data",
+        str(data),
+        "--H",
+        "12",
+        "--Hprime",
+        "6",
+        "--gamma",
+        "3",
+        "--steps",
+        "8",
+        "--anneal",
+        "2:1@0.5",
+        "--W-noise",
+        "0.3",
+        "--chunk-size",
+        "64",
+        "--quiet",
+        "--no-plot",
+    ]
     runs = {}
     for ranks in (1, 2, 3, 4):
         r = run_cli([*args, "--out", str(tmp_path / f"r{ranks}")], ranks=ranks)

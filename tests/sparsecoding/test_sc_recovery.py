@@ -13,7 +13,7 @@ from sparsecoding import BSC, DSC, GSC, MCA, MMCA, TSC, bars_data, greedy_match
 def assert_monotone_after_annealing(history, rtol=1e-6):
     """Exact-EM models: the truncated log-likelihood does not decrease once T = 1."""
     ll, T = history["loglik"], history["T"]
-    after = ll[np.argmax(T == 1.0) + 1:]
+    after = ll[np.argmax(T == 1.0) + 1 :]
     assert len(after) > 5
     assert np.all(np.diff(after) >= -rtol * np.abs(after[:-1])), np.diff(after).min()
 

@@ -62,10 +62,10 @@ def test_truncation_factors(pi, H, gamma):
     A, B, E = truncation_factors(pi, H, gamma)
     # direct: binomial probabilities of the number of active causes
     p = np.array([comb(H, g) * pi**g * (1 - pi) ** (H - g) for g in range(H + 1)])
-    assert A == pytest.approx(p[: gamma + 1].sum())
-    assert B == pytest.approx((np.arange(gamma + 1) * p[: gamma + 1]).sum())
+    assert pytest.approx(p[: gamma + 1].sum()) == A
+    assert pytest.approx((np.arange(gamma + 1) * p[: gamma + 1]).sum()) == B
     # E maps the truncated mean activity back to the full one: E * B/A == pi H
-    assert E * B / A == pytest.approx(pi * H)
+    assert pytest.approx(pi * H) == E * B / A
     assert truncation_factors(pi, H, H)[2] == pytest.approx(1.0)
 
 
