@@ -64,7 +64,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
             action.nargs,
             action.const,
             action.default,
-            action.type,
+            action.type,  # type: ignore[arg-type]  # typeshed's Action.type is wider than its __init__ accepts
             action.choices,
             action.required,
             action.help,
@@ -142,7 +142,8 @@ def set_threads(n: int | None) -> None:
     try:
         import numba
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        # numba.config fills its attributes at import, so the stub does not know them.
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - numba is a dependency, but keep the CLI usable without it
         pass
 

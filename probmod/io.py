@@ -25,6 +25,7 @@ classmethod ``_from_state(attrs, arrays)``, and registering itself with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -66,7 +67,8 @@ VERSION = 1
 #: largest total of array bytes :func:`load` reads unless ``max_bytes`` says otherwise (4 GiB)
 MAX_BYTES = 4 << 30
 
-_REGISTRY: dict[str, type] = {}
+# Values are classes with the ``_state`` / ``_from_state`` pair, which ``type`` cannot express.
+_REGISTRY: dict[str, Any] = {}
 
 
 def register(cls: type) -> type:
@@ -161,10 +163,8 @@ class atomic_path:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def save(obj: Any, path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -317,7 +317,7 @@ def load(path: str | os.PathLike, kind: type | None = None, max_bytes: int = MAX
         raise FormatError(f"{path}: inconsistent {name} data ({err})") from None
 
 
-def _read(f: h5py.File, path: Path, kind: type | None, max_bytes: int) -> tuple[type, str, dict, dict]:
+def _read(f: h5py.File, path: Path, kind: type | None, max_bytes: int) -> tuple[Any, str, dict, dict]:
     """The class, kind name, attributes and arrays of an open probmod file, validated."""
     if f.attrs.get("format") != FORMAT:
         raise FormatError(f"{path}: not a probmod file (format attribute is {f.attrs.get('format')!r})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -145,11 +146,11 @@ def test_atomic_writes_respect_umask_and_never_overwrite(tmp_path):
     old = os.umask(0o022)
     try:
         with io.atomic_path(tmp_path / "a.bin") as tmp:
-            open(tmp, "wb").write(b"x")
+            Path(tmp).write_bytes(b"x")
         assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
         os.umask(0o077)
         with io.atomic_path(tmp_path / "b.bin") as tmp:
-            open(tmp, "wb").write(b"x")
+            Path(tmp).write_bytes(b"x")
         assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
@@ -160,7 +161,7 @@ def test_atomic_writes_respect_umask_and_never_overwrite(tmp_path):
 
 def test_interrupted_write_leaves_no_temporary(tmp_path):
     with pytest.raises(KeyboardInterrupt), io.atomic_path(tmp_path / "c.bin") as tmp:
-        open(tmp, "wb").write(b"partial")
+        Path(tmp).write_bytes(b"partial")
         raise KeyboardInterrupt
     assert os.listdir(tmp_path) == []
 
