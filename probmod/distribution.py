@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, overload, runtime_checkable
 
 import torch
 
@@ -120,6 +120,15 @@ def _sample_shape(sample_shape: int | Sequence[int]) -> torch.Size:
     if isinstance(sample_shape, int):
         return torch.Size((sample_shape,))
     return torch.Size(sample_shape)
+
+
+# No mask in, no mask out: the overloads let callers that passed a tensor use the result as one.
+@overload
+def check_mask(x: torch.Tensor, mask: torch.Tensor, event_dims: int = 1) -> torch.Tensor: ...
+@overload
+def check_mask(x: torch.Tensor, mask: None, event_dims: int = 1) -> None: ...
+@overload
+def check_mask(x: torch.Tensor, mask: torch.Tensor | None, event_dims: int = 1) -> torch.Tensor | None: ...
 
 
 def check_mask(x: torch.Tensor, mask: torch.Tensor | None, event_dims: int = 1) -> torch.Tensor | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,6 +120,7 @@ class CompiledCircuit(nn.Module):
                 kids.append(layer.child_idx - 1)
                 weights.append(torch.ones(layer.child_idx.numel(), dtype=self.dtype, device=dev))
             else:
+                assert isinstance(layer, SumLayer)  # the only other kind of layer
                 g, n_out, n_in = layer.weight.shape
                 kind[layer.start - 1 : layer.stop - 1] = SUM
                 node = (layer.start - 1 + torch.arange(g * n_out, device=dev)).view(g, n_out, 1).expand(g, n_out, n_in)
@@ -261,13 +263,14 @@ class CompiledCircuit(nn.Module):
             if isinstance(layer, InputLayer):
                 layer.down(active, x, missing, choose, generator)
             else:
+                assert isinstance(layer, (ProductLayer, SumLayer))
                 layer.down(active, mars, choose, generator)
         return x.T.contiguous()
 
     # ------------------------------------------------------------------- io
     def _layer_state(self) -> tuple[dict, dict]:
         attrs = {"num_slots": self._num_slots, "num_vars": self.num_vars, "num_layers": len(self.layers)}
-        arrays = {}
+        arrays: dict[str, Any] = {}
         for i, layer in enumerate(self.layers):
             p = f"layers/{i:05d}/"
             arrays[p + "start"] = layer.start

@@ -10,6 +10,7 @@ sums still follows its children.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import cast
 
 import torch
 
@@ -41,15 +42,15 @@ def build_layers(root: NodeGroup, generator: torch.Generator, dtype: torch.dtype
     for node in order:
         if isinstance(node, InputNodes):
             by_family[node.dist.key()].append(node)
-    for groups in by_family.values():
+    for leaves in by_family.values():
         start = next_slot
         node_var, params = [], []
-        for g in groups:
-            first[g.id] = next_slot
-            next_slot += g.num_nodes
-            node_var.append(torch.full((g.num_nodes,), g.var))
-            params.append(_input_params(g, generator))
-        layers.append(InputLayer(groups[0].dist, torch.cat(node_var), torch.cat(params).to(dtype), start))
+        for leaf in leaves:
+            first[leaf.id] = next_slot
+            next_slot += leaf.num_nodes
+            node_var.append(torch.full((leaf.num_nodes,), leaf.var))
+            params.append(_input_params(leaf, generator))
+        layers.append(InputLayer(leaves[0].dist, torch.cat(node_var), torch.cat(params).to(dtype), start))
 
     by_level: dict[int, list[NodeGroup]] = defaultdict(list)
     for node in order:
@@ -70,7 +71,7 @@ def build_layers(root: NodeGroup, generator: torch.Generator, dtype: torch.dtype
             layers.append(ProductLayer(torch.cat(parents), torch.cat(kids), next_slot - start, start))
         else:
             buckets: dict[tuple, list[SumNodes]] = defaultdict(list)
-            for g in groups:
+            for g in cast(list[SumNodes], groups):  # even levels above 0 hold only sums
                 buckets[(g.num_nodes, g.num_inputs, g.edges is not None)].append(g)
             for (n_out, n_in, sparse), members in buckets.items():
                 start = next_slot

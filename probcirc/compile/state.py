@@ -39,7 +39,7 @@ def layers_from_state(attrs: dict, arrays: dict, families: dict[str, type[InputD
         if start != next_slot:
             raise FormatError(f"layer {i} starts at node {start}, expected {next_slot}: the layers must be contiguous")
         if p + "family" in arrays:
-            layer = _input_layer(arrays, p, start, num_vars, families)
+            layer: InputLayer | SumLayer | ProductLayer = _input_layer(arrays, p, start, num_vars, families)
         elif p + "weight" in arrays:
             layer = _sum_layer(arrays, p, start)
         else:

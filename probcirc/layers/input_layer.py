@@ -18,6 +18,11 @@ class InputLayer(nn.Module):
     Otherwise k = 1 and every leaf is its own run.
     """
 
+    # Buffers, declared so type checkers do not read them as Module.__getattr__'s ``Tensor | Module``.
+    node_var: torch.Tensor
+    run_var: torch.Tensor
+    params: torch.Tensor
+
     def __init__(self, dist: InputDist, node_var: torch.Tensor, params: torch.Tensor, start: int):
         super().__init__()
         self.dist = dist

@@ -17,6 +17,10 @@ class ProductLayer(nn.Module):
     so the index tensors are all it needs.
     """
 
+    # Buffers, declared so type checkers do not read them as Module.__getattr__'s ``Tensor | Module``.
+    parent_idx: torch.Tensor
+    child_idx: torch.Tensor
+
     def __init__(self, parent_idx: torch.Tensor, child_idx: torch.Tensor, num_nodes: int, start: int):
         super().__init__()
         self.start = start

@@ -18,6 +18,11 @@ class SumLayer(nn.Module):
     ``G·n_in·B`` exponentials are needed, not one per edge.
     """
 
+    # Buffers, declared so type checkers do not read them as Module.__getattr__'s ``Tensor | Module``.
+    child_idx: torch.Tensor
+    weight: torch.Tensor
+    edge_mask: torch.Tensor | None
+
     def __init__(self, child_idx: torch.Tensor, weight: torch.Tensor, edge_mask: torch.Tensor | None, start: int):
         super().__init__()
         self.start = start
