@@ -225,7 +225,8 @@ def _run(train: np.ndarray, test: np.ndarray, num_latents: int, epochs: int, bat
 def run_spflow_hclt(
     train: np.ndarray, test: np.ndarray, num_latents: int, epochs: int, batch_size: int, time_budget_s: float
 ) -> dict:
-    """Returns {"name": "SPFlow <version> HCLT", "train_img_per_s": float, "test_bpd": float, "peak_rss_mb": float, "note": str}
+    """Returns {"name": "SPFlow <version> HCLT", "train_img_per_s": float, "test_bpd": float,
+    "peak_rss_mb": float, "note": str}
     or {"name": ..., "error": "<one line: why it could not run>"} — never raises."""
     name = f"SPFlow {_version()} HCLT"
     box: dict = {}

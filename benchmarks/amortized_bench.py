@@ -55,7 +55,8 @@ def main() -> None:
     task = make_task(model.task, **model.task_config)
     if task.name != "linear_gaussian" or task.dim != 2:
         sys.exit(
-            f"error: {args.model} is a {task.name} model with dim {task.dim}; the benchmark needs linear_gaussian, dim 2"
+            f"error: {args.model} is a {task.name} model with dim {task.dim}; "
+            "the benchmark needs linear_gaussian, dim 2"
         )
     report = evaluate(model, task, n_problems=args.problems, kl_samples=args.kl_samples, vi_steps=args.vi_steps)
     print(format_table(report))

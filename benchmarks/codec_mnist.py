@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     ]
     rows += [(k, 8 * v / dims) for k, v in baselines(test).items()]
     print(
-        f"\nMNIST test images: {n} (28x28); model: {'loaded ' + args.model if args.model else f'trained on {args.train_n} in {train_s:.0f} s'}, "
+        f"\nMNIST test images: {n} (28x28); "
+        f"model: {'loaded ' + args.model if args.model else f'trained on {args.train_n} in {train_s:.0f} s'}, "
         f"{args.latents if not args.model else '?'} latents, fingerprint {codec.fingerprint.hex()[:12]}"
     )
     print(f"{'method':34s} {'mean bpd':>9s} {'median bpd':>11s}")

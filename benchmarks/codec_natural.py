@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     )
     codec = Codec(model, threads=args.threads)
     print(
-        f"{'image':12s} {'shape':>14s} {'PC codec':>9s} {'model':>7s} {'PNG':>7s} {'WebP':>7s} {'JPEG-XL':>8s}  (bits/dim)  enc s  dec s  exact"
+        f"{'image':12s} {'shape':>14s} {'PC codec':>9s} {'model':>7s} {'PNG':>7s} "
+        f"{'WebP':>7s} {'JPEG-XL':>8s}  (bits/dim)  enc s  dec s  exact"
     )
     total, chart = {}, {}
     for name, img in test.items():
@@ -97,8 +98,9 @@ def main(argv=None) -> int:
             total.setdefault(k, []).append(v)
         chart[name] = {k: v for k, v in row.items() if k != "model"}
         print(
-            f"{name:12s} {str(img.shape):>14s} {row['PC codec']:9.3f} {row['model']:7.3f} {row.get('PNG', np.nan):7.3f} "
-            f"{row.get('WebP', np.nan):7.3f} {row.get('JPEG-XL', np.nan):8.3f}  {'':10s} {te:6.1f} {td:6.1f}  {np.array_equal(back, img)}"
+            f"{name:12s} {str(img.shape):>14s} {row['PC codec']:9.3f} {row['model']:7.3f} "
+            f"{row.get('PNG', np.nan):7.3f} {row.get('WebP', np.nan):7.3f} {row.get('JPEG-XL', np.nan):8.3f}  "
+            f"{'':10s} {te:6.1f} {td:6.1f}  {np.array_equal(back, img)}"
         )
     print("mean bits/dim: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in total.items()))
     chart["mean"] = {k: float(np.mean(v)) for k, v in total.items() if k != "model"}

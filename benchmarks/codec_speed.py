@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         wall, cpu, out = run(prog, test[:n], mode)
         results[mode] = (wall / n, cpu / n, out, n)
     base = results["naive"][1]
-    for mode, (w, c, out, n) in results.items():
+    for mode, (w, c, _out, n) in results.items():
         print(f"{mode:28s} {n:6d} {w:11.3f} {c:10.3f} {base / c:15.1f}")
     same = all(
         np.array_equal(a[: results["naive"][3]], b[: results["naive"][3]])
@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     scale = len(prog.order) / args.torch_pixels
     tw, tc = (time.time() - t) * scale, (time.process_time() - c) * scale
     print(
-        f"{'torch conditional() per px':28s} {1:6d} {tw:11.3f} {tc:10.3f} {base / tc:15.1f}   (float32, not deterministic; extrapolated)"
+        f"{'torch conditional() per px':28s} {1:6d} {tw:11.3f} {tc:10.3f} "
+        f"{base / tc:15.1f}   (float32, not deterministic; extrapolated)"
     )
     print(f"PMFs bit-identical across modes: {same}")
     print(

@@ -134,7 +134,8 @@ def main() -> None:
     headline, _, rule = a.headline.partition(" ")
     if headline not in SMOOTHED_ROWS or (rule and " " + rule not in rules):
         ap.error(
-            f"--headline must be one of {SMOOTHED_ROWS}, optionally followed by ' c={a.confidence:g}'; got {a.headline!r}"
+            f"--headline must be one of {SMOOTHED_ROWS}, "
+            f"optionally followed by ' c={a.confidence:g}'; got {a.headline!r}"
         )
     if a.quick:
         a.n_smooth, a.cert_cal, a.cert_test, a.epochs = 100, 500, 300, 2
@@ -151,7 +152,8 @@ def main() -> None:
     clf_noise = train_classifier(X[tr], y[tr], kb.num_classes, noise_sigma=a.sigma, **fit)
     clf = train_classifier(X[tr], y[tr], kb.num_classes, **fit)
     print(
-        f"trained sensors + RSCP classifier (noise sigma {a.sigma}) and a standard classifier in {time.time() - t0:.0f}s"
+        f"trained sensors + RSCP classifier (noise sigma {a.sigma}) "
+        f"and a standard classifier in {time.time() - t0:.0f}s"
     )
 
     models = {
@@ -180,7 +182,8 @@ def main() -> None:
 
     yt = y[te]
     print(
-        f"\nbase models, all {len(te)} test images (CP-*: standard classifier; CP-APS-n: the noise-trained one RSCP smooths)"
+        f"\nbase models, all {len(te)} test images "
+        "(CP-*: standard classifier; CP-APS-n: the noise-trained one RSCP smooths)"
     )
     print(
         f"{'':18} {'clean':>15} "
@@ -214,7 +217,8 @@ def main() -> None:
                 )
             print(
                 f"split check, {k}: test images 0-4,999 {halves[0]:.3f}, 5,000-9,999 {halves[1]:.3f}; "
-                f"calibrated on half the calibration images, on the other half {coverage(control.predict_set(X[b_]), y[b_]):.3f}; "
+                "calibrated on half the calibration images, "
+                f"on the other half {coverage(control.predict_set(X[b_]), y[b_]):.3f}; "
                 f"on a random half of the test images, on the other half {np.mean(within):.3f} (mean of 10 splits)"
             )
         print("population check: " + population_mix(X, tr, ca, te))
@@ -266,11 +270,13 @@ def main() -> None:
 
     n_colep = len(models["COLEP"]._y_conf) if n_cal is None else min(n_cal, len(models["COLEP"]._y_conf))
     print(
-        f"\nsmoothed models (sigma={a.sigma}, {a.n_smooth} draws, MC failure 0.001), {len(sub)} test images; thresholds "
+        f"\nsmoothed models (sigma={a.sigma}, {a.n_smooth} draws, MC failure 0.001), "
+        f"{len(sub)} test images; thresholds "
         f"recalibrated on {n_colep} calibration images for COLEP (those not used for beta), {len(cal_sub)} for RSCP:"
     )
     print(
-        "(box: per-sensor intervals pushed through the circuits; pipe: the class scores of the corrected probabilities smoothed;"
+        "(box: per-sensor intervals pushed through the circuits; "
+        "pipe: the class scores of the corrected probabilities smoothed;"
     )
     print(" -m: one marginal threshold; -aps: APS score, else LAC; c=: training-conditional thresholds)")
     print(
@@ -313,15 +319,18 @@ def main() -> None:
             q = conformal_quantile(scores[headline][c_, ys[c_]].numpy(), a.alpha, conf)
             within.append(float((scores[headline][t_, ys[t_]] <= q).double().mean()))
         print(
-            f"exchangeable check, {headline + rule}: thresholds from a random half of the {len(sub)} certified test images cover "
+            f"exchangeable check, {headline + rule}: "
+            f"thresholds from a random half of the {len(sub)} certified test images cover "
             f"the other half at {np.mean(within):.3f} (mean of 200 splits; 5-95%: {np.percentile(within, 5):.3f}-"
-            f"{np.percentile(within, 95):.3f}; at least {1 - a.alpha:g} in {np.mean(np.array(within) >= 1 - a.alpha):.0%})"
+            f"{np.percentile(within, 95):.3f}; "
+            f"at least {1 - a.alpha:g} in {np.mean(np.array(within) >= 1 - a.alpha):.0%})"
         )
     print(f"[{time.time() - t0:.0f}s]")
     r = a.radii[-1]
     best = out[a.headline]
     print(
-        f"clean_coverage={best['clean']:.4f} attacked_coverage={best[('attacked', r)]:.4f} certified_coverage={best[('certified', r)]:.4f}"
+        f"clean_coverage={best['clean']:.4f} attacked_coverage={best[('attacked', r)]:.4f} "
+        f"certified_coverage={best[('certified', r)]:.4f}"
     )
 
 

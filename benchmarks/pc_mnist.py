@@ -65,7 +65,8 @@ def main() -> None:
     pc = probcirc.compile(root)
     t_structure = time.perf_counter() - t0
     print(
-        f"HCLT: {pc.num_parameters:,} parameters, {pc.num_edges:,} edges, {len(pc.layers)} layers (structure {t_structure:.1f} s)"
+        f"HCLT: {pc.num_parameters:,} parameters, {pc.num_edges:,} edges, "
+        f"{len(pc.layers)} layers (structure {t_structure:.1f} s)"
     )
 
     t0 = time.perf_counter()
@@ -112,7 +113,8 @@ def main() -> None:
             print(f"{r['name']:<44} {'-':>12} {'-':>9} {'-':>12}  could not run: {r['error']}")
         else:
             print(
-                f"{r['name']:<44} {r['train_img_per_s']:>12.0f} {r['test_bpd']:>9.4f} {r['peak_rss_mb']:>12.0f}  {r.get('note', '')}"
+                f"{r['name']:<44} {r['train_img_per_s']:>12.0f} {r['test_bpd']:>9.4f} "
+                f"{r['peak_rss_mb']:>12.0f}  {r.get('note', '')}"
             )
     print("(bits per dimension on the 10,000 MNIST test images; models fitted on the training split)")
     chart(lls, rows, train.shape[1], args.plot, args.epochs)

@@ -42,7 +42,8 @@ def main() -> None:
     # concepts: even, loop (0,6,8,9), ge5, straight (1,4,7); exclusive classes; class => (not) concept rules
     kb = digits_knowledge(weight=3.0, negative_weight=3.0)
     print(
-        f"knowledge: {kb.num_classes} classes, concepts {kb.concepts}, clusters {[len(c.variables) for c in kb.compiled_clusters]} variables"
+        f"knowledge: {kb.num_classes} classes, concepts {kb.concepts}, "
+        f"clusters {[len(c.variables) for c in kb.compiled_clusters]} variables"
     )
     sensors = train_sensors(X[tr], y[tr], kb, hidden=(64,), epochs=30, lr=5e-3, batch_size=128, noise_sigma=SIGMA)
     clf = train_classifier(
@@ -62,7 +63,8 @@ def main() -> None:
 
     print(f"\nalpha={ALPHA}: coverage / mean set size on {len(te)} test digits under L2 PGD of radius r")
     print(
-        "(COLEP attacked through its sensors, APS/LAC/RSCP through the classifier; '-RS' = smoothed model's robust set for delta=r)"
+        "(COLEP attacked through its sensors, APS/LAC/RSCP through the classifier; "
+        "'-RS' = smoothed model's robust set for delta=r)"
     )
     names = ["COLEP", "APS", "LAC", "COLEP-RS", "RSCP"]
     print(f"{'radius':>6} " + " ".join(f"{n:>14}" for n in names))
@@ -82,7 +84,8 @@ def main() -> None:
         print(f"{r:6.2f} " + " ".join(f"{coverage(s, y[te]):6.3f} / {set_size(s):5.2f}" for s in row.values()))
 
     print(
-        f"\ncertified coverage (sigma={SIGMA}, {N_SMOOTH} noise draws, MC failure 0.001): fraction of test labels provably kept"
+        f"\ncertified coverage (sigma={SIGMA}, {N_SMOOTH} noise draws, MC failure 0.001): "
+        "fraction of test labels provably kept"
     )
     print("in the set under every L2 perturbation of size <= delta; and the mean size of the robust sets")
     res = {  # one marginal threshold each, like RSCP

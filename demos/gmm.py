@@ -24,7 +24,8 @@ missing[missing.all(1), 0] = False
 fit = GaussianMixture.fit(train.masked_fill(missing, float("nan")), n_components=3)
 print(f"fitted on 3000 points with {int(missing.sum())} missing entries (20%)")
 print(
-    f"test log-likelihood per point: fitted {fit.log_prob(test).mean():.4f}, true model {truth.log_prob(test).mean():.4f}"
+    f"test log-likelihood per point: fitted {fit.log_prob(test).mean():.4f}, "
+    f"true model {truth.log_prob(test).mean():.4f}"
 )
 
 x0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
