@@ -266,7 +266,8 @@ class GaussianMixture(Distribution):
 
         Example:
             >>> import torch
-            >>> g = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([[0.0, 0.0], [5.0, 5.0]]), torch.eye(2).repeat(2, 1, 1))
+            >>> means = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+            >>> g = GaussianMixture(torch.tensor([0.4, 0.6]), means, torch.eye(2).repeat(2, 1, 1))
             >>> g.mpe(torch.tensor([[4.0, 0.0]]), torch.tensor([[False, True]]))
             tensor([[4., 5.]])
         """

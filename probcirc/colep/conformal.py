@@ -210,7 +210,8 @@ class _OneThreshold(Estimator):
             raise NotCalibratedError(f"call calibrate(X_cal, y_cal, alpha) before {method}")
 
     def recalibrated(self, alpha: float, confidence: float | None = None) -> Self:
-        """A copy thresholded for another ``alpha`` or ``confidence`` on the same calibration scores (no model calls)."""
+        """A copy thresholded for another ``alpha`` or ``confidence`` on the same calibration scores
+        (no model calls)."""
         self._check_calibrated("recalibrated")
         return copy.copy(self)._calibrate_on(self._cal_scores, alpha, confidence)
 
@@ -426,7 +427,8 @@ class COLEP(Estimator):
         return r
 
     def fit(self, X, y, **train_kwargs) -> COLEP:
-        """Train MLP sensors for every class and concept (:func:`train_sensors`) as ``sensors_``, used instead of ``sensors``."""
+        """Train MLP sensors for every class and concept (:func:`train_sensors`) as ``sensors_``,
+        used instead of ``sensors``."""
         from .sensors import train_sensors
 
         self._check_params()
@@ -630,8 +632,9 @@ class RSCP(_OneThreshold):
     """Randomised-smoothing conformal prediction (Gendler et al., ICLR 2022) on one multiclass model.
 
     The score (``"lac"``, or ``"aps"`` as in :func:`colep_scores`: the mass
-    of the classes ranked above y; both in [0, 1]) is smoothed with N(0, σ²I) noise and estimated with the same Bernoulli /
-    Clopper-Pearson machinery as COLEP's sensors. Sets at X use the point
+    of the classes ranked above y; both in [0, 1]) is smoothed with N(0, σ²I)
+    noise and estimated with the same Bernoulli / Clopper-Pearson machinery
+    as COLEP's sensors. Sets at X use the point
     estimate; ``certify`` bounds the smoothed score over the δ-ball with the
     1/σ-Lipschitz bound on Φ⁻¹ of the smoothed score. ``random_state`` seeds
     the Monte Carlo draws (an int repeats them, None draws fresh ones).

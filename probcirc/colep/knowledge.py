@@ -74,7 +74,8 @@ MAX_FILE_BYTES = 16 << 20
 
 
 class KnowledgeError(FormatError):
-    """Raised for knowledge that is malformed, names unknown variables, or cannot be handled exactly (a ``ValueError``)."""
+    """Raised for knowledge that is malformed, names unknown variables,
+    or cannot be handled exactly (a ``ValueError``)."""
 
 
 class KnowledgeLimitError(KnowledgeError, LimitError):
@@ -241,7 +242,8 @@ class Knowledge:
         if self.concept_classes is not None:
             if not isinstance(self.concept_classes, Mapping):
                 raise KnowledgeError(
-                    f"'concept_classes' must be an object {{concept: [classes]}}, got {type(self.concept_classes).__name__}"
+                    "'concept_classes' must be an object {concept: [classes]}, "
+                    f"got {type(self.concept_classes).__name__}"
                 )
             self.concept_classes = {
                 str(k): _names(vs, f"concept_classes[{k!r}]") for k, vs in self.concept_classes.items()
@@ -384,7 +386,8 @@ class Knowledge:
             if len(counted) > self.max_cluster_size:
                 kind = "concepts" if self.exclusive_classes else "variables"
                 raise KnowledgeLimitError(
-                    f"cluster {name!r} has {len(counted)} {kind}; exact reasoning and certification enumerate up to 2^m cases and are "
+                    f"cluster {name!r} has {len(counted)} {kind}; "
+                    "exact reasoning and certification enumerate up to 2^m cases and are "
                     f"limited to max_cluster_size={self.max_cluster_size}. Split the cluster or raise max_cluster_size."
                 )
             one_hot = tuple(range(self.num_classes)) if self.exclusive_classes else ()
@@ -394,7 +397,8 @@ class Knowledge:
             if total_nodes > self.max_circuit_nodes:
                 before = f" (after {total_nodes - nodes} in the clusters before it)" if total_nodes > nodes else ""
                 raise KnowledgeLimitError(
-                    f"cluster {name!r} needs a reasoning circuit of {nodes} nodes{before}, over max_circuit_nodes={self.max_circuit_nodes} "
+                    f"cluster {name!r} needs a reasoning circuit of {nodes} nodes{before}, "
+                    f"over max_circuit_nodes={self.max_circuit_nodes} "
                     f"({len(variables)} variables, {len(one_hot) or 1} × 2^{len(cover_of(cluster))} branches). "
                     f"Split the cluster, or raise max_circuit_nodes in code."
                 )

@@ -49,7 +49,8 @@ def as_probabilities(sensors: Callable, X, num_classes: int, num_concepts: int) 
     want = num_classes + num_concepts
     if p.dim() != 2 or p.shape[1] != want:
         raise ValueError(
-            f"sensors must return (n, {want}) probabilities ({num_classes} classes then {num_concepts} concepts), got {tuple(p.shape)}"
+            f"sensors must return (n, {want}) probabilities "
+            f"({num_classes} classes then {num_concepts} concepts), got {tuple(p.shape)}"
         )
     if not bool(torch.isfinite(p).all()) or bool(((p < 0) | (p > 1)).any()):
         raise ValueError("sensor readings must be probabilities in [0, 1]")
@@ -241,7 +242,8 @@ def train_classifier(
     augment: Augment | None = None,
     progress: bool = False,
 ) -> MLPClassifier:
-    """Train a softmax classifier (cross-entropy), optionally with Gaussian noise and ``augment`` as in :func:`train_sensors`."""
+    """Train a softmax classifier (cross-entropy), optionally with Gaussian noise
+    and ``augment`` as in :func:`train_sensors`."""
     targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -38,7 +38,8 @@ class CompiledCircuit(nn.Module):
     def from_root(cls, root: NodeGroup, seed: int = 0, dtype: torch.dtype = torch.float32):
         if root.num_nodes != 1:
             raise ValueError(
-                f"the root {root.name} must have exactly one node, it has {root.num_nodes}; add summate(root, num_nodes=1)"
+                f"the root {root.name} must have exactly one node, it has {root.num_nodes}; "
+                "add summate(root, num_nodes=1)"
             )
         num_vars = max(root.scope) + 1
         if root.scope != frozenset(range(num_vars)):
@@ -100,7 +101,9 @@ class CompiledCircuit(nn.Module):
             >>> import torch, probcirc
             >>> from probcirc.nodes import inputs, summate
             >>> from probcirc.inputs import Bernoulli
-            >>> pc = probcirc.compile(summate(inputs(0, 2, Bernoulli()), num_nodes=1, params=torch.tensor([[0.25, 0.75]])))
+            >>> pc = probcirc.compile(
+            ...     summate(inputs(0, 2, Bernoulli()), num_nodes=1, params=torch.tensor([[0.25, 0.75]]))
+            ... )
             >>> g = pc.graph()
             >>> g.num_nodes, g.children(2).tolist(), g.weight.tolist()
             (3, [0, 1], [0.25, 0.75])
@@ -149,7 +152,8 @@ class CompiledCircuit(nn.Module):
         x = torch.as_tensor(x, device=self.device)
         if x.dim() != 2 or x.shape[1] != self.num_vars:
             raise ValueError(
-                f"x must have shape (batch, {self.num_vars}) for this circuit's {self.num_vars} variables, got {tuple(x.shape)}"
+                f"x must have shape (batch, {self.num_vars}) for this circuit's {self.num_vars} variables, "
+                f"got {tuple(x.shape)}"
             )
         mask = check_mask(x, mask)
         missing = torch.zeros_like(x, dtype=torch.bool) if mask is None else mask
@@ -180,7 +184,9 @@ class CompiledCircuit(nn.Module):
             >>> import torch, probcirc
             >>> from probcirc.nodes import inputs, summate
             >>> from probcirc.inputs import Bernoulli
-            >>> pc = probcirc.compile(summate(inputs(0, 2, Bernoulli()), num_nodes=1, params=torch.tensor([[0.25, 0.75]])))
+            >>> pc = probcirc.compile(
+            ...     summate(inputs(0, 2, Bernoulli()), num_nodes=1, params=torch.tensor([[0.25, 0.75]]))
+            ... )
             >>> out = pc.forward_with_leaves(lambda g: torch.zeros(len(g.nodes), 1), flows=True)   # every leaf = 1
             >>> out.log_value, out.leaf_flows[0].flatten()
             (tensor([0.]), tensor([0.2500, 0.7500]))
@@ -204,7 +210,8 @@ class CompiledCircuit(nn.Module):
                 layer(mars, x, missing)
             elif tuple(v.shape) != (layer.stop - layer.start, b):
                 raise ValueError(
-                    f"leaf_fn must return ({layer.stop - layer.start}, {b}) log-values for {layer.dist!r}, got {tuple(v.shape)}"
+                    f"leaf_fn must return ({layer.stop - layer.start}, {b}) log-values "
+                    f"for {layer.dist!r}, got {tuple(v.shape)}"
                 )
             else:
                 mars[layer.start : layer.stop] = v

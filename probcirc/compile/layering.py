@@ -73,7 +73,7 @@ def build_layers(root: NodeGroup, generator: torch.Generator, dtype: torch.dtype
             buckets: dict[tuple, list[SumNodes]] = defaultdict(list)
             for g in cast(list[SumNodes], groups):  # even levels above 0 hold only sums
                 buckets[(g.num_nodes, g.num_inputs, g.edges is not None)].append(g)
-            for (n_out, n_in, sparse), members in buckets.items():
+            for (n_out, _n_in, sparse), members in buckets.items():
                 start = next_slot
                 child_idx, weights, masks = [], [], []
                 for g in members:

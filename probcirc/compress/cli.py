@@ -132,7 +132,8 @@ def _is_array(path: Path) -> bool:
 
 
 def _unique(base: str, ext: str, taken: set[str]) -> str:
-    """``base + ext``, or ``base-N + ext`` with the smallest free N; case-insensitive, so it is safe on any file system."""
+    """``base + ext``, or ``base-N + ext`` with the smallest free N;
+    case-insensitive, so it is safe on any file system."""
     name, n = base + ext, 0
     while name.casefold() in taken:
         n += 1
@@ -299,7 +300,8 @@ def cmd_train(args) -> int:
     io.save(model, out, overwrite=args.force)
     print(
         f"trained codec model: {len(images)} images, patch {model.patch[0]}x{model.patch[1]}, {args.latents} latents, "
-        f"predictor {model.predictor}, fingerprint {file_fingerprint(model.circuit, model.predictor).hex()[:12]} -> {out}"
+        f"predictor {model.predictor}, "
+        f"fingerprint {file_fingerprint(model.circuit, model.predictor).hex()[:12]} -> {out}"
     )
     return 0
 
@@ -417,7 +419,8 @@ def cmd_decompress(args) -> int:
         _note(args, f"renamed: {text}")
     dims = sum(a.size for a in images)
     print(
-        f"{len(images)} images, {dims} values, {8 * len(data) / max(dims, 1):.4f} bits/dim -> {outdir}/ ({len(plan)} files)"
+        f"{len(images)} images, {dims} values, {8 * len(data) / max(dims, 1):.4f} bits/dim "
+        f"-> {outdir}/ ({len(plan)} files)"
     )
     return 0
 

@@ -295,7 +295,8 @@ class Codec:
     def encode_streams(
         self, images: Sequence[np.ndarray], progress=None
     ) -> tuple[list[tuple[int, int, int]], list[bytes]]:
-        """Per image ``(height, width, mode code)`` and its independent stream, as the model codes it (no raw fallback)."""
+        """Per image ``(height, width, mode code)`` and its independent stream,
+        as the model codes it (no raw fallback)."""
         return self._encode_checked([check_image(img) for img in images], progress)
 
     def _encode_checked(self, checked, progress=None):

@@ -24,8 +24,9 @@ Layout (all integers little-endian)::
 
 Each image stream is the byte lengths of its blocks but the last (LEB128 varints; the
 number of blocks follows from the image size, so a one-block image has none), then the
-blocks: range-coder words (u32, little-endian) with up to 3 trailing zero bytes dropped. An image is decodable alone: its offset is
-the sum of the previous stream lengths, and its CRC-32 is checked before decoding.
+blocks: range-coder words (u32, little-endian) with up to 3 trailing zero bytes dropped.
+An image is decodable alone: its offset is the sum of the previous stream lengths, and
+its CRC-32 is checked before decoding.
 
 A raw image's stream (coding 1) is one byte ``width`` (1..8), then every value of the
 image (row-major, RGB interleaved) in ``width`` bits, most significant first, packed

@@ -23,7 +23,8 @@ def check_image(img) -> tuple[np.ndarray, str]:
     if a.dtype != np.uint8:
         if a.dtype.kind in "iu" and a.size and (a.min() < 0 or a.max() > 255):
             raise ImageModeError(
-                f"values must be 8-bit (0..255), got {a.dtype} in [{a.min()}, {a.max()}]; 16-bit images are not supported"
+                f"values must be 8-bit (0..255), got {a.dtype} in [{a.min()}, {a.max()}]; "
+                "16-bit images are not supported"
             )
         if a.dtype.kind not in "iub":
             raise ImageModeError(f"images must be integer 8-bit arrays, got dtype {a.dtype}")

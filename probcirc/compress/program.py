@@ -3,9 +3,10 @@
 The codec never evaluates the circuit through torch: torch's batched matrix
 products and its vectorised ``exp``/``log`` are free to change their order of
 arithmetic with the batch size, the thread count or the CPU. Instead the
-circuit's public node graph (:meth:`~probcirc.TensorCircuit.graph`) is read once into a node-level program (children and parents as CSR
-lists in a fixed order) that :mod:`probcirc.compress.kernels` walks with
-scalar IEEE-754 operations only.
+circuit's public node graph (:meth:`~probcirc.TensorCircuit.graph`) is read
+once into a node-level program (children and parents as CSR lists in a fixed
+order) that :mod:`probcirc.compress.kernels` walks with scalar IEEE-754
+operations only.
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ def precision_code(precision: str) -> int:
 
 @triton.jit
 def mm(a, b, acc, PRECISION: tl.constexpr):
-    """acc + a @ b with float32 accumulation: exact float32 products (0), tf32 (1), bf16 inputs (2), three-pass tf32 (4),
-    or bf16-rounded inputs multiplied in float32 (3, for the interpreter)."""
+    """acc + a @ b with float32 accumulation: exact float32 products (0), tf32 (1), bf16 inputs (2),
+    three-pass tf32 (4), or bf16-rounded inputs multiplied in float32 (3, for the interpreter)."""
     if PRECISION == 4:
         out = tl.dot(a, b, acc, input_precision="tf32x3")
     elif PRECISION == 3:

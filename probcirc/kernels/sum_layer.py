@@ -124,7 +124,8 @@ def _sum_fwd_kernel(
         pos = acc > 0
         ratio = tl.where(pos, f / tl.where(pos, acc, 1.0), 0.0)
         tl.store(ratio_ptr + (g * n_out + offs_o[:, None]) * B + offs_b[None, :], ratio, mask=m)
-        if not TOP_GIVEN:
+        # Nested on purpose: TOP_GIVEN is a constexpr Triton drops at compile time, po a runtime value.
+        if not TOP_GIVEN:  # noqa: SIM102
             if po == 0:
                 tl.store(top_ptr + g * B + offs_b, top, mask=bmask)
     else:

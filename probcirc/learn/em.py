@@ -94,7 +94,8 @@ def em(
             if progress:
                 bpd = -history[-1] / (circuit.num_vars * math.log(2))
                 bar.write(
-                    f"epoch {epoch + 1}/{total} ({'full' if full else 'mini'}-batch): train ll {history[-1]:.3f}, {bpd:.4f} bits/dim"
+                    f"epoch {epoch + 1}/{total} ({'full' if full else 'mini'}-batch): "
+                    f"train ll {history[-1]:.3f}, {bpd:.4f} bits/dim"
                 )
     return history
 

@@ -39,7 +39,8 @@ class NodeGroup:
         self.name = name or f"{self.kind}#{self.id}"
 
     def __repr__(self) -> str:
-        return f"{self.name}(num_nodes={self.num_nodes}, scope={sorted(self.scope)[:8]}{'...' if len(self.scope) > 8 else ''})"
+        more = "..." if len(self.scope) > 8 else ""
+        return f"{self.name}(num_nodes={self.num_nodes}, scope={sorted(self.scope)[:8]}{more})"
 
     def topological(self) -> list[NodeGroup]:
         """Every group under this one (itself included), children before parents."""
@@ -87,7 +88,8 @@ class ProdNodes(NodeGroup):
         sizes = {c.num_nodes for c in children}
         if len(sizes) != 1:
             raise ValueError(
-                f"multiply(): children have different numbers of nodes {[c.num_nodes for c in children]}; element-wise products need equal sizes"
+                f"multiply(): children have different numbers of nodes {[c.num_nodes for c in children]}; "
+                "element-wise products need equal sizes"
             )
         scope: frozenset = frozenset()
         for child in children:

@@ -192,7 +192,8 @@ def test_condition_is_the_enumerated_posterior(fam, name):
 
 @pytest.mark.parametrize("fam,name", CASES)
 def test_posterior_and_conditional_moments_are_the_enumerated_ones(fam, name):
-    """Means and variances of missing entries (each given its sample's evidence) and of forced targets, by enumeration."""
+    """Means and variances of missing entries (each given its sample's evidence)
+    and of forced targets, by enumeration."""
     from probcirc.queries import conditional_moments
 
     root, pc, v = build(fam, name, seed=9)

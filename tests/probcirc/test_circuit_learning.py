@@ -65,7 +65,10 @@ def test_gaussian_leaves_integrate_to_one_and_fit():
 
     root = randomize(summate(multiply(inputs(0, 2, Gaussian()), inputs(1, 2, Gaussian())), num_nodes=1), 0)
     pc = probcirc.compile(root, dtype=torch.float64)
-    f = lambda a, b: float(pc.log_prob(torch.tensor([[a, b]], dtype=torch.float64)).exp())
+
+    def f(a, b):
+        return float(pc.log_prob(torch.tensor([[a, b]], dtype=torch.float64)).exp())
+
     total, _ = integrate.dblquad(f, -12, 12, -12, 12, epsabs=1e-9)
     assert abs(total - 1) < 1e-6
     x = torch.tensor([[0.3, 0.0]], dtype=torch.float64)

@@ -545,7 +545,7 @@ def test_circuit_distribution_is_the_normalised_rule_factor(seed):
     cl, rules = random_cluster(rng, 5, 6)
     pc = ClusterCircuit(cl).pc
     mus = np.array(list(itertools.product([0, 1], repeat=5)))
-    log_r = np.array([sum(w for a, ap, c, cp, w in rules if not (mu[a] == ap) or (mu[c] == cp)) for mu in mus])
+    log_r = np.array([sum(w for a, ap, c, cp, w in rules if mu[a] != ap or mu[c] == cp) for mu in mus])
     want = np.exp(log_r - log_r.max())
     np.testing.assert_allclose(pc.log_prob(torch.tensor(mus)).exp().numpy(), want / want.sum(), rtol=1e-10)
 

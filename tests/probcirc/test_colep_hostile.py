@@ -8,6 +8,7 @@ import os
 import re
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ SECONDS, MEGABYTES = 5.0, 200
 
 
 def _peak_rss_mb() -> float:
-    text = open("/proc/self/status").read()
+    text = Path("/proc/self/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
 
 

@@ -86,7 +86,10 @@ def test_condition_matches_numerical_integration_2d():
     x0 = 0.7
     post = gmm.condition(torch.tensor([[x0, 0.0]], dtype=torch.float64), torch.tensor([[False, True]]))[0]
     w, mu, cov = params
-    joint = lambda x1: sum(w[k] * mvn(mu[k], cov[k]).pdf([x0, x1]) for k in range(3))
+
+    def joint(x1):
+        return sum(w[k] * mvn(mu[k], cov[k]).pdf([x0, x1]) for k in range(3))
+
     z, _ = integrate.quad(joint, -np.inf, np.inf, epsabs=1e-13)
     grid = np.linspace(-4, 4, 17)
     ref = np.log([joint(t) / z for t in grid])

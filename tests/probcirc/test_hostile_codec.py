@@ -49,7 +49,8 @@ def _crafted(model, entries, streams):
 
 
 def _bounded(fn, seconds=5.0, mib=200):
-    """Run fn; assert it took under ``seconds`` and allocated under ``mib`` MiB at its peak (numpy reports to tracemalloc)."""
+    """Run fn; assert it took under ``seconds`` and allocated under ``mib`` MiB
+    at its peak (numpy reports to tracemalloc)."""
     tracemalloc.start()
     t = time.perf_counter()
     try:
