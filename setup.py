@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 EXTRAS = {
@@ -14,7 +16,7 @@ setup(
     version="0.1.0",
     description="Probabilistic modeling: tensorized probabilistic circuits, "
     "probabilistic sparse coding and Distribution Transformers.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["probmod*", "probcirc*", "sparsecoding*", "amortized*"]),

@@ -111,7 +111,8 @@ def data_moments(chunks: dict[int, np.ndarray], N: int, D: int, chunk_size: int,
 
 
 def require_finite(params: dict[str, np.ndarray], loglik, where: str) -> None:
-    """Raise :class:`~probmod.errors.NumericalError` naming ``where`` if a parameter or the log-likelihood is not finite."""
+    """Raise :class:`~probmod.errors.NumericalError` naming ``where``
+    if a parameter or the log-likelihood is not finite."""
     bad = [k for k in sorted(params) if not np.all(np.isfinite(params[k]))]
     if loglik is not None and not np.isfinite(loglik):
         bad.append("log-likelihood")

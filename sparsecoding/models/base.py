@@ -65,7 +65,8 @@ def _is_int(x: Any) -> bool:
 
 
 def converged(history: dict[str, np.ndarray], tol: float) -> bool:
-    """Whether the last EM step, at T = 1, changed the mean truncated log-likelihood ℓ by at most ``tol * max(1, |ℓ|)``."""
+    """Whether the last EM step, at T = 1, changed the mean truncated log-likelihood ℓ
+    by at most ``tol * max(1, |ℓ|)``."""
     ll, T = np.asarray(history.get("loglik", [])), np.asarray(history.get("T", []))
     if len(ll) < 2 or T[-1] != 1.0 or T[-2] != 1.0:
         return False

@@ -223,7 +223,10 @@ class GSC(SparseCodingModel):
     # -- M-step ------------------------------------------------------------------
     def new_stats(self, params, D):
         H = params["W"].shape[1]
-        z = lambda *s: np.zeros(s)
+
+        def z(*s):
+            return np.zeros(s)
+
         return {"YSZ": z(D, H), "SZ": z(H), "SZZ": z(H, H), "S": z(H), "SS": z(H, H), "S_SZ": z(H, H), "YY": z()}
 
     def accumulate(self, params, Y, blocks, post, stats, T=1.0):

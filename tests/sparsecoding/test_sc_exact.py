@@ -175,7 +175,9 @@ def test_gsc_closed_form_vs_numerical_integration():
         return mvn(W @ z, sigma**2 * np.eye(3)).pdf(y)
 
     # one active cause: integrate z_1 numerically
-    f1 = lambda z: lik(np.array([z, 0.0])) * mvn(mu[0], Psi[0, 0]).pdf(z)
+    def f1(z):
+        return lik(np.array([z, 0.0])) * mvn(mu[0], Psi[0, 0]).pdf(z)
+
     ref1 = integrate.quad(f1, -15, 15, epsabs=1e-13)[0]
     # two active causes: 2-D trapezoid rule on a fine grid (spectrally accurate for this smooth integrand)
     g = np.linspace(-9, 9, 1201)
