@@ -14,41 +14,20 @@ Example:
     ((10, 25), 0.2, True)
 """
 
+from . import models
 from .data import bars_data, bars_dictionary, greedy_match, image_patches
 from .em import parse_anneal, run_em
-from .models import (
-    BSC,
-    DSC,
-    EXACT_STATES_LIMIT,
-    GSC,
-    MCA,
-    MMCA,
-    MODELS,
-    TSC,
-    ExactIntractableError,
-    SparseCodingModel,
-    hyperparameter_defaults,
-)
+from .models import *  # noqa: F403 - the models package's public names are this package's too
 from .truncation import ExpectationTruncation, n_multi_states
 
 __all__ = [
-    "BSC",
-    "DSC",
-    "EXACT_STATES_LIMIT",
-    "GSC",
-    "MCA",
-    "MMCA",
-    "MODELS",
-    "TSC",
-    "ExactIntractableError",
     "ExpectationTruncation",
-    "SparseCodingModel",
     "bars_data",
     "bars_dictionary",
     "greedy_match",
-    "hyperparameter_defaults",
     "image_patches",
     "n_multi_states",
     "parse_anneal",
     "run_em",
 ]
+__all__ += models.__all__

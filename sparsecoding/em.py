@@ -9,10 +9,12 @@ step's wall time in seconds.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -123,6 +125,26 @@ def require_finite(params: dict[str, np.ndarray], loglik, where: str) -> None:
         )
 
 
+_P = ParamSpec("_P")
+
+
+def _one_blas_thread(run: Callable[_P, EMResult]) -> Callable[_P, EMResult]:
+    """Run ``run`` with one BLAS thread and numpy's overflow warnings off."""
+
+    @functools.wraps(run)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> EMResult:
+        with (
+            # small matrix products: one BLAS thread is faster than several (and ranks add parallelism)
+            threadpool_limits(limits=1, user_api="blas"),
+            # overflow shows up as inf/NaN, which require_finite reports with the step; numpy's warnings would repeat it
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        ):
+            return run(*args, **kwargs)
+
+    return wrapper
+
+
+@_one_blas_thread
 def run_em(
     model,
     chunks: dict[int, np.ndarray],
@@ -164,50 +186,6 @@ def run_em(
             parameters or log-likelihood; the message names the step. Every rank
             holds the same parameters, so every rank raises it at the same step.
     """
-    # small matrix products: one BLAS thread is faster than several (and ranks add parallelism)
-    limiter = threadpool_limits(limits=1, user_api="blas")
-    # overflow shows up as inf/NaN, which require_finite reports with the step; numpy's warnings would only repeat it
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return _run_em(
-                model,
-                chunks,
-                N=N,
-                D=D,
-                steps=steps,
-                anneal=anneal,
-                Ncut_factor=Ncut_factor,
-                seed=seed,
-                W_noise=W_noise,
-                comm=comm,
-                params=params,
-                start_step=start_step,
-                history=history,
-                on_step=on_step,
-                progress=progress,
-            )
-    finally:
-        limiter.restore_original_limits()
-
-
-def _run_em(
-    model,
-    chunks,
-    *,
-    N,
-    D,
-    steps,
-    anneal,
-    Ncut_factor,
-    seed,
-    W_noise,
-    comm,
-    params,
-    start_step,
-    history,
-    on_step,
-    progress,
-) -> EMResult:
     comm = comm or SerialComm()
     schedule = parse_anneal(anneal)
     model.check_memory(N, D, ranks=comm.size)

@@ -77,21 +77,9 @@ _CONFIG_TYPES: dict[str, tuple[str, Any]] = {
     "Ncut_factor": ("a number in [0, 1]", lambda v: _is_num(v) and 0 <= v <= 1),
     "W_noise": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
 }
-_REQUIRED = (
-    "model",
-    "data",
-    "key",
-    "H",
-    "Hprime",
-    "gamma",
-    "steps",
-    "chunk_size",
-    "seed",
-    "N",
-    "D",
-    "anneal",
-    "Ncut_factor",
-)
+#: the typed keys a run configuration may leave out; every other key of _CONFIG_TYPES it must hold
+_OPTIONAL = ("checkpoint_every", "restarts", "W_noise")
+_REQUIRED = tuple(k for k in _CONFIG_TYPES if k not in _OPTIONAL)
 
 
 class DataError(FormatError):

@@ -20,8 +20,9 @@ only; ``fit`` validates them and sets the fitted attributes, which end in
 
 from __future__ import annotations
 
+import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from probmod.estimator import (
 from ..truncation import ExpectationTruncation, exact_log_marginal, truncation_factors
 from .checks import format_size, memory_estimate, parse_size, require
 
-__all__ = ["EXACT_STATES_LIMIT", "ExactIntractableError", "SparseCodingModel"]
+__all__ = ["EXACT_STATES_LIMIT", "ExactIntractableError", "SparseCodingModel", "with_base_hyperparameters"]
 
 #: ``log_prob`` enumerates every latent state when there are at most this many (2**12: BSC with H <= 12)
 EXACT_STATES_LIMIT = 2**12
@@ -128,18 +129,10 @@ class SparseCodingModel(Estimator, Distribution):
         warm_start: bool = False,
         random_state: int | np.random.Generator | None = None,
     ):
-        self.H = H
-        self.Hprime = Hprime
-        self.gamma = gamma
-        self.steps = steps
-        self.anneal = anneal
-        self.Ncut_factor = Ncut_factor
-        self.W_noise = W_noise
-        self.chunk_size = chunk_size
-        self.tol = tol
-        self.max_memory = max_memory
-        self.warm_start = warm_start
-        self.random_state = random_state
+        self.H, self.Hprime, self.gamma = H, Hprime, gamma
+        self.steps, self.anneal, self.Ncut_factor, self.W_noise, self.tol = steps, anneal, Ncut_factor, W_noise, tol
+        self.chunk_size, self.max_memory = chunk_size, max_memory
+        self.warm_start, self.random_state = warm_start, random_state
 
     @classmethod
     def from_params(cls, **kwargs: Any) -> SparseCodingModel:
@@ -662,3 +655,30 @@ class SparseCodingModel(Estimator, Distribution):
         seed = int(torch.randint(0, 2**62, (), generator=generator).item())
         _, Y = self.generate(self.params_, n, np.random.default_rng(seed))
         return torch.as_tensor(Y).reshape(*shape, Y.shape[1])
+
+
+def with_base_hyperparameters(init: Callable[..., None]) -> Callable[..., None]:
+    """Complete the signature of a subclass ``__init__`` that passes ``**common`` on to the base class.
+
+    The subclass names only its own hyperparameters; the shared keyword-only
+    ones (``steps`` ... ``random_state``) join its signature here, because
+    ``get_params`` (hence ``sklearn.base.clone``), ``repr``, ``help`` and
+    :func:`~sparsecoding.models.hyperparameter_defaults` read them from it.
+
+    Example:
+        >>> class Toy(SparseCodingModel):
+        ...     @with_base_hyperparameters
+        ...     def __init__(self, H, *, scale=1.0, **common):
+        ...         super().__init__(H, **common)
+        ...         self.scale = scale
+        >>> list(inspect.signature(Toy).parameters)[:4]
+        ['H', 'scale', 'steps', 'anneal']
+        >>> Toy(3, scale=2.0, steps=5).get_params()["steps"]
+        5
+    """
+    sig = inspect.signature(init)
+    own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    base = inspect.signature(SparseCodingModel.__init__).parameters.values()
+    shared = [p for p in base if p.kind is p.KEYWORD_ONLY and p.name not in sig.parameters]
+    init.__signature__ = sig.replace(parameters=own + shared)  # type: ignore[attr-defined]
+    return init

@@ -10,11 +10,13 @@ how the non-zero mass splits among the values follows the expected counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from probmod.errors import UsageError
 
+from .base import with_base_hyperparameters
 from .bsc import LinearGaussian, regress_W_sigma
 
 __all__ = ["DSC"]
@@ -42,6 +44,7 @@ class DSC(LinearGaussian):
     name = "dsc"
     param_names = ("W", "prior", "pi", "sigma")
 
+    @with_base_hyperparameters
     def __init__(
         self,
         H: int,
@@ -49,31 +52,9 @@ class DSC(LinearGaussian):
         gamma: int | None = None,
         *,
         values: Sequence[float] = (0.0, 1.0),
-        steps: int = 100,
-        anneal: str = "2:1@0.6",
-        Ncut_factor: float = 0.0,
-        W_noise: float = 0.0,
-        chunk_size: int = 256,
-        tol: float = 1e-4,
-        max_memory: float | str | None = "8GiB",
-        warm_start: bool = False,
-        random_state: int | np.random.Generator | None = None,
+        **common: Any,
     ):
-        # scikit-learn reads the hyperparameters from this signature, so each is spelled out
-        super().__init__(
-            H,
-            Hprime,
-            gamma,
-            steps=steps,
-            anneal=anneal,
-            Ncut_factor=Ncut_factor,
-            W_noise=W_noise,
-            chunk_size=chunk_size,
-            tol=tol,
-            max_memory=max_memory,
-            warm_start=warm_start,
-            random_state=random_state,
-        )
+        super().__init__(H, Hprime, gamma, **common)
         self.values = values
 
     @property

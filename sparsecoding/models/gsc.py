@@ -20,13 +20,14 @@ diagonal unless ``psi_full=True``), ``pi`` with the truncation correction.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 
 from probmod.errors import UsageError
 
 from ..truncation import gather_mat, gather_vec, scatter_sum_mat, scatter_vec
-from .base import SparseCodingModel
+from .base import SparseCodingModel, with_base_hyperparameters
 from .bsc import LinearGaussian, regress_W_sigma
 
 __all__ = ["GSC"]
@@ -62,38 +63,11 @@ class GSC(SparseCodingModel):
     name = "gsc"
     param_names = ("W", "pi", "sigma", "mu", "Psi")
 
+    @with_base_hyperparameters
     def __init__(
-        self,
-        H: int,
-        Hprime: int | None = None,
-        gamma: int | None = None,
-        *,
-        psi_full: bool = False,
-        steps: int = 100,
-        anneal: str = "2:1@0.6",
-        Ncut_factor: float = 0.0,
-        W_noise: float = 0.0,
-        chunk_size: int = 256,
-        tol: float = 1e-4,
-        max_memory: float | str | None = "8GiB",
-        warm_start: bool = False,
-        random_state: int | np.random.Generator | None = None,
+        self, H: int, Hprime: int | None = None, gamma: int | None = None, *, psi_full: bool = False, **common: Any
     ):
-        # scikit-learn reads the hyperparameters from this signature, so each is spelled out
-        super().__init__(
-            H,
-            Hprime,
-            gamma,
-            steps=steps,
-            anneal=anneal,
-            Ncut_factor=Ncut_factor,
-            W_noise=W_noise,
-            chunk_size=chunk_size,
-            tol=tol,
-            max_memory=max_memory,
-            warm_start=warm_start,
-            random_state=random_state,
-        )
+        super().__init__(H, Hprime, gamma, **common)
         self.psi_full = psi_full
 
     @property
