@@ -165,7 +165,7 @@ class MarginalCircuit(Distribution):
     def mpe(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The most probable completion of ``x`` (shape ``(B, len(vars))``), jointly with the latents."""
         full, hidden = self._embed(x, mask)
-        return self.circuit.mpe(full, hidden)[:, self.vars].to(torch.as_tensor(x).dtype)
+        return self.circuit.mpe(full, hidden)[:, self.vars].to(torch.as_tensor(x, device=full.device).dtype)
 
 
 class ConditionalCircuit:

@@ -323,7 +323,7 @@ class GaussianMixture(Distribution):
 
     # ---------------------------------------------------------------- helpers
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x)
+        x = torch.as_tensor(x, device=self.means.device)
         if not x.is_floating_point():
             x = x.to(self.dtype)
         if x.dim() < 1 or x.shape[-1] != self.dim:
@@ -331,7 +331,7 @@ class GaussianMixture(Distribution):
         return x.to(self.dtype)
 
     def _check_vars(self, vars: Sequence[int]) -> torch.Tensor:
-        idx = torch.as_tensor(list(vars), dtype=torch.long)
+        idx = torch.as_tensor(list(vars), dtype=torch.long, device="cpu")  # checked on the host, then moved
         if idx.numel() == 0 or idx.min() < 0 or idx.max() >= self.dim or len(set(idx.tolist())) != len(idx):
             raise ValueError(f"vars must be distinct indices in [0, {self.dim}), got {list(vars)}")
         return idx.to(self.means.device)
@@ -476,7 +476,9 @@ class ConditionalMixture:
 
 # ---------------------------------------------------------------------------
 def _as_float_tensors(*ts):
-    ts = [torch.as_tensor(t) for t in ts]
+    # Lists and arrays join the tensors' device (the CPU when none is a tensor).
+    device = next((t.device for t in ts if isinstance(t, torch.Tensor)), torch.device("cpu"))
+    ts = [torch.as_tensor(t, device=device) for t in ts]
     dtype = torch.promote_types(ts[0].dtype, torch.float32) if not ts[0].is_floating_point() else ts[0].dtype
     for t in ts[1:]:
         if t.is_floating_point():

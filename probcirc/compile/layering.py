@@ -31,7 +31,11 @@ def levels(order: list[NodeGroup]) -> dict[int, int]:
 
 
 def build_layers(root: NodeGroup, generator: torch.Generator, dtype: torch.dtype) -> tuple[list, dict[int, int], int]:
-    """Return (layers in execution order, first slot of every group, number of slots)."""
+    """Return (layers in execution order, first slot of every group, number of slots).
+
+    Everything is built on the CPU, where ``generator`` draws, so a seed gives the same circuit
+    whatever the target device; the compiled circuit moves with ``.to(device)``.
+    """
     order = root.topological()
     level = levels(order)
     first: dict[int, int] = {}
@@ -48,7 +52,7 @@ def build_layers(root: NodeGroup, generator: torch.Generator, dtype: torch.dtype
         for leaf in leaves:
             first[leaf.id] = next_slot
             next_slot += leaf.num_nodes
-            node_var.append(torch.full((leaf.num_nodes,), leaf.var))
+            node_var.append(torch.full((leaf.num_nodes,), leaf.var, device="cpu"))
             params.append(_input_params(leaf, generator))
         layers.append(InputLayer(leaves[0].dist, torch.cat(node_var), torch.cat(params).to(dtype), start))
 
@@ -63,11 +67,11 @@ def build_layers(root: NodeGroup, generator: torch.Generator, dtype: torch.dtype
             parents, kids = [], []
             for g in groups:
                 first[g.id] = next_slot
-                local = next_slot - start + torch.arange(g.num_nodes)
+                local = next_slot - start + torch.arange(g.num_nodes, device="cpu")
                 next_slot += g.num_nodes
                 for c in g.children:
                     parents.append(local)
-                    kids.append(first[c.id] + torch.arange(g.num_nodes))
+                    kids.append(first[c.id] + torch.arange(g.num_nodes, device="cpu"))
             layers.append(ProductLayer(torch.cat(parents), torch.cat(kids), next_slot - start, start))
         else:
             buckets: dict[tuple, list[SumNodes]] = defaultdict(list)
@@ -79,7 +83,8 @@ def build_layers(root: NodeGroup, generator: torch.Generator, dtype: torch.dtype
                 for g in members:
                     first[g.id] = next_slot
                     next_slot += n_out
-                    child_idx.append(torch.cat([first[c.id] + torch.arange(c.num_nodes) for c in g.children]))
+                    kid_slots = [first[c.id] + torch.arange(c.num_nodes, device="cpu") for c in g.children]
+                    child_idx.append(torch.cat(kid_slots))
                     w, m = _sum_params(g, generator)
                     weights.append(w)
                     masks.append(m)
@@ -91,7 +96,7 @@ def build_layers(root: NodeGroup, generator: torch.Generator, dtype: torch.dtype
 def _input_params(g: InputNodes, generator) -> torch.Tensor:
     if g.params is None:
         return g.dist.init_params(g.num_nodes, generator)
-    params = torch.as_tensor(g.params, dtype=torch.float64)
+    params = torch.as_tensor(g.params, dtype=torch.float64, device="cpu")
     if params.shape != (g.num_nodes, g.dist.num_params):
         raise ValueError(
             f"params of {g.name} must have shape {(g.num_nodes, g.dist.num_params)}, got {tuple(params.shape)}"
@@ -101,15 +106,15 @@ def _input_params(g: InputNodes, generator) -> torch.Tensor:
 
 
 def _sum_params(g: SumNodes, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    mask = g.edges if g.edges is not None else torch.ones(g.num_nodes, g.num_inputs, dtype=torch.bool)
+    mask = g.edges if g.edges is not None else torch.ones(g.num_nodes, g.num_inputs, dtype=torch.bool, device="cpu")
     if g.params is None:
-        w = (torch.rand(g.num_nodes, g.num_inputs, generator=generator, dtype=torch.float64) + 0.5) * mask
+        w = (torch.rand(g.num_nodes, g.num_inputs, generator=generator, dtype=torch.float64, device="cpu") + 0.5) * mask
         return w / w.sum(-1, keepdim=True), mask
-    w = torch.as_tensor(g.params, dtype=torch.float64)
+    w = torch.as_tensor(g.params, dtype=torch.float64, device="cpu")
     if w.shape != mask.shape:
         raise ValueError(f"params of {g.name} must have shape {tuple(mask.shape)}, got {tuple(w.shape)}")
     if bool((w < 0).any()) or bool((w * ~mask).any()):
         raise ValueError(f"params of {g.name} must be non-negative and zero off the edges")
-    if not torch.allclose(w.sum(-1), torch.ones(g.num_nodes, dtype=torch.float64), atol=1e-6):
+    if not torch.allclose(w.sum(-1), torch.ones(g.num_nodes, dtype=torch.float64, device="cpu"), atol=1e-6):
         raise ValueError(f"params of {g.name} must sum to 1 per node")
     return w, mask

@@ -28,7 +28,7 @@ class Categorical(InputDist):
         return (self.num_cats,)
 
     def init_params(self, n, generator):
-        p = torch.rand(n, self.num_cats, generator=generator, dtype=torch.float64) + 0.5
+        p = torch.rand(n, self.num_cats, generator=generator, dtype=torch.float64, device=generator.device) + 0.5
         return p / p.sum(-1, keepdim=True)
 
     def check_params(self, params):
@@ -79,7 +79,7 @@ class _OneProbability(InputDist):
     num_params = 1
 
     def init_params(self, n, generator):
-        return torch.rand(n, 1, generator=generator, dtype=torch.float64) * 0.6 + 0.2
+        return torch.rand(n, 1, generator=generator, dtype=torch.float64, device=generator.device) * 0.6 + 0.2
 
     def check_params(self, params):
         if params.shape[-1] != 1 or bool(((params < 0) | (params > 1)).any()):

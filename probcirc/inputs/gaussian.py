@@ -27,7 +27,7 @@ class Gaussian(InputDist):
         return (self.min_std,)
 
     def init_params(self, n, generator):
-        mean = torch.randn(n, generator=generator, dtype=torch.float64)
+        mean = torch.randn(n, generator=generator, dtype=torch.float64, device=generator.device)
         return torch.stack([mean, torch.ones_like(mean)], -1)
 
     def check_params(self, params):

@@ -49,8 +49,8 @@ class InputLayer(nn.Module):
         """log p of each leaf ``(n, B)``, with missing variables summed out (log 1 = 0)."""
         xv, observed = self.values(x, missing)
         logp = self.dist.log_prob(self._grouped(params), xv)
-        if not bool(observed.all()):
-            logp = logp.masked_fill(~observed, 0.0)
+        # Always masked: asking whether anything is missing would stall a GPU once per layer and batch.
+        logp = logp.masked_fill(~observed, 0.0)
         return logp.reshape(self.node_var.numel(), x.shape[1])
 
     def check(self, x: torch.Tensor, missing: torch.Tensor) -> None:

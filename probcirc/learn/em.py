@@ -53,7 +53,7 @@ def em(
         raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    data = torch.as_tensor(data)
+    data = data if isinstance(data, torch.Tensor) else torch.as_tensor(data, device="cpu")  # batches move, not it
     if data.dim() != 2 or len(data) == 0:
         raise UsageError(f"data must be a non-empty (samples, {circuit.num_vars}) batch, got shape {tuple(data.shape)}")
     if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
@@ -65,9 +65,12 @@ def em(
     with torch.no_grad():
         for epoch in range(total):
             full = epoch >= epochs
-            order = torch.arange(len(data)) if full else torch.randperm(len(data), generator=gen)
+            # Drawn on the CPU generator, so one seed gives one order whatever the devices.
+            n = len(data)
+            order = torch.arange(n, device="cpu") if full else torch.randperm(n, generator=gen, device="cpu")
+            order = order.to(data.device)
             acc = _Accumulator(circuit) if full else None
-            ll_sum, seen = 0.0, 0
+            ll_sum, seen = torch.zeros((), dtype=torch.float64, device=circuit.device), 0
             bar = Progress(
                 len(data), f"EM {'full' if full else 'mini'} epoch {epoch + 1}/{total}", "samples", enabled=progress
             )
@@ -76,7 +79,7 @@ def em(
                 x, missing = circuit._prepare(data[idx], None if mask is None else mask[idx])
                 mars = circuit._forward_pass(x, missing)
                 root = mars[-1]
-                ll_sum += float(root.sum())
+                ll_sum += root.sum(dtype=torch.float64)  # a tensor: float() here would stall a GPU every batch
                 seen += len(idx)
                 flows, grads = circuit._backward_pass(mars, torch.ones_like(root))
                 edge_flows = [layer.weight * g for layer, g in zip(circuit._sum_layers, grads)]
@@ -86,11 +89,12 @@ def em(
                 else:
                     _update(circuit, edge_flows, stats, step_size, pseudocount)
                 bar.update(len(idx))
-                bar.set_postfix(f"ll={ll_sum / seen:.3f}")
+                if progress:
+                    bar.set_postfix(f"ll={float(ll_sum) / seen:.3f}")
             bar.close()
             if full:
                 _update(circuit, acc.edge_flows, acc.stats, 1.0, pseudocount)
-            history.append(ll_sum / max(seen, 1))
+            history.append(float(ll_sum) / max(seen, 1))
             if progress:
                 bpd = -history[-1] / (circuit.num_vars * math.log(2))
                 bar.write(

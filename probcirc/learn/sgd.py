@@ -31,7 +31,7 @@ def sgd(
     """
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    data = torch.as_tensor(data)
+    data = data if isinstance(data, torch.Tensor) else torch.as_tensor(data, device="cpu")  # batches move, not it
     if data.dim() != 2 or len(data) == 0:
         raise UsageError(f"data must be a non-empty (samples, {circuit.num_vars}) batch, got shape {tuple(data.shape)}")
     sums, leaves = circuit._sum_layers, circuit._input_layers
@@ -55,8 +55,8 @@ def sgd(
 
     try:
         for epoch in range(epochs):
-            order = torch.randperm(len(data), generator=gen)
-            total, seen = 0.0, 0
+            order = torch.randperm(len(data), generator=gen, device="cpu").to(data.device)  # CPU generator
+            total, seen = torch.zeros((), dtype=torch.float64, device=circuit.device), 0
             bar = Progress(len(data), f"SGD epoch {epoch + 1}/{epochs}", "samples", enabled=progress)
             for s in range(0, len(data), batch_size):
                 idx = order[s : s + batch_size]
@@ -70,12 +70,13 @@ def sgd(
                     if f.grad is not None:
                         f.grad.nan_to_num_(0.0)
                 opt.step()
-                total += float(ll.detach().sum())
+                total += ll.detach().sum(dtype=torch.float64)  # a tensor: float() would stall a GPU every batch
                 seen += len(idx)
                 bar.update(len(idx))
-                bar.set_postfix(f"ll={total / seen:.3f}")
+                if progress:
+                    bar.set_postfix(f"ll={float(total) / seen:.3f}")
             bar.close()
-            history.append(total / seen)
+            history.append(float(total) / seen)
     finally:
         with torch.no_grad():
             install(track=False)

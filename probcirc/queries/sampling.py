@@ -82,4 +82,4 @@ def max_log_prob(circuit: CompiledCircuit, x: torch.Tensor, mask: torch.Tensor |
 
 def _result_dtype(x, circuit: CompiledCircuit) -> torch.dtype:
     """Completions come back in the evidence's dtype (integers stay integers)."""
-    return torch.as_tensor(x).dtype if x is not None else circuit.dtype
+    return torch.as_tensor(x, device=circuit.device).dtype if x is not None else circuit.dtype
