@@ -19,6 +19,7 @@ from probmod import io
 from probmod.errors import FormatError, NumericalError, UsageError
 
 from . import _gmm
+from ._init_args import init_args
 
 __all__ = ["DistributionTransformer"]
 
@@ -334,17 +335,7 @@ class DistributionTransformer(nn.Module):
     # ------------------------------------------------------------------ config / io
     def config(self) -> dict[str, Any]:
         """The constructor arguments, enough to rebuild the architecture."""
-        return dict(
-            dim=self.dim,
-            n_components=self.n_components,
-            obs_dim=self.obs_dim,
-            d_model=self.d_model,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            d_ff=self.d_ff,
-            task=self.task,
-            task_config=self.task_config,
-        )
+        return init_args(self)
 
     def _state(self) -> tuple[dict, dict]:
         import json

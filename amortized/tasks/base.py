@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from probcirc import Distribution, GaussianMixture
 from probmod.errors import LimitError, UsageError
 
 from .. import _gmm
+from .._init_args import init_args
 
 #: the most observations per problem a task accepts (memory grows with it in every batch)
 MAX_OBS = 10_000
@@ -62,18 +64,45 @@ class Problems:
 class Task(abc.ABC):
     """A family of inference problems: prior sampler, simulator and reference posterior.
 
-    Subclasses set ``name``, ``dim``, ``obs_dim`` and implement the abstract
-    methods. ``config()`` returns the settings that define the family; a model
-    trained on one family stores them, and :func:`amortized.tasks.from_config`
-    rebuilds the same family for evaluation.
+    A subclass names its family in the class statement,
+    ``class MyTask(Task, name="my_task", obs_dim=2, max_obs=8)`` (``dim``,
+    ``obs_dim`` and ``exact`` are class attributes; ``max_obs`` is the
+    default of that constructor argument), takes its own settings as keyword
+    arguments plus ``**common`` (``n_components``, ``max_obs``, ``min_obs``,
+    passed on to this class), and implements the abstract methods. Its
+    signature shows the shared arguments too. ``config()`` returns the
+    settings that define the family; a model trained on one family stores
+    them, and :func:`amortized.tasks.make_task` rebuilds the same family for
+    evaluation.
     """
 
     name: str = ""
     dim: int = 1
     obs_dim: int = 1
     exact: bool = True  # False where the reference is a quadrature or grid approximation
+    default_max_obs: int = 5
 
-    def __init__(self, n_components: int = 4, max_obs: int = 5, min_obs: int = 0):
+    def __init_subclass__(
+        cls, *, name: str = "", dim: int = 1, obs_dim: int = 1, exact: bool = True, max_obs: int = 5, **kwargs: Any
+    ):
+        super().__init_subclass__(**kwargs)
+        cls.name, cls.dim, cls.obs_dim, cls.exact, cls.default_max_obs = name, dim, obs_dim, exact, max_obs
+        if "__init__" not in cls.__dict__:
+            return
+        # The shared arguments join the subclass signature (with its max_obs default): config() and help read it.
+        sig = inspect.signature(cls.__init__)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        shared = [
+            p.replace(kind=p.KEYWORD_ONLY, default=max_obs, annotation=int)
+            if p.name == "max_obs"
+            else p.replace(kind=p.KEYWORD_ONLY)
+            for p in list(inspect.signature(Task.__init__).parameters.values())[1:]
+            if p.name not in sig.parameters
+        ]
+        cls.__init__.__signature__ = sig.replace(parameters=own + shared)  # type: ignore[attr-defined]
+
+    def __init__(self, n_components: int = 4, max_obs: int | None = None, min_obs: int = 0):
+        max_obs = self.default_max_obs if max_obs is None else max_obs
         for name, value in (("n_components", n_components), ("max_obs", max_obs), ("min_obs", min_obs)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise UsageError(f"{name} must be an integer, got {value!r}")
@@ -86,7 +115,8 @@ class Task(abc.ABC):
         self.n_components, self.max_obs, self.min_obs = n_components, max_obs, min_obs
 
     def config(self) -> dict[str, Any]:
-        return dict(n_components=self.n_components, max_obs=self.max_obs, min_obs=self.min_obs)
+        """The constructor arguments that define this family (tuples as lists, for JSON)."""
+        return init_args(self)
 
     @abc.abstractmethod
     def sample_prior(self, batch: int, generator: torch.Generator | None = None) -> GaussianMixture:

@@ -27,7 +27,7 @@ _LOG_2PI = math.log(2 * math.pi)
 MAX_QUAD = 4096
 
 
-class GPHyperprior(Task):
+class GPHyperprior(Task, name="gp_hyperprior", obs_dim=2, exact=False, max_obs=8):
     """f* at x* = 0 under an RBF GP (signal variance ``signal_var``) with ℓ ~ Gamma(shape, rate).
 
     Observation tokens are ``(x_i, y_i)`` with ``x_i ~ U(-input_range, input_range)``
@@ -45,24 +45,18 @@ class GPHyperprior(Task):
         128
     """
 
-    name = "gp_hyperprior"
-    dim = 1
-    obs_dim = 2
-    exact = False
-
     def __init__(
         self,
-        n_components: int = 4,
-        max_obs: int = 8,
-        min_obs: int = 0,
+        *,
         shape: float = 2.0,
         rate: float = 2.0,
         signal_var: float = 1.0,
         noise_var: float = 0.1,
         input_range: float = 3.0,
         n_quad: int = 64,
+        **common: Any,
     ):
-        super().__init__(n_components, max_obs, min_obs)
+        super().__init__(**common)
         self.shape, self.rate = float(shape), float(rate)
         self.signal_var, self.noise_var = float(signal_var), float(noise_var)
         positive = dict(shape=shape, rate=rate, signal_var=signal_var, noise_var=noise_var, input_range=input_range)
@@ -80,16 +74,6 @@ class GPHyperprior(Task):
         from scipy import stats  # imported here: scipy.stats takes seconds to load, and only this task needs it
 
         return torch.as_tensor(stats.gamma.ppf(p.numpy(), self.shape, scale=1 / self.rate))
-
-    def config(self) -> dict[str, Any]:
-        return super().config() | dict(
-            shape=self.shape,
-            rate=self.rate,
-            signal_var=self.signal_var,
-            noise_var=self.noise_var,
-            input_range=self.input_range,
-            n_quad=self.n_quad,
-        )
 
     def sample_prior(self, batch, generator=None) -> GaussianMixture:
         return random_prior(batch, self.n_components, 1, 0.7, (0.2, 1.0), 0.0, 1.0, generator)

@@ -16,7 +16,7 @@ from .linear import _mvn_log_prob, linear_gaussian_update
 MAX_DIM = 64
 
 
-class LinearGaussian(Task):
+class LinearGaussian(Task, name="linear_gaussian"):
     """Latent ``x ∈ R^D`` with a random K-component GMM prior; N i.i.d. observations ``z_n = A x + e_n``.
 
     ``A`` is the identity unless given (``obs_matrix``, shape ``(M, D)``); the
@@ -32,20 +32,17 @@ class LinearGaussian(Task):
         ((8, 5, 2), (8,))
     """
 
-    name = "linear_gaussian"
-
     def __init__(
         self,
         dim: int = 2,
-        n_components: int = 4,
-        max_obs: int = 5,
-        min_obs: int = 0,
+        *,
         noise_std: float = 1.0,
         obs_matrix: list | None = None,
         mean_scale: float = 2.0,
         scale_range: tuple[float, float] = (0.3, 1.5),
+        **common: Any,
     ):
-        super().__init__(n_components, max_obs, min_obs)
+        super().__init__(**common)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise UsageError(f"dim must be a positive integer, got {dim!r}")
         if not noise_std > 0 or noise_std == float("inf"):  # also refuses NaN
@@ -60,14 +57,10 @@ class LinearGaussian(Task):
         self.obs_dim = self.A.shape[0]
         self.noise_std, self.mean_scale, self.scale_range = float(noise_std), float(mean_scale), tuple(scale_range)
 
-    def config(self) -> dict[str, Any]:
-        return super().config() | dict(
-            dim=self.dim,
-            noise_std=self.noise_std,
-            obs_matrix=self.A.tolist(),
-            mean_scale=self.mean_scale,
-            scale_range=list(self.scale_range),
-        )
+    @property
+    def obs_matrix(self) -> list[list[float]]:
+        """``A`` as nested lists (what ``config()`` stores; the identity when none was given)."""
+        return self.A.tolist()
 
     def sample_prior(self, batch: int, generator: torch.Generator | None = None) -> GaussianMixture:
         return random_prior(batch, self.n_components, self.dim, self.mean_scale, self.scale_range, 0.5, 1.0, generator)

@@ -19,7 +19,7 @@ from .base import Task, random_prior
 from .linear import _mvn_log_prob, linear_gaussian_update, linear_predict
 
 
-class LTIFilter(Task):
+class LTIFilter(Task, name="lti_filter", obs_dim=3, max_obs=2):
     """One measurement step of the two-sensor linear filter.
 
     Observation tokens are ``(z, is_sensor_0, is_sensor_1)`` (``obs_dim = 3``).
@@ -36,21 +36,16 @@ class LTIFilter(Task):
         (10, (3,))
     """
 
-    name = "lti_filter"
-    dim = 1
-    obs_dim = 3
-
     def __init__(
         self,
-        n_components: int = 4,
-        max_obs: int = 2,
-        min_obs: int = 0,
+        *,
         a: float = 0.95,
         q: float = 1.0,
         sensor_var: tuple[float, float] = (0.1, 4.0),
         p_report: float = 0.8,
+        **common: Any,
     ):
-        super().__init__(n_components, max_obs, min_obs)
+        super().__init__(**common)
         self.a, self.q, self.p_report = float(a), float(q), float(p_report)
         self.sensor_var = tuple(map(float, sensor_var))
         inf = float("inf")
@@ -66,9 +61,6 @@ class LTIFilter(Task):
                 f"need finite a, q > 0, two positive sensor variances and 0 <= p_report <= 1; got "
                 f"a={a}, q={q}, sensor_var={sensor_var}, p_report={p_report}"
             )
-
-    def config(self) -> dict[str, Any]:
-        return super().config() | dict(a=self.a, q=self.q, sensor_var=list(self.sensor_var), p_report=self.p_report)
 
     def sample_prior(self, batch, generator=None) -> GaussianMixture:
         return random_prior(batch, self.n_components, 1, 3.0, (0.2, 4.0), 0.0, 1.5, generator)

@@ -22,7 +22,7 @@ from .grid import GridPosterior
 MAX_GRID = 1_000_000
 
 
-class TwoLevelQuantum(Task):
+class TwoLevelQuantum(Task, name="two_level_quantum", obs_dim=2, exact=False, max_obs=10):
     """Infer ω from outcomes at times ``t_i ~ U(0, t_max)``; tokens are ``(t_i, outcome_i)`` (``obs_dim = 2``).
 
     Priors are random 1-D GMMs with means around 2 (``mean_scale`` spread).
@@ -37,30 +37,14 @@ class TwoLevelQuantum(Task):
         (3, 2048)
     """
 
-    name = "two_level_quantum"
-    dim = 1
-    obs_dim = 2
-    exact = False
-
-    def __init__(
-        self,
-        n_components: int = 4,
-        max_obs: int = 10,
-        min_obs: int = 0,
-        t_max: float = 4.0,
-        readout_error: float = 0.02,
-        n_grid: int = 2048,
-    ):
-        super().__init__(n_components, max_obs, min_obs)
+    def __init__(self, *, t_max: float = 4.0, readout_error: float = 0.02, n_grid: int = 2048, **common: Any):
+        super().__init__(**common)
         if not 0 < readout_error < 0.5:
             raise UsageError(f"readout_error must be in (0, 0.5), got {readout_error}")
         if not 0 < t_max < float("inf") or int(n_grid) < 1:
             raise UsageError(f"need 0 < t_max < inf and n_grid >= 1, got t_max={t_max}, n_grid={n_grid}")
         self.t_max, self.readout_error = float(t_max), float(readout_error)
         self.n_grid = check_limit("n_grid", n_grid, MAX_GRID)
-
-    def config(self) -> dict[str, Any]:
-        return super().config() | dict(t_max=self.t_max, readout_error=self.readout_error, n_grid=self.n_grid)
 
     def sample_prior(self, batch, generator=None) -> GaussianMixture:
         return random_prior(batch, self.n_components, 1, 0.7, (0.1, 0.6), 0.0, 1.0, generator, mean_offset=2.0)
