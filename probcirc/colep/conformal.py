@@ -61,6 +61,19 @@ def _seed(random_state: None | int | np.random.Generator) -> int:
     return int(check_random_state(random_state).integers(2**62))
 
 
+def _fitted_or_given(est: object, name: str, what: str) -> Callable:
+    """``est.<name>_`` where ``fit`` trained one, else the ``est.<name>`` given to the constructor.
+
+    Raises:
+        NotCalibratedError: neither is there.
+    """
+    value = getattr(est, name + "_", None)
+    value = getattr(est, name) if value is None else value
+    if value is None:
+        raise NotCalibratedError(f"no {name}: pass {what} to {type(est).__name__}(...) or call fit(X, y) first")
+    return value
+
+
 def _choice(name: str, value, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise UsageError(f"{name} must be {' or '.join(repr(a) for a in allowed)}, got {value!r}")
@@ -258,11 +271,7 @@ class SplitCP(_OneThreshold):
         return self
 
     def _model(self) -> Callable:
-        model = getattr(self, "model_", None)
-        model = self.model if model is None else model
-        if model is None:
-            raise NotCalibratedError("no model: pass a model to SplitCP(...) or call fit(X, y) first")
-        return model
+        return _fitted_or_given(self, "model", "a model")
 
     def _tie_breaker(self) -> torch.Generator:
         """The tie-break stream, started from ``random_state`` at the first draw after construction or calibrate."""
@@ -438,11 +447,7 @@ class COLEP(Estimator):
         return self
 
     def _sensors(self) -> Callable:
-        sensors = getattr(self, "sensors_", None)
-        sensors = self.sensors if sensors is None else sensors
-        if sensors is None:
-            raise NotCalibratedError("no sensors: pass a sensors callable to COLEP(...) or call fit(X, y) first")
-        return sensors
+        return _fitted_or_given(self, "sensors", "a sensors callable")
 
     def _check_calibrated(self, method: str) -> None:
         if getattr(self, "q_", None) is None:

@@ -66,8 +66,8 @@ def _mlp(d_in: int, d_out: int, hidden: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPSensors(nn.Module):
-    """Independent sigmoid outputs, one per class and per concept (``hidden=()`` is logistic regression)."""
+class _MLPModel(nn.Module):
+    """An MLP from ``d_in`` features to ``num_outputs`` logits; subclasses turn logits into probabilities."""
 
     def __init__(self, d_in: int, num_outputs: int, hidden: Sequence[int] = (64,)):
         super().__init__()
@@ -76,19 +76,16 @@ class MLPSensors(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(torch.as_tensor(x, dtype=torch.float32))
 
+
+class MLPSensors(_MLPModel):
+    """Independent sigmoid outputs, one per class and per concept (``hidden=()`` is logistic regression)."""
+
     def forward(self, x) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
 
 
-class MLPClassifier(nn.Module):
+class MLPClassifier(_MLPModel):
     """A softmax classifier, the single multiclass model behind the standard CP and RSCP baselines."""
-
-    def __init__(self, d_in: int, num_classes: int, hidden: Sequence[int] = (64,)):
-        super().__init__()
-        self.net = _mlp(d_in, num_classes, hidden)
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.as_tensor(x, dtype=torch.float32))
 
     def forward(self, x) -> torch.Tensor:
         return torch.softmax(self.logits(x), -1)

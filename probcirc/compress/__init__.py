@@ -5,31 +5,10 @@ bytes and back, bit for bit. See ``docs/codec.md`` for the design (exact
 deterministic conditionals, integer quantisation, the file format).
 """
 
-from .codec import (
-    BLOCK,
-    Codec,
-    CodecError,
-    CodecModel,
-    ModelMismatchError,
-    PoorFitWarning,
-)
-from .container import PczFormatError
+from . import codec
+from .codec import *  # noqa: F403 - the codec module's public names are this package's too
 from .engine import PRECISION, PmfEngine
-from .images import ImageModeError
 from .program import UnsupportedCircuit
 from .train import train_codec
 
-__all__ = [
-    "BLOCK",
-    "PRECISION",
-    "Codec",
-    "CodecError",
-    "CodecModel",
-    "ImageModeError",
-    "ModelMismatchError",
-    "PczFormatError",
-    "PmfEngine",
-    "PoorFitWarning",
-    "UnsupportedCircuit",
-    "train_codec",
-]
+__all__ = [*codec.__all__, "PRECISION", "PmfEngine", "UnsupportedCircuit", "train_codec"]
