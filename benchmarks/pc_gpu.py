@@ -54,7 +54,10 @@ SHAPE = (28, 28)
 CATS = 256
 # num_latents per structure and nominal size: HCLT has about 783·k² + 1568·k edges,
 # PD (split step 7) about 55,000·k² + 110,000·k.
-SIZES = {"hclt": {"2M": 48, "13M": 128, "100M": 352}, "pd": {"2M": 5, "12M": 14, "100M": 42}}
+SIZES = {
+    "hclt": {"2M": 48, "13M": 128, "40M": 224, "100M": 352},
+    "pd": {"2M": 5, "12M": 14, "40M": 26, "100M": 42},
+}
 PD_STEP = 7
 APPROX = ("tf32x3", "tf32")  # approximate matmul modes timed next to the exact one (see probcirc.backend.approximate)
 
@@ -385,8 +388,7 @@ def run_peer(juice, structure: str, k: int, data: torch.Tensor, B: int) -> dict:
         t_f = timed(lambda: pc(xb))
     t_fb = timed(lambda: (pc(xb), pc.backward(xb, flows_memory=0.0)))
     t_e = timed(lambda: pc.mini_batch_em(step_size=0.1, pseudocount=0.1))
-    edges = getattr(pc, "num_edges", None)
-    del pc
+    edges = getattr(pc, "num_edges", None)  # pc (and its GPU memory) goes with this frame and its closures
     return {
         "batch": b,
         "fwd": t_f,
@@ -407,11 +409,14 @@ def epoch_seconds(r: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only the ~2M-edge circuits")
-    ap.add_argument("--structures", default="hclt,pd")
-    ap.add_argument("--sizes", default=None, help="comma list of size labels (e.g. 2M,13M); default all")
+    ap.add_argument("--structures", default="hclt,pd", help="comma list of structures: hclt, pd")
+    ap.add_argument("--sizes", default=None, help="comma list of size labels (2M, 13M/12M, 40M, 100M); default all")
     ap.add_argument("--max-batch", type=int, default=4096)
     ap.add_argument("--check-batch", type=int, default=64, help="samples in the correctness checks")
-    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--no-peer", action="store_true", help="do not run PyJuice")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="check the arguments, print the plan and exit (no GPU needed)"
+    )
     ap.add_argument("--budget", type=float, default=420.0, help="seconds; no new size (or peer run) starts after this")
     ap.add_argument(
         "--deadline", type=float, default=560.0, help="seconds; stop whatever runs, print the summary and the last line"
@@ -445,7 +450,14 @@ def main() -> None:
         DEV, SHAPE, CATS = "cpu", (4, 4), 4
         SIZES = {"hclt": {"tiny": 3}, "pd": {"tiny": 2}}
         args.max_batch, args.check_batch = 16, 8
-    elif not torch.cuda.is_available():
+    plan = make_plan(args, ap)
+    if args.dry_run:
+        for structure, label in plan:
+            k = SIZES[structure][label]
+            log(f"plan: {structure} {label} (k={k}, about {nominal_edges(structure, k) / 1e6:.1f}M edges)")
+        log(f"budget {args.budget:.0f} s, deadline {args.deadline:.0f} s, peer {'off' if args.no_peer else 'on'}")
+        sys.exit(0)
+    if not args.smoke and not torch.cuda.is_available():
         log("pc_gpu: no CUDA device is visible (torch.cuda.is_available() is False); this benchmark needs one GPU.")
         log("        The kernels themselves are tested on the CPU: TRITON_INTERPRET=1 pytest -m triton")
         final(math.nan, math.nan, 2)
@@ -479,17 +491,6 @@ def main() -> None:
 
     rows: list = []
     ratios: dict = {m: [] for m in ("ieee", *APPROX)}
-    structures = [s.strip() for s in args.structures.split(",") if s.strip()]
-    plan = []  # smallest sizes of every structure first, so a short budget still covers both
-    for i in range(max(len(SIZES[s]) for s in structures)):
-        for structure in structures:
-            labels = list(SIZES[structure])
-            if (
-                i < len(labels)
-                and not (args.quick and i > 0)
-                and (not args.sizes or labels[i] in args.sizes.split(","))
-            ):
-                plan.append((structure, labels[i]))
     signal.signal(signal.SIGALRM, _time_up)
     signal.alarm(max(1, int(args.deadline - (time.perf_counter() - t_start))))
     try:
@@ -530,6 +531,31 @@ def main() -> None:
             )
     picked = ratios[args.final_mode]
     final(min(picked) if picked else math.nan, max_err)
+
+
+def make_plan(args, ap) -> list[tuple[str, str]]:
+    """(structure, size label) pairs to run, smallest sizes of every structure first, so a short budget still
+    covers both; unknown names are a usage error (exit 2), not a silently empty run."""
+    structures = [s.strip() for s in args.structures.split(",") if s.strip()]
+    unknown = sorted(set(structures) - set(SIZES))
+    if unknown or not structures:
+        ap.error(f"--structures: unknown {unknown or structures}; choose from {sorted(SIZES)}")
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()] if args.sizes else None
+    known = {label for s in structures for label in SIZES[s]}
+    if sizes is not None and (not sizes or set(sizes) - known):
+        ap.error(f"--sizes: unknown {sorted(set(sizes) - known) or sizes}; choose from {sorted(known)}")
+    plan = []
+    for i in range(max(len(SIZES[s]) for s in structures)):
+        for structure in structures:
+            labels = list(SIZES[structure])
+            if i < len(labels) and not (args.quick and i > 0) and (sizes is None or labels[i] in sizes):
+                plan.append((structure, labels[i]))
+    return plan
+
+
+def nominal_edges(structure: str, k: int) -> int:
+    """The edge counts the SIZES labels come from (HCLT over 784 pixels; PD with split step 7 on 28x28)."""
+    return 783 * k * k + 1568 * k if structure == "hclt" else 55_000 * k * k + 110_000 * k
 
 
 class TimeUp(BaseException):
@@ -589,7 +615,8 @@ def _summary(rows, dev, fp32_rate, juice, peer_why, args) -> None:
     log("")
     log(f"summary on {dev} (epoch = {EPOCH} samples; time = fwd + bwd + EM per batch x batches)")
     log(
-        f"{'circuit':<12}{'edges':>12}{'batch':>7}{'ours s/ep':>11}{'torch s/ep':>11}{'peer s/ep':>11}{'ratio':>7}{'ours GiB':>9}{'peer GiB':>9}{'fwd TF/s':>9}{'% fp32':>7}"
+        f"{'circuit':<12}{'edges':>12}{'batch':>7}{'ours s/ep':>11}{'torch s/ep':>11}{'peer s/ep':>11}{'ratio':>7}"
+        f"{'ours GiB':>9}{'peer GiB':>9}{'fwd TF/s':>9}{'% fp32':>7}"
         + "".join(f"{m + ' s/ep':>13}{'ratio':>7}" for m in APPROX)
     )
     for r in rows:
@@ -600,7 +627,8 @@ def _summary(rows, dev, fp32_rate, juice, peer_why, args) -> None:
         t_ep = math.ceil(EPOCH / t["batch"]) * (t["fwd"] + t["bwd"]) if t else math.nan
         p_ep = epoch_seconds(p) if p else math.nan
         log(
-            f"{r['structure'] + ' ' + r['label']:<12}{r['edges']:>12,}{o['batch']:>7}{epoch_seconds(o):>11.2f}{t_ep:>11.2f}{p_ep:>11.2f}"
+            f"{r['structure'] + ' ' + r['label']:<12}{r['edges']:>12,}{o['batch']:>7}"
+            f"{epoch_seconds(o):>11.2f}{t_ep:>11.2f}{p_ep:>11.2f}"
             f"{p_ep / epoch_seconds(o):>7.2f}{o['peak_gib']:>9.2f}{(p['peak_gib'] if p else math.nan):>9.2f}"
             f"{o['fwd_tflops']:>9.2f}{100 * o['fwd_tflops'] * 1e12 / fp32_rate:>7.1f}"
             + "".join(
@@ -624,15 +652,19 @@ def report_row(row: dict, fp32_rate: float) -> None:
         return
     c, o = row["check"], row["ours"]
     log(
-        f"{name}: {row['edges']:,} edges, compiled in {row['compile_s']:.1f} s; checks: mars vs torch {c['mars_vs_torch']:.1e}, "
-        f"flows {c['flows_vs_torch']:.1e}, edge flows {c['edge_flows_vs_torch']:.1e}, ll vs float64 {c['ll_vs_f64']:.1e} "
+        f"{name}: {row['edges']:,} edges, compiled in {row['compile_s']:.1f} s; "
+        f"checks: mars vs torch {c['mars_vs_torch']:.1e}, "
+        f"flows {c['flows_vs_torch']:.1e}, edge flows {c['edge_flows_vs_torch']:.1e}, "
+        f"ll vs float64 {c['ll_vs_f64']:.1e} "
         f"(torch path {c['torch_ll_vs_f64']:.1e}; "
         + ", ".join(f"{m} mode {c[m + '_ll_vs_f64']:.1e}" for m in APPROX)
         + ")"
     )
     log(
-        f"  ours  B={o['batch']}: fwd {o['fwd'] * 1e3:.1f} ms ({o['fwd_tflops']:.2f} TFLOP/s, {100 * o['fwd_tflops'] * 1e12 / fp32_rate:.0f}% of fp32 matmul), "
-        f"bwd {o['bwd'] * 1e3:.1f} ms ({o['bwd_tflops']:.2f} TFLOP/s), EM {o['em'] * 1e3:.1f} ms; launch {o['launch']}; "
+        f"  ours  B={o['batch']}: fwd {o['fwd'] * 1e3:.1f} ms ({o['fwd_tflops']:.2f} TFLOP/s, "
+        f"{100 * o['fwd_tflops'] * 1e12 / fp32_rate:.0f}% of fp32 matmul), "
+        f"bwd {o['bwd'] * 1e3:.1f} ms ({o['bwd_tflops']:.2f} TFLOP/s), EM {o['em'] * 1e3:.1f} ms; "
+        f"launch {o['launch']}; "
         + "".join(
             f"{m}: fwd {o['modes'][m]['fwd'] * 1e3:.1f} ms, bwd {o['modes'][m]['bwd'] * 1e3:.1f} ms; " for m in APPROX
         )
@@ -641,13 +673,15 @@ def report_row(row: dict, fp32_rate: float) -> None:
     if "torch" in row:
         t = row["torch"]
         log(
-            f"  torch B={t['batch']}: fwd {t['fwd'] * 1e3:.1f} ms, bwd {t['bwd'] * 1e3:.1f} ms, peak {t['peak_gib']:.2f} GiB"
+            f"  torch B={t['batch']}: fwd {t['fwd'] * 1e3:.1f} ms, bwd {t['bwd'] * 1e3:.1f} ms, "
+            f"peak {t['peak_gib']:.2f} GiB"
         )
     if "peer" in row:
         p = row["peer"]
         log(
-            f"  peer  B={p['batch']}: fwd {p['fwd'] * 1e3:.1f} ms, bwd {p['bwd'] * 1e3:.1f} ms, EM {p['em'] * 1e3:.1f} ms, "
-            f"peak {p['peak_gib']:.2f} GiB, compile {p['compile_s']:.1f} s, edges {p['edges']}, CUDA graphs {p['cuda_graphs']}; "
+            f"  peer  B={p['batch']}: fwd {p['fwd'] * 1e3:.1f} ms, bwd {p['bwd'] * 1e3:.1f} ms, "
+            f"EM {p['em'] * 1e3:.1f} ms, peak {p['peak_gib']:.2f} GiB, compile {p['compile_s']:.1f} s, "
+            f"edges {p['edges']}, CUDA graphs {p['cuda_graphs']}; "
             f"{epoch_seconds(p):.2f} s/epoch"
         )
     elif "peer_error" in row:

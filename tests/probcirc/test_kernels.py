@@ -1,18 +1,21 @@
-"""Triton kernels vs the torch path, on the CPU through the Triton interpreter.
+"""Triton kernels vs the torch path, on the CPU through the Triton interpreter, or on a GPU.
 
-Every test draws fresh random shapes and values (the seed is in the failure
-message), poisons the buffers a kernel should fill with NaN, and compares in
-float32: log-values within 1e-5 relative (to max(1, |ref|)), -inf exactly
-where the torch path has -inf.
+``PROBCIRC_KERNEL_DEVICE=cuda`` runs the same tests compiled on the GPU, both paths on the card
+(benchmarks/pc_gpu_device.sh does); the default, ``cpu``, uses the interpreter. Every test draws
+fresh random shapes and values (the seed is in the failure message), poisons the buffers a kernel
+should fill with NaN, and compares in float32: log-values within 1e-5 relative (to max(1, |ref|)),
+-inf exactly where the torch path has -inf.
 """
 
 from __future__ import annotations
 
 import os
 
+DEVICE = os.environ.get("PROBCIRC_KERNEL_DEVICE", "cpu")
+ON_GPU = DEVICE != "cpu"
 # The interpreter must be chosen before Triton is imported (restored after this module).
 _PREVIOUS_INTERPRET = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
+os.environ["TRITON_INTERPRET"] = "0" if ON_GPU else "1"
 
 import random  # noqa: E402
 
@@ -31,7 +34,12 @@ try:
 
     kernels.require_triton()
     from probcirc.kernels import _common
-except Exception as exc:  # pragma: no cover - depends on the environment
+
+    if ON_GPU and not torch.cuda.is_available():
+        raise RuntimeError(f"PROBCIRC_KERNEL_DEVICE={DEVICE} but torch sees no CUDA device")
+except Exception as exc:
+    if ON_GPU:  # asked for the GPU: a skip would read as a pass
+        raise  # pragma: no cover - depends on the environment
     if _PREVIOUS_INTERPRET is None:
         os.environ.pop("TRITON_INTERPRET", None)
     else:
@@ -55,8 +63,24 @@ def _restore_interpret_flag():
 def rng(request):
     seed = random.SystemRandom().randrange(2**31)
     request.node.user_properties.append(("seed", seed))
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
     return g
+
+
+@pytest.fixture(autouse=True)
+def on_device():
+    """Tensors the tests make land on DEVICE (the library's own say where they go)."""
+    with torch.device(DEVICE):
+        yield
+
+
+def compiled_on_device(root_fn, seed: int, zero_fraction: float = 0.0):
+    """A float32 circuit built and compiled on the CPU (symbolic structures are host objects), then moved."""
+    from .circuits import randomize
+
+    with torch.device("cpu"):
+        pc = probcirc.compile(randomize(root_fn(), seed % 1000, zero_fraction), dtype=torch.float32)
+    return pc.to(DEVICE)
 
 
 @pytest.fixture(autouse=True)
@@ -313,11 +337,11 @@ def test_whole_circuit_passes(rng):
     """Forward, backward and one EM step of compiled circuits: both backends agree."""
     from probcirc.structures import PD
 
-    from .circuits import dag, randomize
+    from .circuits import dag
 
     seed = rng.initial_seed()
-    for root in (dag(Categorical(3)), PD((2, 2), num_latents=3, input_dist=Categorical(3))):
-        pc = probcirc.compile(randomize(root, seed % 1000, zero_fraction=0.2), dtype=torch.float32)
+    for root in (lambda: dag(Categorical(3)), lambda: PD((2, 2), num_latents=3, input_dist=Categorical(3))):
+        pc = compiled_on_device(root, seed, zero_fraction=0.2)
         B = randint(rng, 1, 40)
         data = torch.randint(0, 3, (B, pc.num_vars), generator=rng)
         mask = torch.rand(B, pc.num_vars, generator=rng) < 0.2
@@ -341,12 +365,8 @@ def test_batch_of_one(rng):
     """A single sample: prepare() gives a (V, 1) view whose unused stride the kernels must not trip over."""
     from probcirc.structures import PD
 
-    from .circuits import randomize
-
     seed = rng.initial_seed()
-    pc = probcirc.compile(
-        randomize(PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed % 1000), dtype=torch.float32
-    )
+    pc = compiled_on_device(lambda: PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed)
     data = torch.randint(0, 3, (1, pc.num_vars), generator=rng)
     mask = torch.tensor([[False, True, False, False]])
     x, missing = pc._prepare(data, mask)
@@ -365,12 +385,8 @@ def test_em_epoch_through_the_layers(rng):
     from probcirc.learn import em
     from probcirc.structures import PD
 
-    from .circuits import randomize
-
     seed = rng.initial_seed()
-    pc = probcirc.compile(
-        randomize(PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed % 1000), dtype=torch.float32
-    )
+    pc = compiled_on_device(lambda: PD((2, 2), num_latents=3, input_dist=Categorical(3)), seed)
     B = randint(rng, 8, 40)
     data = torch.randint(0, 3, (B, pc.num_vars), generator=rng)
     mask = torch.rand(B, pc.num_vars, generator=rng) < 0.2
@@ -387,6 +403,7 @@ def test_em_epoch_through_the_layers(rng):
         assert torch.allclose(b.weight, a.weight, rtol=1e-4, atol=1e-6), f"sum weights, seed {seed}"
 
 
+@pytest.mark.skipif(ON_GPU, reason="checks how CPU tensors pick a path under the interpreter")
 def test_backend_selection():
     assert backend.get_backend() == "auto"
     with pytest.raises(ValueError, match="backend must be one of"):
