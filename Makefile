@@ -16,7 +16,7 @@ $(STAMP): setup.py pyproject.toml constraints.txt
 demo: $(STAMP)
 	bash demos/run_all.sh
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 # ruff (lint and format check) over the repository; mypy over the files listed in pyproject.toml
