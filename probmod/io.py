@@ -66,6 +66,8 @@ FORMAT = "probmod"
 VERSION = 1
 #: largest total of array bytes :func:`load` reads unless ``max_bytes`` says otherwise (4 GiB)
 MAX_BYTES = 4 << 30
+#: declared bytes a chunked dataset may hold beyond what it stores (unwritten trailing chunks read as fill)
+CHUNK_SLACK = 1 << 20
 
 # Values are classes with the ``_state`` / ``_from_state`` pair, which ``type`` cannot express.
 _REGISTRY: dict[str, Any] = {}
@@ -272,10 +274,13 @@ def safe_datasets(f: h5py.File, max_bytes: int = MAX_BYTES) -> dict[str, h5py.Da
                     f"({path!r} alone {declared / 2**20:.0f} MiB); raise max_bytes if this file is trusted"
                 )
             stored = item.id.get_storage_size()
-            # Uncompressed data must be all there; compressed data cannot expand past deflate's
-            # best ratio (about 1032:1), so unwritten chunks cannot pose as gigabytes of fill.
-            compressed = item.chunks is not None and bool(item.compression)
-            short = declared > max(stored * 1032, 1 << 20) if compressed else stored < declared
+            # Contiguous data must be all there. Chunked data may lack its last chunks (a row being
+            # appended when a run was stopped) but not gigabytes of them, and compressed data cannot
+            # expand past deflate's best ratio (about 1032:1).
+            if item.chunks is None:
+                short = stored < declared
+            else:
+                short = declared > (stored * 1032 if item.compression else stored) + CHUNK_SLACK
             if item.shape and short:
                 raise FormatError(
                     f"{name}: {path!r} declares {declared} bytes but stores {stored}; truncated or crafted"
