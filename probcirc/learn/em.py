@@ -6,10 +6,8 @@ import math
 
 import torch
 
-from probmod.errors import UsageError
-from probmod.progress import Progress
-
 from ..compile import CompiledCircuit
+from ._epoch import Epoch, check_data
 
 
 def em(
@@ -53,9 +51,7 @@ def em(
         raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    data = data if isinstance(data, torch.Tensor) else torch.as_tensor(data, device="cpu")  # batches move, not it
-    if data.dim() != 2 or len(data) == 0:
-        raise UsageError(f"data must be a non-empty (samples, {circuit.num_vars}) batch, got shape {tuple(data.shape)}")
+    data = check_data(circuit, data)
     if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
         mask = torch.isnan(data)
     circuit._prepare(data[:1], None if mask is None else mask[:1])  # fail early on shape errors
@@ -65,22 +61,15 @@ def em(
     with torch.no_grad():
         for epoch in range(total):
             full = epoch >= epochs
-            # Drawn on the CPU generator, so one seed gives one order whatever the devices.
-            n = len(data)
-            order = torch.arange(n, device="cpu") if full else torch.randperm(n, generator=gen, device="cpu")
-            order = order.to(data.device)
+            kind = "full" if full else "mini"
             acc = _Accumulator(circuit) if full else None
-            ll_sum, seen = torch.zeros((), dtype=torch.float64, device=circuit.device), 0
-            bar = Progress(
-                len(data), f"EM {'full' if full else 'mini'} epoch {epoch + 1}/{total}", "samples", enabled=progress
+            ep = Epoch(
+                data, batch_size, f"EM {kind} epoch {epoch + 1}/{total}", gen, not full, progress, circuit.device
             )
-            for s in range(0, len(data), batch_size):
-                idx = order[s : s + batch_size]
+            for idx in ep:
                 x, missing = circuit._prepare(data[idx], None if mask is None else mask[idx])
                 mars = circuit._forward_pass(x, missing)
                 root = mars[-1]
-                ll_sum += root.sum(dtype=torch.float64)  # a tensor: float() here would stall a GPU every batch
-                seen += len(idx)
                 flows, grads = circuit._backward_pass(mars, torch.ones_like(root))
                 edge_flows = [layer.weight * g for layer, g in zip(circuit._sum_layers, grads)]
                 stats = [layer.em_stats(flows, x, missing) for layer in circuit._input_layers]
@@ -88,18 +77,14 @@ def em(
                     acc.add(edge_flows, stats)
                 else:
                     _update(circuit, edge_flows, stats, step_size, pseudocount)
-                bar.update(len(idx))
-                if progress:
-                    bar.set_postfix(f"ll={float(ll_sum) / seen:.3f}")
-            bar.close()
+                ep.add(root.sum(dtype=torch.float64), len(idx))
             if full:
                 _update(circuit, acc.edge_flows, acc.stats, 1.0, pseudocount)
-            history.append(float(ll_sum) / max(seen, 1))
+            history.append(ep.mean)
             if progress:
                 bpd = -history[-1] / (circuit.num_vars * math.log(2))
-                bar.write(
-                    f"epoch {epoch + 1}/{total} ({'full' if full else 'mini'}-batch): "
-                    f"train ll {history[-1]:.3f}, {bpd:.4f} bits/dim"
+                ep.bar.write(
+                    f"epoch {epoch + 1}/{total} ({kind}-batch): train ll {history[-1]:.3f}, {bpd:.4f} bits/dim"
                 )
     return history
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from probmod.errors import UsageError
-from probmod.progress import Progress
-
 from ..compile import CompiledCircuit
 from ..queries import log_prob
+from ._epoch import Epoch, check_data
 
 
 def sgd(
@@ -31,9 +29,7 @@ def sgd(
     """
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    data = data if isinstance(data, torch.Tensor) else torch.as_tensor(data, device="cpu")  # batches move, not it
-    if data.dim() != 2 or len(data) == 0:
-        raise UsageError(f"data must be a non-empty (samples, {circuit.num_vars}) batch, got shape {tuple(data.shape)}")
+    data = check_data(circuit, data)
     sums, leaves = circuit._sum_layers, circuit._input_layers
     sum_free = [
         torch.nn.Parameter(torch.where(l.weight > 0, l.weight.log(), torch.full_like(l.weight, -torch.inf)))
@@ -55,11 +51,10 @@ def sgd(
 
     try:
         for epoch in range(epochs):
-            order = torch.randperm(len(data), generator=gen, device="cpu").to(data.device)  # CPU generator
-            total, seen = torch.zeros((), dtype=torch.float64, device=circuit.device), 0
-            bar = Progress(len(data), f"SGD epoch {epoch + 1}/{epochs}", "samples", enabled=progress)
-            for s in range(0, len(data), batch_size):
-                idx = order[s : s + batch_size]
+            ep = Epoch(
+                data, batch_size, f"SGD epoch {epoch + 1}/{epochs}", gen, progress=progress, device=circuit.device
+            )
+            for idx in ep:
                 install(track=True)
                 ll = log_prob(circuit, data[idx], None if mask is None else mask[idx])
                 loss = -ll.mean()
@@ -70,13 +65,8 @@ def sgd(
                     if f.grad is not None:
                         f.grad.nan_to_num_(0.0)
                 opt.step()
-                total += ll.detach().sum(dtype=torch.float64)  # a tensor: float() would stall a GPU every batch
-                seen += len(idx)
-                bar.update(len(idx))
-                if progress:
-                    bar.set_postfix(f"ll={float(total) / seen:.3f}")
-            bar.close()
-            history.append(float(total) / seen)
+                ep.add(ll.detach().sum(dtype=torch.float64), len(idx))
+            history.append(ep.mean)
     finally:
         with torch.no_grad():
             install(track=False)
