@@ -30,6 +30,7 @@ from scipy.stats import binom
 from probmod.errors import UsageError
 from probmod.estimator import Estimator, NotFittedError, check_random_state
 
+from ._signatures import with_keywords_of
 from .knowledge import Knowledge
 from .reasoning import Reasoner
 from .sensors import as_probabilities, predict_proba
@@ -616,20 +617,12 @@ class COLEP(Estimator):
             out.append(CertifiedSets(float(d), s <= q, lo <= q, hi <= q, lo, hi, s))
         return out[0] if np.isscalar(delta) else out
 
-    def certified_coverage(
-        self,
-        X,
-        y,
-        delta: float,
-        sigma: float,
-        n_samples: int = 1000,
-        alpha_mc: float = 0.001,
-        seed: int = 0,
-        n_calibration: int | None = None,
-        method: str = "sensors",
-    ) -> float:
-        """Fraction of labelled samples whose label provably stays in the set under any L2 perturbation ≤ delta."""
-        res = self.certify(X, delta, sigma, n_samples, alpha_mc, seed, n_calibration, method)
+    @with_keywords_of(certify)
+    def certified_coverage(self, X, y, delta: float, sigma: float, **options) -> float:
+        """Fraction of labelled samples whose label provably stays in the set under any L2 perturbation ≤ delta.
+
+        The other keywords are :meth:`certify`'s, with its defaults."""
+        res = self.certify(X, delta, sigma, **options)
         return res.certified_coverage(_labels(y, self.num_classes, len(res.sets)))
 
 

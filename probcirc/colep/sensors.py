@@ -10,12 +10,15 @@ probability that the corresponding binary variable is 1.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from probmod.progress import Progress
+
+from ._signatures import with_keywords_of
 
 __all__ = [
     "as_probabilities",
@@ -144,35 +147,40 @@ def random_affine(shape: tuple[int, int], degrees: float = 10.0, scale: float = 
     return augment
 
 
-def _fit(
-    model: nn.Module,
-    X,
-    targets: torch.Tensor,
-    loss_fn,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    noise_sigma: float,
-    weight_decay: float,
-    seed: int,
-    augment: Augment | None = None,
-    progress: bool = False,
-):
-    g = torch.Generator().manual_seed(seed)
+@dataclass(frozen=True)
+class _TrainingOptions:
+    """The settings :func:`train_sensors` and :func:`train_classifier` share, as keywords after their own arguments."""
+
+    hidden: Sequence[int] = (64,)
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 128
+    noise_sigma: float = 0.0
+    weight_decay: float = 1e-4
+    seed: int = 0
+    augment: Augment | None = None
+    progress: bool = False
+
+
+def _fit(model_cls: type[_MLPModel], num_outputs: int, X, targets: torch.Tensor, loss_fn, opts: _TrainingOptions):
+    g = torch.Generator().manual_seed(opts.seed)
     X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed only; global RNG untouched
+        torch.manual_seed(opts.seed)
+        model = model_cls(X.shape[1], num_outputs, opts.hidden)
+    opt = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     n = X.shape[0]
     model.train()
-    with Progress(epochs, f"train {type(model).__name__}", "epoch", enabled=progress) as bar:
-        for _ in range(epochs):
+    with Progress(opts.epochs, f"train {type(model).__name__}", "epoch", enabled=opts.progress) as bar:
+        for _ in range(opts.epochs):
             perm = torch.randperm(n, generator=g)
-            for s in range(0, n, batch_size):
-                idx = perm[s : s + batch_size]
+            for s in range(0, n, opts.batch_size):
+                idx = perm[s : s + opts.batch_size]
                 xb = X[idx]
-                if augment is not None:
-                    xb = augment(xb, g)
-                if noise_sigma > 0:
-                    xb = xb + noise_sigma * torch.randn(xb.shape, generator=g)
+                if opts.augment is not None:
+                    xb = opts.augment(xb, g)
+                if opts.noise_sigma > 0:
+                    xb = xb + opts.noise_sigma * torch.randn(xb.shape, generator=g)
                 loss = loss_fn(model.logits(xb), targets[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -182,83 +190,36 @@ def _fit(
     return model
 
 
-def train_sensors(
-    X,
-    y,
-    knowledge,
-    hidden: Sequence[int] = (64,),
-    epochs: int = 30,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    noise_sigma: float = 0.0,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
-    augment: Augment | None = None,
-    progress: bool = False,
-) -> MLPSensors:
+@with_keywords_of(_TrainingOptions)
+def train_sensors(X, y, knowledge, **options) -> MLPSensors:
     """Train one network with a sigmoid output per class and per concept (binary cross-entropy).
 
     Concept targets come from ``knowledge.concept_classes``. ``noise_sigma > 0``
     adds Gaussian noise to every training batch (augmentation for randomised
     smoothing); ``augment(batch, generator)`` transforms every batch before
-    that, e.g. :func:`random_affine`. ``progress=True`` reports epochs on stderr. Example::
+    that, e.g. :func:`random_affine`. ``progress=True`` reports epochs on stderr.
+    The keywords after ``knowledge`` are those in the signature (``hidden=(64,)``,
+    ``epochs=30``, ``lr=1e-3``, ...). Example::
 
         sensors = train_sensors(X_train, y_train, digits_knowledge(), hidden=(64,), noise_sigma=0.25)
     """
     targets = torch.as_tensor(knowledge.labels(y), dtype=torch.float32)
-    with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed only; global RNG untouched
-        torch.manual_seed(seed)
-        model = MLPSensors(np.asarray(X).shape[1], knowledge.num_variables, hidden)
     return _fit(
-        model,
+        MLPSensors,
+        knowledge.num_variables,
         X,
         targets,
         nn.functional.binary_cross_entropy_with_logits,
-        epochs,
-        lr,
-        batch_size,
-        noise_sigma,
-        weight_decay,
-        seed,
-        augment,
-        progress,
+        _TrainingOptions(**options),
     )
 
 
-def train_classifier(
-    X,
-    y,
-    num_classes: int,
-    hidden: Sequence[int] = (64,),
-    epochs: int = 30,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    noise_sigma: float = 0.0,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
-    augment: Augment | None = None,
-    progress: bool = False,
-) -> MLPClassifier:
+@with_keywords_of(_TrainingOptions)
+def train_classifier(X, y, num_classes: int, **options) -> MLPClassifier:
     """Train a softmax classifier (cross-entropy), optionally with Gaussian noise
-    and ``augment`` as in :func:`train_sensors`."""
+    and ``augment`` as in :func:`train_sensors`, whose keywords it takes."""
     targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MLPClassifier(np.asarray(X).shape[1], num_classes, hidden)
-    return _fit(
-        model,
-        X,
-        targets,
-        nn.functional.cross_entropy,
-        epochs,
-        lr,
-        batch_size,
-        noise_sigma,
-        weight_decay,
-        seed,
-        augment,
-        progress,
-    )
+    return _fit(MLPClassifier, num_classes, X, targets, nn.functional.cross_entropy, _TrainingOptions(**options))
 
 
 def predict_proba(model: Callable, X, batch_size: int = 4096) -> torch.Tensor:
