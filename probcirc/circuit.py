@@ -182,8 +182,8 @@ class ConditionalCircuit:
         >>> import torch, probcirc
         >>> from probcirc.nodes import inputs, multiply, summate
         >>> from probcirc.inputs import Bernoulli
-        >>> prods = [multiply(inputs(0, 1, Bernoulli()), inputs(1, 1, Bernoulli())) for _ in range(3)]
-        >>> pc = probcirc.compile(summate(*prods, num_nodes=1), dtype=torch.float64)
+        >>> two = multiply(inputs(0, 2, Bernoulli()), inputs(1, 2, Bernoulli()))   # a mixture of 2 products
+        >>> pc = probcirc.compile(summate(two, num_nodes=1), dtype=torch.float64)
         >>> post = pc.condition(torch.tensor([[1, 0]]), torch.tensor([[False, True]]))   # x0 = 1 seen, x1 missing
         >>> round(float(post.log_prob(torch.tensor([[1, 0]])).exp() + post.log_prob(torch.tensor([[1, 1]])).exp()), 12)
         1.0

@@ -184,10 +184,9 @@ class CompiledCircuit(nn.Module):
             >>> import torch, probcirc
             >>> from probcirc.nodes import inputs, summate
             >>> from probcirc.inputs import Bernoulli
-            >>> pc = probcirc.compile(
-            ...     summate(inputs(0, 2, Bernoulli()), num_nodes=1, params=torch.tensor([[0.25, 0.75]]))
-            ... )
-            >>> out = pc.forward_with_leaves(lambda g: torch.zeros(len(g.nodes), 1), flows=True)   # every leaf = 1
+            >>> mix = summate(inputs(0, 2, Bernoulli()), num_nodes=1, params=torch.tensor([[0.25, 0.75]]))
+            >>> every_leaf_one = lambda group: torch.zeros(len(group.nodes), 1)
+            >>> out = probcirc.compile(mix).forward_with_leaves(every_leaf_one, flows=True)
             >>> out.log_value, out.leaf_flows[0].flatten()
             (tensor([0.]), tensor([0.2500, 0.7500]))
         """
