@@ -15,134 +15,62 @@ import os
 import sys
 import time
 
+# Triton argument types by name; any other pointer is fp32 and any other scalar i32.
+_I64_POINTERS = ("child_ptr", "seg_ptr", "src_rows_ptr", "dst_rows_ptr", "node_var_ptr", "run_var_ptr")
+_FP32_SCALARS = ("step", "alpha")
+
+
+def signature(fn, const: dict, *, int_blocks: bool = False) -> dict[str, str]:
+    """The type of every argument of kernel ``fn`` as ``triton.compile`` wants it, constexprs (``const``) last.
+
+    ``int_blocks``: the block tables and edge masks (``blk_ptr`` int32,
+    ``mask_ptr`` int8) are real; otherwise they are unused fp32 placeholders.
+    """
+    types = {}
+    for name in fn.arg_names:
+        if name in const:
+            continue
+        if name in _I64_POINTERS:
+            types[name] = "*i64"
+        elif name == "miss_ptr" or (name == "mask_ptr" and int_blocks):
+            types[name] = "*i8"
+        elif name == "blk_ptr" and int_blocks:
+            types[name] = "*i32"
+        elif name.endswith("_ptr"):
+            types[name] = "*fp32"
+        else:
+            types[name] = "fp32" if name in _FP32_SCALARS else "i32"
+    return {**types, **{k: "constexpr" for k in const}}
+
 
 def variants():
+    """Every (kernel, signature, constexprs) the engine launches."""
     from . import _common, categorical, em, sum_layer
 
-    f, i64, i32, i8 = "*fp32", "*i64", "*i32", "*i8"
+    def variant(fn, const, int_blocks=False):
+        return fn, signature(fn, const, int_blocks=int_blocks), const
+
     for sparse, bwd, prec, (bo, bk) in itertools.product(
         (False, True), (False, True), (0, 1, 2, 4), ((16, 16), (64, 64), (16, 64))
     ):
         if prec and (bo, bk) != (64, 64):
             continue
-        sig = dict(
-            mars_ptr=f,
-            child_ptr=i64,
-            w_ptr=f,
-            blk_ptr=i32 if sparse else f,
-            flows_ptr=f,
-            ratio_ptr=f,
-            top_ptr=f,
-            B="i32",
-            stride="i32",
-            n_in="i32",
-            n_out="i32",
-            start="i32",
-            nob="i32",
-            nkb="i32",
-        )
         for top in (False, True):
-            yield (
-                sum_layer._sum_fwd_kernel,
-                sig,
-                dict(SPARSE=sparse, BACKWARD=bwd, TOP_GIVEN=top, PRECISION=prec, BLOCK_O=bo, BLOCK_K=bk, BLOCK_B=64),
-            )
-    sig = dict(mars_ptr=f, child_ptr=i64, top_ptr=f, B="i32", stride="i32", n_in="i32")
-    yield sum_layer._group_max_kernel, sig, dict(BLOCK_K=64, BLOCK_B=64)
+            const = dict(SPARSE=sparse, BACKWARD=bwd, TOP_GIVEN=top, PRECISION=prec, BLOCK_O=bo, BLOCK_K=bk, BLOCK_B=64)
+            yield variant(sum_layer._sum_fwd_kernel, const, sparse)
+    yield variant(sum_layer._group_max_kernel, dict(BLOCK_K=64, BLOCK_B=64))
     for sparse, direct, prec in itertools.product((False, True), (False, True), (0, 1, 2, 4)):
-        sig = dict(
-            mars_ptr=f,
-            child_ptr=i64,
-            w_ptr=f,
-            blk_ptr=i32 if sparse else f,
-            ratio_ptr=f,
-            top_ptr=f,
-            dst_ptr=f,
-            B="i32",
-            stride="i32",
-            dst_stride="i32",
-            n_in="i32",
-            n_out="i32",
-            nob="i32",
-            nkb="i32",
-        )
-        yield (
-            sum_layer._sum_bwd_in_kernel,
-            sig,
-            dict(SPARSE=sparse, DIRECT=direct, PRECISION=prec, BLOCK_O=64, BLOCK_K=32, BLOCK_B=64),
-        )
+        const = dict(SPARSE=sparse, DIRECT=direct, PRECISION=prec, BLOCK_O=64, BLOCK_K=32, BLOCK_B=64)
+        yield variant(sum_layer._sum_bwd_in_kernel, const, sparse)
     for sparse, prec in itertools.product((False, True), (0, 1, 2, 4)):
-        sig = dict(
-            mars_ptr=f,
-            child_ptr=i64,
-            blk_ptr=i32 if sparse else f,
-            mask_ptr=i8 if sparse else f,
-            ratio_ptr=f,
-            top_ptr=f,
-            grad_ptr=f,
-            B="i32",
-            stride="i32",
-            n_in="i32",
-            n_out="i32",
-            nob="i32",
-            nkb="i32",
-        )
-        yield sum_layer._sum_grad_kernel, sig, dict(SPARSE=sparse, PRECISION=prec, BLOCK_O=32, BLOCK_K=64, BLOCK_B=64)
+        const = dict(SPARSE=sparse, PRECISION=prec, BLOCK_O=32, BLOCK_K=64, BLOCK_B=64)
+        yield variant(sum_layer._sum_grad_kernel, const, sparse)
     for acc in (False, True):
-        sig = dict(
-            src_ptr=f,
-            src_rows_ptr=i64,
-            seg_ptr=i64,
-            dst_ptr=f,
-            dst_rows_ptr=i64,
-            N="i32",
-            B="i32",
-            src_stride="i32",
-            dst_stride="i32",
-        )
-        yield _common.segment_sum_kernel, sig, dict(ACCUMULATE=acc, BLOCK_N=8, BLOCK_B=128)
-    sig = dict(
-        params_ptr=f,
-        node_var_ptr=i64,
-        x_ptr=f,
-        miss_ptr=i8,
-        mars_ptr=f,
-        n="i32",
-        C="i32",
-        B="i32",
-        x_stride="i32",
-        stride="i32",
-        start="i32",
-    )
-    yield categorical._cat_fwd_kernel, sig, dict(BLOCK_N=16, BLOCK_B=128)
-    sig = dict(
-        params_ptr=f,
-        run_var_ptr=i64,
-        x_ptr=f,
-        miss_ptr=i8,
-        flows_ptr=f,
-        out_ptr=f,
-        k="i32",
-        C="i32",
-        B="i32",
-        x_stride="i32",
-        stride="i32",
-        start="i32",
-    )
-    yield categorical._cat_stats_kernel, sig, dict(BLOCK_K=64, BLOCK_C=64, BLOCK_B=64)
+        yield variant(_common.segment_sum_kernel, dict(ACCUMULATE=acc, BLOCK_N=8, BLOCK_B=128))
+    yield variant(categorical._cat_fwd_kernel, dict(BLOCK_N=16, BLOCK_B=128))
+    yield variant(categorical._cat_stats_kernel, dict(BLOCK_K=64, BLOCK_C=64, BLOCK_B=64))
     for masked in (False, True):
-        sig = dict(
-            theta_ptr=f,
-            flow_ptr=f,
-            mask_ptr=i8 if masked else f,
-            nch_ptr=f,
-            out_ptr=f,
-            R="i32",
-            K="i32",
-            step="fp32",
-            alpha="fp32",
-        )
-        yield em._em_kernel, sig, dict(MASKED=masked, BLOCK_R=16, BLOCK_K=128)
+        yield variant(em._em_kernel, dict(MASKED=masked, BLOCK_R=16, BLOCK_K=128), masked)
 
 
 def main(arch: int = 90, quick: bool = False) -> int:
@@ -159,7 +87,6 @@ def main(arch: int = 90, quick: bool = False) -> int:
         if quick and fn.__name__ in seen:
             continue  # quick: the first variant of each kernel
         seen.add(fn.__name__)
-        sig = {**sig, **{k: "constexpr" for k in const}}
         t0 = time.perf_counter()
         try:
             triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target)
