@@ -1,0 +1,208 @@
+"""A trained density model: the circuit, the run that made it, and how far that run has gone.
+
+The file a training run writes after every epoch is its checkpoint: the
+circuit's parameters, the run's options, the epochs done with their bits per
+dimension, and the data's fingerprint. Nothing else is needed to continue,
+because every random draw of the run comes from ``seed``: the train/validation
+split, the structure and initial parameters, and each epoch's shuffle (a
+generator seeded from ``(seed, epoch)``, see :func:`epoch_seed`).
+
+Example:
+    >>> import numpy as np, torch
+    >>> x = np.random.default_rng(0).integers(0, 2, (40, 4))
+    >>> run = RunOptions("hclt", latents=2, batch_size=16, step_size=0.5, pseudocount=0.1, valid_fraction=0.25, seed=0)
+    >>> model = DensityModel.start(run, x, image_shape=(2, 2))
+    >>> len(model.train_rows), len(model.valid_rows), model.epochs_done
+    (30, 10, 0)
+    >>> bpd, nats = model.bits_per_dim(x)
+    >>> bool(abs(bpd - nats / (4 * np.log(2))) < 1e-9)
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from probmod import io
+from probmod.errors import FormatError, ModelMismatchError, UsageError
+
+from ..circuit import TensorCircuit, compile
+from ..inputs import Categorical
+from ..structures import HCLT, PD, RAT_SPN
+
+__all__ = ["DensityModel", "RunOptions", "STRUCTURES", "epoch_seed", "fingerprint", "split"]
+
+STRUCTURES = ("hclt", "pd", "rat")
+#: RAT-SPN region-tree depth (capped at log2 D) and repetitions
+RAT_DEPTH, RAT_REPETITIONS = 4, 8
+_HISTORY = ("train_bpd", "valid_bpd", "full", "seconds")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options that define a training run; a resumed run must give the same ones."""
+
+    structure: str
+    latents: int
+    batch_size: int
+    step_size: float
+    pseudocount: float
+    valid_fraction: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.structure not in STRUCTURES:
+            raise UsageError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
+        if not 0 <= self.valid_fraction < 1:
+            raise UsageError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
+        if not 0 < self.step_size <= 1:
+            raise UsageError(f"--step-size must be in (0, 1], got {self.step_size}")
+        if not self.pseudocount >= 0:
+            raise UsageError(f"--pseudocount must be >= 0, got {self.pseudocount}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {self.seed}")
+
+    def differences(self, other: RunOptions) -> list[str]:
+        """``--name: this vs other`` for every option that differs."""
+        return [
+            f"--{f.name.replace('_', '-')} {getattr(other, f.name)} (the run used {getattr(self, f.name)})"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of epoch ``epoch`` (0-based) of a run with ``seed``: the same whether resumed or not."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def split(run: RunOptions, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted training and validation rows of ``n`` samples, drawn from ``run.seed``."""
+    order = np.random.default_rng(run.seed).permutation(n)
+    n_valid = math.ceil(run.valid_fraction * n)
+    if n - n_valid < 2:
+        raise UsageError(f"--valid-fraction {run.valid_fraction} leaves {n - n_valid} training samples of {n}")
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+
+def fingerprint(x: np.ndarray) -> str:
+    """SHA-256 of an integer data set's shape and values."""
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    return hashlib.sha256(repr(x.shape).encode() + x.tobytes()).hexdigest()
+
+
+@io.register
+class DensityModel:
+    """A circuit over ``num_vars`` categorical variables with ``num_values`` values, and its training run."""
+
+    def __init__(
+        self,
+        circuit: TensorCircuit,
+        run: RunOptions,
+        num_values: int,
+        image_shape: tuple[int, int] | None,
+        data_sha256: str,
+        num_samples: int,
+        history: dict[str, np.ndarray] | None = None,
+    ):
+        self.circuit, self.run, self.num_values = circuit, run, int(num_values)
+        self.image_shape = image_shape
+        self.data_sha256, self.num_samples = data_sha256, int(num_samples)
+        self.history = {k: np.asarray((history or {}).get(k, []), dtype=float) for k in _HISTORY}
+
+    @classmethod
+    def start(cls, run: RunOptions, x: np.ndarray, image_shape: tuple[int, int] | None = None) -> DensityModel:
+        """A new run on ``x`` ``(N, D)``: the split, then the structure and parameters, all drawn from ``run.seed``."""
+        num_values = max(2, int(x.max()) + 1)
+        train = x[split(run, len(x))[0]]
+        circuit = compile(_structure(run, train, num_values, image_shape), seed=run.seed)
+        return cls(circuit, run, num_values, image_shape, fingerprint(x), len(x))
+
+    @property
+    def train_rows(self) -> np.ndarray:
+        """The rows of the data this run trains on (sorted)."""
+        return split(self.run, self.num_samples)[0]
+
+    @property
+    def valid_rows(self) -> np.ndarray:
+        """The rows of the data this run validates on (sorted)."""
+        return split(self.run, self.num_samples)[1]
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history["train_bpd"])
+
+    @property
+    def full_epochs_done(self) -> int:
+        return int(self.history["full"].sum())
+
+    def check_data(self, x: np.ndarray, what: str = "DATA") -> None:
+        """Refuse data of another width or with values the leaves cannot hold."""
+        if x.shape[1] != self.circuit.num_vars:
+            raise ModelMismatchError(f"{what} has {x.shape[1]} variables but the model has {self.circuit.num_vars}")
+        if int(x.max()) >= self.num_values:
+            raise ModelMismatchError(f"{what} holds the value {int(x.max())}; the model knows 0..{self.num_values - 1}")
+
+    def bits_per_dim(self, x: np.ndarray, batch_size: int = 1024) -> tuple[float, float]:
+        """``(bits per dimension, nats per sample)`` of ``x`` ``(N, D)``, summed in float64."""
+        self.check_data(x)
+        total = 0.0
+        with torch.no_grad():
+            for s in range(0, len(x), batch_size):
+                total += float(self.circuit.log_prob(torch.from_numpy(x[s : s + batch_size])).double().sum())
+        nats = -total / len(x)
+        return nats / (x.shape[1] * math.log(2)), nats
+
+    def record(self, train_bpd: float, valid_bpd: float, full: bool, seconds: float) -> None:
+        """Append one finished epoch to the history."""
+        for k, v in zip(_HISTORY, (train_bpd, valid_bpd, float(full), seconds)):
+            self.history[k] = np.append(self.history[k], v)
+
+    # ------------------------------------------------------------------ io
+    def _state(self) -> tuple[dict, dict]:
+        attrs, arrays = self.circuit._state()
+        h, w = self.image_shape or (0, 0)
+        attrs.update(num_values=self.num_values, image_h=h, image_w=w)
+        attrs.update(data_sha256=self.data_sha256, num_samples=self.num_samples)
+        attrs.update({f"run_{k}": v for k, v in dataclasses.asdict(self.run).items()})
+        arrays.update({f"history/{k}": v for k, v in self.history.items()})
+        return attrs, arrays
+
+    @classmethod
+    def _from_state(cls, attrs: dict, arrays: dict) -> DensityModel:
+        fields = {f.name: f.type for f in dataclasses.fields(RunOptions)}
+        try:
+            run = RunOptions(**{k: _cast(fields[k], attrs[f"run_{k}"]) for k in fields})
+        except UsageError as e:
+            raise FormatError(f"bad run options in the density model ({e})") from None
+        circuit = TensorCircuit._from_state(attrs, {k: v for k, v in arrays.items() if k.startswith("layers/")})
+        h, w = int(attrs["image_h"]), int(attrs["image_w"])
+        history = {k: arrays.get(f"history/{k}", []) for k in _HISTORY}
+        if len({len(v) for v in history.values()}) != 1:
+            raise FormatError("the density model's history arrays differ in length")
+        image = (h, w) if h * w else None
+        if image is not None and h * w != circuit.num_vars:
+            raise FormatError(f"image shape {h}x{w} does not match the circuit's {circuit.num_vars} variables")
+        sha, n = str(attrs["data_sha256"]), int(attrs["num_samples"])
+        return cls(circuit, run, int(attrs["num_values"]), image, sha, n, history)
+
+
+def _cast(kind: str, value):
+    return {"str": str, "int": int, "float": float}[kind](value)
+
+
+def _structure(run: RunOptions, train: np.ndarray, num_values: int, image_shape: tuple[int, int] | None):
+    leaves = Categorical(num_values)
+    d = train.shape[1]
+    if run.structure == "hclt":
+        return HCLT(torch.from_numpy(train), run.latents, input_dist=leaves, seed=run.seed)
+    if run.structure == "pd":
+        return PD(image_shape or (1, d), run.latents, input_dist=leaves)
+    depth = min(RAT_DEPTH, int(math.log2(d)))
+    return RAT_SPN(d, run.latents, depth, RAT_REPETITIONS, input_dist=leaves, seed=run.seed)
