@@ -132,6 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     model = _load_model(args.model)
     data = load_data(args.data, args.key)
+    model.check_data(data.x, str(args.data))
     bpd, nats = model.bits_per_dim(data.x)
     print(f"bits_per_dim={bpd:.6f} nats_per_sample={nats:.6f} samples={len(data.x)}")
     return 0
