@@ -104,29 +104,36 @@ def _check(layer, x, missing):
         raise ValueError("x and missing must be contiguous node-major (num_vars, B) buffers of the same shape")
 
 
+def _launch(kernel, grid, layer, var, x, missing, outputs, count, stride, **blocks) -> None:
+    """Run ``kernel`` with the arguments both kernels share around their own ``outputs`` and ``count``."""
+    C, B = layer.params.shape[1], x.shape[1]
+    kernel[grid](
+        layer.params.contiguous(),
+        var,
+        x,
+        missing.view(torch.int8),
+        *outputs,
+        count,
+        C,
+        B,
+        x.stride(0),
+        stride,
+        layer.start,
+        **blocks,
+    )
+
+
 def categorical_forward(layer, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor) -> None:
     """``mars[start + j] = log params[j, x[var_j]]``, 0 where the variable is missing (in place)."""
     check_buffer("mars", mars)
     _check(layer, x, missing)
-    n, C = layer.params.shape
-    B = x.shape[1]
+    n, B = layer.params.shape[0], x.shape[1]
     if n == 0 or B == 0:
         return
     bn, bb = 16, pow2(B, 16, 128)
-    _cat_fwd_kernel[(triton.cdiv(n, bn), triton.cdiv(B, bb))](
-        layer.params.contiguous(),
-        layer.node_var,
-        x,
-        missing.view(torch.int8),
-        mars,
-        n,
-        C,
-        B,
-        x.stride(0),
-        mars.stride(0),
-        layer.start,
-        BLOCK_N=bn,
-        BLOCK_B=bb,
+    grid = (triton.cdiv(n, bn), triton.cdiv(B, bb))
+    _launch(
+        _cat_fwd_kernel, grid, layer, layer.node_var, x, missing, (mars,), n, mars.stride(0), BLOCK_N=bn, BLOCK_B=bb
     )
 
 
@@ -135,27 +142,12 @@ def categorical_stats(layer, flows: torch.Tensor, x: torch.Tensor, missing: torc
     check_buffer("flows", flows)
     _check(layer, x, missing)
     n, C = layer.params.shape
-    B = x.shape[1]
     out = alloc((n, C), flows)
     if n == 0:
         return out
     k = layer.k
-    bk, bc, bb = pow2(k), pow2(C), pow2(B, 16, 64)
-    _cat_stats_kernel[(n // k, triton.cdiv(k, bk), triton.cdiv(C, bc))](
-        layer.params.contiguous(),
-        layer.run_var,
-        x,
-        missing.view(torch.int8),
-        flows,
-        out,
-        k,
-        C,
-        B,
-        x.stride(0),
-        flows.stride(0),
-        layer.start,
-        BLOCK_K=bk,
-        BLOCK_C=bc,
-        BLOCK_B=bb,
-    )
+    bk, bc, bb = pow2(k), pow2(C), pow2(x.shape[1], 16, 64)
+    grid = (n // k, triton.cdiv(k, bk), triton.cdiv(C, bc))
+    blocks = dict(BLOCK_K=bk, BLOCK_C=bc, BLOCK_B=bb)
+    _launch(_cat_stats_kernel, grid, layer, layer.run_var, x, missing, (flows, out), k, flows.stride(0), **blocks)
     return out

@@ -58,6 +58,25 @@ def _scaled(mars_ptr, child_ptr, g, offs_k, kmask, offs_b, bmask, top, stride, n
 
 
 @triton.jit
+def _live(blk_ptr, g, nob, nkb, ob, kb, SPARSE: tl.constexpr):
+    """Whether tile (o-block ob, k-block kb) of group g holds an edge: always, in a dense layer."""
+    if SPARSE:
+        return tl.load(blk_ptr + (g * nob + ob) * nkb + kb) != 0
+    else:
+        return True
+
+
+@triton.jit
+def _ratio_tile(ratio_ptr, g, n_out, offs_o, omask, offs_b, bmask, B):
+    """The ratios F / y ``(BLOCK_O, BLOCK_B)`` that the backward forward pass stored, 0 outside the layer."""
+    return tl.load(
+        ratio_ptr + (g * n_out + offs_o[:, None]) * B + offs_b[None, :],
+        mask=omask[:, None] & bmask[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
 def _group_max_kernel(mars_ptr, child_ptr, top_ptr, B, stride, n_in, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr):
     """top[g, b]: the per-sample maxima, once per group, for layers with several output blocks."""
     g = tl.program_id(0).to(tl.int64)
@@ -103,11 +122,7 @@ def _sum_fwd_kernel(
         top = _group_max(mars_ptr, child_ptr, g, offs_b, bmask, stride, n_in, BLOCK_K, BLOCK_B)
     acc = tl.zeros([BLOCK_O, BLOCK_B], dtype=tl.float32)
     for kb in range(0, nkb):
-        if SPARSE:
-            live = tl.load(blk_ptr + (g * nob + po) * nkb + kb) != 0
-        else:
-            live = True
-        if live:
+        if _live(blk_ptr, g, nob, nkb, po, kb, SPARSE):
             offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
             kmask = offs_k < n_in
             e = _scaled(mars_ptr, child_ptr, g, offs_k, kmask, offs_b, bmask, top, stride, n_in)
@@ -165,11 +180,7 @@ def _sum_bwd_in_kernel(
     e = _scaled(mars_ptr, child_ptr, g, offs_k, kmask, offs_b, bmask, top, stride, n_in)
     acc = tl.zeros([BLOCK_K, BLOCK_B], dtype=tl.float32)
     for ob in range(0, nob):
-        if SPARSE:
-            live = tl.load(blk_ptr + (g * nob + ob) * nkb + pk) != 0
-        else:
-            live = True
-        if live:
+        if _live(blk_ptr, g, nob, nkb, ob, pk, SPARSE):
             offs_o = ob * BLOCK_O + tl.arange(0, BLOCK_O)
             omask = offs_o < n_out
             wt = tl.load(
@@ -177,11 +188,7 @@ def _sum_bwd_in_kernel(
                 mask=kmask[:, None] & omask[None, :],
                 other=0.0,
             )
-            r = tl.load(
-                ratio_ptr + (g * n_out + offs_o[:, None]) * B + offs_b[None, :],
-                mask=omask[:, None] & bmask[None, :],
-                other=0.0,
-            )
+            r = _ratio_tile(ratio_ptr, g, n_out, offs_o, omask, offs_b, bmask, B)
             acc = mm(wt, r, acc, PRECISION)
     f_in = e * acc
     m = kmask[:, None] & bmask[None, :]
@@ -223,21 +230,13 @@ def _sum_grad_kernel(
     offs_k = pk * BLOCK_K + tl.arange(0, BLOCK_K)
     kmask = offs_k < n_in
     acc = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
-    if SPARSE:
-        live = tl.load(blk_ptr + (g * nob + po) * nkb + pk) != 0
-    else:
-        live = True
-    if live:
+    if _live(blk_ptr, g, nob, nkb, po, pk, SPARSE):
         for b0 in range(0, B, BLOCK_B):
             offs_b = b0 + tl.arange(0, BLOCK_B)
             bmask = offs_b < B
             top = tl.load(top_ptr + g * B + offs_b, mask=bmask, other=0.0)
             e = _scaled(mars_ptr, child_ptr, g, offs_k, kmask, offs_b, bmask, top, stride, n_in)
-            r = tl.load(
-                ratio_ptr + (g * n_out + offs_o[:, None]) * B + offs_b[None, :],
-                mask=omask[:, None] & bmask[None, :],
-                other=0.0,
-            )
+            r = _ratio_tile(ratio_ptr, g, n_out, offs_o, omask, offs_b, bmask, B)
             acc = mm(r, tl.trans(e), acc, PRECISION)
     tile = g * n_out * n_in + offs_o[:, None] * n_in + offs_k[None, :]
     m = omask[:, None] & kmask[None, :]
@@ -293,24 +292,27 @@ def _block_b(B: int) -> int:
     return pow2(B, 16, TUNE["block_b"])
 
 
-def sum_forward(layer, mars: torch.Tensor, precision: str = "ieee") -> None:
-    """``mars[start:stop] = log(W exp(x - top)) + top`` for the layer's groups (in place)."""
-    check_buffer("mars", mars)
+def _tiles(meta: _Meta, code: int, bb: int) -> dict:
+    """The launch options every sum kernel takes."""
+    return dict(
+        SPARSE=meta.sparse, PRECISION=code, BLOCK_O=meta.BO, BLOCK_K=meta.BK, BLOCK_B=bb, num_warps=TUNE["num_warps"]
+    )
+
+
+def _forward(layer, meta: _Meta, mars: torch.Tensor, top: torch.Tensor, code: int, bb: int, flows=None, ratio=None):
+    """Launch the forward kernel: into ``mars``, or with ``flows`` the ratios F / y into ``ratio`` (and maxima into
+    ``top`` where it computes them)."""
     g, n_out, n_in = layer.weight.shape
     B = mars.shape[1]
-    if g == 0 or B == 0:
-        return
-    meta, w = _meta(layer), layer.weight.contiguous()
-    bb = _block_b(B)
-    blk = meta.blk if meta.sparse else w
-    top = _maxima(meta, mars, g, n_in, bb) if meta.nob > 1 else w
+    w = layer.weight.contiguous()
+    backward = flows is not None
     _sum_fwd_kernel[(g, meta.nob, triton.cdiv(B, bb))](
         mars,
         meta.child_idx,
         w,
-        blk,
-        mars,
-        w,
+        meta.blk if meta.sparse else w,
+        flows if backward else mars,
+        ratio if backward else w,
         top,
         B,
         mars.stride(0),
@@ -319,15 +321,22 @@ def sum_forward(layer, mars: torch.Tensor, precision: str = "ieee") -> None:
         layer.start,
         meta.nob,
         meta.nkb,
-        SPARSE=meta.sparse,
-        BACKWARD=False,
+        BACKWARD=backward,
         TOP_GIVEN=meta.nob > 1,
-        PRECISION=precision_code(precision),
-        BLOCK_O=meta.BO,
-        BLOCK_K=meta.BK,
-        BLOCK_B=bb,
-        num_warps=TUNE["num_warps"],
+        **_tiles(meta, code, bb),
     )
+
+
+def sum_forward(layer, mars: torch.Tensor, precision: str = "ieee") -> None:
+    """``mars[start:stop] = log(W exp(x - top)) + top`` for the layer's groups (in place)."""
+    check_buffer("mars", mars)
+    g, n_out, n_in = layer.weight.shape
+    B = mars.shape[1]
+    if g == 0 or B == 0:
+        return
+    meta, bb = _meta(layer), _block_b(B)
+    top = _maxima(meta, mars, g, n_in, bb) if meta.nob > 1 else mars  # unused when the kernel finds the maxima
+    _forward(layer, meta, mars, top, precision_code(precision), bb)
 
 
 def sum_backward(layer, mars: torch.Tensor, flows: torch.Tensor, precision: str = "ieee") -> torch.Tensor:
@@ -351,30 +360,7 @@ def sum_backward(layer, mars: torch.Tensor, flows: torch.Tensor, precision: str 
     code = precision_code(precision)
     ratio = alloc((g, n_out, B), mars)
     top = _maxima(meta, mars, g, n_in, bb) if meta.nob > 1 else alloc((g, B), mars)
-    _sum_fwd_kernel[(g, meta.nob, triton.cdiv(B, bb))](
-        mars,
-        meta.child_idx,
-        w,
-        blk,
-        flows,
-        ratio,
-        top,
-        B,
-        mars.stride(0),
-        n_in,
-        n_out,
-        layer.start,
-        meta.nob,
-        meta.nkb,
-        SPARSE=meta.sparse,
-        BACKWARD=True,
-        TOP_GIVEN=meta.nob > 1,
-        PRECISION=code,
-        BLOCK_O=meta.BO,
-        BLOCK_K=meta.BK,
-        BLOCK_B=bb,
-        num_warps=TUNE["num_warps"],
-    )
+    _forward(layer, meta, mars, top, code, bb, flows, ratio)
     dst = flows if meta.direct else alloc((g * n_in, B), mars)
     _sum_bwd_in_kernel[(g, meta.nkb, triton.cdiv(B, bb))](
         mars,
@@ -391,13 +377,8 @@ def sum_backward(layer, mars: torch.Tensor, flows: torch.Tensor, precision: str 
         n_out,
         meta.nob,
         meta.nkb,
-        SPARSE=meta.sparse,
         DIRECT=meta.direct,
-        PRECISION=code,
-        BLOCK_O=meta.BO,
-        BLOCK_K=meta.BK,
-        BLOCK_B=bb,
-        num_warps=TUNE["num_warps"],
+        **_tiles(meta, code, bb),
     )
     if not meta.direct:
         segment_sum(dst, meta.src_rows, meta.seg, flows, meta.dst_rows, accumulate=True)
@@ -415,11 +396,6 @@ def sum_backward(layer, mars: torch.Tensor, flows: torch.Tensor, precision: str 
         n_out,
         meta.nob,
         meta.nkb,
-        SPARSE=meta.sparse,
-        PRECISION=code,
-        BLOCK_O=meta.BO,
-        BLOCK_K=meta.BK,
-        BLOCK_B=bb,
-        num_warps=TUNE["num_warps"],
+        **_tiles(meta, code, bb),
     )
     return grad
