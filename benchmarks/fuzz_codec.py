@@ -134,18 +134,19 @@ def _reseal(data: bytes) -> bytes:
         body[fixed - 44 : fixed - 12] = hashlib.sha256(payload).digest()  # payload_sha precedes payload_len, n_images
         try:
             version = struct.unpack_from("<H", data, m)[0]
-            pos, off = 0, fixed
-            for e in container._entries(memoryview(bytes(body)), version):
-                _, off = container._read_varint(body, off)
-                _, off = container._read_varint(body, off)
-                off += 1
-                nlen, off = container._read_varint(body, off)
-                off += nlen
-                _, off = container._read_varint(body, off)
-                struct.pack_into("<I", body, off, zlib.crc32(payload[pos : pos + e.stream_len]))
-                off += 4
-                pos += e.stream_len
-        except (struct.error, UnicodeDecodeError, ValueError):
+            view = memoryview(bytes(body))
+            if version >= 3:
+                entries, group, _ = container._entries_v3(view)
+            else:
+                entries, group = container._entries_v12(view, version)[0], 1
+            checks = _checks(container.Header(b"", 0, 0, 0, 0, 0, entries, group=group), payload)
+            if version >= 3:  # the checks end the header
+                body[len(body) - 4 * len(checks) :] = struct.pack(f"<{len(checks)}I", *checks)
+            else:
+                body[fixed:] = container.header_bytes_v12(
+                    container.Header(b"", 0, 0, 0, 0, 0, entries, checks=checks), version
+                )[fixed:]
+        except (struct.error, ValueError):
             pass
     lead = data[m : m + 6]
     return data[:m] + lead + bytes(body) + struct.pack("<I", zlib.crc32(lead + bytes(body))) + payload
@@ -172,6 +173,7 @@ def _edit_header(r: random.Random, data: bytes) -> bytes:
             "precision",
             "count",
             "version",
+            "group",
         ]
     )
     big = r.choice([0, 1, 2, 3, 255, 4096, 12000, 1 << 20, 1 << 31, (1 << 63) - 1])
@@ -191,45 +193,33 @@ def _edit_header(r: random.Random, data: bytes) -> bytes:
         header.num_values = r.choice([0, 2, 255, 257, 65535])
     elif field == "precision":
         header.precision = r.choice([0, 1, 23, 25, 255])
+    elif field == "group":
+        header.group = r.choice([1, 2, 3, 1000, (1 << 40)])
     elif field == "count":
         header.entries = header.entries * r.choice([0, 2, 50])
-    return _write(header, payload, version=r.choice([1, 2]) if field == "version" else header.version)
+    return _write(header, payload, version=r.choice([1, 2, 3]) if field == "version" else header.version)
+
+
+def _checks(header, payload: bytes) -> list[int]:
+    return [zlib.crc32(header.group_bytes(payload, g)) for g in range(-(-len(header.entries) // header.group))]
 
 
 def _write(header, payload: bytes, version: int) -> bytes:
     """container.pack, but keeping the (possibly false) declared stream lengths."""
     from probcirc.compress import container
 
-    parts = [
-        container._FIXED.pack(
-            header.fingerprint,
-            header.patch_h & 0xFFFF,
-            header.patch_w & 0xFFFF,
-            header.num_values & 0xFFFF,
-            header.precision & 0xFF,
-            header.block & 0xFFFF,
-            hashlib.sha256(payload).digest(),
-            sum(e.stream_len for e in header.entries),
-            len(header.entries),
-        )
-    ]
-    pos = 0
-    for e in header.entries:
-        name = e.name.encode("utf-8")
-        kind = (e.mode & 15) | ((e.source & 7) << 4) | ((e.coding & 1) << 7)
-        parts.append(
-            container._varint(e.height)
-            + container._varint(e.width)
-            + bytes([kind])
-            + container._varint(len(name))
-            + name
-            + container._varint(e.stream_len)
-            + struct.pack("<I", zlib.crc32(payload[pos : pos + e.stream_len]))
-        )
-        pos += e.stream_len
-    body = b"".join(parts)
-    lead = struct.pack("<HI", version, len(body))
-    return container.MAGIC + lead + body + struct.pack("<I", zlib.crc32(lead + body)) + bytes(payload)
+    header.patch_h, header.patch_w, header.block = (
+        header.patch_h & 0xFFFF,
+        header.patch_w & 0xFFFF,
+        header.block & 0xFFFF,
+    )
+    header.num_values, header.precision = header.num_values & 0xFFFF, header.precision & 0xFF
+    header.payload_sha = hashlib.sha256(payload).digest()
+    header.payload_len = sum(e.stream_len for e in header.entries)
+    header.group = max(1, header.group) if version >= 3 else 1
+    header.checks = _checks(header, payload)
+    body = container.header_bytes(header) if version >= 3 else container.header_bytes_v12(header, version)
+    return container.seal(body, bytes(payload), version)
 
 
 # ------------------------------------------------------------------ targets

@@ -305,14 +305,12 @@ def test_version_1_files_still_decode(model):
     m, _ = model
     codec = Codec(m)
     imgs = [RNG.integers(0, 256, (6, 5)).astype(np.uint8), RNG.integers(0, 256, (3, 4, 3)).astype(np.uint8)]
-    blob = bytearray(codec.encode(imgs, raw_fallback=False))
-    pos = len(container.MAGIC)
-    (hlen,) = struct.unpack_from("<I", blob, pos + 2)
-    struct.pack_into("<H", blob, pos, 1)
-    struct.pack_into("<I", blob, pos + 6 + hlen, zlib.crc32(bytes(blob[pos : pos + 6 + hlen])))
-    header, _ = container.unpack(bytes(blob))
-    assert header.version == 1
-    assert all(np.array_equal(a, b) for a, b in zip(imgs, codec.decode(bytes(blob))))
+    header, payload = container.unpack(codec.encode(imgs, raw_fallback=False))
+    header.checks = [zlib.crc32(container.stream(header, payload, i)) for i in range(len(imgs))]
+    blob = container.seal(container.header_bytes_v12(header, 1), bytes(payload), 1)
+    header, _ = container.unpack(blob)
+    assert header.version == 1 and header.group == 1
+    assert all(np.array_equal(a, b) for a, b in zip(imgs, codec.decode(blob)))
 
 
 # ------------------------------------------------------------------ conventions (#15)
