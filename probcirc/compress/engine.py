@@ -56,10 +56,8 @@ class PmfEngine:
         self.SOUT = np.full((batch, S), -1, dtype=np.int64)
         self._max_par = program.max_parents
         self._last = -1  # position of the last variable observed: positions must not go back
-        p = program
-        kernels.init_state(
-            p.kind, p.leaf_var, p.leaf_row, p.table, p.ch_ptr, p.ch_idx, p.ch_w, self.M, self.E, self.X, self.OBS
-        )
+        self._arrays = kernels.arrays(program)
+        kernels.init_state(self._arrays, self.M, self.E, self.X, self.OBS)
 
     def pmfs(self, i: int, active: np.ndarray) -> np.ndarray:
         """Integer frequencies ``(B, V)`` of variable ``i`` (rows where ``active``), each summing to 2**PRECISION."""
@@ -71,24 +69,7 @@ class PmfEngine:
             int(p.pos[i]),
             self.mode,
             PRECISION,
-            p.kind,
-            p.leaf_var,
-            p.leaf_row,
-            p.table,
-            p.ch_ptr,
-            p.ch_idx,
-            p.ch_w,
-            p.par_ptr,
-            p.par_node,
-            p.par_edge,
-            p.par_w,
-            p.var_ptr,
-            p.var_leaf,
-            p.anc_ptr,
-            p.anc,
-            p.lo,
-            p.hi,
-            p.contig,
+            self._arrays,
             self.M,
             self.E,
             self.DM,
@@ -109,23 +90,6 @@ class PmfEngine:
         if p.pos[i] < self._last:
             raise ValueError(f"variables must follow program.order: variable {i} comes before one already observed")
         self._last = int(p.pos[i])
-        kernels.observe(
-            int(i),
-            self.mode,
-            p.kind,
-            p.leaf_var,
-            p.leaf_row,
-            p.table,
-            p.ch_ptr,
-            p.ch_idx,
-            p.ch_w,
-            p.anc_ptr,
-            p.anc,
-            self.M,
-            self.E,
-            self.OK,
-            self.X,
-            self.OBS,
-            np.ascontiguousarray(active, dtype=np.bool_),
-            np.ascontiguousarray(values, dtype=np.int64),
-        )
+        active = np.ascontiguousarray(active, dtype=np.bool_)
+        values = np.ascontiguousarray(values, dtype=np.int64)
+        kernels.observe(int(i), self.mode, self._arrays, self.M, self.E, self.OK, self.X, self.OBS, active, values)

@@ -19,6 +19,7 @@ functions as plain Python (``.py_func``) and checks bit-equality.
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit, prange
@@ -26,6 +27,20 @@ from numba import njit, prange
 ZERO_E = -(1 << 40)  # exponent of an exact zero
 MIN_SHIFT = -1100  # ldexp(m, s) is 0 for any s below this
 CONST, LEAF, PROD, SUM = 0, 1, 2, 3
+
+
+#: The program arrays the kernels read, passed to numba's entry points as one named tuple (see :func:`arrays`);
+#: the inner node functions take the arrays themselves, which keeps their compiled loops as fast.
+Arrays = namedtuple(
+    "Arrays",
+    "kind leaf_var leaf_row table ch_ptr ch_idx ch_w par_ptr par_node par_edge par_w var_ptr var_leaf anc_ptr anc "
+    "lo hi contig",
+)
+
+
+def arrays(program) -> Arrays:
+    """The kernels' view of a :class:`~probcirc.compress.program.Program` (its fields of the same names)."""
+    return Arrays(*(getattr(program, name) for name in Arrays._fields))
 
 
 LO = 2.0**-256  # mantissas are renormalised (frexp) only when they leave [LO, HI]
@@ -193,9 +208,9 @@ def _init_row(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, ob
 
 
 @njit(cache=True)
-def init_state(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, X, OBS):
+def init_state(a, M, E, X, OBS):
     for b in range(M.shape[0]):
-        _init_row(kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b])
+        _init_row(a.kind, a.leaf_var, a.leaf_row, a.table, a.ch_ptr, a.ch_idx, a.ch_w, M[b], E[b], X[b], OBS[b])
 
 
 NAIVE, ANCESTORS, LAZY = 0, 1, 2
@@ -235,43 +250,11 @@ def _ensure_inside(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, 
 
 
 @njit(cache=True)
-def _step_row(
-    i,
-    now,
-    mode,
-    precision,
-    kind,
-    leaf_var,
-    leaf_row,
-    table,
-    ch_ptr,
-    ch_idx,
-    ch_w,
-    par_ptr,
-    par_node,
-    par_edge,
-    par_w,
-    var_ptr,
-    var_leaf,
-    anc_ptr,
-    anc,
-    lo,
-    hi,
-    contig,
-    M,
-    E,
-    DM,
-    DE,
-    ok,
-    sout,
-    x,
-    obs,
-    tm,
-    te,
-    stack,
-    pbuf,
-    freq,
-):
+def _step_row(i, now, mode, precision, a, state, tm, te, stack, pbuf, freq):
+    M, E, DM, DE, ok, sout, x, obs = state
+    # Arrays' fields, in their order: locals, as the node functions take the arrays themselves
+    kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w = a[:7]
+    par_ptr, par_node, par_edge, par_w, var_ptr, var_leaf, anc_ptr, anc, lo, hi, contig = a[7:]
     S = kind.shape[0]
     root = S - 1
     if mode == NAIVE:
@@ -309,93 +292,23 @@ def _step_row(
 
 
 @njit(cache=True, parallel=True)
-def step(
-    i,
-    now,
-    mode,
-    precision,
-    kind,
-    leaf_var,
-    leaf_row,
-    table,
-    ch_ptr,
-    ch_idx,
-    ch_w,
-    par_ptr,
-    par_node,
-    par_edge,
-    par_w,
-    var_ptr,
-    var_leaf,
-    anc_ptr,
-    anc,
-    lo,
-    hi,
-    contig,
-    M,
-    E,
-    DM,
-    DE,
-    OK,
-    SOUT,
-    STACK,
-    X,
-    OBS,
-    active,
-    max_par,
-    FREQ,
-):
+def step(i, now, mode, precision, a, M, E, DM, DE, OK, SOUT, STACK, X, OBS, active, max_par, FREQ):
     """Quantised P(X_i | x_observed) for every active row into FREQ (B, V); ``now`` is i's position."""
-    V = table.shape[1]
+    V = a.table.shape[1]
     for b in prange(M.shape[0]):
         if active[b]:
             tm = np.empty(max_par, dtype=np.float64)
             te = np.empty(max_par, dtype=np.int64)
             pbuf = np.empty(V, dtype=np.float64)
-            _step_row(
-                i,
-                now,
-                mode,
-                precision,
-                kind,
-                leaf_var,
-                leaf_row,
-                table,
-                ch_ptr,
-                ch_idx,
-                ch_w,
-                par_ptr,
-                par_node,
-                par_edge,
-                par_w,
-                var_ptr,
-                var_leaf,
-                anc_ptr,
-                anc,
-                lo,
-                hi,
-                contig,
-                M[b],
-                E[b],
-                DM[b],
-                DE[b],
-                OK[b],
-                SOUT[b],
-                X[b],
-                OBS[b],
-                tm,
-                te,
-                STACK[b],
-                pbuf,
-                FREQ[b],
-            )
+            state = (M[b], E[b], DM[b], DE[b], OK[b], SOUT[b], X[b], OBS[b])  # the row's own slices
+            _step_row(i, now, mode, precision, a, state, tm, te, STACK[b], pbuf, FREQ[b])
 
 
 @njit(cache=True, parallel=True)
-def observe(
-    i, mode, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, anc_ptr, anc, M, E, OK, X, OBS, active, values
-):
+def observe(i, mode, a, M, E, OK, X, OBS, active, values):
     """Set X_i = values[b] on the active rows; refresh (ANCESTORS) or mark stale (LAZY) what depends on it."""
+    kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w = a[:7]  # the first of Arrays' fields
+    anc_ptr, anc = a.anc_ptr, a.anc
     for b in prange(M.shape[0]):
         if active[b]:
             X[b, i] = values[b]
