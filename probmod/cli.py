@@ -43,6 +43,8 @@ __all__ = [
     "DEBUG_ENV",
     "HIDDEN_ALIASES",
     "subparser",
+    "int_at_least",
+    "add_common",
 ]
 
 #: old spellings accepted for compatibility but not shown in ``--help``
@@ -122,12 +124,22 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
 
 def add_threads(p: argparse.ArgumentParser) -> None:
     """``--threads N``: CPU threads for torch, BLAS and numba (default: the libraries' own)."""
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="CPU threads (default: all cores)")
 
 
 def add_seed(p: argparse.ArgumentParser, default: int | None = 0) -> None:
     """``--seed``: the seed of every random draw the command makes."""
     p.add_argument("--seed", type=int, default=default, help="random seed")
+
+
+def add_common(p: argparse.ArgumentParser, output_help: str, seed: bool = True) -> None:
+    """The flags of a command that computes and writes one output: -o, --force, -q, --threads (and --seed)."""
+    add_output(p, help=output_help)
+    add_force(p)
+    add_quiet(p)
+    add_threads(p)
+    if seed:
+        add_seed(p)
 
 
 def set_threads(n: int | None) -> None:
@@ -148,14 +160,24 @@ def set_threads(n: int | None) -> None:
         pass
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers of at least ``minimum``, with a one-line message otherwise.
+
+    Example:
+        >>> int_at_least(1)("3")
+        3
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature

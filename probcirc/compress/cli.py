@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from probmod.cli import (
+    add_common,
     add_force,
     add_output,
     add_quiet,
-    add_seed,
     add_threads,
+    int_at_least,
     set_threads,
     subparser,
 )
@@ -206,19 +207,6 @@ def _parse_patch(text: str) -> tuple[int, int]:
         return h, w
     except ValueError:
         raise argparse.ArgumentTypeError(f"patch must look like 28x28, got {text!r}") from None
-
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def _load_codec(args, file_patch: tuple[int, int] | None = None):
@@ -456,7 +444,7 @@ def cmd_info(args) -> int:
 def _add_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-values",
-        type=_count(1),
+        type=int_at_least(1),
         default=MAX_VALUES,
         help="refuse inputs that declare more values (pixels x channels) in all; raise it for trusted files",
     )
@@ -465,7 +453,7 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
 def _add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, help="codec model file (.h5, from train-codec)")
     p.add_argument(
-        "--batch-size", type=_count(1), default=64, help="patches evaluated together (bytes never depend on it)"
+        "--batch-size", type=int_at_least(1), default=64, help="patches evaluated together (bytes never depend on it)"
     )
     add_threads(p)
     add_quiet(p)
@@ -482,12 +470,12 @@ def register(sub) -> None:
         default=None,
         help="patch shape HxW (default: the images' size when all share one up to 32x32, else 8x8)",
     )
-    p.add_argument("--latents", type=_count(1), default=32, help="HCLT latent states per pixel")
-    p.add_argument("--epochs", type=_count(0), default=2, help="mini-batch EM epochs")
-    p.add_argument("--full-epochs", type=_count(0), default=1, help="full-batch EM epochs")
-    p.add_argument("--batch-size", type=_count(1), default=512, help="patches per mini-batch")
+    p.add_argument("--latents", type=int_at_least(1), default=32, help="HCLT latent states per pixel")
+    p.add_argument("--epochs", type=int_at_least(0), default=2, help="mini-batch EM epochs")
+    p.add_argument("--full-epochs", type=int_at_least(0), default=1, help="full-batch EM epochs")
+    p.add_argument("--batch-size", type=int_at_least(1), default=512, help="patches per mini-batch")
     p.add_argument(
-        "--max-patches", type=_count(2), default=None, help="train on at most this many patches (default: all)"
+        "--max-patches", type=int_at_least(2), default=None, help="train on at most this many patches (default: all)"
     )
     p.add_argument(
         "--predictor",
@@ -496,11 +484,7 @@ def register(sub) -> None:
         help="model pixels (none) or JPEG-LS prediction residuals (med, better on photographs); "
         "auto picks by the training images' entropy",
     )
-    add_seed(p)
-    add_output(p, help="model file (.h5)")
-    add_force(p)
-    add_quiet(p)
-    add_threads(p)
+    add_common(p, "model file (.h5)")
     _add_limits(p)
     p.set_defaults(func=cmd_train)
 

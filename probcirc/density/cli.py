@@ -26,7 +26,16 @@ import numpy as np
 import torch
 
 from probmod import io
-from probmod.cli import add_force, add_output, add_quiet, add_seed, add_threads, set_threads, subparser
+from probmod.cli import (
+    add_common,
+    add_force,
+    add_output,
+    add_seed,
+    add_threads,
+    int_at_least,
+    set_threads,
+    subparser,
+)
 from probmod.errors import InputError, NumericalError, UsageError
 from probmod.progress import Progress
 
@@ -163,17 +172,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ parsers
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def register(sub) -> None:
@@ -191,19 +189,15 @@ def register(sub) -> None:
         default="hclt",
         help="hidden Chow-Liu tree, Poon-Domingos (image rectangles) or RAT-SPN (depth <= 4, 8 repetitions)",
     )
-    p.add_argument("--latents", type=_int_at_least(1), default=16, help="latent states (sum nodes) per region")
-    p.add_argument("--epochs", type=_int_at_least(0), default=10, help="mini-batch EM epochs")
-    p.add_argument("--full-epochs", type=_int_at_least(0), default=0, help="full-batch EM epochs after those")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=512, help="samples per mini-batch")
+    p.add_argument("--latents", type=int_at_least(1), default=16, help="latent states (sum nodes) per region")
+    p.add_argument("--epochs", type=int_at_least(0), default=10, help="mini-batch EM epochs")
+    p.add_argument("--full-epochs", type=int_at_least(0), default=0, help="full-batch EM epochs after those")
+    p.add_argument("--batch-size", type=int_at_least(1), default=512, help="samples per mini-batch")
     p.add_argument("--step-size", type=float, default=0.1, help="mini-batch EM step size, in (0, 1]")
     p.add_argument("--pseudocount", type=float, default=0.1, help="EM smoothing pseudocount, >= 0")
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of DATA held out for validation, in [0, 1)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in -o (same options and data)")
-    add_output(p, help="model file (.h5), rewritten after every epoch; the chart goes beside it (.png)")
-    add_force(p)
-    add_quiet(p)
-    add_threads(p)
-    add_seed(p)
+    add_common(p, "model file (.h5), rewritten after every epoch; the chart goes beside it (.png)")
     p.set_defaults(func=cmd_train)
 
     p = subparser(sub, "eval", "bits per dimension (and nats per sample) of a trained model on data")
@@ -215,7 +209,7 @@ def register(sub) -> None:
 
     p = subparser(sub, "sample", "draw samples from a trained model: a PNG grid, a .npy array, or printed rows")
     p.add_argument("model", help="model file written by probcirc train")
-    p.add_argument("-n", "--num", type=_int_at_least(1), default=16, help="number of samples")
+    p.add_argument("-n", "--num", type=int_at_least(1), default=16, help="number of samples")
     add_output(p, help="a .png grid (image models) or a .npy array; without it, rows are printed", required=False)
     add_force(p)
     add_seed(p)
