@@ -25,6 +25,7 @@ __all__ = [
     "NumericalError",
     "OutputError",
     "EXIT_CODES",
+    "CHECK_FAILED",
     "exit_code",
     "exit_code_table",
 ]
@@ -96,8 +97,13 @@ EXIT_CODES: dict[int, str] = {
     7: "a size limit was exceeded or memory ran out",
     8: "non-finite values (NaN or infinity) in the computation",
     9: "an output cannot be written",
+    10: "a check ran and did not pass (its result is printed)",
     130: "interrupted",
 }
+
+
+#: the status of a command that checks something and finds it wanting (not an error: the result is printed)
+CHECK_FAILED = 10
 
 
 def exit_code(err: BaseException) -> int:

@@ -42,6 +42,7 @@ from probmod.cli import (
     subparser,
 )
 from probmod.errors import (
+    CHECK_FAILED,
     InputError,
     LimitError,
     ModelMismatchError,
@@ -170,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
         sub,
         "match",
         "compare a run's dictionary with the true bars (greedy matching); "
-        "exit 0 when every bar is recovered, 1 when one is not",
+        f"exit 0 when every bar is recovered, {CHECK_FAILED} when one is not",
     )
     m.add_argument("run", help="the run folder")
     m.add_argument("--truth", required=True, help="the data file written by `data bars`")
@@ -917,7 +918,7 @@ def cmd_match(args) -> int:
         f"pi={pi:.3f} (true {float(np.mean(truth['pi'])):.3f}), "
         f"sigma={sigma:.3f} (true {float(np.mean(truth['sigma'])):.3f})"
     )
-    return 0 if found == Wt.shape[1] else 1
+    return 0 if found == Wt.shape[1] else CHECK_FAILED
 
 
 def _dispatch(args) -> int:
