@@ -96,3 +96,33 @@ def test_hostile_run_counts_and_rice_tables_are_format_errors():
     for bad in (body[: fixed + 3], body[:fixed] + b"\0" + body[fixed + 1 :], body[:fixed] + b"\1\xff\xff\xff\x0f"):
         with pytest.raises(container.PczFormatError, match="corrupt .pcz header"):
             container.unpack(container.seal(bad, bytes(payload)))
+
+
+def test_word_lengths_code_in_words_with_the_short_ones_listed():
+    """Lengths that are whole 32-bit words but for a few: the run counts words (shift 2) and lists
+    the short streams, costing less than counting bytes; every length comes back exactly."""
+    rng = np.random.default_rng(5)
+    lengths = [4 * int(x) for x in rng.integers(30, 60, 500)]
+    for i, drop in ((0, 3), (17, 1), (18, 2), (499, 1)):
+        lengths[i] -= drop
+    streams = [b"\2" * n for n in lengths]
+    blob = container.pack(_header([container.Entry(28, 28, 0) for _ in streams]), streams)
+    header, payload = container.unpack(blob)
+    assert [e.stream_len for e in header.entries] == lengths
+    words, in_bytes = container._run_lengths(lengths), container._lengths_in(lengths, 0)
+    assert words[0] == 2 and len(words) < len(in_bytes)
+
+
+def test_hostile_units_and_short_lists_are_format_errors():
+    lengths = [4 * (10 + i % 7) for i in range(40)]
+    lengths[2] -= 1
+    streams = [b"\3" * n for n in lengths]
+    blob = container.pack(_header([container.Entry(2, 2, 0) for _ in streams]), streams)
+    header, payload = container.unpack(blob)
+    body, run = container.header_bytes(header), container._run_lengths(lengths)
+    assert run[0] == 2 and run[-2:] == b"\1\6"  # words; one short stream: gap 2, drop 1 -> 2 * 3 + 0
+    at = body.index(run)
+    hostile = [run[:-2] + b"\1\x7f", run[:-2] + b"\x29", b"\3" + run[1:]]  # past the run; 41 of 40; 8-byte units
+    for bad in hostile:
+        with pytest.raises(container.PczFormatError, match="corrupt .pcz header"):
+            container.unpack(container.seal(body[:at] + bad + body[at + len(run) :], bytes(payload)))
