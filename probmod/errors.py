@@ -18,6 +18,7 @@ __all__ = [
     "ProbmodError",
     "UsageError",
     "InputError",
+    "MissingInputError",
     "FormatError",
     "ModelMismatchError",
     "OutputExistsError",
@@ -47,6 +48,10 @@ class InputError(ProbmodError, OSError):
     """An input cannot be read: missing, unreadable, not a regular file, or not the expected kind."""
 
     exit_code = 3
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """An input file or folder does not exist."""
 
 
 class FormatError(ProbmodError, ValueError):

@@ -39,6 +39,7 @@ from .errors import (
     FormatError,
     InputError,
     LimitError,
+    MissingInputError,
     ModelMismatchError,
     OutputError,
     OutputExistsError,
@@ -209,7 +210,7 @@ def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise InputError(f"{path}: no such {what}") from None
+        raise MissingInputError(f"{path}: no such {what}") from None
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
     if not stat.S_ISREG(mode):
@@ -247,6 +248,7 @@ def safe_datasets(f: h5py.File, max_bytes: int = MAX_BYTES) -> dict[str, h5py.Da
     found: dict[str, h5py.Dataset] = {}
     stack = [("", f)]
     total = 0
+    seen = {h5py.h5o.get_info(f.id).addr}  # a group linked back to its parent would loop forever
     while stack:
         prefix, group = stack.pop()
         for key in group:
@@ -255,6 +257,10 @@ def safe_datasets(f: h5py.File, max_bytes: int = MAX_BYTES) -> dict[str, h5py.Da
             if not isinstance(link, h5py.HardLink):
                 raise FormatError(f"{name}: {path!r} is a {type(link).__name__}; probmod files hold no links")
             item = group[key]
+            addr = h5py.h5o.get_info(item.id).addr
+            if addr in seen:
+                raise FormatError(f"{name}: {path!r} is a second name for an object; probmod files share none")
+            seen.add(addr)
             if isinstance(item, h5py.Group):
                 stack.append((path + "/", item))
                 continue
@@ -306,7 +312,7 @@ def load(path: str | os.PathLike, kind: type | None = None, max_bytes: int = MAX
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingInputError(f"{path}: no such file")
     with open_hdf5(path) as f:
         try:
             cls, name, attrs, arrays = _read(f, path, kind, max_bytes)

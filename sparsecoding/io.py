@@ -206,7 +206,7 @@ def _config_attrs(f: h5py.File, config: dict[str, Any]) -> None:
 def _read_config(f: h5py.File, where: str) -> dict[str, Any]:
     try:
         config = json.loads(_plain(f.attrs["config"]))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RecursionError):
         raise DataError(f"{where}: no readable run configuration (attribute 'config')") from None
     return check_config(config, where)
 
@@ -284,7 +284,7 @@ def load_checkpoint(
     ):
         raise DataError(f"{path}: completed_steps = {done!r} does not fit a run of {config['steps']} steps")
     done = int(done)
-    if any(len(v) != done for v in history.values()):
+    if any(np.ndim(v) < 1 or len(v) != done for v in history.values()):
         raise DataError(f"{path}: its history does not hold {done} steps; the file is damaged")
     return config, params, history, done
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from probmod.io import atomic_path
+
 
 def bits_chart(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "bits per dimension") -> None:
     """Grouped bars of bits per dimension, one group per image and one bar per method, to a PNG.
@@ -40,6 +42,6 @@ def bits_chart(rows: Mapping[str, Mapping[str, float]], path: str | Path, title:
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_ylim(0, max((v for values in rows.values() for v in values.values()), default=1) * 1.12)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

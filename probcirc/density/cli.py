@@ -100,8 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 flush=True,
             )
     if model.epochs_done == 0:  # --epochs 0 --full-epochs 0: the initial model is the result
-        io.save(model, out, overwrite=args.force)
-        write_chart(model.history, chart, overwrite=args.force)
+        io.save(model, out, overwrite=args.force or args.resume)
+        write_chart(model.history, chart, overwrite=args.force or args.resume)
     print(f"wrote {out} and {chart}")
     return 0
 

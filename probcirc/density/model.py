@@ -183,14 +183,25 @@ class DensityModel:
             raise FormatError(f"bad run options in the density model ({e})") from None
         circuit = TensorCircuit._from_state(attrs, {k: v for k, v in arrays.items() if k.startswith("layers/")})
         h, w = int(attrs["image_h"]), int(attrs["image_w"])
+        num_values, n = int(attrs["num_values"]), int(attrs["num_samples"])
+        categories = _categories(circuit)
+        if h < 0 or w < 0 or n < 1 or not 2 <= num_values <= categories:
+            raise FormatError(
+                f"the density model's attributes do not fit its circuit (image {h}x{w}, {n} samples, "
+                f"{num_values} values for leaves of {categories} categories)"
+            )
         history = {k: arrays.get(f"history/{k}", []) for k in _HISTORY}
         if len({len(v) for v in history.values()}) != 1:
             raise FormatError("the density model's history arrays differ in length")
         image = (h, w) if h * w else None
         if image is not None and h * w != circuit.num_vars:
             raise FormatError(f"image shape {h}x{w} does not match the circuit's {circuit.num_vars} variables")
-        sha, n = str(attrs["data_sha256"]), int(attrs["num_samples"])
-        return cls(circuit, run, int(attrs["num_values"]), image, sha, n, history)
+        return cls(circuit, run, num_values, image, str(attrs["data_sha256"]), n, history)
+
+
+def _categories(circuit: TensorCircuit) -> int:
+    """The fewest categories any leaf of the circuit takes (a Bernoulli leaf takes 2)."""
+    return min(int(group.dist.num_values or 2) for group in circuit.graph().leaves)
 
 
 def _cast(kind: str, value):

@@ -181,3 +181,21 @@ def test_existing_output_needs_force_and_files_follow_the_umask(data, model, tmp
     for path in (out, out.with_suffix(".png"), png):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     assert isinstance(probcirc.io.load(out), DensityModel)
+
+
+@pytest.mark.parametrize(("attr", "value"), [("num_values", 9), ("num_values", 1), ("image_h", -1), ("num_samples", 0)])
+def test_attributes_that_do_not_fit_the_circuit_are_exit_4(data, model, tmp_path, capsys, attr, value):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(model.read_bytes())
+    with h5py.File(bad, "r+") as f:
+        if attr == "image_h":
+            f.attrs["image_w"] = -int(f.attrs["image_w"])  # h*w still equals the variable count
+        f.attrs[attr] = value
+    code, _, err = _run(capsys, "eval", bad, data)
+    assert code == 4 and err.count("\n") == 1 and "internal error" not in err
+
+
+def test_a_run_of_zero_epochs_can_be_resumed(data, tmp_path, capsys):
+    out = tmp_path / "zero.h5"
+    assert _run(capsys, "train", data, *FAST, "--epochs", "0", "-o", out)[0] == 0
+    assert _run(capsys, "train", data, *FAST, "--epochs", "0", "-o", out, "--resume")[0] == 0

@@ -183,3 +183,23 @@ def test_check_output_catches_unwritable_places_before_work(tmp_path):
 def test_round_trip_still_exact(gmm_file):
     g = io.load(gmm_file)
     assert np.array_equal(g.means.numpy(), np.zeros((2, 1)))
+
+
+def test_a_group_linked_back_to_its_parent_cannot_loop(gmm_file, tmp_path):
+    def edit(g, arrays):
+        for k, v in arrays.items():
+            g[k] = v
+        g.create_group("a")
+        g["a/loop"] = g  # a hard link back to the root: a naive walk never ends
+
+    bad = _rewrite(gmm_file, tmp_path / "loop.h5", edit)
+    start = time.monotonic()
+    with pytest.raises(FormatError, match="second name"):
+        io.load(bad)
+    assert time.monotonic() - start < 2
+
+
+def test_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no such file") as info:
+        io.load(tmp_path / "nope.h5")
+    assert isinstance(info.value, FileNotFoundError)
