@@ -29,6 +29,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ __all__ = [
     "atomic_path",
     "check_output",
     "check_regular_file",
+    "expand_inputs",
     "open_hdf5",
     "safe_datasets",
     "new_file_mode",
@@ -217,6 +219,32 @@ def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
         kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
         raise InputError(f"{path}: {kind}; expected a {what}")
     return path
+
+
+def expand_inputs(
+    sources: Iterable[str | os.PathLike], accept: Callable[[Path], bool], kinds: str, what: str
+) -> list[Path]:
+    """Files as given and folders as their accepted files in name order, each checked as a regular file.
+
+    ``kinds`` names what a folder must hold (for the error), ``what`` what a single file is.
+
+    Raises:
+        InputError: a source is missing or not a regular file, or a folder holds no accepted file.
+
+    Example:
+        >>> expand_inputs([], lambda p: True, "images", "image file")
+        []
+    """
+    out: list[Path] = []
+    for src in map(Path, sources):
+        if src.is_dir():
+            found = sorted(p for p in src.iterdir() if p.is_file() and accept(p))
+            if not found:
+                raise InputError(f"{src}: no {kinds} in this folder")
+            out.extend(found)
+        else:
+            out.append(check_regular_file(src, what))
+    return out
 
 
 def open_hdf5(path: str | os.PathLike, what: str = "probmod file") -> h5py.File:

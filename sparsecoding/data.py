@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from probmod.errors import FormatError, InputError, LimitError, UsageError
+from probmod.errors import FormatError, LimitError, UsageError
 from probmod.progress import Progress
 
 __all__ = [
@@ -131,18 +131,10 @@ def image_files(sources: Sequence[str | os.PathLike]) -> list[Path]:
         >>> image_files([])
         []
     """
-    from probmod.io import check_regular_file
+    from probmod.io import expand_inputs
 
-    out: list[Path] = []
-    for src in map(Path, sources):
-        if src.is_dir():
-            found = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not found:
-                raise InputError(f"{src}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            out.extend(found)
-        else:
-            out.append(check_regular_file(src, "image file"))
-    return out
+    kinds = f"image files ({', '.join(IMAGE_SUFFIXES)})"
+    return expand_inputs(sources, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, kinds, "image file")
 
 
 def load_gray(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -41,7 +41,7 @@ from probmod.errors import (
     ProbmodError,
     UsageError,
 )
-from probmod.io import atomic_path, check_output, check_regular_file
+from probmod.io import atomic_path, check_output, check_regular_file, expand_inputs
 from probmod.progress import Progress
 
 from .container import MAX_VALUES, MODEL, Entry, escape_name, safe_name
@@ -144,16 +144,11 @@ def _unique(base: str, ext: str, taken: set[str]) -> str:
 
 
 def _input_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and (f.suffix.lower() in IMAGE_EXTS or _is_array(f)))
-            if not found:
-                raise InputError(f"{p}: no images (PNG, PGM, BMP, ...) or arrays (.npy, idx) in this folder")
-            files.extend(found)
-        else:
-            files.append(check_regular_file(p, "image, array or folder"))
-    return files
+    def accept(f: Path) -> bool:
+        return f.suffix.lower() in IMAGE_EXTS or _is_array(f)
+
+    kinds = "images (PNG, PGM, BMP, ...) or arrays (.npy, idx)"
+    return expand_inputs(paths, accept, kinds, "image, array or folder")
 
 
 def collect(paths: list[str], max_values: int = MAX_VALUES) -> tuple[list[np.ndarray], list[str], list[int], list[str]]:
