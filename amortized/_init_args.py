@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
+
+from probmod.estimator import constructor_args
 
 
 def init_args(obj: object) -> dict[str, Any]:
@@ -20,9 +21,7 @@ def init_args(obj: object) -> dict[str, Any]:
         >>> init_args(Box())
         {'size': [1, 2], 'label': 'a'}
     """
-    params = inspect.signature(type(obj)).parameters.values()
-    named = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    return {name: _jsonable(getattr(obj, name)) for name in named}
+    return {name: _jsonable(getattr(obj, name)) for name in constructor_args(type(obj))}
 
 
 def _jsonable(value: Any) -> Any:

@@ -29,7 +29,14 @@ import numpy as np
 
 from .errors import UsageError
 
-__all__ = ["Estimator", "ConvergenceWarning", "NotFittedError", "check_random_state", "check_is_fitted"]
+__all__ = [
+    "Estimator",
+    "constructor_args",
+    "ConvergenceWarning",
+    "NotFittedError",
+    "check_random_state",
+    "check_is_fitted",
+]
 
 
 class ConvergenceWarning(UserWarning):
@@ -40,17 +47,25 @@ class NotFittedError(UsageError, AttributeError):
     """A method that needs a fitted estimator was called before ``fit``."""
 
 
+def constructor_args(cls: type) -> list[str]:
+    """The named arguments of ``cls``'s constructor, in signature order (``*args``/``**kwargs`` left out).
+
+    Example:
+        >>> class Box:
+        ...     def __init__(self, size=1, *rest, label="a", **extra): ...
+        >>> constructor_args(Box)
+        ['size', 'label']
+    """
+    params = inspect.signature(cls).parameters.values()
+    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 class Estimator:
     """Base class giving ``get_params``, ``set_params`` and a readable ``repr`` from ``__init__``'s signature."""
 
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return sorted(
-            name
-            for name, p in sig.parameters.items()
-            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        )
+        return sorted(constructor_args(cls))
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:  # noqa: ARG002 - sklearn's signature
         """The hyperparameters, as passed to ``__init__``."""
