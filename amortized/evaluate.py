@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -218,7 +218,11 @@ def _evaluate(
             q = fn(problems, step)  # the accuracy run doubles as the batched timing
             msb = 1e3 * (time.perf_counter() - t0) / n_problems
             singles = iter(range(3))
-            ms1 = _median_ms(lambda fn=fn, it=singles: fn(problems[next(it) % n_problems], heartbeat), 3, 1)
+
+            def one(fn: Callable = fn, it: Iterator[int] = singles) -> object:
+                return fn(problems[next(it) % n_problems], heartbeat)
+
+            ms1 = _median_ms(one, 3, 1)
             add(name, q, ms1, msb)
         report.notes.append(
             f"gmm-vi: {vi_steps} Adam steps, 16 draws per component; "

@@ -8,7 +8,7 @@ one posterior component.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ def _mlp(n_in: int, d_model: int) -> nn.Sequential:
 
 
 def _mlp_weights(mlp: nn.Sequential) -> tuple[torch.Tensor, ...]:
-    return mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias
+    first, last = cast(nn.Linear, mlp[0]), cast(nn.Linear, mlp[2])
+    return first.weight, first.bias, last.weight, last.bias
 
 
 def _layer_weights(layer: nn.TransformerDecoderLayer) -> tuple:
@@ -144,6 +145,11 @@ class DistributionTransformer(nn.Module):
         >>> tuple(post.batch_shape), post.n_components, bool(torch.allclose(post.weights.sum(-1), torch.ones(5)))
         ((5,), 3, True)
     """
+
+    # registered buffers and the training record, declared so type checkers see tensors, not Modules
+    _tril_rows: torch.Tensor
+    _tril_cols: torch.Tensor
+    training_info: dict[str, Any]
 
     def __init__(
         self,
@@ -274,7 +280,7 @@ class DistributionTransformer(nn.Module):
         w = {
             "component": _mlp_weights(self.embed_component),
             "observation": _mlp_weights(self.embed_observation),
-            "layers": [_layer_weights(layer) for layer in self.layers],
+            "layers": [_layer_weights(cast(nn.TransformerDecoderLayer, layer)) for layer in self.layers],
             "out": (self.norm.weight, self.norm.bias, self.head.weight, self.head.bias, self.norm.eps),
         }
         self.__dict__["_weight_cache"] = None if torch.is_grad_enabled() else w

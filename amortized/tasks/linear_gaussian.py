@@ -55,7 +55,8 @@ class LinearGaussian(Task, name="linear_gaussian"):
         if not bool(torch.isfinite(self.A).all()):
             raise UsageError("obs_matrix must be finite")
         self.obs_dim = self.A.shape[0]
-        self.noise_std, self.mean_scale, self.scale_range = float(noise_std), float(mean_scale), tuple(scale_range)
+        self.noise_std, self.mean_scale = float(noise_std), float(mean_scale)
+        self.scale_range: tuple[float, float] = (float(scale_range[0]), float(scale_range[1]))
 
     @property
     def obs_matrix(self) -> list[list[float]]:
