@@ -203,3 +203,16 @@ def test_missing_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such file") as info:
         io.load(tmp_path / "nope.h5")
     assert isinstance(info.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002, 0o027])
+def test_current_umask_reads_the_mask_without_changing_it(mask):
+    from probmod.io import current_umask, new_file_mode
+
+    old = os.umask(mask)
+    try:
+        assert current_umask() == mask
+        assert new_file_mode() == 0o666 & ~mask
+        assert os.umask(mask) == mask  # unchanged by reading it
+    finally:
+        os.umask(old)
