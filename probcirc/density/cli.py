@@ -74,6 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.update(model.epochs_done)
         for epoch in range(model.epochs_done, total):
             full, start = epoch >= args.epochs, time.perf_counter()
+            model.restructure(epoch, x, args.prune_grow)
             ll = em(
                 model.circuit,
                 x,
@@ -196,6 +197,13 @@ def register(sub) -> None:
     p.add_argument("--step-size", type=float, default=0.1, help="mini-batch EM step size, in (0, 1]")
     p.add_argument("--pseudocount", type=float, default=0.1, help="EM smoothing pseudocount, >= 0")
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of DATA held out for validation, in [0, 1)")
+    p.add_argument(
+        "--prune-grow",
+        default=None,
+        metavar="AT:FRACTION:FACTOR[:NOISE],...",
+        help="structure learning: before epoch AT+1, prune FRACTION of the sum edges by flow, "
+        "then copy every node FACTOR times with NOISE (default 0.1)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run saved in -o (same options and data)")
     add_common(p, "model file (.h5), rewritten after every epoch; the chart goes beside it (.png)")
     p.set_defaults(func=cmd_train)

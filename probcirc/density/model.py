@@ -34,9 +34,19 @@ from probmod.errors import FormatError, ModelMismatchError, UsageError
 
 from ..circuit import TensorCircuit, compile
 from ..inputs import Categorical
+from ..learn.prune import grow, prune
 from ..structures import HCLT, PD, RAT_SPN
 
-__all__ = ["DensityModel", "RunOptions", "STRUCTURES", "epoch_seed", "fingerprint", "split"]
+__all__ = [
+    "DensityModel",
+    "PruneGrowStep",
+    "RunOptions",
+    "STRUCTURES",
+    "epoch_seed",
+    "fingerprint",
+    "parse_prune_grow",
+    "split",
+]
 
 STRUCTURES = ("hclt", "pd", "rat")
 #: RAT-SPN region-tree depth (capped at log2 D) and repetitions
@@ -77,6 +87,51 @@ class RunOptions:
         ]
 
 
+@dataclass(frozen=True)
+class PruneGrowStep:
+    """After ``at`` epochs, prune ``fraction`` of the sum edges by flow, then copy every node ``factor`` times."""
+
+    at: int
+    fraction: float
+    factor: int
+    noise: float
+
+
+def parse_prune_grow(text: str | None) -> tuple[PruneGrowStep, ...]:
+    """The steps of a ``--prune-grow`` value: ``AT:FRACTION:FACTOR[:NOISE]``, comma-separated.
+
+    Example:
+        >>> first, second = parse_prune_grow("4:0.5:1:0, 2:0.75:2")
+        >>> first
+        PruneGrowStep(at=2, fraction=0.75, factor=2, noise=0.1)
+        >>> second.noise
+        0.0
+    """
+    steps = []
+    for part in filter(None, (text or "").replace(" ", "").split(",")):
+        fields = part.split(":")
+        try:
+            if len(fields) not in (3, 4):
+                raise ValueError
+            at, fraction, factor = int(fields[0]), float(fields[1]), int(fields[2])
+            noise = float(fields[3]) if len(fields) == 4 else 0.1
+        except ValueError:
+            raise UsageError(
+                f"--prune-grow {part!r}: write AT:FRACTION:FACTOR[:NOISE], e.g. 2:0.75:2 (after 2 epochs, "
+                "prune 75% of the sum edges, grow every node 2x with noise 0.1)"
+            ) from None
+        if at < 0 or not 0 <= fraction < 1 or factor < 1 or not 0 <= noise < math.inf:
+            raise UsageError(f"--prune-grow {part!r}: AT must be >= 0, FRACTION in [0, 1), FACTOR >= 1 and NOISE >= 0")
+        steps.append(PruneGrowStep(at, fraction, factor, noise))
+    if len({st.at for st in steps}) != len(steps):
+        raise UsageError(f"--prune-grow {text!r}: two steps at the same epoch")
+    return tuple(sorted(steps, key=lambda st: st.at))
+
+
+def _schedule_text(steps: tuple[PruneGrowStep, ...]) -> str:
+    return ",".join(f"{st.at}:{st.fraction!r}:{st.factor}:{st.noise!r}" for st in steps)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The shuffle seed of epoch ``epoch`` (0-based) of a run with ``seed``: the same whether resumed or not."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
@@ -110,8 +165,11 @@ class DensityModel:
         data_sha256: str,
         num_samples: int,
         history: dict[str, np.ndarray] | None = None,
+        prune_grow: str | None = None,
     ):
         self.circuit, self.run, self.num_values = circuit, run, int(num_values)
+        #: the run's --prune-grow schedule (normalised text); None until a new run's first epoch fixes it
+        self.prune_grow = prune_grow
         self.image_shape = image_shape
         self.data_sha256, self.num_samples = data_sha256, int(num_samples)
         self.history = {k: np.asarray((history or {}).get(k, []), dtype=float) for k in _HISTORY}
@@ -159,6 +217,26 @@ class DensityModel:
         nats = -total / len(x)
         return nats / (x.shape[1] * math.log(2)), nats
 
+    def restructure(self, epoch: int, train: torch.Tensor | np.ndarray, schedule: str | None) -> None:
+        """Before ``epoch`` (0-based), apply the ``--prune-grow`` step due then, if any, on the training rows.
+
+        The first call of a run fixes its schedule; a resumed run must give the same one. The
+        growing noise is drawn from ``(seed, epoch)``, so a resumed run repeats the step exactly.
+        """
+        steps = parse_prune_grow(schedule)
+        text = _schedule_text(steps)
+        if self.prune_grow is None:
+            self.prune_grow = text
+        elif self.prune_grow != text:
+            raise UsageError(
+                f"--resume: the run used --prune-grow {self.prune_grow or '(none)'}, not {text or '(none)'}"
+            )
+        for st in steps:
+            if st.at == epoch:
+                gen = torch.Generator().manual_seed(epoch_seed(self.run.seed, epoch))
+                pruned = prune(self.circuit, torch.as_tensor(train), st.fraction, self.run.batch_size, check=False)
+                self.circuit = grow(pruned, st.factor, st.noise, generator=gen)
+
     def record(self, train_bpd: float, valid_bpd: float, full: bool, seconds: float) -> None:
         """Append one finished epoch to the history."""
         for k, v in zip(_HISTORY, (train_bpd, valid_bpd, float(full), seconds)):
@@ -170,6 +248,7 @@ class DensityModel:
         h, w = self.image_shape or (0, 0)
         attrs.update(num_values=self.num_values, image_h=h, image_w=w)
         attrs.update(data_sha256=self.data_sha256, num_samples=self.num_samples)
+        attrs.update(prune_grow=self.prune_grow or "")
         attrs.update({f"run_{k}": v for k, v in dataclasses.asdict(self.run).items()})
         arrays.update({f"history/{k}": v for k, v in self.history.items()})
         return attrs, arrays
@@ -196,7 +275,11 @@ class DensityModel:
         image = (h, w) if h * w else None
         if image is not None and h * w != circuit.num_vars:
             raise FormatError(f"image shape {h}x{w} does not match the circuit's {circuit.num_vars} variables")
-        return cls(circuit, run, num_values, image, str(attrs["data_sha256"]), n, history)
+        try:
+            schedule = _schedule_text(parse_prune_grow(str(attrs.get("prune_grow", ""))))
+        except UsageError as e:
+            raise FormatError(f"bad prune-grow schedule in the density model ({e})") from None
+        return cls(circuit, run, num_values, image, str(attrs["data_sha256"]), n, history, schedule)
 
 
 def _categories(circuit: TensorCircuit) -> int:

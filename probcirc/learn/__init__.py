@@ -1,7 +1,18 @@
-"""Learning: EM from flows, gradient-based training, Chow-Liu trees."""
+"""Learning: EM from flows, gradient-based training, Chow-Liu trees, structure learning (prune and grow)."""
 
 from .chow_liu import chow_liu_tree, mutual_information
 from .em import em
+from .prune import check_structure, edge_flows, grow, prune, prune_grow
 from .sgd import sgd
 
-__all__ = ["chow_liu_tree", "em", "mutual_information", "sgd"]
+__all__ = [
+    "check_structure",
+    "chow_liu_tree",
+    "edge_flows",
+    "em",
+    "grow",
+    "mutual_information",
+    "prune",
+    "prune_grow",
+    "sgd",
+]
