@@ -31,7 +31,7 @@ from ..compile import CompiledCircuit
 from ..compile.graph import INPUT, PRODUCT
 from ..layers import InputLayer, ProductLayer, SumLayer
 from ._epoch import check_data
-from .em import _chunk_stats, em
+from .em import em
 
 C = TypeVar("C", bound=CompiledCircuit)
 
@@ -190,7 +190,7 @@ def edge_flows(
     """Expected edge counts of every sum layer over ``data``: EM's statistics summed, no update.
 
     One float64 tensor per sum layer, shaped like its weights ``(G, n_out, n_in)``,
-    computed by the same per-chunk pass as :func:`~probcirc.learn.em`.
+    computed by the same forward and backward passes as :func:`~probcirc.learn.em`.
 
     Example:
         >>> import torch, probcirc
@@ -203,14 +203,15 @@ def edge_flows(
     data = check_data(circuit, data)
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    n_sums = len(circuit._sum_layers)
-    total = [torch.zeros_like(l.weight, dtype=torch.float64) for l in circuit._sum_layers]
+    sums = circuit._sum_layers
+    total = [torch.zeros_like(l.weight, dtype=torch.float64) for l in sums]
     with torch.no_grad():
         for s in range(0, len(data), batch_size):
-            rows = torch.arange(s, min(s + batch_size, len(data)), device=data.device)
-            _, stats = _chunk_stats(circuit, data, mask, rows)
-            for t, f in zip(total, stats[:n_sums]):
-                t += f
+            x, missing = circuit._prepare(data[s : s + batch_size], None if mask is None else mask[s : s + batch_size])
+            mars = circuit._forward_pass(x, missing)
+            _, grads = circuit._backward_pass(mars, torch.ones_like(mars[-1]))
+            for t, layer, g in zip(total, sums, grads):
+                t += layer.weight * g  # EM's expected edge counts (see probcirc.learn.em)
     return total
 
 
