@@ -8,6 +8,7 @@ EXTRAS = {
     "test": ["pytest", "hypothesis", "triton", "scikit-learn", "ruff", "mypy"],
     "bench": ["scikit-learn", "scikit-image", "imagecodecs", "matplotlib", "spflow"],
     "docs": ["mkdocs-material", "mkdocstrings[python]"],
+    "inpaint": ["diffusers", "safetensors"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
@@ -20,6 +21,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["probmod*", "probcirc*", "sparsecoding*", "amortized*"]),
+    # the small MNIST DDPM that probcirc.inpaint ships: safetensors weights and JSON configs
+    package_data={"probcirc.inpaint": ["mnist_ddpm/*.json", "mnist_ddpm/*.safetensors"]},
     install_requires=[
         # torch is pinned only through constraints.txt, never here.
         "torch",

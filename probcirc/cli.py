@@ -21,7 +21,7 @@ from probmod.cli import make_parser, run
 from probmod.errors import ProbmodError
 
 #: modules whose ``register(subparsers)`` adds subcommands
-SUBCOMMAND_MODULES = ["probcirc.compress.cli", "probcirc.density.cli"]
+SUBCOMMAND_MODULES = ["probcirc.compress.cli", "probcirc.density.cli", "probcirc.inpaint.cli"]
 
 #: kept importable for code written against the old name; raise :mod:`probmod.errors` classes instead
 CliError = ProbmodError
