@@ -39,7 +39,7 @@ from probmod.cli import (
 from probmod.errors import InputError, NumericalError, UsageError
 from probmod.progress import Progress
 
-from ..learn import em
+from ..learn import distributed, em
 from .data import load_data
 from .model import STRUCTURES, DensityModel, RunOptions, epoch_seed, fingerprint
 from .plots import grid, write_chart, write_png
@@ -54,7 +54,19 @@ def chart_path(output: str | Path) -> Path:
 
 # ------------------------------------------------------------------ train
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train (alone, or as one rank of ``torchrun --nproc-per-node N -m probcirc train``); rank 0 writes."""
     set_threads(args.threads)
+    if distributed.init_from_env(args.dist_timeout):
+        if args.threads is None:
+            set_threads(1)  # one thread per rank: ranks share the cores, and chunks compute the same anywhere
+        try:
+            return _train(args, main=distributed.is_main())
+        finally:
+            distributed.shutdown()
+    return _train(args, main=True)
+
+
+def _train(args: argparse.Namespace, main: bool) -> int:
     out, chart = Path(args.output), chart_path(args.output)
     if out.suffix.lower() == ".png":
         raise UsageError(f"-o {out}: the model is HDF5 (.h5); the chart goes beside it as {chart.name}")
@@ -70,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train, valid = data.x[model.train_rows], data.x[model.valid_rows]
     x = torch.from_numpy(train)
     total = args.epochs + args.full_epochs
-    with Progress(total, "train", "epoch", enabled=not args.quiet) as bar:
+    with Progress(total, "train", "epoch", enabled=main and not args.quiet) as bar:
         bar.update(model.epochs_done)
         for epoch in range(model.epochs_done, total):
             full, start = epoch >= args.epochs, time.perf_counter()
@@ -84,10 +96,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                 step_size=args.step_size,
                 pseudocount=args.pseudocount,
                 seed=epoch_seed(args.seed, epoch),
+                chunk_size=args.chunk_size,
             )[0]
             train_bpd = -ll / (train.shape[1] * math.log(2))
+            if not math.isfinite(train_bpd):
+                raise NumericalError(f"epoch {epoch + 1}: bits per dimension is not finite; lower --step-size")
+            if not main:  # every rank holds the same parameters; only rank 0 validates and writes
+                continue
             valid_bpd = model.bits_per_dim(valid)[0] if len(valid) else float("nan")
-            if not math.isfinite(train_bpd) or (len(valid) and not math.isfinite(valid_bpd)):
+            if len(valid) and not math.isfinite(valid_bpd):
                 raise NumericalError(f"epoch {epoch + 1}: bits per dimension is not finite; lower --step-size")
             model.record(train_bpd, valid_bpd, full, time.perf_counter() - start)
             io.save(model, out, overwrite=True)  # the checkpoint: atomic, so a kill leaves the last whole epoch
@@ -100,6 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"validation {valid_bpd:.4f} bits/dim, {seconds:.1f} s",
                 flush=True,
             )
+    if not main:
+        return 0
     if model.epochs_done == 0:  # --epochs 0 --full-epochs 0: the initial model is the result
         io.save(model, out, overwrite=args.force or args.resume)
         write_chart(model.history, chart, overwrite=args.force or args.resume)
@@ -205,6 +224,19 @@ def register(sub) -> None:
         "then copy every node FACTOR times with NOISE (default 0.1)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run saved in -o (same options and data)")
+    p.add_argument(
+        "--chunk-size",
+        type=int_at_least(1),
+        default=distributed.CHUNK_SIZE,
+        help="rows per chunk, the unit a rank computes; results depend on it (keep it on --resume), "
+        "never on the number of ranks",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=distributed.DEFAULT_TIMEOUT,
+        help="under torchrun: seconds a rank waits for the others before exiting with an error",
+    )
     add_common(p, "model file (.h5), rewritten after every epoch; the chart goes beside it (.png)")
     p.set_defaults(func=cmd_train)
 

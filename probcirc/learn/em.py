@@ -8,6 +8,7 @@ import torch
 
 from ..compile import CompiledCircuit
 from ._epoch import Epoch, check_data
+from .distributed import CHUNK_SIZE, ExactSum, chunk_rows
 
 
 def em(
@@ -21,6 +22,8 @@ def em(
     mask: torch.Tensor | None = None,
     seed: int = 0,
     progress: bool = False,
+    chunk_size: int = CHUNK_SIZE,
+    group=None,
 ) -> list[float]:
     """Fit the circuit's parameters by EM; return the mean training log-likelihood of every epoch.
 
@@ -34,6 +37,14 @@ def em(
     The log-likelihood reported for an epoch is measured with the parameters
     in force while each batch was evaluated, so for full-batch epochs it is
     exactly the likelihood before that epoch's update.
+
+    Each batch is computed in chunks of ``chunk_size`` rows whose statistics
+    are added exactly (:mod:`probcirc.learn.distributed`). Inside a
+    ``torch.distributed`` process group (``group``, default: the default group
+    when one is initialised) every rank passes the same ``data`` and ``seed``,
+    computes its share of the chunks, and all ranks apply the same update: the
+    parameters are the same bytes for any number of ranks, this one included,
+    given the same ``chunk_size`` and threads per rank.
 
     Example:
         >>> import torch, probcirc
@@ -54,34 +65,33 @@ def em(
     data = check_data(circuit, data)
     if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
         mask = torch.isnan(data)
-    circuit._prepare(data[:1], None if mask is None else mask[:1])  # fail early on shape errors
     gen = torch.Generator().manual_seed(seed)
+    reducer = ExactSum(group)
+    # One row fails early on shape errors and gives the statistics' shapes (a rank may get no chunk).
+    shapes = [tuple(t.shape) for t in _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]]
     history: list[float] = []
     total = epochs + full_batch_epochs
     with torch.no_grad():
         for epoch in range(total):
             full = epoch >= epochs
             kind = "full" if full else "mini"
-            acc = _Accumulator(circuit) if full else None
-            ep = Epoch(
-                data, batch_size, f"EM {kind} epoch {epoch + 1}/{total}", gen, not full, progress, circuit.device
-            )
+            acc: list[torch.Tensor] | None = None
+            label = f"EM {kind} epoch {epoch + 1}/{total}"
+            ep = Epoch(data, batch_size, label, gen, not full, progress and reducer.rank == 0, circuit.device)
             for idx in ep:
-                x, missing = circuit._prepare(data[idx], None if mask is None else mask[idx])
-                mars = circuit._forward_pass(x, missing)
-                root = mars[-1]
-                flows, grads = circuit._backward_pass(mars, torch.ones_like(root))
-                edge_flows = [layer.weight * g for layer, g in zip(circuit._sum_layers, grads)]
-                stats = [layer.em_stats(flows, x, missing) for layer in circuit._input_layers]
-                if full:
-                    acc.add(edge_flows, stats)
+                totals, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes)
+                if not full:
+                    _update(circuit, totals, step_size, pseudocount)
+                elif acc is None:
+                    acc = totals
                 else:
-                    _update(circuit, edge_flows, stats, step_size, pseudocount)
-                ep.add(root.sum(dtype=torch.float64), len(idx))
-            if full:
-                _update(circuit, acc.edge_flows, acc.stats, 1.0, pseudocount)
+                    for a, t in zip(acc, totals):
+                        a += t  # float64, in batch order: the same on every rank
+                ep.add(ll, len(idx))
+            if acc is not None:
+                _update(circuit, acc, 1.0, pseudocount)
             history.append(ep.mean)
-            if progress:
+            if progress and reducer.rank == 0:
                 bpd = -history[-1] / (circuit.num_vars * math.log(2))
                 ep.bar.write(
                     f"epoch {epoch + 1}/{total} ({kind}-batch): train ll {history[-1]:.3f}, {bpd:.4f} bits/dim"
@@ -89,20 +99,72 @@ def em(
     return history
 
 
-class _Accumulator:
-    def __init__(self, circuit: CompiledCircuit):
-        self.edge_flows = [torch.zeros_like(l.weight) for l in circuit._sum_layers]
-        self.stats = None
+def edge_flows(
+    circuit: CompiledCircuit,
+    data: torch.Tensor,
+    batch_size: int = 512,
+    mask: torch.Tensor | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    group=None,
+) -> list[torch.Tensor]:
+    """Expected edge counts of every sum layer over ``data`` (EM's E-step, no update), float64.
 
-    def add(self, edge_flows, stats):
-        for a, f in zip(self.edge_flows, edge_flows):
-            a += f
-        self.stats = stats if self.stats is None else [a + s for a, s in zip(self.stats, stats)]
+    One tensor per sum layer, shaped like its ``weight``: entry ``[g, o, i]``
+    is the summed flow of the edge from node ``o`` of group ``g`` to its
+    child ``i``, added exactly as in :func:`em` (the same bytes on any number
+    of ranks).
+
+    Example:
+        >>> import torch, probcirc
+        >>> from probcirc.nodes import inputs, summate
+        >>> from probcirc.inputs import Bernoulli
+        >>> leaves = inputs(0, 2, Bernoulli(), params=torch.tensor([[0.0], [1.0]]))
+        >>> pc = probcirc.compile(summate(leaves, num_nodes=1, params=torch.tensor([[0.5, 0.5]])))
+        >>> edge_flows(pc, torch.tensor([[1.0]] * 3 + [[0.0]]))[0].flatten().tolist()
+        [1.0, 3.0]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    data = check_data(circuit, data)
+    if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
+        mask = torch.isnan(data)
+    reducer = ExactSum(group)
+    shapes = [tuple(t.shape) for t in _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]]
+    n_sums = len(circuit._sum_layers)
+    total: list[torch.Tensor] | None = None
+    with torch.no_grad():
+        for s in range(0, len(data), batch_size):
+            idx = torch.arange(s, min(s + batch_size, len(data)), device=data.device)
+            flows = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes)[0][:n_sums]
+            total = flows if total is None else [a + f for a, f in zip(total, flows)]
+    assert total is not None
+    return total
 
 
-def _update(circuit: CompiledCircuit, edge_flows, stats, step_size: float, pseudocount: float) -> None:
-    for layer, f in zip(circuit._sum_layers, edge_flows):
-        layer.em_update(f, step_size, pseudocount)
-    for layer, s in zip(circuit._input_layers, stats):
-        new = layer.m_step(s, pseudocount)
+def _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The batch ``idx``'s EM statistics (float64 totals) and summed log-likelihood, over all ranks."""
+    chunks = chunk_rows(idx, chunk_size)
+    parts, lls = {}, {}
+    for c in reducer.mine(len(chunks)):
+        lls[c], parts[c] = _chunk_stats(circuit, data, mask, chunks[c])
+    return reducer.run(parts, lls, len(chunks), shapes, circuit.device)
+
+
+def _chunk_stats(circuit: CompiledCircuit, data, mask, rows: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The summed log-likelihood (float64) and the EM statistics of the samples ``rows``."""
+    x, missing = circuit._prepare(data[rows], None if mask is None else mask[rows])
+    mars = circuit._forward_pass(x, missing)
+    root = mars[-1]
+    flows, grads = circuit._backward_pass(mars, torch.ones_like(root))
+    edge_flows = [layer.weight * g for layer, g in zip(circuit._sum_layers, grads)]
+    stats = [layer.em_stats(flows, x, missing) for layer in circuit._input_layers]
+    return root.sum(dtype=torch.float64), edge_flows + stats
+
+
+def _update(circuit: CompiledCircuit, totals: list[torch.Tensor], step_size: float, pseudocount: float) -> None:
+    sums = circuit._sum_layers
+    for layer, f in zip(sums, totals):
+        layer.em_update(f.to(layer.weight.dtype), step_size, pseudocount)
+    for layer, s in zip(circuit._input_layers, totals[len(sums) :]):
+        new = layer.m_step(s.to(layer.params.dtype), pseudocount)
         layer.params.mul_(1 - step_size).add_(step_size * new)

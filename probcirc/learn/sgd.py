@@ -7,6 +7,7 @@ import torch
 from ..compile import CompiledCircuit
 from ..queries import log_prob
 from ._epoch import Epoch, check_data
+from .distributed import CHUNK_SIZE, ExactSum, chunk_rows
 
 
 def sgd(
@@ -19,6 +20,8 @@ def sgd(
     optimizer: str = "adam",
     seed: int = 0,
     progress: bool = False,
+    chunk_size: int = CHUNK_SIZE,
+    group=None,
 ) -> list[float]:
     """Maximise the mean log-likelihood with Adam (or plain SGD) on unconstrained parameters.
 
@@ -26,6 +29,12 @@ def sgd(
     stay at zero) and leaf parameters by their family's unconstrained form.
     Gradients come from the circuit's own backward pass through autograd.
     Returns the mean training log-likelihood per epoch.
+
+    Each batch's gradient is the exact sum of its chunks' gradients
+    (:mod:`probcirc.learn.distributed`), so inside a ``torch.distributed``
+    process group (``group``, default: the default group when one is
+    initialised) the ranks split the chunks, all-reduce the gradients, and
+    take the same optimiser step: the same bytes for any number of ranks.
     """
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
@@ -49,23 +58,32 @@ def sgd(
             p = l.dist.from_unconstrained(f)
             l.params = p if track else p.detach()
 
+    params = sum_free + leaf_free
+    shapes = [tuple(p.shape) for p in params]
+    reducer = ExactSum(group)
     try:
         for epoch in range(epochs):
-            ep = Epoch(
-                data, batch_size, f"SGD epoch {epoch + 1}/{epochs}", gen, progress=progress, device=circuit.device
-            )
+            label = f"SGD epoch {epoch + 1}/{epochs}"
+            ep = Epoch(data, batch_size, label, gen, progress=progress and reducer.rank == 0, device=circuit.device)
             for idx in ep:
-                install(track=True)
-                ll = log_prob(circuit, data[idx], None if mask is None else mask[idx])
-                loss = -ll.mean()
-                opt.zero_grad()
-                loss.backward()
-                # Absent edges have -inf logits; their gradient is meaningless.
-                for f in sum_free:
-                    if f.grad is not None:
-                        f.grad.nan_to_num_(0.0)
+                chunks = chunk_rows(idx, chunk_size)
+                grads, lls = {}, {}
+                for c in reducer.mine(len(chunks)):
+                    install(track=True)
+                    rows = chunks[c]
+                    ll = log_prob(circuit, data[rows], None if mask is None else mask[rows])
+                    # The batch's loss is -mean(ll): this chunk's share of it.
+                    found = torch.autograd.grad(-ll.sum() / len(idx), params, allow_unused=True)
+                    grads[c] = [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
+                    # Absent edges have -inf logits; their gradient is meaningless.
+                    for g in grads[c][: len(sum_free)]:
+                        g.nan_to_num_(0.0)
+                    lls[c] = ll.detach().sum(dtype=torch.float64)
+                totals, ll_sum = reducer.run(grads, lls, len(chunks), shapes, circuit.device)
+                for p, g in zip(params, totals):
+                    p.grad = g.to(p.dtype)
                 opt.step()
-                ep.add(ll.detach().sum(dtype=torch.float64), len(idx))
+                ep.add(ll_sum, len(idx))
             history.append(ep.mean)
     finally:
         with torch.no_grad():
