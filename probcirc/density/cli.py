@@ -56,7 +56,9 @@ def chart_path(output: str | Path) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (alone, or as one rank of ``torchrun --nproc-per-node N -m probcirc train``); rank 0 writes."""
     set_threads(args.threads)
-    if distributed.init_from_env(args.dist_timeout):
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: this torch sees no CUDA device")
+    if distributed.init_from_env(args.dist_timeout, args.device):
         if args.threads is None:
             set_threads(1)  # one thread per rank: ranks share the cores, and chunks compute the same anywhere
         try:
@@ -79,6 +81,8 @@ def _train(args: argparse.Namespace, main: bool) -> int:
     io.check_output(chart, overwrite=args.force or args.resume)
     data = load_data(args.data, args.key)
     model = _resumed(args, run, data.x) if args.resume else DensityModel.start(run, data.x, data.image_shape)
+    # Under torchrun each rank has taken GPU LOCAL_RANK (init_from_env): "cuda" means that one.
+    model.circuit = model.circuit.to(torch.device(args.device))
     train, valid = data.x[model.train_rows], data.x[model.valid_rows]
     x = torch.from_numpy(train)
     total = args.epochs + args.full_epochs
@@ -230,6 +234,11 @@ def register(sub) -> None:
         default=distributed.CHUNK_SIZE,
         help="rows per chunk, the unit a rank computes; results depend on it (keep it on --resume), "
         "never on the number of ranks",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device to train on, e.g. cuda (under torchrun: each rank's GPU LOCAL_RANK, with NCCL)",
     )
     p.add_argument(
         "--dist-timeout",

@@ -165,6 +165,8 @@ class ExactSum:
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Totals (float64, one per entry of ``shapes``) and the chunk-ordered sum of ``scalars``.
 
+        The tensors in ``parts`` are used up: they are scaled in place (they
+        are a batch's temporaries, and a copy would cost a pass over them).
         Everything stays on ``device``: no value is read back to the host.
         """
         n = len(shapes)

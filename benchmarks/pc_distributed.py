@@ -1,0 +1,117 @@
+"""Data-parallel EM: one epoch of mini-batch EM on 1 rank and on 2 ranks (torchrun, gloo), one thread per rank.
+
+HCLT with 32 latents on MNIST's 60,000 training images. The circuit is built
+once and saved; each run starts from that file, trains one epoch and saves
+its parameters, and the two results are compared entry by entry. Ends with
+the line ``img_per_s_1rank=<x> img_per_s_2ranks=<y> scaling_efficiency_2ranks=<z> max_param_diff=<d>``.
+
+    python benchmarks/pc_distributed.py                      # the full run
+    python benchmarks/pc_distributed.py --train-limit 4096   # a quick one
+
+Efficiency is img/s on 2 ranks over twice img/s on 1 rank; it needs two idle
+cores to mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import probcirc
+from probcirc.datasets import load_mnist
+from probcirc.learn import distributed, em
+from probcirc.structures import HCLT
+
+
+def mnist(limit: int | None) -> torch.Tensor:
+    images, _ = load_mnist("train")
+    return torch.from_numpy(images.reshape(len(images), -1)[:limit].astype(np.int64))
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One rank (or the only process): load the circuit, time one epoch of EM, save the parameters."""
+    torch.set_num_threads(1)
+    distributed.init_from_env()
+    pc = probcirc.io.load(args.circuit)
+    x = mnist(args.train_limit)
+    barrier = torch.distributed.barrier if distributed.world_size() > 1 else (lambda: None)
+    barrier()
+    start = time.perf_counter()
+    em(pc, x, epochs=1, batch_size=args.batch, step_size=0.1, pseudocount=0.1, chunk_size=args.chunk, seed=1)
+    barrier()
+    seconds = time.perf_counter() - start
+    if distributed.is_main():
+        probcirc.io.save(pc, args.result, overwrite=True)
+        print(f"seconds={seconds:.3f} images={len(x)}", flush=True)
+    distributed.shutdown()
+
+
+def run(ranks: int, args: argparse.Namespace, circuit: Path, result: Path) -> float:
+    """img/s of one epoch on ``ranks`` ranks (torchrun for more than one)."""
+    launch = [sys.executable]
+    if ranks > 1:
+        launch += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+    argv = [*launch, __file__, "--worker", "--circuit", str(circuit), "--result", str(result)]
+    argv += ["--batch", str(args.batch), "--chunk", str(args.chunk)]
+    if args.train_limit:
+        argv += ["--train-limit", str(args.train_limit)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    line = [l for l in done.stdout.splitlines() if l.startswith("seconds=")]
+    if done.returncode or not line:
+        sys.exit(f"pc_distributed: the {ranks}-rank run failed:\n{done.stderr[-2000:]}")
+    seconds, images = (float(f.split("=")[1]) for f in line[-1].split())
+    print(f"{ranks} rank(s): {images:.0f} images in {seconds:.1f} s, {images / seconds:.0f} img/s", flush=True)
+    return images / seconds
+
+
+def max_param_diff(a: Path, b: Path) -> float:
+    pa, pb = probcirc.io.load(a), probcirc.io.load(b)
+    return max(
+        float((x.double() - y.double()).abs().max()) for x, y in zip(pa.state_dict().values(), pb.state_dict().values())
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latents", type=int, default=32, help="HCLT latent states per variable")
+    ap.add_argument("--batch", type=int, default=512, help="mini-batch size")
+    ap.add_argument("--chunk", type=int, default=distributed.CHUNK_SIZE, help="rows per chunk (unit of a rank's work)")
+    ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--circuit", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    try:
+        x = mnist(args.train_limit)
+    except FileNotFoundError as err:
+        sys.exit(f"pc_distributed: {err}")
+    root = HCLT(
+        x.numpy(), args.latents, input_dist=probcirc.inputs.Categorical(256), num_bins=4, max_structure_samples=5000
+    )
+    pc = probcirc.compile(root, seed=0)
+    print(f"HCLT({args.latents}) on {len(x):,} images: {pc.num_parameters:,} parameters, {pc.num_edges:,} edges")
+    with tempfile.TemporaryDirectory() as tmp:
+        circuit, one, two = Path(tmp, "init.h5"), Path(tmp, "one.h5"), Path(tmp, "two.h5")
+        probcirc.io.save(pc, circuit)
+        rate1 = run(1, args, circuit, one)
+        rate2 = run(2, args, circuit, two)
+        diff = max_param_diff(one, two)
+    print(
+        f"img_per_s_1rank={rate1:.1f} img_per_s_2ranks={rate2:.1f} "
+        f"scaling_efficiency_2ranks={rate2 / (2 * rate1):.3f} max_param_diff={diff:g}"
+    )
+
+
+if __name__ == "__main__":
+    main()
