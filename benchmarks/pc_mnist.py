@@ -1,14 +1,21 @@
 """HCLT on MNIST: train on the 60,000 training images, report on the 10,000 test images.
 
-Prints a table side by side with SPFlow's HCLT trained in the same run, and ends
-with the line ``bpd=<x> train_img_per_s=<y>``.
+The default is the recommended recipe (see docs/circuits_scale.md): HCLT with
+--latents states, mini-batch EM, one prune-and-grow step (prune the sum edges
+with the least flow, copy every node twice with noise) and full-batch EM at
+the end. Prints a table side by side with SPFlow's HCLT (--peer-budget > 0)
+and ends with the line ``bpd=<x> train_img_per_s=<y>`` (images per second over
+all EM epochs, counting the prune-and-grow pass as training time).
 
-    python benchmarks/pc_mnist.py --latents 32 --epochs 4 --full-epochs 2
+    python benchmarks/pc_mnist.py                                   # the recipe
+    python benchmarks/pc_mnist.py --latents 32 --epochs 3 --full-epochs 1 --prune-grow ''   # plain EM
+    python benchmarks/pc_mnist.py --profile --latents 64            # where one EM step's time goes
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import resource
@@ -22,8 +29,13 @@ import probcirc
 
 sys.path.insert(0, os.path.dirname(__file__))
 from probcirc.datasets import load_mnist
-from probcirc.learn import em
+from probcirc.density.model import parse_prune_grow
+from probcirc.layers import InputLayer, ProductLayer, SumLayer
+from probcirc.learn import em, grow, prune
 from probcirc.structures import HCLT
+
+#: The recipe (docs/circuits_scale.md): after RECIPE_AT mini-batch epochs, prune 75 % of the sum edges, grow x2.
+RECIPE = dict(latents=32, epochs=4, full_epochs=2, prune_grow="2:0.75:2:0.1", pseudocount=0.1)
 
 
 def peak_rss_mb() -> float:
@@ -38,16 +50,25 @@ def test_bpd(pc, test: torch.Tensor, batch: int = 1000) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--latents", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=4, help="mini-batch EM epochs")
-    ap.add_argument("--full-epochs", type=int, default=2, help="full-batch EM epochs after them")
-    ap.add_argument("--batch", type=int, default=512)
-    ap.add_argument("--step", type=float, default=0.1)
-    ap.add_argument("--pseudocount", type=float, default=0.1)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--latents", type=int, default=RECIPE["latents"], help="latent states per variable at the start")
+    ap.add_argument("--epochs", type=int, default=RECIPE["epochs"], help="mini-batch EM epochs")
+    ap.add_argument("--full-epochs", type=int, default=RECIPE["full_epochs"], help="full-batch EM epochs after them")
+    ap.add_argument(
+        "--prune-grow",
+        default=None,
+        help="AT:FRACTION:FACTOR[:NOISE],... as in probcirc train: before epoch AT+1 prune, then grow ('' for none); "
+        "default: the recipe's schedule when --latents, --epochs and --full-epochs are the recipe's, else none",
+    )
+    ap.add_argument("--batch", type=int, default=512, help="mini-batch size")
+    ap.add_argument("--step", type=float, default=0.1, help="mini-batch EM step size")
+    ap.add_argument("--pseudocount", type=float, default=RECIPE["pseudocount"], help="EM pseudocount")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    ap.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     ap.add_argument("--peer-budget", type=float, default=300.0, help="seconds for the SPFlow run; 0 skips it")
     ap.add_argument("--plot", default="out/pc_mnist_bpd.png", help="bits-per-dimension chart (PNG)")
+    ap.add_argument("--history", default=None, help="write (seconds, test bpd) after every epoch to this JSON")
+    ap.add_argument("--profile", action="store_true", help="time one EM step per layer kind and phase, then exit")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -56,7 +77,12 @@ def main() -> None:
     except FileNotFoundError as err:
         sys.exit(f"pc_mnist: {err}")
     train = torch.from_numpy(train_img.reshape(len(train_img), -1)[: args.train_limit].astype(np.int64))
-    test = torch.from_numpy(test_img.reshape(len(test_img), -1).astype(np.int64))
+    test = torch.from_numpy(test_img.reshape(len(test_img), -1)[: args.test_limit].astype(np.int64))
+    if args.prune_grow is None:
+        recipe = all(getattr(args, k) == RECIPE[k] for k in ("latents", "epochs", "full_epochs"))
+        args.prune_grow = RECIPE["prune_grow"] if recipe else ""
+    steps = {st.at: st for st in parse_prune_grow(args.prune_grow)}
+    print(f"prune and grow: {args.prune_grow or 'none'}")
 
     t0 = time.perf_counter()
     root = HCLT(
@@ -68,25 +94,36 @@ def main() -> None:
         f"HCLT: {pc.num_parameters:,} parameters, {pc.num_edges:,} edges, "
         f"{len(pc.layers)} layers (structure {t_structure:.1f} s)"
     )
+    if args.profile:
+        profile(pc, train[: args.batch], args.latents)
+        return
 
-    t0 = time.perf_counter()
-    lls = em(
-        pc,
-        train,
-        epochs=args.epochs,
-        batch_size=args.batch,
-        step_size=args.step,
-        pseudocount=args.pseudocount,
-        full_batch_epochs=args.full_epochs,
-        progress=True,
-    )
-    t_train = time.perf_counter() - t0
+    total = args.epochs + args.full_epochs
+    lls, history, t_train = [], [], 0.0
+    for epoch in range(total):
+        t0 = time.perf_counter()
+        if epoch in steps:
+            st = steps[epoch]
+            pc = grow(prune(pc, train, st.fraction, check=False), st.factor, st.noise, check=False,
+                      generator=torch.Generator().manual_seed(epoch))  # fmt: skip
+            print(f"prune {st.fraction:.0%} and grow x{st.factor}: {pc.num_edges:,} edges, {pc.num_nodes:,} nodes")
+        full = epoch >= args.epochs
+        lls += em(
+            pc, train, epochs=0 if full else 1, full_batch_epochs=int(full), batch_size=args.batch,
+            step_size=args.step, pseudocount=args.pseudocount, seed=epoch, progress=True,
+        )  # fmt: skip
+        t_train += time.perf_counter() - t0
+        if args.history:
+            history.append({"epoch": epoch + 1, "seconds": t_train, "test_bpd": test_bpd(pc, test), "full": full})
+            print(f"  after epoch {epoch + 1}: {t_train:.0f} s of training, test {history[-1]['test_bpd']:.4f} bpd")
+            with open(args.history, "w") as f:
+                json.dump({"args": vars(args), "epochs": history}, f, indent=1)
     ours = {
         "name": f"probmod HCLT (EM, {args.epochs}+{args.full_epochs} epochs)",
-        "train_img_per_s": len(train) * (args.epochs + args.full_epochs) / t_train,
+        "train_img_per_s": len(train) * total / t_train,
         "test_bpd": test_bpd(pc, test),
         "peak_rss_mb": peak_rss_mb(),
-        "note": f"{len(train):,} training images, {args.threads} threads",
+        "note": f"{len(train):,} training images, {args.threads} threads, {pc.num_edges:,} edges at the end",
     }
 
     rows = [ours]
@@ -116,10 +153,69 @@ def main() -> None:
                 f"{r['name']:<44} {r['train_img_per_s']:>12.0f} {r['test_bpd']:>9.4f} "
                 f"{r['peak_rss_mb']:>12.0f}  {r.get('note', '')}"
             )
-    print("(bits per dimension on the 10,000 MNIST test images; models fitted on the training split)")
+    print(f"(bits per dimension on the {len(test):,} MNIST test images; models fitted on the training split)")
     chart(lls, rows, train.shape[1], args.plot, args.epochs)
     print(f"chart -> {args.plot}")
     print(f"bpd={ours['test_bpd']:.4f} train_img_per_s={ours['train_img_per_s']:.0f}")
+
+
+def profile(pc, batch: torch.Tensor, latents: int, repeats: int = 3) -> None:
+    """Seconds and working memory of one EM step on ``batch``, by phase and layer kind (best of ``repeats``)."""
+    times: dict[str, float] = {}
+
+    def timed(key: str, fn, *a):
+        t0 = time.perf_counter()
+        out = fn(*a)
+        times[key] = times.get(key, 0.0) + time.perf_counter() - t0
+        return out
+
+    best: dict[str, float] = {}
+    with torch.no_grad():
+        for _ in range(repeats):
+            times.clear()
+            x, missing = timed("prepare", pc._prepare, batch, None)
+            mars = torch.empty(pc._num_slots, x.shape[1], dtype=pc.dtype)
+            mars[0] = 0.0
+            for layer in pc.layers:
+                if isinstance(layer, InputLayer):
+                    timed("forward input", layer, mars, x, missing)
+                else:
+                    timed(f"forward {_kind(layer)}", layer, mars)
+            flows = torch.zeros_like(mars)
+            flows[-1] = 1.0
+            grads = []
+            for layer in reversed(pc.layers):
+                if isinstance(layer, SumLayer):
+                    grads.append(timed("backward sum", layer.backward, mars, flows))
+                elif isinstance(layer, ProductLayer):
+                    timed("backward product", layer.backward, mars, flows)
+            grads.reverse()
+            stats = [timed("statistics input", l.em_stats, flows, x, missing) for l in pc._input_layers]
+            for layer, g in zip(pc._sum_layers, grads):
+                timed("update sum", layer.em_update, layer.weight * g, 0.1, 0.1)
+            for layer, s in zip(pc._input_layers, stats):
+                timed("update input", layer.m_step, s, 0.1)
+            best = {k: min(v, best.get(k, math.inf)) for k, v in times.items()}
+    b, f32 = len(batch), 4
+    sums = pc._sum_layers
+    memory = {
+        "node values (slots x batch)": pc._num_slots * b * f32,
+        "flows (slots x batch)": pc._num_slots * b * f32,
+        "sum weights": sum(l.weight.numel() for l in sums) * f32,
+        "input parameters (+ statistics)": 2 * sum(l.params.numel() for l in pc._input_layers) * f32,
+        "largest sum-layer temporary (exp'd children)": max(l.child_idx.numel() for l in sums) * b * f32,
+    }
+    step = sum(best.values())
+    print(f"one EM step, {latents} latents, batch {b}: {step:.3f} s ({b / step:.0f} img/s), layers {len(pc.layers)}")
+    for k, v in sorted(best.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:<22} {v:8.3f} s  {100 * v / step:5.1f} %")
+    for k, v in memory.items():
+        print(f"  {k:<46} {v / 2**20:9.1f} MiB")
+    print(f"  peak RSS {peak_rss_mb():.0f} MiB")
+
+
+def _kind(layer) -> str:
+    return "sum" if isinstance(layer, SumLayer) else "product"
 
 
 def chart(lls: list[float], rows: list[dict], dims: int, path: str, mini_epochs: int) -> None:
