@@ -30,12 +30,11 @@ from probmod.errors import UsageError
 from ..compile import CompiledCircuit
 from ..compile.graph import INPUT, PRODUCT
 from ..layers import InputLayer, ProductLayer, SumLayer
-from ._epoch import check_data
-from .em import em
+from .em import edge_flows, em
 
 C = TypeVar("C", bound=CompiledCircuit)
 
-__all__ = ["check_structure", "edge_flows", "grow", "prune", "prune_grow"]
+__all__ = ["check_structure", "grow", "prune", "prune_grow"]
 
 
 def prune(
@@ -182,37 +181,6 @@ def _live(layer: SumLayer) -> torch.Tensor:
     if layer.edge_mask is None:
         return torch.ones_like(layer.weight, dtype=torch.bool)
     return layer.edge_mask.bool()
-
-
-def edge_flows(
-    circuit: CompiledCircuit, data: torch.Tensor, batch_size: int = 512, mask: torch.Tensor | None = None
-) -> list[torch.Tensor]:
-    """Expected edge counts of every sum layer over ``data``: EM's statistics summed, no update.
-
-    One float64 tensor per sum layer, shaped like its weights ``(G, n_out, n_in)``,
-    computed by the same forward and backward passes as :func:`~probcirc.learn.em`.
-
-    Example:
-        >>> import torch, probcirc
-        >>> from probcirc.nodes import inputs, summate
-        >>> from probcirc.inputs import Bernoulli
-        >>> pc = probcirc.compile(summate(inputs(0, 2, Bernoulli()), num_nodes=1))
-        >>> round(float(edge_flows(pc, torch.tensor([[1.0]] * 8))[0].sum()), 4)   # each sample sends flow 1
-        8.0
-    """
-    data = check_data(circuit, data)
-    if batch_size < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    sums = circuit._sum_layers
-    total = [torch.zeros_like(l.weight, dtype=torch.float64) for l in sums]
-    with torch.no_grad():
-        for s in range(0, len(data), batch_size):
-            x, missing = circuit._prepare(data[s : s + batch_size], None if mask is None else mask[s : s + batch_size])
-            mars = circuit._forward_pass(x, missing)
-            _, grads = circuit._backward_pass(mars, torch.ones_like(mars[-1]))
-            for t, layer, g in zip(total, sums, grads):
-                t += layer.weight * g  # EM's expected edge counts (see probcirc.learn.em)
-    return total
 
 
 def check_structure(circuit: CompiledCircuit, atol: float = 1e-5) -> None:
