@@ -9,10 +9,14 @@ sampler (:mod:`probcirc.inpaint.steer`). Diffusion models come from
 ``diffusers`` (the ``inpaint`` extra); a small MNIST DDPM ships with the package.
 """
 
-from .api import METHODS, inpaint
-from .masks import MASK_KINDS, check_mask, load_mask, make_mask
-from .posterior import evidence_weights, pixel_posterior, posterior_mean
-from .steer import Steering, diffuse
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # diffusers is imported lazily below; it must never reach for the hub
+
+from .api import METHODS, inpaint  # noqa: E402 - after the environment is set
+from .masks import MASK_KINDS, check_mask, load_mask, make_mask  # noqa: E402
+from .posterior import evidence_weights, pixel_posterior, posterior_mean  # noqa: E402
+from .steer import Steering, diffuse  # noqa: E402
 
 __all__ = [
     "MASK_KINDS",

@@ -12,6 +12,7 @@ from probmod.progress import Progress
 
 from ..queries import mpe, sample
 from .masks import check_mask
+from .posterior import CodedPosteriorMean, evidence_table
 from .steer import Steering, circuit_steer, diffuse
 
 __all__ = ["METHODS", "inpaint"]
@@ -86,6 +87,10 @@ def inpaint(
     k = _num_levels(circuit)
     levels = np.rint(images.astype(np.float64) * (k - 1) / 255).astype(np.int64).reshape(n, h * w)
     gen = torch.Generator().manual_seed(seed)
+    steering = steering or Steering()
+    mean_of = None
+    if method == "steered" and steering.weight > 0:  # the circuit's lookup tables, once for all batches
+        mean_of = CodedPosteriorMean(circuit, evidence_table(steering.width, k))
     out = np.empty_like(images, dtype=np.uint8)
     with Progress(n, f"inpaint ({method})", "img", enabled=progress) as bar:
         for s in range(0, n, batch_size):
@@ -95,9 +100,7 @@ def inpaint(
                 filled = _circuit_only(circuit, lv, kn, method, gen)
                 pixels = filled.double() * 255 / (k - 1)
             else:
-                steer = None
-                if method == "steered" and (steering or Steering()).weight > 0:
-                    steer = circuit_steer(circuit, lv, kn, k, steering or Steering())
+                steer = None if mean_of is None else circuit_steer(mean_of, lv, kn, k, steering)
                 unit = _run_diffusion(
                     diffusion, images[sl], kn, method, steer, steering, steps, jump_length, jump_n_sample, gen
                 )
@@ -132,7 +135,7 @@ def _run_diffusion(diffusion, images, known, method, steer, steering, steps, jum
         scheduler = _repaint_scheduler(scheduler)
     original = to_unit(images)
     mask = known.reshape(original.shape)
-    fraction = (steering or Steering()).fraction
+    fraction = steering.fraction
     return diffuse(unet, scheduler, original, mask, steps, gen, steer, fraction, jump_length, jump_n_sample)
 
 

@@ -60,11 +60,11 @@ def register_train(sub) -> None:
     from .diffusion import SHIPPED
 
     p = subparser(sub, "train-diffusion", "train the small MNIST DDPM (diffusers UNet2DModel) on CPU")
-    p.add_argument("--minutes", type=float, default=28.0, help="wall-clock training budget")
+    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
     p.add_argument("--steps", type=int_at_least(1), default=100_000, help="stop after this many steps at the latest")
-    p.add_argument("--batch-size", type=int_at_least(1), default=48, help="images per step")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay over the budget)")
-    p.add_argument("--channels", default="16,32,32", help="UNet channels per level, comma separated")
+    p.add_argument("--batch-size", type=int_at_least(1), default=32, help="images per step")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay over the budget)")
+    p.add_argument("--channels", default="8,16,16", help="UNet channels per level, comma separated")
     add_common(p, f"model folder (default: the shipped one, {SHIPPED})")
     p.set_defaults(func=cmd_train_diffusion)
 

@@ -31,7 +31,7 @@ import torch
 
 from probmod.errors import UsageError
 
-from .posterior import evidence_weights, posterior_mean
+from .posterior import CodedPosteriorMean
 
 __all__ = ["Steering", "diffuse"]
 
@@ -127,19 +127,24 @@ def _noised(scheduler, original: torch.Tensor, t: int, generator) -> torch.Tenso
     return abar.sqrt() * original + (1 - abar).sqrt() * noise
 
 
-def circuit_steer(circuit, levels: torch.Tensor, known: torch.Tensor, num_values: int, steering: Steering):
+def circuit_steer(
+    mean_of: CodedPosteriorMean, levels: torch.Tensor, known: torch.Tensor, num_values: int, steering: Steering
+):
     """The ``steer`` callable for :func:`diffuse`: mixes the circuit's posterior mean into x̂0 on missing pixels.
 
+    ``mean_of`` holds the circuit and the evidence table (``steering.width``).
+
     ``levels`` ``(B, D)`` are the images in circuit levels ``[0, num_values)``;
-    ``known`` ``(B, D)`` marks the hard evidence.
+    ``known`` ``(B, D)`` marks the hard evidence. The soft evidence on a missing
+    pixel is a Gaussian bump of ``steering.width`` levels at x̂0 rounded to a level.
     """
     top = num_values - 1
+    hard = num_values + levels.long().clamp(0, top)
 
     def steer(x0: torch.Tensor, t: int) -> torch.Tensor:  # noqa: ARG001 - the same evidence model at every step
         flat = x0.reshape(x0.shape[0], -1)
-        guess = ((flat.double() + 1) * top / 2).clamp(0, top)
-        weights = evidence_weights(known, levels, guess, steering.width, num_values)
-        mean = posterior_mean(circuit, weights).to(x0.dtype) * 2 / top - 1
+        guess = torch.round((flat.double() + 1) * top / 2).clamp(0, top).long()
+        mean = mean_of(torch.where(known, hard, guess)).to(x0.dtype) * 2 / top - 1
         mixed = torch.where(known, flat, (1 - steering.weight) * flat + steering.weight * mean)
         return mixed.reshape(x0.shape)
 

@@ -182,3 +182,36 @@ def test_cli_end_to_end(tiny, tmp_path, capsys):
     assert main(["inpaint", *bad, "--force"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is 5x5 but the images are 8x8" in err
+
+
+def test_coded_posterior_mean_equals_the_exact_posterior():
+    from probcirc.inpaint.posterior import CodedPosteriorMean, evidence_table, posterior_mean
+
+    pc = _tiny_circuit(seed=5)
+    table = evidence_table(0.7, K)
+    codes = torch.tensor([[0, 1, 2], [3 + 2, 1, 0], [2, 3 + 0, 3 + 1]])  # soft, soft+hard, mostly hard
+    torch.testing.assert_close(CodedPosteriorMean(pc, table)(codes), posterior_mean(pc, table[codes]))
+
+
+@pytest.mark.parametrize("kind", ["left", "top", "center", "random:0.8", "strips:v", "strips:h"])
+def test_mask_kinds(kind):
+    known = make_mask(kind, (28, 28), seed=4)
+    share = 1 - known.mean()
+    assert 0.2 < share < 0.9 and known.any() and not known.all()
+    if kind == "strips:v":
+        assert (known == known[0]).all()  # every row the same: vertical bands
+    if kind == "strips:h":
+        assert (known[:, :1] == known).all()
+    if kind == "random:0.8":
+        assert not np.array_equal(known, make_mask(kind, (28, 28), seed=5))
+
+
+def test_mask_from_png(tmp_path):
+    from PIL import Image
+
+    from probcirc.inpaint import load_mask
+
+    img = np.zeros((8, 8), np.uint8)
+    img[2:4, 3:6] = 255
+    Image.fromarray(img).save(tmp_path / "hole.png")
+    assert np.array_equal(load_mask(tmp_path / "hole.png"), img < 128)
