@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="denoising steps")
     p.add_argument("--jump-length", type=int, default=5, help="RePaint steps per resampling jump")
     p.add_argument("--jump-n-sample", type=int, default=2, help="RePaint passes per jump")
+    p.add_argument("--eta", type=float, default=1.0, help="noise share of RePaint steps (1 = ancestral, as RePaint)")
     p.add_argument("--weight", type=float, default=Steering().weight, help="steering weight")
     p.add_argument("--fraction", type=float, default=Steering().fraction, help="share of the schedule steered")
     p.add_argument("--width", type=float, default=Steering().width, help="soft-evidence width in pixel levels")
@@ -167,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     results: dict[str, dict[str, tuple[float, float, float, float]]] = {}
     examples: dict[str, list[np.ndarray]] = {"true": [], "masked": []} | {m: [] for m in METHODS.values()}
-    run = dict(steps=args.steps, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample, seed=args.seed)
+    run = dict(
+        steps=args.steps, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample, eta=args.eta, seed=args.seed
+    )
     for kind in kinds:
         known = np.stack([make_mask(kind, (28, 28), seed=args.seed + i) for i in range(len(x))])
         examples["true"].append(x[0])

@@ -31,6 +31,7 @@ def inpaint(
     steps: int = 20,
     jump_length: int = 5,
     jump_n_sample: int = 2,
+    eta: float = 1.0,
     batch_size: int = 100,
     seed: int = 0,
     progress: bool = False,
@@ -53,7 +54,8 @@ def inpaint(
       by the circuit (see :mod:`probcirc.inpaint.steer`); ``"repaint"``: the
       diffusion model alone through diffusers' ``RePaintScheduler`` with
       ``jump_length``/``jump_n_sample`` resampling; ``"replace"``: the
-      given scheduler with known-pixel replacement only.
+      given scheduler with known-pixel replacement only. ``eta`` is the noise
+      share of RePaint and DDIM steps (1 = ancestral sampling, as RePaint).
 
     Steered sampling runs on a RePaint scheduler built from the model's own
     schedule when ``jump_n_sample > 1``, so its only extra work over
@@ -102,7 +104,7 @@ def inpaint(
             else:
                 steer = None if mean_of is None else circuit_steer(mean_of, lv, kn, k, steering)
                 unit = _run_diffusion(
-                    diffusion, images[sl], kn, method, steer, steering, steps, jump_length, jump_n_sample, gen
+                    diffusion, images[sl], kn, method, steer, steering, steps, jump_length, jump_n_sample, gen, eta
                 )
                 pixels = (unit.double().reshape(len(lv), -1) + 1) * 127.5
             done = np.clip(np.rint(pixels.numpy()), 0, 255).astype(np.uint8).reshape(-1, h, w)
@@ -127,7 +129,7 @@ def _circuit_only(
     return sample(circuit, x=x, mask=~known, generator=gen)
 
 
-def _run_diffusion(diffusion, images, known, method, steer, steering, steps, jump_length, jump_n_sample, gen):
+def _run_diffusion(diffusion, images, known, method, steer, steering, steps, jump_length, jump_n_sample, gen, eta):
     from .diffusion import to_unit
 
     unet, scheduler = (diffusion.unet, diffusion.scheduler) if hasattr(diffusion, "unet") else diffusion
@@ -136,7 +138,7 @@ def _run_diffusion(diffusion, images, known, method, steer, steering, steps, jum
     original = to_unit(images)
     mask = known.reshape(original.shape)
     fraction = steering.fraction
-    return diffuse(unet, scheduler, original, mask, steps, gen, steer, fraction, jump_length, jump_n_sample)
+    return diffuse(unet, scheduler, original, mask, steps, gen, steer, fraction, jump_length, jump_n_sample, eta)
 
 
 def _repaint_scheduler(scheduler):

@@ -105,6 +105,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         steps=args.steps,
         jump_length=args.jump_length,
         jump_n_sample=args.jump_n_sample,
+        eta=args.eta,
         batch_size=args.batch_size,
         seed=args.seed,
         progress=not args.quiet,
@@ -142,6 +143,7 @@ def register_inpaint(sub) -> None:
     p.add_argument(
         "--jump-n-sample", type=int_at_least(1), default=2, help="RePaint: passes per jump (1 = no resampling)"
     )
+    p.add_argument("--eta", type=float, default=1.0, help="noise share of RePaint/DDIM steps (1 = ancestral sampling)")
     p.add_argument(
         "--weight", type=float, default=defaults.weight, help="steering: weight of the circuit's posterior mean"
     )

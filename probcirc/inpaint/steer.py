@@ -71,20 +71,27 @@ def diffuse(
     fraction: float = 0.2,
     jump_length: int = 10,
     jump_n_sample: int = 10,
+    eta: float = 1.0,
 ) -> torch.Tensor:
     """Inpaint ``original`` ``(B, C, H, W)`` in [-1, 1] where ``known`` ``(B, 1|C, H, W)`` is False.
 
     ``steer(x0_hat, t)`` returns the x̂0 to continue from; it is called on
     timesteps ``t >= (1 - fraction) · num_train_timesteps`` only.
     ``jump_length`` and ``jump_n_sample`` are RePaint's resampling settings,
-    used only with a ``RePaintScheduler``.
+    used only with a ``RePaintScheduler``. ``eta`` is the DDIM noise share of a
+    RePaint or DDIM step: 1 (the default) is ancestral DDPM sampling, as in the
+    RePaint paper. At ``eta = 0`` a step is deterministic and re-encodes the old
+    x̂0 through the noise prediction, so a changed x̂0 moves ``x_{t-1}`` only by
+    ``(√ᾱ_{t-1} - √ᾱ_t ...)``, almost nothing at high noise: steering needs ``eta > 0``.
     """
-    from diffusers import RePaintScheduler
+    from diffusers import DDIMScheduler, RePaintScheduler
 
     _check_scheduler(scheduler)
     repaint = isinstance(scheduler, RePaintScheduler)
+    extra = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
     if repaint:
         scheduler.set_timesteps(steps, jump_length, jump_n_sample, original.device)
+        scheduler.eta = eta
     else:
         scheduler.set_timesteps(steps, device=original.device)
     mask = known.to(original.dtype).expand_as(original)
@@ -104,7 +111,7 @@ def diffuse(
         if repaint:
             sample = scheduler.step(eps, t, sample, original, mask, generator).prev_sample
         else:
-            sample = scheduler.step(eps, t, sample, generator=generator).prev_sample
+            sample = scheduler.step(eps, t, sample, generator=generator, **extra).prev_sample
             prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
             sample = mask * _noised(scheduler, original, prev, generator) + (1 - mask) * sample
         t_last = t

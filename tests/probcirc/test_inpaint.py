@@ -82,7 +82,8 @@ def test_weight_zero_is_the_plain_sampler_bit_for_bit(tiny, scheduler):
     assert np.array_equal(steered[:, known], images[:, known])
 
 
-def test_repaint_matches_diffusers_pipeline(tiny):
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_repaint_matches_diffusers_pipeline(tiny, eta):
     from probcirc.inpaint.diffusion import to_unit
     from probcirc.inpaint.steer import diffuse
 
@@ -97,6 +98,7 @@ def test_repaint_matches_diffusers_pipeline(tiny):
         torch.Generator().manual_seed(4),
         jump_length=2,
         jump_n_sample=2,
+        eta=eta,
     )
     pipe = diffusers.RePaintPipeline(unet=unet, scheduler=diffusers.RePaintScheduler(num_train_timesteps=50))
     pipe.set_progress_bar_config(disable=True)
@@ -106,7 +108,7 @@ def test_repaint_matches_diffusers_pipeline(tiny):
         num_inference_steps=5,
         jump_length=2,
         jump_n_sample=2,
-        eta=0.0,
+        eta=eta,
         generator=torch.Generator().manual_seed(4),
         output_type="np",
     ).images
