@@ -83,7 +83,7 @@ def max_param_diff(a: Path, b: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--latents", type=int, default=32, help="HCLT latent states per variable")
-    ap.add_argument("--batch", type=int, default=512, help="mini-batch size")
+    ap.add_argument("--batch", type=int, default=1024, help="mini-batch size: two chunks, one per rank")
     ap.add_argument("--chunk", type=int, default=distributed.CHUNK_SIZE, help="rows per chunk (unit of a rank's work)")
     ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: rows per chunk: the unit of work a rank computes; results depend on it, never on the rank count
-CHUNK_SIZE = 256
+CHUNK_SIZE = 512
 #: seconds a collective waits for the other ranks before giving up
 DEFAULT_TIMEOUT = 300.0
 #: fixed-point headroom: every sum of chunks' integers stays below 2**_BITS, so float64 adds them exactly
@@ -150,6 +150,7 @@ class ExactSum:
         self.group = group
         self.world = world_size(group)
         self.rank = rank(group)
+        self._sums: torch.Tensor | None = None
 
     def mine(self, num_chunks: int) -> range:
         """The chunks this rank computes: ``rank, rank + world, ...``."""
@@ -164,6 +165,8 @@ class ExactSum:
         device: torch.device | str = "cpu",
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Totals (float64, one per entry of ``shapes``) and the chunk-ordered sum of ``scalars``.
+
+        The totals are views of a buffer that the next call overwrites: copy what must outlive it.
 
         The tensors in ``parts`` are used up: they are scaled in place (they
         are a batch's temporaries, and a copy would cost a pass over them).
@@ -180,7 +183,7 @@ class ExactSum:
         ones = torch.ones(n, dtype=torch.float64, device=device)
         scale = torch.ldexp(ones, (_BITS - exponent).clamp(max=_MAX_SHIFT))
         sizes = [math.prod(s) for s in shapes]
-        exact = torch.empty(sum(sizes), dtype=torch.float64, device=device)
+        exact = self._buffer(sum(sizes), device)
         views = exact.split(sizes)
         if not parts:  # more ranks than chunks: this one adds nothing
             exact.zero_()
@@ -195,6 +198,13 @@ class ExactSum:
         inverse = torch.where(torch.isfinite(peak), 1 / scale, torch.full_like(scale, math.nan))
         totals = [acc.mul_(inverse[i]).view(shape) for i, (acc, shape) in enumerate(zip(views, shapes))]
         return totals, info[:, 0].sum()
+
+    def _buffer(self, size: int, device) -> torch.Tensor:
+        """The float64 sums, kept from batch to batch: fresh memory would be paged in (zeroed) every time."""
+        buf = self._sums
+        if buf is None or buf.numel() != size or buf.device != torch.device(device):
+            buf = self._sums = torch.empty(size, dtype=torch.float64, device=device)
+        return buf
 
     def _all_reduce(self, t: torch.Tensor, what: str) -> None:
         if self.world == 1:

@@ -81,7 +81,7 @@ def sgd(
                     lls[c] = ll.detach().sum(dtype=torch.float64)
                 totals, ll_sum = reducer.run(grads, lls, len(chunks), shapes, circuit.device)
                 for p, g in zip(params, totals):
-                    p.grad = g.to(p.dtype)
+                    p.grad = g.to(p.dtype, copy=True)  # the reducer reuses its buffer
                 opt.step()
                 ep.add(ll_sum, len(idx))
             history.append(ep.mean)
