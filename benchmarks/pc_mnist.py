@@ -34,8 +34,8 @@ from probcirc.layers import InputLayer, ProductLayer, SumLayer
 from probcirc.learn import em, grow, prune
 from probcirc.structures import HCLT
 
-#: The recipe (docs/circuits_scale.md): after RECIPE_AT mini-batch epochs, prune 75 % of the sum edges, grow x2.
-RECIPE = dict(latents=32, epochs=4, full_epochs=2, prune_grow="2:0.75:2:0.1", pseudocount=0.1)
+#: The recipe (docs/circuits_scale.md): after 2 mini-batch epochs prune 75 % of the sum edges, grow x2 (64 latents).
+RECIPE = dict(latents=32, epochs=10, full_epochs=2, prune_grow="2:0.75:2:0.1", pseudocount=0.1)
 
 
 def peak_rss_mb() -> float:
