@@ -148,6 +148,38 @@ def test_a_rank_that_dies_or_hangs_makes_the_others_exit_with_one_line(data, tmp
     assert len(lines) == 1 and lines[0].startswith("probcirc train: error: rank 0 of 2: lost contact"), err
 
 
+# EM, Adam and edge flows through the library on any process group, HCLT leaves of 4 values.
+LIBRARY_RUN = """
+import sys, numpy as np, torch, probcirc
+from probcirc.learn import distributed, edge_flows, em, sgd
+from probcirc.structures import HCLT
+torch.set_num_threads(1)
+distributed.init_from_env()
+x = torch.randint(0, 4, (300, 6), generator=torch.Generator().manual_seed(0))
+pc = probcirc.compile(HCLT(x, 3, input_dist=probcirc.inputs.Categorical(4)), seed=0)
+lls = em(pc, x, epochs=1, full_batch_epochs=1, batch_size=64, chunk_size=16, step_size=0.5)
+lls += sgd(pc, x, epochs=1, batch_size=64, chunk_size=16, lr=0.1)
+flows = edge_flows(pc, x, 64, chunk_size=16)
+if distributed.is_main():
+    probcirc.io.save(pc, sys.argv[1] + ".h5")
+    np.save(sys.argv[1] + ".npy", np.concatenate([np.array(lls)] + [f.numpy().ravel() for f in flows]))
+distributed.shutdown()
+"""
+
+
+def test_em_adam_and_edge_flows_on_three_ranks_give_the_bytes_of_one_process(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(LIBRARY_RUN)
+    for ranks, name in ((1, "one"), (3, "three")):
+        launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)] if ranks > 1 else []
+        done = subprocess.run(
+            [sys.executable, *launch, str(script), str(tmp_path / name)], env=ENV, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    assert np.load(tmp_path / "one.npy").tobytes() == np.load(tmp_path / "three.npy").tobytes()
+    _same_model(tmp_path / "one.h5", tmp_path / "three.h5")
+
+
 # ------------------------------------------------------------------ the exact sum itself, in one process
 def test_exact_sum_is_the_same_for_every_split_of_the_chunks():
     """Chunks computed by any rank (here: simulated ranks) give the same totals, as exact as float64 allows."""
