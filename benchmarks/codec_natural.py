@@ -26,27 +26,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probcirc.compress import Codec, train_codec  # noqa: E402
 from probcirc.compress.plot import bits_chart  # noqa: E402
+from probcirc.compress.predict import PREDICTORS  # noqa: E402
 
 TRAIN = ["camera", "moon", "coins", "text", "page", "clock", "grass", "brick", "chelsea", "rocket"]
 TEST = ["cell", "gravel", "coffee", "astronaut"]
 
 
-def sizes(img: np.ndarray) -> dict[str, int]:
+def _timed(fn, *a, **kw):
+    t = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - t
+
+
+def sizes(img: np.ndarray) -> tuple[dict[str, int], dict[str, tuple[float, float]]]:
+    """Bytes of each reference codec's file, and its (encode, decode) seconds."""
     from PIL import Image
 
-    out = {}
+    out, times = {}, {}
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", optimize=True)
+    _, te = _timed(Image.fromarray(img).save, buf, format="PNG", optimize=True)
     out["PNG"] = buf.tell()
+    buf.seek(0)
+    times["PNG"] = (te, _timed(lambda: np.asarray(Image.open(buf)))[1])
     try:
         import imagecodecs
 
         rgb = img if img.ndim == 3 else np.repeat(img[..., None], 3, -1)
-        out["WebP"] = len(imagecodecs.webp_encode(rgb, lossless=True, level=100, method=6))
-        out["JPEG-XL"] = len(imagecodecs.jpegxl_encode(img, lossless=True, effort=7))
+        blob, te = _timed(imagecodecs.webp_encode, rgb, lossless=True, level=100, method=6)
+        out["WebP"], times["WebP"] = len(blob), (te, _timed(imagecodecs.webp_decode, blob)[1])
+        blob, te = _timed(imagecodecs.jpegxl_encode, img, lossless=True, effort=7)
+        out["JPEG-XL"], times["JPEG-XL"] = len(blob), (te, _timed(imagecodecs.jpegxl_decode, blob)[1])
     except Exception:  # noqa: BLE001 - optional codecs
         pass
-    return out
+    return out, times
 
 
 def main(argv=None) -> int:
@@ -56,13 +68,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-patches", type=int, default=60000)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--predictor", choices=("auto", "none", "med"), default="auto")
+    ap.add_argument("--predictor", choices=("auto", *PREDICTORS), default="auto")
+    ap.add_argument("--test", nargs="+", default=TEST, help="scikit-image test photographs")
     ap.add_argument("--plot", default="out/codec_natural_bpd.png", help="bits-per-dimension chart (PNG)")
     args = ap.parse_args(argv)
     import skimage.data
 
     train = [getattr(skimage.data, n)() for n in TRAIN]
-    test = {n: getattr(skimage.data, n)() for n in TEST}
+    test = {n: getattr(skimage.data, n)() for n in args.test}
     t = time.time()
     model = train_codec(
         train,
@@ -78,12 +91,19 @@ def main(argv=None) -> int:
         f"trained on {len(train)} images ({', '.join(TRAIN)}), {args.patch}x{args.patch} patches, "
         f"{args.latents} latents, predictor {model.predictor}, {time.time() - t:.0f} s"
     )
+    import tempfile
+
+    import probcirc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probcirc.io.save(model, Path(tmp) / "model.h5")
+        print(f"model file: {(Path(tmp) / 'model.h5').stat().st_size / 1024:.0f} KiB")
     codec = Codec(model, threads=args.threads)
     print(
         f"{'image':12s} {'shape':>14s} {'PC codec':>9s} {'model':>7s} {'PNG':>7s} "
-        f"{'WebP':>7s} {'JPEG-XL':>8s}  (bits/dim)  enc s  dec s  exact"
+        f"{'WebP':>7s} {'JPEG-XL':>8s}  (bits/dim)  enc/dec s: PC codec, WebP, JPEG-XL  exact"
     )
-    total, chart = {}, {}
+    total, chart, secs = {}, {}, {}
     for name, img in test.items():
         t = time.time()
         blob = codec.encode([img])
@@ -93,16 +113,25 @@ def main(argv=None) -> int:
         td = time.time() - t
         dims = img.size
         row = {"PC codec": 8 * len(blob) / dims, "model": codec.model_bits([img])[0] / dims}
-        row.update({k: 8 * v / dims for k, v in sizes(img).items()})
+        nbytes, times = sizes(img)
+        times["PC codec"] = (te, td)
+        row.update({k: 8 * v / dims for k, v in nbytes.items()})
         for k, v in row.items():
             total.setdefault(k, []).append(v)
+        for k, v in times.items():
+            secs.setdefault(k, []).append(v)
+        shown = "  ".join(f"{times[k][0]:.2f}/{times[k][1]:.2f}" for k in ("PC codec", "WebP", "JPEG-XL") if k in times)
         chart[name] = {k: v for k, v in row.items() if k != "model"}
         print(
             f"{name:12s} {str(img.shape):>14s} {row['PC codec']:9.3f} {row['model']:7.3f} "
             f"{row.get('PNG', np.nan):7.3f} {row.get('WebP', np.nan):7.3f} {row.get('JPEG-XL', np.nan):8.3f}  "
-            f"{'':10s} {te:6.1f} {td:6.1f}  {np.array_equal(back, img)}"
+            f"{'':10s} {shown}  {np.array_equal(back, img)}"
         )
     print("mean bits/dim: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in total.items()))
+    print(
+        f"total seconds (encode/decode, {args.threads} thread(s) for the PC codec): "
+        + ", ".join(f"{k} {np.sum([t[0] for t in v]):.2f}/{np.sum([t[1] for t in v]):.2f}" for k, v in secs.items())
+    )
     chart["mean"] = {k: float(np.mean(v)) for k, v in total.items() if k != "model"}
     bits_chart(chart, args.plot, f"lossless, scikit-image photographs (PC codec: {model.predictor} predictor)")
     print(f"chart -> {args.plot}")

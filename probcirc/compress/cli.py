@@ -474,10 +474,10 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--predictor",
-        choices=("auto", "none", "med"),
+        choices=("auto", "none", "med", "blend"),
         default="auto",
-        help="model pixels (none) or JPEG-LS prediction residuals (med, better on photographs); "
-        "auto picks by the training images' entropy",
+        help="model pixels (none), JPEG-LS prediction residuals (med) or adaptive blended-prediction "
+        "residuals (blend, best on photographs); auto picks by the training images' entropy",
     )
     add_common(p, "model file (.h5)")
     _add_limits(p)

@@ -106,4 +106,4 @@ def test_auto_choice():
     from sklearn.datasets import load_digits
 
     digits = list((load_digits().images[:200] * 15).astype(np.uint8))  # drawings: flat background, few strokes
-    assert choose(_smooth(3, 32, 32, 5)) == "med" and choose(digits) == "none"
+    assert choose(_smooth(3, 32, 32, 5)) == "blend" and choose(digits) == "none"  # blend: the adaptive predictor
