@@ -4,8 +4,10 @@ The file a training run writes after every epoch is its checkpoint: the
 circuit's parameters, the run's options, the epochs done with their bits per
 dimension, and the data's fingerprint. Nothing else is needed to continue,
 because every random draw of the run comes from ``seed``: the train/validation
-split, the structure and initial parameters, and each epoch's shuffle (a
-generator seeded from ``(seed, epoch)``, see :func:`epoch_seed`).
+split, the structure and initial parameters, each epoch's shuffle (a
+generator seeded from ``(seed, epoch)``, see :func:`epoch_seed`) and the noise
+of a ``--prune-grow`` step (:meth:`DensityModel.restructure`), whose schedule
+the file keeps so that a resumed run replays it.
 
 Example:
     >>> import numpy as np, torch
