@@ -5,12 +5,16 @@
    N=50,000) through ``mpiexec -n 1`` and ``-n 2``; strong-scaling efficiency
    ``t1 / (2 t2)``.
 
+3. With ``--large``: BSC with H=256 on 16x16 patches (H'=10, gamma=4,
+   ``--large-N`` points) in process on one rank: seconds per EM step and the
+   process's peak resident memory (ProSper's users run this size).
+
 Per-iteration times are medians of the per-step wall times recorded in the
-results (start-up and data loading excluded). Both runs use one BLAS thread
+results (start-up and data loading excluded). All runs use one BLAS thread
 per rank. The last line is exactly
 ``bars_s_per_iter=<x> patches_s_per_iter_1rank=<y> scaling_efficiency_2ranks=<z>``.
 
-Usage:  python benchmarks/sparsecoding_scaling.py [--steps 4] [--N 50000] [--bars-steps 40]
+Usage:  python benchmarks/sparsecoding_scaling.py [--steps 4] [--N 50000] [--bars-steps 40] [--large]
 """
 
 from __future__ import annotations
@@ -84,12 +88,40 @@ def patches_timing(path: Path, ranks: int, steps: int, out: Path) -> float:
     return float(np.median(t[1:] if len(t) > 1 else t))  # the first step also compiles kernels
 
 
+def large_timing(N: int, steps: int) -> tuple[float, float]:
+    """BSC H=256 on 16x16 whitened patches: median seconds per EM step and peak resident memory in GiB."""
+    import resource
+    import warnings
+
+    from sparsecoding import BSC
+    from sparsecoding.data import image_patches
+
+    Y = image_patches(N, 16, seed=0, keep=0.5)
+    m = BSC(H=256, Hprime=10, gamma=4, steps=steps, anneal="1", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few steps do not converge
+        m.fit(Y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    wall = m.history_["wall_time"]
+    return float(np.median(wall[1:] if len(wall) > 1 else wall)), peak
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bars-steps", type=int, default=40)
     ap.add_argument("--steps", type=int, default=4, help="EM steps per patches run")
     ap.add_argument("--N", type=int, default=50000, help="number of patches")
+    ap.add_argument("--large", action="store_true", help="also time BSC with H=256 on 16x16 patches")
+    ap.add_argument("--large-N", type=int, default=50000, help="patches for --large")
+    ap.add_argument("--large-steps", type=int, default=3, help="EM steps for --large")
     args = ap.parse_args()
+
+    if args.large:
+        t, peak = large_timing(args.large_N, args.large_steps)
+        print(
+            f"BSC large (N={args.large_N}, 16x16 patches, H=256, H'=10, gamma=4), 1 rank: {t:.3f} s/iter, "
+            f"peak resident memory {peak:.2f} GiB"
+        )
 
     bars_wall, bars_cpu = bars_timing(args.bars_steps)
     print(

@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ DEFAULTS = {
     "anneal": "2:1@0.6",
     "Ncut_factor": 0.0,
     "W_noise": 0.0,
+    "init": "noise",
     "seed": 0,
     "restarts": 1,
     "chunk_size": 256,
@@ -85,6 +87,7 @@ RUN_KEYS = (
     "anneal",
     "Ncut_factor",
     "W_noise",
+    "init",
     "seed",
     "restarts",
     "chunk_size",
@@ -205,6 +208,12 @@ def _train_parser(sub) -> None:
         default=None,
         help="std of noise added to W while annealing, falling to 0 (default: 0)",
     )
+    t.add_argument(
+        "--init",
+        choices=("noise", "data"),
+        default=None,
+        help="start W from the data mean plus small noise, or from data points drawn at random (default: noise)",
+    )
     t.add_argument("--seed", type=int, default=None, help="seed of the initialisation (default: 0)")
     t.add_argument(
         "--restarts",
@@ -296,8 +305,15 @@ def _patches_parser(dsub) -> None:
     pp.add_argument(
         "--keep",
         type=float,
-        default=1.0,
-        help="draw N/keep patches and keep the N of highest variance (e.g. 0.5 drops flat sky)",
+        default=0.5,
+        help="draw N/keep patches and keep the N of highest variance (0.5 drops flat sky and walls; 1 keeps all)",
+    )
+    pp.add_argument(
+        "--channels",
+        choices=("signed", "onoff"),
+        default="signed",
+        help="signed patches (BSC, TSC, DSC, MMCA, GSC) or their positive and negative parts side by side, "
+        "D = 2 size^2 (ON/OFF cells, for MCA, whose causes are non-negative)",
     )
     pp.add_argument(
         "--max-pixels",
@@ -577,7 +593,8 @@ def _raise_stop() -> None:
 
 
 def _train(args, comm) -> int:
-    from .io import RESULTS, DataError, ResultsWriter, read_rows, save_checkpoint
+    from .em import CollapseWarning, TruncationWarning
+    from .io import RESULTS, DataError, read_rows
     from .parallel import local_chunks_from_array, rank_rows
 
     set_threads(args.threads)
@@ -628,6 +645,44 @@ def _train(args, comm) -> int:
         "W_noise": float(config.get("W_noise", 0.0)),
         "comm": comm,
     }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CollapseWarning)
+        warnings.simplefilter("always", TruncationWarning)
+        result, config = _run_training(model, chunks, config, out, em_args, comm, args, restarting)
+    for w in caught:  # a collapse is one line, like the errors (none with -q); other warnings as Python shows them
+        if issubclass(w.category, (CollapseWarning, TruncationWarning)):
+            if not args.quiet:
+                print(f"{PROG} train: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if comm.rank == 0:
+        p = result.params
+        if args.plot:
+            from .plot import plot_run
+
+            try:
+                plot_run(out)
+            except ImportError as e:  # matplotlib missing: the run itself is fine
+                print(f"{PROG} train: warning: no plot ({e})", file=sys.stderr)
+            else:
+                from .io import load_quality
+                from .plot import quality_line
+
+                quality = load_quality(out)
+                if quality is not None:
+                    print(quality_line(quality))
+        ll = float(result.history["loglik"][-1]) if len(result.history.get("loglik", [])) else float("nan")
+        print(
+            f"done: {config['model']} H={config['H']} steps={config['steps']} ranks={comm.size} "
+            f"pi={float(p['pi']):.4f} sigma={float(p['sigma']):.4f} loglik={ll:.4f} -> {out / RESULTS}"
+        )
+    return 0
+
+
+def _run_training(model, chunks, config: dict, out: Path, em_args: dict, comm, args, restarting: bool):
+    """The EM run (or the best of its restarts) with the run folder kept up to date; returns (result, config)."""
+    from .io import RESULTS, ResultsWriter, save_checkpoint
+
     quiet = bool(args.quiet)
     try:
         if restarting:
@@ -650,21 +705,7 @@ def _train(args, comm) -> int:
         raise _collective(
             NumericalError(f"the M-step failed ({e}); the data may be badly scaled or degenerate")
         ) from None
-    if comm.rank == 0:
-        p = result.params
-        if args.plot:
-            from .plot import plot_run
-
-            try:
-                plot_run(out)
-            except ImportError as e:  # matplotlib missing: the run itself is fine
-                print(f"{PROG} train: warning: no plot ({e})", file=sys.stderr)
-        ll = float(result.history["loglik"][-1]) if len(result.history.get("loglik", [])) else float("nan")
-        print(
-            f"done: {config['model']} H={config['H']} steps={config['steps']} ranks={comm.size} "
-            f"pi={float(p['pi']):.4f} sigma={float(p['sigma']):.4f} loglik={ll:.4f} -> {out / RESULTS}"
-        )
-    return 0
+    return result, config
 
 
 def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, comm, resume: bool, quiet: bool):
@@ -820,7 +861,7 @@ def cmd_patches(args) -> int:
         raise UsageError(f"--keep must lie in (0, 1], got {args.keep}")
     if args.eps <= 0 or args.max_pixels < 1:
         raise UsageError("--eps and --max-pixels must be positive")
-    need, limit = 8 * math.ceil(args.N / args.keep) * args.size**2 * 3, args.max_memory or MAX_MEMORY
+    need, limit = 8 * math.ceil(args.N / args.keep) * args.size**2 * 4, args.max_memory or MAX_MEMORY
     if need > limit:
         raise LimitError(
             f"{args.N} patches of {args.size}x{args.size} (keep {args.keep}) need about "
@@ -840,6 +881,7 @@ def cmd_patches(args) -> int:
             keep=args.keep,
             max_pixels=args.max_pixels,
             progress=not args.quiet,
+            channels=args.channels,
         )
     except ImportError as err:
         raise UsageError(str(err)) from None
@@ -848,17 +890,24 @@ def cmd_patches(args) -> int:
         args.output,
         P,
         overwrite=args.force,
-        attrs={"patch_shape": (args.size, args.size), "whitened": bool(args.whiten), "keep": args.keep},
+        attrs={
+            "patch_shape": (args.size, args.size),
+            "whitened": bool(args.whiten),
+            "keep": args.keep,
+            "channels": args.channels,
+        },
     )
     print(
-        f"wrote {args.N} {'whitened ' if args.whiten else ''}{args.size}x{args.size} patches from {source} "
+        f"wrote {args.N} {'whitened ' if args.whiten else ''}{args.size}x{args.size} "
+        f"{'on/off ' if args.channels == 'onoff' else ''}patches from {source} "
         f"to {args.output}"
     )
     return 0
 
 
 def cmd_plot(args) -> int:
-    from .plot import plot_run
+    from .io import load_quality
+    from .plot import plot_run, quality_line
 
     out = Path(args.output or args.run)
     if args.output and not args.force and not (out / MARKER).is_file():
@@ -869,6 +918,9 @@ def cmd_plot(args) -> int:
         raise UsageError(f"--max-points must be at least 1, got {args.max_points}")
     paths = plot_run(args.run, out, max_points=args.max_points)
     print("wrote " + " ".join(str(p) for p in paths))
+    quality = load_quality(args.run)
+    if quality is not None:
+        print(quality_line(quality) + f" -> {Path(args.run) / 'results.h5'}:quality/")
     return 0
 
 

@@ -216,6 +216,10 @@ def _skimage_photos(size: int, names: Sequence[str] | None) -> list[np.ndarray]:
     return imgs
 
 
+#: how ``image_patches`` presents a patch: as is, or as non-negative ON and OFF halves
+CHANNELS = ("signed", "onoff")
+
+
 def image_patches(
     N: int = 50000,
     size: int = 12,
@@ -227,6 +231,7 @@ def image_patches(
     keep: float = 1.0,
     max_pixels: int = MAX_PIXELS,
     progress: bool = False,
+    channels: str = "signed",
 ) -> np.ndarray:
     """Random ``size x size`` grey-scale patches, each with its mean removed, optionally ZCA-whitened.
 
@@ -238,9 +243,12 @@ def image_patches(
     walls do not dominate. ZCA whitening multiplies by ``C^(-1/2)`` with
     ``eps * max eigenvalue`` added to every eigenvalue. The result is scaled to
     unit mean variance per pixel. ``progress`` reports the images read.
+    ``channels="onoff"`` splits each patch ``p`` into ``[max(p, 0), max(-p, 0)]``
+    (ON and OFF cells, as the maximal-causes papers feed MCA, whose causes are
+    non-negative): (N, 2 size²).
 
     Returns:
-        an (N, size²) float64 array.
+        an (N, size²) float64 array, or (N, 2 size²) for ``channels="onoff"``.
 
     Raises:
         ImportError: no ``files`` and scikit-image is not installed (``pip install probmod[bench]``).
@@ -260,6 +268,8 @@ def image_patches(
         raise UsageError(f"need size >= 2 and N >= 1, got size={size}, N={N}")
     if not 0 < keep <= 1:
         raise UsageError(f"keep must lie in (0, 1], got {keep}")
+    if channels not in CHANNELS:
+        raise UsageError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
     D = size * size
     if whiten and D > 4096:
         raise LimitError(f"whitening {size}x{size} patches needs a {D}x{D} covariance; use --size <= 64 or --no-whiten")
@@ -306,7 +316,10 @@ def image_patches(
         w, V = np.linalg.eigh(C)
         P = P @ (V / np.sqrt(w + eps * w.max())) @ V.T
     scale = np.sqrt(np.mean(P.var(axis=0)))
-    return P / (scale if scale > 0 else 1.0)
+    P = P / (scale if scale > 0 else 1.0)
+    if channels == "onoff":
+        P = np.concatenate([np.maximum(P, 0.0), np.maximum(-P, 0.0)], axis=1)
+    return P
 
 
 def greedy_match(W: np.ndarray, W_true: np.ndarray, up_to_sign: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec
@@ -24,7 +25,19 @@ from probmod.errors import NumericalError
 from .parallel import SerialComm, bcast_params, chunked_sum, n_chunks
 from .truncation import Block, n_use
 
-__all__ = ["EMResult", "Schedule", "data_moments", "parse_anneal", "require_finite", "run_em"]
+__all__ = [
+    "CollapseWarning",
+    "EMResult",
+    "Schedule",
+    "TruncationWarning",
+    "collapse_message",
+    "data_moments",
+    "gather_rows",
+    "parse_anneal",
+    "require_finite",
+    "run_em",
+    "truncation_message",
+]
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,87 @@ def data_moments(chunks: dict[int, np.ndarray], N: int, D: int, chunk_size: int,
     return mean, var
 
 
+def gather_rows(chunks: dict[int, np.ndarray], rows: np.ndarray, D: int, chunk_size: int, comm) -> np.ndarray:
+    """Global data ``rows`` on every rank: each is filled by the rank that holds it, then summed (exact: x + 0)."""
+    out = np.zeros((len(rows), D))
+    for i, r in enumerate(rows):  # H rows, not data points
+        c, j = divmod(int(r), chunk_size)
+        if c in chunks:
+            out[i] = chunks[c][j]
+    return comm.allreduce_sum(out) if comm.size > 1 else out
+
+
+class CollapseWarning(UserWarning):
+    """EM ended with ``pi`` or ``sigma`` collapsed: the dictionary explains (almost) nothing of the data."""
+
+
+#: below this mean number of active causes per data point (H pi), pi has collapsed
+MIN_ACTIVE = 0.1
+#: above this share of the data's variance left to the noise (sigma² / mean variance), sigma has collapsed
+MAX_NOISE_SHARE = 0.95
+
+
+def collapse_message(params: dict[str, np.ndarray], var: np.ndarray) -> str | None:
+    """Why the parameters look collapsed (a sentence saying what to try), or None when they do not.
+
+    Example:
+        >>> msg = collapse_message({"W": np.ones((4, 32)), "pi": np.array(0.002), "sigma": np.array(0.5)}, np.ones(4))
+        >>> msg.split(".")[0]
+        'pi collapsed to 0'
+        >>> msg[:60]
+        'pi collapsed to 0.002 (H pi = 0.064 active causes per data p'
+    """
+    H = params["W"].shape[1]
+    pi = float(np.mean(params["pi"]))
+    sigma2, data_var = float(params["sigma"]) ** 2, float(np.mean(var))
+    what = []
+    if H * pi < MIN_ACTIVE:
+        what.append(f"pi collapsed to {pi:.3g} (H pi = {H * pi:.3g} active causes per data point, below {MIN_ACTIVE})")
+    if data_var > 0 and sigma2 > MAX_NOISE_SHARE * data_var:
+        what.append(
+            f"sigma collapsed onto the data: the noise holds {sigma2 / data_var:.0%} of the data's variance "
+            f"(above {MAX_NOISE_SHARE:.0%})"
+        )
+    if not what:
+        return None
+    return "; ".join(what) + (
+        ". The dictionary explains almost none of the data: whiten it and drop flat patches "
+        "(data patches --whiten --keep 0.5), start W from data points (--init data), anneal from a "
+        "higher temperature (--anneal 4:1@0.5) or raise Hprime and gamma"
+    )
+
+
+class TruncationWarning(UserWarning):
+    """The learned ``pi`` puts much prior mass on more than ``gamma`` active causes: ET misses that posterior mass."""
+
+
+#: below this prior probability of at most ``gamma`` active causes, the truncated sets miss too much mass
+MIN_TRUNCATED_MASS = 0.9
+
+
+def truncation_message(params: dict[str, np.ndarray], gamma: int) -> str | None:
+    """Why ``gamma`` is too small for the learned ``pi`` (a sentence saying what to raise), or None.
+
+    Expectation Truncation only sees states with at most ``gamma`` active causes;
+    under the prior these hold ``A = P(|s| <= gamma)`` of the mass.
+
+    Example:
+        >>> truncation_message({"W": np.ones((4, 100)), "pi": np.array(0.05)}, 3)[:44]
+        'gamma=3 covers only 26% of the prior mass (P'
+    """
+    from .truncation import truncation_factors
+
+    H = params["W"].shape[1]
+    A = truncation_factors(float(np.mean(params["pi"])), H, int(gamma))[0]
+    if A >= MIN_TRUNCATED_MASS:
+        return None
+    return (
+        f"gamma={gamma} covers only {A:.0%} of the prior mass (P(|s| <= gamma) with H={H}, "
+        f"pi={float(np.mean(params['pi'])):.3g}), below {MIN_TRUNCATED_MASS:.0%}: the truncated posterior misses "
+        f"data points with more active causes; raise gamma (and Hprime), or use Ncut_factor=1 to leave them out"
+    )
+
+
 def require_finite(params: dict[str, np.ndarray], loglik, where: str) -> None:
     """Raise :class:`~probmod.errors.NumericalError` naming ``where``
     if a parameter or the log-likelihood is not finite."""
@@ -127,12 +221,45 @@ def require_finite(params: dict[str, np.ndarray], loglik, where: str) -> None:
 
 _P = ParamSpec("_P")
 
+#: glibc malloc settings for EM: per-chunk work arrays (0.1 to 10 MB) come from the heap and stay there
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 256 << 20
+_MALLOC_TUNED: list[bool] = []
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc reuse freed work arrays instead of returning them to the system (once per process).
+
+    Every chunk allocates the same few arrays of 0.1 to 10 MB. By default glibc serves these with
+    fresh ``mmap`` pages or trims them off the heap when freed, so each chunk pays page faults on
+    every array: half the posterior's time on the bars test. Fixing the mmap threshold at 32 MiB
+    and the trim threshold at 256 MiB keeps them. Returns whether the settings were applied (False
+    off glibc). The process keeps up to 256 MiB of freed heap for reuse.
+    """
+    if not _MALLOC_TUNED:
+        ok = False
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None)
+            mallopt = getattr(libc, "mallopt", None)
+            if mallopt is not None:
+                M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+                ok = bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and bool(
+                    mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
+                )
+        except OSError:
+            ok = False
+        _MALLOC_TUNED.append(ok)
+    return _MALLOC_TUNED[0]
+
 
 def _one_blas_thread(run: Callable[_P, EMResult]) -> Callable[_P, EMResult]:
     """Run ``run`` with one BLAS thread and numpy's overflow warnings off."""
 
     @functools.wraps(run)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> EMResult:
+        keep_freed_memory()
         with (
             # small matrix products: one BLAS thread is faster than several (and ranks add parallelism)
             threadpool_limits(limits=1, user_api="blas"),
@@ -192,9 +319,12 @@ def run_em(
     et = model.engine()
     H = int(model.H)
     C = n_chunks(N, int(model.chunk_size))
+    mean, var = data_moments(chunks, N, D, int(model.chunk_size), comm)
     if params is None:
-        mean, var = data_moments(chunks, N, D, int(model.chunk_size), comm)
         params = model.init_params(D, mean, var, np.random.default_rng(seed))
+        if getattr(model, "init", "noise") == "data":
+            rows = np.sort(np.random.default_rng([seed, 1]).choice(N, size=H, replace=N < H))
+            params = model.init_from_data(params, gather_rows(chunks, rows, D, int(model.chunk_size), comm))
         require_finite(params, None, "the initialisation (from the data's mean and variance)")
     else:
         params = model.check_params(params, D, source="starting parameters")
@@ -283,4 +413,10 @@ def run_em(
             on_step(t, params, row)
     if bar is not None:
         bar.close()
+    for message, category in (
+        (collapse_message(params, var), CollapseWarning),
+        (truncation_message(params, et.gamma), TruncationWarning),
+    ):
+        if message is not None and comm.rank == 0 and start_step < steps:  # a finished run reloaded: said before
+            warnings.warn(message, category, stacklevel=3)
     return EMResult(params, {k: np.stack(v) for k, v in history.items()})

@@ -47,10 +47,12 @@ __all__ = [
     "check_config",
     "inspect_data",
     "load_checkpoint",
+    "load_quality",
     "load_results",
     "read_rows",
     "save_checkpoint",
     "write_data",
+    "write_quality",
 ]
 
 RESULTS = "results.h5"
@@ -304,6 +306,47 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in ("W", "pi", "sigma", "step") if k not in out]
     if missing:
         raise DataError(f"{path} holds no {', '.join(missing)}; not a results file of a run")
+    return out
+
+
+#: the group of ``results.h5`` that holds the Gabor quality numbers of the final dictionary
+QUALITY = "quality"
+_QUALITY_ARRAYS = ("r2", "params", "orientation_hist", "frequency_hist", "order")
+
+
+def write_quality(path: str | os.PathLike, summary: dict[str, Any]) -> None:
+    """Store a :func:`~sparsecoding.gabor.gabor_summary` (and the usage ``order``) as ``quality/`` in ``results.h5``.
+
+    Arrays become datasets, numbers the group's attributes; an earlier ``quality/`` is replaced.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS
+    with _writing(path), h5py.File(path, "a", locking=False) as f:
+        if QUALITY in f:
+            del f[QUALITY]
+        g = f.create_group(QUALITY)
+        for k, v in summary.items():
+            if k in _QUALITY_ARRAYS:
+                g.create_dataset(k, data=np.asarray(v))
+            elif np.ndim(v) == 0:
+                g.attrs[k] = float(v)
+
+
+def load_quality(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``quality/`` numbers of a results file or run folder (None when the run has none yet)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS
+    check_regular_file(path, "results file")
+    with open_hdf5(path, "results file") as f:
+        if QUALITY not in f or not isinstance(f[QUALITY], h5py.Group):
+            return None
+        found = safe_datasets(f)
+        out: dict[str, Any] = {
+            k[len(QUALITY) + 1 :]: np.asarray(v[()]) for k, v in found.items() if k.startswith(QUALITY + "/")
+        }
+        out.update({k: _plain(v) for k, v in f[QUALITY].attrs.items()})
     return out
 
 

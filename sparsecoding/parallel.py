@@ -2,12 +2,14 @@
 
 Data are split into fixed-size *chunks* of consecutive rows (chunk ``c`` holds
 rows ``c*B .. (c+1)*B - 1``); each rank owns a contiguous run of chunks and
-reads only those rows. Sufficient statistics are computed per chunk, placed in
-a global ``(n_chunks, length)`` array at the chunk's row (each row filled by
-exactly one rank), combined with ``Allreduce`` on that numpy buffer, and then
-summed over chunks in chunk order. The sum is therefore the same, to the last
-bit, whatever the number of ranks. Nothing is ever pickled: only numpy
-buffers travel (``Allreduce`` and ``Bcast``, the upper-case mpi4py calls).
+reads only those rows. Sufficient statistics are computed per chunk and added
+up along a fixed binary tree over the chunks: every node is the sum of its two
+children, whichever rank computes it. Each rank sums the nodes inside its own
+run of chunks; those few vectors are combined with one ``Allreduce`` on a numpy
+buffer (each row filled by exactly one rank) and every rank adds the nodes
+above them in the same order. The sum is therefore the same, to the last bit,
+whatever the number of ranks. Nothing is ever pickled: only numpy buffers
+travel (``Allreduce`` and ``Bcast``, the upper-case mpi4py calls).
 
 Without mpi4py, or with one rank, everything runs serially.
 """
@@ -31,6 +33,7 @@ __all__ = [
     "n_chunks",
     "rank_chunks",
     "rank_rows",
+    "tree_cover",
 ]
 
 
@@ -144,16 +147,84 @@ def local_chunks_from_array(
     return out
 
 
-def chunked_sum(per_chunk: dict[int, np.ndarray], total_chunks: int, length: int, comm) -> np.ndarray:
-    """Sum per-chunk vectors over all ranks in chunk order, independent of the rank count."""
-    table = np.zeros((total_chunks, length))
-    for c, v in per_chunk.items():
-        table[c] = v
-    table = comm.allreduce_sum(table) if comm.size > 1 else table
-    out = np.zeros(length)
-    for c in range(total_chunks):  # fixed order, chunk by chunk
-        out += table[c]
+def _mid(lo: int, hi: int) -> int:
+    """Where tree node ``[lo, hi)`` splits: its left child holds the largest power of two below its size."""
+    return lo + (1 << ((hi - lo - 1).bit_length() - 1))
+
+
+def tree_cover(total_chunks: int, size: int) -> list[tuple[int, int]]:
+    """The reduction tree's nodes that each lie within one rank's chunks, maximal ones only, left to right.
+
+    Ranks own contiguous runs of chunks (:func:`rank_chunks`), so a rank computes these
+    nodes alone; at most about ``2 log2(chunks)`` per rank.
+
+    Example:
+        >>> tree_cover(8, 1), tree_cover(8, 2), tree_cover(6, 3)
+        ([(0, 8)], [(0, 4), (4, 8)], [(0, 2), (2, 4), (4, 6)])
+    """
+    ranges = [(r * total_chunks // size, (r + 1) * total_chunks // size) for r in range(size)]
+    out: list[tuple[int, int]] = []
+
+    def walk(lo: int, hi: int) -> None:
+        if any(a <= lo and hi <= b for a, b in ranges):
+            out.append((lo, hi))
+            return
+        mid = _mid(lo, hi)
+        walk(lo, mid)
+        walk(mid, hi)
+
+    walk(0, total_chunks)
     return out
+
+
+def _tree_sum(lo: int, hi: int, value) -> np.ndarray:
+    """``value(lo) + ... + value(hi - 1)`` added pairwise along the fixed tree: left subtree + right subtree."""
+    if hi - lo == 1:
+        return value(lo)
+    mid = _mid(lo, hi)
+    return _tree_sum(lo, mid, value) + _tree_sum(mid, hi, value)
+
+
+def chunked_sum(per_chunk: dict[int, np.ndarray], total_chunks: int, length: int, comm) -> np.ndarray:
+    """Sum per-chunk vectors over all ranks along a fixed binary tree of chunks, independent of the rank count.
+
+    Every node of the tree (a run of chunks) is the sum of its two children, whoever computes
+    it, so the result is the same to the last bit on any number of ranks. Each rank adds up the
+    nodes that lie within its own chunks (:func:`tree_cover`); only those, about ``2 log2(chunks)``
+    vectors per rank, travel in one ``Allreduce`` (each row filled by exactly one rank), instead of
+    one vector per chunk; every rank then adds the nodes above them in the same order.
+
+    Example:
+        >>> v = {c: np.array([float(c)]) for c in range(5)}
+        >>> chunked_sum(v, 5, 1, SerialComm()).tolist()   # ((0 + 1) + (2 + 3)) + 4
+        [10.0]
+    """
+    C = total_chunks
+    mine = rank_chunks(C, 1, comm.rank, comm.size)
+    if set(per_chunk) != set(mine):
+        raise ValueError(f"rank {comm.rank} holds chunks {sorted(per_chunk)[:5]}..., expected {mine}")
+    zero = np.zeros(length)
+
+    def leaf(c: int) -> np.ndarray:
+        return np.asarray(per_chunk[c], dtype=np.float64).reshape(length)
+
+    if comm.size == 1:
+        return _tree_sum(0, C, leaf) if C > 0 else zero
+    cover = tree_cover(C, comm.size)
+    table = np.zeros((len(cover), length))
+    for row, (lo, hi) in enumerate(cover):
+        if mine.start <= lo and hi <= mine.stop:
+            table[row] = _tree_sum(lo, hi, leaf)
+    table = comm.allreduce_sum(table)
+    rows = {node: table[row] for row, node in enumerate(cover)}
+
+    def upper(lo: int, hi: int) -> np.ndarray:
+        if (lo, hi) in rows:
+            return rows[(lo, hi)]
+        mid = _mid(lo, hi)
+        return upper(lo, mid) + upper(mid, hi)
+
+    return upper(0, C)
 
 
 def bcast_params(params: dict[str, np.ndarray], comm, root: int = 0) -> dict[str, np.ndarray]:

@@ -12,13 +12,24 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["USAGE_POINTS", "dictionary_image", "plot_curves", "plot_dictionary", "plot_run", "usage"]
+__all__ = [
+    "USAGE_POINTS",
+    "dictionary_image",
+    "plot_curves",
+    "plot_dictionary",
+    "plot_run",
+    "quality_line",
+    "receptive_fields",
+    "run_quality",
+    "usage",
+]
 
 #: data points used to measure usage in :func:`plot_run`
 USAGE_POINTS = 2000
@@ -29,6 +40,24 @@ def _patch_shape(D: int, patch_shape: Sequence[int] | None) -> tuple[int, int]:
         return int(patch_shape[0]), int(patch_shape[1])
     r = math.isqrt(D)
     return (r, r) if r * r == D else (1, D)
+
+
+def receptive_fields(W: np.ndarray, patch_shape: Sequence[int] | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The dictionary's fields as image columns: ``W`` itself, or ``ON - OFF`` for on/off-channel data.
+
+    Data from ``data patches --channels onoff`` hold each patch's positive and negative parts
+    side by side (D = 2 h w); a field is then the difference of its two halves.
+
+    Example:
+        >>> F, shape = receptive_fields(np.arange(8.0)[:, None], (2, 2))
+        >>> F.ravel().tolist(), shape
+        ([-4.0, -4.0, -4.0, -4.0], (2, 2))
+    """
+    D = W.shape[0]
+    if patch_shape is not None and len(patch_shape) == 2 and 2 * int(np.prod(patch_shape)) == D:
+        half = D // 2
+        return W[:half] - W[half:], (int(patch_shape[0]), int(patch_shape[1]))
+    return W, _patch_shape(D, patch_shape)
 
 
 def dictionary_image(W: np.ndarray, patch_shape: Sequence[int] | None = None, pad: int = 1) -> np.ndarray:
@@ -58,10 +87,12 @@ def plot_dictionary(
     title: str | None = None,
     usage: np.ndarray | None = None,
     usage_label: str = "mean posterior activation",
+    r2: np.ndarray | None = None,
 ) -> Path:
     """Save the dictionary ``W`` (D, H) as an image grid PNG, most used element first when ``usage`` is given.
 
-    Each tile is labelled with the element's column in ``W``; with ``usage``
+    Each tile is labelled with the element's column in ``W`` and, with ``r2``, the R² of
+    its Gabor fit (green when at least :data:`~sparsecoding.gabor.GOOD_R2`); with ``usage``
     a bar chart below the grid shows it per element, in the same order.
     """
     import matplotlib
@@ -69,9 +100,10 @@ def plot_dictionary(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    W = np.asarray(W)
+    from .gabor import GOOD_R2
+
+    W, (h, w) = receptive_fields(np.asarray(W), patch_shape)
     order = np.arange(W.shape[1]) if usage is None else np.argsort(-np.asarray(usage), kind="stable")
-    h, w = _patch_shape(W.shape[0], patch_shape)
     img = dictionary_image(W[:, order], (h, w))
     height = 6 * img.shape[0] / max(img.shape[1], 1) + 0.5
     if usage is None:
@@ -85,11 +117,19 @@ def plot_dictionary(
     ax.set_xticks([])
     ax.set_yticks([])
     cols = math.ceil(math.sqrt(W.shape[1]))
-    ax.set_xlabel(("most used first, " if usage is not None else "") + "tile label = column of W")
-    if W.shape[1] <= 100:  # labels stay legible
+    ax.set_xlabel(
+        ("most used first, " if usage is not None else "")
+        + "tile label = column of W"
+        + (f" : Gabor fit R² (green >= {GOOD_R2})" if r2 is not None else "")
+    )
+    if W.shape[1] <= 144:  # labels stay legible
+        size = 6 if W.shape[1] <= 100 else 4
         for rank, col in enumerate(order):
             r, c = divmod(rank, cols)
-            ax.text(c * (w + 1), r * (h + 1), str(col), fontsize=6, va="top", ha="left", color="black")
+            text, color = str(col), "black"
+            if r2 is not None:
+                text, color = f"{col}:{r2[col]:.2f}", ("darkgreen" if r2[col] >= GOOD_R2 else "darkred")
+            ax.text(c * (w + 1), r * (h + 1), text, fontsize=size, va="top", ha="left", color=color)
     fig.colorbar(shown, ax=ax, fraction=0.04, label="value / max |value| of the element")
     if title:
         ax.set_title(title)
@@ -147,7 +187,9 @@ def plot_curves(results: dict[str, Any], path: str | os.PathLike) -> Path:
     steps = np.asarray(results["step"]) + 1
     fig, axes = plt.subplots(1, 4, figsize=(14, 3))
     for ax, key, label in zip(
-        axes, ("loglik", "pi", "sigma", "T"), ("truncated log-likelihood / point", "pi", "sigma", "temperature T")
+        axes,
+        ("loglik", "pi", "sigma", "T"),
+        ("free energy (truncated log-lik.) / point", "pi", "sigma", "temperature T"),
     ):
         ax.plot(steps, np.asarray(results[key]).reshape(len(steps), -1))
         ax.set_xlabel("EM step")
@@ -171,10 +213,44 @@ def plot_run(
         W = W * res["mu"][-1]
     use, label = _run_usage(res, max_points)
     title = f"{cfg.get('model', '').upper()} dictionary after {len(res['step'])} steps"
+    quality = run_quality(run_dir, W, cfg.get("patch_shape"), use)
+    title += "\n" + quality_line(quality)
     return [
-        plot_dictionary(W, out / "dictionary.png", cfg.get("patch_shape"), title, use, label),
+        plot_dictionary(W, out / "dictionary.png", cfg.get("patch_shape"), title, use, label, quality["r2"]),
         plot_curves(res, out / "curves.png"),
     ]
+
+
+def run_quality(run_dir: str | os.PathLike, W: np.ndarray, patch_shape, use: np.ndarray) -> dict[str, Any]:
+    """Fit Gabors to the final dictionary's fields; store the numbers as ``quality/`` in the run's ``results.h5``.
+
+    ``order`` (the elements by usage, most used first) is stored with them.
+    """
+    from probmod.errors import OutputError
+
+    from .gabor import gabor_summary
+    from .io import write_quality
+
+    F, shape = receptive_fields(np.asarray(W), patch_shape)
+    summary = gabor_summary(F, shape)
+    summary["order"] = np.argsort(-np.asarray(use), kind="stable")
+    try:
+        write_quality(run_dir, summary)
+    except OutputError as err:  # a read-only run folder can still be plotted elsewhere
+        warnings.warn(f"Gabor numbers not stored: {err}", stacklevel=2)
+    return summary
+
+
+def quality_line(q: dict[str, Any]) -> str:
+    """One line of the Gabor numbers, e.g. ``Gabor share 0.72 (R² >= 0.7), orientations 8/8 bins, ...``."""
+    from .gabor import FREQ_BINS, GOOD_R2, N_ORIENTATION_BINS
+
+    nf = len(FREQ_BINS) - 1
+    return (
+        f"Gabor share {q['gabor_share']:.2f} (R² >= {GOOD_R2}), "
+        f"orientations {round(q['orientation_coverage'] * N_ORIENTATION_BINS)}/{N_ORIENTATION_BINS} bins, "
+        f"frequencies {round(q['frequency_coverage'] * nf)}/{nf} octaves"
+    )
 
 
 def _run_usage(res: dict[str, Any], max_points: int) -> tuple[np.ndarray, str]:

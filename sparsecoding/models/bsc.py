@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernels import active_lists, linear_moments, linear_sq_err
-from ..truncation import gather_mat, gather_vec
+from ..truncation import PairTemplate, gather_mat, gather_vec, pair_template, scatter_sum_pairs, scatter_vec
 from .base import SparseCodingModel
 
 __all__ = ["BSC", "LinearGaussian"]
@@ -37,6 +36,62 @@ def regress_W_sigma(SS: np.ndarray, YS: np.ndarray, YY, N_use: int) -> tuple[np.
     return W, float(np.sqrt(max(err, 1e-12) / (N_use * D)))
 
 
+_GRAM: list = []  # [(W copy, WᵀW)]: one Gram matrix per parameter set, shared by a step's chunks
+
+
+def gram(W: np.ndarray) -> np.ndarray:
+    """``WᵀW``, computed once per distinct ``W`` (compared by value, so an edit in place is seen)."""
+    if _GRAM and _GRAM[0][0].shape == W.shape and np.array_equal(_GRAM[0][0], W):
+        return _GRAM[0][1]
+    G = W.T @ W
+    _GRAM[:] = [(W.copy(), G)]
+    return G
+
+
+_TEMPLATES: dict = {}
+_LAST_MOMENTS: list = []  # [(Y, W, moments)] of the last chunk
+
+
+def _templates(vals: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray]:
+    """Per candidate template: whether it is binary, the log-likelihood coefficients and the moment template.
+
+    ``||y - W s||^2 - y.y`` is ``F @ coef`` with features ``F = [b_K, G_KK pairs]`` and
+    ``coef = [-2 valsᵀ; quad]``. For binary states ``s_j^2 = s_j``, so the diagonal pairs fold
+    into the linear terms (``F = [G_jj - 2 b_j, 2 G_jk (j < k)]``): a fifth fewer columns.
+    The moment template gives ``<s_j>`` and ``<s_j s_k>`` (all pairs, or j < k when binary).
+    """
+    key = (vals.shape, vals.tobytes())
+    hit = _TEMPLATES.get(key)
+    if hit is None:
+        pairs = pair_template(vals)
+        binary = bool(np.all((vals == 0) | (vals == 1)))
+        if binary:
+            off = pairs.ju != pairs.ku
+            coef = np.concatenate([vals.T, pairs.quad[off]])
+            moments = np.concatenate([vals, pairs.prod[:, off]], 1)
+        else:
+            coef = np.concatenate([-2.0 * vals.T, pairs.quad])
+            moments = np.concatenate([vals, pairs.prod], 1)
+        hit = (binary, np.ascontiguousarray(coef), np.ascontiguousarray(moments))
+        _TEMPLATES.clear() if len(_TEMPLATES) > 64 else None
+        _TEMPLATES[key] = hit
+    return hit
+
+
+def _candidate_features(b: np.ndarray, G: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """The features ``F`` (n, columns of the coefficients) of :func:`_templates` for the candidates ``idx``."""
+    binary = _templates(vals)[0]
+    pairs = pair_template(vals)
+    H = G.shape[0]
+    bK = np.take_along_axis(b, idx, axis=1)
+    flatG = G.ravel()  # np.take on flat indices: several times faster than 2-D fancy indexing
+    if binary:
+        off = pairs.ju != pairs.ku
+        lin = np.take(flatG, idx * (H + 1)) - 2.0 * bK
+        return np.concatenate([lin, np.take(flatG, idx[:, pairs.ju[off]] * H + idx[:, pairs.ku[off]])], axis=1)
+    return np.concatenate([bK, np.take(flatG, idx[:, pairs.ju] * H + idx[:, pairs.ku])], axis=1)
+
+
 class LinearGaussian(SparseCodingModel):
     """``y = W s + N(0, sigma^2 I)`` with discrete states; the prior is set by the subclass."""
 
@@ -45,7 +100,14 @@ class LinearGaussian(SparseCodingModel):
     def _moments(params: dict, Y: np.ndarray, obs: np.ndarray | None):
         W = params["W"]
         if obs is None:
-            return Y @ W, np.einsum("nd,nd->n", Y, Y), W.T @ W, float(W.shape[0])
+            # both blocks of a chunk ask for the same moments; the cache holds the arrays themselves and
+            # compares them by identity (an id alone could be reused by the next chunk once this one is freed)
+            hit = _LAST_MOMENTS[0] if _LAST_MOMENTS else None
+            if hit is not None and hit[0] is Y and hit[1] is W:
+                return hit[2]
+            out = (Y @ W, np.einsum("nd,nd->n", Y, Y), gram(W), float(W.shape[0]))
+            _LAST_MOMENTS[:] = [(Y, W, out)]
+            return out
         Yo = Y * obs
         G = np.einsum("dh,nd,dl->nhl", W, obs, W, optimize=True)
         return Yo @ W, np.einsum("nd,nd->n", Yo, Yo), G, obs.sum(axis=1)
@@ -53,10 +115,13 @@ class LinearGaussian(SparseCodingModel):
     def log_lik(self, params, Y, obs, idx, vals):
         b, yy, G, Dn = self._moments(params, Y, obs)
         s2 = float(params["sigma"]) ** 2
-        if obs is None and idx is not None:  # candidate block: numba over active slots only
-            act, val = active_lists(vals)
-            err = linear_sq_err(b, yy, G, np.ascontiguousarray(idx, dtype=np.int64), act, val)
-            return -0.5 * Dn * (LOG2PI + np.log(s2)) - err / (2.0 * s2)
+        if obs is None and idx is not None:
+            # candidate block: ||y - W s||^2 = y.y + [b_K, G_KK pairs] @ [-2 s; s s pairs], one GEMM for all states
+            ll = _candidate_features(b, G, idx, vals) @ _templates(vals)[1]  # then in place: const - (ll + yy) / 2s2
+            ll += yy[:, None]
+            ll *= -0.5 / s2
+            ll += -0.5 * Dn * (LOG2PI + np.log(s2))
+            return ll
         bc = gather_vec(b, idx)  # (n, k)
         Gc = gather_mat(G, idx)  # (k, k) or (n, k, k)
         lin = bc @ vals.T  # (n, M)
@@ -75,12 +140,18 @@ class LinearGaussian(SparseCodingModel):
         Es = np.zeros((Y.shape[0], H))
         for b, p in zip(blocks, post):
             if b.idx is not None:
-                act, val = active_lists(b.vals)
-                es, ss = linear_moments(
-                    np.ascontiguousarray(p), np.ascontiguousarray(b.idx, dtype=np.int64), act, val, H
-                )
+                # <s> and <s_j s_k> on the candidate slots in one GEMM, then placed at their causes
+                k = b.vals.shape[1]
+                binary, _, moments = _templates(b.vals)
+                X = p @ moments
+                es = scatter_vec(X[:, :k], b.idx, H)
                 Es += es
-                stats["SS"] += ss
+                pairs = pair_template(b.vals)
+                if binary:  # <s_j^2> = <s_j>: the diagonal comes from the means
+                    off = pairs.ju != pairs.ku
+                    pairs = PairTemplate(pairs.ju[off], pairs.ku[off], pairs.prod, pairs.quad)
+                    stats["SS"] += np.diag(es.sum(axis=0))
+                stats["SS"] += scatter_sum_pairs(X[:, k:], b.idx, pairs, H)
                 continue
             # the shared block (slot h is cause h): sum_n <s sᵀ> = valsᵀ diag(sum_n q_n) vals, without a
             # (states, H²) table of outer products (8 GB for H = 1000)

@@ -78,8 +78,8 @@ def memory_estimate(model, N: int, D: int, ranks: int = 1, fitting: bool = True)
     * ``chunk``: one chunk's log-joints and posteriors (``B x states``) and
       the model's per-state slot arrays (``B x states x slots``);
     * ``reduction`` (fit only): the per-chunk statistics this rank keeps, the
-      ``(chunks x statistics)`` table that ``Allreduce`` combines, and the
-      parameter history (one row per step).
+      reduction tree's nodes that ``Allreduce`` combines (about ``2 log2(chunks)``
+      rows of statistics) and the parameter history (one row per step).
     """
     H, Hp, gamma = int(model.H), model._Hprime, model._gamma
     V = len(model.nonzero_values())
@@ -93,7 +93,8 @@ def memory_estimate(model, N: int, D: int, ranks: int = 1, fitting: bool = True)
         C = math.ceil(int(N) / B)
         stats = model.stat_size(H, D) + V + 2
         history = int(model.steps) * (model.param_size(H, D) + 5)
-        out["reduction"] = f8 * (stats * (math.ceil(C / max(1, ranks)) + C * (2 if ranks > 1 else 1)) + history)
+        tree = 2 * (2 * max(1, C - 1).bit_length() + 2)  # the tree's cover nodes (sent and received), partial sums
+        out["reduction"] = f8 * (stats * (math.ceil(C / max(1, ranks)) + tree) + history)
     return out
 
 

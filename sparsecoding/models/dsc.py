@@ -106,6 +106,10 @@ class DSC(LinearGaussian):
         prior = np.concatenate([[1.0 - pi], pi * counts / counts.sum()])
         return {"W": W, "prior": prior, "pi": np.array(pi), "sigma": np.array(sigma)}
 
+    def init_from_data(self, params, samples):
+        # a data point is W s with values of mean size |v|: start W at the data point's scale over |v|
+        return {**params, "W": samples.T / float(np.mean(np.abs(self._values[1:])))}
+
     def init_params(self, D, mean, var, rng):
         p = super().init_params(D, mean, var, rng)
         V = len(self._values) - 1

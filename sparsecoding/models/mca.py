@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernels import active_lists, superposition_sq_err
-from ..truncation import scatter_sum_rows
+from .._kernels import active_lists, superposition_sq_err, superposition_stats
 from .base import SparseCodingModel
 
 __all__ = ["MCA", "rho_of_T"]
@@ -86,30 +85,42 @@ class MCA(SparseCodingModel):
         return {"AY": np.zeros((H, D)), "A": np.zeros((H, D)), "err": np.zeros(())}
 
     def accumulate(self, params, Y, blocks, post, stats, T=1.0):
-        H = params["W"].shape[1]
-        rho = rho_of_T(T)
         # A_hd = s_h (|W_hd| / Wbar^ρ_d)^(ρ-1) = s_h |W_hd|^(ρ-1) (sum_h' s_h' |W_h'd|^ρ)^(-(ρ-1)/ρ)
-        # (binary s); |W| is scaled per pixel by its maximum, which leaves A unchanged.
+        # (binary s); |W| is scaled per pixel by its maximum, which leaves A unchanged. A power per state and
+        # pixel, no matrix product to hand to BLAS: one numba pass per block, over the states that carry mass.
         mag = self._magnitude(params["W"].T)  # (H, D)
         scale = mag.max(axis=0)
         mag = mag / np.where(scale > 0, scale, 1.0)
-        Wp, Wp1 = mag**rho, mag ** (rho - 1.0)
+        rho = rho_of_T(T)
+        Wp, Wp1 = np.ascontiguousarray(mag**rho), np.ascontiguousarray(mag ** (rho - 1.0))
+        Wt = np.ascontiguousarray(params["W"].T)
+        Yc = np.ascontiguousarray(Y)
+        A, AY = np.zeros_like(stats["A"]), np.zeros_like(stats["AY"])
+        err = 0.0
         for b, p in zip(blocks, post):
-            stats["err"] += float(np.sum(p * self._sq_err(params, Y, None, b.idx, b.vals)))
             if b.vals.shape[1] == 0:
                 continue
-            Wpc = Wp[None] if b.idx is None else Wp[b.idx]  # (1|n, k, D)
-            total = np.matmul(b.vals, Wpc)  # (1|n, M, D)
-            R = np.where(total > 0, np.where(total > 0, total, 1.0) ** (-(rho - 1.0) / rho), 0.0)
-            PV = p[:, :, None] * b.vals[None]  # (n, M, k)
-            PR = np.matmul(PV.transpose(0, 2, 1), R)  # (n, k, D)
-            A = PR * (Wp1[None] if b.idx is None else Wp1[b.idx])
-            if b.idx is None:
-                stats["AY"] += np.einsum("nkd,nd->kd", A, Y)
-                stats["A"] += A.sum(axis=0)
-            else:
-                stats["AY"] += scatter_sum_rows(A * Y[:, None, :], b.idx, H)
-                stats["A"] += scatter_sum_rows(A, b.idx, H)
+            act, val = active_lists(b.vals)
+            idx = b.idx
+            if idx is None:
+                idx = np.broadcast_to(np.arange(b.vals.shape[1], dtype=np.int64), (Y.shape[0], b.vals.shape[1]))
+            err += superposition_stats(
+                Yc,
+                Wt,
+                Wp,
+                Wp1,
+                np.ascontiguousarray(idx, dtype=np.int64),
+                act,
+                val,
+                np.ascontiguousarray(p),
+                -(rho - 1.0) / rho,
+                self._magnitude_rule,
+                A,
+                AY,
+            )
+        stats["err"] += err
+        stats["A"] += A
+        stats["AY"] += AY
 
     def stat_size(self, H, D):
         return 2 * H * D + 1
@@ -144,6 +155,9 @@ class MCA(SparseCodingModel):
         H = int(self.H)
         W = mean[:, None] + 0.25 * np.sqrt(var)[:, None] * np.abs(rng.standard_normal((D, H)))
         return {"W": self._project(W), "pi": np.array(1.0 / H), "sigma": np.array(float(np.sqrt(np.mean(var))))}
+
+    def init_from_data(self, params, samples):
+        return {**params, "W": self._project(np.array(samples.T, dtype=np.float64))}
 
     def generate(self, params, n, rng):
         S = self.sample_states(params, n, rng)

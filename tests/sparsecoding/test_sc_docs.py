@@ -9,6 +9,8 @@ MODULES = [
     "sparsecoding",
     "sparsecoding.truncation",
     "sparsecoding.em",
+    "sparsecoding.gabor",
+    "sparsecoding.parallel",
     "sparsecoding.data",
     "sparsecoding.plot",
     "sparsecoding.io",
