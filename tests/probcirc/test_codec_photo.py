@@ -116,3 +116,21 @@ def test_blend_codec_round_trip_files_and_fingerprint(models, tmp_path):
     probcirc.io.save(model, tmp_path / "m.h5")
     back = probcirc.io.load(tmp_path / "m.h5")
     assert back.predictor == "blend" and Codec(back).encode(imgs, raw_fallback=False) == blob
+
+
+def test_med_files_written_before_blend_still_decode():
+    """``data/med_v3*`` were written by commit 8eea181, before "blend" existed: a MED model (HCLT, 2
+    latents, 4x4 patches, one EM epoch on 32x32 crops of skimage's camera) and a .pcz of a 20x23 grey
+    crop of coins, an 11x14 RGB crop of chelsea and a 3x5 white image, all coded with the model."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    model = probcirc.io.load(data / "med_v3_model.h5")
+    assert model.predictor == "med"
+    blob = (data / "med_v3.pcz").read_bytes()
+    with np.load(data / "med_v3_images.npz") as f:
+        originals = [f[f"arr_{i}"] for i in range(3)]
+    codec = Codec(model)
+    for a, b in zip(originals, codec.decode(blob)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert codec.encode(originals, raw_fallback=False) == blob  # MED's residuals and the bytes are unchanged
