@@ -35,7 +35,7 @@ from probcirc.learn import em, grow, prune
 from probcirc.structures import HCLT
 
 #: The recipe (docs/circuits_scale.md): after 2 mini-batch epochs prune 75 % of the sum edges, grow x2 (64 latents).
-RECIPE = dict(latents=32, epochs=10, full_epochs=2, prune_grow="2:0.75:2:0.1", pseudocount=0.1)
+RECIPE = dict(latents=32, epochs=10, full_epochs=2, prune_grow="2:0.75:2:0.1", pseudocount=1.0)
 
 
 def peak_rss_mb() -> float:
@@ -61,7 +61,9 @@ def main() -> None:
     )
     ap.add_argument("--batch", type=int, default=512, help="mini-batch size")
     ap.add_argument("--step", type=float, default=0.1, help="mini-batch EM step size")
-    ap.add_argument("--pseudocount", type=float, default=RECIPE["pseudocount"], help="EM pseudocount")
+    ap.add_argument(
+        "--pseudocount", type=float, default=None, help="EM pseudocount (default: the recipe's at its sizes, else 0.1)"
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
@@ -78,11 +80,15 @@ def main() -> None:
         sys.exit(f"pc_mnist: {err}")
     train = torch.from_numpy(train_img.reshape(len(train_img), -1)[: args.train_limit].astype(np.int64))
     test = torch.from_numpy(test_img.reshape(len(test_img), -1)[: args.test_limit].astype(np.int64))
+    # The recipe's prune-and-grow step and pseudocount apply at its sizes, so that other sizes
+    # (--latents 32 --epochs 3 --full-epochs 1) stay the plain EM measured before.
+    recipe = all(getattr(args, k) == RECIPE[k] for k in ("latents", "epochs", "full_epochs"))
     if args.prune_grow is None:
-        recipe = all(getattr(args, k) == RECIPE[k] for k in ("latents", "epochs", "full_epochs"))
         args.prune_grow = RECIPE["prune_grow"] if recipe else ""
+    if args.pseudocount is None:
+        args.pseudocount = RECIPE["pseudocount"] if recipe else 0.1
     steps = {st.at: st for st in parse_prune_grow(args.prune_grow)}
-    print(f"prune and grow: {args.prune_grow or 'none'}")
+    print(f"prune and grow: {args.prune_grow or 'none'}; pseudocount {args.pseudocount}")
 
     t0 = time.perf_counter()
     root = HCLT(

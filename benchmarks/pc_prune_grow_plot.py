@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt
 
 
 def label(args: dict) -> str:
-    kind = f"prune and grow ({args['prune_grow']})" if args.get("prune_grow") else "plain EM"
-    return f"{kind}, {args['latents']} latents"
+    kind = f"prune and grow {args['prune_grow']}" if args.get("prune_grow") else "plain EM"
+    return f"{kind}, {args['latents']} latents, pseudocount {args['pseudocount']}"
 
 
 def main() -> None:
@@ -36,15 +36,19 @@ def main() -> None:
         with open(path) as f:
             run = json.load(f)
         epochs = run["epochs"]
-        ax.plot(
+        (line,) = ax.plot(
             [e["seconds"] / 60 for e in epochs],
             [e["test_bpd"] for e in epochs],
             marker + "-",
             label=label(run["args"]),
         )
+        full = [e for e in epochs if e["full"]]  # full-batch epochs: open markers
+        ax.plot([e["seconds"] / 60 for e in full], [e["test_bpd"] for e in full], marker, mfc="white",
+                color=line.get_color())  # fmt: skip
+    ax.plot([], [], "o", mfc="white", color="0.4", label="after a full-batch EM epoch")
     ax.set_xlabel("training time (minutes)")
     ax.set_ylabel("test bits per dimension")
-    ax.set_title(args.title)
+    ax.set_title(args.title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
