@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from probmod.errors import FormatError, InputError
-from probmod.io import atomic_path, check_output
+from probmod.io import atomic_path, check_output, new_file_mode
 from probmod.progress import Progress
 
 __all__ = [
@@ -160,6 +160,7 @@ def save_diffusion(
     state = {k: v.detach().contiguous() for k, v in model.unet.state_dict().items()}
     with atomic_path(folder / WEIGHTS, overwrite=overwrite) as tmp:
         save_file(state, tmp)
+        os.chmod(tmp, new_file_mode())  # safetensors writes a fresh 0600 file over the prepared one
     _write_json(folder / "config.json", config, overwrite)
     _write_json(
         folder / SCHEDULER, dict(model.scheduler.config) | {"_class_name": type(model.scheduler).__name__}, overwrite

@@ -17,6 +17,7 @@ diffusers = pytest.importorskip("diffusers")
 from probcirc.inpaint import Steering, inpaint, make_mask, pixel_posterior  # noqa: E402
 from probcirc.inpaint.diffusion import Diffusion, save_diffusion, small_unet  # noqa: E402
 from probmod.errors import UsageError  # noqa: E402
+from probmod.io import new_file_mode  # noqa: E402
 
 K = 3  # levels of the tiny circuit
 
@@ -152,6 +153,8 @@ def test_cli_end_to_end(tiny, tmp_path, capsys):
     model = tmp_path / "pc.h5"
     assert main(["train", str(data), "--latents", "2", "--epochs", "1", "-q", "-o", str(model)]) == 0
     save_diffusion(Diffusion(unet, diffusers.DDPMScheduler(num_train_timesteps=50)), tmp_path / "ddpm")
+    for f in (tmp_path / "ddpm").iterdir():  # finished files follow the umask, like every probmod output
+        assert f.stat().st_mode & 0o777 == new_file_mode(), f.name
     np.save(tmp_path / "few.npy", images)
     argv = [
         str(tmp_path / "few.npy"),
