@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..truncation import PairTemplate, gather_mat, gather_vec, pair_template, scatter_sum_pairs, scatter_vec
+from ..truncation import (
+    PairTemplate,
+    gather_mat,
+    gather_vec,
+    pair_template,
+    scatter_sum_pairs,
+    scatter_vec,
+    singleton_template,
+)
 from .base import SparseCodingModel
 
 __all__ = ["BSC", "LinearGaussian"]
@@ -78,6 +86,19 @@ def _templates(vals: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray]:
     return hit
 
 
+def _singleton_values(vals: np.ndarray) -> np.ndarray | None:
+    """The non-zero values if ``vals`` is the singleton template (zero state, then cause by cause); else None."""
+    key = ("single", vals.shape, vals.tobytes())
+    if key not in _TEMPLATES:
+        M, H = vals.shape
+        V = (M - 1) // H if H else 0
+        values = vals[1 : V + 1, 0].copy() if V else np.zeros(0)
+        ok = V > 0 and M == 1 + H * V and np.array_equal(vals, singleton_template(H, values))
+        _TEMPLATES.clear() if len(_TEMPLATES) > 64 else None
+        _TEMPLATES[key] = values if ok else None
+    return _TEMPLATES[key]
+
+
 def _candidate_features(b: np.ndarray, G: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
     """The features ``F`` (n, columns of the coefficients) of :func:`_templates` for the candidates ``idx``."""
     binary = _templates(vals)[0]
@@ -122,6 +143,15 @@ class LinearGaussian(SparseCodingModel):
             ll *= -0.5 / s2
             ll += -0.5 * Dn * (LOG2PI + np.log(s2))
             return ll
+        values = _singleton_values(vals) if idx is None and obs is None else None
+        if values is not None:  # the zero state and one cause at a time: read b and G's diagonal, no products
+            n, H = b.shape
+            lin = np.zeros((n, vals.shape[0]))
+            lin[:, 1:] = (b[:, :, None] * values).reshape(n, -1)
+            quad = np.zeros(vals.shape[0])
+            quad[1:] = (np.diagonal(G)[:, None] * values**2).reshape(-1)
+            ll = yy[:, None] - 2.0 * lin + quad
+            return -0.5 * Dn * (LOG2PI + np.log(s2)) - ll / (2.0 * s2)
         bc = gather_vec(b, idx)  # (n, k)
         Gc = gather_mat(G, idx)  # (k, k) or (n, k, k)
         lin = bc @ vals.T  # (n, M)
@@ -152,6 +182,12 @@ class LinearGaussian(SparseCodingModel):
                     pairs = PairTemplate(pairs.ju[off], pairs.ku[off], pairs.prod, pairs.quad)
                     stats["SS"] += np.diag(es.sum(axis=0))
                 stats["SS"] += scatter_sum_pairs(X[:, k:], b.idx, pairs, H)
+                continue
+            values = _singleton_values(b.vals)
+            if values is not None:  # one cause at a time: <s_h> and <s_h^2> gather the states of cause h
+                q = p[:, 1:].reshape(len(p), H, len(values))
+                Es += q @ values
+                stats["SS"] += np.diag(q.sum(axis=0) @ values**2)
                 continue
             # the shared block (slot h is cause h): sum_n <s sᵀ> = valsᵀ diag(sum_n q_n) vals, without a
             # (states, H²) table of outer products (8 GB for H = 1000)

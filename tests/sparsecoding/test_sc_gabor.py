@@ -69,14 +69,15 @@ def test_plot_stores_the_gabor_numbers_in_the_results_file(tmp_path, no_mpi, cap
     data, run = tmp_path / "bars.h5", tmp_path / "run"
     assert main(["data", "bars", "-o", str(data), "--N", "200"]) == 0
     args = ["train", "--model", "bsc", "--data", str(data), "--H", "10", "--steps", "3", "-o", str(run), "-q"]
-    assert main(args) == 0
+    assert main([*args, "--no-plot"]) == 0
+    assert load_quality(run) is None  # no plot, no fits
+    assert main(["plot", str(run)]) == 0
+    assert "Gabor share" in capsys.readouterr().out
     q = load_quality(run)
     assert q["r2"].shape == (10,) and q["params"].shape == (10, 8)
     assert sorted(q["order"].tolist()) == list(range(10))
     assert 0.0 <= q["gabor_share"] <= 1.0 and q["gabor_share"] == np.mean(q["r2"] >= GOOD_R2)
     assert "W" in load_results(run)  # the results file is still whole
-    assert main(["plot", str(run)]) == 0
-    assert "Gabor share" in capsys.readouterr().out
 
 
 def test_onoff_patches_are_judged_as_on_minus_off(tmp_path):
