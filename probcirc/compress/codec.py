@@ -9,14 +9,13 @@ import struct
 import warnings
 from collections.abc import Sequence
 
-import constriction
 import numpy as np
 import torch
 
 from probmod import errors
 
 from .. import io
-from . import container
+from . import container, kernels
 from .container import (
     MAX_VALUES,
     MODEL,
@@ -201,7 +200,8 @@ class Codec:
                 "(train with input_dist=Categorical(256))"
             )
         self.fingerprint = file_fingerprint(circuit, self.predictor)
-        self._family = constriction.stream.model.Categorical(perfect=False)
+        self._arrays = kernels.arrays(self.program)
+        self._init = None  # inside values with nothing observed (_initial_inside)
 
     # ------------------------------------------------------------------ units
     def _planes(self, img: np.ndarray, mode: str) -> list[np.ndarray]:
@@ -222,60 +222,82 @@ class Codec:
             out.append([(vals[s : s + BLOCK], valid[s : s + BLOCK]) for s in range(0, len(vals), BLOCK)])
         return out
 
-    def _batches(self, blocks: list[list]):
-        """Group (image, block) pairs into batches of about batch_size patches."""
-        batch, rows = [], 0
-        for img, bl in enumerate(blocks):
-            for k, (v, _) in enumerate(bl):
-                if batch and rows + len(v) > self.batch_size:
-                    yield batch
-                    batch, rows = [], 0
-                batch.append((img, k))
-                rows += len(v)
-        if batch:
-            yield batch
+    def _initial_inside(self):
+        """Inside values with nothing observed: the same for every patch, so computed once and copied per block."""
+        if self._init is None:
+            S, D = self.program.num_slots, self.program.num_vars
+            M, E = np.zeros((1, S)), np.zeros((1, S), dtype=np.int64)
+            kernels.init_state(self._arrays, M, E, np.zeros((1, D), np.int64), np.zeros((1, D), np.bool_))
+            self._init = (M[0], E[0])
+        return self._init
 
-    def _run(self, batch, blocks, coders, encode: bool, progress=None):
-        """Code one batch of blocks, variable by variable; fills the patch values when decoding."""
-        sizes = [len(blocks[i][k][0]) for i, k in batch]
-        X = np.concatenate([blocks[i][k][0] for i, k in batch]).astype(np.int64)
-        VALID = np.concatenate([blocks[i][k][1] for i, k in batch])
-        bounds = np.concatenate([[0], np.cumsum(sizes)])
-        engine = PmfEngine(self.program, len(X), self.mode)
-        V = self.program.num_values
-        pending: dict = {}
-        for i in self.program.order:
-            act = VALID[:, i]
-            if not act.any():
-                continue
-            freq = engine.pmfs(i, act)
-            g = (freq - 1).astype(np.float64)
-            for j, (img, k) in enumerate(batch):
-                r0, r1 = bounds[j], bounds[j + 1]
-                sel = np.flatnonzero(act[r0:r1]) + r0
-                if not len(sel):
-                    continue
-                coder = coders[(img, k)]
-                if encode:  # buffered: one constriction call per block (same bytes, fewer calls)
-                    pending.setdefault((img, k), ([], []))
-                    pending[(img, k)][0].append(X[sel, i].astype(np.int32))
-                    pending[(img, k)][1].append(g[sel])
+    def _slices(self, flat, blocks, threads):
+        """Consecutive runs of (image, block) pairs of about ``batch_size`` patches per thread: one compiled call each
+        (progress and interrupts are seen between calls; the bytes never depend on the slicing)."""
+        limit = self.batch_size * max(1, threads)
+        start, rows = 0, 0
+        for end, (img, k) in enumerate(flat):
+            rows += len(blocks[img][k][0])
+            if rows >= limit:
+                yield flat[start : end + 1]
+                start, rows = end + 1, 0
+        if start < len(flat):
+            yield flat[start:]
+
+    def _code(self, blocks, encode: bool, words=None, progress=None, labels=None):
+        """Range-code every block (:func:`kernels.code_blocks`, the engine's code path and constriction's coder).
+
+        Encoding returns ``{(image, block): uint32 words}``; decoding reads ``words`` (the same keys) and
+        fills the blocks' patch values (a damaged stream is named by ``labels[image]``).
+        """
+        import numba
+
+        M0, E0 = self._initial_inside()
+        flat = [(i, k) for i, bl in enumerate(blocks) for k in range(len(bl))]
+        out = {}
+        with self._with_threads():
+            threads = numba.get_num_threads()
+            for part in self._slices(flat, blocks, threads):
+                X = np.concatenate([blocks[i][k][0] for i, k in part]).astype(np.int64)
+                VALID = np.ascontiguousarray(np.concatenate([blocks[i][k][1] for i, k in part]))
+                blk_ptr = np.zeros(len(part) + 1, dtype=np.int64)
+                blk_ptr[1:] = np.cumsum([len(blocks[i][k][0]) for i, k in part])
+                if encode:  # room for one word per symbol, held-back words and the seal
+                    sizes = [int(blocks[i][k][1].sum()) + 4 for i, k in part]
+                    buf = np.zeros(sum(sizes), dtype=np.uint32)
                 else:
-                    try:
-                        X[sel, i] = coder.decode(self._family, g[sel])
-                    except (AssertionError, RuntimeError, ValueError) as err:  # constriction on damaged words
-                        raise PczFormatError(f"corrupt .pcz file (a stream cannot be decoded: {err})") from None
-            if not encode and (X[act, i] >= V).any():  # pragma: no cover - constriction never returns these
-                raise PczFormatError("corrupt stream (decoded value out of range)")
-            engine.observe(i, X[:, i], act)
-        if encode:
-            for key, (syms, probs) in pending.items():
-                coders[key].encode(np.concatenate(syms), self._family, np.concatenate(probs))
-        else:
-            for j, (img, k) in enumerate(batch):
-                blocks[img][k] = (X[bounds[j] : bounds[j + 1]], blocks[img][k][1])
-        if progress is not None:
-            progress(len(X))
+                    sizes = [len(words[key]) for key in part]
+                    buf = np.concatenate([words[key] for key in part] + [np.zeros(0, np.uint32)])
+                word_ptr = np.zeros(len(part) + 1, dtype=np.int64)
+                word_ptr[1:] = np.cumsum(sizes)
+                nwords = np.zeros(len(part), dtype=np.int64)
+                kernels.code_blocks(
+                    encode,
+                    self._arrays,
+                    self.program.order,
+                    kernels.LAZY if self.mode == "incremental" else PmfEngine.MODES[self.mode],
+                    PRECISION,
+                    M0,
+                    E0,
+                    X,
+                    VALID,
+                    blk_ptr,
+                    buf,
+                    word_ptr,
+                    nwords,
+                    max(1, min(threads, len(part))),
+                )
+                for j, (img, k) in enumerate(part):
+                    if encode:
+                        out[(img, k)] = buf[word_ptr[j] : word_ptr[j] + nwords[j]]
+                    elif nwords[j]:
+                        name = labels[img] if labels is not None else img
+                        raise PczFormatError(f"corrupt .pcz file (image {name}'s stream cannot be decoded)")
+                    else:
+                        blocks[img][k] = (X[blk_ptr[j] : blk_ptr[j + 1]], blocks[img][k][1])
+                if progress is not None:
+                    progress(len(X))
+        return out
 
     def _with_threads(self):
         import numba
@@ -301,15 +323,10 @@ class Codec:
 
     def _encode_checked(self, checked, progress=None):
         blocks = self._blocks([self._planes(a, m) for a, m in checked])
-        coders = {
-            (i, k): constriction.stream.queue.RangeEncoder() for i, bl in enumerate(blocks) for k in range(len(bl))
-        }
-        with self._with_threads():
-            for batch in self._batches(blocks):
-                self._run(batch, blocks, coders, True, progress)
+        words = self._code(blocks, True, progress=progress)
         streams = []
         for i, bl in enumerate(blocks):
-            parts = [_trim(coders[(i, k)].get_compressed().astype("<u4").tobytes()) for k in range(len(bl))]
+            parts = [_trim(words[(i, k)].astype("<u4").tobytes()) for k in range(len(bl))]
             streams.append(b"".join(_varint(len(p)) for p in parts[:-1]) + b"".join(parts))
         meta = [(a.shape[0], a.shape[1], MODES[m]) for a, m in checked]
         return meta, streams
@@ -428,7 +445,7 @@ class Codec:
             nplanes = 1 if MODE_NAMES[e.mode] == "L" else 3
             shapes.append([np.zeros((e.height, e.width), np.uint8)] * nplanes)
         blocks = self._blocks(shapes)
-        coders = {}
+        words = {}
         for j, idx in enumerate(indices):
             s = container.stream(header, payload, idx)
             n_blocks = len(blocks[j])
@@ -443,13 +460,9 @@ class Codec:
             if lengths[-1] < 0:
                 raise PczFormatError(f"corrupt .pcz file (image {idx}'s block table is inconsistent)")
             for k in range(n_blocks):
-                coders[(j, k)] = constriction.stream.queue.RangeDecoder(
-                    _bytes_to_words(_untrim(s[pos : pos + lengths[k]]))
-                )
+                words[(j, k)] = _bytes_to_words(_untrim(s[pos : pos + lengths[k]]))
                 pos += lengths[k]
-        with self._with_threads():
-            for batch in self._batches(blocks):
-                self._run(batch, blocks, coders, False, progress)
+        self._code(blocks, False, words, progress, labels=indices)
         out = []
         for j, e in enumerate(entries):
             vals = np.concatenate([v for v, _ in blocks[j]])

@@ -24,6 +24,8 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
+from . import rangecoder
+
 ZERO_E = -(1 << 40)  # exponent of an exact zero
 MIN_SHIFT = -1100  # ldexp(m, s) is 0 for any s below this
 CONST, LEAF, PROD, SUM = 0, 1, 2, 3
@@ -57,11 +59,30 @@ def _norm(m, e):
     return f, e + d
 
 
-@njit(cache=True)
+#: 2**j for j in [-1022, 1023], all normal doubles: a product with one of them is ``ldexp``'s result, found with
+#: one multiplication instead of a call into libm (both are the correctly rounded m * 2**j)
+_POW2 = np.array([math.ldexp(1.0, j) for j in range(-1022, 1024)])
+
+
+@njit(cache=True, inline="always")
+def _pow2_scale(m, s):
+    """``ldexp(m, s)`` for ``m`` in [2**-256, 2**256] (or 0) and ``s`` in [-1100, 1023], by multiplications.
+
+    For ``s`` below -1022, ``m * 2**-600`` is exact (it stays a normal double), so the second
+    product is the only rounding, as in ``ldexp``.
+    """
+    if s >= -1022:
+        return m * _POW2[s + 1022]
+    return (m * _POW2[1022 - 600]) * _POW2[s + 600 + 1022]
+
+
+@njit(cache=True, inline="always")
 def _shift(m, s):
     if s == 0:
         return m
-    return math.ldexp(m, max(s, MIN_SHIFT))
+    if s > 1023:  # pragma: no cover - exponents are aligned downwards only
+        return math.ldexp(m, s)
+    return _pow2_scale(m, max(s, MIN_SHIFT))
 
 
 @njit(cache=True, inline="always")
@@ -183,9 +204,16 @@ def quantize(p, precision, freq):
     total = np.int64(0)
     if pmax > 0.0:
         _, ex = math.frexp(pmax)
-        for v in range(V):
-            freq[v] = np.int64(math.floor(math.ldexp(p[v], 32 - ex)))
-            total += freq[v]
+        k = 32 - ex
+        if -1022 <= k <= 1023:  # p · 2**k < 2**32: exact, as ldexp (and no call into libm)
+            scale = _POW2[k + 1022]
+            for v in range(V):
+                freq[v] = np.int64(p[v] * scale)  # >= 0, so truncation is the floor
+                total += freq[v]
+        else:
+            for v in range(V):
+                freq[v] = np.int64(math.floor(math.ldexp(p[v], k)))
+                total += freq[v]
     else:
         for v in range(V):
             freq[v] = 1
@@ -194,11 +222,26 @@ def quantize(p, precision, freq):
     s = np.int64(0)
     best = 0
     for v in range(V):
-        freq[v] = 1 + (freq[v] * R) // total
+        freq[v] = 1 + _floordiv(freq[v] * R, total)
         s += freq[v]
         if freq[v] > freq[best]:
             best = v
     freq[best] += (np.int64(1) << precision) - s
+
+
+@njit(cache=True, inline="always")
+def _floordiv(a, b):
+    """``a // b`` for 0 <= a < 2**56, 0 < b < 2**41: a float64 estimate (off by at most one, the quotient
+    being below 2**25), corrected with integers; exact, and cheaper than an integer division."""
+    if a == 0:
+        return np.int64(0)
+    q = np.int64(np.float64(a) / np.float64(b))
+    r = a - q * b
+    if r < 0:
+        q -= 1
+    elif r >= b:
+        q += 1
+    return q
 
 
 @njit(cache=True)
@@ -242,7 +285,14 @@ def _ensure_inside(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, 
                     ok[c] = 2
                     stack[top] = c
                     top += 1
-    todo = np.sort(stack[S - cnt + 1 : S + 1])
+    todo = stack[S - cnt + 1 : S + 1]
+    for t in range(1, cnt):  # insertion sort in place: few nodes, mostly in order, and no allocation
+        u = todo[t]
+        j = t
+        while j > 0 and todo[j - 1] > u:
+            todo[j] = todo[j - 1]
+            j -= 1
+        todo[j] = u
     for t in range(cnt):
         u = todo[t]
         _inside_node(u, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
@@ -307,17 +357,99 @@ def step(i, now, mode, precision, a, M, E, DM, DE, OK, SOUT, STACK, X, OBS, acti
 @njit(cache=True, parallel=True)
 def observe(i, mode, a, M, E, OK, X, OBS, active, values):
     """Set X_i = values[b] on the active rows; refresh (ANCESTORS) or mark stale (LAZY) what depends on it."""
-    kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w = a[:7]  # the first of Arrays' fields
-    anc_ptr, anc = a.anc_ptr, a.anc
     for b in prange(M.shape[0]):
         if active[b]:
-            X[b, i] = values[b]
-            OBS[b, i] = True
-            if mode == ANCESTORS:
-                for j in range(anc_ptr[i], anc_ptr[i + 1]):
-                    _inside_node(
-                        anc[j], kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M[b], E[b], X[b], OBS[b]
-                    )
-            elif mode == LAZY:
-                for j in range(anc_ptr[i], anc_ptr[i + 1]):
-                    OK[b, anc[j]] = 0
+            _observe_row(i, values[b], mode, a, M[b], E[b], OK[b], X[b], OBS[b])
+
+
+@njit(cache=True)
+def _observe_row(i, value, mode, a, M, E, ok, x, obs):
+    kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w = a[:7]  # the first of Arrays' fields
+    anc_ptr, anc = a.anc_ptr, a.anc
+    x[i] = value
+    obs[i] = True
+    if mode == ANCESTORS:
+        for j in range(anc_ptr[i], anc_ptr[i + 1]):
+            _inside_node(anc[j], kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
+    elif mode == LAZY:
+        for j in range(anc_ptr[i], anc_ptr[i + 1]):
+            ok[anc[j]] = 0
+
+
+@njit(cache=True, parallel=True)
+def code_blocks(encode, a, order, mode, precision, M0, E0, X, VALID, blk_ptr, words, word_ptr, nwords, chunks):
+    """Range-code whole blocks (each: rows ``blk_ptr[k]:blk_ptr[k+1]`` of ``X``, one coder) in one compiled call.
+
+    Per block, for each variable in ``order`` and each of its rows in turn (the rows where
+    ``VALID``): the row's PMF (:func:`_step_row`, the engine's code path), then the range
+    coder (:mod:`~probcirc.compress.rangecoder`: constriction's arithmetic), then the
+    observation. ``encode``: ``X`` is read and block k's words are written from
+    ``word_ptr[k]`` (room for one word per symbol and 4 more), their count into ``nwords[k]``;
+    decoding: ``X``'s rows are filled from those words and ``nwords[k]`` is 1 where the
+    words are damaged. Blocks are independent, so ``chunks`` workers take every
+    ``chunks``-th block each; a block's bytes never depend on the others or on the threads.
+    ``M0``/``E0``: the inside values with nothing observed (:func:`init_state`, one row).
+    """
+    S = a.kind.shape[0]
+    D = X.shape[1]
+    V = a.table.shape[1]
+    nb = blk_ptr.shape[0] - 1
+    rows = 1
+    for k in range(nb):
+        rows = max(rows, blk_ptr[k + 1] - blk_ptr[k])
+    max_par = 1
+    for n in range(S):
+        max_par = max(max_par, a.par_ptr[n + 1] - a.par_ptr[n])
+    for c in prange(chunks):
+        M = np.empty((rows, S))
+        E = np.empty((rows, S), dtype=np.int64)
+        DM = np.zeros((rows, S))
+        DE = np.zeros((rows, S), dtype=np.int64)
+        OK = np.empty((rows, S), dtype=np.int8)
+        SOUT = np.empty((rows, S), dtype=np.int64)
+        XS = np.empty((rows, D), dtype=np.int64)
+        OBS = np.empty((rows, D), dtype=np.bool_)
+        stack = np.empty(S + 1, dtype=np.int64)
+        tm = np.empty(max_par, dtype=np.float64)
+        te = np.empty(max_par, dtype=np.int64)
+        pbuf = np.empty(V, dtype=np.float64)
+        freq = np.empty(V, dtype=np.int64)
+        st = np.zeros(6, dtype=np.uint64)
+        for k in range(c, nb, chunks):
+            r0, nr = blk_ptr[k], blk_ptr[k + 1] - blk_ptr[k]
+            w = words[word_ptr[k] : word_ptr[k + 1]]
+            for r in range(nr):
+                M[r] = M0
+                E[r] = E0
+                OK[r] = 1
+                SOUT[r] = -1
+                OBS[r] = False
+                if encode:
+                    XS[r] = X[r0 + r]
+                else:
+                    XS[r] = 0
+            rangecoder.reset(st, w, encode)
+            for t in range(D):
+                i = order[t]
+                for r in range(nr):
+                    if not VALID[r0 + r, i]:
+                        continue
+                    state = (M[r], E[r], DM[r], DE[r], OK[r], SOUT[r], XS[r], OBS[r])
+                    _step_row(i, t, mode, precision, a, state, tm, te, stack, pbuf, freq)
+                    if encode:
+                        sym = XS[r, i]
+                        cum = np.int64(0)
+                        for v in range(sym):
+                            cum += freq[v]
+                        rangecoder.encode(st, w, cum, freq[sym], precision)
+                    else:
+                        sym = rangecoder.decode(st, w, freq, precision)
+                        if sym < 0:
+                            sym = 0  # damaged: finish the block with zeros, reported below
+                    _observe_row(i, sym, mode, a, M[r], E[r], OK[r], XS[r], OBS[r])
+            if encode:
+                nwords[k] = rangecoder.seal(st, w)
+            else:
+                nwords[k] = st[rangecoder.FAILED]
+                for r in range(nr):
+                    X[r0 + r] = XS[r]
