@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("-o", "--output", default="docs/img/pc_prune_grow.png", help="the figure (PNG)")
     ap.add_argument("--title", default="HCLT on MNIST", help="figure title")
     args = ap.parse_args()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for path, marker in zip(args.histories, "osd^v"):
         with open(path) as f:
             run = json.load(f)
@@ -50,7 +50,7 @@ def main() -> None:
     ax.set_ylabel("test bits per dimension")
     ax.set_title(args.title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     fig.savefig(args.output, dpi=110)
