@@ -147,11 +147,17 @@ def circuit_steer(
     """
     top = num_values - 1
     hard = num_values + levels.long().clamp(0, top)
+    flat_evidence: list[torch.Tensor] = []  # width = inf: the posterior ignores x̂0, so one query serves every step
 
     def steer(x0: torch.Tensor, t: int) -> torch.Tensor:  # noqa: ARG001 - the same evidence model at every step
         flat = x0.reshape(x0.shape[0], -1)
-        guess = torch.round((flat.double() + 1) * top / 2).clamp(0, top).long()
-        mean = mean_of(torch.where(known, hard, guess)).to(x0.dtype) * 2 / top - 1
+        if flat_evidence:
+            mean = flat_evidence[0]
+        else:
+            guess = torch.round((flat.double() + 1) * top / 2).clamp(0, top).long()
+            mean = mean_of(torch.where(known, hard, guess)).to(x0.dtype) * 2 / top - 1
+            if steering.width == float("inf"):
+                flat_evidence.append(mean)
         mixed = torch.where(known, flat, (1 - steering.weight) * flat + steering.weight * mean)
         return mixed.reshape(x0.shape)
 
