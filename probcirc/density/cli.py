@@ -56,7 +56,11 @@ def chart_path(output: str | Path) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (alone, or as one rank of ``torchrun --nproc-per-node N -m probcirc train``); rank 0 writes."""
     set_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: this torch sees no CUDA device")
     if distributed.init_from_env(args.dist_timeout, args.device):
         if args.threads is None:
