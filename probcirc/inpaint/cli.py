@@ -65,7 +65,7 @@ def register_train(sub) -> None:
     p.add_argument("--batch-size", type=int_at_least(1), default=32, help="images per step")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay over the budget)")
     p.add_argument("--channels", default="8,16,16", help="UNet channels per level, comma separated")
-    add_common(p, f"model folder (default: the shipped one, {SHIPPED})")
+    add_common(p, f"model folder to write (the shipped model lives in {SHIPPED})")
     p.set_defaults(func=cmd_train_diffusion)
 
 
