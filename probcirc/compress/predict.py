@@ -15,13 +15,17 @@ drawings with large flat areas, such as MNIST digits, raw pixels code better.
 
 ``"blend"`` adapts to each image as it goes, in integer arithmetic only (so
 encoder and decoder agree on every machine). Six predictions (MED, W, N,
-W+N-NW, (W+NE)/2, W+NE-N, clamped to 0..255) are averaged with weights
-``2**30 // (e + 1)**2``, where e sums each one's absolute errors at the causal
-neighbours W, N, NW, NE (and half those at WW and NN): whichever predictor
-has been right nearby counts most, as in JPEG-XL's weighted predictor. Then a
-bias correction as in CALIC: per context (8 activity levels x the signs of W,
-N and NW against the prediction) the mean error so far (counts halved at 128)
-is added. Borders read the nearest causal pixel; the first pixel is 128.
+W+N-NW, (W+NE)/2, W+NE-N) are averaged with weights ``2**30 // (e + 1)**2``,
+where e sums each one's absolute errors at the causal neighbours W, N, NW, NE
+(and half those at WW and NN): whichever predictor has been right nearby
+counts most, as in JPEG-XL's weighted predictor, whose clamp to the range of
+W, N and NE it also takes. Then a bias correction as in CALIC: per context (8
+activity levels x the signs of W, N and NW against the prediction) the mean
+error so far (counts halved at 128) is added. Values are read as residues mod
+256, each neighbour as the one nearest W: YCoCg-R chroma planes wrap from 255
+to 0, where an average of raw values would predict mid-grey (adding a constant
+mod 256 to a plane changes only its first residual). Borders read the nearest
+causal pixel; the first pixel is predicted as 128.
 """
 
 from __future__ import annotations
@@ -88,6 +92,12 @@ def _causal(x, i, j):
     return W, N, NW, NE, WW, NN
 
 
+@njit(cache=True, inline="always")
+def _near(v, ref):
+    """The integer congruent to v mod 256 nearest ref (in ref - 128 .. ref + 127)."""
+    return ref + ((v - ref + 128) & 255) - 128
+
+
 @njit(cache=True)
 def _blend(x, r, forward):
     """Blend residuals of ``x`` into ``r`` (forward) or pixels from ``r`` into ``x``; one loop, so both agree."""
@@ -100,13 +110,15 @@ def _blend(x, r, forward):
         c0, c1, c2 = i % 3, (i + 2) % 3, (i + 1) % 3
         for j in range(w):
             W, N, NW, NE, WW, NN = _causal(x, i, j)
+            # values are residues mod 256 (chroma planes wrap): read each neighbour as the one nearest W
+            N, NW, NE = _near(N, W), _near(NW, W), _near(NE, W)
             hi, lo = max(W, N), min(W, N)
             ps[0] = lo if hi <= NW else (hi if lo >= NW else W + N - NW)
             ps[1] = W
             ps[2] = N
-            ps[3] = min(255, max(0, W + N - NW))
+            ps[3] = W + N - NW
             ps[4] = (W + NE + 1) >> 1
-            ps[5] = min(255, max(0, W + NE - N))
+            ps[5] = W + NE - N
             num = 0
             den = 0
             for k in range(_K):
@@ -124,6 +136,7 @@ def _blend(x, r, forward):
                 num += wk * ps[k]
                 den += wk
             p = (num + (den >> 1)) // den
+            p = min(max(W, N, NE), max(min(W, N, NE), p))  # as JPEG-XL's weighted predictor
             act = abs(W - NW) + abs(N - NW) + abs(N - NE)
             q = 0
             while act > 1 and q < 7:
@@ -134,12 +147,11 @@ def _blend(x, r, forward):
             if n > 0:
                 s = bsum[ctx]
                 p += (2 * s + n) // (2 * n) if s >= 0 else -((n - 2 * s) // (2 * n))
-                p = min(255, max(0, p))
             if forward:
                 r[i, j] = (x[i, j] - p + 128) & 255
             else:
                 x[i, j] = (r[i, j] + p - 128) & 255
-            v = x[i, j]
+            v = _near(x[i, j], p)
             if i + j == 0:  # 128 is a guess, not a prediction: no bias to learn from it
                 continue
             bsum[ctx] += v - p
@@ -149,7 +161,7 @@ def _blend(x, r, forward):
                 bsum[ctx] = s // 2 if s >= 0 else -((-s) // 2)
                 bcnt[ctx] = (n + 1) // 2
             for k in range(_K):
-                err[k, c0, j] = abs(v - ps[k])
+                err[k, c0, j] = abs(_near(v, ps[k]) - ps[k])
     return r if forward else x
 
 

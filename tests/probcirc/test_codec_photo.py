@@ -48,6 +48,16 @@ def test_blend_constant_planes_cost_nothing_after_the_first_pixel():
         assert (r.ravel()[1:] == 128).all()  # every sub-predictor is exact, no bias is learnt
 
 
+def test_blend_works_mod_256_so_wrapped_chroma_costs_what_unwrapped_does():
+    """Adding a constant mod 256 to a plane (a YCoCg-R chroma plane wraps past 255 to 0) leaves every
+    residual but the first pixel's unchanged: the blend reads neighbours as residues mod 256."""
+    for name, x in _planes((23, 31), 5).items():
+        for c in (1, 100, 200):
+            shifted = ((x + c) % 256).astype(np.uint8)
+            r0, r1 = residuals(x.astype(np.uint8), "blend").ravel(), residuals(shifted, "blend").ravel()
+            np.testing.assert_array_equal(r1[1:], r0[1:], err_msg=f"{name} + {c}")
+
+
 def test_compiled_blend_matches_plain_python():
     """The numba kernel and its Python body agree bit for bit (integer semantics, no float anywhere)."""
     x = np.random.default_rng(1).integers(0, 256, (11, 9)).astype(np.int64)
