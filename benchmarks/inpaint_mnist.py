@@ -31,6 +31,7 @@ from probcirc.datasets import load_mnist
 from probcirc.density.model import DensityModel
 from probcirc.inpaint import MASK_KINDS, Steering, inpaint, make_mask
 from probcirc.inpaint.diffusion import load_diffusion
+from probcirc.inpaint.plot import method_grid
 from probmod import io
 from probmod.cli import set_threads
 
@@ -106,26 +107,6 @@ def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((ma - mb) ** 2).sum() + np.trace(ca + cb - 2 * np.real(root)))
 
 
-def figure(rows: dict[str, list[np.ndarray]], kinds: list[str], path: Path) -> None:
-    """One row per method (plus true and masked), one column per mask kind."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(1.3 * len(kinds) + 1.2, 1.3 * len(rows)))
-    axes = fig.subplots(len(rows), len(kinds), squeeze=False)
-    for r, (label, imgs) in enumerate(rows.items()):
-        for c, img in enumerate(imgs):
-            ax = axes[r][c]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(kinds[c], fontsize=9)
-            if c == 0:
-                ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    with io.atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -192,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     if args.figure:
-        figure(examples, kinds, Path(args.figure))
+        method_grid(examples, kinds, Path(args.figure))
         print(f"figure: {args.figure}")
     pc = [max(r["pc_sample"][0], r["pc_mpe"][0]) for r in results.values()]
     steered = [r["steered"][0] for r in results.values()]

@@ -23,3 +23,6 @@ bash demos/amortized.sh
 
 step "Lossless image codec: train on digits, compress, decompress, verify bit for bit"
 bash demos/codec.sh
+
+step "Inpainting: a circuit alone, RePaint, and RePaint steered by the circuit (shipped MNIST DDPM)"
+python demos/inpaint.py out/inpaint
