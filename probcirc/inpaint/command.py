@@ -18,6 +18,8 @@ from .steer import Steering
 IMAGE_EXTS = {".png", ".pgm", ".bmp", ".tif", ".tiff", ".webp"}
 SHEET = "sheet.png"
 GAP = 2
+SHEET_COLUMNS = 16  # triplets per row of the sheet
+SHEET_MAX = 64  # the sheet shows the first images only; every image is written on its own
 
 
 def read_images(sources: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -54,14 +56,28 @@ def read_images(sources: list[str]) -> tuple[np.ndarray, list[str]]:
 
 
 def sheet(original: np.ndarray, known: np.ndarray, result: np.ndarray) -> np.ndarray:
-    """Rows original / masked (missing pixels mid-grey) / result, one column per image."""
+    """Triplets original / masked (missing pixels mid-grey) / result for the first ``SHEET_MAX`` images,
+    ``SHEET_COLUMNS`` to a row; images smaller than 28 pixels are enlarged (nearest) so a reader sees them.
+
+    Example:
+        >>> x = np.zeros((20, 8, 8), np.uint8)
+        >>> sheet(x, np.ones((20, 8, 8), bool), x).shape  # 2 rows of triplets, 16 columns, 8x8 drawn 3x
+        (158, 414)
+    """
+    n = min(len(original), SHEET_MAX)
+    scale = max(1, 28 // max(original.shape[1:]))
+    grow = lambda a: a[:n].repeat(scale, axis=1).repeat(scale, axis=2)  # noqa: E731
     masked = np.where(known, original, 128).astype(np.uint8)
-    rows = [original, masked, result]
-    n, h, w = original.shape
-    out = np.full((3 * (h + GAP) - GAP, n * (w + GAP) - GAP), 255, dtype=np.uint8)
-    for r, imgs in enumerate(rows):
-        for c, img in enumerate(imgs):
-            out[r * (h + GAP) : r * (h + GAP) + h, c * (w + GAP) : c * (w + GAP) + w] = img
+    triplet = [grow(original), grow(masked), grow(result)]
+    h, w = triplet[0].shape[1:]
+    cols = min(n, SHEET_COLUMNS)
+    rows = -(-n // cols)
+    block = 3 * (h + GAP) + 2 * GAP  # a wider gap between rows of triplets
+    out = np.full((rows * block - 3 * GAP, cols * (w + GAP) - GAP), 255, dtype=np.uint8)
+    for i in range(n):
+        top, left = (i // cols) * block, (i % cols) * (w + GAP)
+        for r, imgs in enumerate(triplet):
+            out[top + r * (h + GAP) : top + r * (h + GAP) + h, left : left + w] = imgs[i]
     return out
 
 
@@ -114,7 +130,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     for img, target in zip(result, targets):
         write_png(img, target, args.force)
     write_png(sheet(images, np.broadcast_to(known, images.shape), result), out / SHEET, args.force)
-    print(f"wrote {len(result)} completed images and {SHEET} to {out}")
+    shown = f" (the first {SHEET_MAX})" if len(result) > SHEET_MAX else ""
+    print(f"wrote {len(result)} completed images and {SHEET}{shown} to {out}")
     return 0
 
 

@@ -175,7 +175,9 @@ def test_cli_end_to_end(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert main(["inpaint", *argv]) == 0
     sheet = np.asarray(Image.open(tmp_path / "out" / "sheet.png"))
-    assert sheet.shape == (3 * 8 + 4, 3 * 8 + 4)
+    drawn = 8 * 3  # 8x8 images are drawn 3x larger
+    assert sheet.shape == (3 * drawn + 4, 3 * drawn + 4)  # three triplets side by side
+    assert np.array_equal(sheet[:drawn:3, :drawn:3], images[0])  # the first original, top left
     first = np.asarray(Image.open(tmp_path / "out" / "few_0000.png"))
     known = make_mask("center", (8, 8))
     assert np.array_equal(first[known], images[0][known])
