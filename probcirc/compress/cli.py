@@ -44,7 +44,7 @@ from probmod.errors import (
 from probmod.io import atomic_path, check_output, check_regular_file, expand_inputs
 from probmod.progress import Progress
 
-from .container import MAX_VALUES, MODEL, Entry, escape_name, safe_name
+from .container import MAX_RATIO, MAX_VALUES, MODEL, Entry, escape_name, safe_name
 
 IMAGE_EXTS = {".png", ".pgm", ".ppm", ".pnm", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 ARRAY_EXTS = (".npy", ".gz", ".idx", "-ubyte")
@@ -232,7 +232,14 @@ def _load_codec(args, file_patch: tuple[int, int] | None = None):
             )
         patch = file_patch
     try:
-        return Codec(model, patch=patch, batch_size=args.batch_size, threads=args.threads, max_values=args.max_values)
+        return Codec(
+            model,
+            patch=patch,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            max_values=args.max_values,
+            max_ratio=getattr(args, "max_ratio", MAX_RATIO),
+        )
     except (ValueError, UnsupportedCircuit) as e:
         raise ModelMismatchError(f"{args.model}: cannot code images: {e}") from None
 
@@ -497,6 +504,13 @@ def register(sub) -> None:
     p.add_argument("input", help=".pcz file")
     add_output(p, help="output folder")
     _add_codec_options(p)
+    p.add_argument(
+        "--max-ratio",
+        type=int_at_least(1),
+        default=MAX_RATIO,
+        help="refuse files whose model-coded streams declare more values per byte (beyond the first 65,536): "
+        "decoding time grows with the values; raise it for trusted files",
+    )
     add_force(p, help="replace existing files in the output folder")
     p.set_defaults(func=cmd_decompress)
 

@@ -15,8 +15,9 @@ import torch
 from probmod import errors
 
 from .. import io
-from . import container, kernels
+from . import container, fastpath, kernels
 from .container import (
+    MAX_RATIO,
     MAX_VALUES,
     MODEL,
     RAW,
@@ -140,6 +141,9 @@ class Codec:
             It is part of the fingerprint written in each file.
         max_values: the most values (pixels x channels) a file to decode may declare in all
             (:data:`~probcirc.compress.container.MAX_VALUES`; None: no limit). Raise it for trusted files only.
+        max_ratio: the most values a file's model-coded streams may declare per byte, beyond the first
+            65,536 (:data:`~probcirc.compress.container.MAX_RATIO`, 32; None: no limit): decoding
+            time grows with the values, so a small crafted file cannot ask for minutes of work.
 
     Each image is stored with the cheaper of the model's stream and a raw one
     (at most 8 bits per value plus 2 bytes, :func:`~probcirc.compress.images.pack_raw`),
@@ -167,6 +171,7 @@ class Codec:
         threads: int | None = None,
         predictor: str | None = None,
         max_values: int | None = MAX_VALUES,
+        max_ratio: float | None = MAX_RATIO,
     ):
         if isinstance(circuit, CodecModel):
             if predictor is not None and predictor != circuit.predictor:
@@ -193,6 +198,7 @@ class Codec:
         self.batch_size = int(batch_size)
         self.threads = threads
         self.max_values = max_values
+        self.max_ratio = max_ratio
         self.program = build_program(circuit)
         if self.program.num_values < 256:
             raise ValueError(
@@ -201,6 +207,7 @@ class Codec:
             )
         self.fingerprint = file_fingerprint(circuit, self.predictor)
         self._arrays = kernels.arrays(self.program)
+        self._nc = fastpath.nc_ancestors(self.program)
         self._init = None  # inside values with nothing observed (_initial_inside)
 
     # ------------------------------------------------------------------ units
@@ -232,9 +239,9 @@ class Codec:
         return self._init
 
     def _slices(self, flat, blocks, threads):
-        """Consecutive runs of (image, block) pairs of about ``batch_size`` patches per thread: one compiled call each
-        (progress and interrupts are seen between calls; the bytes never depend on the slicing)."""
-        limit = self.batch_size * max(1, threads)
+        """Consecutive runs of (image, block) pairs, at least 4,096 patches each unless the last: one compiled
+        call each (progress and interrupts are seen between calls; the bytes never depend on the slicing)."""
+        limit = max(4096, 4 * self.batch_size * max(1, threads))
         start, rows = 0, 0
         for end, (img, k) in enumerate(flat):
             rows += len(blocks[img][k][0])
@@ -245,7 +252,7 @@ class Codec:
             yield flat[start:]
 
     def _code(self, blocks, encode: bool, words=None, progress=None, labels=None):
-        """Range-code every block (:func:`kernels.code_blocks`, the engine's code path and constriction's coder).
+        """Range-code every block (:func:`fastpath.code_blocks`, the engine's code path and constriction's coder).
 
         Encoding returns ``{(image, block): uint32 words}``; decoding reads ``words`` (the same keys) and
         fills the blocks' patch values (a damaged stream is named by ``labels[image]``).
@@ -271,9 +278,10 @@ class Codec:
                 word_ptr = np.zeros(len(part) + 1, dtype=np.int64)
                 word_ptr[1:] = np.cumsum(sizes)
                 nwords = np.zeros(len(part), dtype=np.int64)
-                kernels.code_blocks(
+                fastpath.code_blocks(
                     encode,
                     self._arrays,
+                    *self._nc,
                     self.program.order,
                     kernels.LAZY if self.mode == "incremental" else PmfEngine.MODES[self.mode],
                     PRECISION,
@@ -385,9 +393,11 @@ class Codec:
         Raises:
             PczFormatError: foreign, truncated or corrupt file.
             ModelMismatchError: another model made the file.
-            LimitError: the file declares more values than ``max_values``.
+            LimitError: the file declares more values than ``max_values``, or more than
+                ``max_ratio`` per stream byte (:func:`container.check_ratio`).
         """
         header, payload = container.unpack(data, verify_payload, self.max_values)
+        container.check_ratio(header, self.max_ratio)
         self.check_header(header)
         return header, payload
 

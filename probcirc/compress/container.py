@@ -89,6 +89,11 @@ MODEL, RAW = 0, 1
 #: most values (pixels x channels) a file may declare unless the reader raises it: 64 Mi,
 #: e.g. a 22-megapixel RGB photograph or 85,000 MNIST digits
 MAX_VALUES = 1 << 26
+#: Decoding time grows with the values a model-coded stream declares, not with its bytes, so (as with a
+#: decompression bomb's ratio check) at most this many values per stream byte are decoded unless raised,
+#: beyond a first RATIO_FLOOR values; 32 is 0.25 bits per value on average over the file (MNIST: about 6).
+MAX_RATIO = 32
+RATIO_FLOOR = 1 << 16
 #: longest stored name in UTF-8 bytes (longer names are cut at a character boundary)
 MAX_NAME_BYTES = 200
 #: largest unit of a run's stream lengths, log2 bytes (2: 32-bit words, the range coder's)
@@ -462,6 +467,25 @@ def check_sizes(header: Header, max_values: int | None = MAX_VALUES) -> None:
             raise PczFormatError(
                 f"corrupt .pcz file (image {i} declares {e.width}x{e.height} but its stream holds {e.stream_len} bytes)"
             )
+
+
+def check_ratio(header: Header, max_ratio: float | None = MAX_RATIO) -> None:
+    """Refuse a file whose model-coded images declare more than ``max_ratio`` values per stream byte.
+
+    The first :data:`RATIO_FLOOR` values are always allowed; raw images are exempt (at most 8
+    values per byte, and fast). None: no limit.
+
+    Raises:
+        LimitError: the ratio is over ``max_ratio`` (exit 7; ``--max-ratio`` raises it).
+    """
+    coded = [e for e in header.entries if e.coding == MODEL]
+    values, nbytes = sum(e.values for e in coded), sum(e.stream_len for e in coded)
+    if max_ratio is not None and values > max(RATIO_FLOOR, max_ratio * nbytes):
+        raise LimitError(
+            f"the file's model-coded images declare {values} values in {nbytes} bytes, over {max_ratio:g} "
+            "values per byte (decoding time grows with the values); raise the limit (--max-ratio) if the "
+            "file is trusted"
+        )
 
 
 def unpack(data: bytes, verify_payload: bool = True, max_values: int | None = MAX_VALUES) -> tuple[Header, memoryview]:

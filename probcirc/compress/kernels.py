@@ -24,8 +24,6 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from . import rangecoder
-
 ZERO_E = -(1 << 40)  # exponent of an exact zero
 MIN_SHIFT = -1100  # ldexp(m, s) is 0 for any s below this
 CONST, LEAF, PROD, SUM = 0, 1, 2, 3
@@ -374,82 +372,3 @@ def _observe_row(i, value, mode, a, M, E, ok, x, obs):
     elif mode == LAZY:
         for j in range(anc_ptr[i], anc_ptr[i + 1]):
             ok[anc[j]] = 0
-
-
-@njit(cache=True, parallel=True)
-def code_blocks(encode, a, order, mode, precision, M0, E0, X, VALID, blk_ptr, words, word_ptr, nwords, chunks):
-    """Range-code whole blocks (each: rows ``blk_ptr[k]:blk_ptr[k+1]`` of ``X``, one coder) in one compiled call.
-
-    Per block, for each variable in ``order`` and each of its rows in turn (the rows where
-    ``VALID``): the row's PMF (:func:`_step_row`, the engine's code path), then the range
-    coder (:mod:`~probcirc.compress.rangecoder`: constriction's arithmetic), then the
-    observation. ``encode``: ``X`` is read and block k's words are written from
-    ``word_ptr[k]`` (room for one word per symbol and 4 more), their count into ``nwords[k]``;
-    decoding: ``X``'s rows are filled from those words and ``nwords[k]`` is 1 where the
-    words are damaged. Blocks are independent, so ``chunks`` workers take every
-    ``chunks``-th block each; a block's bytes never depend on the others or on the threads.
-    ``M0``/``E0``: the inside values with nothing observed (:func:`init_state`, one row).
-    """
-    S = a.kind.shape[0]
-    D = X.shape[1]
-    V = a.table.shape[1]
-    nb = blk_ptr.shape[0] - 1
-    rows = 1
-    for k in range(nb):
-        rows = max(rows, blk_ptr[k + 1] - blk_ptr[k])
-    max_par = 1
-    for n in range(S):
-        max_par = max(max_par, a.par_ptr[n + 1] - a.par_ptr[n])
-    for c in prange(chunks):
-        M = np.empty((rows, S))
-        E = np.empty((rows, S), dtype=np.int64)
-        DM = np.zeros((rows, S))
-        DE = np.zeros((rows, S), dtype=np.int64)
-        OK = np.empty((rows, S), dtype=np.int8)
-        SOUT = np.empty((rows, S), dtype=np.int64)
-        XS = np.empty((rows, D), dtype=np.int64)
-        OBS = np.empty((rows, D), dtype=np.bool_)
-        stack = np.empty(S + 1, dtype=np.int64)
-        tm = np.empty(max_par, dtype=np.float64)
-        te = np.empty(max_par, dtype=np.int64)
-        pbuf = np.empty(V, dtype=np.float64)
-        freq = np.empty(V, dtype=np.int64)
-        st = np.zeros(6, dtype=np.uint64)
-        for k in range(c, nb, chunks):
-            r0, nr = blk_ptr[k], blk_ptr[k + 1] - blk_ptr[k]
-            w = words[word_ptr[k] : word_ptr[k + 1]]
-            for r in range(nr):
-                M[r] = M0
-                E[r] = E0
-                OK[r] = 1
-                SOUT[r] = -1
-                OBS[r] = False
-                if encode:
-                    XS[r] = X[r0 + r]
-                else:
-                    XS[r] = 0
-            rangecoder.reset(st, w, encode)
-            for t in range(D):
-                i = order[t]
-                for r in range(nr):
-                    if not VALID[r0 + r, i]:
-                        continue
-                    state = (M[r], E[r], DM[r], DE[r], OK[r], SOUT[r], XS[r], OBS[r])
-                    _step_row(i, t, mode, precision, a, state, tm, te, stack, pbuf, freq)
-                    if encode:
-                        sym = XS[r, i]
-                        cum = np.int64(0)
-                        for v in range(sym):
-                            cum += freq[v]
-                        rangecoder.encode(st, w, cum, freq[sym], precision)
-                    else:
-                        sym = rangecoder.decode(st, w, freq, precision)
-                        if sym < 0:
-                            sym = 0  # damaged: finish the block with zeros, reported below
-                    _observe_row(i, sym, mode, a, M[r], E[r], OK[r], XS[r], OBS[r])
-            if encode:
-                nwords[k] = rangecoder.seal(st, w)
-            else:
-                nwords[k] = st[rangecoder.FAILED]
-                for r in range(nr):
-                    X[r0 + r] = XS[r]

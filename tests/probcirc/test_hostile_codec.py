@@ -1,6 +1,7 @@
 """Hostile inputs and faults for the codec and its command line (issue #16): every one fails cleanly or finishes
 within bounds, writes nothing outside its output folder, and loses nothing."""
 
+import contextlib
 import os
 import stat
 import struct
@@ -32,6 +33,7 @@ def model(tmp_path_factory):
     m = CodecModel(probcirc.compile(HCLT(data, 2, Categorical(256), num_bins=4), dtype=torch.float32), (4, 4))
     path = tmp_path_factory.mktemp("model") / "model.h5"
     probcirc.io.save(m, path)
+    Codec(m).decode(Codec(m).encode([np.zeros((4, 4), np.uint8)]))  # compiled (or loaded) outside the timings
     return m, path
 
 
@@ -392,3 +394,22 @@ def test_damaged_streams_with_valid_checksums_are_format_errors(model, tmp_path,
     (tmp_path / "d.pcz").write_bytes(blob)
     code, _, err = _run(capsys, "decompress", tmp_path / "d.pcz", "-m", path, "-o", tmp_path / "o")
     assert code == 4 and err.count("\n") == 1
+
+
+def test_a_small_pcz_cannot_ask_for_minutes_of_decoding(model, tmp_path, capsys):
+    """Decode time grows with the declared values, so values per stream byte are bounded (--max-ratio)."""
+    m, path = model
+    codec = Codec(m)
+    # 30M values (under --max-values) in one byte per 32x32 image: refused before decoding
+    bomb = _crafted(m, [Entry(32, 32, 0)] * 30000, [b"\x5a"] * 30000)
+    assert len(bomb) < 64 * 1024
+    with pytest.raises(LimitError, match="--max-ratio"):
+        _bounded(lambda: codec.decode(bomb))
+    (tmp_path / "bomb.pcz").write_bytes(bomb)
+    code, _, err = _run(capsys, "decompress", tmp_path / "bomb.pcz", "-m", path, "-o", tmp_path / "o")
+    assert code == 7 and "--max-ratio" in err and err.count("\n") == 1
+    # at the limit (32 values per byte), a file under 64 KB decodes or fails quickly
+    at_limit = _crafted(m, [Entry(32, 32, 0)] * 1800, [RNG.bytes(32) for _ in range(1800)])
+    assert len(at_limit) < 64 * 1024 and 1800 * 1024 == 32 * 32 * 1800
+    with contextlib.suppress(container.PczFormatError):  # random words: a damaged stream fails cleanly too
+        _bounded(lambda: codec.decode(at_limit), seconds=10.0)  # loaded shared CPU; well under 5 s when idle
