@@ -26,6 +26,7 @@ classmethod ``_from_state(attrs, arrays)``, and registering itself with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
 import tempfile
@@ -193,6 +194,15 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
+#: HDF5 1.10's file format: superblock, object headers and B-trees carry checksums, so a damaged file
+#: is refused by the library's own checks instead of being walked as if it were whole.
+LIBVER = "v110"
+#: bytes before the HDF5 superblock (HDF5 skips them); they hold the seal
+USERBLOCK = 512
+SEAL = b"probmod sha256 "
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def save(obj: Any, path: str | os.PathLike, overwrite: bool = False) -> None:
     """Write ``obj`` to ``path`` as HDF5, atomically.
 
@@ -213,14 +223,57 @@ def save(obj: Any, path: str | os.PathLike, overwrite: bool = False) -> None:
     if _REGISTRY.get(kind) is not type(obj):
         raise TypeError(f"cannot save a {kind}: its class is not registered with probmod.io.register")
     attrs, arrays = obj._state()
-    with atomic_path(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["version"] = VERSION
-        f.attrs["kind"] = kind
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        for name, value in arrays.items():
-            f.create_dataset(name, data=np.asarray(value))
+    with atomic_path(path, overwrite) as tmp:
+        with h5py.File(tmp, "w", libver=LIBVER, userblock_size=USERBLOCK) as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["version"] = VERSION
+            f.attrs["kind"] = kind
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            for name, value in arrays.items():
+                create_checked(f, name, np.asarray(value))
+        seal(tmp)
+
+
+def seal(path: str | os.PathLike) -> None:
+    """Write the SHA-256 of everything after the user block into the user block (see :func:`verify_seal`)."""
+    with open(path, "r+b") as f:
+        f.seek(USERBLOCK)
+        if f.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+            raise FormatError(f"{path}: has no {USERBLOCK}-byte user block to hold a seal (not written by save)")
+        f.seek(USERBLOCK)
+        digest = hashlib.file_digest(f, "sha256").hexdigest().encode()
+        f.seek(0)
+        f.write(SEAL + digest + b"\n")
+
+
+def verify_seal(path: Path, what: str) -> None:
+    """Refuse a sealed file whose bytes changed since :func:`save` wrote it, before HDF5 parses any of it.
+
+    HDF5's parser can loop forever or crash on damaged metadata; a checksum over the whole file keeps
+    damaged files away from it. Unsealed files (older versions, other writers) are read as before.
+    """
+    with open(path, "rb") as f:
+        head = f.read(len(SEAL) + 65)
+        if not head.startswith(SEAL):
+            return
+        f.seek(USERBLOCK)
+        digest = hashlib.file_digest(f, "sha256").hexdigest().encode()
+    if head[len(SEAL) : len(SEAL) + 64] != digest:
+        raise FormatError(
+            f"{path}: damaged {what}: its SHA-256 does not match the one written with it "
+            "(edited on purpose? probmod.io.seal(path) records the new bytes)"
+        )
+
+
+def create_checked(group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
+    """A dataset whose bytes carry a Fletcher-32 checksum (arrays with elements; HDF5 cannot chunk the rest).
+
+    A flipped byte in a parameter then reads as a :class:`FormatError`, not as a silently wrong model.
+    """
+    if data.ndim and data.size:
+        return group.create_dataset(name, data=data, fletcher32=True, chunks=data.shape)
+    return group.create_dataset(name, data=data)
 
 
 def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
@@ -276,6 +329,7 @@ def open_hdf5(path: str | os.PathLike, what: str = "probmod file") -> h5py.File:
         FormatError: not readable as HDF5.
     """
     path = check_regular_file(path, what)
+    verify_seal(path, what)
     try:
         return h5py.File(path, "r")
     except OSError as err:

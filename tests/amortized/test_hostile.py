@@ -17,6 +17,7 @@ from amortized.tasks import LinearGaussian
 from amortized.train import build_model
 from probmod import io
 from probmod.errors import FormatError, LimitError
+from probmod.io import seal
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def craft(src, dst, attrs=(), task_config=None, chunked_state=None):
             del f["state"]
             for name, shape in state_shapes(chunked_state).items():
                 f.create_dataset(f"state/{name}", shape=shape, dtype="f4", chunks=True)  # all fill value, no bytes
+    seal(dst)  # as an attacker would: the checksum matches the edit
     assert dst.stat().st_size < 64 * 1024
     return dst
 
@@ -142,6 +144,7 @@ def test_weights_of_another_shape_are_refused(small_file, tmp_path):
     with h5py.File(bad, "r+") as f:
         del f["state/head.bias"]
         f["state/head.bias"] = np.zeros(7, dtype=np.float32)
+    seal(bad)  # as an attacker would: the checksum matches the edit
     with pytest.raises(FormatError, match="head.bias"):
         amortized.load(bad)
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from probcirc import GaussianMixture, io
+from probmod.io import seal
 
 
 @pytest.fixture
@@ -65,11 +66,13 @@ def test_wrong_version_and_kind(gmm, tmp_path):
     io.save(gmm, path)
     with h5py.File(path, "a") as f:
         f.attrs["version"] = 99
+    seal(path)  # as an attacker would: the checksum matches the edit
     with pytest.raises(io.FormatError, match="version 99"):
         io.load(path)
     with h5py.File(path, "a") as f:
         f.attrs["version"] = io.VERSION
         f.attrs["kind"] = "Nonsense"
+    seal(path)  # as an attacker would: the checksum matches the edit
     with pytest.raises(io.FormatError, match="unknown kind"):
         io.load(path)
 
@@ -80,6 +83,7 @@ def test_inconsistent_content(gmm, tmp_path):
     with h5py.File(path, "a") as f:
         del f["means"]
         f["means"] = [[1.0]]
+    seal(path)  # as an attacker would: the checksum matches the edit
     with pytest.raises(io.FormatError, match="inconsistent"):
         io.load(path)
 

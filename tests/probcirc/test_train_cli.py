@@ -16,6 +16,7 @@ import probcirc
 import probcirc.density.cli as density_cli
 from probcirc.cli import main
 from probcirc.density import DensityModel
+from probmod.io import seal
 
 # 8x8 digits in 4 grey levels: small enough for a whole train/resume cycle in seconds
 DIGITS = (load_digits().images[:240] // 4.25).astype(np.uint8)
@@ -191,6 +192,7 @@ def test_attributes_that_do_not_fit_the_circuit_are_exit_4(data, model, tmp_path
         if attr == "image_h":
             f.attrs["image_w"] = -int(f.attrs["image_w"])  # h*w still equals the variable count
         f.attrs[attr] = value
+    seal(bad)  # as an attacker would: the checksum matches the edit
     code, _, err = _run(capsys, "eval", bad, data)
     assert code == 4 and err.count("\n") == 1 and "internal error" not in err
 

@@ -15,6 +15,7 @@ import torch
 from probcirc import GaussianMixture
 from probmod import io
 from probmod.errors import FormatError, InputError, LimitError, ModelMismatchError, OutputExistsError
+from probmod.io import seal
 
 
 @pytest.fixture
@@ -138,6 +139,7 @@ def test_wrong_kind_is_a_mismatch(gmm_file):
 def test_bad_version_attribute_type(gmm_file):
     with h5py.File(gmm_file, "r+") as f:
         f.attrs["version"] = "one"
+    seal(gmm_file)  # as an attacker would: the checksum matches the edit
     with pytest.raises(FormatError, match="version"):
         io.load(gmm_file)
 
@@ -216,3 +218,48 @@ def test_current_umask_reads_the_mask_without_changing_it(mask):
         assert os.umask(mask) == mask  # unchanged by reading it
     finally:
         os.umask(old)
+
+
+def test_a_damaged_byte_anywhere_is_refused_before_hdf5_parses_it(tmp_path):
+    """Flips across the whole file: a clean FormatError or the very same model, never a hang or a crash
+    (HDF5's parser loops forever on some damaged superblocks; the seal keeps those files away from it)."""
+    import torch
+
+    from probcirc import GaussianMixture
+    from probmod.errors import FormatError
+    from probmod.io import USERBLOCK, load, save
+
+    gmm = GaussianMixture(torch.tensor([0.3, 0.7]), torch.randn(2, 3), torch.eye(3).expand(2, 3, 3).clone())
+    path = tmp_path / "gmm.h5"
+    save(gmm, path)
+    data = path.read_bytes()
+    damaged = tmp_path / "damaged.h5"
+    refused = 0
+    for pos in range(0, len(data), 7):
+        flipped = bytearray(data)
+        flipped[pos] ^= 0x10
+        damaged.write_bytes(bytes(flipped))
+        try:
+            again = load(damaged)
+        except FormatError:
+            refused += 1
+            continue
+        assert pos < USERBLOCK, pos  # only padding after the seal can change without notice
+        assert torch.equal(again.means, gmm.means) and torch.equal(again.covariances, gmm.covariances)
+    assert refused >= (len(data) - USERBLOCK) // 7
+
+
+def test_unsealed_files_from_older_versions_still_load(tmp_path):
+    import h5py
+    import torch
+
+    from probcirc import GaussianMixture
+    from probmod.io import FORMAT, VERSION, load
+
+    gmm = GaussianMixture(torch.tensor([0.5, 0.5]), torch.zeros(2, 1), torch.eye(1).expand(2, 1, 1).clone())
+    attrs, arrays = gmm._state()
+    with h5py.File(tmp_path / "old.h5", "w") as f:  # as save() wrote them before the seal
+        f.attrs.update({"format": FORMAT, "version": VERSION, "kind": "GaussianMixture", **attrs})
+        for name, value in arrays.items():
+            f.create_dataset(name, data=value)
+    assert torch.equal(load(tmp_path / "old.h5").means, gmm.means)

@@ -342,10 +342,15 @@ def test_interrupt_leaves_no_temporary_files(bars, tmp_path, sig, code):
 
 # -- MPI: a failing rank ends every rank ------------------------------------------------------------------
 def _break_results(out: Path) -> float:
-    """Put a folder where rank 0 appends its next row; returns when that happened."""
-    (out / "results.h5").unlink()
-    (out / "results.h5").mkdir()
-    return time.monotonic()
+    """Put a folder where rank 0 appends its next row; returns when that happened (retried: rank 0 may
+    write the file again between the unlink and the mkdir)."""
+    while True:
+        try:
+            (out / "results.h5").unlink(missing_ok=True)
+            (out / "results.h5").mkdir()
+            return time.monotonic()
+        except FileExistsError:
+            continue
 
 
 def _break_checkpoint(out: Path) -> float:
