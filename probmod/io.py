@@ -31,7 +31,7 @@ import os
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +245,28 @@ def seal(path: str | os.PathLike) -> None:
         digest = hashlib.file_digest(f, "sha256").hexdigest().encode()
         f.seek(0)
         f.write(SEAL + digest + b"\n")
+
+
+@contextlib.contextmanager
+def edit(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """Open a file written by :func:`save` for an in-place edit, and reseal it when the edit succeeds.
+
+    The seal makes any changed byte a "damaged file" error on load, so an edit made on purpose goes
+    through here; an edit that raises leaves the file unsealed-and-changed, which loading refuses.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> from probcirc import GaussianMixture
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "gmm.h5"
+        >>> save(GaussianMixture(torch.tensor([1.0]), torch.zeros(1, 1), torch.eye(1)[None]), path)
+        >>> with edit(path) as f:
+        ...     f.attrs["note"] = "checked by hand"
+        >>> load(path).log_prob(torch.zeros(1, 1)).shape
+        torch.Size([1])
+    """
+    with h5py.File(path, "r+") as f:
+        yield f
+    seal(path)
 
 
 def verify_seal(path: Path, what: str) -> None:

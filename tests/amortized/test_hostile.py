@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -17,7 +16,7 @@ from amortized.tasks import LinearGaussian
 from amortized.train import build_model
 from probmod import io
 from probmod.errors import FormatError, LimitError
-from probmod.io import seal
+from probmod.io import edit as edit_in_place
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def small_file(tmp_path_factory):
 def craft(src, dst, attrs=(), task_config=None, chunked_state=None):
     """A copy of ``src`` with attributes replaced; ``chunked_state``: cfg whose weights are declared, never stored."""
     dst.write_bytes(src.read_bytes())
-    with h5py.File(dst, "r+") as f:
+    with edit_in_place(dst) as f:  # resealed, as an attacker would: the checksum matches the edit
         for key, value in dict(attrs).items():
             f.attrs[key] = value
         if task_config is not None:
@@ -39,7 +38,6 @@ def craft(src, dst, attrs=(), task_config=None, chunked_state=None):
             del f["state"]
             for name, shape in state_shapes(chunked_state).items():
                 f.create_dataset(f"state/{name}", shape=shape, dtype="f4", chunks=True)  # all fill value, no bytes
-    seal(dst)  # as an attacker would: the checksum matches the edit
     assert dst.stat().st_size < 64 * 1024
     return dst
 
@@ -141,10 +139,9 @@ def test_unknown_task_name_is_exit_4(small_file, tmp_path, capsys):
 
 def test_weights_of_another_shape_are_refused(small_file, tmp_path):
     bad = craft(small_file, tmp_path / "bad.h5")
-    with h5py.File(bad, "r+") as f:
+    with edit_in_place(bad) as f:  # resealed, as an attacker would: the checksum matches the edit
         del f["state/head.bias"]
         f["state/head.bias"] = np.zeros(7, dtype=np.float32)
-    seal(bad)  # as an attacker would: the checksum matches the edit
     with pytest.raises(FormatError, match="head.bias"):
         amortized.load(bad)
 
