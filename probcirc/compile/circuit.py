@@ -219,9 +219,15 @@ class CompiledCircuit(nn.Module):
         f, _ = self._backward_pass(mars, torch.ones(b, dtype=self.dtype, device=self.device))
         return LeafPass(mars[-1].clone(), tuple(f[l.start : l.stop] for l in self._input_layers))
 
-    def _forward_pass(self, x: torch.Tensor, missing: torch.Tensor, max_mode: bool = False) -> torch.Tensor:
-        """Log-values of every node, ``(num_slots, B)``; the root is the last slot."""
-        mars = torch.empty(self._num_slots, x.shape[1], dtype=self.dtype, device=self.device)
+    def _forward_pass(
+        self, x: torch.Tensor, missing: torch.Tensor, max_mode: bool = False, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Log-values of every node, ``(num_slots, B)``; the root is the last slot.
+
+        ``out`` (contiguous, ``(num_slots, B)``) receives them instead of fresh memory: a training
+        loop passes the same buffer every batch, since freshly mapped pages cost a page fault each.
+        """
+        mars = torch.empty(self._num_slots, x.shape[1], dtype=self.dtype, device=self.device) if out is None else out
         mars[0] = 0.0
         if x.shape[1] == 0:  # an empty batch: nothing to compute (and no kernel launch on 0 columns)
             return mars
@@ -232,15 +238,18 @@ class CompiledCircuit(nn.Module):
                 layer(mars, max_mode)
         return mars
 
-    def _backward_pass(self, mars: torch.Tensor, root_flow: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _backward_pass(
+        self, mars: torch.Tensor, root_flow: torch.Tensor, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Flows of every node ``(num_slots, B)`` and every sum layer's weight gradient.
 
         With ``root_flow = 1`` a node's flow is the posterior probability that it
         is part of the sample's induced tree, and ``weight · gradient`` are the
         expected edge counts EM needs. With ``root_flow`` set to an upstream
         gradient, the same pass gives the gradients of the log-likelihood.
+        ``out`` (shaped like ``mars``) is zeroed and receives the flows, as in :meth:`_forward_pass`.
         """
-        flows = torch.zeros_like(mars)
+        flows = torch.zeros_like(mars) if out is None else out.zero_()
         flows[-1] = root_flow
         if mars.shape[1] == 0:
             return flows, [torch.zeros_like(l.weight) for l in self._sum_layers]

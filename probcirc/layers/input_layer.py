@@ -67,7 +67,10 @@ class InputLayer(nn.Module):
                 from ..kernels import categorical_forward
 
                 return categorical_forward(self, mars, x.contiguous(), missing.contiguous())
-            mars[self.start : self.stop] = self.log_values(self.params, x, missing)
+            xv, observed = self.values(x, missing)
+            dst = mars[self.start : self.stop].view(-1, self.k, x.shape[1])
+            # Masked in place in the node values: log_values' masked copy would be a second leaves x B buffer.
+            dst.copy_(self.dist.log_prob(self._grouped(self.params), xv)).masked_fill_(~observed, 0.0)
             return
         # In max-product a missing variable takes its best value.
         xv, observed = self.values(x, missing)

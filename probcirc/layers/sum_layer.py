@@ -40,11 +40,11 @@ class SumLayer(nn.Module):
         return mars.index_select(0, self.child_idx.reshape(-1)).view(g, n_in, mars.shape[1])  # (G, n_in, B)
 
     def _scaled_inputs(self, mars: torch.Tensor):
-        xin = self._inputs(mars)
+        xin = self._inputs(mars)  # a fresh copy, so it is scaled in place: no second G x n_in x B buffer
         top = xin.amax(1, keepdim=True)
         # A group whose children are all impossible has top = -inf; 0 keeps exp finite.
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        return (xin - top).exp(), top
+        top.masked_fill_(~torch.isfinite(top), 0.0)
+        return xin.sub_(top).exp_(), top
 
     def forward(self, mars: torch.Tensor, max_mode: bool = False) -> None:
         if not max_mode and backend.use_triton(mars):
@@ -52,11 +52,12 @@ class SumLayer(nn.Module):
 
             return sum_forward(self, mars, backend.matmul_precision())
         if max_mode:
-            out = self._max_children(mars)
-        else:
-            e, top = self._scaled_inputs(mars)
-            out = torch.bmm(self.weight, e).log() + top
-        mars[self.start : self.stop] = out.reshape(self.stop - self.start, mars.shape[1])
+            mars[self.start : self.stop] = self._max_children(mars).reshape(self.stop - self.start, mars.shape[1])
+            return
+        e, top = self._scaled_inputs(mars)
+        # Written straight into the node values (contiguous rows): no temporary and no copy.
+        out = mars[self.start : self.stop].view(self.weight.shape[0], self.weight.shape[1], mars.shape[1])
+        torch.bmm(self.weight, e, out=out).log_().add_(top)
 
     def backward(self, mars: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
         """Pass flows to the children; return the weights' gradient ``(G, n_out, n_in)``.
@@ -74,10 +75,13 @@ class SumLayer(nn.Module):
         e, _ = self._scaled_inputs(mars)
         y = torch.bmm(self.weight, e)  # (G, n_out, B)
         f_out = flows[self.start : self.stop].view(g, n_out, flows.shape[1])
-        ratio = torch.where(y > 0, f_out / torch.where(y > 0, y, torch.ones_like(y)), torch.zeros_like(y))
-        f_in = e * torch.bmm(self.weight.mT, ratio)
+        # F_o / y_o where y_o > 0, else 0 (NaN included): the division's inf/NaN are overwritten in place.
+        ratio = f_out / y
+        ratio.masked_fill_(~(y > 0), 0.0)
+        grad = torch.bmm(ratio, e.mT)
+        f_in = e.mul_(torch.bmm(self.weight.mT, ratio))  # e is ours (a fresh copy): scaled in place
         flows.index_add_(0, self.child_idx.reshape(-1), f_in.reshape(g * n_in, flows.shape[1]))
-        return torch.bmm(ratio, e.mT)
+        return grad
 
     def _max_children(self, mars: torch.Tensor) -> torch.Tensor:
         """max over children of ``log w + child``, ``(G, n_out, B)``, in chunks to bound memory."""

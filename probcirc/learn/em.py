@@ -66,7 +66,7 @@ def em(
     if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
         mask = torch.isnan(data)
     gen = torch.Generator().manual_seed(seed)
-    reducer = ExactSum(group)
+    reducer, ws = ExactSum(group), _Workspace()
     # One row fails early on shape errors and gives the statistics' shapes (a rank may get no chunk).
     shapes = [tuple(t.shape) for t in _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]]
     history: list[float] = []
@@ -79,7 +79,7 @@ def em(
             label = f"EM {kind} epoch {epoch + 1}/{total}"
             ep = Epoch(data, batch_size, label, gen, not full, progress and reducer.rank == 0, circuit.device)
             for idx in ep:
-                totals, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes)
+                totals, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws)
                 if not full:
                     _update(circuit, totals, step_size, pseudocount)
                 elif acc is None:
@@ -128,35 +128,58 @@ def edge_flows(
     data = check_data(circuit, data)
     if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
         mask = torch.isnan(data)
-    reducer = ExactSum(group)
+    reducer, ws = ExactSum(group), _Workspace()
     shapes = [tuple(t.shape) for t in _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]]
     n_sums = len(circuit._sum_layers)
     total: list[torch.Tensor] | None = None
     with torch.no_grad():
         for s in range(0, len(data), batch_size):
             idx = torch.arange(s, min(s + batch_size, len(data)), device=data.device)
-            flows = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes)[0][:n_sums]
+            flows = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws)[0][:n_sums]
             total = [f.clone() for f in flows] if total is None else [a + f for a, f in zip(total, flows)]
     assert total is not None
     return total
 
 
-def _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The batch ``idx``'s EM statistics (float64 totals) and summed log-likelihood, over all ranks."""
     chunks = chunk_rows(idx, chunk_size)
     parts, lls = {}, {}
     for c in reducer.mine(len(chunks)):
-        lls[c], parts[c] = _chunk_stats(circuit, data, mask, chunks[c])
+        lls[c], parts[c] = _chunk_stats(circuit, data, mask, chunks[c], ws)
     return reducer.run(parts, lls, len(chunks), shapes, circuit.device)
 
 
-def _chunk_stats(circuit: CompiledCircuit, data, mask, rows: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+class _Workspace:
+    """The node values and flows of a chunk, in two buffers kept from chunk to chunk.
+
+    Fresh ``slots x rows`` tensors every chunk (hundreds of MiB for MNIST-sized
+    circuits) are mapped anew by the allocator and page-faulted in, which cost
+    as much as a quarter of an EM step on CPU. A shorter last chunk uses the
+    front of the buffers, which is contiguous.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, circuit: CompiledCircuit, rows: int) -> torch.Tensor:
+        size = circuit._num_slots * rows
+        buf = self._bufs.get(name)
+        if buf is None or buf.numel() < size or buf.dtype != circuit.dtype or buf.device != circuit.device:
+            buf = self._bufs[name] = torch.empty(size, dtype=circuit.dtype, device=circuit.device)
+        return buf[:size].view(circuit._num_slots, rows)
+
+
+def _chunk_stats(
+    circuit: CompiledCircuit, data, mask, rows: torch.Tensor, ws: _Workspace | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The summed log-likelihood (float64) and the EM statistics of the samples ``rows``."""
     x, missing = circuit._prepare(data[rows], None if mask is None else mask[rows])
-    mars = circuit._forward_pass(x, missing)
+    ws = ws or _Workspace()
+    mars = circuit._forward_pass(x, missing, out=ws.take("mars", circuit, len(rows)))
     root = mars[-1]
-    flows, grads = circuit._backward_pass(mars, torch.ones_like(root))
-    edge_flows = [layer.weight * g for layer, g in zip(circuit._sum_layers, grads)]
+    flows, grads = circuit._backward_pass(mars, torch.ones_like(root), out=ws.take("flows", circuit, len(rows)))
+    edge_flows = [g.mul_(layer.weight) for layer, g in zip(circuit._sum_layers, grads)]  # g is ours: in place
     stats = [layer.em_stats(flows, x, missing) for layer in circuit._input_layers]
     return root.sum(dtype=torch.float64), edge_flows + stats
 
