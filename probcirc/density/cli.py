@@ -79,7 +79,14 @@ def _train(args: argparse.Namespace, main: bool) -> int:
     if args.resume and args.force:
         raise UsageError("--resume continues the run in -o; --force would start it again: give one of them")
     run = RunOptions(
-        args.structure, args.latents, args.batch_size, args.step_size, args.pseudocount, args.valid_fraction, args.seed
+        args.structure,
+        args.latents,
+        args.batch_size,
+        args.step_size,
+        args.pseudocount,
+        args.valid_fraction,
+        args.seed,
+        args.chunk_size,
     )
     io.check_output(out, overwrite=args.force or args.resume)
     io.check_output(chart, overwrite=args.force or args.resume)
@@ -236,8 +243,8 @@ def register(sub) -> None:
         "--chunk-size",
         type=int_at_least(1),
         default=distributed.CHUNK_SIZE,
-        help="rows per chunk, the unit a rank computes; results depend on it (keep it on --resume), "
-        "never on the number of ranks",
+        help="rows per chunk, the unit a rank computes; results depend on it, never on the number of ranks "
+        "(stored in the model: --resume must give the same)",
     )
     p.add_argument(
         "--device",

@@ -36,6 +36,7 @@ from probmod.errors import FormatError, ModelMismatchError, UsageError
 
 from ..circuit import TensorCircuit, compile
 from ..inputs import Categorical
+from ..learn.distributed import CHUNK_SIZE
 from ..learn.prune import grow, prune
 from ..structures import HCLT, PD, RAT_SPN
 
@@ -67,6 +68,8 @@ class RunOptions:
     pseudocount: float
     valid_fraction: float
     seed: int
+    #: rows per chunk (:mod:`probcirc.learn.distributed`): EM's sums, so its bytes, depend on it
+    chunk_size: int = CHUNK_SIZE
 
     def __post_init__(self) -> None:
         if self.structure not in STRUCTURES:
@@ -79,6 +82,8 @@ class RunOptions:
             raise UsageError(f"--pseudocount must be >= 0, got {self.pseudocount}")
         if self.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {self.seed}")
+        if self.chunk_size < 1:
+            raise UsageError(f"--chunk-size must be >= 1, got {self.chunk_size}")
 
     def differences(self, other: RunOptions) -> list[str]:
         """``--name: this vs other`` for every option that differs."""
@@ -259,7 +264,9 @@ class DensityModel:
     def _from_state(cls, attrs: dict, arrays: dict) -> DensityModel:
         fields = {f.name: f.type for f in dataclasses.fields(RunOptions)}
         try:
-            run = RunOptions(**{k: _cast(fields[k], attrs[f"run_{k}"]) for k in fields})
+            # A file written before run_chunk_size was stored was trained with the default chunks.
+            stored = {k: attrs[f"run_{k}"] for k in fields if k != "chunk_size" or f"run_{k}" in attrs}
+            run = RunOptions(**{k: _cast(fields[k], v) for k, v in stored.items()})
         except UsageError as e:
             raise FormatError(f"bad run options in the density model ({e})") from None
         circuit = TensorCircuit._from_state(attrs, {k: v for k, v in arrays.items() if k.startswith("layers/")})

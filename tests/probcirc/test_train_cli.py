@@ -86,6 +86,9 @@ def test_resume_refuses_other_options_and_other_data(data, model, tmp_path, caps
         capsys, "train", data, *FAST[:-1], "--latents", "4", "-q", "--epochs", "2", "-o", model, "--resume"
     )
     assert code == 2 and "--latents 4 (the run used 3)" in err and err.count("\n") == 1
+    # The chunks fix EM's sums, so another --chunk-size would silently give other bytes.
+    code, _, err = _run(capsys, "train", data, *FAST, "--chunk-size", "16", "--epochs", "2", "-o", model, "--resume")
+    assert code == 2 and "--chunk-size 16 (the run used 512)" in err and err.count("\n") == 1
     other = tmp_path / "other.npy"
     np.save(other, DIGITS[::-1])
     code, _, err = _run(capsys, "train", other, *FAST, "--epochs", "2", "-o", model, "--resume")
@@ -184,7 +187,10 @@ def test_existing_output_needs_force_and_files_follow_the_umask(data, model, tmp
     assert isinstance(probcirc.io.load(out), DensityModel)
 
 
-@pytest.mark.parametrize(("attr", "value"), [("num_values", 9), ("num_values", 1), ("image_h", -1), ("num_samples", 0)])
+@pytest.mark.parametrize(
+    ("attr", "value"),
+    [("num_values", 9), ("num_values", 1), ("image_h", -1), ("num_samples", 0), ("run_chunk_size", 0)],
+)
 def test_attributes_that_do_not_fit_the_circuit_are_exit_4(data, model, tmp_path, capsys, attr, value):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(model.read_bytes())
@@ -195,6 +201,15 @@ def test_attributes_that_do_not_fit_the_circuit_are_exit_4(data, model, tmp_path
     seal(bad)  # as an attacker would: the checksum matches the edit
     code, _, err = _run(capsys, "eval", bad, data)
     assert code == 4 and err.count("\n") == 1 and "internal error" not in err
+
+
+def test_a_model_written_before_the_chunk_size_was_stored_has_the_default(model, tmp_path):
+    old = tmp_path / "old.h5"
+    old.write_bytes(model.read_bytes())
+    with h5py.File(old, "r+") as f:
+        del f.attrs["run_chunk_size"]
+    seal(old)
+    assert probcirc.io.load(old).run.chunk_size == probcirc.learn.distributed.CHUNK_SIZE
 
 
 def test_a_run_of_zero_epochs_can_be_resumed(data, tmp_path, capsys):
