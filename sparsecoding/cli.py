@@ -20,6 +20,7 @@ line and calls ``MPI_Abort``, which ends all ranks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
@@ -276,7 +277,7 @@ def _patches_parser(dsub) -> None:
         dsub,
         "patches",
         "grey-scale image patches, each with its mean removed, optionally "
-        "ZCA-whitened: from your own images, or scikit-image's photographs",
+        "whitened (ZCA or DoG): from your own images, or scikit-image's photographs",
     )
     add_output(pp, help="data file to write (HDF5)")
     pp.add_argument(
@@ -292,10 +293,15 @@ def _patches_parser(dsub) -> None:
     pp.add_argument("--size", type=int, default=12, help="patch side in pixels (D = size^2)")
     pp.add_argument(
         "--whiten",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="ZCA-whiten the patches (decorrelates pixels, flattens the spectrum)",
+        nargs="?",
+        const="zca",
+        default="zca",
+        choices=("zca", "dog", "none"),
+        help="flatten the spectrum: zca (decorrelates the patches' pixels; --whiten alone means zca), "
+        "dog (each image filtered by a difference of Gaussians, sigma 0.5 and 1 pixel, as the retina does) "
+        "or none",
     )
+    pp.add_argument("--no-whiten", dest="whiten", action="store_const", const="none", help="same as --whiten none")
     pp.add_argument(
         "--eps",
         type=float,
@@ -597,7 +603,9 @@ def _train(args, comm) -> int:
     from .io import RESULTS, DataError, read_rows
     from .parallel import local_chunks_from_array, rank_rows
 
-    set_threads(args.threads)
+    # several ranks: one thread each (torch, BLAS, OpenMP, numba), so that ranks sharing cores do not
+    # oversubscribe them; run_em keeps BLAS at one thread in any case
+    set_threads(args.threads if args.threads is not None or comm.size == 1 else 1)
     out = Path(args.output)
     err, config, resume, restarting = None, None, False, False
     if comm.rank == 0:
@@ -688,7 +696,7 @@ def _run_training(model, chunks, config: dict, out: Path, em_args: dict, comm, a
         if restarting:
             result, config = _best_of_restarts(model, chunks, config, out, em_args, comm, args.resume, quiet)
             if comm.rank == 0:  # the winner's run, written as if it had been the only one
-                ResultsWriter(out / RESULTS, config, result.history)
+                ResultsWriter(out / RESULTS, config, result.history).seal()
                 save_checkpoint(
                     out,
                     config,
@@ -738,22 +746,26 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
 
     def on_step(t: int, p: dict, row: dict) -> None:
         _raise_stop()
-        if comm.rank != 0:
+        if writer is None:  # ranks other than 0
             return
         writer.append(row)
         for k, v in row.items():
             hist_lists.setdefault(k, []).append(np.asarray(v))
         if (t + 1) % every == 0 or t + 1 == steps:
+            writer.flush()
             save_checkpoint(folder, config, p, hist_lists, t)
         bar.set_postfix(
             f"T={row['T']:.2f} ll={row['loglik']:.3f} pi={float(np.mean(p['pi'])):.3f} sigma={float(p['sigma']):.3f}"
         )
         bar.update(1)
         if kill_after is not None and t + 1 == int(kill_after):
+            writer.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
-    with bar:
-        return run_em(
+    with bar, contextlib.ExitStack() as stack:
+        if writer is not None:  # rows of a failed run's last steps are kept too
+            stack.callback(writer.flush)
+        result = run_em(
             model,
             chunks,
             seed=int(config["seed"]),
@@ -764,6 +776,9 @@ def _checkpointed_run(model, chunks, config: dict, folder: Path, em_args: dict, 
             progress=False,
             **em_args,
         )
+    if writer is not None:
+        writer.seal()  # the run's rows are complete
+    return result
 
 
 def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, comm, resume: bool, quiet: bool):
@@ -892,13 +907,14 @@ def cmd_patches(args) -> int:
         overwrite=args.force,
         attrs={
             "patch_shape": (args.size, args.size),
-            "whitened": bool(args.whiten),
+            "whitened": args.whiten != "none",
+            "whitening": args.whiten,
             "keep": args.keep,
             "channels": args.channels,
         },
     )
     print(
-        f"wrote {args.N} {'whitened ' if args.whiten else ''}{args.size}x{args.size} "
+        f"wrote {args.N} {'' if args.whiten == 'none' else args.whiten.upper() + '-whitened '}{args.size}x{args.size} "
         f"{'on/off ' if args.channels == 'onoff' else ''}patches from {source} "
         f"to {args.output}"
     )

@@ -4,7 +4,8 @@ One EM step ``t`` (0-based) runs at temperature ``T_t``; its row in the
 history holds the parameters *after* the step's M-step, ``T_t``, the number
 of data points used (``N_use``), the mean truncated log-likelihood per data
 point of the parameters *before* the step (evaluated at ``T = 1``) and the
-step's wall time in seconds.
+step's wall time in seconds (since the end of the previous step, so it includes
+the previous step's ``on_step``, e.g. saving, which other ranks wait for).
 """
 
 from __future__ import annotations
@@ -221,45 +222,12 @@ def require_finite(params: dict[str, np.ndarray], loglik, where: str) -> None:
 
 _P = ParamSpec("_P")
 
-#: glibc malloc settings for EM: per-chunk work arrays (0.1 to 10 MB) come from the heap and stay there
-MALLOC_MMAP_THRESHOLD = 32 << 20
-MALLOC_TRIM_THRESHOLD = 256 << 20
-_MALLOC_TUNED: list[bool] = []
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc reuse freed work arrays instead of returning them to the system (once per process).
-
-    Every chunk allocates the same few arrays of 0.1 to 10 MB. By default glibc serves these with
-    fresh ``mmap`` pages or trims them off the heap when freed, so each chunk pays page faults on
-    every array: half the posterior's time on the bars test. Fixing the mmap threshold at 32 MiB
-    and the trim threshold at 256 MiB keeps them. Returns whether the settings were applied (False
-    off glibc). The process keeps up to 256 MiB of freed heap for reuse.
-    """
-    if not _MALLOC_TUNED:
-        ok = False
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None)
-            mallopt = getattr(libc, "mallopt", None)
-            if mallopt is not None:
-                M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-                ok = bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and bool(
-                    mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
-                )
-        except OSError:
-            ok = False
-        _MALLOC_TUNED.append(ok)
-    return _MALLOC_TUNED[0]
-
 
 def _one_blas_thread(run: Callable[_P, EMResult]) -> Callable[_P, EMResult]:
     """Run ``run`` with one BLAS thread and numpy's overflow warnings off."""
 
     @functools.wraps(run)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> EMResult:
-        keep_freed_memory()
         with (
             # small matrix products: one BLAS thread is faster than several (and ranks add parallelism)
             threadpool_limits(limits=1, user_api="blas"),
@@ -337,8 +305,8 @@ def run_em(
 
         bar = tqdm(total=steps, initial=start_step, desc=f"{model.name} EM", unit="step", dynamic_ncols=True)
 
+    t_end = time.perf_counter()
     for t in range(start_step, steps):
-        t0 = time.perf_counter()
         T = schedule(t, steps)
         like_stats = model.new_stats(params, D)
         like_common = {"n_active": np.zeros(()), "value_counts": np.zeros(len(et.values)), "loglik": np.zeros(())}
@@ -381,7 +349,7 @@ def run_em(
         else:
             N_use = N
             for c, Y in chunks.items():
-                per_chunk[c] = chunk_stats(Y, et.blocks(params, Y))
+                per_chunk[c] = chunk_stats(Y, et.blocks(params, Y, reuse=True))  # one work array for all chunks
         total = _unflatten(chunked_sum(per_chunk, C, len(_flatten(like)), comm), like)
         stats = {k[2:]: v for k, v in total.items() if k.startswith("m_")}
         common = {k[2:]: v for k, v in total.items() if k.startswith("c_")}
@@ -391,14 +359,18 @@ def run_em(
             new = model.perturb(new, noise, np.random.default_rng([seed, t]))
         params = bcast_params(new, comm)
         require_finite(params, common["loglik"], f"EM step {t} (T={T:g})")
+        # timed from the previous step's end: that includes its on_step (rank 0 saving results), which
+        # the other ranks wait for at this step's reduction
+        now = time.perf_counter()
         row = {
             "step": t,
             "T": T,
             "N_use": N_use,
             "loglik": float(common["loglik"]) / N,
-            "wall_time": time.perf_counter() - t0,
+            "wall_time": now - t_end,
             **params,
         }
+        t_end = now
         for k, v in row.items():
             history.setdefault(k, []).append(np.array(v))
         if bar is not None:

@@ -238,4 +238,10 @@ def bcast_params(params: dict[str, np.ndarray], comm, root: int = 0) -> dict[str
     params = {k: np.array(params[k], dtype=np.float64, order="C") for k in sorted(params)}
     if comm.size == 1:
         return params
-    return {k: comm.bcast(v, root).copy() for k, v in params.items()}
+    # one Bcast for all parameters: each collective costs a synchronisation of every rank
+    flat = comm.bcast(np.concatenate([v.reshape(-1) for v in params.values()]), root)
+    out, i = {}, 0
+    for k, v in params.items():
+        out[k] = flat[i : i + v.size].reshape(v.shape).copy()
+        i += v.size
+    return out

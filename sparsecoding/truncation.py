@@ -58,6 +58,8 @@ class Block:
     idx: np.ndarray | None
     vals: np.ndarray
     logjoint: np.ndarray | None = None  # (n, M), filled by the engine
+    #: every block's log-joints side by side (n, all states) when the engine wrote them into one work array
+    joint: np.ndarray | None = None
 
 
 def n_multi_states(Hprime: int, gamma: int, n_values: int = 1) -> int:
@@ -252,6 +254,7 @@ class ExpectationTruncation:
         self.multi_vals = multi_state_template(self.Hprime, self.gamma, values)
         self.n_states = len(self.single_vals) + len(self.multi_vals)
         self._priors: tuple | None = None
+        self._work = np.empty((0, self.n_states))
         # per-state counts used by the engine's common statistics
         self._nnz = [np.count_nonzero(v, axis=1).astype(np.float64) for v in (self.single_vals, self.multi_vals)]
         self._value_counts = [
@@ -275,22 +278,47 @@ class ExpectationTruncation:
             self._priors = (key, self._log_prior(params, self.single_vals), self._log_prior(params, self.multi_vals))
         return self._priors[1], self._priors[2]
 
-    def blocks(self, params: dict, Y: np.ndarray, obs: np.ndarray | None = None) -> list[Block]:
-        """Candidate selection and log-joints of both blocks for the data ``Y`` (n, D)."""
+    def work_array(self, n: int) -> np.ndarray:
+        """An (n, n_states) work array for :meth:`blocks`, the same memory for every chunk of a run.
+
+        A chunk's log-joints are the largest arrays of an E-step (about 1 MB at H = 100); fresh ones
+        per chunk cost page faults as well as a pass over memory. The array grows to the largest
+        ``n`` asked for and is reused; its contents are overwritten by the next :meth:`blocks`.
+        """
+        if self._work.shape[0] < n:
+            self._work = np.empty((n, self.n_states))
+        return self._work[:n]
+
+    def blocks(self, params: dict, Y: np.ndarray, obs: np.ndarray | None = None, reuse: bool = False) -> list[Block]:
+        """Candidate selection and log-joints of both blocks for the data ``Y`` (n, D).
+
+        With ``reuse``, the log-joints go into :meth:`work_array` (the blocks' ``logjoint`` are
+        views of it, ``joint`` the whole) and :meth:`posterior_and_log_marginal` turns them into
+        the posterior in place: the blocks are valid until the next call with ``reuse``.
+        """
         n = Y.shape[0]
         lp_single, lp_multi = self._log_priors(params)
-        single = Block(None, self.single_vals)
+        S = len(self.single_vals)
+        joint = self.work_array(n) if reuse else None
+        single = Block(None, self.single_vals, joint=joint)
         ll = self.model.log_lik(params, Y, obs, None, self.single_vals)
-        single.logjoint = np.broadcast_to(ll + lp_single, (n, len(self.single_vals)))
+        single.logjoint = self._joint(ll, lp_single, joint, 0, S, n)
         blocks = [single]
         if len(self.multi_vals):
             score = self.model.selection_score(params, Y, obs, single.logjoint)
             K = select_candidates(score, self.Hprime)
-            multi = Block(K, self.multi_vals)
+            multi = Block(K, self.multi_vals, joint=joint)
             ll = self.model.log_lik(params, Y, obs, K, self.multi_vals)
-            multi.logjoint = np.broadcast_to(ll + lp_multi, (n, len(self.multi_vals)))
+            multi.logjoint = self._joint(ll, lp_multi, joint, S, self.n_states, n)
             blocks.append(multi)
         return blocks
+
+    @staticmethod
+    def _joint(ll: np.ndarray, lp: np.ndarray, joint: np.ndarray | None, a: int, b: int, n: int) -> np.ndarray:
+        """``ll + lp`` as (n, b - a): written into columns a..b of ``joint`` when given."""
+        if joint is None:
+            return np.broadcast_to(ll + lp, (n, b - a))
+        return np.add(ll, lp, out=joint[:, a:b])
 
     @staticmethod
     def log_marginal(blocks: list[Block]) -> np.ndarray:
@@ -320,10 +348,11 @@ class ExpectationTruncation:
     def posterior_and_log_marginal(blocks: list[Block], T: float = 1.0) -> tuple[list[np.ndarray], np.ndarray]:
         """:meth:`posterior` at ``T`` and :meth:`log_marginal` (at T = 1), sharing the work when T = 1.
 
-        The work arrays are updated in place: each (chunk, states) temporary costs page
-        faults as well as a pass over memory.
+        The work arrays are updated in place (the blocks' own ``joint`` when :meth:`blocks` wrote
+        one, which then holds the posterior): each (chunk, states) temporary costs page faults as
+        well as a pass over memory.
         """
-        L = np.concatenate([b.logjoint for b in blocks], axis=1)
+        L = _joined(blocks)
         m = np.max(L, axis=1, keepdims=True)
         L -= m
         P = np.multiply(L, 1.0 / T) if T != 1.0 else L
@@ -346,6 +375,14 @@ class ExpectationTruncation:
             n_active += float(w @ self._nnz[i])
             counts += w @ self._value_counts[i]
         return {"n_active": np.array(n_active), "value_counts": counts}
+
+
+def _joined(blocks: list[Block]) -> np.ndarray:
+    """The blocks' log-joints side by side: their shared ``joint`` work array, or a new concatenation."""
+    joint = blocks[0].joint
+    if joint is not None and all(b.joint is joint for b in blocks):
+        return joint
+    return np.concatenate([b.logjoint for b in blocks], axis=1)
 
 
 def full_states(H: int, values: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,10 +21,12 @@ import pytest
 from PIL import Image
 from sc_helpers import REPO, mpiexec, venv_bin
 
+from probmod.errors import FormatError
+from probmod.io import seal
 from sparsecoding import BSC
 from sparsecoding.cli import MARKER, main
 from sparsecoding.data import image_patches, load_gray
-from sparsecoding.io import load_results
+from sparsecoding.io import load_results, read_rows
 from sparsecoding.plot import usage
 
 SMALL = ["--model", "bsc", "--H", "10", "--Hprime", "4", "--gamma", "2", "--quiet", "--no-plot"]
@@ -225,9 +227,40 @@ def _config_with(**kv):
 def test_damaged_checkpoint_is_exit_4(finished, capsys, change, words):
     with h5py.File(finished / "checkpoint.h5", "a") as f:
         change(f)
+    seal(finished / "checkpoint.h5")  # edited on purpose: past the seal, the content checks must catch it
     (finished / "config.json").unlink()  # the checkpoint is the only source left
     assert main(["train", "-o", str(finished), "--resume", "--quiet", "--no-plot"]) == 4
     assert words in _err(capsys)
+
+
+def test_edited_checkpoint_and_results_break_their_seal(finished, capsys):
+    for name in ("checkpoint.h5", "results.h5"):
+        assert (finished / name).read_bytes().startswith(b"probmod sha256 ")  # written once: sealed
+    with h5py.File(finished / "checkpoint.h5", "a") as f:
+        _set_param("pi", 0.5)(f)  # a valid value: only the seal can tell
+    assert main(["train", "-o", str(finished), "--resume", "--quiet", "--no-plot"]) == 4
+    assert "damaged checkpoint" in _err(capsys)
+    with h5py.File(finished / "results.h5", "a") as f:
+        f["pi"][0] = 0.5
+    with pytest.raises(FormatError, match="damaged results file"):
+        load_results(finished)
+
+
+def test_unsealed_files_of_older_versions_still_load(finished, capsys):
+    for name in ("checkpoint.h5", "results.h5"):  # as older versions wrote them: no user block, no seal
+        with h5py.File(finished / name) as src, h5py.File(finished / "old.h5", "w") as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            names: list[str] = []
+            src.visit(names.append)
+            for key in names:
+                if isinstance(src[key], h5py.Dataset):
+                    dst.create_dataset(key, data=src[key][()])
+        os.replace(finished / "old.h5", finished / name)
+    before = load_results(finished)
+    assert main(["train", "-o", str(finished), "--resume", "--quiet", "--no-plot"]) == 0  # reads the old checkpoint
+    np.testing.assert_array_equal(load_results(finished)["W"], before["W"])
+    capsys.readouterr()
 
 
 def test_garbage_config_json_falls_back_to_the_checkpoint(finished, capsys):
@@ -587,3 +620,29 @@ def test_progress_lines_on_a_pipe(bars, tmp_path, capsys, monkeypatch):
     assert "bsc EM (seed 0): 3/3 step (100%)" in err, err
     assert main(["train", *SMALL, "--data", str(bars), "--steps", "3", "-o", str(tmp_path / "q")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def _spectral_flatness(P: np.ndarray, size: int) -> float:
+    """Geometric over arithmetic mean of the patches' mean power per spatial frequency, DC left out (1 = flat)."""
+    S = (np.abs(np.fft.fft2(P.reshape(-1, size, size))) ** 2).mean(axis=0).ravel()[1:]
+    return float(np.exp(np.mean(np.log(S))) / np.mean(S))
+
+
+def test_dog_whitening_flattens_the_spectrum(tmp_path, no_mpi, capsys):
+    # a natural-image stand-in: amplitude falling as 1/f, so power as 1/f² (steep, like photographs)
+    rng = np.random.default_rng(4)
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(128), np.fft.fftfreq(128), indexing="ij"))
+    img = np.fft.ifft2(np.fft.fft2(rng.standard_normal((128, 128))) / np.maximum(f, 1 / 128)).real
+    img = (img - img.min()) / np.ptp(img) * 255
+    Image.fromarray(img.astype(np.uint8)).save(tmp_path / "pink.png")
+    raw = image_patches(N=2000, size=8, files=[tmp_path / "pink.png"], whiten="none", seed=1)
+    dog = image_patches(N=2000, size=8, files=[tmp_path / "pink.png"], whiten="dog", seed=1)
+    flat_raw, flat_dog = _spectral_flatness(raw, 8), _spectral_flatness(dog, 8)
+    assert flat_raw < 0.7 and flat_dog > flat_raw + 0.15, (flat_raw, flat_dog)  # measured: 0.63 -> 0.86
+    out = tmp_path / "p.h5"
+    args = ["data", "patches", "--images", str(tmp_path / "pink.png"), "--size", "8", "--N", "2000", "--keep", "1"]
+    assert main([*args, "--seed", "1", "--whiten", "dog", "-o", str(out), "--quiet"]) == 0
+    np.testing.assert_array_equal(read_rows(out, "y", 0, 2000), dog)  # the command line cuts the same patches
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--whiten", "sideways", "-o", str(tmp_path / "q.h5"), "--quiet"])
+    assert exit_info.value.code == 2 and "zca, dog, none" in capsys.readouterr().err.replace("'", "")
