@@ -380,7 +380,7 @@ _QUALITY_ARRAYS = ("r2", "params", "orientation_hist", "frequency_hist", "order"
 def write_quality(path: str | os.PathLike, summary: dict[str, Any]) -> None:
     """Store a :func:`~sparsecoding.gabor.gabor_summary` (and the usage ``order``) as ``quality/`` in ``results.h5``.
 
-    Arrays become datasets, numbers the group's attributes; an earlier ``quality/`` is replaced.
+    Arrays become datasets, numbers and strings the group's attributes; an earlier ``quality/`` is replaced.
     """
     path = Path(path)
     if path.is_dir():
@@ -396,6 +396,8 @@ def write_quality(path: str | os.PathLike, summary: dict[str, Any]) -> None:
         for k, v in summary.items():
             if k in _QUALITY_ARRAYS:
                 g.create_dataset(k, data=np.asarray(v))
+            elif isinstance(v, str):
+                g.attrs[k] = v
             elif np.ndim(v) == 0:
                 g.attrs[k] = float(v)
     if sealed:  # results of an older version stay unsealed (no user block to hold the seal)

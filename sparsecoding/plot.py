@@ -221,19 +221,33 @@ def plot_run(
     ]
 
 
+#: the ``quality/`` attribute that names the fields its Gabor fits belong to
+FIELDS_SHA256 = "fields_sha256"
+
+
 def run_quality(run_dir: str | os.PathLike, W: np.ndarray, patch_shape, use: np.ndarray) -> dict[str, Any]:
     """Fit Gabors to the final dictionary's fields; store the numbers as ``quality/`` in the run's ``results.h5``.
 
-    ``order`` (the elements by usage, most used first) is stored with them.
+    ``order`` (the elements by usage, most used first) is stored with them, and the SHA-256 of the
+    fields: when ``quality/`` already holds the fits of these very fields (``train`` plotted, then
+    ``plot`` is asked again), they are reused, not fitted again (a few seconds per dozen fields).
     """
+    import hashlib
+
     from probmod.errors import OutputError
 
     from .gabor import gabor_summary
-    from .io import write_quality
+    from .io import load_quality, write_quality
 
     F, shape = receptive_fields(np.asarray(W), patch_shape)
-    summary = gabor_summary(F, shape)
+    digest = hashlib.sha256(np.ascontiguousarray(F, dtype=np.float64).tobytes() + repr(shape).encode()).hexdigest()
+    cached = load_quality(run_dir)
+    if cached is not None and cached.get(FIELDS_SHA256) == digest:
+        summary = {k: v for k, v in cached.items() if k not in (FIELDS_SHA256, "order")}
+    else:
+        summary = gabor_summary(F, shape)
     summary["order"] = np.argsort(-np.asarray(use), kind="stable")
+    summary[FIELDS_SHA256] = digest
     try:
         write_quality(run_dir, summary)
     except OutputError as err:  # a read-only run folder can still be plotted elsewhere

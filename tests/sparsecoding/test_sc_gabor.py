@@ -62,7 +62,7 @@ def test_summary_counts_share_and_coverage():
         gabor_summary(np.zeros((120, 2)), shape)
 
 
-def test_plot_stores_the_gabor_numbers_in_the_results_file(tmp_path, no_mpi, capsys):
+def test_plot_stores_the_gabor_numbers_in_the_results_file(tmp_path, no_mpi, capsys, monkeypatch):
     from sparsecoding.cli import main
     from sparsecoding.io import load_quality, load_results
 
@@ -77,7 +77,17 @@ def test_plot_stores_the_gabor_numbers_in_the_results_file(tmp_path, no_mpi, cap
     assert q["r2"].shape == (10,) and q["params"].shape == (10, 8)
     assert sorted(q["order"].tolist()) == list(range(10))
     assert 0.0 <= q["gabor_share"] <= 1.0 and q["gabor_share"] == np.mean(q["r2"] >= GOOD_R2)
-    assert "W" in load_results(run)  # the results file is still whole
+    assert "W" in load_results(run)  # the results file is still whole (and its seal renewed)
+    assert (run / "results.h5").read_bytes().startswith(b"probmod sha256 ")
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr("sparsecoding.gabor.gabor_summary", no_fitting)
+    assert main(["plot", str(run), "-o", str(tmp_path / "again")]) == 0  # the same fields: their fits are reused
+    again = load_quality(run)
+    for k in ("r2", "params", "order", "gabor_share"):
+        np.testing.assert_array_equal(again[k], q[k])
 
 
 def test_onoff_patches_are_judged_as_on_minus_off(tmp_path):

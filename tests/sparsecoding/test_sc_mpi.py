@@ -8,24 +8,29 @@ from sparsecoding.io import load_results
 
 pytestmark = pytest.mark.mpi
 
+#: rows that do not split evenly over the ranks (N = 700 in chunks of 64), data truncation (Ncut) and
+#: annealing noise that stops mid-run: every path where ranks could part
+N = 700
 TRAIN = [
     "train",
     "--model",
     "bsc",
     "--H",
-    "10",
+    "12",
     "--Hprime",
-    "8",
+    "6",
     "--gamma",
-    "5",
+    "3",
     "--steps",
     "10",
     "--anneal",
     "2:1@0.5",
+    "--W-noise",
+    "0.3",
     "--Ncut-factor",
     "0.5",
     "--chunk-size",
-    "96",
+    "64",
     "--checkpoint-every",
     "4",
     "--quiet",
@@ -34,37 +39,57 @@ TRAIN = [
 
 
 @pytest.fixture(scope="module")
-def bars(tmp_path_factory):
-    path = tmp_path_factory.mktemp("mpi") / "bars.h5"
-    r = run_cli(["data", "bars", "--out", str(path), "--N", "1000", "--seed", "3"])
-    assert r.returncode == 0, r.stderr
+def data(tmp_path_factory):
+    """Image-like data: sparse sums of 12 random 6x6 fields plus noise."""
+    import h5py
+
+    rng = np.random.default_rng(4)
+    path = tmp_path_factory.mktemp("mpi") / "patches.h5"
+    W = rng.normal(size=(36, 12))
+    S = rng.random((N, 12)) < 0.15
+    with h5py.File(path, "w") as f:
+        f["y"] = S @ W.T + 0.5 * rng.normal(size=(N, 36))
     return path
 
 
 @pytest.fixture(scope="module")
-def reference(bars):
-    out = bars.parent / "r1"
-    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out)], ranks=1)
-    assert r.returncode == 0, r.stderr
-    return load_results(out)
+def runs(data):
+    """The same training on 1, 2, 3 and 4 ranks: {ranks: (results, stdout)}."""
+    out = {}
+    for ranks in (1, 2, 3, 4):
+        r = run_cli([*TRAIN, "--data", str(data), "--out", str(data.parent / f"r{ranks}")], ranks=ranks)
+        assert r.returncode == 0, r.stderr
+        out[ranks] = (load_results(data.parent / f"r{ranks}"), r.stdout)
+    return out
 
 
-@pytest.mark.parametrize("ranks", [2, 4])
-def test_rank_count_does_not_change_results(bars, reference, ranks):
-    out = bars.parent / f"r{ranks}"
-    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out)], ranks=ranks)
-    assert r.returncode == 0, r.stderr
-    assert f"ranks={ranks}" in r.stdout
-    res = load_results(out)
-    assert res["N_use"].tolist() == reference["N_use"].tolist()
-    assert res["N_use"].min() < 1000  # data truncation was active
-    for k in ("W", "pi", "sigma", "loglik", "T"):
-        np.testing.assert_array_equal(res[k], reference[k], err_msg=k)  # bit for bit
+def serial_main(args: list[str]) -> int:
+    """The command line in this process, serially: a one-rank run without a process start (about 2 s each)."""
+    from sparsecoding.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPARSECODING_NO_MPI", "1")
+        return main(args)
 
 
-def test_killed_run_resumes_to_the_same_result(bars, reference):
-    out = bars.parent / "killed"
-    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out)], ranks=2, env={"SPARSECODING_KILL_AFTER_STEP": "6"})
+def test_one_to_four_ranks_give_the_same_bytes(runs):
+    """Every parameter and log-likelihood of every step, byte for byte, on 1, 2, 3 and 4 ranks.
+
+    Before the fix a Fortran-ordered W from the M-step (one rank) and its C-ordered Bcast copy (several)
+    took different BLAS kernels, and 1 and 2 ranks parted at 1e-15 from the first step without noise.
+    """
+    reference = runs[1][0]
+    assert reference["N_use"].min() < N  # data truncation was active
+    for ranks in (2, 3, 4):
+        res, stdout = runs[ranks]
+        assert f"ranks={ranks}" in stdout
+        for k in ("W", "pi", "sigma", "loglik", "N_use", "T"):
+            assert res[k].tobytes() == reference[k].tobytes(), (ranks, k)
+
+
+def test_killed_run_resumes_to_the_same_result(data, runs):
+    out = data.parent / "killed"
+    r = run_cli([*TRAIN, "--data", str(data), "--out", str(out)], ranks=2, env={"SPARSECODING_KILL_AFTER_STEP": "6"})
     assert r.returncode != 0  # rank 0 died from SIGKILL after step 6; last checkpoint is after step 4
     partial = load_results(out)
     assert len(partial["step"]) == 6
@@ -73,17 +98,16 @@ def test_killed_run_resumes_to_the_same_result(bars, reference):
     res = load_results(out)
     assert res["step"].tolist() == list(range(10))
     for k in ("W", "pi", "sigma", "loglik", "N_use"):
-        np.testing.assert_allclose(res[k], reference[k], rtol=0, atol=1e-8, err_msg=k)
+        np.testing.assert_allclose(res[k], runs[1][0][k], rtol=0, atol=1e-8, err_msg=k)
 
 
-def test_killed_restarts_resume_to_the_same_choice(bars):
+def test_killed_restarts_resume_to_the_same_choice(data, capsys):
     """A run with --restarts killed in its first candidate, resumed, killed in its second and resumed again
     writes exactly what an uninterrupted run writes; finished steps are loaded, not run again."""
-    restarts = [*TRAIN, "--data", str(bars), "--restarts", "2", "--checkpoint-every", "3"]
-    whole = bars.parent / "restarts-whole"
-    r = run_cli([*restarts, "--out", str(whole)], ranks=2)
-    assert r.returncode == 0, r.stderr
-    out = bars.parent / "restarts-killed"
+    restarts = [*TRAIN, "--data", str(data), "--restarts", "2", "--checkpoint-every", "3"]
+    whole = data.parent / "restarts-whole"
+    assert serial_main([*restarts, "--out", str(whole)]) == 0  # the rank count changes no byte (test above)
+    out = data.parent / "restarts-killed"
     kill = {"SPARSECODING_KILL_AFTER_STEP": "6"}  # each candidate checkpoints after step 6, then dies
     assert run_cli([*restarts, "--out", str(out)], ranks=2, env=kill).returncode != 0
     assert load_results(out / "restarts" / "seed-0")["step"].tolist() == list(range(6))
@@ -108,12 +132,18 @@ def test_killed_restarts_resume_to_the_same_choice(bars):
         np.testing.assert_array_equal(
             load_results(out / "restarts" / f"seed-{seed}")["W"], load_results(whole / "restarts" / f"seed-{seed}")["W"]
         )
-    r = run_cli([*resume, "--seed", "0"], ranks=2)  # a finished run resumes to itself; --seed names the first restart
-    assert r.returncode == 0 and "restart 1/2" not in r.stdout, r.stderr
-    r = run_cli([*resume, "--seed", "1"], ranks=2)
-    assert r.returncode == 2 and "--seed=1 (run has 0, the first of its restarts)" in r.stderr
-    r = run_cli([*TRAIN, "--data", str(bars), "--out", str(out), "--force"], ranks=2)  # --force clears the candidates
-    assert r.returncode == 0 and not (out / "restarts").exists(), r.stderr
+    # what follows does not depend on the rank count: run in process, serially (no process start-up)
+    capsys.readouterr()
+    assert (
+        serial_main([*resume, "--seed", "0"]) == 0
+    )  # a finished run resumes to itself; --seed names the first restart
+    assert "restart 1/2" not in capsys.readouterr().out
+    assert serial_main([*resume, "--seed", "1"]) == 2
+    assert "--seed=1 (run has 0, the first of its restarts)" in capsys.readouterr().err
+    assert (
+        serial_main([*TRAIN, "--data", str(data), "--out", str(out), "--force"]) == 0
+    )  # --force clears the candidates
+    assert not (out / "restarts").exists()
 
 
 def test_fit_api_with_mpi_communicator(tmp_path):
@@ -146,51 +176,3 @@ def test_fit_api_with_mpi_communicator(tmp_path):
     d = bars_data(N=600, seed=2)
     m = BSC(H=10, Hprime=6, gamma=3, steps=6, chunk_size=50, random_state=0).fit(d["Y"])
     assert np.load(out).tobytes() == np.concatenate([m.components_.ravel(), [m.pi_, m.sigma_]]).tobytes()
-
-
-def test_one_to_four_ranks_give_the_same_bytes(tmp_path):
-    """The command line on 1, 2, 3 and 4 ranks: every parameter and log-likelihood of every step, byte for byte.
-
-    Image-like data whose rows do not split evenly (N = 700 in chunks of 64) and annealing noise that stops
-    mid-run: before the fix a Fortran-ordered W from the M-step (one rank) and its C-ordered Bcast copy (several)
-    took different BLAS kernels, and 1 and 2 ranks parted at 1e-15 from the first step without noise.
-    """
-    rng = np.random.default_rng(4)
-    data = tmp_path / "patches.h5"
-    W = rng.normal(size=(36, 12))
-    S = rng.random((700, 12)) < 0.15
-    import h5py
-
-    with h5py.File(data, "w") as f:
-        f["y"] = S @ W.T + 0.5 * rng.normal(size=(700, 36))
-    args = [
-        "train",
-        "--model",
-        "bsc",
-        "--data",
-        str(data),
-        "--H",
-        "12",
-        "--Hprime",
-        "6",
-        "--gamma",
-        "3",
-        "--steps",
-        "8",
-        "--anneal",
-        "2:1@0.5",
-        "--W-noise",
-        "0.3",
-        "--chunk-size",
-        "64",
-        "--quiet",
-        "--no-plot",
-    ]
-    runs = {}
-    for ranks in (1, 2, 3, 4):
-        r = run_cli([*args, "--out", str(tmp_path / f"r{ranks}")], ranks=ranks)
-        assert r.returncode == 0, r.stderr
-        runs[ranks] = load_results(tmp_path / f"r{ranks}")
-    for ranks in (2, 3, 4):
-        for k in ("W", "pi", "sigma", "loglik", "N_use"):
-            assert runs[ranks][k].tobytes() == runs[1][k].tobytes(), (ranks, k)

@@ -99,6 +99,7 @@ def test_mmca_recovers_signed_bars():
     # every other bar is negative (-7 instead of 10): causes compete by magnitude
     d = bars_data(N=1000, model="mmca", seed=0, signed=True)
     assert (d["W"] < 0).any()
-    m = MMCA(H=10, Hprime=8, gamma=5, steps=80, anneal="3:1@0.7", W_noise=2.0, random_state=0).fit(d["Y"])
+    # gamma=4 and 60 steps: half the time of gamma=5 and 80 steps, with the same recovery (max bar error 0.25)
+    m = MMCA(H=10, Hprime=8, gamma=4, steps=60, anneal="3:1@0.7", W_noise=2.0, random_state=0).fit(d["Y"])
     assert_recovered(m.components_.T, d["W"])  # signs included
     assert m.sigma_ == pytest.approx(2.0, rel=0.15)
