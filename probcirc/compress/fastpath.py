@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import rangecoder
-from .kernels import LAZY, PROD, _inside_node, _observe_row, _outside_node, _pmf, _step_row, quantize
+from .kernels import LAZY, PROD, SUM, _inside_node, _observe_row, _outside_node, _pmf, _sort, _step_row, quantize
 
 
 def nc_ancestors(program) -> tuple[np.ndarray, np.ndarray]:
@@ -48,48 +48,46 @@ def _stale(c, now, contig, lo, hi, ok, tin):
 
 
 @njit(cache=True)
-def _sort(buf, cnt):
-    """Insertion sort of buf[:cnt] (short, nearly sorted lists; no allocation)."""
-    for t in range(1, cnt):
-        u = buf[t]
-        j = t
-        while j > 0 and buf[j - 1] > u:
-            buf[j] = buf[j - 1]
-            j -= 1
-        buf[j] = u
+def _ensure(n, now, a, M, E, x, obs, ok, tin, stack, pos):
+    """Recompute the stale inside values under ``n`` (``n`` itself stale), children first.
 
-
-@njit(cache=True)
-def _ensure(n, now, a, M, E, x, obs, ok, tin, stack, todo):
-    """Recompute the stale inside values under ``n``, children first (ascending slots are topological)."""
+    A depth-first walk through stale nodes only, each computed as the walk leaves it
+    (post-order: its stale children are done by then, the others are fresh). A node is
+    marked when first reached, so it is computed once. Linear in the nodes recomputed:
+    sorting them by slot (topological too) cost quadratic time on the whole subtrees a
+    depth-first coding order leaves stale (most of the encode time, #17).
+    """
     kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w = a[:7]
     lo, hi, contig = a.lo, a.hi, a.contig
-    stack[0] = n
-    top, cnt = 1, 0
     if contig[n]:
         tin[n] = now  # collected: no longer stale, so never collected twice
     else:
         ok[n] = 2
+    stack[0] = n
+    pos[0] = ch_ptr[n]
+    top = 1
     while top > 0:
-        top -= 1
-        u = stack[top]
-        todo[cnt] = u
-        cnt += 1
-        if kind[u] == PROD or kind[u] == 3:
-            for j in range(ch_ptr[u], ch_ptr[u + 1]):
+        u = stack[top - 1]
+        j = pos[top - 1]
+        end = ch_ptr[u + 1] if kind[u] == PROD or kind[u] == SUM else j
+        c = -1
+        while j < end and c < 0:
+            if _stale(ch_idx[j], now, contig, lo, hi, ok, tin):
                 c = ch_idx[j]
-                if _stale(c, now, contig, lo, hi, ok, tin):
-                    if contig[c]:
-                        tin[c] = now
-                    else:
-                        ok[c] = 2
-                    stack[top] = c
-                    top += 1
-    _sort(todo, cnt)
-    for t in range(cnt):
-        u = todo[t]
-        _inside_node(u, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
-        ok[u] = 1
+                if contig[c]:
+                    tin[c] = now
+                else:
+                    ok[c] = 2
+            j += 1
+        if c >= 0:
+            pos[top - 1] = j
+            stack[top] = c
+            pos[top] = ch_ptr[c]
+            top += 1
+        else:
+            top -= 1
+            _inside_node(u, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
+            ok[u] = 1
 
 
 @njit(cache=True)

@@ -258,6 +258,18 @@ NAIVE, ANCESTORS, LAZY = 0, 1, 2
 
 
 @njit(cache=True)
+def _sort(buf, cnt):
+    """Insertion sort of buf[:cnt] in place (short lists; no allocation)."""
+    for t in range(1, cnt):
+        u = buf[t]
+        j = t
+        while j > 0 and buf[j - 1] > u:
+            buf[j] = buf[j - 1]
+            j -= 1
+        buf[j] = u
+
+
+@njit(cache=True)
 def _ensure_inside(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs, ok, stack):
     """Recompute the stale inside values under ``n``.
 
@@ -284,13 +296,7 @@ def _ensure_inside(n, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, 
                     stack[top] = c
                     top += 1
     todo = stack[S - cnt + 1 : S + 1]
-    for t in range(1, cnt):  # insertion sort in place: few nodes, mostly in order, and no allocation
-        u = todo[t]
-        j = t
-        while j > 0 and todo[j - 1] > u:
-            todo[j] = todo[j - 1]
-            j -= 1
-        todo[j] = u
+    _sort(todo, cnt)
     for t in range(cnt):
         u = todo[t]
         _inside_node(u, kind, leaf_var, leaf_row, table, ch_ptr, ch_idx, ch_w, M, E, x, obs)
