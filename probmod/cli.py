@@ -149,7 +149,6 @@ def set_threads(n: int | None) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(n)
     threadpool_limits(n)
     try:
         import numba
@@ -158,6 +157,8 @@ def set_threads(n: int | None) -> None:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - numba is a dependency, but keep the CLI usable without it
         pass
+    # Last: numba's first set_num_threads starts its OpenMP layer, which put torch back to every core.
+    torch.set_num_threads(n)
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

@@ -55,16 +55,6 @@ def data(tmp_path_factory):
     return path
 
 
-def _train(ranks, data, out, *extra, script=None, env=None, timeout=120):
-    """``probcirc train`` on ``ranks`` ranks: plain python for 1, torchrun (python -m torch.distributed.run) else."""
-    program = [str(script)] if script else ["-m", "probcirc"]
-    launch = [sys.executable]
-    if ranks > 1:
-        launch += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
-    argv = [*launch, *program, "train", str(data), *FAST, "-o", str(out), *extra]
-    return subprocess.run(argv, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
-
-
 def _arrays(path):
     found = {}
     with h5py.File(path, "r") as f:
@@ -81,89 +71,24 @@ def _same_model(a, b):
             assert np.asarray(a[name]).tobytes() == np.asarray(b[name]).tobytes(), name
 
 
+def _train_here(data, out, *extra):
+    """``probcirc train`` in this process: one rank, one thread (tests/conftest.py), as every rank runs."""
+    assert torch.get_num_threads() == 1
+    assert main(["train", str(data), *FAST, "-o", str(out), *EPOCHS, *extra]) == 0
+
+
 @pytest.fixture(scope="module")
 def one_rank(data):
-    """The single-process run, in this process (one thread, as every rank runs): no interpreter to start."""
     out = data.parent / "one.h5"
-    assert torch.get_num_threads() == 1  # tests/conftest.py
-    assert main(["train", str(data), *FAST, "-o", str(out), *EPOCHS]) == 0
+    _train_here(data, out)
     return out
 
 
-def test_two_ranks_give_the_bytes_of_one_process(data, one_rank, tmp_path):
-    """Four ranks are checked by the resume below (its mini-batch and full-batch epochs run on 4)."""
-    out = tmp_path / "model.h5"
-    done = _train(2, data, out, *EPOCHS)
-    assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.h5", "model.png"]  # rank 0 alone wrote
-    assert done.stdout.count("wrote ") == 1
-    _same_model(one_rank, out)
-
-
-def test_a_kill_then_resume_on_another_rank_count_gives_the_uninterrupted_run(data, one_rank, tmp_path):
-    out, script = tmp_path / "model.h5", tmp_path / "dying.py"
-    script.write_text(DYING_RANK)
-    start = time.monotonic()
-    killed = _train(2, data, out, *EPOCHS, script=script, env={"DIE_AT": "2", "DIE_RANK": "1", "DIE_HOW": "SIGKILL"})
-    assert killed.returncode != 0 and time.monotonic() - start < 60
-    with h5py.File(out, "r") as f:
-        assert len(f["history/train_bpd"]) == 1  # the checkpoint of the one whole epoch
-    resumed = _train(4, data, out, *EPOCHS, "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dying.py", "model.h5", "model.png"]  # rank 0 alone wrote
-    assert resumed.stdout.count("wrote ") == 1
-    _same_model(one_rank, out)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_a_rank_that_dies_or_hangs_makes_the_others_exit_with_one_line(data, tmp_path):
-    """Ranks started as torchrun would (its environment variables), without torchrun to clean up after them.
-
-    A killed rank (SIGKILL) and a hung one (SIGSTOP, noticed after --dist-timeout) run side by side:
-    the hung pair mostly waits, so the two pairs together take about as long as one.
-    """
-    script = tmp_path / "dying.py"
-    script.write_text(DYING_RANK)
-    procs = {}
-    for how in ("SIGKILL", "SIGSTOP"):
-        env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
-        env.update(DIE_AT="2", DIE_RANK="1", DIE_HOW=how)
-        argv = [sys.executable, str(script), "train", str(data), *FAST, *EPOCHS, "-o", str(tmp_path / f"{how}.h5")]
-        procs[how] = [
-            subprocess.Popen(
-                [*argv, "--dist-timeout", "4"],
-                env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for r in range(2)
-        ]
-    errors = {}
-    try:
-        start = time.monotonic()
-        for how, pair in procs.items():
-            errors[how] = pair[0].communicate(timeout=60)[1]
-        assert time.monotonic() - start < 60
-    finally:
-        for p in (p for pair in procs.values() for p in pair):
-            if p.poll() is None:
-                p.kill()
-            p.communicate()
-    for how, err in errors.items():
-        lines = err.strip().splitlines()
-        assert procs[how][0].returncode == 3, (how, err)
-        assert len(lines) == 1 and lines[0].startswith("probcirc train: error: rank 0 of 2: lost contact"), (how, err)
-
-
-# EM, Adam and edge flows through the library on any process group, HCLT leaves of 4 values.
+# EM, Adam and edge flows through the library on any process group (HCLT leaves of 4 values), then,
+# given more arguments, `probcirc train` on the same ranks: one launch checks both.
 LIBRARY_RUN = """
 import sys, numpy as np, torch, probcirc
+from probcirc.cli import main
 from probcirc.learn import distributed, edge_flows, em, sgd
 from probcirc.structures import HCLT
 torch.set_num_threads(1)
@@ -176,23 +101,100 @@ flows = edge_flows(pc, x, 64, chunk_size=16)
 if distributed.is_main():
     probcirc.io.save(pc, sys.argv[1] + ".h5")
     np.save(sys.argv[1] + ".npy", np.concatenate([np.array(lls)] + [f.numpy().ravel() for f in flows]))
+if len(sys.argv) > 2:
+    sys.exit(main(sys.argv[2:]))  # it leaves the process group when done
 distributed.shutdown()
 """
 
 
-def test_em_adam_and_edge_flows_on_three_ranks_give_the_bytes_of_one_process(tmp_path, monkeypatch):
+def test_two_ranks_give_the_bytes_of_one_process_in_the_library_and_in_probcirc_train(
+    data, one_rank, tmp_path, monkeypatch
+):
+    """torchrun with 2 ranks: EM (mini- and full-batch), Adam, edge flows, then a whole `probcirc train` run.
+
+    Four ranks are checked by the resume below (two mini-batch epochs on 4 ranks, then one process).
+    """
     script = tmp_path / "run.py"
     script.write_text(LIBRARY_RUN)
-    # One process: this one (one thread, no process group), so only the three ranks start interpreters.
+    # One process: this one (no process group), so only the ranks start interpreters.
     monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path / "one")])
     runpy.run_path(str(script), run_name="__main__")
-    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3"]
-    done = subprocess.run(
-        [sys.executable, *launch, str(script), str(tmp_path / "three")], env=ENV, capture_output=True, text=True
-    )
+    out = tmp_path / "ranks" / "model.h5"
+    out.parent.mkdir()
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+    train = ["train", str(data), *FAST, "-o", str(out), *EPOCHS]
+    done = subprocess.run([*launch, str(tmp_path / "two"), *train], env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert np.load(tmp_path / "one.npy").tobytes() == np.load(tmp_path / "three.npy").tobytes()
-    _same_model(tmp_path / "one.h5", tmp_path / "three.h5")
+    assert np.load(tmp_path / "one.npy").tobytes() == np.load(tmp_path / "two.npy").tobytes()
+    _same_model(tmp_path / "one.h5", tmp_path / "two.h5")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.h5", "model.png"]  # rank 0 alone wrote
+    assert done.stdout.count("wrote ") == 1
+    _same_model(one_rank, out)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ranks(script, data, out, world, how, die_at, timeout):
+    """``world`` ranks started as torchrun would (its environment variables), without torchrun to clean up;
+    rank 1 is sent ``how`` when it starts epoch ``die_at``."""
+    env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world)}
+    env.update(DIE_AT=str(die_at), DIE_RANK="1", DIE_HOW=how)
+    argv = [sys.executable, str(script), "train", str(data), *FAST, *EPOCHS, "-o", str(out)]
+    return [
+        subprocess.Popen(
+            [*argv, "--dist-timeout", str(timeout)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(world)
+    ]
+
+
+def test_a_rank_that_dies_or_hangs_stops_the_others_and_a_resume_on_another_rank_count_is_exact(
+    data, one_rank, tmp_path
+):
+    """Side by side: 4 ranks whose rank 1 is killed (SIGKILL) when it starts epoch 3, and 2 ranks whose rank 1
+    hangs (SIGSTOP, noticed after --dist-timeout) in epoch 2. Every other rank exits 3 with one line; the
+    killed run's checkpoint, resumed in one process, ends with the bytes of the uninterrupted run."""
+    script = tmp_path / "dying.py"
+    script.write_text(DYING_RANK)
+    killed, hung = tmp_path / "killed.h5", tmp_path / "hung.h5"
+    runs = {
+        "SIGKILL": _ranks(script, data, killed, 4, "SIGKILL", 3, 60),  # a dead peer is noticed at once
+        "SIGSTOP": _ranks(script, data, hung, 2, "SIGSTOP", 2, 4),
+    }
+    errors = {}
+    try:
+        start = time.monotonic()
+        for how, procs in runs.items():
+            for r, p in enumerate(procs):
+                if r != 1:
+                    errors[how, r] = p.communicate(timeout=60)[1]
+        assert time.monotonic() - start < 60
+    finally:
+        for p in (p for procs in runs.values() for p in procs):
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    for (how, r), err in errors.items():
+        world = len(runs[how])
+        lines = err.strip().splitlines()
+        assert runs[how][r].returncode == 3, (how, r, err)
+        assert len(lines) == 1 and lines[0].startswith(f"probcirc train: error: rank {r} of {world}: lost contact"), (
+            how,
+            r,
+            err,
+        )
+    with h5py.File(killed, "r") as f:
+        assert len(f["history/train_bpd"]) == 2  # the checkpoint of the two whole epochs
+    _train_here(data, killed, "--resume")
+    _same_model(one_rank, killed)
 
 
 # ------------------------------------------------------------------ the exact sum itself, in one process
