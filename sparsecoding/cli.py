@@ -598,14 +598,30 @@ def _raise_stop() -> None:
         raise SystemExit(128 + _STOPPED[0])
 
 
+def _one_thread_per_rank() -> None:
+    """One thread for torch, BLAS/OpenMP and numba: ranks that share cores must not each start a pool.
+
+    numba is told through its environment variable, read when it is first imported (only MCA and
+    MMCA use it), so that ranks of other models do not import it at all; run_em keeps BLAS at one
+    thread in any case.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
 def _train(args, comm) -> int:
     from .em import CollapseWarning, TruncationWarning
     from .io import RESULTS, DataError, read_rows
     from .parallel import local_chunks_from_array, rank_rows
 
-    # several ranks: one thread each (torch, BLAS, OpenMP, numba), so that ranks sharing cores do not
-    # oversubscribe them; run_em keeps BLAS at one thread in any case
-    set_threads(args.threads if args.threads is not None or comm.size == 1 else 1)
+    if args.threads is None and comm.size > 1:
+        _one_thread_per_rank()
+    else:
+        set_threads(args.threads)
     out = Path(args.output)
     err, config, resume, restarting = None, None, False, False
     if comm.rank == 0:

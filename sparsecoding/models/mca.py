@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernels import active_lists, superposition_sq_err, superposition_stats
 from .base import SparseCodingModel
 
 __all__ = ["MCA", "rho_of_T"]
@@ -58,6 +57,8 @@ class MCA(SparseCodingModel):
 
     def _sq_err(self, params, Y, obs, idx, vals):
         """``sum_d obs_d (y_d - Wbar_d(s))^2`` for every point and state: (n, M) (numba kernel)."""
+        from .._kernels import active_lists, superposition_sq_err  # numba: imported by the models that use it
+
         n = Y.shape[0]
         act, val = active_lists(vals)
         if idx is None:
@@ -95,6 +96,8 @@ class MCA(SparseCodingModel):
         Wp, Wp1 = np.ascontiguousarray(mag**rho), np.ascontiguousarray(mag ** (rho - 1.0))
         Wt = np.ascontiguousarray(params["W"].T)
         Yc = np.ascontiguousarray(Y)
+        from .._kernels import active_lists, superposition_stats
+
         A, AY = np.zeros_like(stats["A"]), np.zeros_like(stats["AY"])
         err = 0.0
         for b, p in zip(blocks, post):
