@@ -175,8 +175,9 @@ def test_a_rank_that_dies_or_hangs_stops_the_others_and_a_resume_on_another_rank
         for how, procs in runs.items():
             for r, p in enumerate(procs):
                 if r != 1:
-                    errors[how, r] = p.communicate(timeout=60)[1]
-        assert time.monotonic() - start < 60
+                    errors[how, r] = p.communicate(timeout=120)[1]
+        # Bounded (a hung peer is given up after --dist-timeout), with room for 6 interpreters on a busy machine.
+        assert time.monotonic() - start < 120
     finally:
         for p in (p for procs in runs.values() for p in procs):
             if p.poll() is None:
