@@ -88,7 +88,8 @@ def test_tsc_bars_recovery_up_to_sign():
 
 def test_gsc_recovers_bars_on_its_own_data():
     d = bars_data(N=1000, model="gsc", seed=0)
-    m = GSC(H=10, Hprime=6, gamma=3, steps=30, anneal="2:1@0.6", Ncut_factor=1.0, random_state=0).fit(d["Y"])
+    # 20 steps (two thirds of the time of 30) recover as well: max bar error 0.23, pi 0.208, sigma 1.98
+    m = GSC(H=10, Hprime=6, gamma=3, steps=20, anneal="2:1@0.6", Ncut_factor=1.0, random_state=0).fit(d["Y"])
     # W and the slab trade scale per cause: compare W * mu
     assert_recovered(m.components_.T * m.mu_, d["W"] * d["mu"])
     assert m.pi_ == pytest.approx(0.2, rel=0.15)
