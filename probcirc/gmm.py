@@ -353,9 +353,10 @@ class GaussianMixture(Distribution):
                 params = (self.logits, self.means, self.scale_tril)
             else:
                 b = batch_index[idx]
-                params = tuple(
-                    t.reshape(nb, *t.shape[len(self.batch_shape) :])[b]
-                    for t in (self.logits, self.means, self.scale_tril)
+                params = (
+                    self.logits.reshape(nb, *self.logits.shape[len(self.batch_shape) :])[b],
+                    self.means.reshape(nb, *self.means.shape[len(self.batch_shape) :])[b],
+                    self.scale_tril.reshape(nb, *self.scale_tril.shape[len(self.batch_shape) :])[b],
                 )
             yield idx, ~pattern, params
 

@@ -352,20 +352,20 @@ class Knowledge:
             rules.append(Rule(body, head, float(w)))
         seen: dict[int, str] = {}
         total_nodes = 0
-        compiled = []
-        cnames = set()
-        for ci, c in enumerate(self.clusters):
-            name = c.get("name", f"cluster{ci}")
+        compiled: list[Cluster] = []
+        cnames: set[str] = set()
+        for ci, spec in enumerate(self.clusters):
+            name = spec.get("name", f"cluster{ci}")
             if isinstance(name, bool) or not isinstance(name, (str, int)):
                 raise KnowledgeError(f"cluster {ci}: 'name' must be a string, got {type(name).__name__}")
             name = str(name)
             if name in cnames:
                 raise KnowledgeError(f"cluster names must be unique; {name!r} repeats")
             cnames.add(name)
-            extra = set(c) - {"name", "rules"}
-            if extra or "rules" not in c:
-                raise KnowledgeError(f"cluster {name!r}: expected keys 'name' and 'rules', got {sorted(c)}")
-            idx = c["rules"]
+            extra = set(spec) - {"name", "rules"}
+            if extra or "rules" not in spec:
+                raise KnowledgeError(f"cluster {name!r}: expected keys 'name' and 'rules', got {sorted(spec)}")
+            idx = spec["rules"]
             if not isinstance(idx, (list, tuple)) or not idx:
                 raise KnowledgeError(f"cluster {name!r}: 'rules' must be a non-empty list of rule indices")
             crules = []
@@ -378,10 +378,10 @@ class Knowledge:
                     )
                 seen[j] = name
                 crules.append(rules[j])
-            variables = {v for r in crules for v in (r.body.var, r.head.var)}
+            used = {v for r in crules for v in (r.body.var, r.head.var)}
             if self.exclusive_classes:
-                variables |= set(range(self.num_classes))
-            variables = tuple(sorted(variables))
+                used |= set(range(self.num_classes))
+            variables = tuple(sorted(used))
             counted = [v for v in variables if not (self.exclusive_classes and v < self.num_classes)]
             if len(counted) > self.max_cluster_size:
                 kind = "concepts" if self.exclusive_classes else "variables"
@@ -536,7 +536,8 @@ class Knowledge:
         """
         classes = [str(c) for c in classes]
         concepts = [str(c) for c in concept_classes]
-        rules, clusters = [], []
+        rules: list[dict[str, object]] = []
+        clusters: list[dict[str, object]] = []
         for c, members in concept_classes.items():
             members = [str(m) for m in members]
             idx = []

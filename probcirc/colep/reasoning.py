@@ -29,7 +29,7 @@ import torch
 
 import probcirc
 from probcirc.inputs import Bernoulli
-from probcirc.nodes import inputs, multiply, summate
+from probcirc.nodes import NodeGroup, inputs, multiply, summate
 from probcirc.queries import soft_evidence
 
 from .knowledge import (
@@ -118,7 +118,7 @@ class ClusterCircuit:
         kappa = {v: branches[:, i] for i, v in enumerate(conditioned)}
         base = score(kappa)  # rules among the conditioned variables
         log_root = base.clone()
-        children = [
+        children: list[NodeGroup] = [
             inputs(v, nb, Bernoulli(), params=branches[:, i : i + 1].clone(), name=f"{cluster.name}/k{v}")
             for i, v in enumerate(conditioned)
         ]

@@ -141,7 +141,7 @@ def random_affine(shape: tuple[int, int], degrees: float = 10.0, scale: float = 
         lin = s_[None, :, None] * a / s_[None, None, :]
         trans = -s_[None, :] * (a @ t[:, :, None])[:, :, 0]
         theta = torch.cat([lin, trans[:, :, None]], 2).to(dtype=x.dtype, device=x.device)
-        grid = nn.functional.affine_grid(theta, (n, 1, h, w), align_corners=False)
+        grid = nn.functional.affine_grid(theta, [n, 1, h, w], align_corners=False)
         return nn.functional.grid_sample(x.reshape(n, 1, h, w), grid, align_corners=False).reshape(n, h * w)
 
     return augment

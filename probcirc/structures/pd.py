@@ -45,7 +45,7 @@ def PD(
         if key in memo:
             return memo[key]
         if r1 - r0 == 1 and c1 - c0 == 1:
-            node = inputs(r0 * w + c0, k, dist)
+            node: NodeGroup = inputs(r0 * w + c0, k, dist)
         else:
             parts = [multiply(region(r0, c, c0, c1), region(c, r1, c0, c1)) for c in cuts(r0, r1, steps[0])]
             parts += [multiply(region(r0, r1, c0, c), region(r0, r1, c, c1)) for c in cuts(c0, c1, steps[1])]
