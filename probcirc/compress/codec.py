@@ -294,6 +294,7 @@ class Codec:
                     word_ptr,
                     nwords,
                     max(1, min(threads, len(part))),
+                    fastpath.LANES,
                 )
                 for j, (img, k) in enumerate(part):
                     if encode:
