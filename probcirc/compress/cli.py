@@ -505,11 +505,15 @@ def register(sub) -> None:
     add_output(p, help="output folder")
     _add_codec_options(p)
     p.add_argument(
+        "--max-work",
         "--max-ratio",
+        dest="max_ratio",
         type=int_at_least(1),
         default=MAX_RATIO,
-        help="refuse files whose model-coded streams declare more values per byte (beyond the first 65,536): "
-        "decoding time grows with the values; raise it for trusted files",
+        help="refuse files whose model-coded streams ask for more decoding work per byte, in values of a "
+        "model costing 1,024 units per value (the model's cost: edges plus leaf-table entries per value; "
+        "any file may ask for 2^28 units): decoding time grows with the values and the model; "
+        "raise it for trusted files (--max-ratio: the old name)",
     )
     add_force(p, help="replace existing files in the output folder")
     p.set_defaults(func=cmd_decompress)

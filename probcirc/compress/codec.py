@@ -141,9 +141,10 @@ class Codec:
             It is part of the fingerprint written in each file.
         max_values: the most values (pixels x channels) a file to decode may declare in all
             (:data:`~probcirc.compress.container.MAX_VALUES`; None: no limit). Raise it for trusted files only.
-        max_ratio: the most values a file's model-coded streams may declare per byte, beyond the first
-            65,536 (:data:`~probcirc.compress.container.MAX_RATIO`, 32; None: no limit): decoding
-            time grows with the values, so a small crafted file cannot ask for minutes of work.
+        max_ratio: the decoding work a file's model-coded streams may ask for per byte, in values of
+            :data:`~probcirc.compress.container.WORK_UNIT` units (32; None: no limit; the work of a value
+            is ``program.work_per_value``, :func:`~probcirc.compress.container.check_work`): decoding
+            time grows with the values and the model, so a small crafted file cannot ask for minutes.
 
     Each image is stored with the cheaper of the model's stream and a raw one
     (at most 8 bits per value plus 2 bytes, :func:`~probcirc.compress.images.pack_raw`),
@@ -394,11 +395,11 @@ class Codec:
         Raises:
             PczFormatError: foreign, truncated or corrupt file.
             ModelMismatchError: another model made the file.
-            LimitError: the file declares more values than ``max_values``, or more than
-                ``max_ratio`` per stream byte (:func:`container.check_ratio`).
+            LimitError: the file declares more values than ``max_values``, or asks for more
+                decoding work than ``max_ratio`` allows (:func:`container.check_work`).
         """
         header, payload = container.unpack(data, verify_payload, self.max_values)
-        container.check_ratio(header, self.max_ratio)
+        container.check_work(header, self.program.work_per_value, self.max_ratio)
         self.check_header(header)
         return header, payload
 

@@ -68,6 +68,7 @@ Stored names are data too: :func:`safe_name` turns one into a plain file name an
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 import unicodedata
 import zlib
@@ -89,11 +90,16 @@ MODEL, RAW = 0, 1
 #: most values (pixels x channels) a file may declare unless the reader raises it: 64 Mi,
 #: e.g. a 22-megapixel RGB photograph or 85,000 MNIST digits
 MAX_VALUES = 1 << 26
-#: Decoding time grows with the values a model-coded stream declares, not with its bytes, so (as with a
-#: decompression bomb's ratio check) at most this many values per stream byte are decoded unless raised,
-#: beyond a first RATIO_FLOOR values; 32 is 0.25 bits per value on average over the file (MNIST: about 6).
+#: Decoding time grows with the values a model-coded stream declares and with the model's cost per value,
+#: not with the stream's bytes, so (as a decompression bomb's ratio check) the work a file asks for is
+#: bounded per stream byte. Work is counted in units: a value costs ``Program.work_per_value`` units (the
+#: circuit's edges plus its leaf-table entries, per variable: what coding one value touches). A file may
+#: ask for ``MAX_RATIO * WORK_UNIT`` units per stream byte (32 values per byte of a model of WORK_UNIT
+#: units per value), and WORK_FLOOR units whatever its size. Calibration (docs/security.md): about 2.6 ns
+#: of CPU per unit here, so a 64 KB file gets at most 2.2e9 units, about 5.7 CPU-s, 2.9 s on 2 threads.
 MAX_RATIO = 32
-RATIO_FLOOR = 1 << 16
+WORK_UNIT = 1024
+WORK_FLOOR = 1 << 28
 #: longest stored name in UTF-8 bytes (longer names are cut at a character boundary)
 MAX_NAME_BYTES = 200
 #: largest unit of a run's stream lengths, log2 bytes (2: 32-bit words, the range coder's)
@@ -469,23 +475,28 @@ def check_sizes(header: Header, max_values: int | None = MAX_VALUES) -> None:
             )
 
 
-def check_ratio(header: Header, max_ratio: float | None = MAX_RATIO) -> None:
-    """Refuse a file whose model-coded images declare more than ``max_ratio`` values per stream byte.
+def check_work(header: Header, work_per_value: int, max_ratio: float | None = MAX_RATIO) -> int:
+    """Refuse a file whose model-coded images ask for more decoding work than their bytes allow; return the work.
 
-    The first :data:`RATIO_FLOOR` values are always allowed; raw images are exempt (at most 8
-    values per byte, and fast). None: no limit.
+    Work = declared values x ``work_per_value`` (:attr:`Program.work_per_value
+    <probcirc.compress.program.Program.work_per_value>`); allowed: ``max_ratio * WORK_UNIT`` units per
+    stream byte, and :data:`WORK_FLOOR` units in any case. Raw images are exempt (at most 8 values per
+    byte, and fast). ``max_ratio`` None: no limit. Deterministic: it reads only the header and the model.
 
     Raises:
-        LimitError: the ratio is over ``max_ratio`` (exit 7; ``--max-ratio`` raises it).
+        LimitError: over the budget (exit 7; ``--max-work`` raises it).
     """
     coded = [e for e in header.entries if e.coding == MODEL]
     values, nbytes = sum(e.values for e in coded), sum(e.stream_len for e in coded)
-    if max_ratio is not None and values > max(RATIO_FLOOR, max_ratio * nbytes):
+    work = values * int(work_per_value)
+    if max_ratio is not None and work > max(WORK_FLOOR, max_ratio * WORK_UNIT * nbytes):
+        need = work / (WORK_UNIT * max(nbytes, 1))
         raise LimitError(
-            f"the file's model-coded images declare {values} values in {nbytes} bytes, over {max_ratio:g} "
-            "values per byte (decoding time grows with the values); raise the limit (--max-ratio) if the "
-            "file is trusted"
+            f"the file's model-coded images declare {values} values in {nbytes} bytes: {work:.3g} units of "
+            f"decoding work ({work_per_value} per value with this model), {need:.3g} per byte over the limit "
+            f"{max_ratio:g}; raise it (--max-work {math.ceil(need)}) if the file is trusted"
         )
+    return work
 
 
 def unpack(data: bytes, verify_payload: bool = True, max_values: int | None = MAX_VALUES) -> tuple[Header, memoryview]:

@@ -60,6 +60,14 @@ class Program:
         return len(self.kind)
 
     @property
+    def work_per_value(self) -> int:
+        """Decoding cost of one value in units of :func:`~probcirc.compress.container.check_work`: the circuit's
+        edges plus its leaf-table entries, per variable (each value's PMF reads its leaves' tables; the
+        incremental engine recomputes each node about once per patch), rounded up."""
+        work = len(self.ch_idx) + int((self.kind == LEAF).sum()) * self.num_values
+        return max(1, -(-work // max(1, self.num_vars)))
+
+    @property
     def max_parents(self) -> int:
         return int(np.diff(self.par_ptr).max(initial=1))
 
