@@ -164,9 +164,11 @@ class ExactSum:
         shapes: Sequence[tuple[int, ...]],
         device: torch.device | str = "cpu",
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Totals (float64, one per entry of ``shapes``) and the chunk-ordered sum of ``scalars``.
+        """Totals (one per entry of ``shapes``) and the chunk-ordered sum of ``scalars``.
 
-        The totals are views of a buffer that the next call overwrites: copy what must outlive it.
+        The totals are float64 views of a buffer that the next call overwrites: copy what must
+        outlive it. With one rank and one chunk they are that chunk's own tensors, rounded in
+        place, in their own dtype: the same values, converted to float64 exactly.
 
         The tensors in ``parts`` are used up: they are scaled in place (they
         are a batch's temporaries, and a copy would cost a pass over them).
@@ -182,6 +184,16 @@ class ExactSum:
         exponent = torch.frexp(peak * num_chunks)[1]  # peak * num_chunks < 2**exponent
         ones = torch.ones(n, dtype=torch.float64, device=device)
         scale = torch.ldexp(ones, (_BITS - exponent).clamp(max=_MAX_SHIFT))
+        # Dividing by a power of two is exact; a tensor with inf or NaN in any chunk becomes NaN.
+        inverse = torch.where(torch.isfinite(peak), 1 / scale, torch.full_like(scale, math.nan))
+        if self.world == 1 and num_chunks == 1:
+            # One chunk alone: round(t * s) / s in t's own dtype is the very value the float64 sum
+            # would give (t * s has t's significant bits, so the quotient is exact in t's dtype),
+            # without the float64 buffer and the conversions back.
+            tensors = parts[0]
+            for i, t in enumerate(tensors):
+                t.detach().mul_(scale[i]).round_().mul_(inverse[i])
+            return [t.view(shape) for t, shape in zip(tensors, shapes)], info[:, 0].sum()
         sizes = [math.prod(s) for s in shapes]
         exact = self._buffer(sum(sizes), device)
         views = exact.split(sizes)
@@ -194,8 +206,6 @@ class ExactSum:
                 ints = t.detach().reshape(-1).mul_(scale[i]).round_()
                 acc.copy_(ints) if k == 0 else acc.add_(ints)
         self._all_reduce(exact, "the EM statistics")
-        # Dividing by a power of two is exact; a tensor with inf or NaN in any chunk becomes NaN.
-        inverse = torch.where(torch.isfinite(peak), 1 / scale, torch.full_like(scale, math.nan))
         totals = [acc.mul_(inverse[i]).view(shape) for i, (acc, shape) in enumerate(zip(views, shapes))]
         return totals, info[:, 0].sum()
 

@@ -83,7 +83,7 @@ def em(
                 if not full:
                     _update(circuit, totals, step_size, pseudocount)
                 elif acc is None:
-                    acc = [t.clone() for t in totals]  # the reducer reuses its buffer
+                    acc = [t.to(torch.float64, copy=True) for t in totals]  # the reducer reuses its buffer
                 else:
                     for a, t in zip(acc, totals):
                         a += t  # float64, in batch order: the same on every rank
@@ -136,7 +136,11 @@ def edge_flows(
         for s in range(0, len(data), batch_size):
             idx = torch.arange(s, min(s + batch_size, len(data)), device=data.device)
             flows = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws)[0][:n_sums]
-            total = [f.clone() for f in flows] if total is None else [a + f for a, f in zip(total, flows)]
+            total = (
+                [f.to(torch.float64, copy=True) for f in flows]
+                if total is None
+                else [a + f for a, f in zip(total, flows)]
+            )
     assert total is not None
     return total
 

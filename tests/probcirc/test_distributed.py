@@ -96,6 +96,8 @@ distributed.init_from_env()
 x = torch.randint(0, 4, (300, 6), generator=torch.Generator().manual_seed(0))
 pc = probcirc.compile(HCLT(x, 3, input_dist=probcirc.inputs.Categorical(4)), seed=0)
 lls = em(pc, x, epochs=1, full_batch_epochs=1, batch_size=64, chunk_size=16, step_size=0.5)
+# One chunk a batch: one process takes ExactSum's shortcut, two ranks the all-reduce (rank 1 adds nothing).
+lls += em(pc, x, epochs=1, full_batch_epochs=1, batch_size=64, chunk_size=64, step_size=0.5)
 lls += sgd(pc, x, epochs=1, batch_size=64, chunk_size=16, lr=0.1)
 flows = edge_flows(pc, x, 64, chunk_size=16)
 if distributed.is_main():
