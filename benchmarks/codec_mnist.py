@@ -3,11 +3,15 @@
 Trains an HCLT codec on the MNIST training images (or loads ``--model``), codes
 every test image as its own independently decodable stream, decodes them all
 again (checking bit-exactness), and prints a table. Bits per dimension count
-every byte of every image's stream; the ``.pcz`` file adds a header of about 40
-bytes per image, reported separately. Never run by ``make test``.
+every byte of every image's stream; the whole ``.pcz`` file (under a byte per image
+more) is the figure of the last line. Never run by ``make test``.
+
+The default model (16 latents) is the recommended one: 32 latents code MNIST in fewer
+bits but cost about twice the work per value, and their files exceed the default
+decoding-work budget (``--max-work``, docs/security.md); see docs/codec.md, Speed.
 
     python benchmarks/codec_mnist.py                        # full: 60k train, 10k test
-    python benchmarks/codec_mnist.py --train-n 5000 --test-n 500 --latents 16   # quick
+    python benchmarks/codec_mnist.py --train-n 5000 --test-n 500 --latents 8   # quick
 
 The last line is ``bpd=<x> encode_img_per_s=<y> decode_img_per_s=<z>``, bpd over the whole ``.pcz`` file.
 """
@@ -62,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--save-model", default="out/codec_mnist_model.h5", help="where to save the trained model")
     ap.add_argument("--train-n", type=int, default=60000)
     ap.add_argument("--test-n", type=int, default=10000)
-    ap.add_argument("--latents", type=int, default=32)
+    ap.add_argument("--latents", type=int, default=16, help="HCLT latent states (16: see docs/codec.md)")
     ap.add_argument("--epochs", type=int, default=2, help="mini-batch EM epochs")
     ap.add_argument("--full-epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64, help="images coded together")
