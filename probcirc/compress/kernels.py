@@ -217,10 +217,12 @@ def quantize(p, precision, freq):
             freq[v] = 1
         total = np.int64(V)
     R = (np.int64(1) << precision) - V
+    inv = 1.0 / np.float64(total)
+    for v in range(V):  # branch-free, so it vectorises; then the sum and the first maximum
+        freq[v] = 1 + _floordiv(freq[v] * R, total, inv)
     s = np.int64(0)
     best = 0
     for v in range(V):
-        freq[v] = 1 + _floordiv(freq[v] * R, total)
         s += freq[v]
         if freq[v] > freq[best]:
             best = v
@@ -228,18 +230,13 @@ def quantize(p, precision, freq):
 
 
 @njit(cache=True, inline="always")
-def _floordiv(a, b):
-    """``a // b`` for 0 <= a < 2**56, 0 < b < 2**41: a float64 estimate (off by at most one, the quotient
-    being below 2**25), corrected with integers; exact, and cheaper than an integer division."""
-    if a == 0:
-        return np.int64(0)
-    q = np.int64(np.float64(a) / np.float64(b))
+def _floordiv(a, b, inv):
+    """``a // b`` for 0 <= a < 2**56, 0 < b < 2**41, with ``inv`` = 1.0 / b: the float64 estimate ``a * inv``
+    is off by at most one (the quotient is below 2**25, each rounding relative 2**-53), corrected with
+    integers; exact, and cheaper than a division."""
+    q = np.int64(np.float64(a) * inv)
     r = a - q * b
-    if r < 0:
-        q -= 1
-    elif r >= b:
-        q += 1
-    return q
+    return q - np.int64(r < 0) + np.int64(r >= b)
 
 
 @njit(cache=True)
