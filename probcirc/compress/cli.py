@@ -297,7 +297,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_compress(args) -> int:
-    from .codec import PoorFitWarning
+    from .codec import HeavyFileWarning, PoorFitWarning
     from .images import ImageModeError, check_image
 
     set_threads(args.threads)
@@ -316,10 +316,11 @@ def cmd_compress(args) -> int:
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", PoorFitWarning)
+        warnings.simplefilter("always", HeavyFileWarning)
         blob = codec.encode(images, names, sources, progress=bar.update)
     with atomic_path(out, overwrite=args.force) as tmp:
         Path(tmp).write_bytes(blob)
-    for text in notes + [str(w.message) for w in caught if issubclass(w.category, PoorFitWarning)]:
+    for text in notes + [str(w.message) for w in caught if issubclass(w.category, (PoorFitWarning, HeavyFileWarning))]:
         _note(args, f"warning: {text}")
     dims = sum(a.size for a in images)
     png = sum(_png_bytes(a) for a in images)

@@ -59,6 +59,10 @@ class PoorFitWarning(UserWarning):
     """Some images cost fewer bytes stored raw than coded with the model: it fits them poorly."""
 
 
+class HeavyFileWarning(UserWarning):
+    """The file asks for more decoding work per byte than a decoder allows by default (``--max-work``)."""
+
+
 def file_fingerprint(circuit, predictor: str = "none") -> bytes:
     """The model fingerprint written in every ``.pcz`` file: the circuit's, mixed with the predictor's name
     when there is one, so a file decodes only with the transform it was coded with."""
@@ -387,6 +391,11 @@ class Codec:
             BLOCK,
             [Entry(h, w, m, s, n, coding=c) for (h, w, m), s, n, c in zip(meta, sources, names, codings)],
         )
+        # Said now, while the writer can still act, not first by the reader (blank pages code to a few bytes).
+        try:
+            container.check_work(header, self.program.work_per_value, self.max_ratio)
+        except errors.LimitError as err:
+            warnings.warn(f"decoders refuse this file unless their limit is raised: {err}", HeavyFileWarning, 2)
         return container.pack(header, streams)
 
     def read_header(self, data: bytes, verify_payload: bool = True) -> tuple[Header, memoryview]:
@@ -511,5 +520,6 @@ __all__ = [
     "ModelMismatchError",
     "PczFormatError",
     "PoorFitWarning",
+    "HeavyFileWarning",
     "file_fingerprint",
 ]

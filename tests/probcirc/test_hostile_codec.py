@@ -16,7 +16,7 @@ from PIL import Image
 
 import probcirc
 from probcirc.cli import main
-from probcirc.compress import Codec, CodecModel, PoorFitWarning, container
+from probcirc.compress import Codec, CodecModel, HeavyFileWarning, PoorFitWarning, container
 from probcirc.compress.container import RAW, Entry, Header, pack
 from probcirc.compress.images import pack_raw
 from probcirc.inputs import Categorical
@@ -423,3 +423,19 @@ def test_a_small_pcz_cannot_ask_for_minutes_of_decoding(model, tmp_path, capsys)
     with pytest.raises(LimitError, match="--max-work"):
         container.check_work(over, cost)
     assert container.check_work(over, cost, max_ratio=None) > container.WORK_FLOOR
+
+
+def test_the_writer_is_warned_when_decoders_will_refuse_the_file(model, monkeypatch):
+    """A file over the decoding-work limit (blank pages code to a few bytes) is flagged when written."""
+    m, _ = model
+    monkeypatch.setattr(container, "WORK_FLOOR", 0)  # so that a handful of small images can be over the limit
+    strict = Codec(m, max_ratio=1e-3)
+    images = [np.zeros((4, 4), np.uint8)] * 3
+    with pytest.warns(HeavyFileWarning, match="--max-work"):
+        blob = strict.encode(images, raw_fallback=False)
+    with pytest.raises(LimitError, match="--max-work"):
+        strict.decode(blob)
+    assert all(np.array_equal(a, b) for a, b in zip(images, Codec(m, max_ratio=None).decode(blob)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HeavyFileWarning)
+        Codec(m, max_ratio=None).encode(images, raw_fallback=False)  # no limit, no warning
