@@ -391,12 +391,13 @@ class Codec:
             BLOCK,
             [Entry(h, w, m, s, n, coding=c) for (h, w, m), s, n, c in zip(meta, sources, names, codings)],
         )
+        blob = container.pack(header, streams)  # fills in the entries' stream lengths
         # Said now, while the writer can still act, not first by the reader (blank pages code to a few bytes).
         try:
             container.check_work(header, self.program.work_per_value, self.max_ratio)
         except errors.LimitError as err:
             warnings.warn(f"decoders refuse this file unless their limit is raised: {err}", HeavyFileWarning, 2)
-        return container.pack(header, streams)
+        return blob
 
     def read_header(self, data: bytes, verify_payload: bool = True) -> tuple[Header, memoryview]:
         """Parse ``data`` and check it was made with this codec's model.

@@ -439,3 +439,4 @@ def test_the_writer_is_warned_when_decoders_will_refuse_the_file(model, monkeypa
     with warnings.catch_warnings():
         warnings.simplefilter("error", HeavyFileWarning)
         Codec(m, max_ratio=None).encode(images, raw_fallback=False)  # no limit, no warning
+        Codec(m, max_ratio=1e6).encode(images, raw_fallback=False)  # the streams' bytes count: within the limit
