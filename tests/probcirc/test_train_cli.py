@@ -16,7 +16,7 @@ import probcirc
 import probcirc.density.cli as density_cli
 from probcirc.cli import main
 from probcirc.density import DensityModel
-from probmod.io import seal
+from probmod.io import edit as edit_in_place
 
 # 8x8 digits in 4 grey levels: small enough for a whole train/resume cycle in seconds
 DIGITS = (load_digits().images[:240] // 4.25).astype(np.uint8)
@@ -194,11 +194,10 @@ def test_existing_output_needs_force_and_files_follow_the_umask(data, model, tmp
 def test_attributes_that_do_not_fit_the_circuit_are_exit_4(data, model, tmp_path, capsys, attr, value):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(model.read_bytes())
-    with h5py.File(bad, "r+") as f:
+    with edit_in_place(bad) as f:  # as an attacker would: the checksum matches the edit
         if attr == "image_h":
             f.attrs["image_w"] = -int(f.attrs["image_w"])  # h*w still equals the variable count
         f.attrs[attr] = value
-    seal(bad)  # as an attacker would: the checksum matches the edit
     code, _, err = _run(capsys, "eval", bad, data)
     assert code == 4 and err.count("\n") == 1 and "internal error" not in err
 
@@ -206,9 +205,8 @@ def test_attributes_that_do_not_fit_the_circuit_are_exit_4(data, model, tmp_path
 def test_a_model_written_before_the_chunk_size_was_stored_has_the_default(model, tmp_path):
     old = tmp_path / "old.h5"
     old.write_bytes(model.read_bytes())
-    with h5py.File(old, "r+") as f:
+    with edit_in_place(old) as f:  # resealed: a file as the version before wrote it
         del f.attrs["run_chunk_size"]
-    seal(old)
     assert probcirc.io.load(old).run.chunk_size == probcirc.learn.distributed.CHUNK_SIZE
 
 
