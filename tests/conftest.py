@@ -60,6 +60,10 @@ def _seed_everything(request):
     np.random.seed(seed)
     torch.manual_seed(seed)
     yield
+    # A command line run in process sets the thread count for the whole process (--threads, default
+    # every core); the next module's fixtures would inherit it, so each test gives back one thread.
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.hookimpl(wrapper=True)
