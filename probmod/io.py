@@ -223,15 +223,27 @@ def save(obj: Any, path: str | os.PathLike, overwrite: bool = False) -> None:
     if _REGISTRY.get(kind) is not type(obj):
         raise TypeError(f"cannot save a {kind}: its class is not registered with probmod.io.register")
     attrs, arrays = obj._state()
+    with write_sealed(path, overwrite) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["version"] = VERSION
+        f.attrs["kind"] = kind
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        for name, value in arrays.items():
+            create_checked(f, name, np.asarray(value))
+
+
+def create_sealable(path: str | os.PathLike) -> h5py.File:
+    """A new HDF5 file in :func:`save`'s format, with the user block that :func:`seal` fills."""
+    return h5py.File(path, "w", libver=LIBVER, userblock_size=USERBLOCK)
+
+
+@contextlib.contextmanager
+def write_sealed(path: str | os.PathLike, overwrite: bool = False) -> Iterator[h5py.File]:
+    """Write a new HDF5 file atomically (:class:`atomic_path`) and seal it once the writing succeeded."""
     with atomic_path(path, overwrite) as tmp:
-        with h5py.File(tmp, "w", libver=LIBVER, userblock_size=USERBLOCK) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["version"] = VERSION
-            f.attrs["kind"] = kind
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            for name, value in arrays.items():
-                create_checked(f, name, np.asarray(value))
+        with create_sealable(tmp) as f:
+            yield f
         seal(tmp)
 
 
@@ -248,11 +260,14 @@ def seal(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def edit(path: str | os.PathLike) -> Iterator[h5py.File]:
-    """Open a file written by :func:`save` for an in-place edit, and reseal it when the edit succeeds.
+def edit(path: str | os.PathLike, what: str = "HDF5 file", locking: bool = True) -> Iterator[h5py.File]:
+    """Open an HDF5 file for an in-place edit; a sealed one is resealed when the edit succeeds.
 
     The seal makes any changed byte a "damaged file" error on load, so an edit made on purpose goes
     through here; an edit that raises leaves the file unsealed-and-changed, which loading refuses.
+    The seal is checked first, so damaged bytes are never resealed as good ones; an unsealed file
+    (an older version's) stays unsealed. ``what`` names the file in errors; ``locking=False`` lets
+    readers keep the file open.
 
     Example:
         >>> import tempfile, pathlib, torch
@@ -264,9 +279,14 @@ def edit(path: str | os.PathLike) -> Iterator[h5py.File]:
         >>> load(path).log_prob(torch.zeros(1, 1)).shape
         torch.Size([1])
     """
-    with h5py.File(path, "r+") as f:
+    path = check_regular_file(path, what)
+    verify_seal(path, what)
+    with open(path, "rb") as raw:
+        sealed = raw.read(len(SEAL)) == SEAL
+    with h5py.File(path, "r+", locking=locking) as f:
         yield f
-    seal(path)
+    if sealed:
+        seal(path)
 
 
 def verify_seal(path: Path, what: str) -> None:
@@ -284,7 +304,7 @@ def verify_seal(path: Path, what: str) -> None:
     if head[len(SEAL) : len(SEAL) + 64] != digest:
         raise FormatError(
             f"{path}: damaged {what}: its SHA-256 does not match the one written with it "
-            "(edited on purpose? probmod.io.seal(path) records the new bytes)"
+            "(an edit on purpose goes through probmod.io.edit, which reseals the file)"
         )
 
 

@@ -45,16 +45,15 @@ import numpy as np
 
 from probmod.errors import FormatError, InputError, OutputError, ProbmodError
 from probmod.io import (
-    LIBVER,
-    SEAL,
-    USERBLOCK,
     atomic_path,
     check_regular_file,
     create_checked,
+    create_sealable,
+    edit,
     open_hdf5,
     safe_datasets,
     seal,
-    verify_seal,
+    write_sealed,
 )
 
 __all__ = [
@@ -237,11 +236,6 @@ def _read_config(f: h5py.File, where: str) -> dict[str, Any]:
     return check_config(config, where)
 
 
-def _sealable(path: str) -> h5py.File:
-    """A new HDF5 file in :mod:`probmod.io`'s format, with the user block that :func:`probmod.io.seal` fills."""
-    return h5py.File(path, "w", libver=LIBVER, userblock_size=USERBLOCK)
-
-
 class ResultsWriter:
     """Appends one row per EM step to ``results.h5`` (rank 0 only).
 
@@ -260,7 +254,7 @@ class ResultsWriter:
         self.path = Path(path)
         self._pending: list[dict[str, Any]] = []
         self._flushed = time.monotonic()
-        with _writing(self.path), atomic_path(self.path, overwrite=True) as tmp, _sealable(tmp) as f:
+        with _writing(self.path), atomic_path(self.path, overwrite=True) as tmp, create_sealable(tmp) as f:
             _config_attrs(f, config)
             for k, v in (history or {}).items():
                 v = np.asarray(v)
@@ -307,15 +301,13 @@ def save_checkpoint(
 ) -> None:
     """Atomically write ``checkpoint.h5``: parameters after ``step`` and the history so far."""
     path = Path(run_dir) / CHECKPOINT
-    with _writing(path), atomic_path(path, overwrite=True) as tmp:
-        with _sealable(tmp) as f:
-            _config_attrs(f, config)
-            f.attrs["completed_steps"] = int(step) + 1
-            for k, v in params.items():
-                create_checked(f, f"params/{k}", np.asarray(v, dtype=np.float64))
-            for k, v in history.items():
-                create_checked(f, f"history/{k}", np.stack([np.asarray(x) for x in v]))
-        seal(tmp)
+    with _writing(path), write_sealed(path, overwrite=True) as f:
+        _config_attrs(f, config)
+        f.attrs["completed_steps"] = int(step) + 1
+        for k, v in params.items():
+            create_checked(f, f"params/{k}", np.asarray(v, dtype=np.float64))
+        for k, v in history.items():
+            create_checked(f, f"history/{k}", np.stack([np.asarray(x) for x in v]))
 
 
 def load_checkpoint(
@@ -385,11 +377,8 @@ def write_quality(path: str | os.PathLike, summary: dict[str, Any]) -> None:
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS
-    check_regular_file(path, "results file")
-    verify_seal(path, "results file")  # never re-seal damaged bytes as good ones
-    with open(path, "rb") as raw:
-        sealed = raw.read(len(SEAL)) == SEAL
-    with _writing(path), h5py.File(path, "a", locking=False) as f:
+    # edit: checks the seal first (damaged bytes are never resealed as good ones), reseals a sealed file
+    with _writing(path), edit(path, "results file", locking=False) as f:
         if QUALITY in f:
             del f[QUALITY]
         g = f.create_group(QUALITY)
@@ -400,9 +389,6 @@ def write_quality(path: str | os.PathLike, summary: dict[str, Any]) -> None:
                 g.attrs[k] = v
             elif np.ndim(v) == 0:
                 g.attrs[k] = float(v)
-    if sealed:  # results of an older version stay unsealed (no user block to hold the seal)
-        with _writing(path):
-            seal(path)
 
 
 def load_quality(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -146,7 +146,7 @@ def edge_flows(
 
 
 def _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The batch ``idx``'s EM statistics (float64 totals) and summed log-likelihood, over all ranks."""
+    """The batch ``idx``'s EM statistics (:meth:`ExactSum.run`'s totals) and summed log-likelihood, all ranks."""
     chunks = chunk_rows(idx, chunk_size)
     parts, lls = {}, {}
     for c in reducer.mine(len(chunks)):

@@ -262,3 +262,18 @@ def test_unsealed_files_from_older_versions_still_load(tmp_path):
         for name, value in arrays.items():
             f.create_dataset(name, data=value)
     assert torch.equal(load(tmp_path / "old.h5").means, gmm.means)
+    with edit_in_place(tmp_path / "old.h5") as f:  # an edit keeps an older file as it was: unsealed
+        f.attrs["note"] = "checked"
+    assert not (tmp_path / "old.h5").read_bytes().startswith(io.SEAL)
+    assert load(tmp_path / "old.h5").means.shape == gmm.means.shape
+
+
+def test_an_edit_never_reseals_damaged_bytes_as_good_ones(gmm_file):
+    data = bytearray(gmm_file.read_bytes())
+    data[-100] ^= 0x10
+    gmm_file.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="damaged"), edit_in_place(gmm_file) as f:
+        f.attrs["note"] = "never written"
+    assert gmm_file.read_bytes() == bytes(data)  # untouched, still refused on load
+    with pytest.raises(FormatError, match="damaged"):
+        io.load(gmm_file)
