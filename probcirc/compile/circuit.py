@@ -12,7 +12,7 @@ from torch import nn
 
 from ..distribution import check_mask
 from ..inputs import Bernoulli, Binomial, Categorical, Gaussian, InputDist
-from ..layers import InputLayer, ProductLayer, SumLayer
+from ..layers import InputLayer, ProductLayer, SumLayer, Tape
 from ..nodes import NodeGroup
 from .graph import INPUT, PRODUCT, SUM, CircuitGraph, LeafGroup, LeafPass
 from .layering import build_layers
@@ -220,26 +220,37 @@ class CompiledCircuit(nn.Module):
         return LeafPass(mars[-1].clone(), tuple(f[l.start : l.stop] for l in self._input_layers))
 
     def _forward_pass(
-        self, x: torch.Tensor, missing: torch.Tensor, max_mode: bool = False, out: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        missing: torch.Tensor,
+        max_mode: bool = False,
+        out: torch.Tensor | None = None,
+        tape: Tape | None = None,
     ) -> torch.Tensor:
         """Log-values of every node, ``(num_slots, B)``; the root is the last slot.
 
         ``out`` (contiguous, ``(num_slots, B)``) receives them instead of fresh memory: a training
         loop passes the same buffer every batch, since freshly mapped pages cost a page fault each.
+        A ``tape`` keeps what the sum layers' backward pass would recompute (pass it on to
+        :meth:`_backward_pass`).
         """
         mars = torch.empty(self._num_slots, x.shape[1], dtype=self.dtype, device=self.device) if out is None else out
         mars[0] = 0.0
         if x.shape[1] == 0:  # an empty batch: nothing to compute (and no kernel launch on 0 columns)
             return mars
+        if tape is not None and not max_mode:
+            tape.start(sum(l.tape_numel(x.shape[1]) for l in self._sum_layers), self.dtype, self.device)
         for layer in self.layers:
             if isinstance(layer, InputLayer):
                 layer(mars, x, missing, max_mode)
+            elif isinstance(layer, SumLayer) and tape is not None:
+                layer(mars, max_mode, tape)
             else:
                 layer(mars, max_mode)
         return mars
 
     def _backward_pass(
-        self, mars: torch.Tensor, root_flow: torch.Tensor, out: torch.Tensor | None = None
+        self, mars: torch.Tensor, root_flow: torch.Tensor, out: torch.Tensor | None = None, tape: Tape | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Flows of every node ``(num_slots, B)`` and every sum layer's weight gradient.
 
@@ -247,7 +258,8 @@ class CompiledCircuit(nn.Module):
         is part of the sample's induced tree, and ``weight · gradient`` are the
         expected edge counts EM needs. With ``root_flow`` set to an upstream
         gradient, the same pass gives the gradients of the log-likelihood.
-        ``out`` (shaped like ``mars``) is zeroed and receives the flows, as in :meth:`_forward_pass`.
+        ``out`` (shaped like ``mars``) is zeroed and receives the flows, as in :meth:`_forward_pass`,
+        and ``tape`` is the one the forward pass filled (its contents are used up).
         """
         flows = torch.zeros_like(mars) if out is None else out.zero_()
         flows[-1] = root_flow
@@ -257,7 +269,7 @@ class CompiledCircuit(nn.Module):
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if isinstance(layer, SumLayer):
-                grads[i] = layer.backward(mars, flows)
+                grads[i] = layer.backward(mars, flows, tape)
             elif isinstance(layer, ProductLayer):
                 layer.backward(mars, flows)
         return flows, [grads[i] for i in sorted(grads)]

@@ -73,6 +73,14 @@ class InputDist(abc.ABC):
     def from_unconstrained(self, free: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`to_unconstrained`."""
 
+    def stat_support(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor | None:
+        """Which statistics can be nonzero given values ``x`` ``(V, 1, B)``: a bool ``(V, 1, S)`` or None (all).
+
+        Data-parallel EM exchanges only these entries, so families whose
+        statistics are sparse in the data (a categorical table) narrow it.
+        """
+        return None
+
     def mode_log_prob(self, params: torch.Tensor) -> torch.Tensor:
         """log p(mode) per node: a missing variable's value in max-product."""
         return self.log_prob(params, self.mode(params)[..., None]).squeeze(-1)
@@ -96,8 +104,11 @@ class InputDist(abc.ABC):
 
 
 def keep_where_empty(new: torch.Tensor, old: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """An M-step result, except for nodes that saw no data and no pseudocount: those keep ``old``."""
-    return torch.where(total[..., None] > 0, new.nan_to_num(0.0), old)
+    """An M-step result, except for nodes that saw no data and no pseudocount: those keep ``old``.
+
+    ``new`` is used up: the result is written into it (an M-step's temporaries are large).
+    """
+    return torch.where(total[..., None] > 0, new.nan_to_num_(0.0), old, out=new)
 
 
 def check_integers(x: torch.Tensor, low: int, high: int, what: str) -> None:

@@ -59,9 +59,16 @@ class Categorical(InputDist):
             return counts
         return counts + (flows * ~observed).sum(-1, keepdim=True) * params
 
+    def stat_support(self, x, observed):
+        # A value that no sample shows gets no count, unless the variable is missing somewhere
+        # (then every value gets its expected share).
+        seen = torch.zeros(*x.shape[:-1], self.num_cats, dtype=torch.bool, device=x.device)
+        seen.scatter_(-1, self._index(seen, x), True)
+        return seen | ~observed.all(-1, keepdim=True)
+
     def m_step(self, stats, params, pseudocount):
         total = stats.sum(-1) + pseudocount
-        return keep_where_empty((stats + pseudocount / self.num_cats) / total[..., None], params, total)
+        return keep_where_empty((stats + pseudocount / self.num_cats).div_(total[..., None]), params, total)
 
     def pmf(self, params):
         return params

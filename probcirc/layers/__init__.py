@@ -2,6 +2,6 @@
 
 from .input_layer import InputLayer
 from .product_layer import ProductLayer
-from .sum_layer import SumLayer
+from .sum_layer import SumLayer, Tape
 
-__all__ = ["InputLayer", "ProductLayer", "SumLayer"]
+__all__ = ["InputLayer", "ProductLayer", "SumLayer", "Tape"]

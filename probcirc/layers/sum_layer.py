@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -35,18 +37,24 @@ class SumLayer(nn.Module):
         g, n_out, _ = self.weight.shape
         return self.start + g * n_out
 
-    def _inputs(self, mars: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, mars: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         g, n_in = self.child_idx.shape
-        return mars.index_select(0, self.child_idx.reshape(-1)).view(g, n_in, mars.shape[1])  # (G, n_in, B)
+        flat = None if out is None else out.view(g * n_in, mars.shape[1])
+        return torch.index_select(mars, 0, self.child_idx.reshape(-1), out=flat).view(g, n_in, mars.shape[1])
 
-    def _scaled_inputs(self, mars: torch.Tensor):
-        xin = self._inputs(mars)  # a fresh copy, so it is scaled in place: no second G x n_in x B buffer
+    def _scaled_inputs(self, mars: torch.Tensor, out: torch.Tensor | None = None):
+        xin = self._inputs(mars, out)  # a copy of ours, so it is scaled in place: no second G x n_in x B buffer
         top = xin.amax(1, keepdim=True)
         # A group whose children are all impossible has top = -inf; 0 keeps exp finite.
         top.masked_fill_(~torch.isfinite(top), 0.0)
         return xin.sub_(top).exp_(), top
 
-    def forward(self, mars: torch.Tensor, max_mode: bool = False) -> None:
+    def tape_numel(self, rows: int) -> int:
+        """Entries this layer keeps on a :class:`Tape` for ``rows`` samples: scaled children and mixtures."""
+        g, n_out, n_in = self.weight.shape
+        return g * (n_in + n_out) * rows
+
+    def forward(self, mars: torch.Tensor, max_mode: bool = False, tape: Tape | None = None) -> None:
         if not max_mode and backend.use_triton(mars):
             from ..kernels import sum_forward
 
@@ -54,16 +62,24 @@ class SumLayer(nn.Module):
         if max_mode:
             mars[self.start : self.stop] = self._max_children(mars).reshape(self.stop - self.start, mars.shape[1])
             return
-        e, top = self._scaled_inputs(mars)
         # Written straight into the node values (contiguous rows): no temporary and no copy.
         out = mars[self.start : self.stop].view(self.weight.shape[0], self.weight.shape[1], mars.shape[1])
-        torch.bmm(self.weight, e, out=out).log_().add_(top)
+        if tape is None:
+            e, top = self._scaled_inputs(mars)
+            torch.bmm(self.weight, e, out=out).log_().add_(top)
+            return
+        g, n_out, n_in = self.weight.shape
+        e, y = tape.take(self, (g, n_in, mars.shape[1]), (g, n_out, mars.shape[1]))
+        e, top = self._scaled_inputs(mars, out=e)
+        torch.log(torch.bmm(self.weight, e, out=y), out=out).add_(top)
 
-    def backward(self, mars: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    def backward(self, mars: torch.Tensor, flows: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
         """Pass flows to the children; return the weights' gradient ``(G, n_out, n_in)``.
 
         The flow of edge (o, i) is ``F_o · w_oi · exp(m_i) / exp(m_o)``, formed as
-        ``(F_o / y_o) · w_oi · e_i`` with the forward's scaled values recomputed.
+        ``(F_o / y_o) · w_oi · e_i`` with the forward's scaled values ``e`` and
+        mixtures ``y``: from the ``tape`` when the forward pass kept them there
+        (used up here), else recomputed (the same bits).
         The returned ``Σ_b (F_o / y_o) · e_i`` is the gradient of ``Σ_b F_root · log p``
         with respect to the weights; times the weights it gives the edge flows.
         """
@@ -72,8 +88,12 @@ class SumLayer(nn.Module):
 
             return sum_backward(self, mars, flows, backend.matmul_precision())
         g, n_out, n_in = self.weight.shape
-        e, _ = self._scaled_inputs(mars)
-        y = torch.bmm(self.weight, e)  # (G, n_out, B)
+        kept = None if tape is None else tape.pop(self)
+        if kept is None:
+            e, _ = self._scaled_inputs(mars)
+            y = torch.bmm(self.weight, e)  # (G, n_out, B)
+        else:
+            e, y = kept
         f_out = flows[self.start : self.stop].view(g, n_out, flows.shape[1])
         # F_o / y_o where y_o > 0, else 0 (NaN included): the division's inf/NaN are overwritten in place.
         ratio = f_out / y
@@ -121,3 +141,50 @@ class SumLayer(nn.Module):
         # A node that received no flow and no pseudocount keeps its weights.
         new = torch.where(total > 0, smoothed / torch.where(total > 0, total, torch.ones_like(total)), self.weight)
         self.weight.mul_(1 - step_size).add_(step_size * new)
+
+
+class Tape:
+    """What the sum layers' forward pass keeps for the backward pass, in one buffer reused batch to batch.
+
+    Recomputing a layer's scaled children (a gather, a max, an exponential)
+    and its mixtures (a batched matrix product) took half of the backward
+    pass; keeping them costs ``Σ G·(n_in + n_out)`` entries per sample (about
+    the node values' size). Fresh memory every batch would be page-faulted in,
+    so the buffer stays and each forward pass hands out views of it in order.
+
+    Example:
+        >>> import torch
+        >>> tape = Tape()
+        >>> tape.start(10, torch.float32, "cpu")
+        >>> e, y = tape.take("layer", (2, 2), (2, 3))
+        >>> tape.pop("layer")[1].shape, tape.pop("layer")
+        (torch.Size([2, 3]), None)
+    """
+
+    def __init__(self) -> None:
+        self._buf: torch.Tensor | None = None
+        self._used = 0
+        self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def start(self, numel: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        """Forget what was kept; the next forward pass needs ``numel`` entries."""
+        buf = self._buf
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != torch.device(device):
+            self._buf = torch.empty(numel, dtype=dtype, device=device)
+        self._used = 0
+        self._kept.clear()
+
+    def take(self, layer: object, *shapes: tuple[int, ...]) -> list[torch.Tensor]:
+        """Fresh views for ``layer``'s kept tensors, shaped ``shapes``; :meth:`pop` returns them."""
+        assert self._buf is not None, "Tape.start first"
+        views = []
+        for shape in shapes:
+            n = math.prod(shape)
+            views.append(self._buf[self._used : self._used + n].view(shape))
+            self._used += n
+        self._kept[id(layer)] = tuple(views)  # type: ignore[assignment]
+        return views
+
+    def pop(self, layer: object) -> tuple[torch.Tensor, ...] | None:
+        """``layer``'s kept tensors (once), or None if its forward pass kept nothing."""
+        return self._kept.pop(id(layer), None)

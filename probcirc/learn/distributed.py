@@ -150,7 +150,7 @@ class ExactSum:
         self.group = group
         self.world = world_size(group)
         self.rank = rank(group)
-        self._sums: torch.Tensor | None = None
+        self._bufs: dict[str, torch.Tensor] = {}
 
     def mine(self, num_chunks: int) -> range:
         """The chunks this rank computes: ``rank, rank + world, ...``."""
@@ -163,18 +163,26 @@ class ExactSum:
         num_chunks: int,
         shapes: Sequence[tuple[int, ...]],
         device: torch.device | str = "cpu",
+        support: Sequence[torch.Tensor | None] | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Totals (one per entry of ``shapes``) and the chunk-ordered sum of ``scalars``.
 
-        The totals are float64 views of a buffer that the next call overwrites: copy what must
-        outlive it. With one rank and one chunk they are that chunk's own tensors, rounded in
+        The totals are float64 views of buffers that the next call overwrites: copy what must
+        outlive them. With one rank and one chunk they are that chunk's own tensors, rounded in
         place, in their own dtype: the same values, converted to float64 exactly.
+
+        ``support[i]``, when given and not None, holds the flat indices of the only entries of
+        tensor ``i`` that may be nonzero in any chunk (the same on every rank): only those are
+        scaled and exchanged, and the rest of the total is zero. The result is the same bytes.
 
         The tensors in ``parts`` are used up: they are scaled in place (they
         are a batch's temporaries, and a copy would cost a pass over them).
         Everything stays on ``device``: no value is read back to the host.
         """
         n = len(shapes)
+        support = [None] * n if support is None or (self.world == 1 and num_chunks == 1) else list(support)
+        # Entries outside the support are zero, so the compacted tensors have the same peaks and sums.
+        parts = {c: [_compact(t, idx) for t, idx in zip(ts, support)] for c, ts in parts.items()}
         info = torch.zeros(num_chunks, 1 + n, dtype=torch.float64, device=device)
         for c, tensors in parts.items():
             info[c, 0] = scalars[c]
@@ -194,8 +202,8 @@ class ExactSum:
             for i, t in enumerate(tensors):
                 t.detach().mul_(scale[i]).round_().mul_(inverse[i])
             return [t.view(shape) for t, shape in zip(tensors, shapes)], info[:, 0].sum()
-        sizes = [math.prod(s) for s in shapes]
-        exact = self._buffer(sum(sizes), device)
+        sizes = [math.prod(s) if idx is None else idx.numel() for s, idx in zip(shapes, support)]
+        exact = self._buffer("sums", sum(sizes), device)
         views = exact.split(sizes)
         if not parts:  # more ranks than chunks: this one adds nothing
             exact.zero_()
@@ -206,14 +214,19 @@ class ExactSum:
                 ints = t.detach().reshape(-1).mul_(scale[i]).round_()
                 acc.copy_(ints) if k == 0 else acc.add_(ints)
         self._all_reduce(exact, "the EM statistics")
-        totals = [acc.mul_(inverse[i]).view(shape) for i, (acc, shape) in enumerate(zip(views, shapes))]
+        totals = []
+        for i, (acc, shape, idx) in enumerate(zip(views, shapes, support)):
+            acc.mul_(inverse[i])
+            if idx is not None:
+                acc = self._buffer(f"dense{i}", math.prod(shape), device).zero_().index_copy_(0, idx, acc)
+            totals.append(acc.view(shape))
         return totals, info[:, 0].sum()
 
-    def _buffer(self, size: int, device) -> torch.Tensor:
-        """The float64 sums, kept from batch to batch: fresh memory would be paged in (zeroed) every time."""
-        buf = self._sums
+    def _buffer(self, name: str, size: int, device) -> torch.Tensor:
+        """A float64 buffer kept from batch to batch: fresh memory would be paged in (zeroed) every time."""
+        buf = self._bufs.get(name)
         if buf is None or buf.numel() != size or buf.device != torch.device(device):
-            buf = self._sums = torch.empty(size, dtype=torch.float64, device=device)
+            buf = self._bufs[name] = torch.empty(size, dtype=torch.float64, device=device)
         return buf
 
     def _all_reduce(self, t: torch.Tensor, what: str) -> None:
@@ -226,6 +239,11 @@ class ExactSum:
                 f"rank {self.rank} of {self.world}: lost contact while summing {what} "
                 f"(another rank died or stalled past the timeout): {_first_line(e)}"
             ) from None
+
+
+def _compact(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    """``t``'s entries at the flat indices ``idx`` (all of ``t`` when None), as a tensor of ours to scale."""
+    return t if idx is None else t.detach().reshape(-1).index_select(0, idx)
 
 
 def _peak(t: torch.Tensor) -> torch.Tensor:

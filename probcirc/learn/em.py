@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..compile import CompiledCircuit
+from ..layers import Tape
 from ._epoch import Epoch, check_data
 from .distributed import CHUNK_SIZE, ExactSum, chunk_rows
 
@@ -151,11 +152,16 @@ def _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws) -> t
     parts, lls = {}, {}
     for c in reducer.mine(len(chunks)):
         lls[c], parts[c] = _chunk_stats(circuit, data, mask, chunks[c], ws)
-    return reducer.run(parts, lls, len(chunks), shapes, circuit.device)
+    support = None
+    if reducer.world > 1 or len(chunks) > 1:
+        # Every rank holds the whole batch, so each derives the same support without a collective.
+        x, missing = circuit._prepare(data[idx], None if mask is None else mask[idx])
+        support = [None] * len(circuit._sum_layers) + [l.stat_support(x, missing) for l in circuit._input_layers]
+    return reducer.run(parts, lls, len(chunks), shapes, circuit.device, support)
 
 
 class _Workspace:
-    """The node values and flows of a chunk, in two buffers kept from chunk to chunk.
+    """The node values and flows of a chunk, in two buffers, and the sum layers' tape, kept from chunk to chunk.
 
     Fresh ``slots x rows`` tensors every chunk (hundreds of MiB for MNIST-sized
     circuits) are mapped anew by the allocator and page-faulted in, which cost
@@ -165,6 +171,7 @@ class _Workspace:
 
     def __init__(self) -> None:
         self._bufs: dict[str, torch.Tensor] = {}
+        self.tape = Tape()
 
     def take(self, name: str, circuit: CompiledCircuit, rows: int) -> torch.Tensor:
         size = circuit._num_slots * rows
@@ -180,9 +187,11 @@ def _chunk_stats(
     """The summed log-likelihood (float64) and the EM statistics of the samples ``rows``."""
     x, missing = circuit._prepare(data[rows], None if mask is None else mask[rows])
     ws = ws or _Workspace()
-    mars = circuit._forward_pass(x, missing, out=ws.take("mars", circuit, len(rows)))
+    mars = circuit._forward_pass(x, missing, out=ws.take("mars", circuit, len(rows)), tape=ws.tape)
     root = mars[-1]
-    flows, grads = circuit._backward_pass(mars, torch.ones_like(root), out=ws.take("flows", circuit, len(rows)))
+    flows, grads = circuit._backward_pass(
+        mars, torch.ones_like(root), out=ws.take("flows", circuit, len(rows)), tape=ws.tape
+    )
     edge_flows = [g.mul_(layer.weight) for layer, g in zip(circuit._sum_layers, grads)]  # g is ours: in place
     stats = [layer.em_stats(flows, x, missing) for layer in circuit._input_layers]
     return root.sum(dtype=torch.float64), edge_flows + stats
@@ -194,4 +203,4 @@ def _update(circuit: CompiledCircuit, totals: list[torch.Tensor], step_size: flo
         layer.em_update(f.to(layer.weight.dtype), step_size, pseudocount)
     for layer, s in zip(circuit._input_layers, totals[len(sums) :]):
         new = layer.m_step(s.to(layer.params.dtype), pseudocount)
-        layer.params.mul_(1 - step_size).add_(step_size * new)
+        layer.params.mul_(1 - step_size).add_(new.mul_(step_size))

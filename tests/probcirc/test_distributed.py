@@ -22,6 +22,7 @@ import probcirc
 from probcirc.cli import main
 from probcirc.inputs import Categorical
 from probcirc.learn import distributed, em, sgd
+from probcirc.learn.em import _chunk_stats
 from probcirc.nodes import inputs, multiply, summate
 
 pytestmark = pytest.mark.distributed
@@ -231,3 +232,44 @@ def test_em_and_sgd_do_not_depend_on_how_batches_fall_into_chunks_of_one_rank():
         sgd(pc, x, epochs=1, batch_size=50, chunk_size=chunk)
         results.append(pc.log_prob(x).double().mean())
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_support_exchanges_only_its_entries_for_the_same_bytes():
+    """Totals over a support (the entries that can be nonzero) equal the dense totals byte for byte."""
+    gen = torch.Generator().manual_seed(4)
+    keep = torch.rand(6, 9, generator=gen) < 0.3
+    chunks = {c: [torch.rand(6, 9, generator=gen) * keep, torch.rand(3, generator=gen)] for c in range(3)}
+    lls = {c: torch.tensor(-1.0, dtype=torch.float64) for c in range(3)}
+    shapes = [(6, 9), (3,)]
+
+    def copies():
+        return {c: [t.clone() for t in ts] for c, ts in chunks.items()}
+
+    dense, _ = distributed.ExactSum().run(copies(), lls, 3, shapes)
+    sparse, _ = distributed.ExactSum().run(copies(), lls, 3, shapes, support=[keep.flatten().nonzero()[:, 0], None])
+    for a, b in zip(dense, sparse):
+        assert a.numpy().tobytes() == b.numpy().tobytes()
+    assert bool((sparse[0][~keep] == 0).all()) and bool((sparse[0][keep] > 0).all())
+
+
+@pytest.mark.parametrize("missing_share", [0.0, 0.2])
+def test_categorical_statistics_are_zero_outside_the_batch_support(missing_share):
+    """Brute force: a leaf's count of value v is nonzero only if a sample shows v there or misses the variable."""
+    gen = torch.Generator().manual_seed(5)
+    root = summate(multiply(inputs(0, 3, Categorical(6)), inputs(1, 3, Categorical(6))), num_nodes=1)
+    pc = probcirc.compile(root, seed=1)
+    x = torch.randint(0, 3, (10, 2), generator=gen) * torch.tensor([1, 2])  # values 0..2 and 0, 2, 4
+    mask = torch.rand(10, 2, generator=gen) < missing_share
+    xs, missing = pc._prepare(x, mask)
+    layer = pc._input_layers[0]
+    support = torch.zeros(layer.node_var.numel() * 6, dtype=torch.bool)
+    support[layer.stat_support(xs, missing)] = True
+    support = support.view(-1, 6)
+    for node, var in enumerate(layer.node_var.tolist()):
+        for v in range(6):
+            expected = bool(((x[:, var] == v) & ~mask[:, var]).any() or mask[:, var].any())
+            assert bool(support[node, v]) == expected, (node, v)
+    rows = torch.arange(4)  # a chunk of the batch: its statistics vanish outside the batch's support
+    _, stats = _chunk_stats(pc, x, mask, rows)
+    assert bool((stats[-1][~support] == 0).all()) and bool((stats[-1] > 0).any())
+    assert missing_share or not bool(support.all())
