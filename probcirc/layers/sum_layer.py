@@ -31,6 +31,8 @@ class SumLayer(nn.Module):
         self.register_buffer("child_idx", child_idx.long())
         self.register_buffer("weight", weight)
         self.register_buffer("edge_mask", edge_mask)
+        self._slots: slice | None = None
+        self._slots_key: tuple[int, int] | None = None
 
     @property
     def stop(self) -> int:
@@ -42,12 +44,28 @@ class SumLayer(nn.Module):
         flat = None if out is None else out.view(g * n_in, mars.shape[1])
         return torch.index_select(mars, 0, self.child_idx.reshape(-1), out=flat).view(g, n_in, mars.shape[1])
 
+    def _child_slots(self) -> slice | None:
+        """The children as one run of consecutive slots (layering makes most layers so), else None."""
+        key = (self.child_idx.data_ptr(), self.child_idx._version)
+        if self._slots_key != key:
+            c = self.child_idx.reshape(-1)
+            first = int(c[0]) if c.numel() else 0
+            run = torch.arange(first, first + c.numel(), device=c.device)
+            self._slots = slice(first, first + c.numel()) if c.numel() and torch.equal(c, run) else None
+            self._slots_key = key
+        return self._slots
+
     def _scaled_inputs(self, mars: torch.Tensor, out: torch.Tensor | None = None):
-        xin = self._inputs(mars, out)  # a copy of ours, so it is scaled in place: no second G x n_in x B buffer
+        slots = self._child_slots()
+        if slots is None:
+            xin = self._inputs(mars, out)  # a copy of ours, so it is scaled in place: no second G x n_in x B buffer
+        else:
+            xin = mars[slots].view(*self.child_idx.shape, mars.shape[1])  # read where they are: no gather
         top = xin.amax(1, keepdim=True)
         # A group whose children are all impossible has top = -inf; 0 keeps exp finite.
         top.masked_fill_(~torch.isfinite(top), 0.0)
-        return xin.sub_(top).exp_(), top
+        scaled = xin.sub_(top) if slots is None else torch.sub(xin, top, out=out)
+        return scaled.exp_(), top
 
     def tape_numel(self, rows: int) -> int:
         """Entries this layer keeps on a :class:`Tape` for ``rows`` samples: scaled children and mixtures."""
@@ -97,10 +115,13 @@ class SumLayer(nn.Module):
         f_out = flows[self.start : self.stop].view(g, n_out, flows.shape[1])
         # F_o / y_o where y_o > 0, else 0 (NaN included): the division's inf/NaN are overwritten in place.
         ratio = f_out / y
-        ratio.masked_fill_(~(y > 0), 0.0)
+        torch.where(y > 0, ratio, ratio.new_zeros(()), out=ratio)
         grad = torch.bmm(ratio, e.mT)
         f_in = e.mul_(torch.bmm(self.weight.mT, ratio))  # e is ours (a fresh copy): scaled in place
-        flows.index_add_(0, self.child_idx.reshape(-1), f_in.reshape(g * n_in, flows.shape[1]))
+        f_in = f_in.reshape(g * n_in, flows.shape[1])
+        slots = self._child_slots()
+        # Each child once per layer: adding to its run of slots is index_add_'s sum, without the scatter.
+        flows[slots].add_(f_in) if slots is not None else flows.index_add_(0, self.child_idx.reshape(-1), f_in)
         return grad
 
     def _max_children(self, mars: torch.Tensor) -> torch.Tensor:
