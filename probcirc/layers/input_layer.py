@@ -105,7 +105,11 @@ class InputLayer(nn.Module):
         possible = self.dist.stat_support(*self.values(x, missing))
         if possible is None:
             return None
-        return possible.expand(-1, self.k, -1).reshape(-1).nonzero().squeeze(1)
+        # Found per variable, then repeated for its k leaves (node run * k + j, entry s).
+        run, entry = possible[:, 0].nonzero(as_tuple=True)
+        width = possible.shape[-1]
+        leaves = torch.arange(self.k, device=run.device) * width
+        return ((run * self.k * width + entry)[:, None] + leaves).reshape(-1)
 
     def m_step(self, stats: torch.Tensor, pseudocount: float) -> torch.Tensor:
         """New parameters from accumulated expected statistics (the leaves' M-step)."""

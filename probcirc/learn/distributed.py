@@ -164,6 +164,7 @@ class ExactSum:
         shapes: Sequence[tuple[int, ...]],
         device: torch.device | str = "cpu",
         support: Sequence[torch.Tensor | None] | None = None,
+        support_dtype: torch.dtype = torch.float64,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Totals (one per entry of ``shapes``) and the chunk-ordered sum of ``scalars``.
 
@@ -174,6 +175,8 @@ class ExactSum:
         ``support[i]``, when given and not None, holds the flat indices of the only entries of
         tensor ``i`` that may be nonzero in any chunk (the same on every rank): only those are
         scaled and exchanged, and the rest of the total is zero. The result is the same bytes.
+        Such totals come in ``support_dtype`` (the float64 sums rounded once): a caller that
+        would convert them anyway saves a float64 table as large as the tensor.
 
         The tensors in ``parts`` are used up: they are scaled in place (they
         are a batch's temporaries, and a copy would cost a pass over them).
@@ -218,15 +221,16 @@ class ExactSum:
         for i, (acc, shape, idx) in enumerate(zip(views, shapes, support)):
             acc.mul_(inverse[i])
             if idx is not None:
-                acc = self._buffer(f"dense{i}", math.prod(shape), device).zero_().index_copy_(0, idx, acc)
+                dense = self._buffer(f"dense{i}", math.prod(shape), device, support_dtype).zero_()
+                acc = dense.index_copy_(0, idx, acc.to(support_dtype))
             totals.append(acc.view(shape))
         return totals, info[:, 0].sum()
 
-    def _buffer(self, name: str, size: int, device) -> torch.Tensor:
-        """A float64 buffer kept from batch to batch: fresh memory would be paged in (zeroed) every time."""
+    def _buffer(self, name: str, size: int, device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """A buffer kept from batch to batch: fresh memory would be paged in (zeroed) every time."""
         buf = self._bufs.get(name)
-        if buf is None or buf.numel() != size or buf.device != torch.device(device):
-            buf = self._bufs[name] = torch.empty(size, dtype=torch.float64, device=device)
+        if buf is None or buf.numel() != size or buf.device != torch.device(device) or buf.dtype != dtype:
+            buf = self._bufs[name] = torch.empty(size, dtype=dtype, device=device)
         return buf
 
     def _all_reduce(self, t: torch.Tensor, what: str) -> None:

@@ -80,7 +80,9 @@ def em(
             label = f"EM {kind} epoch {epoch + 1}/{total}"
             ep = Epoch(data, batch_size, label, gen, not full, progress and reducer.rank == 0, circuit.device)
             for idx in ep:
-                totals, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws)
+                # A mini-batch update converts the totals to the parameters' dtype: ask for it directly.
+                dtype = torch.float64 if full else circuit.dtype
+                totals, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws, dtype)
                 if not full:
                     _update(circuit, totals, step_size, pseudocount)
                 elif acc is None:
@@ -146,8 +148,11 @@ def edge_flows(
     return total
 
 
-def _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The batch ``idx``'s EM statistics (:meth:`ExactSum.run`'s totals) and summed log-likelihood, all ranks."""
+def _batch_stats(
+    circuit, data, mask, idx, chunk_size, reducer, shapes, ws, dtype=torch.float64
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The batch ``idx``'s EM statistics (:meth:`ExactSum.run`'s totals, those over a support in ``dtype``)
+    and summed log-likelihood, all ranks."""
     chunks = chunk_rows(idx, chunk_size)
     parts, lls = {}, {}
     for c in reducer.mine(len(chunks)):
@@ -157,7 +162,7 @@ def _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws) -> t
         # Every rank holds the whole batch, so each derives the same support without a collective.
         x, missing = circuit._prepare(data[idx], None if mask is None else mask[idx])
         support = [None] * len(circuit._sum_layers) + [l.stat_support(x, missing) for l in circuit._input_layers]
-    return reducer.run(parts, lls, len(chunks), shapes, circuit.device, support)
+    return reducer.run(parts, lls, len(chunks), shapes, circuit.device, support, dtype)
 
 
 class _Workspace:
