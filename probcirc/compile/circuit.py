@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import backend
 from ..distribution import check_mask
 from ..inputs import Bernoulli, Binomial, Categorical, Gaussian, InputDist
 from ..layers import InputLayer, ProductLayer, SumLayer, Tape
@@ -261,7 +262,14 @@ class CompiledCircuit(nn.Module):
         ``out`` (shaped like ``mars``) is zeroed and receives the flows, as in :meth:`_forward_pass`,
         and ``tape`` is the one the forward pass filled (its contents are used up).
         """
-        flows = torch.zeros_like(mars) if out is None else out.zero_()
+        # When every node has one parent edge, each flow is written once, by its parent, before it is
+        # read: written rather than added to zeros, the slots-by-batch buffer need not be zeroed first.
+        write = mars.shape[1] > 0 and not backend.use_triton(mars) and self._one_parent_each()
+        if out is None:
+            flows = torch.empty_like(mars) if write else torch.zeros_like(mars)
+        else:
+            flows = out if write else out.zero_()
+        flows[0] = 0.0  # the constant slot: nobody's child
         flows[-1] = root_flow
         if mars.shape[1] == 0:
             return flows, [torch.zeros_like(l.weight) for l in self._sum_layers]
@@ -269,10 +277,22 @@ class CompiledCircuit(nn.Module):
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if isinstance(layer, SumLayer):
-                grads[i] = layer.backward(mars, flows, tape)
+                grads[i] = layer.backward(mars, flows, tape, write)
             elif isinstance(layer, ProductLayer):
-                layer.backward(mars, flows)
+                layer.backward(mars, flows, write)
         return flows, [grads[i] for i in sorted(grads)]
+
+    def _one_parent_each(self) -> bool:
+        """Whether every slot but the constant one and the root is the child of exactly one edge list entry."""
+        inner = [l for l in self.layers if not isinstance(l, InputLayer)]
+        key = tuple((id(l.child_idx), l.child_idx._version) for l in inner)
+        if self.__dict__.get("_tree_key") != key:
+            count = torch.zeros(self._num_slots, dtype=torch.long, device=self.device)
+            for l in inner:
+                count.index_add_(0, l.child_idx.reshape(-1), torch.ones_like(l.child_idx.reshape(-1)))
+            self.__dict__["_tree"] = bool((count[1:-1] == 1).all()) and int(count[0]) == int(count[-1]) == 0
+            self.__dict__["_tree_key"] = key
+        return self.__dict__["_tree"]
 
     def _down(
         self, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, choose: str, generator=None

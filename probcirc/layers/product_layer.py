@@ -48,12 +48,14 @@ class ProductLayer(nn.Module):
         if self._rest_child.numel():
             out.index_add_(0, self._rest_parent, below.index_select(0, self._rest_child))
 
-    def backward(self, mars: torch.Tensor, flows: torch.Tensor) -> None:
+    def backward(self, mars: torch.Tensor, flows: torch.Tensor, write: bool = False) -> None:
+        """Pass each product's flow to its children: set (``write``: this is their only parent) or added."""
         if backend.use_triton(flows):
             from ..kernels import product_backward
 
             return product_backward(self, mars, flows)
-        flows.index_add_(0, self.child_idx, flows[self.start : self.stop].index_select(0, self.parent_idx))
+        down = flows[self.start : self.stop].index_select(0, self.parent_idx)
+        flows.index_copy_(0, self.child_idx, down) if write else flows.index_add_(0, self.child_idx, down)
 
     def down(self, active: torch.Tensor, mars: torch.Tensor, choose: str, generator) -> None:
         on = active[self.start : self.stop].index_select(0, self.parent_idx)  # (E, B)

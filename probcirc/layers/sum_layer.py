@@ -91,13 +91,16 @@ class SumLayer(nn.Module):
         e, top = self._scaled_inputs(mars, out=e)
         torch.log(torch.bmm(self.weight, e, out=y), out=out).add_(top)
 
-    def backward(self, mars: torch.Tensor, flows: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
+    def backward(
+        self, mars: torch.Tensor, flows: torch.Tensor, tape: Tape | None = None, write: bool = False
+    ) -> torch.Tensor:
         """Pass flows to the children; return the weights' gradient ``(G, n_out, n_in)``.
 
         The flow of edge (o, i) is ``F_o · w_oi · exp(m_i) / exp(m_o)``, formed as
         ``(F_o / y_o) · w_oi · e_i`` with the forward's scaled values ``e`` and
         mixtures ``y``: from the ``tape`` when the forward pass kept them there
-        (used up here), else recomputed (the same bits).
+        (used up here), else recomputed (the same bits). With ``write`` the children's
+        flows are set, not added to (the caller knows this layer is their only parent).
         The returned ``Σ_b (F_o / y_o) · e_i`` is the gradient of ``Σ_b F_root · log p``
         with respect to the weights; times the weights it gives the edge flows.
         """
@@ -117,11 +120,18 @@ class SumLayer(nn.Module):
         ratio = f_out / y
         torch.where(y > 0, ratio, ratio.new_zeros(()), out=ratio)
         grad = torch.bmm(ratio, e.mT)
-        f_in = e.mul_(torch.bmm(self.weight.mT, ratio))  # e is ours (a fresh copy): scaled in place
-        f_in = f_in.reshape(g * n_in, flows.shape[1])
+        back = torch.bmm(self.weight.mT, ratio)
         slots = self._child_slots()
-        # Each child once per layer: adding to its run of slots is index_add_'s sum, without the scatter.
-        flows[slots].add_(f_in) if slots is not None else flows.index_add_(0, self.child_idx.reshape(-1), f_in)
+        if slots is not None and write:
+            torch.mul(e, back, out=flows[slots].view(g, n_in, flows.shape[1]))
+            return grad
+        f_in = e.mul_(back).reshape(g * n_in, flows.shape[1])  # e is ours (a copy): scaled in place
+        if slots is not None:  # each child once per layer: index_add_'s sum, without the scatter
+            flows[slots].add_(f_in)
+        elif write:
+            flows.index_copy_(0, self.child_idx.reshape(-1), f_in)
+        else:
+            flows.index_add_(0, self.child_idx.reshape(-1), f_in)
         return grad
 
     def _max_children(self, mars: torch.Tensor) -> torch.Tensor:
