@@ -284,7 +284,7 @@ class CompiledCircuit(nn.Module):
 
     def _one_parent_each(self) -> bool:
         """Whether every slot but the constant one and the root is the child of exactly one edge list entry."""
-        inner = [l for l in self.layers if not isinstance(l, InputLayer)]
+        inner = [l for l in self.layers if isinstance(l, (SumLayer, ProductLayer))]
         key = tuple((id(l.child_idx), l.child_idx._version) for l in inner)
         if self.__dict__.get("_tree_key") != key:
             count = torch.zeros(self._num_slots, dtype=torch.long, device=self.device)

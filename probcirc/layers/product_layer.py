@@ -20,6 +20,9 @@ class ProductLayer(nn.Module):
     # Buffers, declared so type checkers do not read them as Module.__getattr__'s ``Tensor | Module``.
     parent_idx: torch.Tensor
     child_idx: torch.Tensor
+    _first_child: torch.Tensor
+    _rest_parent: torch.Tensor
+    _rest_child: torch.Tensor
 
     def __init__(self, parent_idx: torch.Tensor, child_idx: torch.Tensor, num_nodes: int, start: int):
         super().__init__()
