@@ -111,6 +111,20 @@ class InputLayer(nn.Module):
         leaves = torch.arange(self.k, device=run.device) * width
         return ((run * self.k * width + entry)[:, None] + leaves).reshape(-1)
 
+    def em_update(self, stats: torch.Tensor, step_size: float, pseudocount: float) -> None:
+        """``θ ← (1 - s)·θ + s·θ_new`` in place, ``θ_new`` from :meth:`m_step`; ``stats`` may be used up."""
+        stats = stats.to(self.params.dtype)
+        if isinstance(self.dist, Categorical) and pseudocount > 0 and not self._triton(self.params):
+            total = stats.sum(-1, keepdim=True).add_(pseudocount)
+            # With every total finite and positive no node keeps its old row (the general M-step's
+            # only branch), so the smoothing, division and mixing fit in two passes over the table.
+            if bool(torch.isfinite(total).all()):
+                smoothed = stats.add_(pseudocount / self.dist.num_cats)
+                self.params.mul_(1 - step_size).addcdiv_(smoothed, total, value=step_size)
+                return
+        new = self.m_step(stats, pseudocount)  # before θ is scaled: empty nodes keep the old θ
+        self.params.mul_(1 - step_size).add_(new.mul_(step_size))
+
     def m_step(self, stats: torch.Tensor, pseudocount: float) -> torch.Tensor:
         """New parameters from accumulated expected statistics (the leaves' M-step)."""
         if self._triton(self.params):

@@ -207,5 +207,4 @@ def _update(circuit: CompiledCircuit, totals: list[torch.Tensor], step_size: flo
     for layer, f in zip(sums, totals):
         layer.em_update(f.to(layer.weight.dtype), step_size, pseudocount)
     for layer, s in zip(circuit._input_layers, totals[len(sums) :]):
-        new = layer.m_step(s.to(layer.params.dtype), pseudocount)
-        layer.params.mul_(1 - step_size).add_(new.mul_(step_size))
+        layer.em_update(s, step_size, pseudocount)

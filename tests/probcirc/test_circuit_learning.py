@@ -186,3 +186,21 @@ def test_a_tape_from_the_forward_pass_gives_the_backward_pass_the_same_bits(stru
         for a, b in zip([mars, flows, *grads], [kept, flows2, *grads2]):
             assert a.numpy().tobytes() == b.numpy().tobytes()
         assert all(tape.pop(layer) is None for layer in pc._sum_layers)  # each kept pair is used once
+
+
+def test_the_fused_categorical_update_is_the_m_step_mixed_in():
+    """θ ← (1-s)θ + s·(F + α/C)/(ΣF + α), against the same formula in float64; a NaN row keeps its θ."""
+    pc = compiled(dag(Categorical(5)), seed=2)
+    layer = pc._input_layers[0]
+    gen = torch.Generator().manual_seed(0)
+    stats = torch.rand(layer.params.shape, generator=gen) * 30 * (torch.rand(layer.params.shape, generator=gen) < 0.5)
+    old = layer.params.double().clone()
+    total = stats.double().sum(-1, keepdim=True) + 0.5
+    expected = 0.7 * old + 0.3 * (stats.double() + 0.5 / 5) / total
+    layer.em_update(stats.clone(), 0.3, 0.5)
+    torch.testing.assert_close(layer.params.double(), expected, rtol=1e-6, atol=1e-7)
+    before = layer.params.clone()
+    stats[0, 0] = float("nan")  # a diverged statistic: the general M-step keeps that node's row
+    layer.em_update(stats, 0.3, 0.5)
+    torch.testing.assert_close(layer.params[0], before[0])  # (1-s)θ + sθ
+    assert not torch.allclose(layer.params[1:], before[1:])
