@@ -262,7 +262,7 @@ class DensityModel:
 
     @classmethod
     def _from_state(cls, attrs: dict, arrays: dict) -> DensityModel:
-        fields = {f.name: f.type for f in dataclasses.fields(RunOptions)}
+        fields = {f.name: str(f.type) for f in dataclasses.fields(RunOptions)}
         try:
             # A file written before run_chunk_size was stored was trained with the default chunks.
             stored = {k: attrs[f"run_{k}"] for k in fields if k != "chunk_size" or f"run_{k}" in attrs}

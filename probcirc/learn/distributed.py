@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -100,14 +100,14 @@ def init_from_env(timeout: float = DEFAULT_TIMEOUT, device: str | torch.device =
     if not dist.is_available():  # pragma: no cover - torch built without distributed
         raise UsageError(f"WORLD_SIZE={world} but this torch has no torch.distributed")
     device = torch.device(device)
-    kwargs = {}
+    kwargs: dict[str, torch.device] = {}
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         kwargs["device_id"] = torch.device("cuda", local)
     backend = "nccl" if device.type == "cuda" else "gloo"
     try:
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout), **kwargs)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout), **kwargs)  # type: ignore[arg-type]
     except (RuntimeError, ValueError) as e:
         raise PeerLostError(f"could not join the {world} ranks ({backend}): {_first_line(e)}") from None
     return True
@@ -158,7 +158,7 @@ class ExactSum:
 
     def run(
         self,
-        parts: dict[int, Sequence[torch.Tensor]],
+        parts: Mapping[int, Sequence[torch.Tensor]],
         scalars: dict[int, torch.Tensor],
         num_chunks: int,
         shapes: Sequence[tuple[int, ...]],

@@ -206,5 +206,5 @@ def _update(circuit: CompiledCircuit, totals: list[torch.Tensor], step_size: flo
     sums = circuit._sum_layers
     for layer, f in zip(sums, totals):
         layer.em_update(f.to(layer.weight.dtype), step_size, pseudocount)
-    for layer, s in zip(circuit._input_layers, totals[len(sums) :]):
-        layer.em_update(s, step_size, pseudocount)
+    for leaves, s in zip(circuit._input_layers, totals[len(sums) :]):
+        leaves.em_update(s, step_size, pseudocount)

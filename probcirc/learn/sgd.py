@@ -51,12 +51,12 @@ def sgd(
     history = []
 
     def install(track: bool):
-        for l, f in zip(sums, sum_free):
+        for mix, f in zip(sums, sum_free):
             w = torch.softmax(f, -1)
-            l.weight = w if track else w.detach()
-        for l, f in zip(leaves, leaf_free):
-            p = l.dist.from_unconstrained(f)
-            l.params = p if track else p.detach()
+            mix.weight = w if track else w.detach()
+        for leaf, f in zip(leaves, leaf_free):
+            p = leaf.dist.from_unconstrained(f)
+            leaf.params = p if track else p.detach()
 
     params = sum_free + leaf_free
     shapes = [tuple(p.shape) for p in params]
