@@ -24,12 +24,17 @@ are those of :class:`~probcirc.compress.engine.PmfEngine` exactly
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from . import rangecoder
 from .kernels import (
+    HI,
     LAZY,
     LEAF,
+    LO,
+    MIN_SHIFT,
     PROD,
     SUM,
     ZERO_E,
@@ -63,7 +68,7 @@ def _stale(c, now, contig, lo, hi, ok, tin):
 
 
 @njit(cache=True)
-def _collect(n, now, a, ok, tin, stack, pos, todo, cnt):
+def _collect(n, now, kind, ch_ptr, ch_idx, lo, hi, contig, ok, tin, stack, pos, todo, cnt):
     """Append to ``todo[cnt:]`` the stale nodes under ``n`` (``n`` itself stale), children first; return the count.
 
     A depth-first walk through stale nodes only, each appended as the walk leaves it
@@ -72,8 +77,6 @@ def _collect(n, now, a, ok, tin, stack, pos, todo, cnt):
     Linear in the nodes listed: sorting them by slot cost quadratic time on the whole
     subtrees a depth-first coding order leaves stale (#17).
     """
-    kind, ch_ptr, ch_idx = a.kind, a.ch_ptr, a.ch_idx
-    lo, hi, contig = a.lo, a.hi, a.contig
     if contig[n]:
         tin[n] = now  # collected: no longer stale, so never collected twice
     else:
@@ -149,24 +152,311 @@ def plan(i, now, a, sched, work, stamp):
                 for jj in range(ch_ptr[q], ch_ptr[q + 1]):
                     c = ch_idx[jj]
                     if c != n and _stale(c, now, contig, lo, hi, ok, tin):
-                        nin = _collect(c, now, a, ok, tin, stack, pos, todo, nin)
+                        nin = _collect(c, now, kind, ch_ptr, ch_idx, lo, hi, contig, ok, tin, stack, pos, todo, nin)
         sout[n] = now
     return nin, cnt
 
 
+@intrinsic
+def _bits(typingctx, x):
+    """The IEEE-754 bits of a float64 (a bit cast: exact)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _double(typingctx, x):
+    """The float64 with the IEEE-754 bits ``x`` (a bit cast: exact)."""
+    if x != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+_MANT = (1 << 52) - 1
+
+
+@njit(cache=True, inline="always")
+def _pow2(j):
+    """2**j for j in [-1022, 1023], built from its bits: the table entry ``kernels._POW2`` holds."""
+    return _double((j + 1023) << 52)
+
+
+@njit(cache=True, inline="always")
+def _vshift(m, s):
+    """:func:`~probcirc.compress.kernels._shift` without branches (so a loop over lanes vectorises), for
+    ``s`` <= 1023 or ``m`` = 0: the same one or two multiplications by powers of two (a factor 1.0 is exact)."""
+    s = max(s, MIN_SHIFT)
+    a = -600 if s < -1022 else 0
+    return (m * _pow2(a)) * _pow2(min(s - a, 1023))
+
+
+@njit(cache=True, inline="always")
+def _vnorm(m, e):
+    """:func:`~probcirc.compress.kernels._norm` without branches for ``m`` >= 0; ``frexp`` from the bits, which
+    is exact for normal numbers. Third value: 1 when ``m`` is subnormal, infinite or NaN (then redo by the
+    scalar path)."""
+    b = _bits(m)
+    ex = (b >> 52) & 0x7FF
+    keep = m >= LO and m <= HI
+    f = _double((b & _MANT) | (1022 << 52))
+    mo = m if keep else f
+    eo = e if keep else e + (ex - 1022)
+    zero = m == 0.0
+    bad = np.int64(not zero and (ex == 0 or ex == 0x7FF))
+    return (0.0 if zero else mo), (ZERO_E if zero else eo), bad
+
+
 @njit(cache=True)
-def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp):
+def groups(a):
+    """``(grp, pgrp)``: the sum groups (#17, speed) of the circuit, for :func:`run_plan`'s shared work.
+
+    ``grp[n]``: for a sum node, the first slot of the run of consecutive sum slots with exactly
+    its child list (an HCLT's k sums over one set of k children), else -1. ``pgrp[n]``: that group
+    when every parent of ``n`` is a sum of one group, with weights in [2**-100, 1], else -1.
+    """
+    S = a.kind.shape[0]
+    ch_ptr, ch_idx = a.ch_ptr, a.ch_idx
+    grp = np.full(S, -1, dtype=np.int64)
+    pgrp = np.full(S, -1, dtype=np.int64)
+    for n in range(S):
+        if a.kind[n] != SUM:
+            continue
+        grp[n] = n
+        m = n - 1
+        if m >= 0 and grp[m] >= 0 and ch_ptr[n + 1] - ch_ptr[n] == ch_ptr[m + 1] - ch_ptr[m]:
+            same = True
+            for k in range(ch_ptr[n + 1] - ch_ptr[n]):
+                same = same and ch_idx[ch_ptr[n] + k] == ch_idx[ch_ptr[m] + k]
+            if same:
+                grp[n] = grp[m]
+    for n in range(S):
+        j0, j1 = a.par_ptr[n], a.par_ptr[n + 1]
+        if j1 == j0:
+            continue
+        g = grp[a.par_node[j0]]
+        for j in range(j0, j1):
+            w = a.par_w[j]
+            if grp[a.par_node[j]] != g or g < 0 or not (2.0**-100 <= w <= 1.0):
+                g = -1
+        pgrp[n] = g
+    return grp, pgrp
+
+
+@njit(cache=True)
+def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
     """Lanes ``0..nr-1``: the inside values ``todo[:nin]``, then the derivatives ``lst[:nout]`` (parents first).
 
     State is lane-minor (``M[n, r]``): each node's index lists are read once for all lanes, and
-    the lanes' independent arithmetic overlaps. Per lane, every value goes through the
-    operations of :func:`~probcirc.compress.kernels._inside_node` and
-    :func:`~probcirc.compress.kernels._outside_node` in their order, so its bits are theirs.
+    the lanes' loops vectorise. Per lane, every value goes through the operations of
+    :func:`~probcirc.compress.kernels._inside_node` and :func:`~probcirc.compress.kernels._outside_node`
+    in their order, so its bits are theirs.
+
+    ``fast`` = (grp, pgrp, stamp, gstamp, SH, GE, dstamp, DP, GD): a sum group's children are
+    aligned (largest exponent, shifted mantissas) once per step for all its sums
+    (:func:`_sum_in`), and a node whose parents are one group's sums takes the powers of two
+    that align them from one computation per step (:func:`_group_out`). The node kernels take
+    the arrays themselves: small functions on plain arrays compile to much faster loops.
     """
+    kind, leaf_var, leaf_row, table = a.kind, a.leaf_var, a.leaf_row, a.table
+    ch_ptr, ch_idx, ch_w = a.ch_ptr, a.ch_idx, a.ch_w
+    par_ptr, par_node, par_edge, par_w = a.par_ptr, a.par_node, a.par_edge, a.par_w
+    grp, pgrp, stamp, gstamp, SH, GE, dstamp, DP, GD = fast
+    TM, TE = tmp
+    pm, pe = TM[0], TE[0]
     for t in range(nin):
-        _inside_lanes(todo[t], nr, a, M, E, X, OBS, tmp)
+        n = todo[t]
+        k = kind[n]
+        if k == LEAF:
+            _leaf_in(n, nr, leaf_var, leaf_row, table, M, E, X, OBS)
+        elif k == PROD:
+            _prod_in(n, nr, ch_ptr, ch_idx, M, E, pm, pe)
+        elif k == SUM and grp[n] >= 0:
+            if _sum_in(n, grp[n], nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH, GE):
+                _inside_lanes(n, nr, a, M, E, X, OBS, tmp)
+        else:
+            _inside_lanes(n, nr, a, M, E, X, OBS, tmp)
+    root = kind.shape[0] - 1
     for t in range(nout - 1, -1, -1):
-        _outside_lanes(lst[t], nr, a, M, E, DM, DE, tmp)
+        n = lst[t]
+        if n == root:
+            for r in range(nr):
+                DM[n, r] = 0.5
+                DE[n, r] = 1
+            continue
+        g = pgrp[n]
+        if g >= 0 and not _group_out(n, g, nr, par_ptr, par_node, par_w, DM, DE, stamp, dstamp, DP, GD):
+            continue
+        if _out(n, nr, kind, ch_ptr, ch_idx, par_ptr, par_node, par_edge, par_w, M, E, DM, DE, TM, TE):
+            _outside_lanes(n, nr, a, M, E, DM, DE, tmp)
+
+
+@njit(cache=True)
+def _leaf_in(n, nr, leaf_var, leaf_row, table, M, E, X, OBS):
+    v, row = leaf_var[n], leaf_row[n]
+    for r in range(nr):
+        if OBS[r, v]:
+            M[n, r], E[n, r] = _norm(table[row, X[r, v]], 0)
+        else:
+            M[n, r], E[n, r] = 0.5, 1
+
+
+@njit(cache=True)
+def _fold(pm, pe, M, E, ch_idx, j0, j1, skip, nr):
+    """``(pm, pe) = _norm(pm * M[c], pe + E[c])`` per lane for the children ``ch_idx[j0:j1]`` but the edge
+    ``skip``, in order: the scalar loops' products. A zero factor makes the product 0 and keeps it there,
+    as their break does; normalised factors never make a subnormal product. (A loop over a runtime
+    lane count, indexing ``M[c, r]``: the form that vectorises.)"""
+    for j in range(j0, j1):
+        if j != skip:
+            c = ch_idx[j]
+            for r in range(nr):
+                m, e, _ = _vnorm(pm[r] * M[c, r], pe[r] + E[c, r])
+                pm[r] = m
+                pe[r] = e
+
+
+@njit(cache=True)
+def _prod_in(n, nr, ch_ptr, ch_idx, M, E, pm, pe):
+    """A product node's inside value on every lane, as :func:`_inside_lanes` (see :func:`_fold`)."""
+    for r in range(nr):
+        pm[r] = 0.5
+        pe[r] = 1
+    _fold(pm, pe, M, E, ch_idx, ch_ptr[n], ch_ptr[n + 1], -1, nr)
+    for r in range(nr):
+        M[n, r] = pm[r]
+        E[n, r] = pe[r]
+
+
+@njit(cache=True)
+def _sum_in(n, g, nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH, GE):
+    """Sum node ``n`` (of group ``g``) on every lane from the group's aligned children; 1 when a lane needs the
+    scalar path.
+
+    Every sum of a group takes the same largest exponent and the same shifted mantissas
+    ``_shift(M[c], E[c] - emax)``, so they are computed once per step (``SH`` at the rows of
+    g's edges, ``GE``); each sum then adds ``w * shifted`` in its child order, as
+    :func:`_inside_lanes`. Zero children are not skipped: their shifted value is 0, and adding
+    +0.0 to a sum of non-negative terms changes no bit.
+    """
+    b0, b1 = ch_ptr[g], ch_ptr[g + 1]
+    if gstamp[g] != stamp:
+        gstamp[g] = stamp
+        for r in range(nr):
+            GE[g, r] = ZERO_E
+        for j in range(b0, b1):
+            c = ch_idx[j]
+            for r in range(nr):
+                GE[g, r] = max(GE[g, r], E[c, r] if M[c, r] != 0.0 else ZERO_E)
+        for j in range(b0, b1):
+            c = ch_idx[j]
+            for r in range(nr):
+                SH[j, r] = _vshift(M[c, r], E[c, r] - GE[g, r])
+    j0 = ch_ptr[n]
+    bad = np.int64(0)
+    for r in range(nr):
+        acc = 0.0
+        for k in range(b1 - b0):
+            acc = acc + ch_w[j0 + k] * SH[b0 + k, r]
+        m, e, b = _vnorm(acc, GE[g, r])
+        bad |= b
+        M[n, r] = m
+        E[n, r] = e
+    return bad
+
+
+@njit(cache=True)
+def _group_out(n, g, nr, par_ptr, par_node, par_w, DM, DE, stamp, dstamp, DP, GD):
+    """d root / d n on every lane when n's parents are the sums of group ``g``; 1 when the shortcut does not
+    apply to some lane (then the general path recomputes it).
+
+    :func:`_outside_lanes` computes each term ``_norm(DM[q] * w, DE[q])``, the largest exponent
+    ``emax`` of the nonzero terms, and adds ``_shift(term, exponent - emax)``. When no nonzero
+    product ``DM[q] * w`` falls below 2**-256 (w is in [2**-100, 1], so none is 0 or exceeds
+    2**256), no term is renormalised: its exponent is ``DE[q]``, ``emax`` is the parents' largest
+    exponent (the same for every child of the group), and the shift is one multiplication by
+    ``2**(DE[q] - emax)`` when that is at least 2**-1022. Those powers of two are computed once
+    per step for the group (``DP``, ``GD``; ``dstamp[g]`` is -stamp when some shift is smaller);
+    each child then makes exactly the products and sums of :func:`_outside_lanes`.
+    """
+    j0, j1 = par_ptr[n], par_ptr[n + 1]
+    if dstamp[g] != stamp and dstamp[g] != -stamp:
+        dstamp[g] = stamp
+        for r in range(nr):
+            GD[g, r] = ZERO_E
+        for j in range(j0, j1):
+            q = par_node[j]
+            for r in range(nr):
+                GD[g, r] = max(GD[g, r], DE[q, r] if DM[q, r] != 0.0 else ZERO_E)
+        low = np.int64(0)
+        for j in range(j0, j1):
+            q = par_node[j]
+            for r in range(nr):
+                s = DE[q, r] - GD[g, r] if DM[q, r] != 0.0 else 0
+                low |= np.int64(s < -1022)
+                DP[q, r] = _pow2(max(s, -1022))
+        if low:
+            dstamp[g] = -stamp
+    if dstamp[g] != stamp:
+        return 1
+    low = np.int64(0)
+    for r in range(nr):
+        acc = 0.0
+        for j in range(j0, j1):
+            q = par_node[j]
+            y = DM[q, r] * par_w[j]
+            low |= np.int64(y < LO and y != 0.0)
+            acc = acc + y * DP[q, r]
+        m, e, _ = _vnorm(acc, GD[g, r])
+        DM[n, r] = m
+        DE[n, r] = e
+    return low
+
+
+@njit(cache=True)
+def _out(n, nr, kind, ch_ptr, ch_idx, par_ptr, par_node, par_edge, par_w, M, E, DM, DE, TM, TE):
+    """:func:`_outside_lanes` with lane loops that vectorise (n is not the root); 1 when a lane needs it."""
+    bad = np.int64(0)
+    j0, j1 = par_ptr[n], par_ptr[n + 1]
+    for j in range(j0, j1):
+        q = par_node[j]
+        t = j - j0 + 1  # row 0 stays free for the sum below
+        if kind[q] == SUM:
+            w = par_w[j]
+            for r in range(nr):
+                m, e, b = _vnorm(DM[q, r] * w, DE[q, r])
+                bad |= b
+                TM[t, r] = m
+                TE[t, r] = e
+            continue
+        for r in range(nr):
+            TM[t, r] = DM[q, r]
+            TE[t, r] = DE[q, r] if DM[q, r] != 0.0 else ZERO_E
+        _fold(TM[t], TE[t], M, E, ch_idx, ch_ptr[q], ch_ptr[q + 1], par_edge[j], nr)
+    cnt = j1 - j0
+    for r in range(nr):
+        TE[0, r] = ZERO_E
+        TM[0, r] = 0.0
+    for t in range(1, cnt + 1):
+        for r in range(nr):
+            TE[0, r] = max(TE[0, r], TE[t, r] if TM[t, r] != 0.0 else ZERO_E)
+    for t in range(1, cnt + 1):
+        for r in range(nr):
+            TM[0, r] = TM[0, r] + _vshift(TM[t, r], TE[t, r] - TE[0, r])
+    for r in range(nr):
+        m, e, b = _vnorm(TM[0, r], TE[0, r])
+        bad |= b
+        DM[n, r] = m
+        DE[n, r] = e
+    return bad
 
 
 @njit(cache=True)
@@ -269,31 +559,31 @@ def _outside_lanes(n, nr, a, M, E, DM, DE, tmp):
 def pmf_lanes(i, lanes, nl, a, DM, DE, emax, OUT):
     """:func:`~probcirc.compress.kernels._pmf` for the lanes ``lanes[:nl]`` into ``OUT[r]``: the same sums in the
     same order per lane, with each leaf's table row read once for all lanes (it is the memory traffic)."""
-    var_ptr, var_leaf, leaf_row, table = a.var_ptr, a.var_leaf, a.leaf_row, a.table
+    _pmf(a.var_ptr[i], a.var_ptr[i + 1], a.var_leaf, a.leaf_row, a.table, lanes, nl, DM, DE, emax, OUT)
+
+
+@njit(cache=True)
+def _pmf(j0, j1, var_leaf, leaf_row, table, lanes, nl, DM, DE, emax, OUT):
     V = OUT.shape[1]
     for t in range(nl):
         r = lanes[t]
         em = ZERO_E
-        for j in range(var_ptr[i], var_ptr[i + 1]):
+        for j in range(j0, j1):
             l = var_leaf[j]
             if DM[l, r] != 0.0 and DE[l, r] > em:
                 em = DE[l, r]
         emax[r] = em
         for v in range(V):
             OUT[r, v] = 0.0
-    for j in range(var_ptr[i], var_ptr[i + 1]):
+    for j in range(j0, j1):
         l = var_leaf[j]
-        row = table[leaf_row[l]]
+        row = leaf_row[l]
         for t in range(nl):
             r = lanes[t]
             if emax[r] != ZERO_E and DM[l, r] != 0.0:
-                _axpy(_shift(DM[l, r], DE[l, r] - emax[r]), row, OUT[r])
-
-
-@njit(cache=True)
-def _axpy(c, x, y):
-    for v in range(y.shape[0]):
-        y[v] = y[v] + c * x[v]
+                c = _shift(DM[l, r], DE[l, r] - emax[r])
+                for v in range(V):
+                    OUT[r, v] = OUT[r, v] + c * table[row, v]
 
 
 @njit(cache=True, parallel=True)
@@ -394,6 +684,18 @@ def _worker(
     lst = np.empty(S + 1, dtype=np.int64)
     vis = np.full(S, -1, dtype=np.int64)
     stamp = 0
+    grp, pgrp = groups(a)
+    fast = (
+        grp,
+        pgrp,
+        np.int64(1),
+        np.zeros(S, dtype=np.int64),  # gstamp
+        np.empty((a.ch_idx.shape[0], cap)),  # SH: rows of the first sum's edges (only those are touched)
+        np.empty((S, cap), dtype=np.int64),  # GE
+        np.zeros(S, dtype=np.int64),  # dstamp
+        np.empty((S, cap)),  # DP
+        np.empty((S, cap), dtype=np.int64),  # GD
+    )
     tm = np.empty(max_par, dtype=np.float64)
     te = np.empty(max_par, dtype=np.int64)
     tmp = (np.empty((max_par + 1, cap)), np.empty((max_par + 1, cap), dtype=np.int64))
@@ -441,7 +743,10 @@ def _worker(
             if mode == LAZY:  # lane 0's OK and SOUT are the group's
                 nin, nout = plan(i, t, a, (OK[0], SOUT[0], TIN), (stack, pos, todo, lst, vis), stamp)
                 stamp += 1
-                run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, XS, OBS, tmp)  # every lane: freshness is shared
+                fast = fast[:2] + (np.int64(stamp),) + fast[3:]
+                run_plan(
+                    nr, a, todo, nin, lst, nout, M, E, DM, DE, XS, OBS, tmp, fast
+                )  # every lane: freshness is shared
                 pmf_lanes(i, act, nl, a, DM, DE, emax, OUT)
             for q in range(nl):
                 r = act[q]
