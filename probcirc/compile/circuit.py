@@ -323,9 +323,9 @@ class CompiledCircuit(nn.Module):
             arrays[p + "start"] = layer.start
             if isinstance(layer, ProductLayer):
                 arrays[p + "num_nodes"] = layer.num_nodes
-            for name, buf in layer.named_buffers(recurse=False):
-                if buf is not None:
-                    arrays[p + name] = buf.detach().cpu().numpy()
+            # state_dict: the persistent buffers only (the layers' derived index lists are rebuilt on load).
+            for name, buf in layer.state_dict(keep_vars=True).items():
+                arrays[p + name] = buf.detach().cpu().numpy()
             if isinstance(layer, InputLayer):
                 key = layer.dist.key()
                 arrays[p + "family"] = np.bytes_(key[0])
