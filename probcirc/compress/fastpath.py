@@ -47,7 +47,7 @@ from .kernels import (
 )
 
 #: rows a worker codes in lockstep (more share the bookkeeping and the table reads; fewer keep the state in cache)
-LANES = 8
+LANES = 16
 
 
 def nc_ancestors(program) -> tuple[np.ndarray, np.ndarray]:
@@ -217,11 +217,12 @@ def _vnorm(m, e):
 
 @njit(cache=True)
 def groups(a):
-    """``(grp, pgrp)``: the sum groups (#17, speed) of the circuit, for :func:`run_plan`'s shared work.
+    """``(grp, pgrp, gofs)``: the sum groups (#17, speed) of the circuit, for :func:`run_plan`'s shared work.
 
     ``grp[n]``: for a sum node, the first slot of the run of consecutive sum slots with exactly
     its child list (an HCLT's k sums over one set of k children), else -1. ``pgrp[n]``: that group
     when every parent of ``n`` is a sum of one group, with weights in [2**-100, 1], else -1.
+    ``gofs[g]``: the first of group g's rows of aligned children (``gofs[-1]``: their count).
     """
     S = a.kind.shape[0]
     ch_ptr, ch_idx = a.ch_ptr, a.ch_idx
@@ -248,7 +249,14 @@ def groups(a):
             if grp[a.par_node[j]] != g or g < 0 or not (2.0**-100 <= w <= 1.0):
                 g = -1
         pgrp[n] = g
-    return grp, pgrp
+    gofs = np.zeros(S + 1, dtype=np.int64)
+    rows = 0
+    for n in range(S):
+        if grp[n] == n:
+            gofs[n] = rows
+            rows += ch_ptr[n + 1] - ch_ptr[n]
+    gofs[S] = rows
+    return grp, pgrp, gofs
 
 
 @njit(cache=True)
@@ -260,7 +268,7 @@ def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
     :func:`~probcirc.compress.kernels._inside_node` and :func:`~probcirc.compress.kernels._outside_node`
     in their order, so its bits are theirs.
 
-    ``fast`` = (grp, pgrp, stamp, gstamp, SH, GE, dstamp, DP, GD): a sum group's children are
+    ``fast`` = (grp, pgrp, gofs, stamp, gstamp, SH, GE, dstamp, DP, GD): a sum group's children are
     aligned (largest exponent, shifted mantissas) once per step for all its sums
     (:func:`_sum_in`), and a node whose parents are one group's sums takes the powers of two
     that align them from one computation per step (:func:`_group_out`). The node kernels take
@@ -269,9 +277,10 @@ def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
     kind, leaf_var, leaf_row, table = a.kind, a.leaf_var, a.leaf_row, a.table
     ch_ptr, ch_idx, ch_w = a.ch_ptr, a.ch_idx, a.ch_w
     par_ptr, par_node, par_edge, par_w = a.par_ptr, a.par_node, a.par_edge, a.par_w
-    grp, pgrp, stamp, gstamp, SH, GE, dstamp, DP, GD = fast
+    grp, pgrp, gofs, stamp, gstamp, SH, GE, dstamp, DP, GD = fast
     TM, TE = tmp
     pm, pe = TM[0], TE[0]
+    flag = np.empty(nr, dtype=np.bool_)
     for t in range(nin):
         n = todo[t]
         k = kind[n]
@@ -280,7 +289,7 @@ def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
         elif k == PROD:
             _prod_in(n, nr, ch_ptr, ch_idx, M, E, pm, pe)
         elif k == SUM and grp[n] >= 0:
-            if _sum_in(n, grp[n], nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH, GE):
+            if _sum_in(n, grp[n], nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH[gofs[grp[n]] :], GE, pm):
                 _inside_lanes(n, nr, a, M, E, X, OBS, tmp)
         else:
             _inside_lanes(n, nr, a, M, E, X, OBS, tmp)
@@ -293,7 +302,7 @@ def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
                 DE[n, r] = 1
             continue
         g = pgrp[n]
-        if g >= 0 and not _group_out(n, g, nr, par_ptr, par_node, par_w, DM, DE, stamp, dstamp, DP, GD):
+        if g >= 0 and not _group_out(n, g, nr, par_ptr, par_node, par_w, DM, DE, stamp, dstamp, DP, GD, pm, flag):
             continue
         if _out(n, nr, kind, ch_ptr, ch_idx, par_ptr, par_node, par_edge, par_w, M, E, DM, DE, TM, TE):
             _outside_lanes(n, nr, a, M, E, DM, DE, tmp)
@@ -337,15 +346,15 @@ def _prod_in(n, nr, ch_ptr, ch_idx, M, E, pm, pe):
 
 
 @njit(cache=True)
-def _sum_in(n, g, nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH, GE):
+def _sum_in(n, g, nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH, GE, acc):
     """Sum node ``n`` (of group ``g``) on every lane from the group's aligned children; 1 when a lane needs the
     scalar path.
 
     Every sum of a group takes the same largest exponent and the same shifted mantissas
-    ``_shift(M[c], E[c] - emax)``, so they are computed once per step (``SH`` at the rows of
-    g's edges, ``GE``); each sum then adds ``w * shifted`` in its child order, as
-    :func:`_inside_lanes`. Zero children are not skipped: their shifted value is 0, and adding
-    +0.0 to a sum of non-negative terms changes no bit.
+    ``_shift(M[c], E[c] - emax)``, so they are computed once per step (``SH``: g's rows, ``GE``);
+    each sum then adds ``w * shifted`` in its child order, as :func:`_inside_lanes`. Zero children
+    are not skipped: their shifted value is 0, and adding +0.0 to a sum of non-negative terms
+    changes no bit.
     """
     b0, b1 = ch_ptr[g], ch_ptr[g + 1]
     if gstamp[g] != stamp:
@@ -359,14 +368,17 @@ def _sum_in(n, g, nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH, GE):
         for j in range(b0, b1):
             c = ch_idx[j]
             for r in range(nr):
-                SH[j, r] = _vshift(M[c, r], E[c, r] - GE[g, r])
+                SH[j - b0, r] = _vshift(M[c, r], E[c, r] - GE[g, r])
     j0 = ch_ptr[n]
+    for r in range(nr):
+        acc[r] = 0.0
+    for k in range(b1 - b0):
+        w = ch_w[j0 + k]
+        for r in range(nr):
+            acc[r] = acc[r] + w * SH[k, r]
     bad = np.int64(0)
     for r in range(nr):
-        acc = 0.0
-        for k in range(b1 - b0):
-            acc = acc + ch_w[j0 + k] * SH[b0 + k, r]
-        m, e, b = _vnorm(acc, GE[g, r])
+        m, e, b = _vnorm(acc[r], GE[g, r])
         bad |= b
         M[n, r] = m
         E[n, r] = e
@@ -374,18 +386,20 @@ def _sum_in(n, g, nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH, GE):
 
 
 @njit(cache=True)
-def _group_out(n, g, nr, par_ptr, par_node, par_w, DM, DE, stamp, dstamp, DP, GD):
+def _group_out(n, g, nr, par_ptr, par_node, par_w, DM, DE, stamp, dstamp, DP, GD, acc, top):
     """d root / d n on every lane when n's parents are the sums of group ``g``; 1 when the shortcut does not
     apply to some lane (then the general path recomputes it).
 
-    :func:`_outside_lanes` computes each term ``_norm(DM[q] * w, DE[q])``, the largest exponent
-    ``emax`` of the nonzero terms, and adds ``_shift(term, exponent - emax)``. When no nonzero
-    product ``DM[q] * w`` falls below 2**-256 (w is in [2**-100, 1], so none is 0 or exceeds
-    2**256), no term is renormalised: its exponent is ``DE[q]``, ``emax`` is the parents' largest
-    exponent (the same for every child of the group), and the shift is one multiplication by
-    ``2**(DE[q] - emax)`` when that is at least 2**-1022. Those powers of two are computed once
-    per step for the group (``DP``, ``GD``; ``dstamp[g]`` is -stamp when some shift is smaller);
-    each child then makes exactly the products and sums of :func:`_outside_lanes`.
+    :func:`_outside_lanes` computes each term ``_norm(y, DE[q])`` with ``y = DM[q] * w``, the
+    largest exponent ``emax`` of the nonzero terms, and adds ``_shift(term, exponent - emax)``.
+    With w in [2**-100, 1], y is 0 only when ``DM[q]`` is, never exceeds 2**256, and is a normal
+    number; when it falls below 2**-256 it is renormalised, which lowers its exponent below
+    ``DE[q]``. So while some parent with the parents' largest exponent keeps its ``y`` in range,
+    ``emax`` is that exponent (the same for every child of the group, ``GD``), and every term
+    adds the real number ``y * 2**(DE[q] - emax)`` rounded once, renormalised or not: exactly
+    ``y * DP[q]`` with ``DP[q] = 2**(DE[q] - emax)``, a normal power of two (``dstamp[g]`` is
+    -stamp when some shift is below -1022; a product below the subnormal range rounds to 0 on
+    both sides). The powers of two are computed once per step for the group.
     """
     j0, j1 = par_ptr[n], par_ptr[n + 1]
     if dstamp[g] != stamp and dstamp[g] != -stamp:
@@ -407,18 +421,23 @@ def _group_out(n, g, nr, par_ptr, par_node, par_w, DM, DE, stamp, dstamp, DP, GD
             dstamp[g] = -stamp
     if dstamp[g] != stamp:
         return 1
-    low = np.int64(0)
     for r in range(nr):
-        acc = 0.0
-        for j in range(j0, j1):
-            q = par_node[j]
-            y = DM[q, r] * par_w[j]
-            low |= np.int64(y < LO and y != 0.0)
-            acc = acc + y * DP[q, r]
-        m, e, _ = _vnorm(acc, GD[g, r])
+        acc[r] = 0.0
+        top[r] = GD[g, r] == ZERO_E
+    for j in range(j0, j1):
+        q = par_node[j]
+        w = par_w[j]
+        for r in range(nr):
+            y = DM[q, r] * w
+            top[r] = top[r] or (DE[q, r] == GD[g, r] and y >= LO)
+            acc[r] = acc[r] + y * DP[q, r]
+    miss = False
+    for r in range(nr):
+        miss = miss or not top[r]
+        m, e, _ = _vnorm(acc[r], GD[g, r])
         DM[n, r] = m
         DE[n, r] = e
-    return low
+    return miss
 
 
 @njit(cache=True)
@@ -426,6 +445,14 @@ def _out(n, nr, kind, ch_ptr, ch_idx, par_ptr, par_node, par_edge, par_w, M, E, 
     """:func:`_outside_lanes` with lane loops that vectorise (n is not the root); 1 when a lane needs it."""
     bad = np.int64(0)
     j0, j1 = par_ptr[n], par_ptr[n + 1]
+    if j1 - j0 == 1 and kind[par_node[j0]] == PROD:
+        # one term: the sum of one normalised nonzero value returns it, so d root / d n is the product
+        q = par_node[j0]
+        for r in range(nr):
+            DM[n, r] = DM[q, r]
+            DE[n, r] = DE[q, r] if DM[q, r] != 0.0 else ZERO_E
+        _fold(DM[n], DE[n], M, E, ch_idx, ch_ptr[q], ch_ptr[q + 1], par_edge[j0], nr)
+        return bad
     for j in range(j0, j1):
         q = par_node[j]
         t = j - j0 + 1  # row 0 stays free for the sum below
@@ -612,7 +639,7 @@ def code_blocks(
     """
     S = a.kind.shape[0]
     nb = blk_ptr.shape[0] - 1
-    cap = max(1, lanes)
+    cap = max(1, min(lanes, -(-(blk_ptr[nb] - blk_ptr[0]) // max(1, chunks))))  # no more lanes than rows
     for k in range(nb):
         cap = max(cap, blk_ptr[k + 1] - blk_ptr[k])
     max_par = 1
@@ -684,13 +711,14 @@ def _worker(
     lst = np.empty(S + 1, dtype=np.int64)
     vis = np.full(S, -1, dtype=np.int64)
     stamp = 0
-    grp, pgrp = groups(a)
+    grp, pgrp, gofs = groups(a)
     fast = (
         grp,
         pgrp,
+        gofs,
         np.int64(1),
         np.zeros(S, dtype=np.int64),  # gstamp
-        np.empty((a.ch_idx.shape[0], cap)),  # SH: rows of the first sum's edges (only those are touched)
+        np.empty((gofs[S], cap)),  # SH
         np.empty((S, cap), dtype=np.int64),  # GE
         np.zeros(S, dtype=np.int64),  # dstamp
         np.empty((S, cap)),  # DP
@@ -743,7 +771,7 @@ def _worker(
             if mode == LAZY:  # lane 0's OK and SOUT are the group's
                 nin, nout = plan(i, t, a, (OK[0], SOUT[0], TIN), (stack, pos, todo, lst, vis), stamp)
                 stamp += 1
-                fast = fast[:2] + (np.int64(stamp),) + fast[3:]
+                fast = fast[:3] + (np.int64(stamp),) + fast[4:]
                 run_plan(
                     nr, a, todo, nin, lst, nout, M, E, DM, DE, XS, OBS, tmp, fast
                 )  # every lane: freshness is shared

@@ -196,9 +196,8 @@ def quantize(p, precision, freq):
     """
     V = p.shape[0]
     pmax = 0.0
-    for v in range(V):
-        if p[v] > pmax:
-            pmax = p[v]
+    for v in range(V):  # branch-free (a select), so it vectorises; the maximum is the same whatever the order
+        pmax = p[v] if p[v] > pmax else pmax
     total = np.int64(0)
     if pmax > 0.0:
         _, ex = math.frexp(pmax)
@@ -221,11 +220,13 @@ def quantize(p, precision, freq):
     for v in range(V):  # branch-free, so it vectorises; then the sum and the first maximum
         freq[v] = 1 + _floordiv(freq[v] * R, total, inv)
     s = np.int64(0)
-    best = 0
-    for v in range(V):
+    fmax = np.int64(0)
+    for v in range(V):  # integer sum and maximum: vectorised, exact in any order
         s += freq[v]
-        if freq[v] > freq[best]:
-            best = v
+        fmax = max(fmax, freq[v])
+    best = 0
+    while freq[best] != fmax:  # the first most frequent symbol
+        best += 1
     freq[best] += (np.int64(1) << precision) - s
 
 

@@ -4,9 +4,10 @@ import constriction
 import numpy as np
 import pytest
 import torch
+from numba import njit
 
 import probcirc
-from probcirc.compress import Codec, CodecModel, PmfEngine, kernels
+from probcirc.compress import Codec, CodecModel, PmfEngine, fastpath, kernels
 from probcirc.compress import rangecoder as rc
 from probcirc.compress.images import tile
 from probcirc.inputs import Categorical
@@ -85,3 +86,74 @@ def test_an_image_alone_and_in_a_batch_code_the_same_bytes(codec):
         assert other.encode_streams(imgs)[1] == together
         back = other.decode(other.encode(imgs, raw_fallback=False))
         assert all(np.array_equal(a, b) for a, b in zip(imgs, back))
+
+
+@njit
+def _vnorm_all(m, e, out_m, out_e, bad):
+    for k in range(m.shape[0]):
+        out_m[k], out_e[k], bad[k] = fastpath._vnorm(m[k], e[k])
+
+
+@njit
+def _vshift_all(m, s, out):
+    for k in range(m.shape[0]):
+        out[k] = fastpath._vshift(m[k], s[k])
+
+
+def test_branch_free_norm_and_shift_are_the_scalar_ones_bit_for_bit():
+    """Edge values: 0, the renormalisation bounds and their neighbours, subnormals, huge numbers."""
+    lo, hi, tiny = kernels.LO, kernels.HI, np.finfo(float).smallest_subnormal
+    edges = [0.0, lo, hi, np.nextafter(lo, 0), np.nextafter(hi, np.inf), 0.5, 1.0, 2.0**-1022, tiny, 3 * tiny, 1e300]
+    m = np.concatenate([edges, 2.0 ** RNG.uniform(-1000, 1000, 500), RNG.uniform(0, 1, 100)])
+    e = RNG.integers(-(10**6), 10**6, len(m))
+    got_m, got_e, bad = np.empty_like(m), np.empty_like(e), np.empty_like(e)
+    _vnorm_all(m, e, got_m, got_e, bad)
+    subnormal = (m > 0) & (m < 2.0**-1022)
+    assert np.array_equal(bad.astype(bool), subnormal)  # the cases the callers redo by the scalar path
+    for k in np.flatnonzero(~subnormal):
+        assert (got_m[k], got_e[k]) == kernels._norm(m[k], e[k])
+    # shifts as the kernels make them: a normalised or zero mantissa, s <= 0 down past the clamp
+    mm = np.concatenate([[0.0, lo, hi, 0.5], 2.0 ** RNG.uniform(-256, 256, 400)])
+    for s in [0, -1, -300, -1021, -1022, -1023, -1074, -1099, -1100, -1101, -5000]:
+        out = np.empty_like(mm)
+        _vshift_all(mm, np.full(len(mm), s), out)
+        want = np.array([kernels._shift(x, s) for x in mm])
+        assert np.array_equal(out.view(np.int64), want.view(np.int64))
+
+
+def test_group_kernels_give_the_scalar_node_values(codec):
+    """Sum groups (inside) and derivatives under one group (outside), on random lanes with exponents far apart
+    and zeros, against the scalar lane functions."""
+    a = codec._arrays
+    grp, pgrp, gofs = fastpath.groups(a)
+    assert (grp[a.kind == kernels.SUM] >= 0).all()
+    S, nr = len(a.kind), 5
+    M = np.where(RNG.random((S, nr)) < 0.1, 0.0, 2.0 ** RNG.uniform(-256, 256, (S, nr)))
+    E = np.where(M == 0, kernels.ZERO_E, RNG.integers(-3000, 3000, (S, nr)))
+    DM, DE = M[::-1].copy(), E[::-1].copy()
+    tmp = (np.empty((a.par_ptr.shape[0], nr)), np.empty((a.par_ptr.shape[0], nr), np.int64))
+    X, OBS = np.zeros((nr, len(a.var_ptr) - 1), np.int64), np.zeros((nr, len(a.var_ptr) - 1), bool)
+    GE, SH = np.empty((S, nr), np.int64), np.empty((gofs[-1], nr))
+    DP, GD = np.empty((S, nr)), np.empty((S, nr), np.int64)
+    acc, top = np.empty(nr), np.empty(nr, np.bool_)
+    checked = 0
+    for n in np.flatnonzero(grp >= 0):
+        g = grp[n]
+        want_m, want_e = M.copy(), E.copy()
+        fastpath._inside_lanes(n, nr, a, want_m, want_e, X, OBS, tmp)
+        got_m, got_e = M.copy(), E.copy()
+        bad = fastpath._sum_in(
+            n, g, nr, a.ch_ptr, a.ch_idx, a.ch_w, got_m, got_e, 1, np.zeros(S, np.int64), SH[gofs[g] :], GE, acc
+        )
+        assert bad or (np.array_equal(got_m[n], want_m[n]) and np.array_equal(got_e[n], want_e[n]))
+    for n in np.flatnonzero(pgrp >= 0):
+        want_m, want_e = DM.copy(), DE.copy()
+        fastpath._outside_lanes(n, nr, a, M, E, want_m, want_e, tmp)
+        got_m, got_e = DM.copy(), DE.copy()
+        miss = fastpath._group_out(
+            n, pgrp[n], nr, a.par_ptr, a.par_node, a.par_w, got_m, got_e, 1, np.zeros(S, np.int64), DP, GD, acc, top
+        )
+        if not miss:
+            checked += 1
+            assert np.array_equal(got_m[n], want_m[n]) and np.array_equal(got_e[n], want_e[n])
+    assert checked > 0
