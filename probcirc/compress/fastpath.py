@@ -260,7 +260,7 @@ def groups(a):
 
 
 @njit(cache=True)
-def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
+def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast, pref):
     """Lanes ``0..nr-1``: the inside values ``todo[:nin]``, then the derivatives ``lst[:nout]`` (parents first).
 
     State is lane-minor (``M[n, r]``): each node's index lists are read once for all lanes, and
@@ -271,7 +271,9 @@ def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
     ``fast`` = (grp, pgrp, gofs, stamp, gstamp, SH, GE, dstamp, DP, GD): a sum group's children are
     aligned (largest exponent, shifted mantissas) once per step for all its sums
     (:func:`_sum_in`), and a node whose parents are one group's sums takes the powers of two
-    that align them from one computation per step (:func:`_group_out`). The node kernels take
+    that align them from one computation per step (:func:`_group_out`). ``pref`` = (pfj, PFM, PFE):
+    the products of a large product's first children, kept while their inputs are unchanged
+    (:func:`_out_prefix`); a node's recomputation drops the prefixes it is in. The node kernels take
     the arrays themselves: small functions on plain arrays compile to much faster loops.
     """
     kind, leaf_var, leaf_row, table = a.kind, a.leaf_var, a.leaf_row, a.table
@@ -280,6 +282,7 @@ def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
     grp, pgrp, gofs, stamp, gstamp, SH, GE, dstamp, DP, GD = fast
     TM, TE = tmp
     pm, pe = TM[0], TE[0]
+    pfj = pref[0]
     flag = np.empty(nr, dtype=np.bool_)
     for t in range(nin):
         n = todo[t]
@@ -293,9 +296,13 @@ def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
                 _inside_lanes(n, nr, a, M, E, X, OBS, tmp)
         else:
             _inside_lanes(n, nr, a, M, E, X, OBS, tmp)
+        for jp in range(par_ptr[n], par_ptr[n + 1]):
+            if pfj[par_node[jp]] > par_edge[jp]:
+                pfj[par_node[jp]] = -1
     root = kind.shape[0] - 1
     for t in range(nout - 1, -1, -1):
         n = lst[t]
+        pfj[n] = -1
         if n == root:
             for r in range(nr):
                 DM[n, r] = 0.5
@@ -304,8 +311,49 @@ def run_plan(nr, a, todo, nin, lst, nout, M, E, DM, DE, X, OBS, tmp, fast):
         g = pgrp[n]
         if g >= 0 and not _group_out(n, g, nr, par_ptr, par_node, par_w, DM, DE, stamp, dstamp, DP, GD, pm, flag):
             continue
-        if _out(n, nr, kind, ch_ptr, ch_idx, par_ptr, par_node, par_edge, par_w, M, E, DM, DE, TM, TE):
+        j0 = par_ptr[n]
+        if par_ptr[n + 1] - j0 == 1 and kind[par_node[j0]] == PROD and _many(par_node[j0], ch_ptr):
+            _out_prefix(n, par_node[j0], par_edge[j0], nr, ch_ptr, ch_idx, M, E, DM, DE, pref)
+        elif _out(n, nr, kind, ch_ptr, ch_idx, par_ptr, par_node, par_edge, par_w, M, E, DM, DE, TM, TE):
             _outside_lanes(n, nr, a, M, E, DM, DE, tmp)
+
+
+@njit(cache=True, inline="always")
+def _many(q, ch_ptr):
+    return ch_ptr[q + 1] - ch_ptr[q] > 2  # (from 3 children: so the small test circuits use it too)
+
+
+@njit(cache=True)
+def _out_prefix(n, q, jn, nr, ch_ptr, ch_idx, M, E, DM, DE, pref):
+    """d root / d n for n whose one parent is a product q of many children (edge ``jn``): the product of
+    ``DM[q]`` and n's siblings in order, as :func:`_out` makes it, starting from the product of the
+    siblings before n kept from an earlier step when it reaches no further than n.
+
+    The product is a left-to-right chain of roundings, so only a prefix can be shared: kept as
+    the state after edges ``ch_ptr[q]..pfj[q]-1`` (``PFM``, ``PFE``), valid while ``DM[q]`` and
+    those children are unchanged (:func:`run_plan` drops it when one is recomputed). In a
+    depth-first coding order the siblings already coded stay fixed, so entering the next
+    subtree of an HCLT's root product costs one more factor, not all of them.
+    """
+    pfj, PFM, PFE = pref
+    a0, a1 = ch_ptr[q], ch_ptr[q + 1]
+    pm, pe = DM[n], DE[n]
+    start = a0
+    if a0 < pfj[q] <= jn:
+        start = pfj[q]
+        for r in range(nr):
+            pm[r] = PFM[q, r]
+            pe[r] = PFE[q, r]
+    else:
+        for r in range(nr):
+            pm[r] = DM[q, r]
+            pe[r] = DE[q, r] if DM[q, r] != 0.0 else ZERO_E
+    _fold(pm, pe, M, E, ch_idx, start, jn, -1, nr)
+    for r in range(nr):
+        PFM[q, r] = pm[r]
+        PFE[q, r] = pe[r]
+    pfj[q] = jn
+    _fold(pm, pe, M, E, ch_idx, jn + 1, a1, -1, nr)
 
 
 @njit(cache=True)
@@ -724,6 +772,7 @@ def _worker(
         np.empty((S, cap)),  # DP
         np.empty((S, cap), dtype=np.int64),  # GD
     )
+    pref = (np.full(S, -1, dtype=np.int64), np.empty((S, cap)), np.empty((S, cap), dtype=np.int64))
     tm = np.empty(max_par, dtype=np.float64)
     te = np.empty(max_par, dtype=np.int64)
     tmp = (np.empty((max_par + 1, cap)), np.empty((max_par + 1, cap), dtype=np.int64))
@@ -747,6 +796,7 @@ def _worker(
             rangecoder.reset(st[ng], words[word_ptr[kb] : word_ptr[kb + 1]], encode)
             ng += 1
             kb += chunks
+        pref[0][:] = -1  # new lanes: no kept prefix holds
         for r in range(nr):
             M[:, r] = M0
             E[:, r] = E0
@@ -773,7 +823,7 @@ def _worker(
                 stamp += 1
                 fast = fast[:3] + (np.int64(stamp),) + fast[4:]
                 run_plan(
-                    nr, a, todo, nin, lst, nout, M, E, DM, DE, XS, OBS, tmp, fast
+                    nr, a, todo, nin, lst, nout, M, E, DM, DE, XS, OBS, tmp, fast, pref
                 )  # every lane: freshness is shared
                 pmf_lanes(i, act, nl, a, DM, DE, emax, OUT)
             for q in range(nl):
