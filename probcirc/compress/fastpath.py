@@ -394,6 +394,17 @@ def _prod_in(n, nr, ch_ptr, ch_idx, M, E, pm, pe):
 
 
 @njit(cache=True)
+def _max_exponent(G, g, nr, idx, j0, j1, M, E):
+    """``G[g, r]``: the largest exponent ``E[c, r]`` of the nonzero values ``M[c, r]``, c in ``idx[j0:j1]``."""
+    for r in range(nr):
+        G[g, r] = ZERO_E
+    for j in range(j0, j1):
+        c = idx[j]
+        for r in range(nr):
+            G[g, r] = max(G[g, r], E[c, r] if M[c, r] != 0.0 else ZERO_E)
+
+
+@njit(cache=True)
 def _sum_in(n, g, nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH, GE, acc):
     """Sum node ``n`` (of group ``g``) on every lane from the group's aligned children; 1 when a lane needs the
     scalar path.
@@ -407,12 +418,7 @@ def _sum_in(n, g, nr, ch_ptr, ch_idx, ch_w, M, E, stamp, gstamp, SH, GE, acc):
     b0, b1 = ch_ptr[g], ch_ptr[g + 1]
     if gstamp[g] != stamp:
         gstamp[g] = stamp
-        for r in range(nr):
-            GE[g, r] = ZERO_E
-        for j in range(b0, b1):
-            c = ch_idx[j]
-            for r in range(nr):
-                GE[g, r] = max(GE[g, r], E[c, r] if M[c, r] != 0.0 else ZERO_E)
+        _max_exponent(GE, g, nr, ch_idx, b0, b1, M, E)
         for j in range(b0, b1):
             c = ch_idx[j]
             for r in range(nr):
@@ -452,12 +458,7 @@ def _group_out(n, g, nr, par_ptr, par_node, par_w, DM, DE, stamp, dstamp, DP, GD
     j0, j1 = par_ptr[n], par_ptr[n + 1]
     if dstamp[g] != stamp and dstamp[g] != -stamp:
         dstamp[g] = stamp
-        for r in range(nr):
-            GD[g, r] = ZERO_E
-        for j in range(j0, j1):
-            q = par_node[j]
-            for r in range(nr):
-                GD[g, r] = max(GD[g, r], DE[q, r] if DM[q, r] != 0.0 else ZERO_E)
+        _max_exponent(GD, g, nr, par_node, j0, j1, DM, DE)
         low = np.int64(0)
         for j in range(j0, j1):
             q = par_node[j]
