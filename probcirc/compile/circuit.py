@@ -34,6 +34,8 @@ class CompiledCircuit(nn.Module):
         self.layers = nn.ModuleList(layers)
         self._num_slots = num_slots
         self.num_vars = num_vars
+        # Found once here, not during a pass (a GPU would stall on the count).
+        self._one_parent_each = _one_parent_each(self.layers, num_slots)
 
     @classmethod
     def from_root(cls, root: NodeGroup, seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -264,7 +266,7 @@ class CompiledCircuit(nn.Module):
         """
         # When every node has one parent edge, each flow is written once, by its parent, before it is
         # read: written rather than added to zeros, the slots-by-batch buffer need not be zeroed first.
-        write = mars.shape[1] > 0 and not backend.use_triton(mars) and self._one_parent_each()
+        write = mars.shape[1] > 0 and not backend.use_triton(mars) and self._one_parent_each
         if out is None:
             flows = torch.empty_like(mars) if write else torch.zeros_like(mars)
         else:
@@ -281,18 +283,6 @@ class CompiledCircuit(nn.Module):
             elif isinstance(layer, ProductLayer):
                 layer.backward(mars, flows, write)
         return flows, [grads[i] for i in sorted(grads)]
-
-    def _one_parent_each(self) -> bool:
-        """Whether every slot but the constant one and the root is the child of exactly one edge list entry."""
-        inner = [l for l in self.layers if isinstance(l, (SumLayer, ProductLayer))]
-        key = tuple((id(l.child_idx), l.child_idx._version) for l in inner)
-        if self.__dict__.get("_tree_key") != key:
-            count = torch.zeros(self._num_slots, dtype=torch.long, device=self.device)
-            for l in inner:
-                count.index_add_(0, l.child_idx.reshape(-1), torch.ones_like(l.child_idx.reshape(-1)))
-            self.__dict__["_tree"] = bool((count[1:-1] == 1).all()) and int(count[0]) == int(count[-1]) == 0
-            self.__dict__["_tree_key"] = key
-        return self.__dict__["_tree"]
 
     def _down(
         self, mars: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, choose: str, generator=None
@@ -335,3 +325,13 @@ class CompiledCircuit(nn.Module):
     @classmethod
     def _layers_from_state(cls, attrs: dict, arrays: dict) -> tuple[list, int, int]:
         return layers_from_state(attrs, arrays, FAMILIES)
+
+
+def _one_parent_each(layers, num_slots: int) -> bool:
+    """Whether every slot but the constant one and the root is the child of exactly one edge list entry."""
+    count = torch.zeros(num_slots, dtype=torch.long, device="cpu")
+    for layer in layers:
+        if isinstance(layer, (SumLayer, ProductLayer)):
+            children = layer.child_idx.reshape(-1).cpu()
+            count.index_add_(0, children, torch.ones_like(children))
+    return bool((count[1:-1] == 1).all()) and int(count[0]) == int(count[-1]) == 0

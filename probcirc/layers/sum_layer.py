@@ -31,8 +31,8 @@ class SumLayer(nn.Module):
         self.register_buffer("child_idx", child_idx.long())
         self.register_buffer("weight", weight)
         self.register_buffer("edge_mask", edge_mask)
-        self._slots: slice | None = None
-        self._slots_key: tuple[int, int] | None = None
+        # Found once here, not during a pass (a GPU would stall on the comparison).
+        self._slots = _consecutive(self.child_idx)
 
     @property
     def stop(self) -> int:
@@ -46,14 +46,11 @@ class SumLayer(nn.Module):
 
     def _child_slots(self) -> slice | None:
         """The children as one run of consecutive slots (layering makes most layers so), else None."""
-        key = (self.child_idx.data_ptr(), self.child_idx._version)
-        if self._slots_key != key:
-            c = self.child_idx.reshape(-1)
-            first = int(c[0]) if c.numel() else 0
-            run = torch.arange(first, first + c.numel(), device=c.device)
-            self._slots = slice(first, first + c.numel()) if c.numel() and torch.equal(c, run) else None
-            self._slots_key = key
         return self._slots
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._slots = _consecutive(self.child_idx)
 
     def _scaled_inputs(self, mars: torch.Tensor, out: torch.Tensor | None = None):
         slots = self._child_slots()
@@ -172,6 +169,19 @@ class SumLayer(nn.Module):
         # A node that received no flow and no pseudocount keeps its weights.
         new = torch.where(total > 0, smoothed / torch.where(total > 0, total, torch.ones_like(total)), self.weight)
         self.weight.mul_(1 - step_size).add_(step_size * new)
+
+
+def _consecutive(child_idx: torch.Tensor) -> slice | None:
+    """``child_idx`` (flattened) as a slice when it is ``first, first + 1, ...``, else None."""
+    c = child_idx.reshape(-1)
+    if c.numel() == 0:
+        return None
+    first = int(c[0])
+    return (
+        slice(first, first + c.numel())
+        if torch.equal(c, torch.arange(first, first + c.numel(), device=c.device))
+        else None
+    )
 
 
 class Tape:
