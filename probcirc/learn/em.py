@@ -160,7 +160,9 @@ def _batch_stats(
     support = None
     if reducer.world > 1 or len(chunks) > 1:
         # Every rank holds the whole batch, so each derives the same support without a collective.
-        x, missing = circuit._prepare(data[idx], None if mask is None else mask[idx])
+        # Node-major values as they are (each chunk's own pass converts and checks them).
+        x = data[idx].T.contiguous()
+        missing = torch.zeros_like(x, dtype=torch.bool) if mask is None else mask[idx].T.contiguous()
         support = [None] * len(circuit._sum_layers) + [l.stat_support(x, missing) for l in circuit._input_layers]
     return reducer.run(parts, lls, len(chunks), shapes, circuit.device, support, dtype)
 
