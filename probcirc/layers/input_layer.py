@@ -76,9 +76,8 @@ class InputLayer(nn.Module):
                 torch.gather(grouped.log(), -1, self.dist._index(grouped, xv), out=dst)
             else:
                 dst.copy_(self.dist.log_prob(grouped, xv))
-            # Asking is free on a CPU (on a GPU it would stall every layer and batch): skip a full pass.
-            if dst.device.type != "cpu" or not bool(observed.all()):
-                dst.masked_fill_(~observed, 0.0)
+            # Always masked: asking whether anything is missing would stall a GPU every batch.
+            dst.masked_fill_(~observed, 0.0)
             return
         # In max-product a missing variable takes its best value.
         xv, observed = self.values(x, missing)
