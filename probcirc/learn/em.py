@@ -160,9 +160,9 @@ def _batch_stats(
     support = None
     if reducer.world > 1 or len(chunks) > 1:
         # Every rank holds the whole batch, so each derives the same support without a collective.
-        # Node-major values as they are (each chunk's own pass converts and checks them).
-        x = data[idx].T.contiguous()
-        missing = torch.zeros_like(x, dtype=torch.bool) if mask is None else mask[idx].T.contiguous()
+        # Node-major values on the circuit's device, not converted (each chunk's pass checks them).
+        x = data[idx].to(circuit.device).T.contiguous()
+        missing = torch.zeros_like(x, dtype=torch.bool) if mask is None else mask[idx].to(x.device).T.contiguous()
         support = [None] * len(circuit._sum_layers) + [l.stat_support(x, missing) for l in circuit._input_layers]
     return reducer.run(parts, lls, len(chunks), shapes, circuit.device, support, dtype)
 
