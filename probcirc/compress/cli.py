@@ -430,10 +430,12 @@ def cmd_info(args) -> int:
     show = header.entries if args.all else header.entries[:20]
     for i, e in enumerate(show):
         coding = "raw" if e.coding == RAW else "model"
-        print(
-            f"  [{i}] {escape_name(e.name) or '-'} {e.width}x{e.height} {MODE_NAMES[e.mode]} {coding}: "
-            f"{e.stream_len} bytes, {8 * e.stream_len / e.values:.4f} bits/dim"
-        )
+        if e.pack == 0:
+            size = f"in the stream of image {header.lead(i)}"
+        else:  # a stream of several images: its bits spread over all of them
+            size = f"{e.stream_len} bytes, {8 * e.stream_len / (e.pack * e.values):.4f} bits/dim"
+            size += f" (the stream of images {i}-{i + e.pack - 1})" if e.pack > 1 else ""
+        print(f"  [{i}] {escape_name(e.name) or '-'} {e.width}x{e.height} {MODE_NAMES[e.mode]} {coding}: {size}")
     if len(show) < len(header.entries):
         print(f"  ... {len(header.entries) - len(show)} more (--all)")
     dims = sum(e.values for e in header.entries)

@@ -45,6 +45,9 @@ from .program import build_program
 
 #: patches per range-coded block; fixed by the format so that batching never changes a stream
 BLOCK = 64
+#: patches that :meth:`Codec.encode` codes in one stream by packing small images of one size together: a
+#: worker's lanes (``fastpath.LANES``), so a pack is coded in lockstep as one image's patches were
+PACK_ROWS = fastpath.LANES
 
 
 class CodecError(ValueError):
@@ -220,18 +223,28 @@ class Codec:
         """The planes the circuit codes: grey, or YCoCg-R, each through the predictor."""
         return [residuals(p, self.predictor) for p in to_planes(img, mode)]
 
-    def _blocks(self, planes_per_image: list[list[np.ndarray]]):
-        """Per image, its blocks: lists of (patch values, valid mask) of at most BLOCK patches."""
+    def _rows(self, planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """An image's patches, plane after plane: (values, valid mask), one row per patch."""
         ph, pw = self.patch
+        tiles = [tile(plane, ph, pw) for plane in planes]
+        return np.concatenate([v for v, _ in tiles]), np.concatenate([m for _, m in tiles])
+
+    @staticmethod
+    def _stream_blocks(rows: list[tuple[np.ndarray, np.ndarray]]):
+        """The blocks of one stream holding the images of ``rows`` in turn: (patch values, valid mask) of at
+        most BLOCK patches each."""
+        vals, valid = np.concatenate([v for v, _ in rows]), np.concatenate([m for _, m in rows])
+        return [(vals[s : s + BLOCK], valid[s : s + BLOCK]) for s in range(0, len(vals), BLOCK)]
+
+    @staticmethod
+    def _packs(entries: list[Entry], rows) -> list[list[int]]:
+        """The model-coded images grouped into streams: consecutive images of one run (container's), as many
+        as fill PACK_ROWS patches (at least one)."""
         out = []
-        for planes in planes_per_image:
-            vals, valid = [], []
-            for plane in planes:
-                v, m = tile(plane, ph, pw)
-                vals.append(v)
-                valid.append(m)
-            vals, valid = np.concatenate(vals), np.concatenate(valid)
-            out.append([(vals[s : s + BLOCK], valid[s : s + BLOCK]) for s in range(0, len(vals), BLOCK)])
+        for run in container.runs(entries):
+            if entries[run.start].coding == MODEL:
+                size = max(1, min(container.MAX_PACK, PACK_ROWS // len(rows[run.start][0])))
+                out += [list(run[j : j + size]) for j in range(0, len(run), size)]
         return out
 
     def _initial_inside(self):
@@ -259,14 +272,15 @@ class Codec:
     def _code(self, blocks, encode: bool, words=None, progress=None, labels=None):
         """Range-code every block (:func:`fastpath.code_blocks`, the engine's code path and constriction's coder).
 
-        Encoding returns ``{(image, block): uint32 words}``; decoding reads ``words`` (the same keys) and
-        fills the blocks' patch values (a damaged stream is named by ``labels[image]``).
+        Encoding returns ``{(stream, block): uint32 words}`` and ``{(stream, block): ideal bits per patch}``;
+        decoding reads ``words`` (the same keys) and fills the blocks' patch values (a damaged stream is named
+        by ``labels[stream]``).
         """
         import numba
 
         M0, E0 = self._initial_inside()
         flat = [(i, k) for i, bl in enumerate(blocks) for k in range(len(bl))]
-        out = {}
+        out, costs = {}, {}
         with self._with_threads():
             threads = numba.get_num_threads()
             for part in self._slices(flat, blocks, threads):
@@ -283,6 +297,7 @@ class Codec:
                 word_ptr = np.zeros(len(part) + 1, dtype=np.int64)
                 word_ptr[1:] = np.cumsum(sizes)
                 nwords = np.zeros(len(part), dtype=np.int64)
+                cost = np.zeros(len(X))
                 fastpath.code_blocks(
                     encode,
                     self._arrays,
@@ -300,18 +315,20 @@ class Codec:
                     nwords,
                     max(1, min(threads, len(part))),
                     fastpath.LANES,
+                    cost,
                 )
                 for j, (img, k) in enumerate(part):
                     if encode:
                         out[(img, k)] = buf[word_ptr[j] : word_ptr[j] + nwords[j]]
+                        costs[(img, k)] = cost[blk_ptr[j] : blk_ptr[j + 1]]
                     elif nwords[j]:
-                        name = labels[img] if labels is not None else img
-                        raise PczFormatError(f"corrupt .pcz file (image {name}'s stream cannot be decoded)")
+                        name = labels[img] if labels is not None else f"image {img}'s stream"
+                        raise PczFormatError(f"corrupt .pcz file ({name} cannot be decoded)")
                     else:
                         blocks[img][k] = (X[blk_ptr[j] : blk_ptr[j + 1]], blocks[img][k][1])
                 if progress is not None:
                     progress(len(X))
-        return out
+        return out, costs
 
     def _with_threads(self):
         import numba
@@ -333,17 +350,25 @@ class Codec:
     ) -> tuple[list[tuple[int, int, int]], list[bytes]]:
         """Per image ``(height, width, mode code)`` and its independent stream,
         as the model codes it (no raw fallback)."""
-        return self._encode_checked([check_image(img) for img in images], progress)
+        checked = [check_image(img) for img in images]
+        rows = [self._rows(self._planes(a, m)) for a, m in checked]
+        streams, _ = self._encode_packs(rows, [[i] for i in range(len(rows))], progress)
+        return [(a.shape[0], a.shape[1], MODES[m]) for a, m in checked], streams
 
-    def _encode_checked(self, checked, progress=None):
-        blocks = self._blocks([self._planes(a, m) for a, m in checked])
-        words = self._code(blocks, True, progress=progress)
-        streams = []
-        for i, bl in enumerate(blocks):
-            parts = [_trim(words[(i, k)].astype("<u4").tobytes()) for k in range(len(bl))]
+    def _encode_packs(self, rows, packs: list[list[int]], progress=None) -> tuple[list[bytes], dict[int, float]]:
+        """One stream per pack of images (``rows``: :meth:`_rows` per image), and each image's ideal bits."""
+        blocks = [self._stream_blocks([rows[i] for i in pack]) for pack in packs]
+        words, costs = self._code(blocks, True, progress=progress)
+        streams, bits = [], {}
+        for j, (pack, bl) in enumerate(zip(packs, blocks)):
+            parts = [_trim(words[(j, k)].astype("<u4").tobytes()) for k in range(len(bl))]
             streams.append(b"".join(_varint(len(p)) for p in parts[:-1]) + b"".join(parts))
-        meta = [(a.shape[0], a.shape[1], MODES[m]) for a, m in checked]
-        return meta, streams
+            cost = np.concatenate([costs[(j, k)] for k in range(len(bl))])
+            start = 0
+            for i in pack:
+                bits[i] = float(cost[start : start + len(rows[i][0])].sum())
+                start += len(rows[i][0])
+        return streams, bits
 
     def encode(
         self,
@@ -355,19 +380,42 @@ class Codec:
     ) -> bytes:
         """Compress a sequence of 8-bit grey ``(H, W)`` or RGB ``(H, W, 3)`` uint8 arrays into ``.pcz`` bytes.
 
+        Consecutive small images of one size share a stream (up to :data:`PACK_ROWS` patches: 16
+        MNIST digits), so the range coder is terminated once per pack, not once per image.
         Each image is stored raw instead when that is shorter (``raw_fallback``, with a
-        :class:`PoorFitWarning`); ``raw_fallback=False`` always uses the model.
+        :class:`PoorFitWarning`; in a pack, shorter than its ideal code length); ``raw_fallback=False``
+        always uses the model.
 
         Raises:
             ImageModeError: for other dtypes or shapes (16-bit, palette, alpha: convert first).
         """
         checked = [check_image(img) for img in images]
-        meta, streams = self._encode_checked(checked, progress)
-        codings = []
-        for j, (a, _) in enumerate(checked):
-            raw = pack_raw(a)
-            codings.append(RAW if raw_fallback and len(raw) < len(streams[j]) else MODEL)
-            streams[j] = raw if codings[-1] == RAW else streams[j]
+        names = list(names) if names is not None else [""] * len(checked)
+        sources = list(sources) if sources is not None else [0] * len(checked)
+        entries = [Entry(a.shape[0], a.shape[1], MODES[m], s, n) for (a, m), s, n in zip(checked, sources, names)]
+        rows = [self._rows(self._planes(a, m)) for a, m in checked]
+        packs = self._packs(entries, rows)
+        streams, bits = self._encode_packs(rows, packs, progress)
+        coded = {tuple(p): s for p, s in zip(packs, streams)}
+        if raw_fallback:
+            for pack, st in zip(packs, streams):
+                for i in pack:
+                    a = checked[i][0]
+                    raw_len = 1 + (a.size * max(1, int(a.max()).bit_length()) + 7) // 8  # pack_raw's length
+                    entries[i].coding = RAW if raw_len < (len(st) if len(pack) == 1 else bits[i] / 8) else MODEL
+            packs = self._packs(entries, rows)  # the images left to the model, packed again
+            todo = [p for p in packs if tuple(p) not in coded]
+            coded.update(zip(map(tuple, todo), self._encode_packs(rows, todo)[0]))
+        out = [b""] * len(checked)
+        for pack in packs:
+            out[pack[0]] = coded[tuple(pack)]
+            for i in pack:
+                entries[i].pack = 0 if i != pack[0] else len(pack)
+        codings = [e.coding for e in entries]
+        for i, e in enumerate(entries):
+            if e.coding == RAW:
+                out[i] = pack_raw(checked[i][0])
+        streams = out
         if RAW in codings:
             bpd = (
                 8
@@ -380,16 +428,8 @@ class Codec:
                 PoorFitWarning,
                 stacklevel=2,
             )
-        names = list(names) if names is not None else [""] * len(checked)
-        sources = list(sources) if sources is not None else [0] * len(checked)
         header = Header(
-            self.fingerprint,
-            self.patch[0],
-            self.patch[1],
-            self.program.num_values,
-            PRECISION,
-            BLOCK,
-            [Entry(h, w, m, s, n, coding=c) for (h, w, m), s, n, c in zip(meta, sources, names, codings)],
+            self.fingerprint, self.patch[0], self.patch[1], self.program.num_values, PRECISION, BLOCK, entries
         )
         blob = container.pack(header, streams)  # fills in the entries' stream lengths
         # Said now, while the writer can still act, not first by the reader (blank pages code to a few bytes).
@@ -460,16 +500,22 @@ class Codec:
         return out
 
     def _decode_model(self, header: Header, payload, indices, progress=None) -> list[np.ndarray]:
+        """Decode the streams holding ``indices`` (each whole: a pack's images come out together)."""
         ph, pw = self.patch
-        entries = [header.entries[i] for i in indices]
-        shapes = []
-        for e in entries:
-            nplanes = 1 if MODE_NAMES[e.mode] == "L" else 3
-            shapes.append([np.zeros((e.height, e.width), np.uint8)] * nplanes)
-        blocks = self._blocks(shapes)
+        entries = header.entries
+        leads = list(dict.fromkeys(header.lead(i) for i in indices))
+        packs = [range(lead, lead + entries[lead].pack) for lead in leads]
+        shapes = {}
+        for pack in packs:
+            for i in pack:
+                e = entries[i]
+                shapes[i] = [np.zeros((e.height, e.width), np.uint8)] * (1 if MODE_NAMES[e.mode] == "L" else 3)
+        rows = {i: self._rows(planes) for i, planes in shapes.items()}
+        blocks = [self._stream_blocks([rows[i] for i in pack]) for pack in packs]
+        labels = [f"image {p[0]}'s stream" if len(p) == 1 else f"the stream of images {p[0]}-{p[-1]}" for p in packs]
         words = {}
-        for j, idx in enumerate(indices):
-            s = container.stream(header, payload, idx)
+        for j, pack in enumerate(packs):
+            s = container.stream(header, payload, pack[0])
             n_blocks = len(blocks[j])
             pos, lengths = 0, []
             try:
@@ -477,25 +523,28 @@ class Codec:
                     ln, pos = _read_varint(s, pos)
                     lengths.append(ln)
             except struct.error:
-                raise PczFormatError(f"corrupt .pcz file (image {idx}'s block table is cut off)") from None
+                raise PczFormatError(f"corrupt .pcz file ({labels[j]}: its block table is cut off)") from None
             lengths.append(len(s) - pos - sum(lengths))
             if lengths[-1] < 0:
-                raise PczFormatError(f"corrupt .pcz file (image {idx}'s block table is inconsistent)")
+                raise PczFormatError(f"corrupt .pcz file ({labels[j]}: its block table is inconsistent)")
             for k in range(n_blocks):
                 words[(j, k)] = _bytes_to_words(_untrim(s[pos : pos + lengths[k]]))
                 pos += lengths[k]
-        self._code(blocks, False, words, progress, labels=indices)
-        out = []
-        for j, e in enumerate(entries):
+        self._code(blocks, False, words, progress, labels=labels)
+        images = {}
+        for j, pack in enumerate(packs):
             vals = np.concatenate([v for v, _ in blocks[j]])
-            nplanes = len(shapes[j])
-            per = len(vals) // nplanes
-            planes = [
-                restore(untile(vals[p * per : (p + 1) * per], e.height, e.width, ph, pw), self.predictor)
-                for p in range(nplanes)
-            ]
-            out.append(from_planes(planes, MODE_NAMES[e.mode]))
-        return out
+            start = 0
+            for i in pack:
+                e, nplanes, n = entries[i], len(shapes[i]), len(rows[i][0])
+                mine, start = vals[start : start + n], start + n
+                per = n // nplanes
+                planes = [
+                    restore(untile(mine[p * per : (p + 1) * per], e.height, e.width, ph, pw), self.predictor)
+                    for p in range(nplanes)
+                ]
+                images[i] = from_planes(planes, MODE_NAMES[e.mode])
+        return [images[i] for i in indices]
 
     # ------------------------------------------------------------- analysis
     def model_bits(self, images: Sequence[np.ndarray]) -> np.ndarray:

@@ -3,7 +3,7 @@
 Layout (all integers little-endian)::
 
     magic        8 bytes  89 50 43 5A 0D 0A 1A 0A  ("\\x89PCZ\\r\\n\\x1a\\n")
-    version      u16      3 (versions 1 and 2 are still read)
+    version      u16      4 (versions 1 to 3 are still read)
     header_len   u32      length of the header that follows
     header       header_len bytes:
         fingerprint   32 bytes  SHA-256 of the model (codec.file_fingerprint: the circuit's, mixed with its predictor)
@@ -18,6 +18,7 @@ Layout (all integers little-endian)::
         n_runs        varint
         n_runs x { count varint, height varint, width varint, kind u8 (mode: low 4 bits, 0 L / 1 RGB;
                    source: bits 4-6, 0 image file / 1 array element; coding: bit 7, 0 model / 1 raw),
+                   pack varint (version 4: images per stream, 1 for raw runs),
                    shift u8 (lengths in units of 2**shift bytes, 0..2), center varint, k u8,
                    lengths_len varint, lengths (lengths_len bytes),
                    and when shift > 0: n_short varint, n_short x { short varint } }
@@ -28,8 +29,12 @@ Layout (all integers little-endian)::
     header_crc   u32      CRC-32 of version, header_len and header
     payload      the image streams, concatenated in order
 
-A run is ``count`` consecutive images of one size and kind. Its ``lengths`` are
-the lengths of their streams in units of ``u = 2**shift`` bytes, rounded up
+A run is ``count`` consecutive images of one size and kind. In version 4 a
+model-coded run codes ``pack`` consecutive images (the last pack of a run may hold
+fewer) as ONE stream: their patches in image order form its rows, as the patches
+of one larger image would, so a stream's range coder is terminated once per pack
+instead of once per image (about 2 bytes per 28x28 digit, issue #17). Its ``lengths`` are
+the lengths of its ``ceil(count / pack)`` streams in units of ``u = 2**shift`` bytes, rounded up
 (``ceil(length / u)``), Rice-coded (:mod:`.rice`): for each image, ``v`` =
 zigzag(units - center) (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...) as ``v >> k`` in unary
 (that many 1 bits, then a 0) and the low ``k`` bits of ``v``; ``v >> k`` of
@@ -38,7 +43,7 @@ Bits go most significant first, zero-padded to a byte. When ``shift`` > 0 the
 images whose length is not a whole number of units follow: ``n_short``, then for
 each, in order, ``short`` = gap * (u - 1) + drop - 1, where ``gap`` counts the run's
 images since the previous short one and the stream is ``drop`` (1 .. u - 1) bytes
-shorter than its units. The writer picks the median as ``center``, and the ``k``
+shorter than its units (``gap`` and ``short`` count streams). The writer picks the median as ``center``, and the ``k``
 and ``shift`` that make the run shortest: range-coded MNIST digits are whole 32-bit
 words 98% of the time, so a run of them costs about 6.5 bits per image (issue #17).
 
@@ -46,11 +51,12 @@ Versions 1 and 2 store, per image, ``height`` varint, ``width`` varint, ``kind``
 (version 1: source in the high 4 bits, no coding bit), ``name_len`` varint, ``name``,
 ``stream_len`` varint and its own ``stream_crc32`` u32 (a group of one).
 
-Each image stream is the byte lengths of its blocks but the last (LEB128 varints; the
-number of blocks follows from the image size, so a one-block image has none), then the
+Each stream is the byte lengths of its blocks but the last (LEB128 varints; the
+number of blocks follows from the images' size, so a one-block stream has none), then the
 blocks: range-coder words (u32, little-endian) with up to 3 trailing zero bytes dropped.
-An image is decodable alone: its offset is the sum of the previous stream lengths, and
-its group's CRC-32 is checked before decoding it.
+An image is decodable without the other streams: its stream's offset is the sum of the
+previous stream lengths, and its group's CRC-32 is checked before decoding it. A group
+covers the streams whose first image is among its ``group`` images.
 
 A raw image's stream (coding 1) is one byte ``width`` (1..8), then every value of the
 image (row-major, RGB interleaved) in ``width`` bits, most significant first, packed
@@ -80,9 +86,11 @@ from .. import io
 from . import rice
 
 MAGIC = b"\x89PCZ\r\n\x1a\n"
-VERSION = 3
+VERSION = 4
 #: versions :func:`unpack` reads
-READ_VERSIONS = (1, 2, 3)
+READ_VERSIONS = (1, 2, 3, 4)
+#: most images one stream may hold (a reader's bound: a file of n images has at least n / MAX_PACK payload bytes)
+MAX_PACK = 64
 #: images per CRC-32 that :func:`pack` writes (4 bytes per 256 images: 0.00016 bits per MNIST pixel)
 GROUP = 256
 #: codings of an image's stream
@@ -120,6 +128,8 @@ class Entry:
     name: str = ""
     stream_len: int = 0
     coding: int = MODEL
+    #: images coded in the stream that starts at this one (itself included); 0: inside an earlier image's stream
+    pack: int = 1
 
     @property
     def values(self) -> int:
@@ -156,9 +166,19 @@ class Header:
         return payload[self.offset(r[0]) : self.offset(r[-1]) + last.stream_len]
 
     def damaged(self, g: int) -> str:
-        """Which images a failed check ``g`` names."""
+        """Which images a failed check ``g`` names (with the rest of its last stream's images)."""
         r = self.group_range(g)
+        end = r[-1] + 1 if r else 0
+        while 0 < end < len(self.entries) and self.entries[end].pack == 0:
+            end += 1
+        r = range(r.start, end)
         return f"image {r[0]}'s stream" if len(r) == 1 else f"the streams of images {r[0]}-{r[-1]}"
+
+    def lead(self, index: int) -> int:
+        """The image whose stream holds image ``index`` (``index`` itself unless it is packed with earlier ones)."""
+        while index > 0 and self.entries[index].pack == 0:
+            index -= 1
+        return index
 
     def offsets(self) -> list[int]:
         out, pos = [], 0
@@ -242,8 +262,8 @@ def _kind(e: Entry) -> int:
     return e.mode | (e.source << 4) | (e.coding << 7)
 
 
-def _runs(entries: list[Entry]) -> list[range]:
-    """Consecutive images of one size, mode, source and coding."""
+def runs(entries: list[Entry]) -> list[range]:
+    """Consecutive images of one size, mode, source and coding (a header stores each run's size and kind once)."""
     runs: list[range] = []
     for i, e in enumerate(entries):
         p = entries[i - 1] if i else None
@@ -324,16 +344,36 @@ def _read_run_lengths(body, off: int, count: int) -> tuple[list[int], int]:
     return lengths, off
 
 
-def header_bytes(header: Header) -> bytes:
-    """The version-3 header of ``header`` as it stands: its entries' stream lengths and its checks, unverified."""
+def _run_pack(entries: list[Entry], run: range) -> int:
+    """The images per stream of ``run``: its first entry's ``pack``, checked against the others'."""
+    size = entries[run.start].pack
+    if not 1 <= size <= MAX_PACK or (size > 1 and entries[run.start].coding == RAW):
+        raise ValueError(f"image {run.start} starts a stream of {size} images (1 to {MAX_PACK}; raw images: 1)")
+    for i in run:
+        j = i - run.start
+        want = min(size, len(run) - j) if j % size == 0 else 0
+        if entries[i].pack != want or (want == 0 and entries[i].stream_len):
+            raise ValueError(f"image {i}: pack {entries[i].pack}, but its run's streams of {size} images need {want}")
+    return size
+
+
+def header_bytes(header: Header, version: int = VERSION) -> bytes:
+    """The header (version 3 or 4) of ``header`` as it stands: its entries' stream lengths and checks, unverified.
+
+    Version 3 has no packs (every entry's ``pack`` must be 1); tests write old files with it.
+    """
     entries = header.entries
     parts = [_fixed(header), _varint(header.group)]
-    runs = _runs(entries)
-    parts.append(_varint(len(runs)))
-    for run in runs:
+    spans = runs(entries)
+    parts.append(_varint(len(spans)))
+    for run in spans:
         e = entries[run.start]
+        size = _run_pack(entries, run)
+        if version < 4 and size != 1:
+            raise ValueError("version 3 stores one image per stream")
         parts += [_varint(len(run)), _varint(e.height), _varint(e.width), bytes([_kind(e)])]
-        parts.append(_run_lengths([entries[i].stream_len for i in run]))
+        parts += [_varint(size)] if version >= 4 else []
+        parts.append(_run_lengths([entries[i].stream_len for i in run[::size]]))
     named = [(i, _cut(e.name)) for i, e in enumerate(entries) if e.name]
     parts.append(_varint(len(named)))
     prev = -1
@@ -406,8 +446,9 @@ def _entries_v12(body, version: int) -> tuple[list[Entry], list[int]]:
     return entries, checks
 
 
-def _entries_v3(body) -> tuple[list[Entry], int, list[int]]:
-    """Version 3: runs of one size and kind with Rice-coded stream lengths, then the names, then the checks."""
+def _entries_v3(body, version: int) -> tuple[list[Entry], int, list[int]]:
+    """Versions 3 and 4: runs of one size and kind (4: and images per stream) with Rice-coded stream lengths,
+    then the names, then the checks."""
     (n,) = struct.unpack_from("<I", body, _FIXED.size - 4)
     group, off = _read_varint(body, _FIXED.size)
     n_runs, off = _read_varint(body, off)
@@ -419,10 +460,16 @@ def _entries_v3(body) -> tuple[list[Entry], int, list[int]]:
         h, off = _read_varint(body, off)
         w, off = _read_varint(body, off)
         kind, off = _byte(body, off)
+        size, off = _read_varint(body, off) if version >= 4 else (1, off)
         if not 0 < count <= n - len(entries):
             raise struct.error(f"a run of {count} images after {len(entries)} of {n}")
-        lengths, off = _read_run_lengths(body, off, count)
-        entries += [Entry(h, w, kind & 15, (kind >> 4) & 7, "", ln, kind >> 7) for ln in lengths]
+        if not 1 <= size <= MAX_PACK or (size > 1 and kind >> 7 == RAW):
+            raise struct.error(f"a run of {count} images in streams of {size}")
+        lengths, off = _read_run_lengths(body, off, -(-count // size))
+        for j, ln in enumerate(lengths):
+            first = Entry(h, w, kind & 15, (kind >> 4) & 7, "", ln, kind >> 7, min(size, count - j * size))
+            rest = [Entry(h, w, first.mode, first.source, "", 0, first.coding, 0) for _ in range(first.pack - 1)]
+            entries += [first] + rest
     if len(entries) != n:
         raise struct.error(f"the runs hold {len(entries)} of {n} images")
     n_named, off = _read_varint(body, off)
@@ -463,15 +510,18 @@ def check_sizes(header: Header, max_values: int | None = MAX_VALUES) -> None:
                 f"the file declares more than {max_values} values (image {i} is {e.width}x{e.height}"
                 f"{'x3' if e.mode else ''}); raise the limit (--max-values) if the file is trusted"
             )
+        if e.pack == 0:
+            continue  # inside the stream of an earlier image of its run, checked with it
         if e.coding == RAW:
             least = 1 + (e.values + 7) // 8  # 1 to 8 bits per value, after the width byte
             most = 1 + e.values
         else:
-            blocks = -(-_PLANES[e.mode] * -(-e.height // ph) * -(-e.width // pw) // block)
+            blocks = -(-e.pack * _PLANES[e.mode] * -(-e.height // ph) * -(-e.width // pw) // block)
             least, most = 2 * blocks - 1, None  # a table byte per block but the last, a byte at least per block
         if e.stream_len < least or (most is not None and e.stream_len > most):
+            what = f"image {i} declares" if e.pack == 1 else f"images {i}-{i + e.pack - 1} declare"
             raise PczFormatError(
-                f"corrupt .pcz file (image {i} declares {e.width}x{e.height} but its stream holds {e.stream_len} bytes)"
+                f"corrupt .pcz file ({what} {e.width}x{e.height} but the stream holds {e.stream_len} bytes)"
             )
 
 
@@ -531,13 +581,14 @@ def unpack(data: bytes, verify_payload: bool = True, max_values: int | None = MA
     payload = data[end + 4 :]
     try:
         fp, ph, pw, nv, prec, block, sha, plen, n = _FIXED.unpack_from(body, 0)
-        if n > len(payload):  # every stream takes a byte at least: no entry is made for bytes that are not there
+        # every stream takes a byte at least: no entry is made for bytes that are not there
+        if n > (1 if version < 4 else MAX_PACK) * len(payload):
             raise struct.error(f"{n} images cannot fit in a payload of {len(payload)} bytes")
         if version < 3:
             entries, checks = _entries_v12(body, version)
             group = 1
         else:
-            entries, group, checks = _entries_v3(body)
+            entries, group, checks = _entries_v3(body, version)
     except (struct.error, ValueError) as err:  # ValueError: bad UTF-8 in a name, or bad Rice-coded lengths
         raise PczFormatError(f"corrupt .pcz header ({err})") from None
     header = Header(fp, ph, pw, nv, prec, block, entries, sha, plen, version, group, checks)
@@ -555,7 +606,8 @@ def unpack(data: bytes, verify_payload: bool = True, max_values: int | None = MA
 
 
 def stream(header: Header, payload: memoryview, index: int) -> bytes:
-    """Image ``index``'s stream, after checking the CRC-32 of its group (once per group)."""
+    """The stream that starts at image ``index`` (with ``entries[index].pack`` images; empty for an image
+    inside an earlier one's stream, :meth:`Header.lead`), after checking its group's CRC-32 (once per group)."""
     if not 0 <= index < len(header.entries):
         raise IndexError(f"image index {index} out of range: the file holds {len(header.entries)} images")
     g = index // header.group

@@ -664,7 +664,24 @@ def _pmf(j0, j1, var_leaf, leaf_row, table, lanes, nl, DM, DE, emax, OUT):
 
 @njit(cache=True, parallel=True)
 def code_blocks(
-    encode, a, nc_ptr, nc, order, mode, precision, M0, E0, X, VALID, blk_ptr, words, word_ptr, nwords, chunks, lanes
+    encode,
+    a,
+    nc_ptr,
+    nc,
+    order,
+    mode,
+    precision,
+    M0,
+    E0,
+    X,
+    VALID,
+    blk_ptr,
+    words,
+    word_ptr,
+    nwords,
+    chunks,
+    lanes,
+    cost,
 ):
     """Range-code whole blocks (each: rows ``blk_ptr[k]:blk_ptr[k+1]`` of ``X``, one coder) in one compiled call.
 
@@ -673,7 +690,9 @@ def code_blocks(
     (:mod:`~probcirc.compress.rangecoder`: constriction's arithmetic), then the observation.
     ``encode``: ``X`` is read and block k's words are written from ``word_ptr[k]`` (room for
     one word per symbol and 4 more), their count into ``nwords[k]``; decoding: ``X``'s rows
-    are filled from those words and ``nwords[k]`` is 1 where the words are damaged. Blocks
+    are filled from those words and ``nwords[k]`` is 1 where the words are damaged. Encoding
+    also adds each row's ideal code length, ``Σ precision - log2 f``, to ``cost[row]`` (bits;
+    the encoder's choice of raw storage reads it, the bytes never do). Blocks
     are independent, so ``chunks`` workers take every ``chunks``-th block each; a block's
     bytes never depend on the others or on the threads. ``M0``/``E0``: the inside values with
     nothing observed (:func:`~probcirc.compress.kernels.init_state`, one row);
@@ -715,6 +734,7 @@ def code_blocks(
             chunks,
             cap,
             max_par,
+            cost,
         )
 
 
@@ -739,6 +759,7 @@ def _worker(
     chunks,
     cap,
     max_par,
+    cost,
 ):
     """Worker ``c`` of :func:`code_blocks`: blocks c, c + chunks, ..., in groups of at most ``cap`` rows."""
     S = a.kind.shape[0]
@@ -842,6 +863,7 @@ def _worker(
                     for v in range(sym):
                         cum += freq[v]
                     rangecoder.encode(st[g], w, cum, freq[sym], precision)
+                    cost[lane_row[r]] += precision - np.log2(np.float64(freq[sym]))
                 else:
                     sym = rangecoder.decode(st[g], w, freq, precision)
                     if sym < 0:
