@@ -110,9 +110,20 @@ class InputLayer(nn.Module):
         leaves = torch.arange(self.k, device=run.device) * width
         return ((run * self.k * width + entry)[:, None] + leaves).reshape(-1)
 
-    def em_update(self, stats: torch.Tensor, step_size: float, pseudocount: float) -> None:
-        """``θ ← (1 - s)·θ + s·θ_new`` in place, ``θ_new`` from :meth:`m_step`; ``stats`` may be used up."""
+    def em_update(
+        self, stats: torch.Tensor, step_size: float, pseudocount: float, support: torch.Tensor | None = None
+    ) -> None:
+        """``θ ← (1 - s)·θ + s·θ_new`` in place, ``θ_new`` from :meth:`m_step`; ``stats`` may be used up.
+
+        With ``support`` (flat indices from :meth:`stat_support`), ``stats`` holds only those
+        entries of the statistics; the others are zero.
+        """
         stats = stats.to(self.params.dtype)
+        if support is not None:
+            if self._sparse_categorical_update(stats, support, step_size, pseudocount):
+                return
+            dense = torch.zeros(self.params.numel(), dtype=stats.dtype, device=stats.device)
+            stats = dense.index_copy_(0, support, stats).view_as(self.params)
         if isinstance(self.dist, Categorical) and pseudocount > 0 and not self._triton(self.params):
             total = stats.sum(-1, keepdim=True).add_(pseudocount)
             # With every total finite and positive no node keeps its old row (the general M-step's
@@ -123,6 +134,33 @@ class InputLayer(nn.Module):
                 return
         new = self.m_step(stats, pseudocount)  # before θ is scaled: empty nodes keep the old θ
         self.params.mul_(1 - step_size).add_(new.mul_(step_size))
+
+    def _sparse_categorical_update(
+        self, stats: torch.Tensor, support: torch.Tensor, step_size: float, pseudocount: float
+    ) -> bool:
+        """The categorical update from the support's entries alone (CPU); False, touching nothing, if it does not apply.
+
+        ``θ ← (1 - s)·θ + s·α/C/T`` on every entry, then ``+ s·F/T`` on the support's, with ``T = ΣF + α``:
+        one pass over the table and an add per exchanged entry, instead of building the dense
+        statistics. A row total is added in support order, one entry after another (``index_add_``
+        on the CPU), so it is the same bytes for every number of ranks; a GPU's atomic adds would
+        not be, so other devices build the dense table.
+        """
+        if not (isinstance(self.dist, Categorical) and pseudocount > 0 and self.params.device.type == "cpu"):
+            return False
+        width, k = self.dist.num_cats, self.k
+        # stat_support's layout: runs of k entries, the same value for the k leaves of one variable.
+        run = support.view(-1, k)[:, 0] // (k * width)
+        entries = stats.view(-1, k)
+        total = torch.zeros(self.params.shape[0] // k, k, dtype=stats.dtype, device=stats.device)
+        total.index_add_(0, run, entries).add_(pseudocount)
+        if not bool(torch.isfinite(total).all()):
+            return False
+        share = total.reciprocal_().mul_(step_size)  # s / T
+        grouped = self.params.view(-1, k, width)
+        grouped.mul_(1 - step_size).add_((share * (pseudocount / width))[..., None])
+        self.params.view(-1).index_add_(0, support, entries.mul_(share.index_select(0, run)).view(-1))
+        return True
 
     def m_step(self, stats: torch.Tensor, pseudocount: float) -> torch.Tensor:
         """New parameters from accumulated expected statistics (the leaves' M-step)."""

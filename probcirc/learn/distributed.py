@@ -165,6 +165,7 @@ class ExactSum:
         device: torch.device | str = "cpu",
         support: Sequence[torch.Tensor | None] | None = None,
         support_dtype: torch.dtype = torch.float64,
+        compact: bool = False,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Totals (one per entry of ``shapes``) and the chunk-ordered sum of ``scalars``.
 
@@ -176,14 +177,18 @@ class ExactSum:
         tensor ``i`` that may be nonzero in any chunk (the same on every rank): only those are
         scaled and exchanged, and the rest of the total is zero. The result is the same bytes.
         Such totals come in ``support_dtype`` (the float64 sums rounded once): a caller that
-        would convert them anyway saves a float64 table as large as the tensor.
+        would convert them anyway saves a float64 table as large as the tensor. With
+        ``compact=True`` they come as the 1-D vector of the support's entries, in its order
+        (a caller that updates only those entries skips the dense table), whatever the number
+        of ranks and chunks.
 
         The tensors in ``parts`` are used up: they are scaled in place (they
         are a batch's temporaries, and a copy would cost a pass over them).
         Everything stays on ``device``: no value is read back to the host.
         """
         n = len(shapes)
-        support = [None] * n if support is None or (self.world == 1 and num_chunks == 1) else list(support)
+        alone = self.world == 1 and num_chunks == 1
+        support = [None] * n if support is None or (alone and not compact) else list(support)
         # Entries outside the support are zero, so the compacted tensors have the same peaks and sums.
         parts = {c: [_compact(t, idx) for t, idx in zip(ts, support)] for c, ts in parts.items()}
         info = torch.zeros(num_chunks, 1 + n, dtype=torch.float64, device=device)
@@ -197,14 +202,15 @@ class ExactSum:
         scale = torch.ldexp(ones, (_BITS - exponent).clamp(max=_MAX_SHIFT))
         # Dividing by a power of two is exact; a tensor with inf or NaN in any chunk becomes NaN.
         inverse = torch.where(torch.isfinite(peak), 1 / scale, torch.full_like(scale, math.nan))
-        if self.world == 1 and num_chunks == 1:
+        if alone:
             # One chunk alone: round(t * s) / s in t's own dtype is the very value the float64 sum
             # would give (t * s has t's significant bits, so the quotient is exact in t's dtype),
             # without the float64 buffer and the conversions back.
             tensors = parts[0]
             for i, t in enumerate(tensors):
                 t.detach().mul_(scale[i]).round_().mul_(inverse[i])
-            return [t.view(shape) for t, shape in zip(tensors, shapes)], info[:, 0].sum()
+            totals = [t if idx is not None else t.view(shape) for t, shape, idx in zip(tensors, shapes, support)]
+            return totals, info[:, 0].sum()
         sizes = [math.prod(s) if idx is None else idx.numel() for s, idx in zip(shapes, support)]
         exact = self._buffer("sums", sum(sizes), device)
         views = exact.split(sizes)
@@ -220,10 +226,13 @@ class ExactSum:
         totals = []
         for i, (acc, shape, idx) in enumerate(zip(views, shapes, support)):
             acc.mul_(inverse[i])
-            if idx is not None:
+            if idx is None:
+                totals.append(acc.view(shape))
+            elif compact:
+                totals.append(acc.to(support_dtype))
+            else:
                 dense = self._buffer(f"dense{i}", math.prod(shape), device, support_dtype).zero_()
-                acc = dense.index_copy_(0, idx, acc.to(support_dtype))
-            totals.append(acc.view(shape))
+                totals.append(dense.index_copy_(0, idx, acc.to(support_dtype)).view(shape))
         return totals, info[:, 0].sum()
 
     def _buffer(self, name: str, size: int, device, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -82,14 +82,18 @@ def em(
             for idx in ep:
                 # A mini-batch update converts the totals to the parameters' dtype: ask for it directly.
                 dtype = torch.float64 if full else circuit.dtype
-                totals, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws, dtype)
+                totals, support, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws, dtype)
                 if not full:
-                    _update(circuit, totals, step_size, pseudocount)
-                elif acc is None:
-                    acc = [t.to(torch.float64, copy=True) for t in totals]  # the reducer reuses its buffer
+                    _update(circuit, totals, step_size, pseudocount, support)
                 else:
-                    for a, t in zip(acc, totals):
-                        a += t  # float64, in batch order: the same on every rank
+                    if acc is None:
+                        acc = [torch.zeros(shape, dtype=torch.float64, device=circuit.device) for shape in shapes]
+                    for a, t, where in zip(acc, totals, support):
+                        # float64, in batch order: the same on every rank (nothing to add outside a support)
+                        if where is None:
+                            a += t
+                        else:
+                            a.view(-1).index_add_(0, where, t.to(torch.float64))
                 ep.add(ll, len(idx))
             if acc is not None:
                 _update(circuit, acc, 1.0, pseudocount)
@@ -150,21 +154,24 @@ def edge_flows(
 
 def _batch_stats(
     circuit, data, mask, idx, chunk_size, reducer, shapes, ws, dtype=torch.float64
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The batch ``idx``'s EM statistics (:meth:`ExactSum.run`'s totals, those over a support in ``dtype``)
-    and summed log-likelihood, all ranks."""
+) -> tuple[list[torch.Tensor], list[torch.Tensor | None], torch.Tensor]:
+    """The batch ``idx``'s EM statistics, their supports and its summed log-likelihood, all ranks.
+
+    The statistics are :meth:`ExactSum.run`'s totals; a categorical layer's come as the vector of
+    the entries in its support (flat indices, ``None`` for a dense total), in ``dtype``.
+    """
     chunks = chunk_rows(idx, chunk_size)
     parts, lls = {}, {}
     for c in reducer.mine(len(chunks)):
         lls[c], parts[c] = _chunk_stats(circuit, data, mask, chunks[c], ws)
-    support = None
-    if reducer.world > 1 or len(chunks) > 1:
-        # Every rank holds the whole batch, so each derives the same support without a collective.
-        # Node-major values on the circuit's device, not converted (each chunk's pass checks them).
-        x = data[idx].to(circuit.device).T.contiguous()
-        missing = torch.zeros_like(x, dtype=torch.bool) if mask is None else mask[idx].to(x.device).T.contiguous()
-        support = [None] * len(circuit._sum_layers) + [l.stat_support(x, missing) for l in circuit._input_layers]
-    return reducer.run(parts, lls, len(chunks), shapes, circuit.device, support, dtype)
+    # Every rank holds the whole batch, so each derives the same support without a collective, and
+    # does so for any number of ranks and chunks, so that every run takes the same update path.
+    # Node-major values on the circuit's device, not converted (each chunk's pass checks them).
+    x = data[idx].to(circuit.device).T.contiguous()
+    missing = torch.zeros_like(x, dtype=torch.bool) if mask is None else mask[idx].to(x.device).T.contiguous()
+    support = [None] * len(circuit._sum_layers) + [l.stat_support(x, missing) for l in circuit._input_layers]
+    totals, ll = reducer.run(parts, lls, len(chunks), shapes, circuit.device, support, dtype, compact=True)
+    return totals, support, ll
 
 
 class _Workspace:
@@ -204,9 +211,16 @@ def _chunk_stats(
     return root.sum(dtype=torch.float64), edge_flows + stats
 
 
-def _update(circuit: CompiledCircuit, totals: list[torch.Tensor], step_size: float, pseudocount: float) -> None:
+def _update(
+    circuit: CompiledCircuit,
+    totals: list[torch.Tensor],
+    step_size: float,
+    pseudocount: float,
+    support: list[torch.Tensor | None] | None = None,
+) -> None:
     sums = circuit._sum_layers
+    support = support or [None] * len(totals)
     for layer, f in zip(sums, totals):
         layer.em_update(f.to(layer.weight.dtype), step_size, pseudocount)
-    for leaves, s in zip(circuit._input_layers, totals[len(sums) :]):
-        leaves.em_update(s, step_size, pseudocount)
+    for leaves, s, where in zip(circuit._input_layers, totals[len(sums) :], support[len(sums) :]):
+        leaves.em_update(s, step_size, pseudocount, support=where)

@@ -203,3 +203,27 @@ def test_the_fused_categorical_update_is_the_m_step_mixed_in():
     layer.em_update(stats, 0.3, 0.5)
     torch.testing.assert_close(layer.params[0], before[0])  # (1-s)θ + sθ
     assert not torch.allclose(layer.params[1:], before[1:])
+
+
+def test_the_categorical_update_from_a_support_alone_is_the_formula():
+    """Given only a batch's support entries, θ ← (1-s)θ + s·(F + α/C)/(ΣF + α) over the whole table,
+    against float64; a NaN takes the general M-step, which keeps that node's row."""
+    gen = torch.Generator().manual_seed(3)
+    pc = probcirc.compile(summate(multiply(inputs(0, 3, Categorical(6)), inputs(1, 3, Categorical(6))), num_nodes=1))
+    layer = pc._input_layers[0]
+    x = torch.randint(0, 3, (10, 2), generator=gen) * torch.tensor([1, 2])  # values 0..2 and 0, 2, 4
+    support = layer.stat_support(*pc._prepare(x, None))
+    assert 0 < len(support) < layer.params.numel()
+    stats = torch.zeros(layer.params.numel())
+    stats[support] = torch.rand(len(support), generator=gen) * 30
+    stats = stats.view_as(layer.params)
+    old = layer.params.double().clone()
+    expected = 0.7 * old + 0.3 * (stats.double() + 0.5 / 6) / (stats.double().sum(-1, keepdim=True) + 0.5)
+    layer.em_update(stats.view(-1)[support].clone(), 0.3, 0.5, support=support)
+    torch.testing.assert_close(layer.params.double(), expected, rtol=1e-6, atol=1e-7)
+    before, entries = layer.params.clone(), stats.view(-1)[support].clone()
+    entries[0] = float("nan")
+    layer.em_update(entries, 0.3, 0.5, support=support)
+    row = int(support[0]) // 6
+    torch.testing.assert_close(layer.params[row], before[row])
+    assert not torch.allclose(layer.params[row + 1 :], before[row + 1 :])
