@@ -405,7 +405,8 @@ class Codec:
                     entries[i].coding = RAW if raw_len < (len(st) if len(pack) == 1 else bits[i] / 8) else MODEL
             packs = self._packs(entries, rows)  # the images left to the model, packed again
             todo = [p for p in packs if tuple(p) not in coded]
-            coded.update(zip(map(tuple, todo), self._encode_packs(rows, todo)[0]))
+            if todo:
+                coded.update(zip(map(tuple, todo), self._encode_packs(rows, todo)[0]))
         out = [b""] * len(checked)
         for pack in packs:
             out[pack[0]] = coded[tuple(pack)]

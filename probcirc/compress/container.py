@@ -357,11 +357,11 @@ def _run_pack(entries: list[Entry], run: range) -> int:
     return size
 
 
-def header_bytes(header: Header, version: int = VERSION) -> bytes:
-    """The header (version 3 or 4) of ``header`` as it stands: its entries' stream lengths and checks, unverified.
-
-    Version 3 has no packs (every entry's ``pack`` must be 1); tests write old files with it.
+def header_bytes(header: Header, version: int | None = None) -> bytes:
+    """The header (version 3 or 4; default ``header.version``) of ``header`` as it stands: its entries' stream
+    lengths and checks, unverified. Version 3 has no packs (every entry's ``pack`` must be 1).
     """
+    version = header.version if version is None else version
     entries = header.entries
     parts = [_fixed(header), _varint(header.group)]
     spans = runs(entries)
