@@ -15,7 +15,7 @@ import torch
 from probmod import errors
 
 from .. import io
-from . import container, fastpath, kernels
+from . import container, fastpath, kernels, rangecoder
 from .container import (
     MAX_RATIO,
     MAX_VALUES,
@@ -530,6 +530,8 @@ class Codec:
                 raise PczFormatError(f"corrupt .pcz file ({labels[j]}: its block table is inconsistent)")
             for k in range(n_blocks):
                 words[(j, k)] = _bytes_to_words(_untrim(s[pos : pos + lengths[k]]))
+                if header.version >= 4:  # its last word was written byte-swapped (rangecoder.seal_short)
+                    rangecoder.unswap(words[(j, k)])
                 pos += lengths[k]
         self._code(blocks, False, words, progress, labels=labels)
         images = {}

@@ -687,7 +687,8 @@ def code_blocks(
 
     Per block, for each variable in ``order`` and each of its rows in turn (the rows where
     ``VALID``): the row's PMF (the engine's node functions), then the range coder
-    (:mod:`~probcirc.compress.rangecoder`: constriction's arithmetic), then the observation.
+    (:mod:`~probcirc.compress.rangecoder`: constriction's arithmetic; the short termination of
+    :func:`~probcirc.compress.rangecoder.seal_short`), then the observation.
     ``encode``: ``X`` is read and block k's words are written from ``word_ptr[k]`` (room for
     one word per symbol and 4 more), their count into ``nwords[k]``; decoding: ``X``'s rows
     are filled from those words and ``nwords[k]`` is 1 where the words are damaged. Encoding
@@ -879,7 +880,7 @@ def _worker(
         for g in range(ng):
             kk = gblk[g]
             if encode:
-                nwords[kk] = rangecoder.seal(st[g], words[word_ptr[kk] : word_ptr[kk + 1]])
+                nwords[kk] = rangecoder.seal_short(st[g], words[word_ptr[kk] : word_ptr[kk + 1]])
             else:
                 nwords[kk] = st[g, rangecoder.FAILED]
         if not encode:
