@@ -226,6 +226,8 @@ class Codec:
     def _rows(self, planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """An image's patches, plane after plane: (values, valid mask), one row per patch."""
         ph, pw = self.patch
+        if len(planes) == 1 and planes[0].shape == (ph, pw):  # one whole-image patch (an MNIST digit): no padding
+            return planes[0].reshape(1, ph * pw).astype(np.int64), np.ones((1, ph * pw), dtype=bool)
         tiles = [tile(plane, ph, pw) for plane in planes]
         return np.concatenate([v for v, _ in tiles]), np.concatenate([m for _, m in tiles])
 
