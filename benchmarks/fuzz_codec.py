@@ -136,7 +136,7 @@ def _reseal(data: bytes) -> bytes:
             version = struct.unpack_from("<H", data, m)[0]
             view = memoryview(bytes(body))
             if version >= 3:
-                entries, group, _ = container._entries_v3(view)
+                entries, group, _ = container._entries_v3(view, version)
             else:
                 entries, group = container._entries_v12(view, version)[0], 1
             checks = _checks(container.Header(b"", 0, 0, 0, 0, 0, entries, group=group), payload)

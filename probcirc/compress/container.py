@@ -446,7 +446,7 @@ def _entries_v12(body, version: int) -> tuple[list[Entry], list[int]]:
     return entries, checks
 
 
-def _entries_v3(body, version: int) -> tuple[list[Entry], int, list[int]]:
+def _entries_v3(body, version: int = VERSION) -> tuple[list[Entry], int, list[int]]:
     """Versions 3 and 4: runs of one size and kind (4: and images per stream) with Rice-coded stream lengths,
     then the names, then the checks."""
     (n,) = struct.unpack_from("<I", body, _FIXED.size - 4)
