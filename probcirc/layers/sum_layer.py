@@ -81,12 +81,12 @@ class SumLayer(nn.Module):
         out = mars[self.start : self.stop].view(self.weight.shape[0], self.weight.shape[1], mars.shape[1])
         if tape is None:
             e, top = self._scaled_inputs(mars)
-            torch.bmm(self.weight, e, out=out).log_().add_(top)
+            backend.bmm(self.weight, e, out=out).log_().add_(top)
             return
         g, n_out, n_in = self.weight.shape
         e, y = tape.take(self, (g, n_in, mars.shape[1]), (g, n_out, mars.shape[1]))
         e, top = self._scaled_inputs(mars, out=e)
-        torch.log(torch.bmm(self.weight, e, out=y), out=out).add_(top)
+        torch.log(backend.bmm(self.weight, e, out=y), out=out).add_(top)
 
     def backward(
         self, mars: torch.Tensor, flows: torch.Tensor, tape: Tape | None = None, write: bool = False
@@ -109,7 +109,7 @@ class SumLayer(nn.Module):
         kept = None if tape is None else tape.pop(self)
         if kept is None:
             e, _ = self._scaled_inputs(mars)
-            y = torch.bmm(self.weight, e)  # (G, n_out, B)
+            y = backend.bmm(self.weight, e)  # (G, n_out, B)
         else:
             e, y = kept
         f_out = flows[self.start : self.stop].view(g, n_out, flows.shape[1])
@@ -117,8 +117,8 @@ class SumLayer(nn.Module):
         # it is 0 or NaN exactly where the quotient is not finite: one in-place pass replaces a
         # comparison and a select (8x faster on CPU).
         ratio = (f_out / y).nan_to_num_(0.0, 0.0, 0.0)
-        grad = torch.bmm(ratio, e.mT)
-        back = torch.bmm(self.weight.mT, ratio)
+        grad = backend.bmm(ratio, e.mT)
+        back = backend.bmm(self.weight.mT, ratio)
         slots = self._child_slots()
         if slots is not None and write:
             torch.mul(e, back, out=flows[slots].view(g, n_in, flows.shape[1]))
