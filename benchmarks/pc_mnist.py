@@ -30,6 +30,7 @@ import torch
 import probcirc
 
 sys.path.insert(0, os.path.dirname(__file__))
+from probcirc import backend
 from probcirc.datasets import load_mnist
 from probcirc.density.model import parse_prune_grow
 from probcirc.layers import InputLayer, ProductLayer, SumLayer
@@ -64,6 +65,12 @@ def main() -> None:
     ap.add_argument("--step", type=float, default=0.1, help="mini-batch EM step size")
     ap.add_argument("--pseudocount", type=float, default=0.1, help="EM pseudocount")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument(
+        "--precision",
+        default="ieee",
+        choices=backend.PRECISIONS,
+        help="matrix products during EM (bf16: bfloat16 factors on CPU/GPU; evaluation is always exact)",
+    )
     ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     ap.add_argument("--peer-budget", type=float, default=300.0, help="seconds for the SPFlow run; 0 skips it")
@@ -106,10 +113,11 @@ def main() -> None:
                       generator=torch.Generator().manual_seed(epoch))  # fmt: skip
             print(f"prune {st.fraction:.0%} and grow x{st.factor}: {pc.num_edges:,} edges, {pc.num_nodes:,} nodes")
         full = epoch >= args.epochs
-        lls += em(
-            pc, train, epochs=0 if full else 1, full_batch_epochs=int(full), batch_size=args.batch,
-            step_size=args.step, pseudocount=args.pseudocount, seed=epoch, progress=True,
-        )  # fmt: skip
+        with backend.approximate(args.precision):
+            lls += em(
+                pc, train, epochs=0 if full else 1, full_batch_epochs=int(full), batch_size=args.batch,
+                step_size=args.step, pseudocount=args.pseudocount, seed=epoch, progress=True,
+            )  # fmt: skip
         t_train += time.perf_counter() - t0
         if args.history:
             history.append({"epoch": epoch + 1, "seconds": t_train, "test_bpd": test_bpd(pc, test), "full": full})
