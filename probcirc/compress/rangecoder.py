@@ -116,13 +116,8 @@ def encode(st, words, cum, prob, precision):
 
 
 @njit(cache=True)
-def seal(st, words):
-    """Write the words that identify the final range (as constriction's ``get_compressed``); return the word count."""
-    lower, rng = st[LOWER], st[RANGE]
-    pos = st[POS]
-    if rng == _MAX:
-        return pos
-    point = lower + _WMASK
+def _settle_inverted(st, words, pos, point, lower):
+    """Write the pending inverted words, settled by whether ``point`` carried past ``lower``; return ``pos``."""
     ninv = st[NINV]
     if ninv != 0:
         if point >= lower:
@@ -133,6 +128,18 @@ def seal(st, words):
         for t in range(1, np.int64(ninv)):
             words[np.int64(pos) + t] = cons
         pos += ninv
+    return pos
+
+
+@njit(cache=True)
+def seal(st, words):
+    """Write the words that identify the final range (as constriction's ``get_compressed``); return the word count."""
+    lower, rng = st[LOWER], st[RANGE]
+    pos = st[POS]
+    if rng == _MAX:
+        return pos
+    point = lower + _WMASK
+    pos = _settle_inverted(st, words, pos, point, lower)
     point_word = point >> _WORD
     words[pos] = point_word
     pos += _ONE
@@ -164,16 +171,7 @@ def seal_short(st, words):
             point = cand
             break
     point = point & ~_WMASK
-    ninv = st[NINV]
-    if ninv != 0:
-        if point >= lower:
-            first, cons = st[FIRST], _WMASK
-        else:
-            first, cons = (st[FIRST] + _ONE) & _WMASK, np.uint64(0)
-        words[pos] = first
-        for t in range(1, np.int64(ninv)):
-            words[np.int64(pos) + t] = cons
-        pos += ninv
+    pos = _settle_inverted(st, words, pos, point, lower)
     w = point >> _WORD
     words[pos] = ((w & _B0) << _24) | ((w & _B1) << _8) | ((w >> _8) & _B1) | (w >> _24)
     return pos + _ONE
