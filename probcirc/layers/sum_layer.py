@@ -116,13 +116,16 @@ class SumLayer(nn.Module):
         # F_o / y_o where y_o > 0, else 0. y is a mixture of values in [0, 1] with weights >= 0, so
         # it is 0 or NaN exactly where the quotient is not finite: one in-place pass replaces a
         # comparison and a select (8x faster on CPU).
-        ratio = (f_out / y).nan_to_num_(0.0, 0.0, 0.0)
+        # Into y's own memory (ours: the tape's, used up, or just computed): fresh buffers this size
+        # are page-faulted in at every chunk.
+        ratio = torch.div(f_out, y, out=y).nan_to_num_(0.0, 0.0, 0.0)
         grad = backend.bmm(ratio, e.mT)
-        back = backend.bmm(self.weight.mT, ratio)
         slots = self._child_slots()
         if slots is not None and write:
-            torch.mul(e, back, out=flows[slots].view(g, n_in, flows.shape[1]))
+            dst = flows[slots].view(g, n_in, flows.shape[1])
+            backend.bmm(self.weight.mT, ratio, out=dst).mul_(e)
             return grad
+        back = backend.bmm(self.weight.mT, ratio)
         f_in = e.mul_(back).reshape(g * n_in, flows.shape[1])  # e is ours (a copy): scaled in place
         if slots is not None:  # each child once per layer: index_add_'s sum, without the scatter
             flows[slots].add_(f_in)
