@@ -3,7 +3,8 @@
 ``data/v3.pcz`` was written by the version-3 code (commit 9504c21) with ``data/v2_model.h5``
 (2x2 patches): 20 2x2 crops of MNIST test digits, three 4x4 crops and a 5x7 noise image,
 every seventh named ``d<i>``, the raw fallback choosing per image. ``data/v3_images.npz``
-holds the originals.
+holds the originals. ``data/v4.pcz`` holds the same images written by the version-4 code
+(commit 5e09ed8), packs included, so that later versions keep reading this one.
 """
 
 import warnings
@@ -51,6 +52,18 @@ def test_version_3_file_decodes_bit_exactly():
     assert {container.RAW, container.MODEL} <= {e.coding for e in header.entries}
     assert all(np.array_equal(a, b) for a, b in zip(originals, codec.decode(blob)))
     assert np.array_equal(codec.decode(blob, 21)[0], originals[21])
+
+
+def test_version_4_file_decodes_bit_exactly():
+    codec = Codec(probcirc.io.load(DATA / "v2_model.h5"))
+    blob = (DATA / "v4.pcz").read_bytes()
+    header, _ = container.unpack(blob)
+    assert header.version == 4 and max(e.pack for e in header.entries) > 1
+    with np.load(DATA / "v3_images.npz") as f:
+        originals = [f[f"arr_{i}"] for i in range(len(header.entries))]
+    assert [e.name for e in header.entries] == [f"d{i}" if i % 7 == 0 else "" for i in range(len(originals))]
+    assert all(np.array_equal(a, b) for a, b in zip(originals, codec.decode(blob)))
+    assert np.array_equal(codec.decode(blob, 5)[0], originals[5])
 
 
 def test_equal_small_images_share_streams_and_round_trip(codec):
