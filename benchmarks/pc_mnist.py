@@ -1,7 +1,7 @@
 """HCLT on MNIST: train on the 60,000 training images, report on the 10,000 test images.
 
 The default is the recommended recipe (see docs/circuits_scale.md): HCLT with
-128 latent states, 2 mini-batch EM epochs, then 2 full-batch epochs, pseudocount
+256 latent states, 2 mini-batch EM epochs, then 2 full-batch epochs, pseudocount
 0.1 (the full-size runs there chose it). ``--prune-grow`` adds prune-and-grow
 steps (prune the sum edges with the least flow, copy every node with noise).
 Prints a table side by side with SPFlow's HCLT (--peer-budget > 0) and ends
@@ -38,7 +38,7 @@ from probcirc.learn import em, grow, prune
 from probcirc.structures import HCLT
 
 #: The recipe (docs/circuits_scale.md): the best test bpd of the full-size runs there, in minutes.
-RECIPE = dict(latents=128, epochs=2, full_epochs=2)
+RECIPE = dict(latents=256, epochs=2, full_epochs=2)
 
 
 def peak_rss_mb() -> float:
