@@ -399,12 +399,12 @@ class Codec:
         packs = self._packs(entries, rows)
         streams, bits = self._encode_packs(rows, packs, progress)
         coded = {tuple(p): s for p, s in zip(packs, streams)}
+        raws = {}
         if raw_fallback:
             for pack, st in zip(packs, streams):
                 for i in pack:
-                    a = checked[i][0]
-                    raw_len = 1 + (a.size * max(1, int(a.max()).bit_length()) + 7) // 8  # pack_raw's length
-                    entries[i].coding = RAW if raw_len < (len(st) if len(pack) == 1 else bits[i] / 8) else MODEL
+                    raws[i] = pack_raw(checked[i][0])
+                    entries[i].coding = RAW if len(raws[i]) < (len(st) if len(pack) == 1 else bits[i] / 8) else MODEL
             packs = self._packs(entries, rows)  # the images left to the model, packed again
             todo = [p for p in packs if tuple(p) not in coded]
             if todo:
@@ -417,7 +417,7 @@ class Codec:
         codings = [e.coding for e in entries]
         for i, e in enumerate(entries):
             if e.coding == RAW:
-                out[i] = pack_raw(checked[i][0])
+                out[i] = raws[i]
         streams = out
         if RAW in codings:
             bpd = (
