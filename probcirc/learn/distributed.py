@@ -225,22 +225,29 @@ class ExactSum:
         self._all_reduce(exact, "the EM statistics")
         totals = []
         for i, (acc, shape, idx) in enumerate(zip(views, shapes, support)):
-            acc.mul_(inverse[i])
             if idx is None:
-                totals.append(acc.view(shape))
+                totals.append(acc.mul_(inverse[i]).view(shape))
             elif compact:
-                totals.append(acc.to(support_dtype))
+                # One pass: the float64 product is exact (a power of two), so it is rounded once either way.
+                out = (
+                    acc
+                    if support_dtype == acc.dtype
+                    else self._buffer(f"compact{i}", acc.numel(), device, support_dtype)
+                )
+                totals.append(torch.mul(acc, inverse[i], out=out))
             else:
+                acc.mul_(inverse[i])
                 dense = self._buffer(f"dense{i}", math.prod(shape), device, support_dtype).zero_()
                 totals.append(dense.index_copy_(0, idx, acc.to(support_dtype)).view(shape))
         return totals, info[:, 0].sum()
 
     def _buffer(self, name: str, size: int, device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """A buffer kept from batch to batch: fresh memory would be paged in (zeroed) every time."""
+        """``size`` entries of a buffer kept from batch to batch: fresh memory would be paged in (zeroed)
+        every time, and a support's size changes from batch to batch."""
         buf = self._bufs.get(name)
-        if buf is None or buf.numel() != size or buf.device != torch.device(device) or buf.dtype != dtype:
+        if buf is None or buf.numel() < size or buf.device != torch.device(device) or buf.dtype != dtype:
             buf = self._bufs[name] = torch.empty(size, dtype=dtype, device=device)
-        return buf
+        return buf[:size]
 
     def _all_reduce(self, t: torch.Tensor, what: str) -> None:
         if self.world == 1:

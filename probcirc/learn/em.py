@@ -221,6 +221,7 @@ def _update(
     sums = circuit._sum_layers
     support = support or [None] * len(totals)
     for layer, f in zip(sums, totals):
-        layer.em_update(f.to(layer.weight.dtype), step_size, pseudocount)
+        # The totals are this batch's temporaries (or a finished epoch's sums): used up in place.
+        layer.em_update(f.to(layer.weight.dtype), step_size, pseudocount, owned=True)
     for leaves, s, where in zip(circuit._input_layers, totals[len(sums) :], support[len(sums) :]):
         leaves.em_update(s, step_size, pseudocount, support=where)

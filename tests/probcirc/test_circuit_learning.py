@@ -205,6 +205,38 @@ def test_the_fused_categorical_update_is_the_m_step_mixed_in():
     assert not torch.allclose(layer.params[1:], before[1:])
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_sum_layers_in_place_update_is_the_general_one_bit_for_bit(masked):
+    """The update that uses up its flows gives the same bytes as the general one, against the formula
+    in float64; a node with no flow and no pseudocount, or a NaN, keeps its weights on both paths."""
+    gen = torch.Generator().manual_seed(4)
+    pc = compiled(dag(Categorical(5)), seed=3)
+    layer = max(pc._sum_layers, key=lambda l: l.weight.numel())
+    if masked:
+        layer.edge_mask = torch.rand(layer.weight.shape, generator=gen) < 0.7
+        layer.edge_mask[..., 0] = True
+        layer.weight.mul_(layer.edge_mask)
+        layer.weight.div_(layer.weight.sum(-1, keepdim=True))
+    start = layer.weight.clone()
+    flows = torch.rand(layer.weight.shape, generator=gen) * 20 * layer.weight
+    for alpha in (0.5, 0.0):
+        flows[0, 0] = 0.0  # with alpha 0: no flow at all, so that node keeps its weights
+        flows[-1, -1, 0] = float("nan") if alpha == 0 else flows[-1, -1, 0]
+        results = []
+        for owned in (False, True):
+            layer.weight.copy_(start)
+            layer.em_update(flows.clone(), 0.3, alpha, owned=owned)
+            results.append(layer.weight.clone())
+        assert results[0].numpy().tobytes() == results[1].numpy().tobytes()
+        live = torch.ones_like(flows) if layer.edge_mask is None else layer.edge_mask.to(flows.dtype)
+        smoothed = (flows.double() + alpha / live.sum(-1, keepdim=True).double()) * live
+        expected = 0.7 * start.double() + 0.3 * smoothed / smoothed.sum(-1, keepdim=True)
+        if alpha == 0:
+            expected[0, 0] = start[0, 0].double()
+            expected[-1, -1] = start[-1, -1].double()
+        torch.testing.assert_close(results[1].double(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_the_categorical_update_from_a_support_alone_is_the_formula():
     """Given only a batch's support entries, θ ← (1-s)θ + s·(F + α/C)/(ΣF + α) over the whole table,
     against float64; a NaN takes the general M-step, which keeps that node's row."""
