@@ -26,10 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from probmod.cli import use_huge_pages
-
-use_huge_pages()  # before torch allocates: the command lines do the same
-
 import numpy as np
 import torch
 

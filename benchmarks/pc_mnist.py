@@ -24,10 +24,6 @@ import resource
 import sys
 import time
 
-from probmod.cli import use_huge_pages
-
-use_huge_pages()  # before torch allocates: the command lines do the same
-
 import numpy as np
 import torch
 

@@ -51,8 +51,6 @@ __all__ = [
 HIDDEN_ALIASES = frozenset({"--out", "--overwrite", "--no-progress"})
 #: set to 1 to get a traceback instead of the one-line message for internal errors
 DEBUG_ENV = "PROBMOD_DEBUG"
-#: PyTorch's CPU allocator puts every buffer of 2 MiB or more on transparent huge pages when this is "1"
-HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -183,19 +181,6 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def use_huge_pages() -> None:
-    """Ask PyTorch's CPU allocator for transparent huge pages, unless the environment already says.
-
-    Without them, a large temporary freed by one EM step is returned to the system and page-faulted
-    back in (zeroed) by the next: tens of MB per chunk of MNIST-sized circuits, and 4 KiB pages
-    that miss the TLB. Torch reads the variable once, at its first CPU allocation, so this works
-    only before any tensor exists: every command line calls it first (through :func:`run`); a
-    script of yours sets ``THP_MEM_ALLOC_ENABLE=1`` before it starts. A kernel with transparent
-    huge pages off ignores the request.
-    """
-    os.environ.setdefault(HUGE_PAGES_ENV, "1")
-
-
 def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise SystemExit(128 + signum)
 
@@ -213,7 +198,6 @@ def run(
     :func:`probmod.errors.exit_code`; anything else is an internal error
     (exit 1), with a traceback only when ``PROBMOD_DEBUG=1``.
     """
-    use_huge_pages()
     args = parser.parse_args(argv)
     name = " ".join(filter(None, [prog, getattr(args, "command", None)]))
     previous = signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None

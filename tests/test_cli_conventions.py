@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,45 +76,3 @@ def test_probcirc_subpackages_load_on_first_use():
         timeout=120,
     )
     assert done.stdout.strip() == "HCLT", done.stderr
-
-
-THP_MODES = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-
-
-@pytest.mark.skipif(
-    not THP_MODES.exists() or "[never]" in THP_MODES.read_text(), reason="no transparent huge pages here"
-)
-def test_every_command_line_asks_for_huge_pages_before_torch_allocates():
-    """Torch reads THP_MEM_ALLOC_ENABLE at its first CPU allocation: importing every command line
-    must allocate nothing, so that run() still gets there first. Measured by the page faults of
-    filling 64 MiB (16,384 pages of 4 KiB, or 32 huge ones); a user's own setting wins."""
-    script = (
-        "import importlib, resource, torch\n"
-        "import probcirc.cli, sparsecoding.cli, amortized.cli\n"
-        "for name in probcirc.cli.SUBCOMMAND_MODULES: importlib.import_module(name)\n"
-        "from probmod.cli import use_huge_pages\n"
-        "use_huge_pages()\n"
-        "t = torch.empty(64 << 20, dtype=torch.uint8)\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "t.fill_(1)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    faults = {}
-    for setting in (None, "0"):
-        run_env = env if setting is None else {**env, "THP_MEM_ALLOC_ENABLE": setting}
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=run_env)
-        assert done.returncode == 0, done.stderr
-        faults[setting] = int(done.stdout)
-    assert faults[None] < 4096 < faults["0"], faults
-
-
-def test_run_asks_for_huge_pages_first(monkeypatch):
-    from probmod.cli import make_parser, run
-
-    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
-    seen = []
-    assert (
-        run("demo", lambda args: seen.append(os.environ.get("THP_MEM_ALLOC_ENABLE")), make_parser("demo", "x"), []) == 0
-    )
-    assert seen == ["1"]
