@@ -30,6 +30,7 @@ from probcirc.compress.predict import PREDICTORS  # noqa: E402
 
 TRAIN = ["camera", "moon", "coins", "text", "page", "clock", "grass", "brick", "chelsea", "rocket"]
 TEST = ["cell", "gravel", "coffee", "astronaut"]
+HELD_OUT = ["chelsea", "rocket"]  # --validate: the defaults are chosen on these, never on TEST
 
 
 def _timed(fn, *a, **kw):
@@ -65,8 +66,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--patch", type=int, default=8)
     ap.add_argument("--latents", type=int, default=16)
-    ap.add_argument("--max-patches", type=int, default=60000)
+    ap.add_argument("--max-patches", type=int, default=0, help="train on at most this many patches (0: all)")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--full-epochs", type=int, default=1)
+    ap.add_argument("--pseudocount", type=float, default=0.1)
+    ap.add_argument("--augment", choices=("auto", "yes", "no"), default="auto", help="train_codec's augment")
+    ap.add_argument(
+        "--validate",
+        action="store_true",
+        help="train on the training images but chelsea and rocket, print the model's bits/dim on those two, stop",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--predictor", choices=("auto", *PREDICTORS), default="auto")
     ap.add_argument("--test", nargs="+", default=TEST, help="scikit-image test photographs")
@@ -74,19 +83,30 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import skimage.data
 
-    train = [getattr(skimage.data, n)() for n in TRAIN]
-    test = {n: getattr(skimage.data, n)() for n in args.test}
+    names = [n for n in TRAIN if n not in HELD_OUT] if args.validate else TRAIN
+    train = [getattr(skimage.data, n)() for n in names]
+    test = {n: getattr(skimage.data, n)() for n in (HELD_OUT if args.validate else args.test)}
     t = time.time()
     model = train_codec(
         train,
         patch=(args.patch, args.patch),
         latents=args.latents,
         epochs=args.epochs,
-        full_batch_epochs=1,
-        max_patches=args.max_patches,
+        full_batch_epochs=args.full_epochs,
+        pseudocount=args.pseudocount,
+        max_patches=args.max_patches or None,
         progress=False,
         predictor=args.predictor,
+        augment={"auto": None, "yes": True, "no": False}[args.augment],
     )
+    if args.validate:
+        bits = {n: Codec(model).model_bits([img])[0] / img.size for n, img in test.items()}
+        print(
+            f"held out ({len(train)} training images, {time.time() - t:.0f} s): "
+            + ", ".join(f"{n} {b:.4f}" for n, b in bits.items())
+            + f", mean {np.mean(list(bits.values())):.4f} bits/dim"
+        )
+        return 0
     print(
         f"trained on {len(train)} images ({', '.join(TRAIN)}), {args.patch}x{args.patch} patches, "
         f"{args.latents} latents, predictor {model.predictor}, {time.time() - t:.0f} s"

@@ -282,16 +282,19 @@ def cmd_train(args) -> int:
             seed=args.seed,
             progress=not args.quiet,
             predictor=args.predictor,
+            augment={"auto": None, "yes": True, "no": False}[args.augment],
+            colour=args.colour,
         )
     except ProbmodError:
         raise
     except (ImageModeError, ValueError) as e:
         raise InputError(str(e)) from None
     io.save(model, out, overwrite=args.force)
+    fingerprint = file_fingerprint(model.circuit, model.predictor, model.colour).hex()[:12]
     print(
         f"trained codec model: {len(images)} images, patch {model.patch[0]}x{model.patch[1]}, {args.latents} latents, "
         f"predictor {model.predictor}, "
-        f"fingerprint {file_fingerprint(model.circuit, model.predictor).hex()[:12]} -> {out}"
+        f"colour {model.colour}, fingerprint {fingerprint} -> {out}"
     )
     return 0
 
@@ -488,6 +491,19 @@ def register(sub) -> None:
         default="auto",
         help="model pixels (none), JPEG-LS prediction residuals (med) or adaptive blended-prediction "
         "residuals (blend, best on photographs); auto picks by the training images' entropy",
+    )
+    p.add_argument(
+        "--augment",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="also train on each image's 8 rotations and mirror images; auto: yes with a spatial "
+        "predictor (photographs), no when modelling pixels (digits)",
+    )
+    p.add_argument(
+        "--colour",
+        choices=("green", "ycocg"),
+        default="green",
+        help="RGB as G, R-G, B-(R+G)/2 (green) or as modular YCoCg-R (ycocg, what models had before)",
     )
     add_common(p, "model file (.h5)")
     _add_limits(p)

@@ -29,6 +29,7 @@ from .container import (
 )
 from .engine import PRECISION, PmfEngine
 from .images import (
+    COLOURS,
     MODE_NAMES,
     MODES,
     ImageModeError,
@@ -66,11 +67,14 @@ class HeavyFileWarning(UserWarning):
     """The file asks for more decoding work per byte than a decoder allows by default (``--max-work``)."""
 
 
-def file_fingerprint(circuit, predictor: str = "none") -> bytes:
+def file_fingerprint(circuit, predictor: str = "none", colour: str = "ycocg") -> bytes:
     """The model fingerprint written in every ``.pcz`` file: the circuit's, mixed with the predictor's name
-    when there is one, so a file decodes only with the transform it was coded with."""
+    when there is one and the colour transform's when it is not YCoCg-R (the one models had before it was a
+    choice), so a file decodes only with the transforms it was coded with."""
     fp = bytes.fromhex(circuit.fingerprint())
-    return fp if predictor == "none" else hashlib.sha256(fp + f"predictor={predictor}".encode()).digest()
+    if predictor != "none":
+        fp = hashlib.sha256(fp + f"predictor={predictor}".encode()).digest()
+    return fp if colour == "ycocg" else hashlib.sha256(fp + f"colour={colour}".encode()).digest()
 
 
 @io.register
@@ -78,20 +82,23 @@ class CodecModel:
     """A circuit with the patch shape and the spatial predictor it was trained on; saved with :func:`probcirc.io.save`.
 
     ``predictor`` (:mod:`probcirc.compress.predict`): ``"none"`` (the circuit
-    models pixels) or ``"med"`` (it models JPEG-LS prediction residuals).
+    models pixels), ``"med"`` or ``"blend"`` (it models prediction residuals).
+    ``colour``: how RGB becomes three planes (:data:`~probcirc.compress.images.COLOURS`): ``"green"``
+    (what :func:`~probcirc.compress.train.train_codec` picks) or ``"ycocg"`` (models saved before the choice).
     """
 
-    def __init__(self, circuit, patch: tuple[int, int], predictor: str = "none"):
+    def __init__(self, circuit, patch: tuple[int, int], predictor: str = "none", colour: str = "ycocg"):
         ph, pw = int(patch[0]), int(patch[1])
         if ph * pw != circuit.num_vars:
             raise ValueError(f"patch {ph}x{pw} has {ph * pw} pixels but the circuit has {circuit.num_vars} variables")
         self.circuit = circuit
         self.patch = (ph, pw)
         self.predictor = check_predictor(predictor)
+        self.colour = check_colour(colour)
 
     def _state(self):
         attrs, arrays = self.circuit._state()
-        attrs = dict(attrs, patch_h=self.patch[0], patch_w=self.patch[1], predictor=self.predictor)
+        attrs = dict(attrs, patch_h=self.patch[0], patch_w=self.patch[1], predictor=self.predictor, colour=self.colour)
         return attrs, arrays
 
     @classmethod
@@ -101,8 +108,21 @@ class CodecModel:
         predictor = str(attrs.get("predictor", "none"))  # models saved before predictors existed model pixels
         if predictor not in PREDICTORS:
             raise io.FormatError(f"unknown predictor {predictor!r} in the codec model (known: {', '.join(PREDICTORS)})")
-        circuit = TensorCircuit._from_state({k: v for k, v in attrs.items() if k != "predictor"}, arrays)
-        return cls(circuit, (int(attrs["patch_h"]), int(attrs["patch_w"])), predictor)
+        colour = str(attrs.get("colour", "ycocg"))  # models saved before the choice used YCoCg-R
+        if colour not in COLOURS:
+            raise io.FormatError(
+                f"unknown colour transform {colour!r} in the codec model (known: {', '.join(COLOURS)})"
+            )
+        circuit = TensorCircuit._from_state(
+            {k: v for k, v in attrs.items() if k not in ("predictor", "colour")}, arrays
+        )
+        return cls(circuit, (int(attrs["patch_h"]), int(attrs["patch_w"])), predictor, colour)
+
+
+def check_colour(name: str) -> str:
+    if name not in COLOURS:
+        raise ValueError(f"colour must be one of {tuple(COLOURS)}, got {name!r}")
+    return name
 
 
 def _bytes_to_words(b: bytes) -> np.ndarray:
@@ -144,8 +164,10 @@ class Codec:
             (whole circuit per pixel); see :class:`PmfEngine`. The bytes do not depend on it.
         batch_size: patches evaluated together (memory grows with it; results do not change).
         threads: numba threads to use (results do not change).
-        predictor: ``"none"`` or ``"med"``; taken from a :class:`CodecModel`, else ``"none"``.
+        predictor: ``"none"``, ``"med"`` or ``"blend"``; taken from a :class:`CodecModel`, else ``"none"``.
             It is part of the fingerprint written in each file.
+        colour: ``"ycocg"`` or ``"green"`` (:data:`~probcirc.compress.images.COLOURS`); taken from a
+            :class:`CodecModel`, else ``"ycocg"``. Part of the fingerprint unless ``"ycocg"``.
         max_values: the most values (pixels x channels) a file to decode may declare in all
             (:data:`~probcirc.compress.container.MAX_VALUES`; None: no limit). Raise it for trusted files only.
         max_ratio: the decoding work a file's model-coded streams may ask for per byte, in values of
@@ -180,14 +202,17 @@ class Codec:
         predictor: str | None = None,
         max_values: int | None = MAX_VALUES,
         max_ratio: float | None = MAX_RATIO,
+        colour: str | None = None,
     ):
         if isinstance(circuit, CodecModel):
-            if predictor is not None and predictor != circuit.predictor:
-                raise ValueError(f"the model was trained with predictor {circuit.predictor!r}, not {predictor!r}")
+            for name, given, own in (("predictor", predictor, circuit.predictor), ("colour", colour, circuit.colour)):
+                if given is not None and given != own:
+                    raise ValueError(f"the model was trained with {name} {own!r}, not {given!r}")
             patch = patch or circuit.patch
-            predictor = circuit.predictor
+            predictor, colour = circuit.predictor, circuit.colour
             circuit = circuit.circuit
         self.predictor = check_predictor(predictor or "none")
+        self.colour = check_colour(colour or "ycocg")
         d = int(circuit.num_vars)
         if patch is None:
             s = math.isqrt(d)
@@ -213,15 +238,15 @@ class Codec:
                 f"the circuit's leaves have {self.program.num_values} values; 8-bit images need 256 "
                 "(train with input_dist=Categorical(256))"
             )
-        self.fingerprint = file_fingerprint(circuit, self.predictor)
+        self.fingerprint = file_fingerprint(circuit, self.predictor, self.colour)
         self._arrays = kernels.arrays(self.program)
         self._nc = fastpath.nc_ancestors(self.program)
         self._init = None  # inside values with nothing observed (_initial_inside)
 
     # ------------------------------------------------------------------ units
     def _planes(self, img: np.ndarray, mode: str) -> list[np.ndarray]:
-        """The planes the circuit codes: grey, or YCoCg-R, each through the predictor."""
-        return [residuals(p, self.predictor) for p in to_planes(img, mode)]
+        """The planes the circuit codes: grey, or the colour transform's three, each through the predictor."""
+        return [residuals(p, self.predictor) for p in to_planes(img, mode, self.colour)]
 
     def _rows(self, planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """An image's patches, plane after plane: (values, valid mask), one row per patch."""
@@ -471,8 +496,8 @@ class Codec:
         if header.fingerprint != self.fingerprint:
             raise ModelMismatchError(
                 f"the file was made with another model (fingerprint {header.fingerprint.hex()[:12]}..., "
-                f"this model is {self.fingerprint.hex()[:12]}... with predictor {self.predictor!r}; "
-                "the predictor is part of the fingerprint)"
+                f"this model is {self.fingerprint.hex()[:12]}... with predictor {self.predictor!r} and colour "
+                f"{self.colour!r}; both are part of the fingerprint)"
             )
         if header.num_values != self.program.num_values or header.precision != PRECISION or header.block != BLOCK:
             raise PczFormatError("the file's alphabet, precision or block size does not match this codec")
@@ -548,7 +573,7 @@ class Codec:
                     restore(untile(mine[p * per : (p + 1) * per], e.height, e.width, ph, pw), self.predictor)
                     for p in range(nplanes)
                 ]
-                images[i] = from_planes(planes, MODE_NAMES[e.mode])
+                images[i] = from_planes(planes, MODE_NAMES[e.mode], self.colour)
         return [images[i] for i in indices]
 
     # ------------------------------------------------------------- analysis

@@ -66,12 +66,47 @@ def planes_to_rgb(planes: list[np.ndarray]) -> np.ndarray:
     return np.stack([r, g, b], -1).astype(np.uint8)
 
 
-def to_planes(img: np.ndarray, mode: str) -> list[np.ndarray]:
-    return [img] if mode == "L" else rgb_to_planes(img)
+def rgb_to_green(rgb: np.ndarray) -> list[np.ndarray]:
+    """Green first, then ``R - G`` and ``B - (R + G) // 2``, both mod 256 and centred on 128; exactly invertible.
+
+    Unlike modular YCoCg-R, whose luma takes half of a chroma value that has
+    already wrapped (so saturated pixels, ``|R - B| >= 128``, jump by 64 or 128
+    in every plane), the first plane never wraps and each lifting step reads
+    true 8-bit channels: a wrap stays a wrap mod 256 in one chroma plane, which
+    the blend predictor reads modulo 256 anyway.
+
+    Example:
+        >>> rgb = np.array([[[250, 10, 3], [0, 255, 128]]], np.uint8)
+        >>> [p.tolist() for p in rgb_to_green(rgb)]
+        [[[10, 255]], [[112, 129]], [[1, 129]]]
+        >>> bool((green_to_rgb(rgb_to_green(rgb)) == rgb).all())
+        True
+    """
+    r, g, b = (rgb[..., c].astype(np.int64) for c in range(3))
+    return [
+        g.astype(np.uint8),
+        ((r - g + 128) & 255).astype(np.uint8),
+        ((b - ((r + g) >> 1) + 128) & 255).astype(np.uint8),
+    ]
 
 
-def from_planes(planes: list[np.ndarray], mode: str) -> np.ndarray:
-    return planes[0] if mode == "L" else planes_to_rgb(planes)
+def green_to_rgb(planes: list[np.ndarray]) -> np.ndarray:
+    g, d, e = (p.astype(np.int64) for p in planes)
+    r = (g + d - 128) & 255
+    b = (e - 128 + ((r + g) >> 1)) & 255
+    return np.stack([r, g, b], -1).astype(np.uint8)
+
+
+#: reversible colour transforms, by the name a model stores (``CodecModel.colour``)
+COLOURS = {"ycocg": (rgb_to_planes, planes_to_rgb), "green": (rgb_to_green, green_to_rgb)}
+
+
+def to_planes(img: np.ndarray, mode: str, colour: str = "ycocg") -> list[np.ndarray]:
+    return [img] if mode == "L" else COLOURS[colour][0](img)
+
+
+def from_planes(planes: list[np.ndarray], mode: str, colour: str = "ycocg") -> np.ndarray:
+    return planes[0] if mode == "L" else COLOURS[colour][1](planes)
 
 
 def tile(plane: np.ndarray, ph: int, pw: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..inputs import Categorical
-from .codec import CodecModel
+from .codec import CodecModel, check_colour
 from .images import check_image, tile, to_planes
 from .predict import check_predictor, choose, residuals
 
@@ -22,9 +22,25 @@ def default_patch(images) -> tuple[int, int]:
     return 8, 8
 
 
-def image_planes(images) -> list[np.ndarray]:
-    """Every plane of the images as the codec sees them before prediction (RGB: YCoCg-R planes)."""
-    return [plane for img in images for plane in to_planes(*check_image(img))]
+def image_planes(images, colour: str = "ycocg") -> list[np.ndarray]:
+    """Every plane of the images as the codec sees them before prediction (RGB: the ``colour`` transform's)."""
+    return [plane for img in images for plane in to_planes(*check_image(img), colour)]
+
+
+def dihedral(plane: np.ndarray) -> list[np.ndarray]:
+    """The plane's 8 rotations and mirror images (the first is the plane itself).
+
+    Photographs look alike under them, but a causal predictor's residuals do
+    not simply rotate with the plane, so each view is predicted on its own:
+    eight times the training patches for the same images.
+
+    Example:
+        >>> views = dihedral(np.arange(6, dtype=np.uint8).reshape(2, 3))
+        >>> len(views), views[0].shape, views[2].shape, len({v.tobytes() for v in views})
+        (8, (2, 3), (3, 2), 8)
+    """
+    turns = [np.rot90(plane, k) for k in range(4)]
+    return [np.ascontiguousarray(v) for t in turns for v in (t, t[:, ::-1])]
 
 
 def patches_from_planes(planes, patch: tuple[int, int], max_patches: int | None = None, seed: int = 0) -> np.ndarray:
@@ -59,6 +75,8 @@ def train_codec(
     seed: int = 0,
     progress: bool = False,
     predictor: str = "auto",
+    augment: bool | None = None,
+    colour: str = "green",
 ) -> CodecModel:
     """Fit an HCLT with ``Categorical(256)`` leaves on the images' patches; return a :class:`CodecModel`.
 
@@ -68,6 +86,14 @@ def train_codec(
     order-0 entropy on these images. The Chow-Liu structure uses mutual
     information on ``num_bins`` levels (from at most 5,000 patches), then EM
     fits the parameters.
+    ``augment``: train on the 8 rotations and mirror images of every plane (:func:`dihedral`); default
+    (None) when the predictor is a spatial one, i.e. for photographs, whose statistics do not depend on
+    orientation (on chelsea and rocket held out from the other eight training images of
+    ``benchmarks/codec_natural.py`` it saved 0.06-0.07 bits per value), but not for pixels such as
+    digits, which are not alike upside down.
+    ``colour``: how RGB becomes planes, :data:`~probcirc.compress.images.COLOURS`: ``"green"`` (G, R - G,
+    B - (R + G) // 2) coded seven colour photographs outside the benchmarks' test set in 0.01-0.18 fewer
+    bits per value than ``"ycocg"`` (modular YCoCg-R, which wraps on saturated colours).
     ``progress=True`` shows EM's progress (off by default, as in scikit-learn; the CLI turns it on).
     """
     import probcirc
@@ -77,9 +103,12 @@ def train_codec(
 
     images = list(images)
     patch = patch or default_patch(images)
-    planes = image_planes(images)
+    planes = image_planes(images, check_colour(colour))
     predictor = choose(planes) if predictor == "auto" else check_predictor(predictor)
-    data = patches_from_planes([residuals(p, predictor) for p in planes], patch, max_patches, seed)
+    if augment is None:
+        augment = predictor != "none"
+    views = [v for p in planes for v in dihedral(p)] if augment else planes
+    data = patches_from_planes([residuals(p, predictor) for p in views], patch, max_patches, seed)
     root = HCLT(data, latents, input_dist=Categorical(256), num_bins=num_bins, seed=seed)
     pc = probcirc.compile(root, seed=seed, dtype=torch.float32)
     x = torch.from_numpy(data.astype(np.int64))
@@ -94,4 +123,4 @@ def train_codec(
         seed=seed,
         progress=progress,
     )
-    return CodecModel(pc, patch, predictor)
+    return CodecModel(pc, patch, predictor, colour)

@@ -152,3 +152,93 @@ def test_med_files_written_before_blend_still_decode():
         blocks = -(-(3 if e.mode else 1) * -(-e.height // 4) * -(-e.width // 4) // 64)
         assert -4 * blocks <= e.stream_len - o.stream_len <= blocks
     assert all(np.array_equal(a, b) for a, b in zip(originals, codec.decode(again)))
+
+
+def test_dihedral_views_are_the_eight_symmetries():
+    from probcirc.compress.train import dihedral
+
+    plane = np.random.default_rng(5).integers(0, 256, (3, 5)).astype(np.uint8)
+    views = dihedral(plane)
+    key = {(v.shape, v.tobytes()) for v in views}
+    assert len(key) == 8 and np.array_equal(views[0], plane)
+    for v in views:  # a group: the views of any view are the same eight arrays, with the same pixels
+        assert {(u.shape, u.tobytes()) for u in dihedral(v)} == key
+        assert sorted(v.ravel()) == sorted(plane.ravel())
+
+
+def test_augmented_model_codes_a_turned_image_as_well_as_an_upright_one():
+    """Trained on pixels of horizontal stripes, a model codes the same kind of image turned a quarter in
+    many more bits; trained on the 8 views (augment=True) it codes both alike."""
+    rng = np.random.default_rng(6)
+
+    def stripes(n):
+        return [255 * np.repeat(rng.integers(0, 2, (16, 1)), 16, 1).astype(np.uint8) for _ in range(n)]
+
+    kw = dict(patch=(4, 4), latents=4, epochs=1, full_batch_epochs=1, predictor="none")
+    plain, augmented = train_codec(stripes(12), augment=False, **kw), train_codec(stripes(12), augment=True, **kw)
+    upright = stripes(4)
+    turned = [np.ascontiguousarray(u.T) for u in upright]
+    bits = {name: Codec(m).model_bits(turned).sum() for name, m in (("plain", plain), ("augmented", augmented))}
+    assert bits["augmented"] < 0.8 * bits["plain"]
+    assert Codec(augmented).model_bits(turned).sum() < 1.2 * Codec(augmented).model_bits(upright).sum()
+
+
+def test_augmentation_is_on_by_default_for_residuals_only():
+    """Photographs (a spatial predictor) train on the 8 views by default; pixel models (digits, not
+    alike upside down) never do unless asked, so their models stay what they were."""
+    imgs = [np.random.default_rng(s).integers(0, 256, (8, 8)).astype(np.uint8) for s in range(3)]
+    kw = dict(patch=(4, 4), latents=2, epochs=1, full_batch_epochs=0)
+
+    def fp(**extra):
+        return train_codec(imgs, **kw, **extra).circuit.fingerprint()
+
+    assert fp(predictor="none") == fp(predictor="none", augment=False) != fp(predictor="none", augment=True)
+    assert fp(predictor="med") == fp(predictor="med", augment=True) != fp(predictor="med", augment=False)
+
+
+def test_green_transform_is_a_bijection_and_never_wraps_the_first_plane():
+    from probcirc.compress.images import green_to_rgb, rgb_to_green, rgb_to_planes
+
+    rng = np.random.default_rng(8)
+    rgb = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    rgb[0, :8] = [
+        [0, 0, 0],
+        [255, 255, 255],
+        [255, 0, 0],
+        [0, 255, 0],
+        [0, 0, 255],
+        [255, 0, 255],
+        [0, 255, 255],
+        [255, 255, 0],
+    ]
+    planes = rgb_to_green(rgb)
+    assert all(p.dtype == np.uint8 and p.shape == rgb.shape[:2] for p in planes)
+    np.testing.assert_array_equal(green_to_rgb(planes), rgb)
+    np.testing.assert_array_equal(planes[0], rgb[..., 1])
+    # a smooth saturated ramp (R - B crosses 128): YCoCg-R's luma jumps where its chroma wraps, green's does not
+    ramp = np.zeros((8, 64, 3), np.uint8)
+    ramp[..., 0] = np.linspace(60, 250, 64).astype(np.uint8)
+    ramp[..., 2] = 40
+    jumps = {
+        name: int(np.abs(np.diff(p[0].astype(int), axis=1)).max())
+        for name, p in (("ycocg", rgb_to_planes(ramp)), ("green", rgb_to_green(ramp)))
+    }
+    assert jumps["green"] <= 4 < 32 <= jumps["ycocg"]
+
+
+def test_colour_is_saved_fingerprinted_and_old_models_load_as_ycocg(tmp_path):
+    rng = np.random.default_rng(9)
+    imgs = [rng.integers(0, 256, (6, 7, 3)).astype(np.uint8), rng.integers(0, 256, (5, 4)).astype(np.uint8)]
+    green = train_codec(imgs, patch=(2, 2), latents=2, epochs=1, full_batch_epochs=0, predictor="med")
+    assert green.colour == "green"
+    blob = Codec(green).encode(imgs, raw_fallback=False)
+    assert all(np.array_equal(a, b) for a, b in zip(imgs, Codec(green).decode(blob)))
+    ycocg = Codec(green.circuit, patch=(2, 2), predictor="med")  # the same circuit with YCoCg-R is another model
+    with pytest.raises(ModelMismatchError, match="colour"):
+        ycocg.decode(blob)
+    probcirc.io.save(green, tmp_path / "m.h5")
+    assert Codec(probcirc.io.load(tmp_path / "m.h5")).encode(imgs, raw_fallback=False) == blob
+    attrs, arrays = green._state()
+    del attrs["colour"]  # as written before the colour transform was a choice
+    old = type(green)._from_state(attrs, arrays)
+    assert old.colour == "ycocg" and Codec(old).fingerprint == ycocg.fingerprint
