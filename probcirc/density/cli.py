@@ -39,6 +39,7 @@ from probmod.cli import (
 from probmod.errors import InputError, NumericalError, UsageError
 from probmod.progress import Progress
 
+from .. import backend
 from ..learn import distributed, em
 from .data import load_data
 from .model import STRUCTURES, DensityModel, RunOptions, epoch_seed, fingerprint
@@ -87,6 +88,7 @@ def _train(args: argparse.Namespace, main: bool) -> int:
         args.valid_fraction,
         args.seed,
         args.chunk_size,
+        args.precision,
     )
     io.check_output(out, overwrite=args.force or args.resume)
     io.check_output(chart, overwrite=args.force or args.resume)
@@ -102,17 +104,18 @@ def _train(args: argparse.Namespace, main: bool) -> int:
         for epoch in range(model.epochs_done, total):
             full, start = epoch >= args.epochs, time.perf_counter()
             model.restructure(epoch, x, args.prune_grow)
-            ll = em(
-                model.circuit,
-                x,
-                epochs=0 if full else 1,
-                full_batch_epochs=1 if full else 0,
-                batch_size=args.batch_size,
-                step_size=args.step_size,
-                pseudocount=args.pseudocount,
-                seed=epoch_seed(args.seed, epoch),
-                chunk_size=args.chunk_size,
-            )[0]
+            with backend.approximate(run.precision):
+                ll = em(
+                    model.circuit,
+                    x,
+                    epochs=0 if full else 1,
+                    full_batch_epochs=1 if full else 0,
+                    batch_size=args.batch_size,
+                    step_size=args.step_size,
+                    pseudocount=args.pseudocount,
+                    seed=epoch_seed(args.seed, epoch),
+                    chunk_size=args.chunk_size,
+                )[0]
             train_bpd = -ll / (train.shape[1] * math.log(2))
             if not math.isfinite(train_bpd):
                 raise NumericalError(f"epoch {epoch + 1}: bits per dimension is not finite; lower --step-size")
@@ -245,6 +248,13 @@ def register(sub) -> None:
         default=distributed.CHUNK_SIZE,
         help="rows per chunk, the unit a rank computes; results depend on it, never on the number of ranks "
         "(stored in the model: --resume must give the same)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=backend.PRECISIONS,
+        default="ieee",
+        help="matrix products during EM: bf16 keeps 7 mantissa bits of each factor (faster, CPU and GPU), tf32 and "
+        "tf32x3 act on GPU kernels only; validation, eval and sample stay exact (stored in the model)",
     )
     p.add_argument(
         "--device",

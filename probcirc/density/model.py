@@ -34,6 +34,7 @@ import torch
 from probmod import io
 from probmod.errors import FormatError, ModelMismatchError, UsageError
 
+from ..backend import PRECISIONS
 from ..circuit import TensorCircuit, compile
 from ..inputs import Categorical
 from ..learn.distributed import CHUNK_SIZE
@@ -55,6 +56,8 @@ STRUCTURES = ("hclt", "pd", "rat")
 #: RAT-SPN region-tree depth (capped at log2 D) and repetitions
 RAT_DEPTH, RAT_REPETITIONS = 4, 8
 _HISTORY = ("train_bpd", "valid_bpd", "full", "seconds")
+#: run options that files written by earlier versions lack (they were trained with the default)
+_LATER_OPTIONS = ("chunk_size", "precision")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class RunOptions:
     seed: int
     #: rows per chunk (:mod:`probcirc.learn.distributed`): EM's sums, so its bytes, depend on it
     chunk_size: int = CHUNK_SIZE
+    #: the sum layers' matrix products during EM (:func:`probcirc.backend.approximate`); queries stay exact
+    precision: str = "ieee"
 
     def __post_init__(self) -> None:
         if self.structure not in STRUCTURES:
@@ -84,6 +89,8 @@ class RunOptions:
             raise UsageError(f"--seed must be >= 0, got {self.seed}")
         if self.chunk_size < 1:
             raise UsageError(f"--chunk-size must be >= 1, got {self.chunk_size}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def differences(self, other: RunOptions) -> list[str]:
         """``--name: this vs other`` for every option that differs."""
@@ -264,8 +271,8 @@ class DensityModel:
     def _from_state(cls, attrs: dict, arrays: dict) -> DensityModel:
         fields = {f.name: str(f.type) for f in dataclasses.fields(RunOptions)}
         try:
-            # A file written before run_chunk_size was stored was trained with the default chunks.
-            stored = {k: attrs[f"run_{k}"] for k in fields if k != "chunk_size" or f"run_{k}" in attrs}
+            # A file written before an option was stored was trained with its default.
+            stored = {k: attrs[f"run_{k}"] for k in fields if k not in _LATER_OPTIONS or f"run_{k}" in attrs}
             run = RunOptions(**{k: _cast(fields[k], v) for k, v in stored.items()})
         except UsageError as e:
             raise FormatError(f"bad run options in the density model ({e})") from None

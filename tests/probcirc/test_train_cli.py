@@ -214,3 +214,24 @@ def test_a_run_of_zero_epochs_can_be_resumed(data, tmp_path, capsys):
     out = tmp_path / "zero.h5"
     assert _run(capsys, "train", data, *FAST, "--epochs", "0", "-o", out)[0] == 0
     assert _run(capsys, "train", data, *FAST, "--epochs", "0", "-o", out, "--resume")[0] == 0
+
+
+def test_precision_is_a_run_option_and_training_under_bf16_stays_close(data, model, tmp_path, capsys):
+    """bf16 products change EM's bytes but hardly its result; --resume must keep the precision, and a
+    file written before precision was stored was trained exactly."""
+    approx = tmp_path / "bf16.h5"
+    assert _run(capsys, "train", data, *FAST, "--epochs", "1", "--precision", "bf16", "-o", approx)[0] == 0
+    exact, fast = probcirc.io.load(model), probcirc.io.load(approx)
+    assert fast.run.precision == "bf16" and exact.run.precision == "ieee"
+    a, b = (m.circuit.state_dict() for m in (exact, fast))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the flag reaches the products
+    x = torch.from_numpy(DIGITS.reshape(len(DIGITS), -1).astype(np.int64))
+    gap = (exact.circuit.log_prob(x) - fast.circuit.log_prob(x)).abs().mean() / x.shape[1]
+    assert float(gap) < 0.01  # nats per pixel
+    code, _, err = _run(capsys, "train", data, *FAST, "--epochs", "2", "-o", approx, "--resume")
+    assert code == 2 and "--precision ieee (the run used bf16)" in err
+    old = tmp_path / "old.h5"
+    old.write_bytes(model.read_bytes())
+    with edit_in_place(old) as f:
+        del f.attrs["run_precision"]
+    assert probcirc.io.load(old).run.precision == "ieee"
