@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-patches", type=int, default=0, help="train on at most this many patches (0: all)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--full-epochs", type=int, default=1)
-    ap.add_argument("--pseudocount", type=float, default=0.1)
+    ap.add_argument("--pseudocount", type=float, default=None, help="default: train_codec's (0.03 for residuals)")
     ap.add_argument("--augment", choices=("auto", "yes", "no"), default="auto", help="train_codec's augment")
     ap.add_argument(
         "--validate",

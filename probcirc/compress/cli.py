@@ -284,6 +284,7 @@ def cmd_train(args) -> int:
             predictor=args.predictor,
             augment={"auto": None, "yes": True, "no": False}[args.augment],
             colour=args.colour,
+            pseudocount=args.pseudocount,
         )
     except ProbmodError:
         raise
@@ -478,10 +479,16 @@ def register(sub) -> None:
         default=None,
         help="patch shape HxW (default: the images' size when all share one up to 32x32, else 8x8)",
     )
-    p.add_argument("--latents", type=int_at_least(1), default=32, help="HCLT latent states per pixel")
-    p.add_argument("--epochs", type=int_at_least(0), default=2, help="mini-batch EM epochs")
+    p.add_argument("--latents", type=int_at_least(1), default=16, help="HCLT latent states per pixel")
+    p.add_argument("--epochs", type=int_at_least(0), default=3, help="mini-batch EM epochs")
     p.add_argument("--full-epochs", type=int_at_least(0), default=1, help="full-batch EM epochs")
     p.add_argument("--batch-size", type=int_at_least(1), default=512, help="patches per mini-batch")
+    p.add_argument(
+        "--pseudocount",
+        type=float,
+        default=None,
+        help="EM pseudocount (default: 0.03 for residuals, i.e. photographs, 0.1 for pixels)",
+    )
     p.add_argument(
         "--max-patches", type=int_at_least(2), default=None, help="train on at most this many patches (default: all)"
     )

@@ -91,7 +91,7 @@ def test_blend_predicts_photographs_better_than_med():
 def models():
     grey, _ = _photos()
     crops = [g[y : y + 64, x : x + 64] for g in grey[:2] for y in range(0, 256, 64) for x in range(0, 256, 64)]
-    kw = dict(patch=(4, 4), latents=4, epochs=1, full_batch_epochs=1, progress=False)
+    kw = dict(patch=(4, 4), latents=4, epochs=1, full_batch_epochs=1, progress=False, augment=False)
     return {p: train_codec(crops, predictor=p, **kw) for p in ("med", "blend")}
 
 
