@@ -1,15 +1,21 @@
 """Natural images: a patch codec trained on scikit-image samples, against PNG, WebP and JPEG-XL.
 
 Trains an HCLT on 8x8 patches of some scikit-image sample images (grey
-images and the YCoCg-R planes of colour ones), then codes held-out images,
-including colour ones, and checks the round trip. Never run by ``make test``.
+images and the planes of colour ones, each in its 8 rotations and mirror
+images), then codes held-out images, including colour ones, and checks the
+round trip. Never run by ``make test``. The defaults are ``train-codec``'s.
 
-    python benchmarks/codec_natural.py [--patch 8] [--latents 16] [--max-patches 60000] [--predictor auto|none|med]
+    python benchmarks/codec_natural.py [--threads 1] [--patch 8] [--latents 16] [--epochs 3] [--validate]
 
 The defaults were chosen on two of the training images (chelsea, rocket) held
-out from a model trained on the other eight, never on the test images: patch
+out from a model trained on the other eight (``--validate`` prints those two
+images' bits/dim), never on the test images. Before #17's second step: patch
 4/8/16 with 16 latents gave 2.955/2.902/3.073 bits/dim there (MED residuals),
-8x8 with 32 latents 2.911.
+8x8 with 32 latents 2.911. After it (blend residuals, 8 views): 16 latents
+and 3 epochs 2.798, 2 epochs 2.813, 32 latents 2.819 (2 epochs), 24 latents
+2.783 and 16 latents 2.786 (6 epochs, pseudocount 0.03), 4x4 2.845, 16x16
+2.837; with the green colour transform 2.780 (3 epochs), 2.776 (6 epochs),
+2.768 (6 epochs, pseudocount 0.03); without the 8 views 2.868 (YCoCg-R).
 """
 
 from __future__ import annotations

@@ -117,6 +117,13 @@ def test_train_codec_small(images, tmp_path, capsys):
     code, _, err = _run(capsys, "train-codec", arr, "--patch", "4x4", "--latents", "2", "-o", out)
     assert code == 6
     assert _run(capsys, "compress", images / "a.png", "-m", out, "-o", tmp_path / "a.pcz")[0] == 0
+    flags = ("--predictor", "med", "--augment", "no", "--colour", "ycocg", "--pseudocount", "0.5", "--epochs", "1")
+    code, text, _ = _run(
+        capsys, "train-codec", arr, "--patch", "4x4", "--latents", "2", *flags, "-o", tmp_path / "y.h5"
+    )
+    assert code == 0 and "predictor med, colour ycocg" in text
+    model = probcirc.io.load(tmp_path / "y.h5")
+    assert (model.predictor, model.colour) == ("med", "ycocg")
 
 
 def test_usage_errors(capsys):
