@@ -146,7 +146,7 @@ class ExactSum:
     A tensor holding inf or NaN in any chunk sums to all NaN: a diverged run.
     """
 
-    def __init__(self, group=None):
+    def __init__(self, group=None) -> None:
         self.group = group
         self.world = world_size(group)
         self.rank = rank(group)
