@@ -82,12 +82,15 @@ def main(argv=None) -> int:
         action="store_true",
         help="train on the training images but chelsea and rocket, print the model's bits/dim on those two, stop",
     )
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="threads for training and for the PC codec")
     ap.add_argument("--predictor", choices=("auto", *PREDICTORS), default="auto")
     ap.add_argument("--test", nargs="+", default=TEST, help="scikit-image test photographs")
     ap.add_argument("--plot", default="out/codec_natural_bpd.png", help="bits-per-dimension chart (PNG)")
     args = ap.parse_args(argv)
     import skimage.data
+    import torch
+
+    torch.set_num_threads(args.threads)  # training too: more threads than free cores only spin
 
     names = [n for n in TRAIN if n not in HELD_OUT] if args.validate else TRAIN
     train = [getattr(skimage.data, n)() for n in names]
