@@ -25,11 +25,17 @@ def em(
     progress: bool = False,
     chunk_size: int = CHUNK_SIZE,
     group=None,
+    sum_pseudocount: float | None = None,
 ) -> list[float]:
     """Fit the circuit's parameters by EM; return the mean training log-likelihood of every epoch.
 
     Mini-batch epochs update after every batch, ``θ ← (1 - s)·θ + s·θ_new`` with
-    ``θ_new = (F + α/|ch|) / (ΣF + α)`` from the batch's flows F. Full-batch
+    ``θ_new = (F + α/|ch|) / (ΣF + α)`` from the batch's flows F. The sum
+    layers' α is ``sum_pseudocount`` when given, else ``pseudocount`` (the
+    leaves always take ``pseudocount``): a mini-batch shows each of a large
+    circuit's sum nodes only a few samples' flow, and smoothing every update
+    towards uniform weights costs likelihood there, while a leaf needs its α
+    for the values the batch did not show. Full-batch
     epochs accumulate flows over the whole data set and update once (s = 1),
     which never lowers the training likelihood. Missing entries (``mask``
     True, or NaN in ``data``) are summed out, and their leaves receive their
@@ -59,8 +65,10 @@ def em(
     """
     if not 0 < step_size <= 1:
         raise ValueError(f"step_size must be in (0, 1], got {step_size}")
-    if pseudocount < 0:
-        raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
+    for name, alpha in (("pseudocount", pseudocount), ("sum_pseudocount", sum_pseudocount)):
+        if alpha is not None and not alpha >= 0:
+            raise ValueError(f"{name} must be >= 0, got {alpha}")
+    alphas = (pseudocount if sum_pseudocount is None else sum_pseudocount, pseudocount)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     data = check_data(circuit, data)
@@ -84,7 +92,7 @@ def em(
                 dtype = torch.float64 if full else circuit.dtype
                 totals, support, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws, dtype)
                 if not full:
-                    _update(circuit, totals, step_size, pseudocount, support)
+                    _update(circuit, totals, step_size, alphas, support)
                 else:
                     if acc is None:
                         acc = [torch.zeros(shape, dtype=torch.float64, device=circuit.device) for shape in shapes]
@@ -96,7 +104,7 @@ def em(
                             a.view(-1).index_add_(0, where, t.to(torch.float64))
                 ep.add(ll, len(idx))
             if acc is not None:
-                _update(circuit, acc, 1.0, pseudocount)
+                _update(circuit, acc, 1.0, alphas)
             history.append(ep.mean)
             if progress and reducer.rank == 0:
                 bpd = -history[-1] / (circuit.num_vars * math.log(2))
@@ -215,13 +223,14 @@ def _update(
     circuit: CompiledCircuit,
     totals: list[torch.Tensor],
     step_size: float,
-    pseudocount: float,
+    alphas: tuple[float, float],
     support: list[torch.Tensor | None] | None = None,
 ) -> None:
+    """Apply the M-step to every layer; ``alphas`` are the sum layers' and the leaves' pseudocounts."""
     sums = circuit._sum_layers
     support = support or [None] * len(totals)
     for layer, f in zip(sums, totals):
         # The totals are this batch's temporaries (or a finished epoch's sums): used up in place.
-        layer.em_update(f.to(layer.weight.dtype), step_size, pseudocount, owned=True)
+        layer.em_update(f.to(layer.weight.dtype), step_size, alphas[0], owned=True)
     for leaves, s, where in zip(circuit._input_layers, totals[len(sums) :], support[len(sums) :]):
-        leaves.em_update(s, step_size, pseudocount, support=where)
+        leaves.em_update(s, step_size, alphas[1], support=where)

@@ -259,3 +259,26 @@ def test_the_categorical_update_from_a_support_alone_is_the_formula():
     row = int(support[0]) // 6
     torch.testing.assert_close(layer.params[row], before[row])
     assert not torch.allclose(layer.params[row + 1 :], before[row + 1 :])
+
+
+def test_sum_pseudocount_smooths_the_sum_layers_alone():
+    """One full-batch step from the same start: the sums take sum_pseudocount, the leaves pseudocount,
+    each exactly as a run with that one pseudocount everywhere."""
+    start = compiled(dag(Categorical(5)), seed=5)
+    data = data_from(start, 60, seed=1)
+    runs = {}
+    for name, kwargs in {
+        "split": dict(pseudocount=0.5, sum_pseudocount=0.0),
+        "zero": dict(pseudocount=0.0),
+        "half": dict(pseudocount=0.5),
+    }.items():
+        pc = compiled(dag(Categorical(5)), seed=5)  # the same start each time
+        em(pc, data, epochs=0, full_batch_epochs=1, progress=False, **kwargs)
+        runs[name] = pc
+    for a, b in zip(runs["split"]._sum_layers, runs["zero"]._sum_layers):
+        assert torch.equal(a.weight, b.weight)
+    for a, b in zip(runs["split"]._input_layers, runs["half"]._input_layers):
+        assert torch.equal(a.params, b.params)
+    assert not all(torch.equal(a.weight, b.weight) for a, b in zip(runs["split"]._sum_layers, runs["half"]._sum_layers))
+    with pytest.raises(ValueError, match="sum_pseudocount"):
+        em(start, data, sum_pseudocount=-1.0, progress=False)
