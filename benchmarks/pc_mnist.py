@@ -64,6 +64,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512, help="mini-batch size")
     ap.add_argument("--step", type=float, default=0.1, help="mini-batch EM step size")
     ap.add_argument("--pseudocount", type=float, default=0.1, help="EM pseudocount")
+    ap.add_argument(
+        "--sum-pseudocount", type=float, default=None, help="the sum layers' EM pseudocount (default: --pseudocount)"
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument(
         "--precision",
@@ -87,7 +90,8 @@ def main() -> None:
     train = torch.from_numpy(train_img.reshape(len(train_img), -1)[: args.train_limit].astype(np.int64))
     test = torch.from_numpy(test_img.reshape(len(test_img), -1)[: args.test_limit].astype(np.int64))
     steps = {st.at: st for st in parse_prune_grow(args.prune_grow)}
-    print(f"prune and grow: {args.prune_grow or 'none'}; pseudocount {args.pseudocount}")
+    sums = "" if args.sum_pseudocount is None else f" (sum layers {args.sum_pseudocount})"
+    print(f"prune and grow: {args.prune_grow or 'none'}; pseudocount {args.pseudocount}{sums}")
 
     t0 = time.perf_counter()
     root = HCLT(
@@ -116,7 +120,8 @@ def main() -> None:
         with backend.approximate(args.precision):
             lls += em(
                 pc, train, epochs=0 if full else 1, full_batch_epochs=int(full), batch_size=args.batch,
-                step_size=args.step, pseudocount=args.pseudocount, seed=epoch, progress=True,
+                step_size=args.step, pseudocount=args.pseudocount, sum_pseudocount=args.sum_pseudocount,
+                seed=epoch, progress=True,
             )  # fmt: skip
         t_train += time.perf_counter() - t0
         if args.history:

@@ -89,6 +89,7 @@ def _train(args: argparse.Namespace, main: bool) -> int:
         args.seed,
         args.chunk_size,
         args.precision,
+        args.sum_pseudocount,
     )
     io.check_output(out, overwrite=args.force or args.resume)
     io.check_output(chart, overwrite=args.force or args.resume)
@@ -113,6 +114,7 @@ def _train(args: argparse.Namespace, main: bool) -> int:
                     batch_size=args.batch_size,
                     step_size=args.step_size,
                     pseudocount=args.pseudocount,
+                    sum_pseudocount=args.sum_pseudocount,
                     seed=epoch_seed(args.seed, epoch),
                     chunk_size=args.chunk_size,
                 )[0]
@@ -233,6 +235,12 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int_at_least(1), default=512, help="samples per mini-batch")
     p.add_argument("--step-size", type=float, default=0.1, help="mini-batch EM step size, in (0, 1]")
     p.add_argument("--pseudocount", type=float, default=0.1, help="EM smoothing pseudocount, >= 0")
+    p.add_argument(
+        "--sum-pseudocount",
+        type=float,
+        default=None,
+        help="the sum layers' own pseudocount, >= 0 (default: --pseudocount)",
+    )
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of DATA held out for validation, in [0, 1)")
     p.add_argument(
         "--prune-grow",

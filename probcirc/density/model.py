@@ -57,7 +57,7 @@ STRUCTURES = ("hclt", "pd", "rat")
 RAT_DEPTH, RAT_REPETITIONS = 4, 8
 _HISTORY = ("train_bpd", "valid_bpd", "full", "seconds")
 #: run options that files written by earlier versions lack (they were trained with the default)
-_LATER_OPTIONS = ("chunk_size", "precision")
+_LATER_OPTIONS = ("chunk_size", "precision", "sum_pseudocount")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ class RunOptions:
     chunk_size: int = CHUNK_SIZE
     #: the sum layers' matrix products during EM (:func:`probcirc.backend.approximate`); queries stay exact
     precision: str = "ieee"
+    #: the sum layers' own EM pseudocount (None: ``pseudocount``)
+    sum_pseudocount: float | None = None
 
     def __post_init__(self) -> None:
         if self.structure not in STRUCTURES:
@@ -83,8 +85,9 @@ class RunOptions:
             raise UsageError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
         if not 0 < self.step_size <= 1:
             raise UsageError(f"--step-size must be in (0, 1], got {self.step_size}")
-        if not self.pseudocount >= 0:
-            raise UsageError(f"--pseudocount must be >= 0, got {self.pseudocount}")
+        for name, alpha in (("pseudocount", self.pseudocount), ("sum-pseudocount", self.sum_pseudocount)):
+            if alpha is not None and not alpha >= 0:
+                raise UsageError(f"--{name} must be >= 0, got {alpha}")
         if self.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {self.seed}")
         if self.chunk_size < 1:
@@ -263,7 +266,8 @@ class DensityModel:
         attrs.update(num_values=self.num_values, image_h=h, image_w=w)
         attrs.update(data_sha256=self.data_sha256, num_samples=self.num_samples)
         attrs.update(prune_grow=self.prune_grow or "")
-        attrs.update({f"run_{k}": v for k, v in dataclasses.asdict(self.run).items()})
+        # HDF5 has no None: an option left at None is not written, and reads back as None.
+        attrs.update({f"run_{k}": v for k, v in dataclasses.asdict(self.run).items() if v is not None})
         arrays.update({f"history/{k}": v for k, v in self.history.items()})
         return attrs, arrays
 
@@ -304,7 +308,7 @@ def _categories(circuit: TensorCircuit) -> int:
 
 
 def _cast(kind: str, value):
-    return {"str": str, "int": int, "float": float}[kind](value)
+    return {"str": str, "int": int, "float": float, "float | None": float}[kind](value)
 
 
 def _structure(run: RunOptions, train: np.ndarray, num_values: int, image_shape: tuple[int, int] | None):

@@ -235,3 +235,15 @@ def test_precision_is_a_run_option_and_training_under_bf16_stays_close(data, mod
     with edit_in_place(old) as f:
         del f.attrs["run_precision"]
     assert probcirc.io.load(old).run.precision == "ieee"
+
+
+def test_sum_pseudocount_is_a_run_option(data, model, tmp_path, capsys):
+    own = tmp_path / "own.h5"
+    assert _run(capsys, "train", data, *FAST, "--epochs", "1", "--sum-pseudocount", "0", "-o", own)[0] == 0
+    assert probcirc.io.load(own).run.sum_pseudocount == 0.0 and probcirc.io.load(model).run.sum_pseudocount is None
+    a, b = (probcirc.io.load(p).circuit for p in (model, own))
+    assert any(not torch.equal(x.weight, y.weight) for x, y in zip(a._sum_layers, b._sum_layers))  # it reaches EM
+    code, _, err = _run(capsys, "train", data, *FAST, "--epochs", "2", "-o", own, "--resume")
+    assert code == 2 and "--sum-pseudocount None (the run used 0.0)" in err
+    code, _, err = _run(capsys, "train", data, *FAST, "--sum-pseudocount", "-1", "-o", tmp_path / "bad.h5")
+    assert code == 2 and "--sum-pseudocount must be >= 0" in err
