@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import probcirc
+import probmod.io
 from probcirc.cli import main
 from probcirc.compress import Codec, CodecModel, HeavyFileWarning, PoorFitWarning, container
 from probcirc.compress.container import RAW, Entry, Header, pack
@@ -279,6 +280,20 @@ def test_a_model_with_another_patch_shape_is_exit_5(model, tmp_path, capsys):
     assert _run(capsys, "compress", tmp_path / "a.png", "-m", path, "-o", tmp_path / "a.pcz")[0] == 0
     code, _, err = _run(capsys, "decompress", tmp_path / "a.pcz", "-m", other, "-o", tmp_path / "r")
     assert code == 5 and "4x4 patches" in err and "2x2 patches" in err and err.count("\n") == 1
+
+
+def test_a_colour_model_mismatch_is_exit_5_and_an_unknown_transform_exit_4(model, tmp_path, capsys):
+    m, path = model  # a YCoCg-R model: the same circuit with the green transform is another model
+    green = tmp_path / "green.h5"
+    probcirc.io.save(CodecModel(m.circuit, m.patch, colour="green"), green)
+    Image.fromarray(RNG.integers(0, 256, (5, 6, 3)).astype(np.uint8)).save(tmp_path / "c.png")
+    assert _run(capsys, "compress", tmp_path / "c.png", "-m", green, "-o", tmp_path / "c.pcz")[0] == 0
+    code, _, err = _run(capsys, "decompress", tmp_path / "c.pcz", "-m", path, "-o", tmp_path / "r")
+    assert code == 5 and "colour" in err and err.count("\n") == 1
+    with probmod.io.edit(green) as f:  # as a later version's transform would read to this one
+        f.attrs["colour"] = "xyz"
+    code, _, err = _run(capsys, "decompress", tmp_path / "c.pcz", "-m", green, "-o", tmp_path / "r")
+    assert code == 4 and "unknown colour transform 'xyz'" in err and err.count("\n") == 1
 
 
 # ------------------------------------------------------------------ 8. never expands
