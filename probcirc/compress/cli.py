@@ -494,10 +494,11 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--predictor",
-        choices=("auto", "none", "med", "blend"),
+        choices=("auto", "none", "med", "blend", "guided"),
         default="auto",
         help="model pixels (none), JPEG-LS prediction residuals (med) or adaptive blended-prediction "
-        "residuals (blend, best on photographs); auto picks by the training images' entropy",
+        "residuals (blend; guided: blend whose chroma planes also follow the first plane's errors, best on "
+        "photographs); auto picks by the training images' entropy (guided where blend wins)",
     )
     p.add_argument(
         "--augment",

@@ -41,7 +41,7 @@ from .images import (
     unpack_raw,
     untile,
 )
-from .predict import PREDICTORS, check_predictor, residuals, restore
+from .predict import PREDICTORS, check_predictor, image_residuals, image_restore
 from .program import build_program
 
 #: patches per range-coded block; fixed by the format so that batching never changes a stream
@@ -246,7 +246,7 @@ class Codec:
     # ------------------------------------------------------------------ units
     def _planes(self, img: np.ndarray, mode: str) -> list[np.ndarray]:
         """The planes the circuit codes: grey, or the colour transform's three, each through the predictor."""
-        return [residuals(p, self.predictor) for p in to_planes(img, mode, self.colour)]
+        return image_residuals(to_planes(img, mode, self.colour), self.predictor)
 
     def _rows(self, planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """An image's patches, plane after plane: (values, valid mask), one row per patch."""
@@ -569,11 +569,8 @@ class Codec:
                 e, nplanes, n = entries[i], len(shapes[i]), len(rows[i][0])
                 mine, start = vals[start : start + n], start + n
                 per = n // nplanes
-                planes = [
-                    restore(untile(mine[p * per : (p + 1) * per], e.height, e.width, ph, pw), self.predictor)
-                    for p in range(nplanes)
-                ]
-                images[i] = from_planes(planes, MODE_NAMES[e.mode], self.colour)
+                planes = [untile(mine[p * per : (p + 1) * per], e.height, e.width, ph, pw) for p in range(nplanes)]
+                images[i] = from_planes(image_restore(planes, self.predictor), MODE_NAMES[e.mode], self.colour)
         return [images[i] for i in indices]
 
     # ------------------------------------------------------------- analysis

@@ -33,11 +33,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-PREDICTORS = ("none", "med", "blend")
+PREDICTORS = ("none", "med", "blend", "guided")
 
 #: the blend's sub-predictors, and the count at which a bias context's running sums are halved
 _K = 6
 _BIAS_HALVE = 128
+#: no guide, no errors recorded (:func:`_blend`)
+_NONE = np.zeros((_K, 0, 0), np.int64)
 
 
 @njit(cache=True, inline="always")
@@ -99,9 +101,15 @@ def _near(v, ref):
 
 
 @njit(cache=True)
-def _blend(x, r, forward):
-    """Blend residuals of ``x`` into ``r`` (forward) or pixels from ``r`` into ``x``; one loop, so both agree."""
+def _blend(x, r, forward, G, E):
+    """Blend residuals of ``x`` into ``r`` (forward) or pixels from ``r`` into ``x``; one loop, so both agree.
+
+    ``G``: empty ``(K, 0, 0)``, or each sub-predictor's error at every pixel of an earlier plane (guided
+    chroma: counted twice with its own causal errors). ``E``: empty, or ``(K, h, w)`` to receive this
+    plane's errors."""
     h, w = x.shape
+    guided = G.shape[1] > 0
+    record = E.shape[1] > 0
     err = np.zeros((_K, 3, w), np.int64)  # |error| of each sub-predictor, rows i % 3 (i, i-1, i-2)
     bsum = np.zeros(64, np.int64)
     bcnt = np.zeros(64, np.int64)
@@ -132,6 +140,8 @@ def _blend(x, r, forward):
                     e += err[k, c0, j - 2] >> 1
                 if i > 1:
                     e += err[k, c2, j] >> 1
+                if guided:
+                    e += 2 * G[k, i, j]
                 wk = (1 << 30) // ((e + 1) * (e + 1))
                 num += wk * ps[k]
                 den += wk
@@ -162,6 +172,8 @@ def _blend(x, r, forward):
                 bcnt[ctx] = (n + 1) // 2
             for k in range(_K):
                 err[k, c0, j] = abs(_near(v, ps[k]) - ps[k])
+                if record:
+                    E[k, i, j] = err[k, c0, j]
     return r if forward else x
 
 
@@ -184,8 +196,8 @@ def residuals(plane: np.ndarray, predictor: str) -> np.ndarray:
     if check_predictor(predictor) == "none":
         return plane
     x = np.ascontiguousarray(plane, dtype=np.int64)
-    if predictor == "blend":
-        return _blend(x, np.empty_like(x), True).astype(np.uint8)
+    if predictor in ("blend", "guided"):
+        return _blend(x, np.empty_like(x), True, _NONE, _NONE).astype(np.uint8)
     return _med_residuals(x).astype(np.uint8)
 
 
@@ -194,9 +206,54 @@ def restore(res: np.ndarray, predictor: str) -> np.ndarray:
     if check_predictor(predictor) == "none":
         return res
     r = np.ascontiguousarray(res, dtype=np.int64)
-    if predictor == "blend":
-        return _blend(np.empty_like(r), r, False).astype(np.uint8)
+    if predictor in ("blend", "guided"):
+        return _blend(np.empty_like(r), r, False, _NONE, _NONE).astype(np.uint8)
     return _med_restore(r).astype(np.uint8)
+
+
+def _first_plane_errors(plane: np.ndarray) -> np.ndarray:
+    """Each blend sub-predictor's error at every pixel of ``plane`` (the guide of the planes after it)."""
+    x = np.ascontiguousarray(plane, dtype=np.int64)
+    E = np.zeros((_K, *x.shape), np.int64)
+    _blend(x, np.empty_like(x), True, _NONE, E)
+    return E
+
+
+def image_residuals(planes: list[np.ndarray], predictor: str) -> list[np.ndarray]:
+    """:func:`residuals` of an image's planes; ``"guided"`` predicts the planes after the first (chroma) with
+    the blend, each sub-predictor weighed also by its error on the first plane at the same pixel.
+
+    Example:
+        >>> import numpy as np
+        >>> y = np.add.outer(np.arange(6), np.arange(7)).astype(np.uint8) * 9
+        >>> planes = [y, (y // 3).astype(np.uint8), (255 - y).astype(np.uint8)]
+        >>> res = image_residuals(planes, "guided")
+        >>> bool((res[0] == residuals(y, "blend")).all())   # the first plane is plain blend
+        True
+        >>> all((a == b).all() for a, b in zip(image_restore(res, "guided"), planes))
+        True
+    """
+    if check_predictor(predictor) != "guided" or len(planes) == 1:
+        return [residuals(p, predictor) for p in planes]
+    G = _first_plane_errors(planes[0])
+    out = [residuals(planes[0], "blend")]
+    for p in planes[1:]:
+        x = np.ascontiguousarray(p, dtype=np.int64)
+        out.append(_blend(x, np.empty_like(x), True, G, _NONE).astype(np.uint8))
+    return out
+
+
+def image_restore(res: list[np.ndarray], predictor: str) -> list[np.ndarray]:
+    """Invert :func:`image_residuals` exactly: the first plane, then its errors, then the others."""
+    if check_predictor(predictor) != "guided" or len(res) == 1:
+        return [restore(r, predictor) for r in res]
+    first = restore(res[0], "blend")
+    G = _first_plane_errors(first)
+    out = [first]
+    for q in res[1:]:
+        r = np.ascontiguousarray(q, dtype=np.int64)
+        out.append(_blend(np.empty_like(r), r, False, G, _NONE).astype(np.uint8))
+    return out
 
 
 def choose(planes: list[np.ndarray]) -> str:

@@ -8,7 +8,7 @@ import torch
 from ..inputs import Categorical
 from .codec import CodecModel, check_colour
 from .images import check_image, tile, to_planes
-from .predict import check_predictor, choose, residuals
+from .predict import check_predictor, choose, image_residuals
 
 
 def default_patch(images) -> tuple[int, int]:
@@ -25,6 +25,16 @@ def default_patch(images) -> tuple[int, int]:
 def image_planes(images, colour: str = "ycocg") -> list[np.ndarray]:
     """Every plane of the images as the codec sees them before prediction (RGB: the ``colour`` transform's)."""
     return [plane for img in images for plane in to_planes(*check_image(img), colour)]
+
+
+def _views(images, colour: str, augment: bool) -> list[list[np.ndarray]]:
+    """Each image's planes, and with ``augment`` each of its 7 other views' planes, one list per view."""
+    out = []
+    for img in images:
+        planes = to_planes(*check_image(img), colour)
+        views = [dihedral(p) for p in planes] if augment else [[p] for p in planes]
+        out += [[v[k] for v in views] for k in range(len(views[0]))]
+    return out
 
 
 def dihedral(plane: np.ndarray) -> list[np.ndarray]:
@@ -82,8 +92,9 @@ def train_codec(
 
     ``patch``: default :func:`default_patch`. ``predictor``: ``"none"`` models the pixels, ``"med"`` the JPEG-LS
     prediction residuals (:mod:`probcirc.compress.predict`; far better on
-    photographs), ``"auto"`` picks the one whose values have the lower
-    order-0 entropy on these images. The Chow-Liu structure uses mutual
+    photographs), ``"blend"`` and ``"guided"`` adaptive ones; ``"auto"`` picks the one whose values have
+    the lower order-0 entropy on these images, and ``"guided"`` where that is ``"blend"`` (the same on grey
+    planes; on colour, chroma planes follow the first plane's errors). The Chow-Liu structure uses mutual
     information on ``num_bins`` levels (from at most 5,000 patches), then EM
     fits the parameters.
     ``augment``: train on the 8 rotations and mirror images of every plane (:func:`dihedral`); default
@@ -106,13 +117,16 @@ def train_codec(
     images = list(images)
     patch = patch or default_patch(images)
     planes = image_planes(images, check_colour(colour))
-    predictor = choose(planes) if predictor == "auto" else check_predictor(predictor)
+    if predictor == "auto":  # guided is blend on grey planes, so the per-plane choice cannot tell them apart
+        chosen = choose(planes)
+        predictor = "guided" if chosen == "blend" else chosen
+    predictor = check_predictor(predictor)
     if pseudocount is None:
         pseudocount = 0.1 if predictor == "none" else 0.03
     if augment is None:
         augment = predictor != "none"
-    views = [v for p in planes for v in dihedral(p)] if augment else planes
-    data = patches_from_planes([residuals(p, predictor) for p in views], patch, max_patches, seed)
+    views = _views(images, colour, augment)
+    data = patches_from_planes([r for v in views for r in image_residuals(v, predictor)], patch, max_patches, seed)
     root = HCLT(data, latents, input_dist=Categorical(256), num_bins=num_bins, seed=seed)
     pc = probcirc.compile(root, seed=seed, dtype=torch.float32)
     x = torch.from_numpy(data.astype(np.int64))

@@ -62,9 +62,14 @@ def test_compiled_blend_matches_plain_python():
     """The numba kernel and its Python body agree bit for bit (integer semantics, no float anywhere)."""
     x = np.random.default_rng(1).integers(0, 256, (11, 9)).astype(np.int64)
     x[3:7, 2:8] = 200  # a flat patch with edges: bias contexts and weights change along the way
-    ref = _blend.py_func(x, np.empty_like(x), True)
-    np.testing.assert_array_equal(_blend(x, np.empty_like(x), True), ref)
-    np.testing.assert_array_equal(_blend.py_func(np.empty_like(x), ref.copy(), False), x)
+    none = np.zeros((6, 0, 0), np.int64)
+    ref = _blend.py_func(x, np.empty_like(x), True, none, none)
+    np.testing.assert_array_equal(_blend(x, np.empty_like(x), True, none, none), ref)
+    np.testing.assert_array_equal(_blend.py_func(np.empty_like(x), ref.copy(), False, none, none), x)
+    guide, errors = np.random.default_rng(2).integers(0, 40, (6, 11, 9)), np.zeros((6, 11, 9), np.int64)
+    ref = _blend.py_func(x, np.empty_like(x), True, guide, errors)
+    np.testing.assert_array_equal(_blend(x, np.empty_like(x), True, guide, np.zeros_like(errors)), ref)
+    np.testing.assert_array_equal(_blend.py_func(np.empty_like(x), ref.copy(), False, guide, none), x)
 
 
 def _photos():
@@ -263,3 +268,42 @@ def test_green_blend_files_of_this_version_still_decode_and_code_the_same():
         assert a.dtype == b.dtype and np.array_equal(a, b)
     if container.unpack(blob)[0].version == container.VERSION:
         assert codec.encode(originals, raw_fallback=False) == blob
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_guided_inverts_exactly_and_is_blend_on_the_first_plane(shape):
+    from probcirc.compress.predict import image_residuals, image_restore
+
+    p = _planes(shape, sum(shape) + 1)
+    for planes in ([p["noise"], p["ramp"], p["smooth"]], [p["steps"], p["zeros"], p["noise"]], [p["full"]]):
+        planes = [a.astype(np.uint8) for a in planes]
+        res = image_residuals(planes, "guided")
+        np.testing.assert_array_equal(res[0], residuals(planes[0], "blend"))
+        for a, b in zip(image_restore(res, "guided"), planes):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_guided_chroma_follows_the_luma_edges():
+    """Where the chroma planes' edges are the luma's, knowing which sub-predictor was right on the luma at the
+    same pixel predicts the chroma better (rocket, a training photograph: 0.03 bits/value in the circuit)."""
+    import skimage.data
+
+    from probcirc.compress.images import rgb_to_green
+    from probcirc.compress.predict import image_residuals
+
+    planes = rgb_to_green(skimage.data.rocket()[:200, :300])
+    guided, blend = image_residuals(planes, "guided"), image_residuals(planes, "blend")
+    assert _entropy(guided[1:]) < _entropy(blend[1:]) - 0.02
+
+
+def test_auto_picks_guided_for_colour_photographs_and_round_trips(tmp_path):
+    grey, colour = _photos()
+    crops = [g[y : y + 64, x : x + 64] for g in (grey[0], colour) for y in (0, 64, 128) for x in (0, 64, 128)]
+    model = train_codec(crops, patch=(4, 4), latents=2, epochs=1, full_batch_epochs=0, augment=False)
+    assert model.predictor == "guided"
+    imgs = [colour[:13, :17], colour[40:50, :30, 1], np.full((3, 7, 3), 255, np.uint8)]
+    codec = Codec(model)
+    blob = codec.encode(imgs, raw_fallback=False)
+    assert all(np.array_equal(a, b) for a, b in zip(imgs, codec.decode(blob)))
+    with pytest.raises(ModelMismatchError):  # the same circuit with plain blend is another model
+        Codec(model.circuit, patch=(4, 4), predictor="blend", colour="green").decode(blob)
