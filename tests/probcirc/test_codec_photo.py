@@ -249,18 +249,21 @@ def test_colour_is_saved_fingerprinted_and_old_models_load_as_ycocg(tmp_path):
     assert old.colour == "ycocg" and Codec(old).fingerprint == ycocg.fingerprint
 
 
-def test_green_blend_files_of_this_version_still_decode_and_code_the_same():
+@pytest.mark.parametrize("predictor", ["blend", "guided"])
+def test_green_files_of_this_version_still_decode_and_code_the_same(predictor):
     """``data/green_v4*`` were written by the code of commit e2d6aa8 (#17): a blend model with the
     green colour transform (HCLT, 2 latents, 4x4 patches, one mini-batch and one full-batch EM epoch on the
     8 views of 16 32x32 crops of skimage's camera and 16 of chelsea) and a version-4 .pcz of a 20x23 grey
     crop of coins, a saturated 16x19 crop of colorwheel and a 3x5 white RGB image. Later versions must
-    keep decoding them; while the format stays at 4 they must also code them to the same bytes."""
+    keep decoding them; while the format stays at 4 they must also code them to the same bytes.
+    ``data/guided_v4*`` are the same with the guided predictor (commit 626b745; the same images)."""
     from pathlib import Path
 
     data = Path(__file__).parent / "data"
-    model = probcirc.io.load(data / "green_v4_model.h5")
-    assert (model.predictor, model.colour, model.patch) == ("blend", "green", (4, 4))
-    blob = (data / "green_v4.pcz").read_bytes()
+    name = "green_v4" if predictor == "blend" else "guided_v4"
+    model = probcirc.io.load(data / f"{name}_model.h5")
+    assert (model.predictor, model.colour, model.patch) == (predictor, "green", (4, 4))
+    blob = (data / f"{name}.pcz").read_bytes()
     with np.load(data / "green_v4_images.npz") as f:
         originals = [f[f"arr_{i}"] for i in range(3)]
     codec = Codec(model)
