@@ -16,7 +16,7 @@ and 3 epochs 2.798, 2 epochs 2.813, 32 latents 2.819 (2 epochs), 24 latents
 2.783 and 16 latents 2.786 (6 epochs, pseudocount 0.03), 4x4 2.845, 16x16
 2.837; with the green colour transform 2.780 (3 epochs), 2.776 (6 epochs),
 2.768 (6 epochs, pseudocount 0.03), 2.776 (the defaults: 3 epochs, pseudocount
-0.03); without the 8 views 2.868 (YCoCg-R).
+0.03), 2.760 (and the guided predictor); without the 8 views 2.868 (YCoCg-R).
 """
 
 from __future__ import annotations
