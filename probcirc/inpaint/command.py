@@ -27,7 +27,8 @@ def read_images(sources: list[str]) -> tuple[np.ndarray, list[str]]:
     from PIL import Image, UnidentifiedImageError
 
     paths = io.expand_inputs(sources, lambda p: p.suffix.lower() in IMAGE_EXTS | {".npy"}, "images", "image")
-    arrays, names = [], []
+    arrays: list[np.ndarray] = []
+    names: list[str] = []
     for path in paths:
         try:
             if path.suffix.lower() == ".npy":

@@ -21,6 +21,7 @@ Nothing here imports Triton until a kernel is used; :func:`available` and
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 MIN_TRITON = (3, 6)
 
@@ -50,7 +51,7 @@ def _probe() -> str | None:
     if missing:
         return f"Triton {triton.__version__} lacks triton.language.{', '.join(missing)}"
     try:
-        params = inspect.signature(tl.dot).parameters
+        params: Mapping[str, inspect.Parameter] = inspect.signature(tl.dot).parameters
     except (TypeError, ValueError):
         params = {}
     if "input_precision" not in params:

@@ -36,6 +36,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import FrameType
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -137,7 +138,7 @@ class DeviceGuard(TorchFunctionMode):
 
     def _where(self) -> tuple[str, int] | None:
         """The file (from the repository root) and line that made the watched call; None when out of scope."""
-        frame = sys._getframe(2)
+        frame: FrameType | None = sys._getframe(2)
         while frame is not None and frame.f_code.co_filename == _HERE:
             frame = frame.f_back
         if frame is None:
