@@ -169,22 +169,16 @@ class SumLayer(nn.Module):
 
             return em_update(self, edge_flows, step_size, pseudocount)
         n_children = self.edge_mask.sum(-1, keepdim=True) if self.edge_mask is not None else self.weight.shape[-1]
-        if owned and self.weight.device.type == "cpu":
-            # The same operations in place: fresh G x n_out x n_in temporaries were paged in (zeroed)
-            # for every layer and batch. The shortcut needs every node's total positive and finite
-            # (free to check on a CPU); otherwise the general branch goes on from ``smoothed``.
-            smoothed = edge_flows.add_(pseudocount / n_children)
-            if self.edge_mask is not None:
-                smoothed.mul_(self.edge_mask)
-            total = smoothed.sum(-1, keepdim=True)
-            if bool(torch.isfinite(total).all()) and bool((total > 0).all()):
-                self.weight.mul_(1 - step_size).add_(smoothed.div_(total).mul_(step_size))
-                return
-        else:
-            smoothed = edge_flows + pseudocount / n_children
-            if self.edge_mask is not None:
-                smoothed = smoothed * self.edge_mask
-            total = smoothed.sum(-1, keepdim=True)
+        # In place on a tensor of ours: fresh G x n_out x n_in temporaries were paged in (zeroed) for
+        # every layer and batch.
+        smoothed = (edge_flows if owned else edge_flows.clone()).add_(pseudocount / n_children)
+        if self.edge_mask is not None:
+            smoothed.mul_(self.edge_mask)
+        total = smoothed.sum(-1, keepdim=True)
+        # The shortcut needs every node's total positive and finite: free to check on a CPU only.
+        if self.weight.device.type == "cpu" and bool(torch.isfinite(total).all()) and bool((total > 0).all()):
+            self.weight.mul_(1 - step_size).add_(smoothed.div_(total).mul_(step_size))
+            return
         # A node that received no flow and no pseudocount keeps its weights.
         new = torch.where(total > 0, smoothed / torch.where(total > 0, total, torch.ones_like(total)), self.weight)
         self.weight.mul_(1 - step_size).add_(step_size * new)
