@@ -1,16 +1,12 @@
-"""Data-parallel learning on ``torch.distributed``: chunks, exact sums, and the process group.
+"""Data-parallel learning on ``torch.distributed``: chunks, sums in chunk order, and the process group.
 
 Results never depend on the number of ranks. Every mini-batch is cut into
 chunks of a fixed number of rows, in a fixed order (:func:`chunk_rows`), and
 chunk ``c`` is computed by rank ``c mod world``. A chunk's statistics depend
 only on its rows (same shapes, same code, one thread per rank), never on the
-rank that computes them. The chunks' statistics are then added *exactly*
-(:class:`ExactSum`): each tensor is turned into fixed point (integers held in float64) with one
-scale that every rank derives from the same numbers (the largest magnitude of
-any chunk, shared by an all-reduce in which each chunk's entry comes from one
-rank only and so is exact), and integers add the same in any order. One rank
-runs the very same arithmetic with no collective, so 1, 2 or 64 ranks give the
-same bytes.
+rank that computes them. Every rank then gathers every chunk's statistics and
+adds them in float64 in chunk order (:class:`ChunkSum`): the same values added
+in the same order, so 1, 2 or 64 ranks give the same bytes.
 
 The process group comes from torchrun's environment (``RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``), on gloo
@@ -23,7 +19,7 @@ Example:
     >>> [c.tolist() for c in chunk_rows(torch.arange(5), 2)]
     [[0, 1], [2, 3], [4]]
     >>> parts = {0: [torch.tensor([0.1, 1e-3])], 1: [torch.tensor([0.2, 2e-3])]}
-    >>> totals, ll = ExactSum().run(parts, {0: torch.tensor(-1.0), 1: torch.tensor(-2.0)}, 2, [(2,)])
+    >>> totals, ll = ChunkSum().run(parts, {0: torch.tensor(-1.0), 1: torch.tensor(-2.0)}, 2, [(2,)])
     >>> [round(v, 6) for v in totals[0].tolist()], float(ll)
     ([0.3, 0.003], -3.0)
 """
@@ -42,7 +38,7 @@ from probmod.errors import InputError, UsageError
 
 __all__ = [
     "CHUNK_SIZE",
-    "ExactSum",
+    "ChunkSum",
     "PeerLostError",
     "chunk_rows",
     "init_from_env",
@@ -56,10 +52,8 @@ __all__ = [
 CHUNK_SIZE = 512
 #: seconds a collective waits for the other ranks before giving up
 DEFAULT_TIMEOUT = 300.0
-#: fixed-point headroom: every sum of chunks' integers stays below 2**_BITS, so float64 adds them exactly
-_BITS = 52
-#: the largest scale, 2**126, finite in float32 (statistics below 2**-74 keep fewer bits)
-_MAX_SHIFT = 126
+# Newer torch (2.13 here) renamed all_gather_into_tensor and warns on the old name; older torch has only that.
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 class PeerLostError(InputError, ConnectionError):
@@ -126,24 +120,25 @@ def chunk_rows(idx: torch.Tensor, chunk_size: int = CHUNK_SIZE) -> list[torch.Te
     return [idx[s : s + chunk_size] for s in range(0, len(idx), chunk_size)]
 
 
-class ExactSum:
-    """Sums of per-chunk tensors that are the same bytes on every rank and for every rank count.
+class ChunkSum:
+    """Sums of per-chunk tensors, added in chunk order: the same bytes on every rank and for every rank count.
 
     :meth:`mine` says which chunks this rank computes; :meth:`run` takes their
-    tensors (any float dtype) and one float64 scalar each, and returns every
-    rank the float64 totals over all chunks and the chunk-ordered sum of the
-    scalars. Two collectives per call: a small float64 all-reduce (each
-    chunk's row written by one rank, the others adding zeros, so exact) and one
-    float64 all-reduce of the fixed-point tensors.
+    tensors and one float64 scalar each, and returns every rank the totals over
+    all chunks and the sum of the scalars. Each entry's total is formed in
+    float64 one chunk after another, ``((t_0 + t_1) + t_2) + ...``, and
+    rounded once to the requested dtype. A rank count changes who computes a
+    chunk and who adds which entries, never a value nor the order of its
+    additions, so 1, 2 or 64 ranks give the same bytes.
 
-    A chunk's tensor ``t`` becomes the integers ``round(t * 2**(52 - e))``
-    (computed in ``t``'s own dtype, which is exact), with ``2**e`` above the
-    tensor's largest magnitude in any chunk times the number of chunks. Any
-    partial sum of them is then an integer below ``2**53``, which float64
-    holds exactly, so every order of addition (on one rank or across ranks)
-    gives the same bytes. Entries keep ``2**-52`` of that bound, finer than
-    the float32 statistics they come from.
-    A tensor holding inf or NaN in any chunk sums to all NaN: a diverged run.
+    With ``world`` ranks the entries are cut into ``world`` slices and rank
+    ``r`` adds slice ``r``: an all-to-all brings it slice ``r`` of every chunk,
+    it adds them in chunk order, and an all-gather hands every rank every
+    slice's totals. That is a reduce-scatter and an all-gather, the traffic of
+    a ring all-reduce (each rank sends about one chunk's worth of its own
+    chunks and one of totals, whatever the rank count), in the statistics'
+    own dtype (4 bytes an entry for float32), and each rank adds a
+    ``1/world`` share. One rank alone runs the same additions with no collective.
     """
 
     def __init__(self, group=None) -> None:
@@ -159,87 +154,121 @@ class ExactSum:
     def run(
         self,
         parts: Mapping[int, Sequence[torch.Tensor]],
-        scalars: dict[int, torch.Tensor],
+        scalars: Mapping[int, torch.Tensor],
         num_chunks: int,
         shapes: Sequence[tuple[int, ...]],
         device: torch.device | str = "cpu",
         support: Sequence[torch.Tensor | None] | None = None,
-        support_dtype: torch.dtype = torch.float64,
+        dtype: torch.dtype = torch.float64,
         compact: bool = False,
+        part_dtype: torch.dtype | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Totals (one per entry of ``shapes``) and the chunk-ordered sum of ``scalars``.
+        """Totals (one per entry of ``shapes``, in ``dtype``) and the chunk-ordered float64 sum of ``scalars``.
 
-        The totals are float64 views of buffers that the next call overwrites: copy what must
-        outlive them. With one rank and one chunk they are that chunk's own tensors, rounded in
-        place, in their own dtype: the same values, converted to float64 exactly.
+        ``parts[c]`` are chunk ``c``'s tensors, for every chunk of :meth:`mine`, all of one
+        dtype, ``part_dtype`` (a rank with no chunk needs it; the others read it off their
+        own). ``dtype=torch.float64`` gives the float64 sums themselves. The totals are
+        views of buffers that the next call overwrites: copy what must outlive it.
 
         ``support[i]``, when given and not None, holds the flat indices of the only entries of
-        tensor ``i`` that may be nonzero in any chunk (the same on every rank): only those are
-        scaled and exchanged, and the rest of the total is zero. The result is the same bytes.
-        Such totals come in ``support_dtype`` (the float64 sums rounded once): a caller that
-        would convert them anyway saves a float64 table as large as the tensor. With
-        ``compact=True`` they come as the 1-D vector of the support's entries, in its order
-        (a caller that updates only those entries skips the dense table), whatever the number
-        of ranks and chunks.
+        tensor ``i`` that may be nonzero in any chunk (the same on every rank): only those
+        travel and are added, and the rest of the total is zero. With ``compact=True`` such a
+        total comes as the 1-D vector of the support's entries, in its order (a caller that
+        updates only those entries skips the dense table).
 
-        The tensors in ``parts`` are used up: they are scaled in place (they
-        are a batch's temporaries, and a copy would cost a pass over them).
         Everything stays on ``device``: no value is read back to the host.
         """
-        n = len(shapes)
-        alone = self.world == 1 and num_chunks == 1
-        support = [None] * n if support is None or (alone and not compact) else list(support)
-        # Entries outside the support are zero, so the compacted tensors have the same peaks and sums.
-        parts = {c: [_compact(t, idx) for t, idx in zip(ts, support)] for c, ts in parts.items()}
-        info = torch.zeros(num_chunks, 1 + n, dtype=torch.float64, device=device)
-        for c, tensors in parts.items():
-            info[c, 0] = scalars[c]
-            info[c, 1:] = torch.stack([_peak(t) for t in tensors])
-        self._all_reduce(info, "the chunk summaries")
-        peak = info[:, 1:].amax(0)  # (n,): the same on every rank
-        exponent = torch.frexp(peak * num_chunks)[1]  # peak * num_chunks < 2**exponent
-        ones = torch.ones(n, dtype=torch.float64, device=device)
-        scale = torch.ldexp(ones, (_BITS - exponent).clamp(max=_MAX_SHIFT))
-        # Dividing by a power of two is exact; a tensor with inf or NaN in any chunk becomes NaN.
-        inverse = torch.where(torch.isfinite(peak), 1 / scale, torch.full_like(scale, math.nan))
-        if alone:
-            # One chunk alone: round(t * s) / s in t's own dtype is the very value the float64 sum
-            # would give (t * s has t's significant bits, so the quotient is exact in t's dtype),
-            # without the float64 buffer and the conversions back.
-            tensors = parts[0]
-            for i, t in enumerate(tensors):
-                t.detach().mul_(scale[i]).round_().mul_(inverse[i])
-            totals = [t if idx is not None else t.view(shape) for t, shape, idx in zip(tensors, shapes, support)]
-            return totals, info[:, 0].sum()
+        support = [None] * len(shapes) if support is None else list(support)
         sizes = [math.prod(s) if idx is None else idx.numel() for s, idx in zip(shapes, support)]
-        exact = self._buffer("sums", sum(sizes), device)
-        views = exact.split(sizes)
-        if not parts:  # more ranks than chunks: this one adds nothing
-            exact.zero_()
-        for k, tensors in enumerate(parts.values()):
-            for i, (acc, t) in enumerate(zip(views, tensors)):
-                # In place on the chunk's own tensor: a power-of-two scale and rounding to an
-                # integer are exact in its dtype, and integers below 2**53 add exactly in float64.
-                ints = t.detach().reshape(-1).mul_(scale[i]).round_()
-                acc.copy_(ints) if k == 0 else acc.add_(ints)
-        self._all_reduce(exact, "the EM statistics")
-        totals = []
-        for i, (acc, shape, idx) in enumerate(zip(views, shapes, support)):
+        part_dtype = self._part_dtype(parts, part_dtype)
+        mine = list(self.mine(num_chunks))
+        # Every rank packs as many rows as the busiest one (ranks with fewer chunks send padding);
+        # a row is `world` slices of equal width.
+        rows, width = -(-num_chunks // self.world), -(-sum(sizes) // self.world)
+        packed = self._buffer("packed", rows * self.world * width, device, part_dtype).view(rows, -1)
+        for row, c in enumerate(mine):
+            self._pack(packed[row], parts[c], support)
+        lls = torch.zeros(rows, dtype=torch.float64, device=device)
+        for row, c in enumerate(mine):
+            lls[row] = scalars[c]
+        if self.world == 1:
+            total, ll = self._add_in_order(list(packed), list(lls), dtype)
+        else:
+            total, ll = self._reduce(packed, lls, num_chunks, width, dtype)
+        totals, at = [], 0
+        for i, (shape, idx, size) in enumerate(zip(shapes, support, sizes)):
+            entries, at = total[at : at + size], at + size
             if idx is None:
-                totals.append(acc.mul_(inverse[i]).view(shape))
+                totals.append(entries.view(shape))
             elif compact:
-                # One pass: the float64 product is exact (a power of two), so it is rounded once either way.
-                out = (
-                    acc
-                    if support_dtype == acc.dtype
-                    else self._buffer(f"compact{i}", acc.numel(), device, support_dtype)
-                )
-                totals.append(torch.mul(acc, inverse[i], out=out))
+                totals.append(entries)
             else:
-                acc.mul_(inverse[i])
-                dense = self._buffer(f"dense{i}", math.prod(shape), device, support_dtype).zero_()
-                totals.append(dense.index_copy_(0, idx, acc.to(support_dtype)).view(shape))
-        return totals, info[:, 0].sum()
+                dense = self._buffer(f"dense{i}", math.prod(shape), device, dtype).zero_()
+                totals.append(dense.index_copy_(0, idx, entries).view(shape))
+        return totals, ll
+
+    def _part_dtype(self, parts: Mapping[int, Sequence[torch.Tensor]], given: torch.dtype | None) -> torch.dtype:
+        found = {t.dtype for tensors in parts.values() for t in tensors}
+        if given is not None:
+            found.add(given)
+        if len(found) != 1:
+            raise ValueError(
+                f"ChunkSum.run: the chunks' tensors need one dtype (part_dtype), got {sorted(map(str, found))}"
+            )
+        return found.pop()
+
+    @staticmethod
+    def _pack(row: torch.Tensor, tensors: Sequence[torch.Tensor], support: Sequence[torch.Tensor | None]) -> None:
+        """A chunk's tensors, compacted to their supports, one after another into ``row``."""
+        at = 0
+        for t, idx in zip(tensors, support):
+            flat = t.detach().reshape(-1)
+            size = flat.numel() if idx is None else idx.numel()
+            dst, at = row[at : at + size], at + size
+            dst.copy_(flat) if idx is None else torch.index_select(flat, 0, idx, out=dst)
+
+    def _reduce(
+        self, packed: torch.Tensor, lls: torch.Tensor, num_chunks: int, width: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of every chunk (all-to-all), added in chunk order, then every slice (all-gather)."""
+        rows, world = packed.shape[0], self.world
+        send = packed.view(rows, world, width)
+        if rows > 1:  # the all-to-all sends to rank q a contiguous run: slice q of each row
+            send = self._buffer("send", packed.numel(), packed.device, packed.dtype).view(world, rows, width)
+            send.copy_(packed.view(rows, world, width).transpose(0, 1))
+        recv = self._buffer("recv", packed.numel(), packed.device, packed.dtype).view(world, rows, width)
+        every_ll = self._buffer("lls", world * rows, packed.device).view(world, rows)
+        self._collective(dist.all_to_all_single, recv.view(-1), send.reshape(-1))
+        self._collective(_all_gather, every_ll.view(-1), lls)
+        # Chunk c came from rank c mod world, as its row c // world.
+        slices = [recv[c % world, c // world] for c in range(num_chunks)]
+        part, ll = self._add_in_order(slices, [every_ll[c % world, c // world] for c in range(num_chunks)], dtype)
+        total = self._buffer("total", world * width, packed.device, dtype)
+        self._collective(_all_gather, total, part)
+        return total, ll
+
+    def _add_in_order(
+        self, values: Sequence[torch.Tensor], scalars: Sequence[torch.Tensor], dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``((v_0 + v_1) + v_2) + ...`` in float64, rounded once to ``dtype``; the scalars' float64 sum, in order."""
+        ll = scalars[0].clone()
+        for s in scalars[1:]:
+            ll += s
+        first, *rest = values
+        if not rest:
+            return first.to(dtype), ll
+        out = self._buffer("sum", first.numel(), first.device, dtype)
+        if len(rest) == 1 and dtype == first.dtype == torch.float32:
+            # The float32 add is the float64 sum rounded once: float64 carries more than 2 x 24 + 1
+            # bits, so rounding twice gives what rounding the exact sum once gives (Figueroa, 1995).
+            # One pass, where the mixed-dtype adds below cost three on a CPU.
+            return torch.add(first, rest[0], out=out), ll
+        acc = out if dtype == torch.float64 else self._buffer("acc", first.numel(), first.device)
+        acc.copy_(first)
+        for v in rest[:-1]:
+            acc.add_(v)
+        # The last add runs in float64 and its result is rounded into `out`.
+        return torch.add(acc, rest[-1], out=out), ll
 
     def _buffer(self, name: str, size: int, device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """``size`` entries of a buffer kept from batch to batch: fresh memory would be paged in (zeroed)
@@ -249,29 +278,14 @@ class ExactSum:
             buf = self._bufs[name] = torch.empty(size, dtype=dtype, device=device)
         return buf[:size]
 
-    def _all_reduce(self, t: torch.Tensor, what: str) -> None:
-        if self.world == 1:
-            return
+    def _collective(self, op, out: torch.Tensor, tensor: torch.Tensor) -> None:
         try:
-            dist.all_reduce(t, group=self.group)
+            op(out, tensor, group=self.group)
         except RuntimeError as e:  # DistBackendError and gloo's timeouts are RuntimeErrors
             raise PeerLostError(
-                f"rank {self.rank} of {self.world}: lost contact while summing {what} "
+                f"rank {self.rank} of {self.world}: lost contact while summing the chunks' statistics "
                 f"(another rank died or stalled past the timeout): {_first_line(e)}"
             ) from None
-
-
-def _compact(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
-    """``t``'s entries at the flat indices ``idx`` (all of ``t`` when None), as a tensor of ours to scale."""
-    return t if idx is None else t.detach().reshape(-1).index_select(0, idx)
-
-
-def _peak(t: torch.Tensor) -> torch.Tensor:
-    """The largest magnitude in ``t`` as a float64 0-d tensor (NaN if ``t`` holds one), in one pass."""
-    if t.numel() == 0:
-        return torch.zeros((), dtype=torch.float64, device=t.device)
-    low, high = t.detach().aminmax()
-    return torch.maximum(-low, high).double()
 
 
 def _first_line(e: BaseException) -> str:

@@ -9,7 +9,7 @@ import torch
 from ..compile import CompiledCircuit
 from ..layers import Tape
 from ._epoch import Epoch, check_data
-from .distributed import CHUNK_SIZE, ExactSum, chunk_rows
+from .distributed import CHUNK_SIZE, ChunkSum, chunk_rows
 
 
 def em(
@@ -75,9 +75,9 @@ def em(
     if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
         mask = torch.isnan(data)
     gen = torch.Generator().manual_seed(seed)
-    reducer, ws = ExactSum(group), _Workspace()
-    # One row fails early on shape errors and gives the statistics' shapes (a rank may get no chunk).
-    shapes = [tuple(t.shape) for t in _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]]
+    reducer, ws = ChunkSum(group), _Workspace()
+    # One row fails early on shape errors and gives the statistics' shapes and dtypes (a rank may get no chunk).
+    like = _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]
     history: list[float] = []
     total = epochs + full_batch_epochs
     with torch.no_grad():
@@ -90,12 +90,12 @@ def em(
             for idx in ep:
                 # A mini-batch update converts the totals to the parameters' dtype: ask for it directly.
                 dtype = torch.float64 if full else circuit.dtype
-                totals, support, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws, dtype)
+                totals, support, ll = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, like, ws, dtype)
                 if not full:
                     _update(circuit, totals, step_size, alphas, support)
                 else:
                     if acc is None:
-                        acc = [torch.zeros(shape, dtype=torch.float64, device=circuit.device) for shape in shapes]
+                        acc = [torch.zeros(t.shape, dtype=torch.float64, device=circuit.device) for t in like]
                     for a, t, where in zip(acc, totals, support):
                         # float64, in batch order: the same on every rank (nothing to add outside a support)
                         if where is None:
@@ -143,14 +143,14 @@ def edge_flows(
     data = check_data(circuit, data)
     if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
         mask = torch.isnan(data)
-    reducer, ws = ExactSum(group), _Workspace()
-    shapes = [tuple(t.shape) for t in _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]]
+    reducer, ws = ChunkSum(group), _Workspace()
+    like = _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]
     n_sums = len(circuit._sum_layers)
     total: list[torch.Tensor] | None = None
     with torch.no_grad():
         for s in range(0, len(data), batch_size):
             idx = torch.arange(s, min(s + batch_size, len(data)), device=data.device)
-            flows = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, shapes, ws)[0][:n_sums]
+            flows = _batch_stats(circuit, data, mask, idx, chunk_size, reducer, like, ws)[0][:n_sums]
             total = (
                 [f.to(torch.float64, copy=True) for f in flows]
                 if total is None
@@ -161,12 +161,12 @@ def edge_flows(
 
 
 def _batch_stats(
-    circuit, data, mask, idx, chunk_size, reducer, shapes, ws, dtype=torch.float64
+    circuit, data, mask, idx, chunk_size, reducer, like, ws, dtype=torch.float64
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], torch.Tensor]:
     """The batch ``idx``'s EM statistics, their supports and its summed log-likelihood, all ranks.
 
-    The statistics are :meth:`ExactSum.run`'s totals; a categorical layer's come as the vector of
-    the entries in its support (flat indices, ``None`` for a dense total), in ``dtype``.
+    The statistics are :meth:`ChunkSum.run`'s totals, in ``dtype``; a categorical layer's come as
+    the vector of the entries in its support (flat indices, ``None`` for a dense total).
     """
     chunks = chunk_rows(idx, chunk_size)
     parts, lls = {}, {}
@@ -178,7 +178,8 @@ def _batch_stats(
     x = data[idx].to(circuit.device).T.contiguous()
     missing = torch.zeros_like(x, dtype=torch.bool) if mask is None else mask[idx].to(x.device).T.contiguous()
     support = [None] * len(circuit._sum_layers) + [l.stat_support(x, missing) for l in circuit._input_layers]
-    totals, ll = reducer.run(parts, lls, len(chunks), shapes, circuit.device, support, dtype, compact=True)
+    shapes = [t.shape for t in like]
+    totals, ll = reducer.run(parts, lls, len(chunks), shapes, circuit.device, support, dtype, True, like[0].dtype)
     return totals, support, ll
 
 

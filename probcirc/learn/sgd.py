@@ -7,7 +7,7 @@ import torch
 from ..compile import CompiledCircuit
 from ..queries import log_prob
 from ._epoch import Epoch, check_data
-from .distributed import CHUNK_SIZE, ExactSum, chunk_rows
+from .distributed import CHUNK_SIZE, ChunkSum, chunk_rows
 
 
 def sgd(
@@ -60,7 +60,7 @@ def sgd(
 
     params = sum_free + leaf_free
     shapes = [tuple(p.shape) for p in params]
-    reducer = ExactSum(group)
+    reducer = ChunkSum(group)
     try:
         for epoch in range(epochs):
             label = f"SGD epoch {epoch + 1}/{epochs}"
@@ -79,7 +79,7 @@ def sgd(
                     for g in grads[c][: len(sum_free)]:
                         g.nan_to_num_(0.0)
                     lls[c] = ll.detach().sum(dtype=torch.float64)
-                totals, ll_sum = reducer.run(grads, lls, len(chunks), shapes, circuit.device)
+                totals, ll_sum = reducer.run(grads, lls, len(chunks), shapes, circuit.device, part_dtype=circuit.dtype)
                 for p, g in zip(params, totals):
                     p.grad = g.to(p.dtype, copy=True)  # the reducer reuses its buffer
                 opt.step()

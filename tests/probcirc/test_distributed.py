@@ -5,6 +5,7 @@ invariant at a fixed number of threads per rank). Run these alone with
 ``pytest -m distributed``.
 """
 
+import math
 import os
 import runpy
 import socket
@@ -32,6 +33,7 @@ DIGITS = (load_digits().images[:240] // 4.25).astype(np.uint8)
 FAST = ["--latents", "3", "--batch-size", "64", "--chunk-size", "16", "--step-size", "0.5", "--threads", "1", "-q"]
 EPOCHS = ["--epochs", "2", "--full-epochs", "1"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ZERO = torch.zeros((), dtype=torch.float64)
 
 # A rank that dies (SIGKILL) or hangs (SIGSTOP) when it starts its DIE_AT-th epoch, as rank DIE_RANK.
 DYING_RANK = """
@@ -97,7 +99,7 @@ distributed.init_from_env()
 x = torch.randint(0, 4, (300, 6), generator=torch.Generator().manual_seed(0))
 pc = probcirc.compile(HCLT(x, 3, input_dist=probcirc.inputs.Categorical(4)), seed=0)
 lls = em(pc, x, epochs=1, full_batch_epochs=1, batch_size=64, chunk_size=16, step_size=0.5)
-# One chunk a batch: one process takes ExactSum's shortcut, two ranks the all-reduce (rank 1 adds nothing).
+# One chunk a batch: rank 1 of two computes nothing and only receives.
 lls += em(pc, x, epochs=1, full_batch_epochs=1, batch_size=64, chunk_size=64, step_size=0.5)
 lls += sgd(pc, x, epochs=1, batch_size=64, chunk_size=16, lr=0.1)
 flows = edge_flows(pc, x, 64, chunk_size=16)
@@ -201,24 +203,42 @@ def test_a_rank_that_dies_or_hangs_stops_the_others_and_a_resume_on_another_rank
     _same_model(one_rank, killed)
 
 
-# ------------------------------------------------------------------ the exact sum itself, in one process
-def test_exact_sum_is_the_same_for_every_split_of_the_chunks():
-    """Chunks computed by any rank (here: simulated ranks) give the same totals, as exact as float64 allows."""
-    gen = torch.Generator().manual_seed(0)
-    chunks = {c: [torch.rand(7, 5, generator=gen) * 10.0 ** (c - 3)] for c in range(6)}
-    lls = {c: torch.tensor(-float(c) / 3, dtype=torch.float64) for c in range(6)}
-    reference = sum(t[0].double() for t in chunks.values())
+# ------------------------------------------------------------------ the chunk sum itself, in one process
+@pytest.mark.parametrize("num_chunks", [1, 2, 3, 6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_chunk_sum_adds_in_float64_in_chunk_order_for_every_split_of_the_chunks(num_chunks, dtype):
+    """Totals are the float64 sums in chunk order rounded once, whatever order the chunks come in."""
+    gen = torch.Generator().manual_seed(num_chunks)
+    # Magnitudes 2**-40 to 2**40, so that float32 adds would round where float64 ones do not.
+    chunks = {
+        c: [torch.rand(7, 5, generator=gen) * 2.0 ** torch.randint(-40, 40, (7, 5), generator=gen)]
+        for c in range(num_chunks)
+    }
+    lls = {c: torch.tensor(-float(c) / 3, dtype=torch.float64) for c in range(num_chunks)}
+    reference, ll_reference = chunks[0][0].double(), lls[0]
+    for c in range(1, num_chunks):
+        reference, ll_reference = reference + chunks[c][0].double(), ll_reference + lls[c]
+    for order in (range(num_chunks), reversed(range(num_chunks))):
+        parts = {c: [chunks[c][0].clone()] for c in order}
+        totals, ll = distributed.ChunkSum().run(parts, lls, num_chunks, [(7, 5)], dtype=dtype)
+        assert totals[0].dtype == dtype and totals[0].shape == (7, 5)
+        assert totals[0].numpy().tobytes() == reference.to(dtype).numpy().tobytes()
+        assert ll.dtype == torch.float64 and float(ll) == float(ll_reference)
 
-    def copies(order):  # run() scales the chunks' tensors in place
-        return {c: [chunks[c][0].clone()] for c in order}
 
-    one, ll = distributed.ExactSum().run(copies(range(6)), lls, 6, [(7, 5)])
-    # Resolution: 2**-52 of the largest entry (< 100) times the 6 chunks, rounded once per chunk.
-    torch.testing.assert_close(one[0], reference, rtol=1e-13, atol=6 * 6 * 128 * 2.0**-52)
-    assert float(ll) == sum(-c / 3 for c in range(6))
-    for order in ([5, 4, 3, 2, 1, 0], [3, 0, 5, 1, 4, 2]):
-        again = distributed.ExactSum().run(copies(order), lls, 6, [(7, 5)])[0]
-        assert again[0].numpy().tobytes() == one[0].numpy().tobytes()
+def test_chunk_sum_of_two_float32_chunks_is_the_float64_sum_rounded_once():
+    """The one-pass float32 add of two chunks equals the float64 sum rounded to float32, over hard cases too."""
+    gen = torch.Generator().manual_seed(7)
+    n = 200_000
+    a = torch.rand(n, generator=gen) * 2.0 ** torch.randint(-60, 60, (n,), generator=gen)
+    # b near a's rounding boundaries: a's half ulp, a small multiple of it, and unrelated sizes.
+    half_ulp = (torch.nextafter(a, torch.full_like(a, math.inf)) - a) / 2
+    b = torch.cat([half_ulp[: n // 4], half_ulp[n // 4 : n // 2] * 3, a[n // 2 :].flip(0) * -0.999])
+    b = torch.cat([b[: n - 1000], torch.rand(1000, generator=gen)])
+    totals, _ = distributed.ChunkSum().run(
+        {0: [a.clone()], 1: [b.clone()]}, {0: ZERO, 1: ZERO}, 2, [(n,)], dtype=torch.float32
+    )
+    assert totals[0].numpy().tobytes() == (a.double() + b.double()).float().numpy().tobytes()
 
 
 def test_em_and_sgd_do_not_depend_on_how_batches_fall_into_chunks_of_one_rank():
@@ -245,11 +265,15 @@ def test_a_support_exchanges_only_its_entries_for_the_same_bytes():
     def copies():
         return {c: [t.clone() for t in ts] for c, ts in chunks.items()}
 
-    dense, _ = distributed.ExactSum().run(copies(), lls, 3, shapes)
-    sparse, _ = distributed.ExactSum().run(copies(), lls, 3, shapes, support=[keep.flatten().nonzero()[:, 0], None])
+    where = keep.flatten().nonzero()[:, 0]
+    dense, _ = distributed.ChunkSum().run(copies(), lls, 3, shapes)
+    dense = [t.clone() for t in dense]  # the next run reuses the buffers
+    sparse, _ = distributed.ChunkSum().run(copies(), lls, 3, shapes, support=[where, None])
     for a, b in zip(dense, sparse):
         assert a.numpy().tobytes() == b.numpy().tobytes()
     assert bool((sparse[0][~keep] == 0).all()) and bool((sparse[0][keep] > 0).all())
+    compact, _ = distributed.ChunkSum().run(copies(), lls, 3, shapes, support=[where, None], compact=True)
+    assert compact[0].numpy().tobytes() == dense[0].flatten()[where].numpy().tobytes()
 
 
 @pytest.mark.parametrize("missing_share", [0.0, 0.2])
