@@ -172,7 +172,8 @@ class InputLayer(nn.Module):
             return False
         share = total.reciprocal_().mul_(step_size)  # s / T
         grouped = self.params.view(-1, k, width)
-        grouped.mul_(1 - step_size).add_((share * (pseudocount / width))[..., None])
+        # (1 - s)·θ + s·α/C/T in one pass over the table (add's alpha), not a multiply and then an add.
+        torch.add((share * (pseudocount / width))[..., None], grouped, alpha=1 - step_size, out=grouped)
         self.params.view(-1).index_add_(0, support, entries.mul_(share.index_select(0, run)).view(-1))
         return True
 

@@ -177,7 +177,7 @@ class SumLayer(nn.Module):
         total = smoothed.sum(-1, keepdim=True)
         # The shortcut needs every node's total positive and finite: free to check on a CPU only.
         if self.weight.device.type == "cpu" and bool(torch.isfinite(total).all()) and bool((total > 0).all()):
-            self.weight.mul_(1 - step_size).add_(smoothed.div_(total).mul_(step_size))
+            self.weight.lerp_(smoothed.div_(total), step_size)  # (1 - s)·θ + s·θ_new in one pass
             return
         # A node that received no flow and no pseudocount keeps its weights.
         new = torch.where(total > 0, smoothed / torch.where(total > 0, total, torch.ones_like(total)), self.weight)
