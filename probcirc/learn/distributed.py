@@ -4,9 +4,10 @@ Results never depend on the number of ranks. Every mini-batch is cut into
 chunks of a fixed number of rows, in a fixed order (:func:`chunk_rows`), and
 chunk ``c`` is computed by rank ``c mod world``. A chunk's statistics depend
 only on its rows (same shapes, same code, one thread per rank), never on the
-rank that computes them. Every rank then gathers every chunk's statistics and
-adds them in float64 in chunk order (:class:`ChunkSum`): the same values added
-in the same order, so 1, 2 or 64 ranks give the same bytes.
+rank that computes them. The ranks then add every chunk's statistics in
+float64 in chunk order (:class:`ChunkSum`, each rank a slice of the entries):
+the same values added in the same order, so 1, 2 or 64 ranks give the same
+bytes.
 
 The process group comes from torchrun's environment (``RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``), on gloo
@@ -133,12 +134,13 @@ class ChunkSum:
 
     With ``world`` ranks the entries are cut into ``world`` slices and rank
     ``r`` adds slice ``r``: an all-to-all brings it slice ``r`` of every chunk,
-    it adds them in chunk order, and an all-gather hands every rank every
-    slice's totals. That is a reduce-scatter and an all-gather, the traffic of
-    a ring all-reduce (each rank sends about one chunk's worth of its own
-    chunks and one of totals, whatever the rank count), in the statistics'
-    own dtype (4 bytes an entry for float32), and each rank adds a
-    ``1/world`` share. One rank alone runs the same additions with no collective.
+    it adds them in chunk order, and every rank receives every slice's totals
+    (an all-gather on NCCL, point to point elsewhere). That is a
+    reduce-scatter and an all-gather, the traffic of a ring all-reduce (each
+    rank sends about one chunk's worth per chunk it computed, and one of
+    totals, whatever the rank count), in the statistics' own dtype (4 bytes
+    an entry for float32), and each rank adds a ``1/world`` share. One rank
+    alone runs the same additions with no collective.
     """
 
     def __init__(self, group=None) -> None:
@@ -252,12 +254,13 @@ class ChunkSum:
     def _share(self, total: torch.Tensor) -> None:
         """Every rank's row of ``total`` (``world x width``, this rank's own filled in) to every rank.
 
-        NCCL gathers in place. Elsewhere (gloo) each row goes point to point straight into the
+        NCCL all-gathers (from a copy of the row: a GPU copy is cheap, and the input then never
+        overlaps the output). Elsewhere (gloo) each row goes point to point straight into the
         others' ``total``: gloo's all-gather took twice as long for the same bytes (2 CPU ranks).
         """
         mine = total[self.rank]
         if dist.get_backend(self.group) == "nccl":
-            _all_gather(total.view(-1), mine, group=self.group)
+            _all_gather(total.view(-1), mine.clone(), group=self.group)
             return
         ops = []
         for q in range(self.world):
