@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -550,6 +551,9 @@ def cmd_train(args) -> int:
             print(
                 f"{PROG} train: {text} (rank {comm.rank} of {comm.size}; ending all ranks)", file=sys.stderr, flush=True
             )
+            # mpiexec forwards a rank's stderr asynchronously, and an abort right after the print
+            # has killed the forwarder before the line got out (once in the test suite).
+            time.sleep(0.5)
             comm.abort(code)
             os._exit(code)  # MPICH's Abort may return to the caller once the other ranks are told
         raise
