@@ -820,6 +820,7 @@ def _best_of_restarts(model, chunks, config: dict, out: Path, em_args: dict, com
             print(f"restart {r + 1}/{config['restarts']} (seed {seed}): final loglik {logliks[-1]:.4f}", flush=True)
         if best is None or logliks[-1] > logliks[best[0]]:
             best = (r, res)
+    assert best is not None  # restarts >= 1 (checked with the options)
     chosen = {**config, "seed": base + best[0], "restart_seed": base, "restart_logliks": logliks}
     return best[1], chosen
 

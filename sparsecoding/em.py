@@ -14,9 +14,9 @@ import functools
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ParamSpec
+from typing import Any, ParamSpec
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -254,7 +254,7 @@ def run_em(
     comm=None,
     params: dict[str, np.ndarray] | None = None,
     start_step: int = 0,
-    history: dict[str, list] | None = None,
+    history: Mapping[str, Iterable[Any]] | None = None,
     on_step: Callable[[int, dict, dict], None] | None = None,
     progress: bool = False,
 ) -> EMResult:
@@ -297,7 +297,7 @@ def run_em(
     else:
         params = model.check_params(params, D, source="starting parameters")
     params = bcast_params(params, comm)
-    history = {k: list(v) for k, v in (history or {}).items()}
+    hist: dict[str, list] = {k: list(v) for k, v in (history or {}).items()}
 
     bar = None
     if progress and comm.rank == 0:
@@ -372,7 +372,7 @@ def run_em(
         }
         t_end = now
         for k, v in row.items():
-            history.setdefault(k, []).append(np.array(v))
+            hist.setdefault(k, []).append(np.array(v))
         if bar is not None:
             bar.set_postfix(
                 T=f"{T:.2f}",
@@ -391,4 +391,4 @@ def run_em(
     ):
         if message is not None and comm.rank == 0 and start_step < steps:  # a finished run reloaded: said before
             warnings.warn(message, category, stacklevel=3)
-    return EMResult(params, {k: np.stack(v) for k, v in history.items()})
+    return EMResult(params, {k: np.stack(v) for k, v in hist.items()})

@@ -160,6 +160,8 @@ def fit_gabor(field: np.ndarray, n_starts: int = 5, seed: int = 0, max_nfev: int
     field = np.asarray(field, dtype=np.float64)
     if field.ndim != 2 or min(field.shape) < 2:
         raise ValueError(f"fit_gabor needs a 2-D field of at least 2x2 pixels, got shape {field.shape}")
+    if n_starts < 1:
+        raise ValueError(f"fit_gabor needs n_starts >= 1, got {n_starts}")
     h, w = field.shape
     x, y = _grid(field.shape)
     target = field.ravel()
@@ -185,6 +187,7 @@ def fit_gabor(field: np.ndarray, n_starts: int = 5, seed: int = 0, max_nfev: int
             best, best_cost = r, r.cost
         if best_cost <= 0.01 * 0.5 * ss_tot:  # R² >= 0.99 already: the other starts cannot matter
             break
+    assert best is not None  # n_starts >= 1 starts ran
     p = _canonical(box.params(best.x))
     fitted = gabor(p, field.shape)
     r2 = 1.0 - float(np.sum((fitted.ravel() - target) ** 2)) / ss_tot

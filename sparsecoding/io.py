@@ -306,8 +306,8 @@ def save_checkpoint(
         f.attrs["completed_steps"] = int(step) + 1
         for k, v in params.items():
             create_checked(f, f"params/{k}", np.asarray(v, dtype=np.float64))
-        for k, v in history.items():
-            create_checked(f, f"history/{k}", np.stack([np.asarray(x) for x in v]))
+        for k, rows in history.items():
+            create_checked(f, f"history/{k}", np.stack([np.asarray(x) for x in rows]))
 
 
 def load_checkpoint(

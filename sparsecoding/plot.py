@@ -15,7 +15,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -173,7 +173,7 @@ def usage(model, Y: np.ndarray) -> np.ndarray:
     for start in range(0, len(Y), step):  # chunks, as in the E-step
         blocks = et.blocks(model.params_, Y[start : start + step])
         post = et.posterior(blocks, 1.0)
-        total += sum(scatter_vec(p @ np.abs(b.vals), b.idx, H) for b, p in zip(blocks, post)).sum(axis=0)
+        total += cast(np.ndarray, sum(scatter_vec(p @ np.abs(b.vals), b.idx, H) for b, p in zip(blocks, post))).sum(0)
     return total / len(Y)
 
 

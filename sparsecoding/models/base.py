@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -165,7 +165,7 @@ class SparseCodingModel(Estimator, Distribution):
                 f"{cls.__name__}.from_params got unknown keyword(s) {sorted(unknown)}; parameters are "
                 f"{list(cls.param_names)}, hyperparameters {cls._param_names()}"
             )
-        if "H" not in kwargs and np.ndim(params.get("W")) == 2:
+        if "H" not in kwargs and params.get("W") is not None and np.ndim(params["W"]) == 2:
             kwargs["H"] = int(np.shape(params["W"])[1])
         model = cls(**kwargs)
         model.check_hyper()
@@ -312,7 +312,7 @@ class SparseCodingModel(Estimator, Distribution):
         for name, lo, hi in (("W_noise", 0.0, np.inf), ("Ncut_factor", 0.0, 1.0), ("tol", 0.0, np.inf)):
             v = getattr(self, name)
             ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and lo <= v <= hi
-            require(ok, f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+            require(bool(ok), f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
         require(
             isinstance(self.warm_start, (bool, np.bool_)), f"warm_start must be True or False, got {self.warm_start!r}"
         )
@@ -365,8 +365,10 @@ class SparseCodingModel(Estimator, Distribution):
             error,
         )
         pi, sigma = out["pi"], out["sigma"]
-        require(pi.shape == () and 0.0 < pi <= 1.0, f"{source}: pi must lie in (0, 1], got {pi.tolist()}", error)
-        require(sigma.shape == () and sigma > 0.0, f"{source}: sigma must be positive, got {sigma.tolist()}", error)
+        require(bool(pi.shape == () and 0.0 < pi <= 1.0), f"{source}: pi must lie in (0, 1], got {pi.tolist()}", error)
+        require(
+            bool(sigma.shape == () and sigma > 0.0), f"{source}: sigma must be positive, got {sigma.tolist()}", error
+        )
         self._check_own_params(out, error, source)
         return out
 
@@ -447,7 +449,7 @@ class SparseCodingModel(Estimator, Distribution):
     def _seed(self, comm) -> int:
         """The integer seed of this fit: ``random_state`` itself for an int, else drawn (the same on every rank)."""
         if _is_int(self.random_state):
-            return int(self.random_state)
+            return int(cast(int, self.random_state))
         seed = np.array([check_random_state(self.random_state).integers(2**62)], dtype=np.int64)
         return int((comm.bcast(seed) if comm.size > 1 else seed)[0])
 
@@ -473,9 +475,9 @@ class SparseCodingModel(Estimator, Distribution):
         Y = self._check_data(X, reset=True)
         comm = as_comm(comm)
         N, D = Y.shape
-        start = None
-        if self.warm_start and getattr(self, "params_", None) is not None:
-            start = self.check_params(self.params_, D, source="warm start (params_)")
+        start, fitted = None, getattr(self, "params_", None)
+        if self.warm_start and fitted is not None:
+            start = self.check_params(fitted, D, source="warm start (params_)")
         chunks = local_chunks_from_array(Y, int(self.chunk_size), comm.rank, comm.size)
         result = run_em(
             self,
@@ -557,7 +559,7 @@ class SparseCodingModel(Estimator, Distribution):
 
         H = int(self.H)
         if kind == "mean":
-            return sum(scatter_vec(p @ b.vals, b.idx, H) for b, p in zip(blocks, post))
+            return cast(np.ndarray, sum(scatter_vec(p @ b.vals, b.idx, H) for b, p in zip(blocks, post)))
         # MAP: the best state over both blocks
         best = [np.argmax(p, axis=1) for p in post]
         bestp = np.stack([p[np.arange(len(p)), i] for p, i in zip(post, best)], axis=1)

@@ -60,6 +60,8 @@ def test_summary_counts_share_and_coverage():
     assert s["frequency_hist"].tolist() == [0, 1, 2, 0] and s["frequency_coverage"] == 0.5
     with pytest.raises(ValueError, match="D = 11x11"):
         gabor_summary(np.zeros((120, 2)), shape)
+    with pytest.raises(ValueError, match="n_starts >= 1, got 0"):
+        fit_gabor(good[0].reshape(shape), n_starts=0)  # no start, no fit (it used to fail on None.x)
 
 
 def test_plot_stores_the_gabor_numbers_in_the_results_file(tmp_path, no_mpi, capsys, monkeypatch):
