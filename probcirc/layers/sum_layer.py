@@ -181,7 +181,7 @@ class SumLayer(nn.Module):
             return
         # A node that received no flow and no pseudocount keeps its weights.
         new = torch.where(total > 0, smoothed / torch.where(total > 0, total, torch.ones_like(total)), self.weight)
-        self.weight.mul_(1 - step_size).add_(step_size * new)
+        self.weight.lerp_(new, step_size)
 
 
 def _consecutive(child_idx: torch.Tensor) -> slice | None:

@@ -188,10 +188,9 @@ class ChunkSum:
         # a row is `world` slices of equal width.
         rows, width = -(-num_chunks // self.world), -(-sum(sizes) // self.world)
         packed = self._buffer("packed", rows * self.world * width, device, part_dtype).view(rows, -1)
-        for row, c in enumerate(mine):
-            self._pack(packed[row], parts[c], support)
         lls = torch.zeros(rows, dtype=torch.float64, device=device)
         for row, c in enumerate(mine):
+            self._pack(packed[row], parts[c], support)
             lls[row] = scalars[c]
         if self.world == 1:
             total, ll = self._add_in_order(list(packed), list(lls), dtype)
@@ -232,7 +231,7 @@ class ChunkSum:
     def _reduce(
         self, packed: torch.Tensor, lls: torch.Tensor, num_chunks: int, width: int, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's slice of every chunk (all-to-all), added in chunk order, then every slice (all-gather)."""
+        """This rank's slice of every chunk (all-to-all), added in chunk order; then every slice's totals."""
         rows, world = packed.shape[0], self.world
         send = packed.view(rows, world, width)
         if rows > 1:  # the all-to-all sends to rank q a contiguous run: slice q of each row

@@ -206,7 +206,7 @@ def test_the_fused_categorical_update_is_the_m_step_mixed_in():
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_the_sum_layers_in_place_update_is_the_general_one_bit_for_bit(masked):
+def test_the_sum_layers_update_in_place_gives_the_bytes_of_one_on_a_copy(masked):
     """The update that uses up its flows gives the same bytes as one that copies them, and both follow the
     formula in float64; a node with no flow and no pseudocount, or a NaN, keeps its weights."""
     gen = torch.Generator().manual_seed(4)
