@@ -21,7 +21,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Self, overload
 
 import numpy as np
 import torch
@@ -78,6 +78,21 @@ def _fitted_or_given(est: object, name: str, what: str) -> Callable:
 def _choice(name: str, value, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise UsageError(f"{name} must be {' or '.join(repr(a) for a in allowed)}, got {value!r}")
+
+
+def _radii(delta: float | Sequence[float]) -> list[float]:
+    """The L2 radii in ``delta``, one number or a 1-D sequence of them, as floats.
+
+    Raises:
+        UsageError: ``delta`` has more than one dimension, or a radius is negative or NaN (a
+            negative radius would narrow the Gaussian-smoothing bounds and certify what is not).
+    """
+    radii = np.asarray(delta, dtype=float)
+    if radii.ndim > 1:
+        raise UsageError(f"delta must be a radius or a 1-D sequence of radii, got shape {radii.shape}")
+    if not (radii >= 0).all():
+        raise UsageError(f"delta must be a radius >= 0 or a sequence of them (no NaN), got {delta!r}")
+    return [float(d) for d in radii.reshape(-1)]
 
 
 def _fitted_alias(name: str, doc: str) -> property:
@@ -212,6 +227,7 @@ class _OneThreshold(Estimator):
     q = _fitted_alias("q_", "The threshold ``q_`` (None before calibrate).")
     alpha = _fitted_alias("alpha_", "The ``alpha`` of the last calibration (None before calibrate).")
     confidence = _fitted_alias("confidence_", "The ``confidence`` of the last calibration.")
+    q_: float | None
 
     def _calibrate_on(self, true_scores: np.ndarray, alpha: float, confidence: float | None) -> Self:
         q = conformal_quantile(true_scores, alpha, confidence)  # validates alpha and confidence first
@@ -219,9 +235,12 @@ class _OneThreshold(Estimator):
         self.alpha_, self.confidence_, self.q_ = alpha, confidence, q
         return self
 
-    def _check_calibrated(self, method: str) -> None:
-        if getattr(self, "q_", None) is None:
+    def _check_calibrated(self, method: str) -> float:
+        """The threshold ``q_``; NotCalibratedError naming ``method`` before calibrate (or after a new fit)."""
+        q = getattr(self, "q_", None)
+        if q is None:
             raise NotCalibratedError(f"call calibrate(X_cal, y_cal, alpha) before {method}")
+        return q
 
     def recalibrated(self, alpha: float, confidence: float | None = None) -> Self:
         """A copy thresholded for another ``alpha`` or ``confidence`` on the same calibration scores
@@ -248,6 +267,8 @@ class SplitCP(_OneThreshold):
         >>> cp.calibrate(X, y, alpha=0.1).predict_set(X).shape, hasattr(clone(cp), "q_")
         (torch.Size([100, 3]), False)
     """
+
+    generator_: torch.Generator | None
 
     def __init__(
         self,
@@ -276,9 +297,10 @@ class SplitCP(_OneThreshold):
 
     def _tie_breaker(self) -> torch.Generator:
         """The tie-break stream, started from ``random_state`` at the first draw after construction or calibrate."""
-        if getattr(self, "generator_", None) is None:
-            self.generator_ = torch.Generator().manual_seed(_seed(self.random_state))
-        return self.generator_
+        gen: torch.Generator | None = getattr(self, "generator_", None)
+        if gen is None:
+            gen = self.generator_ = torch.Generator().manual_seed(_seed(self.random_state))
+        return gen
 
     def scores(self, X) -> torch.Tensor:
         """Every class's nonconformity score at ``X``, ``(n, K)``."""
@@ -304,8 +326,8 @@ class SplitCP(_OneThreshold):
 
     def predict_set(self, X) -> torch.Tensor:
         """Boolean ``(n, K)``: class j is in the set iff its score is ≤ ``q_``."""
-        self._check_calibrated("predict_set")
-        return self.scores(X) <= self.q_
+        q = self._check_calibrated("predict_set")
+        return self.scores(X) <= q
 
 
 @dataclass
@@ -388,6 +410,7 @@ class COLEP(Estimator):
     q = _fitted_alias("q_", "The per-class thresholds ``q_`` (None before calibrate).")
     alpha = _fitted_alias("alpha_", "The ``alpha`` of the last calibration.")
     confidence = _fitted_alias("confidence_", "The ``confidence`` of the last calibration.")
+    q_: torch.Tensor | None
 
     def __init__(
         self,
@@ -450,9 +473,12 @@ class COLEP(Estimator):
     def _sensors(self) -> Callable:
         return _fitted_or_given(self, "sensors", "a sensors callable")
 
-    def _check_calibrated(self, method: str) -> None:
-        if getattr(self, "q_", None) is None:
+    def _check_calibrated(self, method: str) -> torch.Tensor:
+        """The thresholds ``q_``; NotCalibratedError naming ``method`` before calibrate (or after a new fit)."""
+        q = getattr(self, "q_", None)
+        if q is None:
             raise NotCalibratedError(f"call calibrate(X_cal, y_cal, alpha) before {method}")
+        return q
 
     def sensor_probabilities(self, X) -> torch.Tensor:
         """The sensors' readings of every class and concept, validated, ``(n, K + C)``."""
@@ -495,7 +521,8 @@ class COLEP(Estimator):
         self._X_conf = X[conf_idx] if not isinstance(X, (list, tuple)) else [X[i] for i in conf_idx]
         self._y_conf = y[conf_idx]
         self._conf_scores = self._scores(reasoner(p[conf_idx]))
-        self._smooth_cache = {}
+        # (sigma, n_samples, seed, n_calibration, method) -> smoothed scores and labels of the split
+        self._smooth_cache: dict[tuple[float, int, int, int | None, str], tuple[torch.Tensor, np.ndarray]] = {}
         self.q_ = self._thresholds(self._conf_scores, self._y_conf)
         return self
 
@@ -527,8 +554,8 @@ class COLEP(Estimator):
 
     def predict_set(self, X) -> torch.Tensor:
         """Boolean ``(n, num_classes)``: class j is in the set iff its score at x is ≤ q_j."""
-        self._check_calibrated("predict_set")
-        return self._scores(self.probabilities(X)) <= self.q_[None, :]
+        q = self._check_calibrated("predict_set")
+        return self._scores(self.probabilities(X)) <= q[None, :]
 
     # ------------------------------------------------------- certification
     def _smoothed_fn(self, method: str):
@@ -571,6 +598,32 @@ class COLEP(Estimator):
             self._smooth_cache[key] = (self._smoothed_scores(k, n_samples, method), self._y_conf[sub])
         return self._thresholds(*self._smooth_cache[key])
 
+    @overload
+    def certify(
+        self,
+        X,
+        delta: float,
+        sigma: float,
+        n_samples: int = ...,
+        alpha_mc: float = ...,
+        seed: int = ...,
+        n_calibration: int | None = ...,
+        method: str = ...,
+    ) -> CertifiedSets: ...
+
+    @overload
+    def certify(
+        self,
+        X,
+        delta: Sequence[float],
+        sigma: float,
+        n_samples: int = ...,
+        alpha_mc: float = ...,
+        seed: int = ...,
+        n_calibration: int | None = ...,
+        method: str = ...,
+    ) -> list[CertifiedSets]: ...
+
     def certify(
         self,
         X,
@@ -604,18 +657,21 @@ class COLEP(Estimator):
         list of results comes back. ``n_calibration`` recalibrates on a
         random subset of that split, to save Monte Carlo time (the thresholds
         are cached per setting).
+
+        Raises:
+            UsageError: a radius in ``delta`` is negative or NaN (checked before any Monte Carlo draw).
         """
+        radii = _radii(delta)
         q = self.smoothed_thresholds(sigma, n_samples, seed, n_calibration, method)
         counts = smoothed_counts(self._smoothed_fn(method), X, sigma, n_samples, seed=seed + 2)
         s = self._smoothed_scores(counts, n_samples, method)
-        deltas = [delta] if np.isscalar(delta) else list(delta)
         out = []
-        for d in deltas:
-            _, lo, hi = bounds_from_counts(counts, n_samples, alpha_mc, float(d), sigma)
+        for d in radii:
+            _, lo, hi = bounds_from_counts(counts, n_samples, alpha_mc, d, sigma)
             if method == "sensors":
                 lo, hi = colep_score_bounds(*self.reasoner_.bounds(lo, hi, range(self.num_classes)), self.score)
-            out.append(CertifiedSets(float(d), s <= q, lo <= q, hi <= q, lo, hi, s))
-        return out[0] if np.isscalar(delta) else out
+            out.append(CertifiedSets(d, s <= q, lo <= q, hi <= q, lo, hi, s))
+        return out[0] if np.ndim(delta) == 0 else out
 
     @with_keywords_of(certify)
     def certified_coverage(self, X, y, delta: float, sigma: float, **options) -> float:
@@ -680,6 +736,28 @@ class RSCP(_OneThreshold):
     def predict_set(self, X) -> torch.Tensor:
         return self.certify(X, 0.0).sets
 
+    @overload
+    def certify(
+        self,
+        X,
+        delta: float,
+        sigma: float | None = ...,
+        n_samples: int | None = ...,
+        alpha_mc: float = ...,
+        seed: int | None = ...,
+    ) -> CertifiedSets: ...
+
+    @overload
+    def certify(
+        self,
+        X,
+        delta: Sequence[float],
+        sigma: float | None = ...,
+        n_samples: int | None = ...,
+        alpha_mc: float = ...,
+        seed: int | None = ...,
+    ) -> list[CertifiedSets]: ...
+
     def certify(
         self,
         X,
@@ -689,17 +767,24 @@ class RSCP(_OneThreshold):
         alpha_mc: float = 0.001,
         seed: int | None = None,
     ) -> CertifiedSets | list[CertifiedSets]:
-        self._check_calibrated("certify")
+        """Sets at ``X`` and their certificates for L2 radius ``delta`` (a list of radii: a list of results).
+
+        ``sigma`` and ``n_samples`` may only repeat the calibrated ones; ``seed`` defaults to ``seed_``.
+
+        Raises:
+            UsageError: a radius in ``delta`` is negative or NaN, or ``sigma``/``n_samples`` differ from the RSCP's.
+        """
+        q = self._check_calibrated("certify")
+        radii = _radii(delta)
         if (sigma is not None and sigma != self.sigma) or (n_samples is not None and n_samples != self.n_samples):
             raise UsageError("RSCP is calibrated for its own sigma and n_samples; build a new RSCP to change them")
         seed = self.seed_ if seed is None else seed
         counts = smoothed_counts(self._score_fn(), X, self.sigma, self.n_samples, seed=seed + 2)
-        deltas = [delta] if np.isscalar(delta) else list(delta)
         out = []
-        for d in deltas:
-            s, lo, hi = bounds_from_counts(counts, self.n_samples, alpha_mc, float(d), self.sigma)
-            out.append(CertifiedSets(float(d), s <= self.q_, lo <= self.q_, hi <= self.q_, lo, hi, s))
-        return out[0] if np.isscalar(delta) else out
+        for d in radii:
+            s, lo, hi = bounds_from_counts(counts, self.n_samples, alpha_mc, d, self.sigma)
+            out.append(CertifiedSets(d, s <= q, lo <= q, hi <= q, lo, hi, s))
+        return out[0] if np.ndim(delta) == 0 else out
 
     def certified_coverage(self, X, y, delta: float, alpha_mc: float = 0.001) -> float:
         return self.certify(X, delta, alpha_mc=alpha_mc).certified_coverage(y)

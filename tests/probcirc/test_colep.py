@@ -15,6 +15,7 @@ import probcirc
 from probcirc.colep import (
     COLEP,
     RSCP,
+    CertifiedSets,
     ClusterCircuit,
     Knowledge,
     KnowledgeError,
@@ -33,6 +34,7 @@ from probcirc.colep.knowledge import Cluster, Literal, Rule
 from probcirc.inputs import Bernoulli
 from probcirc.nodes import inputs, multiply, summate
 from probcirc.queries import soft_evidence
+from probmod.errors import UsageError
 
 
 # --------------------------------------------------------------- references
@@ -418,6 +420,43 @@ def test_certified_sets_contain_clean_sets(method, score):
     rs = RSCP(clf, sigma=0.25, n_samples=64).calibrate(X[120:180], y[120:180], 0.1)
     for r in rs.certify(X[180:], [0.0, 0.3]):
         assert bool((r.certain <= r.sets).all()) and bool((r.sets <= r.certified).all())
+
+
+def _tiny_calibrated(calls: list):
+    """A COLEP and an RSCP calibrated on 60 random readings; ``calls`` logs every model call after calibration."""
+    kb = Knowledge.from_concept_classes(["a", "b"], {"c": ["a"]})
+    X = torch.rand(60, 3, generator=torch.Generator().manual_seed(0))
+    y = (X[:, 1] > X[:, 0]).long().numpy()
+
+    def readings(x):
+        calls.append(len(x))
+        return torch.as_tensor(x, dtype=torch.float64).clamp(0, 1)  # smoothing noise leaves [0, 1]
+
+    cp = COLEP(readings, kb).calibrate(X, y, 0.1)
+    rs = RSCP(lambda x: torch.softmax(readings(x)[:, :2], 1), sigma=0.25, n_samples=8).calibrate(X, y, 0.1)
+    calls.clear()
+    return X, ((cp, {"sigma": 0.25, "n_samples": 8}), (rs, {}))
+
+
+@pytest.mark.parametrize("delta", [-0.1, float("nan"), [0.0, -0.2], [[0.1]]])
+def test_certify_refuses_what_is_not_a_radius_before_sampling(delta):
+    """A negative radius would move the Gaussian-smoothing bounds inward, past the point estimate, and
+    certify what is not; NaN would make every comparison False. Both are refused up front."""
+    calls: list = []
+    X, models = _tiny_calibrated(calls)
+    for model, kw in models:
+        with pytest.raises(UsageError, match="delta"):
+            model.certify(X[:4], delta, **kw)
+    assert not calls
+
+
+def test_certify_returns_one_result_for_any_scalar_radius_and_a_list_for_a_sequence():
+    X, models = _tiny_calibrated([])
+    for model, kw in models:
+        for scalar in (0.1, np.float64(0.1), np.array(0.1)):
+            res = model.certify(X[:4], scalar, **kw)
+            assert isinstance(res, CertifiedSets) and res.delta == 0.1
+        assert [r.delta for r in model.certify(X[:4], np.array([0.0, 0.1]), **kw)] == [0.0, 0.1]
 
 
 @pytest.mark.parametrize("certified_delta,holds", [(0.3, True), (0.0, False)])
