@@ -109,27 +109,38 @@ class InputLayer(nn.Module):
         stats = self.dist.stats(self._grouped(self.params), xv, observed, node_flows)
         return stats.reshape(self.node_var.numel(), -1)
 
-    def stat_support(self, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor | None:
-        """Flat indices of the :meth:`em_stats` entries that can be nonzero for these samples (None: all).
+    def stat_seen(self, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor | None:
+        """Which values can get a nonzero statistic from these samples: bool ``(runs, S)``, or None (all).
+
+        Tables of several sample sets combine by OR, so each chunk of a batch finds its own and
+        data-parallel EM takes their union (:meth:`support_of` turns it into indices).
+        """
+        possible = self.dist.stat_support(*self.values(x, missing))
+        return None if possible is None else possible[:, 0]
+
+    def support_of(self, seen: torch.Tensor) -> torch.Tensor:
+        """Flat indices of the :meth:`em_stats` entries that a :meth:`stat_seen` table allows.
 
         Data-parallel EM adds only these: at MNIST sizes a batch shows about
         a third of the 256 grey levels per pixel.
         """
-        possible = self.dist.stat_support(*self.values(x, missing))
-        if possible is None:
-            return None
         # Found per variable, then repeated for its k leaves (node run * k + j, entry s).
-        run, entry = possible[:, 0].nonzero(as_tuple=True)
-        width = possible.shape[-1]
+        run, entry = seen.nonzero(as_tuple=True)
+        width = seen.shape[-1]
         leaves = torch.arange(self.k, device=run.device) * width
         return ((run * self.k * width + entry)[:, None] + leaves).reshape(-1)
+
+    def stat_support(self, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor | None:
+        """Flat indices of the :meth:`em_stats` entries that can be nonzero for these samples (None: all)."""
+        seen = self.stat_seen(x, missing)
+        return None if seen is None else self.support_of(seen)
 
     def em_update(
         self, stats: torch.Tensor, step_size: float, pseudocount: float, support: torch.Tensor | None = None
     ) -> None:
         """``θ ← (1 - s)·θ + s·θ_new`` in place, ``θ_new`` from :meth:`m_step`; ``stats`` may be used up.
 
-        With ``support`` (flat indices from :meth:`stat_support`), ``stats`` holds only those
+        With ``support`` (flat indices from :meth:`support_of`), ``stats`` holds only those
         entries of the statistics; the others are zero.
         """
         stats = stats.to(self.params.dtype)
@@ -163,7 +174,7 @@ class InputLayer(nn.Module):
         if not (isinstance(self.dist, Categorical) and pseudocount > 0 and self.params.device.type == "cpu"):
             return False
         width, k = self.dist.num_cats, self.k
-        # stat_support's layout: runs of k entries, the same value for the k leaves of one variable.
+        # support_of's layout: runs of k entries, the same value for the k leaves of one variable.
         run = support.view(-1, k)[:, 0] // (k * width)
         entries = stats.view(-1, k)
         total = torch.zeros(self.params.shape[0] // k, k, dtype=stats.dtype, device=stats.device)

@@ -153,6 +153,18 @@ class ChunkSum:
         """The chunks this rank computes: ``rank, rank + world, ...``."""
         return range(self.rank, num_chunks, self.world)
 
+    def any(self, tables: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The entry-wise OR over every rank of bool ``tables`` (each rank's own, all False if it has no chunk).
+
+        An OR is exact in any order. One all-reduce (MAX over the bytes) carries every table.
+        """
+        if self.world == 1 or not tables:
+            return list(tables)
+        flat = torch.cat([t.reshape(-1) for t in tables]).view(torch.uint8)
+        self._collective(lambda: dist.all_reduce(flat, op=dist.ReduceOp.MAX, group=self.group))
+        parts = flat.view(torch.bool).split([t.numel() for t in tables])
+        return [part.view(t.shape) for part, t in zip(parts, tables)]
+
     def run(
         self,
         parts: Mapping[int, Sequence[torch.Tensor]],

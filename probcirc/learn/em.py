@@ -76,8 +76,9 @@ def em(
         mask = torch.isnan(data)
     gen = torch.Generator().manual_seed(seed)
     reducer, ws = ChunkSum(group), _Workspace()
-    # One row fails early on shape errors and gives the statistics' shapes and dtypes (a rank may get no chunk).
-    like = _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]
+    # One row fails early on shape errors and gives the statistics' and seen tables' shapes and dtypes
+    # (a rank may get no chunk).
+    like = _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1:]
     history: list[float] = []
     total = epochs + full_batch_epochs
     with torch.no_grad():
@@ -95,7 +96,7 @@ def em(
                     _update(circuit, totals, step_size, alphas, support)
                 else:
                     if acc is None:
-                        acc = [torch.zeros(t.shape, dtype=torch.float64, device=circuit.device) for t in like]
+                        acc = [torch.zeros(t.shape, dtype=torch.float64, device=circuit.device) for t in like[0]]
                     for a, t, where in zip(acc, totals, support):
                         # float64, in batch order: the same on every rank (nothing to add outside a support)
                         if where is None:
@@ -144,7 +145,7 @@ def edge_flows(
     if mask is None and data.is_floating_point() and bool(torch.isnan(data).any()):
         mask = torch.isnan(data)
     reducer, ws = ChunkSum(group), _Workspace()
-    like = _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1]
+    like = _chunk_stats(circuit, data, mask, torch.arange(1, device=data.device))[1:]
     n_sums = len(circuit._sum_layers)
     total: list[torch.Tensor] | None = None
     with torch.no_grad():
@@ -166,20 +167,25 @@ def _batch_stats(
     """The batch ``idx``'s EM statistics, their supports and its summed log-likelihood, all ranks.
 
     The statistics are :meth:`ChunkSum.run`'s totals, in ``dtype``; a categorical layer's come as
-    the vector of the entries in its support (flat indices, ``None`` for a dense total).
+    the vector of the entries in its support (flat indices, ``None`` for a dense total). ``like``
+    is a one-row chunk's statistics and seen tables (their shapes and dtypes).
     """
+    like_stats, like_seen = like
     chunks = chunk_rows(idx, chunk_size)
     parts, lls = {}, {}
+    # Each chunk finds the values its samples show (the leaves' seen tables, from the node-major
+    # values its pass prepares anyway); their OR over every chunk of every rank is the batch's, the
+    # same for any number of ranks and chunks, so every run takes the same update path.
+    seen = [t if t is None else torch.zeros_like(t) for t in like_seen]
     for c in reducer.mine(len(chunks)):
-        lls[c], parts[c] = _chunk_stats(circuit, data, mask, chunks[c], ws)
-    # Every rank holds the whole batch, so each derives the same support without a collective, and
-    # does so for any number of ranks and chunks, so that every run takes the same update path.
-    # Node-major values on the circuit's device, not converted (each chunk's pass checks them).
-    x = data[idx].to(circuit.device).T.contiguous()
-    missing = torch.zeros_like(x, dtype=torch.bool) if mask is None else mask[idx].to(x.device).T.contiguous()
-    support = [None] * len(circuit._sum_layers) + [l.stat_support(x, missing) for l in circuit._input_layers]
-    shapes = [t.shape for t in like]
-    totals, ll = reducer.run(parts, lls, len(chunks), shapes, circuit.device, support, dtype, True, like[0].dtype)
+        lls[c], parts[c], chunk_seen = _chunk_stats(circuit, data, mask, chunks[c], ws)
+        seen = [a if a is None else a.logical_or_(b) for a, b in zip(seen, chunk_seen)]
+    union = iter(reducer.any([t for t in seen if t is not None]))
+    support = [None] * len(circuit._sum_layers) + [
+        None if t is None else layer.support_of(next(union)) for layer, t in zip(circuit._input_layers, seen)
+    ]
+    shapes = [t.shape for t in like_stats]
+    totals, ll = reducer.run(parts, lls, len(chunks), shapes, circuit.device, support, dtype, True, like_stats[0].dtype)
     return totals, support, ll
 
 
@@ -206,8 +212,8 @@ class _Workspace:
 
 def _chunk_stats(
     circuit: CompiledCircuit, data, mask, rows: torch.Tensor, ws: _Workspace | None = None
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The summed log-likelihood (float64) and the EM statistics of the samples ``rows``."""
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
+    """The summed log-likelihood (float64), the EM statistics and the leaves' seen tables of the samples ``rows``."""
     x, missing = circuit._prepare(data[rows], None if mask is None else mask[rows])
     ws = ws or _Workspace()
     mars = circuit._forward_pass(x, missing, out=ws.take("mars", circuit, len(rows)), tape=ws.tape)
@@ -217,7 +223,8 @@ def _chunk_stats(
     )
     edge_flows = [g.mul_(layer.weight) for layer, g in zip(circuit._sum_layers, grads)]  # g is ours: in place
     stats = [layer.em_stats(flows, x, missing) for layer in circuit._input_layers]
-    return root.sum(dtype=torch.float64), edge_flows + stats
+    seen = [layer.stat_seen(x, missing) for layer in circuit._input_layers]
+    return root.sum(dtype=torch.float64), edge_flows + stats, seen
 
 
 def _update(

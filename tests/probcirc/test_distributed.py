@@ -103,6 +103,13 @@ lls = em(pc, x, epochs=1, full_batch_epochs=1, batch_size=64, chunk_size=16, ste
 lls += em(pc, x, epochs=1, full_batch_epochs=1, batch_size=64, chunk_size=64, step_size=0.5)
 lls += sgd(pc, x, epochs=1, batch_size=64, chunk_size=16, lr=0.1)
 flows = edge_flows(pc, x, 64, chunk_size=16)
+# The seen tables' union: rank r marks entry r of the first table, rank 0 the last of the second.
+marks = [torch.zeros(2, 3, dtype=torch.bool), torch.zeros(4, dtype=torch.bool)]
+marks[0].view(-1)[distributed.rank()] = True
+marks[1][-1] = distributed.rank() == 0
+union = distributed.ChunkSum().any(marks)
+assert union[0].view(-1).tolist() == [i < distributed.world_size() for i in range(6)], union
+assert union[1].tolist() == [False, False, False, True], union
 if distributed.is_main():
     probcirc.io.save(pc, sys.argv[1] + ".h5")
     np.save(sys.argv[1] + ".npy", np.concatenate([np.array(lls)] + [f.numpy().ravel() for f in flows]))
@@ -292,7 +299,10 @@ def test_categorical_statistics_are_zero_outside_the_batch_support(missing_share
         for v in range(6):
             expected = bool(((x[:, var] == v) & ~mask[:, var]).any() or mask[:, var].any())
             assert bool(support[node, v]) == expected, (node, v)
+    # The batch's table is the OR of its chunks' (each rank finds its own chunks').
+    seen = [layer.stat_seen(*pc._prepare(x[r], mask[r])) for r in (slice(0, 4), slice(4, 10))]
+    assert torch.equal(layer.support_of(seen[0] | seen[1]), layer.stat_support(xs, missing))
     rows = torch.arange(4)  # a chunk of the batch: its statistics vanish outside the batch's support
-    _, stats = _chunk_stats(pc, x, mask, rows)
+    _, stats, _ = _chunk_stats(pc, x, mask, rows)
     assert bool((stats[-1][~support] == 0).all()) and bool((stats[-1] > 0).any())
     assert missing_share or not bool(support.all())
