@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import torch
 
 from ..inputs import Categorical
 from .codec import CodecModel, check_colour
-from .images import check_image, tile, to_planes
+from .images import check_image, to_planes
 from .predict import check_predictor, choose, image_residuals
 
 
@@ -27,14 +29,32 @@ def image_planes(images, colour: str = "ycocg") -> list[np.ndarray]:
     return [plane for img in images for plane in to_planes(*check_image(img), colour)]
 
 
-def _views(images, colour: str, augment: bool) -> list[list[np.ndarray]]:
-    """Each image's planes, and with ``augment`` each of its 7 other views' planes, one list per view."""
-    out = []
+def _views(images, colour: str, augment: bool) -> Iterator[list[np.ndarray]]:
+    """Each image's planes, and with ``augment`` each of its 7 other views' planes, one list per view.
+
+    A generator, so that a caller can predict and tile one view before the next is made.
+    """
     for img in images:
         planes = to_planes(*check_image(img), colour)
-        views = [dihedral(p) for p in planes] if augment else [[p] for p in planes]
-        out += [[v[k] for v in views] for k in range(len(views[0]))]
-    return out
+        for k in range(8 if augment else 1):
+            yield [_view(p, k) for p in planes]
+
+
+def _view_shapes(images, colour: str, augment: bool) -> list[tuple[int, int]]:
+    """The shapes of the planes :func:`_views` yields, in its order, without making any view."""
+    shapes: list[tuple[int, int]] = []
+    for img in images:
+        a, mode = check_image(img)
+        h, w = a.shape[:2]
+        planes = len(to_planes(a[:1, :1], mode, colour))  # every plane has the image's shape
+        shapes += [(h, w) if k % 4 < 2 else (w, h) for k in range(8 if augment else 1) for _ in range(planes)]
+    return shapes
+
+
+def _view(plane: np.ndarray, k: int) -> np.ndarray:
+    """View ``k`` of :func:`dihedral`: ``k // 2`` quarter turns, then a mirror when ``k`` is odd."""
+    t = np.rot90(plane, k // 2)
+    return np.ascontiguousarray(t[:, ::-1] if k % 2 else t)
 
 
 def dihedral(plane: np.ndarray) -> list[np.ndarray]:
@@ -49,25 +69,74 @@ def dihedral(plane: np.ndarray) -> list[np.ndarray]:
         >>> len(views), views[0].shape, views[2].shape, len({v.tobytes() for v in views})
         (8, (2, 3), (3, 2), 8)
     """
-    turns = [np.rot90(plane, k) for k in range(4)]
-    return [np.ascontiguousarray(v) for t in turns for v in (t, t[:, ::-1])]
+    return [_view(plane, k) for k in range(8)]
 
 
-def patches_from_planes(planes, patch: tuple[int, int], max_patches: int | None = None, seed: int = 0) -> np.ndarray:
-    """All complete (unpadded) patches ``(N, ph*pw)`` of the planes.
+def _complete(shape: tuple[int, int], patch: tuple[int, int]) -> int:
+    """How many complete (unpadded) patches :func:`~probcirc.compress.images.tile` cuts from a plane."""
+    return (shape[0] // patch[0]) * (shape[1] // patch[1])
 
+
+def _rows(plane: np.ndarray, patch: tuple[int, int], index: np.ndarray) -> np.ndarray:
+    """Complete patches number ``index`` (row-major, as :func:`tile` orders them) of the plane, as int64."""
+    ph, pw = patch
+    nh, nw = plane.shape[0] // ph, plane.shape[1] // pw
+    # A strided view, so that only the chosen patches are ever copied (tile pads and copies the whole plane).
+    grid = plane[: nh * ph, : nw * pw].reshape(nh, ph, nw, pw)
+    i, j = np.divmod(index, nw)
+    return grid[i, :, j, :].astype(np.int64).reshape(len(index), ph * pw)
+
+
+def patches_from_planes(
+    planes,
+    patch: tuple[int, int],
+    max_patches: int | None = None,
+    seed: int = 0,
+    *,
+    shapes: Sequence[tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """All complete (unpadded) patches ``(N, ph*pw)`` of the planes, int64, plane after plane.
+
+    With ``max_patches`` (below N) only ``default_rng(seed).choice(N, max_patches, replace=False)`` of
+    them, in that order. ``planes`` may be any iterable; given their ``shapes`` too it is read once, one
+    plane at a time, and only the chosen patches are kept, so a generator that makes each plane when asked
+    (as :func:`train_codec` does) never holds more than one plane (otherwise the planes are listed first).
     Planes smaller than the patch contribute nothing; at least two full patches are needed overall.
+
+    Example:
+        >>> planes = [np.arange(12, dtype=np.uint8).reshape(3, 4), np.ones((2, 5), np.uint8)]
+        >>> patches_from_planes(planes, (2, 2)).tolist()   # the 3rd row and 5th column are incomplete
+        [[0, 1, 4, 5], [2, 3, 6, 7], [1, 1, 1, 1], [1, 1, 1, 1]]
+        >>> patches_from_planes(iter(planes), (2, 2), 2, shapes=[(3, 4), (2, 5)]).shape
+        (2, 4)
     """
     ph, pw = patch
-    rows = []
-    for plane in planes:
-        v, m = tile(plane, ph, pw)
-        rows.append(v[m.all(1)])
-    data = np.concatenate(rows) if rows else np.zeros((0, ph * pw), np.int64)
-    if len(data) < 2:
-        raise ValueError(f"need at least 2 complete {ph}x{pw} patches to train, got {len(data)}; use a smaller --patch")
-    if max_patches is not None and len(data) > max_patches:
-        data = data[np.random.default_rng(seed).choice(len(data), max_patches, replace=False)]
+    if shapes is None:
+        planes = [np.asarray(p) for p in planes]
+        shapes = [p.shape for p in planes]
+    if any(len(s) != 2 for s in shapes):
+        raise ValueError(f"planes must be 2-D, got shapes {sorted({tuple(s) for s in shapes if len(s) != 2})}")
+    counts = np.array([_complete(s, patch) for s in shapes], np.int64)
+    total = int(counts.sum())
+    if total < 2:
+        raise ValueError(f"need at least 2 complete {ph}x{pw} patches to train, got {total}; use a smaller --patch")
+    if max_patches is not None and total > max_patches:
+        chosen = np.random.default_rng(seed).choice(total, max_patches, replace=False)
+    else:
+        chosen = np.arange(total)
+    # Walk the planes in order, each taking the chosen numbers in its range, and put its rows where the
+    # draw placed them.
+    order = np.argsort(chosen, kind="stable")
+    bounds = np.searchsorted(chosen[order], np.concatenate([[0], np.cumsum(counts)]))
+    data = np.empty((len(chosen), ph * pw), np.int64)
+    start = 0
+    for plane, n, shape, lo, hi in zip(planes, counts, shapes, bounds[:-1], bounds[1:], strict=True):
+        plane = np.asarray(plane)
+        if plane.shape != tuple(shape):
+            raise ValueError(f"plane of shape {plane.shape} where shapes said {tuple(shape)}")
+        if hi > lo:
+            data[order[lo:hi]] = _rows(plane, patch, chosen[order[lo:hi]] - start)
+        start += n
     return data
 
 
@@ -116,20 +185,19 @@ def train_codec(
 
     images = list(images)
     patch = patch or default_patch(images)
-    planes = image_planes(images, check_colour(colour))
+    colour = check_colour(colour)
     if predictor == "auto":  # guided is blend on grey planes, so the per-plane choice cannot tell them apart
-        chosen = choose(planes)
+        chosen = choose(image_planes(images, colour))
         predictor = "guided" if chosen == "blend" else chosen
     predictor = check_predictor(predictor)
     if pseudocount is None:
         pseudocount = 0.1 if predictor == "none" else 0.03
     if augment is None:
         augment = predictor != "none"
-    views = _views(images, colour, augment)
-    data = patches_from_planes([r for v in views for r in image_residuals(v, predictor)], patch, max_patches, seed)
+    data = _training_patches(images, patch, predictor, colour, augment, max_patches, seed)
     root = HCLT(data, latents, input_dist=Categorical(256), num_bins=num_bins, seed=seed)
     pc = probcirc.compile(root, seed=seed, dtype=torch.float32)
-    x = torch.from_numpy(data.astype(np.int64))
+    x = torch.from_numpy(data)  # int64 already; shares its memory
     em(
         pc,
         x,
@@ -142,3 +210,9 @@ def train_codec(
         progress=progress,
     )
     return CodecModel(pc, patch, predictor, colour)
+
+
+def _training_patches(images, patch, predictor, colour, augment, max_patches, seed) -> np.ndarray:
+    """The patches :func:`train_codec` fits: the residuals of one view at a time, only the chosen rows kept."""
+    residuals = (r for v in _views(images, colour, augment) for r in image_residuals(v, predictor))
+    return patches_from_planes(residuals, patch, max_patches, seed, shapes=_view_shapes(images, colour, augment))
