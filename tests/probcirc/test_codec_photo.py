@@ -201,6 +201,22 @@ def test_augmentation_is_on_by_default_for_residuals_only():
     assert fp(predictor="med") == fp(predictor="med", augment=True) != fp(predictor="med", augment=False)
 
 
+def test_green_transform_is_the_formula_at_every_extreme_and_inverts():
+    """Every (R, G) pair with blue at 0, 127, 128, 255 and 14 levels between, against the documented
+    formula in int64 (the transform computes in int16: this covers its intermediates' whole range)."""
+    from probcirc.compress.images import green_to_rgb, rgb_to_green
+
+    blue = np.unique(np.r_[np.arange(0, 256, 17), 127, 128]).astype(np.uint8)
+    r, g, b = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8), blue, indexing="ij")
+    rgb = np.stack([r, g, b], -1).reshape(-1, len(blue) * 16, 3)
+    r, g, b = (rgb[..., c].astype(np.int64) for c in range(3))
+    planes = rgb_to_green(rgb)
+    np.testing.assert_array_equal(planes[0], g)
+    np.testing.assert_array_equal(planes[1], (r - g + 128) % 256)
+    np.testing.assert_array_equal(planes[2], (b - (r + g) // 2 + 128) % 256)
+    np.testing.assert_array_equal(green_to_rgb(planes), rgb)
+
+
 def test_green_transform_is_a_bijection_and_never_wraps_the_first_plane():
     from probcirc.compress.images import green_to_rgb, rgb_to_green, rgb_to_planes
 

@@ -95,7 +95,7 @@ def test_one_view_at_a_time_keeps_a_fraction_of_the_memory():
     """A 600x800 colour photo (P = 480,000 pixels), 8 views, 2,000 of its 8x8 patches.
 
     Streamed, what is held at once is the kept patches (2,000 x 64 int64, 1 MB) and either the colour
-    transform of the one image (``rgb_to_green``: 3 int64 channels and 2 int64 temporaries, 40 bytes per
+    transform of the one image (``rgb_to_green``: 3 int16 channels and 2 int16 temporaries, 10 bytes per
     pixel) or its 3 uint8 planes, one view's 3, their residuals and the int64 copy ``residuals`` makes of one
     plane (17 bytes per pixel; numba's own arrays are not traced): under 6 int64 planes, 48 P bytes, plus the
     patches. Building everything first holds the 180,000 int64 patches of all 24 residual planes (92 MB)
