@@ -179,7 +179,7 @@ def _batch_stats(
     seen = [t if t is None else torch.zeros_like(t) for t in like_seen]
     for c in reducer.mine(len(chunks)):
         lls[c], parts[c], chunk_seen = _chunk_stats(circuit, data, mask, chunks[c], ws)
-        seen = [a if a is None else a.logical_or_(b) for a, b in zip(seen, chunk_seen)]
+        seen = [a if a is None or b is None else a.logical_or_(b) for a, b in zip(seen, chunk_seen)]
     union = iter(reducer.any([t for t in seen if t is not None]))
     support = [None] * len(circuit._sum_layers) + [
         None if t is None else layer.support_of(next(union)) for layer, t in zip(circuit._input_layers, seen)
