@@ -73,7 +73,7 @@ class InputDist(abc.ABC):
     def from_unconstrained(self, free: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`to_unconstrained`."""
 
-    def stat_support(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor | None:
+    def stat_seen(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor | None:
         """Which statistics can be nonzero given values ``x`` ``(V, 1, B)``: a bool ``(V, 1, S)`` or None (all).
 
         Data-parallel EM exchanges only these entries, so families whose

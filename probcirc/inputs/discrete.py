@@ -59,7 +59,7 @@ class Categorical(InputDist):
             return counts
         return counts + (flows * ~observed).sum(-1, keepdim=True) * params
 
-    def stat_support(self, x, observed):
+    def stat_seen(self, x, observed):
         # A value that no sample shows gets no count, unless the variable is missing somewhere
         # (then every value gets its expected share).
         seen = torch.zeros(*x.shape[:-1], self.num_cats, dtype=torch.bool, device=x.device)

@@ -115,7 +115,7 @@ class InputLayer(nn.Module):
         Tables of several sample sets combine by OR, so each chunk of a batch finds its own and
         data-parallel EM takes their union (:meth:`support_of` turns it into indices).
         """
-        possible = self.dist.stat_support(*self.values(x, missing))
+        possible = self.dist.stat_seen(*self.values(x, missing))
         return None if possible is None else possible[:, 0]
 
     def support_of(self, seen: torch.Tensor) -> torch.Tensor:
@@ -129,11 +129,6 @@ class InputLayer(nn.Module):
         width = seen.shape[-1]
         leaves = torch.arange(self.k, device=run.device) * width
         return ((run * self.k * width + entry)[:, None] + leaves).reshape(-1)
-
-    def stat_support(self, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor | None:
-        """Flat indices of the :meth:`em_stats` entries that can be nonzero for these samples (None: all)."""
-        seen = self.stat_seen(x, missing)
-        return None if seen is None else self.support_of(seen)
 
     def em_update(
         self, stats: torch.Tensor, step_size: float, pseudocount: float, support: torch.Tensor | None = None

@@ -244,7 +244,7 @@ def test_the_categorical_update_from_a_support_alone_is_the_formula():
     pc = probcirc.compile(summate(multiply(inputs(0, 3, Categorical(6)), inputs(1, 3, Categorical(6))), num_nodes=1))
     layer = pc._input_layers[0]
     x = torch.randint(0, 3, (10, 2), generator=gen) * torch.tensor([1, 2])  # values 0..2 and 0, 2, 4
-    support = layer.stat_support(*pc._prepare(x, None))
+    support = layer.support_of(layer.stat_seen(*pc._prepare(x, None)))
     assert 0 < len(support) < layer.params.numel()
     stats = torch.zeros(layer.params.numel())
     stats[support] = torch.rand(len(support), generator=gen) * 30

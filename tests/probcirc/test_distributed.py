@@ -293,7 +293,8 @@ def test_categorical_statistics_are_zero_outside_the_batch_support(missing_share
     xs, missing = pc._prepare(x, mask)
     layer = pc._input_layers[0]
     support = torch.zeros(layer.node_var.numel() * 6, dtype=torch.bool)
-    support[layer.stat_support(xs, missing)] = True
+    batch = layer.support_of(layer.stat_seen(xs, missing))
+    support[batch] = True
     support = support.view(-1, 6)
     for node, var in enumerate(layer.node_var.tolist()):
         for v in range(6):
@@ -301,7 +302,7 @@ def test_categorical_statistics_are_zero_outside_the_batch_support(missing_share
             assert bool(support[node, v]) == expected, (node, v)
     # The batch's table is the OR of its chunks' (each rank finds its own chunks').
     seen = [layer.stat_seen(*pc._prepare(x[r], mask[r])) for r in (slice(0, 4), slice(4, 10))]
-    assert torch.equal(layer.support_of(seen[0] | seen[1]), layer.stat_support(xs, missing))
+    assert torch.equal(layer.support_of(seen[0] | seen[1]), batch)
     rows = torch.arange(4)  # a chunk of the batch: its statistics vanish outside the batch's support
     _, stats, _ = _chunk_stats(pc, x, mask, rows)
     assert bool((stats[-1][~support] == 0).all()) and bool((stats[-1] > 0).any())
