@@ -14,6 +14,13 @@ up to a quarter from one run to the next (nothing else running), so one pair
 ranges from 0.70 to 0.85 for the same code: the runs alternate, ``--repeats``
 pairs (5) in ABBA order, and the line reports the median rates and the median of
 the pairs' efficiencies.
+
+First it measures what two cores give on this machine at all, in the same run:
+a loop that copies between two 200 MB buffers (memory-bound) and a small
+matrix product that stays in cache (compute-bound), each timed in one process
+alone and then in two at once. Their efficiencies bound the EM's: its chunks
+stream buffers of hundreds of MB, so where the two cores share the memory
+bandwidth, 2 ranks cannot reach twice the img/s of one.
 """
 
 from __future__ import annotations
@@ -58,6 +65,42 @@ def worker(args: argparse.Namespace) -> None:
     distributed.shutdown()
 
 
+def probe(kind: str, seconds: float) -> float:
+    """One thread's rate for ``seconds``: GB/s copied between two 200 MB buffers, or GFLOP/s of a 128 x 128 product."""
+    torch.set_num_threads(1)
+    if kind == "copy":
+        a = torch.ones(50_000_000)
+        b = torch.empty_like(a)
+        step, work = (lambda: b.copy_(a)), 2 * a.numel() * a.element_size() / 1e9  # read + write
+    else:
+        a = torch.randn(128, 128)
+        b = torch.empty_like(a)
+        step, work = (lambda: torch.mm(a, a, out=b)), 2 * 128**3 / 1e9
+    step()  # pages in the buffers before the clock starts
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        step()
+        n += 1
+    return n * work / elapsed
+
+
+def ceiling(seconds: float) -> None:
+    """Print the efficiency of a memory-bound and a compute-bound loop: one process, then two at once."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    print("Two cores on this machine, one thread per process (each loop alone, then two copies at once):")
+    print(f"  {'loop':<40} {'1 process':>10} {'2 at once, each':>18} {'efficiency':>11}")
+    loops = (("copy", "copy 200 MB buffers, GB/s (memory)"), ("mm", "128x128 matmul, GFLOP/s (in cache)"))
+    for kind, label in loops:
+        rates = []
+        for copies in (1, 2):
+            argv = [sys.executable, __file__, "--probe", kind, "--probe-seconds", str(seconds)]
+            procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(copies)]
+            rates.append([float(p.communicate()[0].split("=")[1]) for p in procs])
+        (alone,), pair = rates
+        each = ", ".join(f"{r:.1f}" for r in pair)
+        print(f"  {label:<40} {alone:>10.1f} {each:>18} {sum(pair) / (2 * alone):>11.2f}")
+
+
 def run(ranks: int, args: argparse.Namespace, circuit: Path, result: Path) -> float:
     """img/s of one epoch on ``ranks`` ranks (torchrun for more than one)."""
     launch = [sys.executable]
@@ -91,12 +134,20 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=distributed.CHUNK_SIZE, help="rows per chunk (unit of a rank's work)")
     ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--repeats", type=int, default=5, help="pairs of 1-rank and 2-rank runs, alternating")
+    ap.add_argument(
+        "--ceiling-seconds", type=float, default=3.0, help="seconds per loop of the machine check, 0 skips it"
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--probe", choices=("copy", "mm"), help=argparse.SUPPRESS)
+    ap.add_argument("--probe-seconds", type=float, default=3.0, help=argparse.SUPPRESS)
     ap.add_argument("--circuit", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args)
+    if args.probe:
+        print(f"rate={probe(args.probe, args.probe_seconds)}")
+        return
     try:
         x = mnist(args.train_limit)
     except FileNotFoundError as err:
@@ -106,6 +157,8 @@ def main() -> None:
     )
     pc = probcirc.compile(root, seed=0)
     print(f"HCLT({args.latents}) on {len(x):,} images: {pc.num_parameters:,} parameters, {pc.num_edges:,} edges")
+    if args.ceiling_seconds > 0:
+        ceiling(args.ceiling_seconds)
     with tempfile.TemporaryDirectory() as tmp:
         circuit, one, two = Path(tmp, "init.h5"), Path(tmp, "one.h5"), Path(tmp, "two.h5")
         probcirc.io.save(pc, circuit)
