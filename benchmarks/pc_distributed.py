@@ -44,7 +44,8 @@ from probcirc.structures import HCLT
 
 def mnist(limit: int | None) -> torch.Tensor:
     images, _ = load_mnist("train")
-    return torch.from_numpy(images.reshape(len(images), -1)[:limit].astype(np.int64))
+    # uint8, as `probcirc train` keeps its data: every rank holds the whole set, a byte a value
+    return torch.from_numpy(np.ascontiguousarray(images.reshape(len(images), -1)[:limit]))
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -164,9 +164,15 @@ def split(run: RunOptions, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fingerprint(x: np.ndarray) -> str:
-    """SHA-256 of an integer data set's shape and values."""
-    x = np.ascontiguousarray(x, dtype=np.int64)
-    return hashlib.sha256(repr(x.shape).encode() + x.tobytes()).hexdigest()
+    """SHA-256 of an integer data set's shape and its values as int64 (whatever their dtype).
+
+    The values go through the hash a block of rows at a time, so no int64 copy of the whole set is made.
+    """
+    digest = hashlib.sha256(repr(x.shape).encode())
+    step = max(1, (1 << 22) // max(1, math.prod(x.shape[1:])))  # about 32 MB of int64 a block
+    for s in range(0, len(x), step):
+        digest.update(np.ascontiguousarray(x[s : s + step], dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 @io.register
