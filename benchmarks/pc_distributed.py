@@ -45,7 +45,7 @@ from probcirc.structures import HCLT
 def mnist(limit: int | None) -> torch.Tensor:
     images, _ = load_mnist("train")
     # uint8, as `probcirc train` keeps its data: every rank holds the whole set, a byte a value
-    return torch.from_numpy(np.ascontiguousarray(images.reshape(len(images), -1)[:limit]))
+    return torch.from_numpy(np.array(images.reshape(len(images), -1)[:limit]))  # a writable copy
 
 
 def worker(args: argparse.Namespace) -> None:
