@@ -6,6 +6,7 @@ import torch
 from probcirc.inputs import Categorical
 from probcirc.layers.input_layer import InputLayer
 from probcirc.learn import em
+from probcirc.queries import max_log_prob
 
 from .circuits import FAMILIES, all_assignments, compiled, structures
 
@@ -19,11 +20,11 @@ def leaves(pc):
     return [l for l in pc._input_layers if isinstance(l.dist, Categorical)]
 
 
-def fresh_log_prob(root, pc, x):
-    """log p(x) from a new circuit given ``pc``'s parameters: it has never kept a table."""
+def fresh(root, pc):
+    """A new circuit with ``pc``'s parameters: it has never kept a table."""
     other = compiled(root)
     other.load_state_dict(pc.state_dict())
-    return other.to(pc.dtype).log_prob(x)
+    return other.to(pc.dtype)
 
 
 def scale_through_a_view(pc):
@@ -55,13 +56,20 @@ def cast_to_float32(pc):
 def test_a_change_of_parameters_is_never_served_a_stale_table(change):
     root, pc = build()
     x = torch.tensor(all_assignments(pc.num_vars, 3))
+    half = torch.zeros_like(x, dtype=torch.bool)
+    half[:, 2:] = True  # max-product reads each leaf's mode where its variable is missing
     before = pc.log_prob(x)
-    assert all(l._kept_table is not None for l in leaves(pc))  # the pass kept its tables
+    pc.mpe(x, half)
+    assert all({"log", "mode"} <= set(l._kept) for l in leaves(pc))  # the passes kept what they derived
     change(pc)
-    after = pc.log_prob(x.to(pc.dtype))
+    x = x.to(pc.dtype)
+    after = pc.log_prob(x)
     # the change matters: other likelihoods, or another dtype
     assert after.dtype != before.dtype or not torch.allclose(after, before)
-    assert torch.equal(after, fresh_log_prob(root, pc, x.to(pc.dtype)))
+    other = fresh(root, pc)
+    assert torch.equal(after, other.log_prob(x))
+    assert torch.equal(max_log_prob(pc, x, half), max_log_prob(other, x, half))
+    assert torch.equal(pc.mpe(x, half), other.mpe(x, half))
 
 
 def test_repeated_queries_compute_the_table_once(monkeypatch):
