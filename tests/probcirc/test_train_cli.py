@@ -247,3 +247,20 @@ def test_sum_pseudocount_is_a_run_option(data, model, tmp_path, capsys):
     assert code == 2 and "--sum-pseudocount None (the run used 0.0)" in err
     code, _, err = _run(capsys, "train", data, *FAST, "--sum-pseudocount", "-1", "-o", tmp_path / "bad.h5")
     assert code == 2 and "--sum-pseudocount must be >= 0" in err
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint16, np.bool_])
+def test_data_is_held_at_one_byte_a_value_and_fingerprinted_as_before(tmp_path, dtype):
+    """Every rank holds the whole set: uint8 whatever the file's integer type, with the same values,
+    and the same fingerprint as the int64 array it used to be (checkpoints written before resume)."""
+    import hashlib
+
+    from probcirc.density.data import load_data
+    from probcirc.density.model import fingerprint
+
+    values = DIGITS.reshape(len(DIGITS), -1) > 1 if dtype is np.bool_ else DIGITS.reshape(len(DIGITS), -1)
+    np.save(tmp_path / "x.npy", values.astype(dtype))
+    x = load_data(tmp_path / "x.npy").x
+    assert x.dtype == np.uint8 and np.array_equal(x, values.astype(np.int64))
+    as_int64 = values.astype(np.int64)
+    assert fingerprint(x) == hashlib.sha256(repr(as_int64.shape).encode() + as_int64.tobytes()).hexdigest()
