@@ -92,7 +92,7 @@ class InputLayer(nn.Module):
         # In max-product a missing variable takes its best value.
         xv, observed = self.values(x, missing)
         grouped = self._grouped(self.params)
-        if isinstance(self.dist, Categorical) and not self._triton(self.params):
+        if isinstance(self.dist, Categorical):
             # log θ at the value and at the mode, read off the kept table: no logarithm per pass.
             table = self._current_log_table()[..., :-1]
             index = xv.long().clamp(0, self.dist.num_cats - 1).expand(*grouped.shape[:-1], x.shape[1])
