@@ -126,7 +126,7 @@ class InputLayer(nn.Module):
     def _mode_log_prob(self) -> torch.Tensor:
         """A categorical leaf's log θ at its mode ``(V, k, 1)``, from the kept table (max-product's missing values)."""
         table = self._current_log_table()[..., :-1]
-        return self._derived("mode", lambda p: table.gather(-1, self._grouped(p).argmax(-1, keepdim=True)))
+        return self._derived("mode_log", lambda p: table.gather(-1, self._grouped(p).argmax(-1, keepdim=True)))
 
     @staticmethod
     def _log_table(grouped: torch.Tensor) -> torch.Tensor:
@@ -237,7 +237,7 @@ class InputLayer(nn.Module):
         if choose == "sample":
             x[var, b] = self.dist.sample(self.params[j], generator).to(x.dtype)
         else:
-            x[var, b] = self.dist.mode(self.params)[j].to(x.dtype)
+            x[var, b] = self._derived("mode", self.dist.mode)[j].to(x.dtype)  # every leaf's, kept
 
 
 def _run_length(node_var: torch.Tensor) -> int:
