@@ -124,9 +124,9 @@ class InputLayer(nn.Module):
         return self._derived("log", lambda p: self._log_table(self._grouped(p)))
 
     def _mode_log_prob(self) -> torch.Tensor:
-        """A categorical leaf's log θ at its mode ``(V, k, 1)``, from the kept table (max-product's missing values)."""
-        table = self._current_log_table()[..., :-1]
-        return self._derived("mode_log", lambda p: table.gather(-1, self._grouped(p).argmax(-1, keepdim=True)))
+        """log θ at each categorical leaf's mode ``(V, k, 1)``, from the kept table and modes (max-product)."""
+        mode = self._derived("mode", self.dist.mode).long()[:, None]
+        return self._current_log_table().gather(-1, self._grouped(mode))
 
     @staticmethod
     def _log_table(grouped: torch.Tensor) -> torch.Tensor:
