@@ -114,9 +114,15 @@ class InputLayer(nn.Module):
         if p.requires_grad or p.is_inference():
             return compute(p)
         kept = self._kept.get(name)
-        if kept is None or kept[0] is not p or kept[1] != p._version:
-            kept = self._kept[name] = (p, p._version, compute(p))
-        return kept[2]
+        if kept is not None and kept[0] is p and kept[1] == p._version:
+            return kept[2]
+        # Let go of the stale value first: its memory then serves the new one, where holding it
+        # would page in fresh memory (MNIST's HCLT(32): 26 MB, two thirds of a log table's 12 ms).
+        del kept
+        self._kept.pop(name, None)
+        value = compute(p)
+        self._kept[name] = (p, p._version, value)
+        return value
 
     def _current_log_table(self) -> torch.Tensor:
         """:meth:`_log_table` of the parameters: for MNIST's HCLT(32), 6.4 million logarithms that were

@@ -102,3 +102,21 @@ def test_parameters_whose_changes_go_uncounted_are_computed_afresh():
         assert torch.equal(pc.log_prob(x), expected)
         leaf.params.mul_(0.5)
         assert not torch.allclose(pc.log_prob(x), expected)
+
+
+def test_a_stale_value_is_let_go_before_its_successor_is_computed():
+    # Holding the old table while the new one is built would page in fresh memory every update.
+    _, pc = build()
+    leaf = leaves(pc)[0]
+    first = leaf._derived("probe", lambda p: p.clone())
+    alive = []
+
+    def compute(p):
+        alive.append("probe" in leaf._kept)
+        return p.clone()
+
+    leaf.params.mul_(1.0)  # a new version, the same values
+    second = leaf._derived("probe", compute)
+    assert alive == [False]
+    assert torch.equal(first, second) and second is not first
+    assert leaf._derived("probe", compute) is second and alive == [False]  # kept again
