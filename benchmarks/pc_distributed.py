@@ -11,7 +11,7 @@ the line ``img_per_s_1rank=<x> img_per_s_2ranks=<y> scaling_efficiency_2ranks=<z
 Efficiency is img/s on 2 ranks over twice img/s on 1 rank; it needs two idle
 cores to mean anything. On the 2-core test VM the same script's speed drifts by
 up to a quarter from one run to the next (nothing else running), so one pair
-ranges from 0.70 to 0.85 for the same code: the runs alternate, ``--repeats``
+has ranged from 0.57 to 0.97 for the same code: the runs alternate, ``--repeats``
 pairs (5) in ABBA order, and the line reports the median rates and the median of
 the pairs' efficiencies.
 
